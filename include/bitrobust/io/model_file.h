@@ -1,0 +1,38 @@
+#pragma once
+// NOTE [Model file]: one self-describing file per model, a torch::serialize archive (loads in
+// PyTorch with torch.jit.load) holding
+//   "bitrobust_format"  int tensor, the format version (1)
+//   "meta"              a JSON string: {"spec": ModelSpec, "dataset", "epochs", "seed", "test_error",
+//                       "versions", "quantization": {...} (if quantized), ...}
+//   "model"             the network's parameters and buffers (float master weights)
+//   "quant_codes"       (quantized models) one archive entry per quantized parameter, in the order of
+//   "quant_ranges"      meta.quantization.params: integer codes and float [channels, 2] ranges
+#include <ATen/core/Tensor.h>
+
+#include <nlohmann/json.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bitrobust/models/models.h"
+
+namespace bitrobust::io {
+
+struct ModelFile {
+  models::ModelSpec spec;
+  std::shared_ptr<models::Classifier> net;
+  nlohmann::json meta = nlohmann::json::object();
+  std::vector<at::Tensor> quant_codes;   ///< parallel to meta["quantization"]["params"]
+  std::vector<at::Tensor> quant_ranges;
+};
+
+/// Writes atomically: a temporary file next to `path`, renamed over it once complete.
+void save_model_file(const std::string& path, const ModelFile& file);
+
+/// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, ...).
+ModelFile load_model_file(const std::string& path);
+
+/// Versions of bitrobust and Torch, recorded in every result.
+nlohmann::json version_info();
+
+}  // namespace bitrobust::io

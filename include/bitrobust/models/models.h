@@ -1,0 +1,46 @@
+#pragma once
+// Classifier architectures of the reference (MLP, LeNet, SimpleNet, WRN, ResNet-20), each with a
+// choice of normalization. See NOTE [Re-parameterized normalization] in models.cpp.
+#include <torch/nn/module.h>
+
+#include <nlohmann/json.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bitrobust::models {
+
+/// What a network is: enough to rebuild it from a model file.
+struct ModelSpec {
+  std::string arch = "lenet";   ///< mlp | lenet | simplenet | wrn | resnet20
+  std::string norm = "gn";      ///< none | bn | gn | rebn | regn
+  int64_t in_channels = 1;
+  int64_t height = 28;
+  int64_t width = 28;
+  int64_t num_classes = 10;
+  int64_t channels = 0;         ///< base width (0 = the architecture's default)
+  int64_t depth = 0;            ///< WRN depth (0 = 28)
+  int64_t widen = 0;            ///< WRN widen factor (0 = 10)
+  std::vector<int64_t> units;   ///< MLP hidden units (empty = default)
+
+  nlohmann::json to_json() const;
+  static ModelSpec from_json(const nlohmann::json& j);
+  void validate() const;        ///< throws bitrobust::Error on unknown names or bad sizes
+};
+
+std::vector<std::string> architecture_names();
+std::vector<std::string> normalization_names();
+
+/// A classifier: images [B, C, H, W] (normalized floats) -> logits [B, classes].
+class Classifier : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(at::Tensor x) = 0;
+};
+
+/// Builds a freshly initialised network (initialisation draws from torch's global generator:
+/// call torch::manual_seed first for reproducibility).
+std::shared_ptr<Classifier> build_model(const ModelSpec& spec);
+
+int64_t parameter_count(const torch::nn::Module& module);
+
+}  // namespace bitrobust::models

@@ -1,0 +1,61 @@
+#pragma once
+// The training loop: SGD with Nesterov momentum, multi-step learning rate stepped per batch,
+// per-epoch atomic checkpoints and exact resume; quantization-aware training, weight clipping and
+// random bit error training (RandBET) plug in through TrainOptions.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "bitrobust/data/dataset.h"
+#include "bitrobust/models/models.h"
+
+namespace bitrobust::train {
+
+struct TrainOptions {
+  int64_t epochs = 3;
+  int64_t batch_size = 128;
+  double lr = 0.05;
+  double momentum = 0.9;
+  bool nesterov = true;
+  double weight_decay = 5e-4;
+  uint64_t seed = 1;            ///< model initialisation, shuffling and augmentation
+  bool augment = true;          ///< the data set's default augmentation (none for MNIST-like sets)
+  std::string checkpoint;       ///< written atomically after every epoch ("" = none)
+  bool resume = false;          ///< continue from `checkpoint` if it exists
+  bool progress = true;         ///< progress bar on stderr
+  int64_t max_steps = 0;        ///< stop after this many steps (0 = all); for tests and timing
+};
+
+/// Per-step hooks used by quantization-aware and robust training (all optional).
+struct StepHooks {
+  /// Called before the forward pass: e.g. replace weights by their quantized values.
+  std::function<void()> before_forward;
+  /// Called after the clean backward pass with the clean loss; may run extra passes and
+  /// rewrite the gradients (RandBET).
+  std::function<void(const at::Tensor& loss)> after_backward;
+  /// Called after the optimizer step: e.g. restore nothing, clip weights.
+  std::function<void()> after_step;
+  /// Called right before the optimizer step, after after_backward: restore float weights.
+  std::function<void()> before_step;
+};
+
+struct TrainResult {
+  int64_t epochs_done = 0;
+  int64_t steps = 0;
+  double final_loss = 0;        ///< mean training loss of the last epoch
+  double final_train_error = 0; ///< training error of the last epoch (on augmented batches)
+  double seconds = 0;           ///< wall time of the epochs run in this call
+  double images_per_second = 0;
+};
+
+/// Trains `net` in place on `train_set`. Throws bitrobust::Error if the loss becomes NaN (naming
+/// the epoch and step), leaving no NaN model behind.
+TrainResult train(models::Classifier& net, const data::Dataset& train_set, const TrainOptions& options,
+                  const StepHooks& hooks = {});
+
+/// Learning rate at `step` of `total_steps`: base × 0.1 per milestone passed (2/5, 3/5, 4/5).
+double multistep_lr(double base, int64_t step, int64_t total_steps);
+
+}  // namespace bitrobust::train

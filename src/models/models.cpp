@@ -1,0 +1,312 @@
+#include "bitrobust/models/models.h"
+
+#include <torch/nn/init.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "bitrobust/common/error.h"
+
+namespace bitrobust::models {
+
+namespace {
+
+// NOTE [Re-parameterized normalization]: weight clipping projects every parameter onto [-W, W];
+// a normalization scale near 1 would not survive W = 0.1. The re-parameterized layers ("rebn",
+// "regn") compute scale = 1 + weight with weight and bias initialised to 0, so every parameter
+// stays small (as in the reference).
+class NormImpl : public torch::nn::Module {
+ public:
+  NormImpl(const std::string& kind, int64_t channels) : kind_(kind), channels_(channels) {
+    reparam_ = kind == "rebn" || kind == "regn";
+    batch_ = kind == "bn" || kind == "rebn";
+    weight_ = register_parameter("weight", reparam_ ? at::zeros({channels}) : at::ones({channels}));
+    bias_ = register_parameter("bias", at::zeros({channels}));
+    if (batch_) {
+      running_mean_ = register_buffer("running_mean", at::zeros({channels}));
+      running_var_ = register_buffer("running_var", at::ones({channels}));
+    }
+    groups_ = std::max<int64_t>(1, std::min<int64_t>(32, channels / 2));
+  }
+
+  at::Tensor forward(const at::Tensor& x) {
+    const at::Tensor scale = reparam_ ? weight_ + 1 : weight_;
+    if (batch_) {
+      return at::batch_norm(x, scale, bias_, running_mean_, running_var_, is_training(), 0.1, 1e-5,
+                            at::globalContext().userEnabledCuDNN());
+    }
+    return at::group_norm(x, groups_, scale, bias_, 1e-5, at::globalContext().userEnabledCuDNN());
+  }
+
+ private:
+  std::string kind_;
+  int64_t channels_;
+  bool reparam_ = false, batch_ = false;
+  int64_t groups_ = 1;
+  at::Tensor weight_, bias_, running_mean_, running_var_;
+};
+TORCH_MODULE(Norm);
+
+/// Normalization followed by ReLU, or just ReLU for norm = "none".
+class NormReluImpl : public torch::nn::Module {
+ public:
+  NormReluImpl(const std::string& kind, int64_t channels) {
+    if (kind != "none") norm_ = register_module("norm", Norm(kind, channels));
+  }
+  at::Tensor forward(const at::Tensor& x) { return at::relu(norm_ ? norm_->forward(x) : x); }
+
+ private:
+  Norm norm_{nullptr};
+};
+TORCH_MODULE(NormRelu);
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, bool bias = true) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(bias));
+}
+
+class MLP : public Classifier {
+ public:
+  explicit MLP(const ModelSpec& s) {
+    int64_t in = s.in_channels * s.height * s.width;
+    const std::vector<int64_t> units = s.units.empty() ? std::vector<int64_t>{1024, 1024} : s.units;
+    for (size_t i = 0; i < units.size(); ++i) {
+      hidden_.push_back(register_module("fc" + std::to_string(i + 1), torch::nn::Linear(in, units[i])));
+      acts_.push_back(register_module("act" + std::to_string(i + 1), NormRelu(s.norm, units[i])));
+      in = units[i];
+    }
+    out_ = register_module("fc_out", torch::nn::Linear(in, s.num_classes));
+  }
+  at::Tensor forward(at::Tensor x) override {
+    x = x.flatten(1);
+    for (size_t i = 0; i < hidden_.size(); ++i) x = acts_[i]->forward(hidden_[i]->forward(x));
+    return out_->forward(x);
+  }
+
+ private:
+  std::vector<torch::nn::Linear> hidden_;
+  std::vector<NormRelu> acts_;
+  torch::nn::Linear out_{nullptr};
+};
+
+class LeNet : public Classifier {
+ public:
+  explicit LeNet(const ModelSpec& s) {
+    const int64_t c = s.channels > 0 ? s.channels : 32;
+    conv1_ = register_module("conv1", conv(s.in_channels, c, 5));
+    act1_ = register_module("act1", NormRelu(s.norm, c));
+    conv2_ = register_module("conv2", conv(c, 2 * c, 5));
+    act2_ = register_module("act2", NormRelu(s.norm, 2 * c));
+    const int64_t flat = 2 * c * (s.height / 4) * (s.width / 4);
+    fc1_ = register_module("fc1", torch::nn::Linear(flat, 256));
+    act3_ = register_module("act3", NormRelu(s.norm, 256));
+    fc2_ = register_module("fc2", torch::nn::Linear(256, s.num_classes));
+  }
+  at::Tensor forward(at::Tensor x) override {
+    x = at::max_pool2d(act1_->forward(conv1_->forward(x)), {2, 2});
+    x = at::max_pool2d(act2_->forward(conv2_->forward(x)), {2, 2});
+    x = act3_->forward(fc1_->forward(x.flatten(1)));
+    return fc2_->forward(x);
+  }
+
+ private:
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  NormRelu act1_{nullptr}, act2_{nullptr}, act3_{nullptr};
+};
+
+// SimpleNet (Hasanpour et al.) as in the reference; see REFERENCE.md for the layer table.
+class SimpleNet : public Classifier {
+ public:
+  explicit SimpleNet(const ModelSpec& s) {
+    const int64_t c = s.channels > 0 ? s.channels : 64;
+    const bool small = s.height <= 28;  // 28x28 variant: conv 8 widens to 8c, convs 9-10 dropped
+    struct Layer { int64_t out; int64_t kernel; bool pool; };
+    std::vector<Layer> layers = {{c, 3, false},     {2 * c, 3, false}, {2 * c, 3, false},
+                                 {2 * c, 3, true},  {2 * c, 3, false}, {2 * c, 3, false},
+                                 {4 * c, 3, true},  {4 * c, 3, false}, {4 * c, 3, true},
+                                 {8 * c, 3, true},  {32 * c, 1, false}, {4 * c, 1, true},
+                                 {4 * c, 3, false}};
+    if (small) {
+      layers[7].out = 8 * c;
+      layers.erase(layers.begin() + 8, layers.begin() + 10);
+    }
+    int64_t in = s.in_channels;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const std::string id = std::to_string(i + 1);
+      convs_.push_back(register_module("conv" + id, conv(in, layers[i].out, layers[i].kernel)));
+      acts_.push_back(register_module("act" + id, NormRelu(s.norm, layers[i].out)));
+      pools_.push_back(layers[i].pool);
+      in = layers[i].out;
+    }
+    fc_ = register_module("fc", torch::nn::Linear(in, s.num_classes));
+  }
+  at::Tensor forward(at::Tensor x) override {
+    for (size_t i = 0; i < convs_.size(); ++i) {
+      x = acts_[i]->forward(convs_[i]->forward(x));
+      if (pools_[i]) x = at::max_pool2d(x, {2, 2});
+    }
+    x = at::amax(x, {2, 3});
+    return fc_->forward(x);
+  }
+
+ private:
+  std::vector<torch::nn::Conv2d> convs_;
+  std::vector<NormRelu> acts_;
+  std::vector<bool> pools_;
+  torch::nn::Linear fc_{nullptr};
+};
+
+/// Pre-activation residual block (He et al. 2016), used by WRN and ResNet-20.
+class PreActBlockImpl : public torch::nn::Module {
+ public:
+  PreActBlockImpl(const std::string& norm, int64_t in, int64_t out, int64_t stride) {
+    act1_ = register_module("act1", NormRelu(norm, in));
+    conv1_ = register_module("conv1", conv(in, out, 3, stride));
+    act2_ = register_module("act2", NormRelu(norm, out));
+    conv2_ = register_module("conv2", conv(out, out, 3));
+    if (in != out || stride != 1) shortcut_ = register_module("shortcut", conv(in, out, 1, stride));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    const at::Tensor a = act1_->forward(x);
+    at::Tensor y = conv2_->forward(act2_->forward(conv1_->forward(a)));
+    return y + (shortcut_ ? shortcut_->forward(a) : x);
+  }
+
+ private:
+  NormRelu act1_{nullptr}, act2_{nullptr};
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, shortcut_{nullptr};
+};
+TORCH_MODULE(PreActBlock);
+
+class ResidualNet : public Classifier {
+ public:
+  ResidualNet(const ModelSpec& s, std::vector<int64_t> widths, int64_t blocks_per_group) {
+    stem_ = register_module("conv1", conv(s.in_channels, widths[0], 3));
+    int64_t in = widths[0];
+    for (size_t g = 1; g < widths.size(); ++g) {
+      for (int64_t b = 0; b < blocks_per_group; ++b) {
+        const int64_t stride = (g > 1 && b == 0) ? 2 : 1;
+        blocks_.push_back(register_module(
+            "block" + std::to_string(g) + "_" + std::to_string(b + 1), PreActBlock(s.norm, in, widths[g], stride)));
+        in = widths[g];
+      }
+    }
+    act_ = register_module("act", NormRelu(s.norm, in));
+    fc_ = register_module("fc", torch::nn::Linear(in, s.num_classes));
+  }
+  at::Tensor forward(at::Tensor x) override {
+    x = stem_->forward(x);
+    for (auto& block : blocks_) x = block->forward(x);
+    x = act_->forward(x).mean({2, 3});
+    return fc_->forward(x);
+  }
+
+ private:
+  torch::nn::Conv2d stem_{nullptr};
+  std::vector<PreActBlock> blocks_;
+  NormRelu act_{nullptr};
+  torch::nn::Linear fc_{nullptr};
+};
+
+const std::vector<std::string>& arch_list() {
+  static const std::vector<std::string> names = {"mlp", "lenet", "simplenet", "wrn", "resnet20"};
+  return names;
+}
+const std::vector<std::string>& norm_list() {
+  static const std::vector<std::string> names = {"none", "bn", "gn", "rebn", "regn"};
+  return names;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> architecture_names() { return arch_list(); }
+std::vector<std::string> normalization_names() { return norm_list(); }
+
+nlohmann::json ModelSpec::to_json() const {
+  return {{"arch", arch},   {"norm", norm},         {"in_channels", in_channels},
+          {"height", height}, {"width", width},     {"num_classes", num_classes},
+          {"channels", channels}, {"depth", depth}, {"widen", widen}, {"units", units}};
+}
+
+ModelSpec ModelSpec::from_json(const nlohmann::json& j) {
+  ModelSpec s;
+  try {
+    s.arch = j.at("arch").get<std::string>();
+    s.norm = j.at("norm").get<std::string>();
+    s.in_channels = j.at("in_channels").get<int64_t>();
+    s.height = j.at("height").get<int64_t>();
+    s.width = j.at("width").get<int64_t>();
+    s.num_classes = j.at("num_classes").get<int64_t>();
+    s.channels = j.value("channels", int64_t{0});
+    s.depth = j.value("depth", int64_t{0});
+    s.widen = j.value("widen", int64_t{0});
+    s.units = j.value("units", std::vector<int64_t>{});
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("model description: ") + e.what());
+  }
+  s.validate();
+  return s;
+}
+
+void ModelSpec::validate() const {
+  const auto& archs = arch_list();
+  BR_CHECK(std::find(archs.begin(), archs.end(), arch) != archs.end(), "unknown model '", arch,
+           "' (known: ", join(archs), ")");
+  const auto& norms = norm_list();
+  BR_CHECK(std::find(norms.begin(), norms.end(), norm) != norms.end(), "unknown normalization '", norm,
+           "' (known: ", join(norms), ")");
+  BR_CHECK(in_channels > 0 && height > 0 && width > 0, "model input shape must be positive, got ",
+           in_channels, "x", height, "x", width);
+  BR_CHECK(num_classes >= 2, "model needs at least 2 classes, got ", num_classes);
+  BR_CHECK(channels >= 0 && channels <= 4096, "model width (channels) must be in 1..4096, got ", channels);
+  if (arch == "lenet") BR_CHECK(height >= 4 && width >= 4, "lenet needs inputs of at least 4x4");
+  if (arch == "simplenet")
+    BR_CHECK(height == width && (height == 28 || height == 32), "simplenet takes 28x28 or 32x32 inputs, got ",
+             height, "x", width);
+  if (arch == "wrn") {
+    const int64_t d = depth > 0 ? depth : 28;
+    BR_CHECK(d >= 10 && (d - 4) % 6 == 0, "wrn depth must be 6n+4 (e.g. 16, 22, 28), got ", d);
+  }
+  for (int64_t u : units) BR_CHECK(u > 0, "mlp hidden units must be positive, got ", u);
+}
+
+std::shared_ptr<Classifier> build_model(const ModelSpec& spec) {
+  spec.validate();
+  std::shared_ptr<Classifier> net;
+  if (spec.arch == "mlp") {
+    net = std::make_shared<MLP>(spec);
+  } else if (spec.arch == "lenet") {
+    net = std::make_shared<LeNet>(spec);
+  } else if (spec.arch == "simplenet") {
+    net = std::make_shared<SimpleNet>(spec);
+  } else if (spec.arch == "wrn") {
+    const int64_t depth = spec.depth > 0 ? spec.depth : 28, k = spec.widen > 0 ? spec.widen : 10;
+    const int64_t base = spec.channels > 0 ? spec.channels : 16;
+    net = std::make_shared<ResidualNet>(spec, std::vector<int64_t>{base, base * k, 2 * base * k, 4 * base * k},
+                                        (depth - 4) / 6);
+  } else {  // resnet20
+    const int64_t base = spec.channels > 0 ? spec.channels : 16;
+    net = std::make_shared<ResidualNet>(spec, std::vector<int64_t>{base, base, 2 * base, 4 * base}, 3);
+  }
+  return net;
+}
+
+int64_t parameter_count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace bitrobust::models

@@ -1,0 +1,173 @@
+#include "bitrobust/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/report/progress.h"
+
+namespace bitrobust::train {
+
+double multistep_lr(double base, int64_t step, int64_t total_steps) {
+  double lr = base;
+  for (int k = 2; k <= 4; ++k) {
+    if (step >= total_steps * k / 5) lr *= 0.1;
+  }
+  return lr;
+}
+
+namespace {
+
+struct CheckpointState {
+  int64_t epochs_done = 0;
+  int64_t steps = 0;
+};
+
+void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
+                     const CheckpointState& state, uint64_t seed) {
+  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+  net.save(model_archive);
+  optimizer.save(optimizer_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("epochs_done", at::scalar_tensor(state.epochs_done, at::kLong));
+  archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
+  archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
+  const std::string tmp = path + ".tmp";
+  archive.save_to(tmp);
+  std::filesystem::rename(tmp, path);
+}
+
+CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
+                                uint64_t seed) {
+  torch::serialize::InputArchive archive, model_archive, optimizer_archive;
+  try {
+    archive.load_from(path);
+    archive.read("model", model_archive);
+    archive.read("optimizer", optimizer_archive);
+    net.load(model_archive);
+    optimizer.load(optimizer_archive);
+    at::Tensor epochs, steps, saved_seed;
+    archive.read("epochs_done", epochs);
+    archive.read("steps", steps);
+    archive.read("seed", saved_seed);
+    BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
+             " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
+    return {epochs.item<int64_t>(), steps.item<int64_t>()};
+  } catch (const c10::Error& e) {
+    throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
+  }
+}
+
+void check_finite(double loss, int64_t epoch, int64_t batch) {
+  if (!std::isfinite(loss)) {
+    throw Error("training diverged: the loss is " + std::to_string(loss) + " at epoch " + std::to_string(epoch + 1) +
+                ", step " + std::to_string(batch + 1) + " (try a lower --lr); no model was saved");
+  }
+}
+
+std::string stats_text(double loss, double error, double images_per_second) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "loss %.4f  err %5.2f%%  %6.0f img/s", loss, 100 * error, images_per_second);
+  return buf;
+}
+
+}  // namespace
+
+TrainResult train(models::Classifier& net, const data::Dataset& train_set, const TrainOptions& options,
+                  const StepHooks& hooks) {
+  BR_CHECK(options.epochs > 0, "--epochs must be positive, got ", options.epochs);
+  BR_CHECK(options.batch_size > 0, "--batch must be positive, got ", options.batch_size);
+  BR_CHECK(options.lr > 0 && std::isfinite(options.lr), "--lr must be positive, got ", options.lr);
+  BR_CHECK(train_set.size() > 0, "training set is empty");
+
+  const at::Device device = train_set.images.device();
+  net.to(device);
+  torch::optim::SGD optimizer(net.parameters(), torch::optim::SGDOptions(options.lr)
+                                                    .momentum(options.momentum)
+                                                    .nesterov(options.nesterov)
+                                                    .weight_decay(options.weight_decay));
+  const int64_t n = train_set.size();
+  const int64_t steps_per_epoch = (n + options.batch_size - 1) / options.batch_size;
+  const int64_t total_steps = steps_per_epoch * options.epochs;
+  const data::Normalization norm = data::normalization_for(train_set.name);
+  const data::AugmentOptions augment = data::default_augmentation(train_set.name);
+
+  CheckpointState state;
+  if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
+    state = load_checkpoint(options.checkpoint, net, optimizer, options.seed);
+    if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
+                                       static_cast<long long>(state.epochs_done));
+  }
+
+  TrainResult result;
+  result.epochs_done = state.epochs_done;
+  result.steps = state.steps;
+  const auto start = std::chrono::steady_clock::now();
+  int64_t images_seen = 0;
+  for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
+    net.train();
+    const std::vector<int64_t> order = data::shuffled_indices(n, options.seed, epoch);
+    const at::Tensor order_tensor = at::from_blob(const_cast<int64_t*>(order.data()), {n}, at::kLong).to(device);
+    report::ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(options.epochs),
+                            steps_per_epoch, options.progress);
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().device(device));
+    at::Tensor wrong_sum = at::zeros({}, at::TensorOptions().device(device).dtype(at::kLong));
+    int64_t epoch_images = 0;
+    for (int64_t b = 0; b < steps_per_epoch; ++b) {
+      if (options.max_steps > 0 && result.steps >= options.max_steps) break;
+      const int64_t begin = b * options.batch_size, end = std::min(n, begin + options.batch_size);
+      const at::Tensor idx = order_tensor.slice(0, begin, end);
+      const at::Tensor x = data::make_batch(train_set, idx, norm, options.augment ? &augment : nullptr,
+                                            options.seed, static_cast<uint64_t>(epoch));
+      const at::Tensor y = train_set.labels.index_select(0, idx);
+      for (auto& group : optimizer.param_groups()) {
+        static_cast<torch::optim::SGDOptions&>(group.options()).lr(multistep_lr(options.lr, result.steps, total_steps));
+      }
+      optimizer.zero_grad();
+      if (hooks.before_forward) hooks.before_forward();
+      const at::Tensor logits = net.forward(x);
+      const at::Tensor loss = at::cross_entropy_loss(logits, y);
+      loss.backward();
+      // On the CPU reading the loss costs nothing, so every step is checked; on a GPU that would
+      // synchronise each step, so the check runs with the progress updates (see below).
+      if (device.is_cpu()) check_finite(loss.item<double>(), epoch, b);
+      if (hooks.after_backward) hooks.after_backward(loss);
+      if (hooks.before_step) hooks.before_step();
+      optimizer.step();
+      if (hooks.after_step) hooks.after_step();
+      loss_sum += loss.detach() * (end - begin);
+      wrong_sum += logits.argmax(1).ne(y).sum();
+      epoch_images += end - begin;
+      ++result.steps;
+      if (bar.due(b + 1)) {
+        const double mean_loss = loss_sum.item<double>() / epoch_images;
+        check_finite(mean_loss, epoch, b);
+        bar.update(b + 1, stats_text(mean_loss, static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images,
+                                     epoch_images / std::max(bar.elapsed(), 1e-9)));
+      }
+    }
+    images_seen += epoch_images;
+    result.final_loss = epoch_images ? loss_sum.item<double>() / epoch_images : 0;
+    check_finite(result.final_loss, epoch, steps_per_epoch - 1);
+    result.final_train_error = epoch_images ? static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images : 0;
+    bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9)));
+    result.epochs_done = epoch + 1;
+    if (!options.checkpoint.empty() && epoch_images == n) {
+      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options.seed);
+    }
+    if (options.max_steps > 0 && result.steps >= options.max_steps) break;
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.images_per_second = images_seen / std::max(result.seconds, 1e-9);
+  return result;
+}
+
+}  // namespace bitrobust::train

@@ -1,0 +1,64 @@
+// bitrobust test: clean test error of a saved model.
+#include <cstdio>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/eval/evaluate.h"
+#include "bitrobust/io/model_file.h"
+#include "bitrobust/report/output.h"
+#include "commands.h"
+
+namespace bitrobust::cli {
+
+namespace {
+struct TestCommand {
+  CommonOptions common;
+  DataOptions data;
+  std::string model;
+  std::string split = "test";
+  int64_t batch = 500;
+  int64_t limit = 0;
+};
+}  // namespace
+
+Runner register_test(CLI::App& app) {
+  auto cmd = std::make_shared<TestCommand>();
+  CLI::App* sub = app.add_subcommand("test", "clean test error of a saved model");
+  add_common_options(*sub, cmd->common);
+  add_data_options(*sub, cmd->data, false);
+  sub->add_option("--model", cmd->model, "model file")->required();
+  sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  sub->add_option("--batch", cmd->batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all)")->check(CLI::NonNegativeNumber);
+  return [cmd]() {
+    const at::Device device = setup_runtime(cmd->common);
+    io::ModelFile file = io::load_model_file(cmd->model);
+    if (cmd->data.dataset.empty()) cmd->data.dataset = file.meta.value("dataset", std::string());
+    BR_CHECK(!cmd->data.dataset.empty(), "model file ", cmd->model, " names no data set: pass --dataset");
+    if (cmd->data.protocol == "holdout" && file.meta.contains("cifar_protocol"))
+      cmd->data.protocol = file.meta["cifar_protocol"].get<std::string>();
+    data::Dataset data = load_data(cmd->data, cmd->split, device);
+    if (cmd->limit > 0) data = data.head(cmd->limit);
+    BR_CHECK(file.spec.num_classes == data.num_classes && file.spec.in_channels == data.channels() &&
+                 file.spec.height == data.height() && file.spec.width == data.width(),
+             "model ", cmd->model, " expects ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
+             " inputs and ", file.spec.num_classes, " classes, but ", data.name, " has ", data.channels(), "x",
+             data.height(), "x", data.width(), " and ", data.num_classes);
+    const eval::EvalResult result = eval::evaluate(*file.net, data, cmd->batch);
+    std::printf("test error %.2f%% (%lld of %lld %s %s images misclassified)\n", 100 * result.error,
+                static_cast<long long>(std::llround(result.error * result.examples)),
+                static_cast<long long>(result.examples), data.name.c_str(), data.split.c_str());
+    if (!cmd->common.json.empty()) {
+      report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
+                                                   {"dataset", data.name},
+                                                   {"split", data.split},
+                                                   {"examples", result.examples},
+                                                   {"test_error", result.error},
+                                                   {"device", device.str()},
+                                                   {"seconds", result.seconds},
+                                                   {"versions", io::version_info()}});
+    }
+    return 0;
+  };
+}
+
+}  // namespace bitrobust::cli

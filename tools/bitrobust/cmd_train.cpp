@@ -1,0 +1,101 @@
+// bitrobust train: train a network (float, or quantization-aware) and save one model file.
+#include <torch/utils.h>
+
+#include <cstdio>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/eval/evaluate.h"
+#include "bitrobust/io/model_file.h"
+#include "bitrobust/report/output.h"
+#include "bitrobust/train/trainer.h"
+#include "commands.h"
+
+namespace bitrobust::cli {
+
+namespace {
+struct TrainCommand {
+  CommonOptions common;
+  DataOptions data;
+  models::ModelSpec spec;
+  train::TrainOptions options;
+  std::string out;
+  std::string checkpoint;
+  bool no_augment = false;
+  int64_t eval_batch = 500;
+};
+}  // namespace
+
+Runner register_train(CLI::App& app) {
+  auto cmd = std::make_shared<TrainCommand>();
+  CLI::App* sub = app.add_subcommand("train", "train a network and save it as one model file");
+  add_common_options(*sub, cmd->common);
+  add_data_options(*sub, cmd->data, true);
+  sub->add_option("--model", cmd->spec.arch, "mlp, lenet, simplenet, wrn or resnet20")->capture_default_str();
+  sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")->capture_default_str();
+  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)");
+  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)");
+  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)");
+  sub->add_option("--epochs", cmd->options.epochs, "training epochs")->capture_default_str();
+  sub->add_option("--batch", cmd->options.batch_size, "batch size")->capture_default_str();
+  sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->capture_default_str();
+  sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->capture_default_str();
+  sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->capture_default_str();
+  sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+  sub->add_option("--out", cmd->out, "model file to write")->required();
+  sub->add_option("--checkpoint", cmd->checkpoint, "checkpoint file (default: OUT.ckpt)");
+  sub->add_flag("--resume", cmd->options.resume, "continue from the checkpoint if it exists");
+  sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
+  sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (for timing)");
+  return [cmd]() {
+    const at::Device device = setup_runtime(cmd->common);
+    data::Dataset train_set = load_data(cmd->data, "train", device);
+    data::Dataset test_set = load_data(cmd->data, "test", device);
+    cmd->spec.in_channels = train_set.channels();
+    cmd->spec.height = train_set.height();
+    cmd->spec.width = train_set.width();
+    cmd->spec.num_classes = train_set.num_classes;
+    cmd->spec.validate();
+    cmd->options.augment = !cmd->no_augment;
+    cmd->options.progress = !cmd->common.quiet;
+    cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
+
+    torch::manual_seed(cmd->options.seed);
+    auto net = models::build_model(cmd->spec);
+    std::fprintf(stderr, "training %s (%s, %lld parameters) on %s (%lld images), seed %llu, %s\n",
+                 cmd->spec.arch.c_str(), cmd->spec.norm.c_str(),
+                 static_cast<long long>(models::parameter_count(*net)), train_set.name.c_str(),
+                 static_cast<long long>(train_set.size()), static_cast<unsigned long long>(cmd->options.seed),
+                 device.str().c_str());
+    const train::TrainResult result = train::train(*net, train_set, cmd->options);
+    const eval::EvalResult test = eval::evaluate(*net, test_set, cmd->eval_batch);
+
+    io::ModelFile file;
+    file.spec = cmd->spec;
+    file.net = net;
+    file.meta = {{"dataset", train_set.name},
+                 {"cifar_protocol", cmd->data.protocol},
+                 {"epochs", cmd->options.epochs},
+                 {"batch", cmd->options.batch_size},
+                 {"lr", cmd->options.lr},
+                 {"seed", cmd->options.seed},
+                 {"test_error", test.error},
+                 {"train_seconds", result.seconds},
+                 {"train_images_per_second", result.images_per_second}};
+    io::save_model_file(cmd->out, file);
+    std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
+                100 * test.error, test_set.name.c_str(), test_set.split.c_str(),
+                static_cast<long long>(test.examples), result.seconds, result.images_per_second, cmd->out.c_str());
+    if (!cmd->common.json.empty()) {
+      nlohmann::json j = file.meta;
+      j["model"] = cmd->out;
+      j["spec"] = cmd->spec.to_json();
+      j["final_train_loss"] = result.final_loss;
+      j["device"] = device.str();
+      j["versions"] = io::version_info();
+      report::write_json_atomic(cmd->common.json, j);
+    }
+    return 0;
+  };
+}
+
+}  // namespace bitrobust::cli
