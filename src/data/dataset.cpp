@@ -1,0 +1,197 @@
+// Loading data sets by name (see NOTE [Data root]), normalization constants, default augmentation,
+// and the per-epoch shuffle.
+#include <ATen/core/Tensor.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/common/philox.h"
+#include "bitrobust/data/dataset.h"
+
+namespace bitrobust::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// Stream id of the per-epoch shuffle (see NOTE [Random streams]); "SHUFFLE" in ASCII.
+constexpr uint64_t kShuffleStream = 0x53485546464C45ull;
+constexpr const char* kFashionMnistSystemDir = "/usr/share/datasets/fashion-mnist";
+
+std::string join(const std::vector<std::string>& items, const char* separator = ", ") {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? separator : "") + items[i];
+  return out;
+}
+
+bool contains(const std::vector<std::string>& items, const std::string& item) {
+  for (const std::string& candidate : items) {
+    if (candidate == item) return true;
+  }
+  return false;
+}
+
+bool is_mnist_like(const std::string& name) { return name == "mnist" || name == "fashion-mnist"; }
+
+void check_dataset_name(const std::string& name, const char* what) {
+  BR_CHECK(contains(dataset_names(), name), what, ": unknown data set '", name, "'; valid: ", join(dataset_names()));
+}
+
+/// Where the data root came from, for messages.
+std::string data_root_origin() {
+  const char* env = std::getenv("BITROBUST_DATA");
+  if (env != nullptr && *env != '\0') return "$BITROBUST_DATA";
+#ifdef BITROBUST_DEFAULT_DATA_DIR
+  return "the build's default data folder";
+#else
+  return "the default ./data";
+#endif
+}
+
+struct Location {
+  std::string dir;
+  std::string how;  ///< how the folder was chosen, for the not-found message
+};
+
+Location dataset_dir(const std::string& name, const std::string& root) {
+  if (!root.empty()) {
+    const fs::path nested = fs::path(root) / name;
+    if (fs::is_directory(nested)) return {nested.string(), "the given data root"};
+    return {root, "the given data root"};
+  }
+  const std::string data_root = default_data_root();
+  const fs::path dir = fs::path(data_root) / name;
+  if (name == "fashion-mnist" && !fs::is_directory(dir)) {
+    return {kFashionMnistSystemDir, "the system copy (Debian package dataset-fashion-mnist)"};
+  }
+  return {dir.string(), detail::concat("the data root ", data_root, " (", data_root_origin(), ")")};
+}
+
+/// The first of base + suffix that exists, for suffix in `suffixes`.
+std::string find_file(const std::string& dataset, const std::string& split, const Location& location,
+                      const std::string& base, const std::vector<std::string>& suffixes) {
+  std::vector<std::string> tried;
+  for (const std::string& suffix : suffixes) {
+    const fs::path path = fs::path(location.dir) / (base + suffix);
+    if (fs::is_regular_file(path)) return path.string();
+    tried.push_back(path.string());
+  }
+  throw Error(detail::concat("data set '", dataset, "' (", split, " split): none of ", join(tried, ", "),
+                             " exists (folder from ", location.how,
+                             "); set BITROBUST_DATA or pass a data root holding the files",
+                             dataset == "mnist" ? " (scripts/setup.sh fetches MNIST)" : ""));
+}
+
+std::vector<std::string> cifar10_batches(const std::string& split, const std::string& protocol) {
+  if (split == "train") {
+    std::vector<std::string> batches = {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4"};
+    if (protocol != "holdout") batches.push_back("data_batch_5");
+    return batches;
+  }
+  if (protocol == "holdout") return {"data_batch_5"};
+  if (protocol == "jpeg") return {"test_batch_jpeg"};
+  return {"test_batch"};
+}
+
+}  // namespace
+
+int64_t Dataset::size() const { return images.defined() ? images.size(0) : 0; }
+int64_t Dataset::channels() const { return images.defined() ? images.size(1) : 0; }
+int64_t Dataset::height() const { return images.defined() ? images.size(2) : 0; }
+int64_t Dataset::width() const { return images.defined() ? images.size(3) : 0; }
+
+Dataset Dataset::to(at::Device device) const {
+  Dataset copy = *this;
+  if (images.defined()) copy.images = images.to(device);
+  if (labels.defined()) copy.labels = labels.to(device);
+  return copy;
+}
+
+Dataset Dataset::head(int64_t n) const {
+  BR_CHECK(n >= 0, "Dataset::head: the number of examples must be >= 0, got ", n);
+  Dataset first = *this;
+  const int64_t count = std::min(n, size());
+  if (images.defined()) first.images = images.narrow(0, 0, count);
+  if (labels.defined()) first.labels = labels.narrow(0, 0, count);
+  return first;
+}
+
+std::vector<std::string> dataset_names() { return {"mnist", "fashion-mnist", "cifar10"}; }
+
+std::vector<std::string> cifar10_protocols() { return {"holdout", "jpeg", "official"}; }
+
+std::string default_data_root() {
+  const char* env = std::getenv("BITROBUST_DATA");
+  if (env != nullptr && *env != '\0') return env;
+#ifdef BITROBUST_DEFAULT_DATA_DIR
+  return BITROBUST_DEFAULT_DATA_DIR;
+#else
+  return "./data";
+#endif
+}
+
+Dataset load_dataset(const DatasetRequest& request) {
+  check_dataset_name(request.name, "load_dataset");
+  BR_CHECK(request.split == "train" || request.split == "test", "load_dataset: unknown split '", request.split,
+           "'; valid: train, test");
+  BR_CHECK(contains(cifar10_protocols(), request.protocol), "load_dataset: unknown CIFAR-10 protocol '",
+           request.protocol, "'; valid: ", join(cifar10_protocols()));
+  const Location location = dataset_dir(request.name, request.root);
+
+  Dataset result;
+  if (is_mnist_like(request.name)) {
+    const std::string prefix = request.split == "train" ? "train" : "t10k";
+    const std::string images_file =
+        find_file(request.name, request.split, location, prefix + "-images-idx3-ubyte", {"", ".gz"});
+    const std::string labels_file =
+        find_file(request.name, request.split, location, prefix + "-labels-idx1-ubyte", {"", ".gz"});
+    result = read_idx(images_file, labels_file, 10);
+    BR_CHECK(result.height() == 28 && result.width() == 28, images_file, ": wrong dimensions: images are ",
+             result.height(), "x", result.width(), ", ", request.name, " images are 28x28");
+  } else {
+    std::vector<std::string> files;
+    for (const std::string& batch : cifar10_batches(request.split, request.protocol)) {
+      files.push_back(find_file(request.name, request.split, location, batch, {".bin", ".bin.gz"}));
+    }
+    result = read_cifar10(files);
+  }
+  result.name = request.name;
+  result.split = request.split;
+  return result;
+}
+
+Normalization normalization_for(const std::string& dataset_name) {
+  check_dataset_name(dataset_name, "normalization_for");
+  // MNIST-like: mean and standard deviation of all training pixels / 255 (computed from the files).
+  if (dataset_name == "mnist") return {{0.13066048f}, {0.30810780f}};
+  if (dataset_name == "fashion-mnist") return {{0.28604060f}, {0.35302424f}};
+  return {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+}
+
+AugmentOptions default_augmentation(const std::string& dataset_name) {
+  check_dataset_name(dataset_name, "default_augmentation");
+  AugmentOptions options;
+  if (dataset_name == "cifar10") {
+    options.random_crop = true;
+    options.padding = 4;
+    options.horizontal_flip = true;
+    options.cutout = 16;
+  }
+  return options;
+}
+
+std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed, uint64_t epoch) {
+  BR_CHECK(n >= 0 && n <= int64_t{0xFFFFFFFF}, "shuffled_indices: n must be in [0, 2^32), got ", n);
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  PhiloxStream random(seed, kShuffleStream, epoch);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const int64_t j = random.below(static_cast<uint32_t>(i + 1));
+    std::swap(order[i], order[j]);
+  }
+  return order;
+}
+
+}  // namespace bitrobust::data
