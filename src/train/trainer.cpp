@@ -127,7 +127,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       const at::Tensor idx = order_tensor.slice(0, begin, end);
       const at::Tensor x = data::make_batch(train_set, idx, norm, options.augment ? &augment : nullptr,
                                             options.seed, static_cast<uint64_t>(epoch));
-      const at::Tensor y = train_set.labels.index_select(0, idx);
+      const at::Tensor y = data::batch_labels(train_set, idx);
       for (auto& group : optimizer.param_groups()) {
         static_cast<torch::optim::SGDOptions&>(group.options()).lr(multistep_lr(options.lr, result.steps, total_steps));
       }

@@ -1,0 +1,106 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/models/models.h"
+
+using bitrobust::models::build_model;
+using bitrobust::models::ModelSpec;
+using bitrobust::models::parameter_count;
+
+namespace {
+ModelSpec spec(const std::string& arch, const std::string& norm, int64_t c, int64_t hw, int64_t classes = 10) {
+  ModelSpec s;
+  s.arch = arch;
+  s.norm = norm;
+  s.in_channels = c;
+  s.height = s.width = hw;
+  s.num_classes = classes;
+  return s;
+}
+}  // namespace
+
+TEST(Models, SimpleNetCifarHasReferenceParameterCountAndTensorCount) {
+  torch::manual_seed(0);
+  auto net = build_model(spec("simplenet", "gn", 3, 32));
+  // REFERENCE.md: 5,498,378 parameters in 54 tensors with GroupNorm at width 64.
+  EXPECT_EQ(parameter_count(*net), 5498378);
+  EXPECT_EQ(net->parameters().size(), 54u);
+  const auto y = net->forward(torch::randn({2, 3, 32, 32}));
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 10}));
+}
+
+TEST(Models, SimpleNet28DropsTwoConvolutions) {
+  auto net = build_model(spec("simplenet", "gn", 1, 28));
+  // 11 convolutions + 11 norms, two tensors each, + linear.
+  EXPECT_EQ(net->parameters().size(), 46u);
+  EXPECT_EQ(net->forward(torch::randn({3, 1, 28, 28})).sizes(), (std::vector<int64_t>{3, 10}));
+}
+
+TEST(Models, EveryArchitectureAndNormGivesLogitsOfTheRightShape) {
+  for (const auto& arch : bitrobust::models::architecture_names()) {
+    for (const auto& norm : bitrobust::models::normalization_names()) {
+      ModelSpec s = spec(arch, norm, 3, 32, 7);
+      if (arch == "wrn") { s.depth = 10; s.widen = 1; }
+      auto net = build_model(s);
+      net->train();
+      const auto y = net->forward(torch::randn({4, 3, 32, 32}));
+      EXPECT_EQ(y.sizes(), (std::vector<int64_t>{4, 7})) << arch << "/" << norm;
+      EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << arch << "/" << norm;
+    }
+  }
+}
+
+TEST(Models, LeNetParameterCountFollowsFormula) {
+  auto net = build_model(spec("lenet", "none", 1, 28));
+  const int64_t c = 32;
+  const int64_t expected = (1 * c * 25 + c) + (c * 2 * c * 25 + 2 * c) + (2 * c * 7 * 7 * 256 + 256) + (256 * 10 + 10);
+  EXPECT_EQ(parameter_count(*net), expected);
+}
+
+TEST(Models, ResNet20AndWrnCounts) {
+  // ResNet-20 (pre-activation, 1x1 shortcuts, conv biases, GroupNorm): count from its layers.
+  auto resnet = build_model(spec("resnet20", "gn", 3, 32));
+  EXPECT_GT(parameter_count(*resnet), 260000);
+  EXPECT_LT(parameter_count(*resnet), 300000);
+  ModelSpec w = spec("wrn", "gn", 3, 32);
+  auto wrn = build_model(w);  // WRN-28-10: about 36.5 M parameters
+  EXPECT_GT(parameter_count(*wrn), 36000000);
+  EXPECT_LT(parameter_count(*wrn), 37000000);
+}
+
+TEST(Models, ReparameterizedNormsStartAtZeroAndActAsIdentityScale) {
+  auto re = build_model(spec("lenet", "regn", 1, 28));
+  auto plain = build_model(spec("lenet", "gn", 1, 28));
+  for (const auto& item : re->named_parameters()) {
+    if (item.key().find("norm") != std::string::npos) {
+      EXPECT_EQ(item.value().abs().max().item<float>(), 0.0f) << item.key();
+    }
+  }
+  // Same conv/linear weights => same outputs, since scale = 1 + 0.
+  torch::NoGradGuard g;
+  auto rp = re->named_parameters();
+  for (auto& item : plain->named_parameters()) {
+    if (item.key().find("norm") == std::string::npos) item.value().copy_(rp[item.key()]);
+  }
+  const auto x = torch::randn({2, 1, 28, 28});
+  EXPECT_TRUE(torch::allclose(re->forward(x), plain->forward(x), 1e-5, 1e-6));
+}
+
+TEST(Models, BadSpecsAreClearErrors) {
+  EXPECT_THROW(build_model(spec("vgg", "gn", 3, 32)), bitrobust::Error);
+  EXPECT_THROW(build_model(spec("lenet", "ln", 3, 32)), bitrobust::Error);
+  EXPECT_THROW(build_model(spec("simplenet", "gn", 3, 64)), bitrobust::Error);
+  try {
+    build_model(spec("vgg", "gn", 3, 32));
+  } catch (const bitrobust::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown model 'vgg'"), std::string::npos);
+  }
+}
+
+TEST(Models, SpecJsonRoundTrip) {
+  ModelSpec s = spec("mlp", "rebn", 1, 28, 10);
+  s.units = {64, 32};
+  const ModelSpec t = ModelSpec::from_json(s.to_json());
+  EXPECT_EQ(t.to_json(), s.to_json());
+}

@@ -1,0 +1,56 @@
+#pragma once
+// Helpers shared by tests: temporary folders and small synthetic data sets.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <string>
+
+#include "bitrobust/common/philox.h"
+#include "bitrobust/data/dataset.h"
+
+namespace bitrobust::testing {
+
+/// A fresh temporary folder, removed when the object goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("bitrobust_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A learnable synthetic set under the name "mnist" (for its normalization): class k images are
+/// bright in the k-th horizontal band, plus seeded noise.
+inline data::Dataset synthetic_dataset(int64_t n, int64_t classes = 4, int64_t hw = 8, uint64_t seed = 7) {
+  data::Dataset d;
+  d.images = at::empty({n, 1, hw, hw}, at::kByte);
+  d.labels = at::empty({n}, at::kLong);
+  PhiloxStream rng(seed, 99);
+  auto* img = d.images.data_ptr<uint8_t>();
+  auto* lab = d.labels.data_ptr<int64_t>();
+  const int64_t band = hw / classes;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = rng.below(static_cast<uint32_t>(classes));
+    lab[i] = k;
+    for (int64_t y = 0; y < hw; ++y)
+      for (int64_t x = 0; x < hw; ++x)
+        img[(i * hw + y) * hw + x] =
+            static_cast<uint8_t>(rng.below(96) + ((y / std::max<int64_t>(band, 1)) == k ? 150 : 0));
+  }
+  d.num_classes = classes;
+  d.name = "mnist";
+  d.split = "train";
+  d.source = "synthetic";
+  return d;
+}
+
+}  // namespace bitrobust::testing

@@ -1,0 +1,124 @@
+#include "bitrobust/train/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/eval/evaluate.h"
+#include "test_util.h"
+
+using namespace bitrobust;
+
+namespace {
+models::ModelSpec mlp_spec() {
+  models::ModelSpec s;
+  s.arch = "mlp";
+  s.norm = "gn";
+  s.in_channels = 1;
+  s.height = s.width = 8;
+  s.num_classes = 4;
+  s.units = {32};
+  return s;
+}
+train::TrainOptions quick_options(int64_t epochs) {
+  train::TrainOptions o;
+  o.epochs = epochs;
+  o.batch_size = 32;
+  o.lr = 0.05;
+  o.seed = 5;
+  o.progress = false;
+  return o;
+}
+}  // namespace
+
+TEST(Train, MultistepScheduleDropsAtTwoThreeFourFifths) {
+  EXPECT_DOUBLE_EQ(train::multistep_lr(0.05, 0, 100), 0.05);
+  EXPECT_DOUBLE_EQ(train::multistep_lr(0.05, 39, 100), 0.05);
+  EXPECT_NEAR(train::multistep_lr(0.05, 40, 100), 0.005, 1e-12);
+  EXPECT_NEAR(train::multistep_lr(0.05, 60, 100), 0.0005, 1e-12);
+  EXPECT_NEAR(train::multistep_lr(0.05, 80, 100), 0.00005, 1e-12);
+  EXPECT_NEAR(train::multistep_lr(0.05, 99, 100), 0.00005, 1e-12);
+}
+
+TEST(Train, LearnsASeparableProblem) {
+  const auto data = testing::synthetic_dataset(512);
+  torch::manual_seed(1);
+  auto net = models::build_model(mlp_spec());
+  const auto before = eval::evaluate(*net, data).error;
+  const auto result = train::train(*net, data, quick_options(3));
+  const auto after = eval::evaluate(*net, data).error;
+  EXPECT_EQ(result.epochs_done, 3);
+  EXPECT_EQ(result.steps, 3 * 16);
+  EXPECT_LT(after, 0.05) << "before " << before;
+  EXPECT_LT(after, before);
+}
+
+TEST(Train, ResumedRunEqualsUninterruptedRun) {
+  const auto data = testing::synthetic_dataset(256);
+  testing::TempDir dir;
+  // Uninterrupted: 3 epochs.
+  torch::manual_seed(3);
+  auto full = models::build_model(mlp_spec());
+  auto options = quick_options(3);
+  train::train(*full, data, options);
+  // Interrupted after epoch 2 (the checkpoint is what a killed run leaves), then resumed.
+  torch::manual_seed(3);
+  auto first = models::build_model(mlp_spec());
+  options.checkpoint = dir.file("run.ckpt");
+  options.max_steps = 2 * 8;
+  train::train(*first, data, options);
+  torch::manual_seed(99);  // the resumed process starts from other random weights
+  auto resumed = models::build_model(mlp_spec());
+  options.max_steps = 0;
+  options.resume = true;
+  const auto r = train::train(*resumed, data, options);
+  EXPECT_EQ(r.epochs_done, 3);
+  EXPECT_EQ(r.steps, 3 * 8);
+  auto a = full->named_parameters();
+  for (const auto& item : resumed->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), a[item.key()])) << item.key();
+  }
+}
+
+TEST(Train, ResumeWithAnotherSeedIsAnError) {
+  const auto data = testing::synthetic_dataset(64);
+  testing::TempDir dir;
+  auto net = models::build_model(mlp_spec());
+  auto options = quick_options(1);
+  options.checkpoint = dir.file("c.ckpt");
+  train::train(*net, data, options);
+  options.epochs = 2;
+  options.resume = true;
+  options.seed = 6;
+  EXPECT_THROW(train::train(*net, data, options), Error);
+}
+
+TEST(Train, DivergenceStopsWithEpochAndStep) {
+  const auto data = testing::synthetic_dataset(64);
+  auto net = models::build_model(mlp_spec());
+  auto options = quick_options(1);
+  train::StepHooks hooks;
+  int calls = 0;
+  hooks.before_forward = [&]() {
+    if (++calls == 2) {
+      torch::NoGradGuard g;
+      for (auto& p : net->parameters()) p.fill_(std::numeric_limits<float>::quiet_NaN());
+    }
+  };
+  try {
+    train::train(*net, data, options, hooks);
+    FAIL() << "expected divergence error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("epoch 1, step 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Train, BadOptionsAreErrors) {
+  const auto data = testing::synthetic_dataset(16);
+  auto net = models::build_model(mlp_spec());
+  auto options = quick_options(0);
+  EXPECT_THROW(train::train(*net, data, options), Error);
+  options = quick_options(1);
+  options.batch_size = 0;
+  EXPECT_THROW(train::train(*net, data, options), Error);
+}
