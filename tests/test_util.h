@@ -8,7 +8,7 @@
 #include "bitrobust/common/philox.h"
 #include "bitrobust/data/dataset.h"
 
-namespace bitrobust::testing {
+namespace bitrobust::test_util {
 
 /// A fresh temporary folder, removed when the object goes out of scope.
 class TempDir {
@@ -53,4 +53,4 @@ inline data::Dataset synthetic_dataset(int64_t n, int64_t classes = 4, int64_t h
   return d;
 }
 
-}  // namespace bitrobust::testing
+}  // namespace bitrobust::test_util

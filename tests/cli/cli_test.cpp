@@ -51,18 +51,18 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("test --model m.pt --batch -3", "--batch");
   expect_clean_failure("train --dataset imagenet --out /tmp/x.pt --epochs 1", "imagenet");
   expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "unknown model 'vgg'");
-  expect_clean_failure("frobnicate", "frobnicate");
+  expect_clean_failure("frobnicate", "subcommand");
 }
 
 TEST(Cli, MissingAndCorruptModelFilesFailCleanly) {
-  bitrobust::testing::TempDir dir;
+  bitrobust::test_util::TempDir dir;
   expect_clean_failure("test --model " + dir.file("missing.pt"), "does not exist");
   { std::ofstream(dir.file("junk.pt")) << "junk"; }
   expect_clean_failure("test --model " + dir.file("junk.pt") + " --dataset fashion-mnist", "junk.pt");
 }
 
 TEST(Cli, MissingDataFolderFailsCleanly) {
-  bitrobust::testing::TempDir dir;
+  bitrobust::test_util::TempDir dir;
   expect_clean_failure("train --dataset mnist --data-root " + dir.file("nowhere") + " --out " + dir.file("m.pt"),
                        "nowhere");
 }

@@ -11,7 +11,7 @@
 using namespace bitrobust;
 
 TEST(ModelFile, RoundTripKeepsSpecWeightsMetaAndCodes) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   io::ModelFile f;
   f.spec.arch = "lenet";
   f.spec.norm = "rebn";
@@ -42,7 +42,7 @@ TEST(ModelFile, RoundTripKeepsSpecWeightsMetaAndCodes) {
 }
 
 TEST(ModelFile, BadFilesGiveClearErrors) {
-  testing::TempDir dir;
+  test_util::TempDir dir;
   auto expect_error = [](const std::string& path, const std::string& part) {
     try {
       io::load_model_file(path);

@@ -41,7 +41,7 @@ TEST(Train, MultistepScheduleDropsAtTwoThreeFourFifths) {
 }
 
 TEST(Train, LearnsASeparableProblem) {
-  const auto data = testing::synthetic_dataset(512);
+  const auto data = test_util::synthetic_dataset(512);
   torch::manual_seed(1);
   auto net = models::build_model(mlp_spec());
   const auto before = eval::evaluate(*net, data).error;
@@ -54,8 +54,8 @@ TEST(Train, LearnsASeparableProblem) {
 }
 
 TEST(Train, ResumedRunEqualsUninterruptedRun) {
-  const auto data = testing::synthetic_dataset(256);
-  testing::TempDir dir;
+  const auto data = test_util::synthetic_dataset(256);
+  test_util::TempDir dir;
   // Uninterrupted: 3 epochs.
   torch::manual_seed(3);
   auto full = models::build_model(mlp_spec());
@@ -81,8 +81,8 @@ TEST(Train, ResumedRunEqualsUninterruptedRun) {
 }
 
 TEST(Train, ResumeWithAnotherSeedIsAnError) {
-  const auto data = testing::synthetic_dataset(64);
-  testing::TempDir dir;
+  const auto data = test_util::synthetic_dataset(64);
+  test_util::TempDir dir;
   auto net = models::build_model(mlp_spec());
   auto options = quick_options(1);
   options.checkpoint = dir.file("c.ckpt");
@@ -94,7 +94,7 @@ TEST(Train, ResumeWithAnotherSeedIsAnError) {
 }
 
 TEST(Train, DivergenceStopsWithEpochAndStep) {
-  const auto data = testing::synthetic_dataset(64);
+  const auto data = test_util::synthetic_dataset(64);
   auto net = models::build_model(mlp_spec());
   auto options = quick_options(1);
   train::StepHooks hooks;
@@ -114,7 +114,7 @@ TEST(Train, DivergenceStopsWithEpochAndStep) {
 }
 
 TEST(Train, BadOptionsAreErrors) {
-  const auto data = testing::synthetic_dataset(16);
+  const auto data = test_util::synthetic_dataset(16);
   auto net = models::build_model(mlp_spec());
   auto options = quick_options(0);
   EXPECT_THROW(train::train(*net, data, options), Error);
