@@ -42,9 +42,19 @@ inline void opaque(QuantParams& p) {
 #endif
 }
 
+// NOTE [CPU multiversioning]: the library is built for baseline x86-64 (SSE2). The inner loops are
+// also compiled for AVX2 and picked at load time (GCC ifunc): twice the lanes for the divisions
+// that bound the asymmetric formats. Results are identical, since every operation is an IEEE
+// operation or an exact conversion whatever the vector width, and nothing is contracted.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define BR_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define BR_VECTOR_CLONES
+#endif
+
 // The per-segment loops: plain functions over restrict pointers so every instantiation vectorizes.
 template <bool Signed, bool Asymmetric, bool Round, typename Container>
-void quantize_segment(const float* __restrict__ w, int64_t count, QuantParams p,
+BR_VECTOR_CLONES void quantize_segment(const float* __restrict__ w, int64_t count, QuantParams p,
                       Container* __restrict__ codes) {
   opaque(p);
 #pragma omp simd
@@ -55,7 +65,7 @@ void quantize_segment(const float* __restrict__ w, int64_t count, QuantParams p,
 }
 
 template <bool Signed, bool Asymmetric, typename Container>
-void dequantize_segment(const Container* __restrict__ codes, int64_t count, QuantParams p,
+BR_VECTOR_CLONES void dequantize_segment(const Container* __restrict__ codes, int64_t count, QuantParams p,
                         float* __restrict__ out) {
   opaque(p);
 #pragma omp simd
@@ -66,7 +76,7 @@ void dequantize_segment(const Container* __restrict__ codes, int64_t count, Quan
 
 // No __restrict__: out may be w (in-place fake quantization); each element is read, then written.
 template <bool Signed, bool Asymmetric, bool Round>
-void quantize_dequantize_segment(const float* w, int64_t count, QuantParams p, float* out) {
+BR_VECTOR_CLONES void quantize_dequantize_segment(const float* w, int64_t count, QuantParams p, float* out) {
   opaque(p);
 #pragma omp simd
   for (int64_t i = 0; i < count; ++i) {
@@ -107,7 +117,7 @@ struct MinMax {
   bool finite;
 };
 
-MinMax minmax_serial(const float* w, int64_t begin, int64_t end) {
+BR_VECTOR_CLONES MinMax minmax_serial(const float* w, int64_t begin, int64_t end) {
   float lo = std::numeric_limits<float>::infinity();
   float hi = -std::numeric_limits<float>::infinity();
   int bad = 0;
