@@ -465,8 +465,8 @@ TEST(QuantizeKernels, PerChannelRangesMatchSeparateQuantization) {
 }
 
 TEST(QuantizeKernels, LargeTensorsAgreeWithScalarFormulas) {
-  // Several parallel blocks, channel boundaries inside blocks.
-  const int64_t channels = 3, per = 50001;
+  // Enough elements to run in parallel (>= 2^18), channel boundaries inside blocks.
+  const int64_t channels = 3, per = 100003;
   const std::vector<float> w = random_weights(Distribution::HeavyTailed, channels * per, 31);
   const std::vector<QuantRange> ranges = {{-0.05f, 0.05f}, {-0.3f, 0.2f}, {-1.0f, 1.0f}};
   for (const QuantFormat& f : {QuantFormat{8, false, true, true, kEps}, QuantFormat{11, true, false, false, 0.0f}}) {
@@ -533,11 +533,12 @@ TEST(QuantizeKernels, RejectsBadArguments) {
 }
 
 TEST(QuantizeKernels, MinMaxPerChannelAndFiniteness) {
-  std::vector<float> w = random_weights(Distribution::Normal, 3 * 40000, 12);
+  const int64_t per = 100000;  // 3 * per >= 2^18: the parallel reduction runs
+  std::vector<float> w = random_weights(Distribution::Normal, 3 * per, 12);
   float mins[3], maxs[3];
   ASSERT_TRUE(minmax_cpu(w.data(), static_cast<int64_t>(w.size()), 3, mins, maxs));
   for (int c = 0; c < 3; ++c) {
-    const auto [lo, hi] = std::minmax_element(w.begin() + c * 40000, w.begin() + (c + 1) * 40000);
+    const auto [lo, hi] = std::minmax_element(w.begin() + c * per, w.begin() + (c + 1) * per);
     EXPECT_EQ(mins[c], *lo);
     EXPECT_EQ(maxs[c], *hi);
   }
@@ -547,7 +548,7 @@ TEST(QuantizeKernels, MinMaxPerChannelAndFiniteness) {
   for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity()}) {
     std::vector<float> v = w;
-    v[70001] = bad;
+    v[2 * per + 70001] = bad;
     EXPECT_FALSE(minmax_cpu(v.data(), static_cast<int64_t>(v.size()), 1, mins, maxs)) << bad;
     EXPECT_FALSE(minmax_cpu(v.data(), static_cast<int64_t>(v.size()), 3, mins, maxs)) << bad;
   }

@@ -223,8 +223,8 @@ TEST(Quantizer, QuantizeWithGivenRanges) {
 TEST(Quantizer, NonFiniteWeightsAreRejectedNamingTheTensor) {
   for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                           -std::numeric_limits<float>::infinity()}) {
-    at::Tensor w = randn({4, 40000}, 1);  // several parallel blocks
-    w[3][39999] = bad;
+    at::Tensor w = randn({4, 70000}, 1);  // enough elements for the parallel kernels
+    w[3][69999] = bad;
     for (const char* text : {"u8-sym-global1.0-trunc", "u8-asym-tensor-round", "s4-sym-channel-round-clip0.1"}) {
       const QuantScheme s = QuantScheme::parse(text);
       const std::string expected = "cannot quantize tensor 'features.3.weight': it holds NaN or infinite values";
@@ -235,7 +235,7 @@ TEST(Quantizer, NonFiniteWeightsAreRejectedNamingTheTensor) {
       EXPECT_EQ(error_of([&] { compute_ranges(w, s, "features.3.weight"); }), expected) << text;
     }
     const QuantScheme s = QuantScheme::parse("u8-sym-tensor-round");
-    const at::Tensor ranges = compute_ranges(at::ones({4, 40000}), s, "w");
+    const at::Tensor ranges = compute_ranges(at::ones({4, 70000}), s, "w");
     EXPECT_TRUE(contains(error_of([&] { quantize_with_ranges(w, ranges, s, "fc.bias"); }), "'fc.bias'"));
   }
 }

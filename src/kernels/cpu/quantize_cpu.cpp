@@ -13,6 +13,9 @@ namespace {
 
 // Large enough that a thread's share dwarfs OpenMP's fork cost, small enough to balance 1M floats.
 constexpr int64_t kBlock = 16384;
+// Below this many elements one thread finishes in tens of microseconds (a LeNet layer, most
+// biases), less than a fork/join costs when the cores are shared; only larger tensors fork.
+constexpr int64_t kParallelMin = int64_t{1} << 18;
 
 /// Calls segment(channel, begin, end) over [0, n) split at channel boundaries, blocks in parallel.
 template <typename Segment>
@@ -20,7 +23,7 @@ void for_each_segment(int64_t n, int64_t channels, Segment&& segment) {
   if (n == 0) return;
   const int64_t per_channel = n / channels;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (blocks > 1)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t b = 0; b < blocks; ++b) {
     int64_t begin = b * kBlock;
     const int64_t end = std::min(n, begin + kBlock);
@@ -180,7 +183,7 @@ bool minmax_cpu(const float* w, int64_t n, int64_t channels, float* mins, float*
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     float lo = std::numeric_limits<float>::infinity();
     float hi = -std::numeric_limits<float>::infinity();
-#pragma omp parallel for schedule(static) if (blocks > 1) reduction(min : lo) reduction(max : hi) \
+#pragma omp parallel for schedule(static) if (n >= kParallelMin) reduction(min : lo) reduction(max : hi) \
     reduction(&& : finite)
     for (int64_t b = 0; b < blocks; ++b) {
       const MinMax m = minmax_serial(w, b * kBlock, std::min(n, (b + 1) * kBlock));
@@ -191,7 +194,7 @@ bool minmax_cpu(const float* w, int64_t n, int64_t channels, float* mins, float*
     mins[0] = lo;
     maxs[0] = hi;
   } else {
-#pragma omp parallel for schedule(static) if (n > kBlock) reduction(&& : finite)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin) reduction(&& : finite)
     for (int64_t c = 0; c < channels; ++c) {
       const MinMax m = minmax_serial(w, c * per_channel, (c + 1) * per_channel);
       mins[c] = m.lo;
