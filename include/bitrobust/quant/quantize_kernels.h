@@ -1,0 +1,69 @@
+#pragma once
+// Fixed-point quantization kernels over raw pointers: plain C++ (no Torch), shared by the CPU
+// kernels (src/kernels/cpu/quantize_cpu.cpp), their CUDA twins (src/kernels/cuda/quantize_cuda.cu)
+// and the bit error code. The formulas are in bitrobust/quant/quantize_math.h, see
+// NOTE [Quantization formulas] there.
+//
+// Layout: n floats split into `channels` contiguous groups of n / channels elements (channel c is
+// elements [c * n/channels, (c+1) * n/channels)), each with its own QuantRange; channels = 1 is one
+// range for the whole tensor. For a tensor of shape [C, ...] in row-major order, per-output-channel
+// (dim 0) ranges are exactly this layout with channels = C.
+//
+// Codes: one m-bit pattern per element in the smallest container holding m bits: uint8_t for
+// m <= 8, uint16_t for 9 <= m <= 16. Quantization writes only the m low bits (signed codes are two's
+// complement truncated to m bits); dequantization masks the container to its m low bits first, so
+// any container value (as bit errors produce them) dequantizes into the channel's range.
+#include <cstdint>
+
+namespace bitrobust::kernels {
+
+/// The range of one channel, in weight units.
+/// Symmetric formats read only hi (= q, already clipped) and clamp to [-hi, hi]; store lo = -hi.
+/// Asymmetric formats clamp to [lo, hi]; lo <= hi, and lo == hi (a constant channel) is exact.
+struct QuantRange {
+  float lo;
+  float hi;
+};
+
+/// How values are coded; together with a QuantRange per channel it defines the quantizer.
+struct QuantFormat {
+  int bits = 8;             ///< m in [2, 16]
+  bool is_signed = false;   ///< two's complement (true) or offset binary (false)
+  bool asymmetric = false;  ///< [lo, hi] is first mapped onto [-1, 1]
+  bool round = false;       ///< round half to even (true) or truncate (signed: toward zero; unsigned: floor)
+  /// ε in Δ = (bound + ε) / (2^(m-1) - 1); bound = hi (symmetric) or 1 (asymmetric). 0.001 for a
+  /// global range and for every asymmetric format, 0 for symmetric per-tensor/per-channel ranges,
+  /// whose hi already contains it. See NOTE [Where epsilon goes] in quantize_math.h.
+  float step_eps = 0.001f;
+};
+
+/// Bytes of one code container: 1 (uint8_t) for m <= 8, 2 (uint16_t) for m > 8.
+inline int code_container_bytes(int bits) { return bits <= 8 ? 1 : 2; }
+
+// All functions throw bitrobust::Error for bits outside [2, 16], channels < 1, n < 0 or n not a
+// multiple of channels; n = 0 does nothing. `ranges` has `channels` entries.
+
+/// codes[i] = m-bit code of w[i]. `codes` points to n uint8_t or uint16_t (by f.bits).
+void quantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
+                  QuantFormat f, void* codes);
+/// out[i] = value of the m low bits of codes[i]; bits above m are ignored.
+void dequantize_cpu(const void* codes, int64_t n, int64_t channels, const QuantRange* ranges,
+                    QuantFormat f, float* out);
+/// out[i] = dequantize(quantize(w[i])) without a code buffer (QAT forward weights); out may be w.
+void quantize_dequantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
+                             QuantFormat f, float* out);
+/// Per-channel minimum and maximum of w into mins[c], maxs[c]. Returns false (mins/maxs then
+/// unspecified) when w holds a NaN or an infinity.
+bool minmax_cpu(const float* w, int64_t n, int64_t channels, float* mins, float* maxs);
+
+// CUDA twins (defined only when the CUDA kernels are built): the same results bit for bit. All
+// pointers, `ranges` included, are device memory; `stream` is a cudaStream_t, launches are
+// asynchronous on it.
+void quantize_cuda(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
+                   QuantFormat f, void* codes, void* stream);
+void dequantize_cuda(const void* codes, int64_t n, int64_t channels, const QuantRange* ranges,
+                     QuantFormat f, float* out, void* stream);
+void quantize_dequantize_cuda(const float* w, int64_t n, int64_t channels,
+                              const QuantRange* ranges, QuantFormat f, float* out, void* stream);
+
+}  // namespace bitrobust::kernels

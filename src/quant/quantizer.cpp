@@ -1,0 +1,274 @@
+// Device-neutral entry points: validate, compute ranges on the host, allocate, dispatch to the CPU
+// kernels or their CUDA twins (src/kernels/{cpu,cuda}/quantize_*).
+#include "bitrobust/quant/quantizer.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/config.h"
+#include "bitrobust/quant/quantize_math.h"
+
+#ifdef BITROBUST_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+namespace bitrobust::quant {
+namespace {
+
+static_assert(sizeof(kernels::QuantRange) == 2 * sizeof(float),
+              "ranges tensors [channels, 2] are read as QuantRange arrays");
+
+void check_float_tensor(const at::Tensor& w, const std::string& name, const char* what) {
+  BR_CHECK(w.defined(), what, ": tensor '", name, "' is undefined");
+  BR_CHECK(w.scalar_type() == at::kFloat, what, ": tensor '", name, "' has dtype ",
+           at::toString(w.scalar_type()), "; only float32 tensors can be quantized");
+  BR_CHECK(w.is_cpu() || w.is_cuda(), what, ": tensor '", name, "' is on ", w.device().str(),
+           "; only CPU and CUDA tensors are supported");
+#ifndef BITROBUST_WITH_CUDA
+  BR_CHECK(!w.is_cuda(), what, ": tensor '", name, "' is on ", w.device().str(),
+           " but bitrobust was built without CUDA");
+#endif
+}
+
+[[noreturn]] void throw_not_finite(const std::string& name) {
+  throw Error(detail::concat("cannot quantize tensor '", name,
+                             "': it holds NaN or infinite values"));
+}
+
+const kernels::QuantRange* range_ptr(const at::Tensor& ranges) {
+  return reinterpret_cast<const kernels::QuantRange*>(ranges.data_ptr<float>());
+}
+
+#ifdef BITROBUST_WITH_CUDA
+void* stream_of(const at::Tensor& t) {
+  return at::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+#endif
+
+/// Per-channel minimum and maximum of w (contiguous, float32) on the host; throws when not finite.
+void channel_minmax(const at::Tensor& w, int64_t channels, const std::string& name,
+                    std::vector<float>& mins, std::vector<float>& maxs) {
+  mins.assign(channels, 0.0f);
+  maxs.assign(channels, 0.0f);
+  if (w.numel() == 0 || channels == 0) return;
+  if (w.is_cpu()) {
+    if (!kernels::minmax_cpu(w.data_ptr<float>(), w.numel(), channels, mins.data(), maxs.data())) {
+      throw_not_finite(name);
+    }
+    return;
+  }
+  // CUDA: Torch's reduction (NaN propagates into min and max); the host needs the values anyway.
+  const auto minmax = at::aminmax(w.reshape({channels, -1}), 1);
+  const at::Tensor host = at::stack({std::get<0>(minmax), std::get<1>(minmax)}, 1).cpu();
+  const float* values = host.data_ptr<float>();
+  for (int64_t c = 0; c < channels; ++c) {
+    mins[c] = values[2 * c];
+    maxs[c] = values[2 * c + 1];
+    if (!std::isfinite(mins[c]) || !std::isfinite(maxs[c])) throw_not_finite(name);
+  }
+}
+
+/// NOTE [Range rows]: the host computes every range, for CPU and CUDA tensors alike, so both see
+/// the same floats. Symmetric q follows NOTE [Where epsilon goes] (quantize_math.h): the bound with
+/// ε included is rounded to float once, as the reference's clamp bound is.
+at::Tensor ranges_from_minmax(const std::vector<float>& mins, const std::vector<float>& maxs,
+                              const QuantScheme& s, const at::Device& device) {
+  const int64_t channels = static_cast<int64_t>(mins.size());
+  at::Tensor ranges = at::empty({channels, 2}, at::TensorOptions().dtype(at::kFloat));
+  float* rows = ranges.data_ptr<float>();
+  const bool clipped = s.clip > 0.0f;
+  float global_q = s.global_q;
+  if (clipped) global_q = std::min(global_q, s.clip);
+  for (int64_t c = 0; c < channels; ++c) {
+    float lo = 0.0f, hi = 0.0f;
+    if (s.source == RangeSource::Global) {
+      lo = -global_q;
+      hi = global_q;
+    } else if (!s.asymmetric) {
+      const float max_abs = std::max(-mins[c], maxs[c]);
+      float q = static_cast<float>(static_cast<double>(max_abs) + static_cast<double>(kernels::kQuantEps));
+      if (clipped) q = std::min(q, s.clip);
+      lo = -q;
+      hi = q;
+    } else {
+      lo = mins[c];
+      hi = maxs[c];
+      if (clipped) {
+        // The reference clamps the weights to ±w_max before taking min and max.
+        lo = kernels::clamp_float(lo, -s.clip, s.clip);
+        hi = kernels::clamp_float(hi, -s.clip, s.clip);
+      }
+    }
+    rows[2 * c] = lo;
+    rows[2 * c + 1] = hi;
+  }
+  return device.is_cpu() ? ranges : ranges.to(device);
+}
+
+void check_ranges(const at::Tensor& ranges, const at::Tensor& w, int64_t channels,
+                  const std::string& name, const char* what) {
+  BR_CHECK(ranges.defined() && ranges.scalar_type() == at::kFloat && ranges.dim() == 2 &&
+               ranges.size(0) == channels && ranges.size(1) == 2,
+           what, ": ranges for tensor '", name, "' must be float32 [", channels, ", 2], got ",
+           ranges.defined() ? ranges.sizes() : at::IntArrayRef{});
+  BR_CHECK(ranges.device() == w.device(), what, ": ranges for tensor '", name, "' are on ",
+           ranges.device().str(), " but the tensor is on ", w.device().str());
+}
+
+/// Runs the fused kernel: out may alias w; both contiguous.
+void run_quantize_dequantize(const at::Tensor& w, const at::Tensor& ranges, int64_t channels,
+                             const kernels::QuantFormat& f, at::Tensor& out) {
+  if (w.numel() == 0) return;
+  if (w.is_cpu()) {
+    kernels::quantize_dequantize_cpu(w.data_ptr<float>(), w.numel(), channels, range_ptr(ranges), f,
+                                     out.data_ptr<float>());
+    return;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(w.device());
+  kernels::quantize_dequantize_cuda(w.data_ptr<float>(), w.numel(), channels, range_ptr(ranges), f,
+                                    out.data_ptr<float>(), stream_of(w));
+#endif
+}
+
+/// Checks that w is finite when its ranges were given (compute_ranges checks otherwise).
+void check_finite(const at::Tensor& w, const std::string& name) {
+  if (w.numel() == 0) return;
+  if (w.is_cpu()) {
+    float lo = 0.0f, hi = 0.0f;
+    if (!kernels::minmax_cpu(w.data_ptr<float>(), w.numel(), 1, &lo, &hi)) throw_not_finite(name);
+  } else if (!at::isfinite(w).all().item<bool>()) {
+    throw_not_finite(name);
+  }
+}
+
+QuantizedTensor quantize_checked(const at::Tensor& w, const at::Tensor& ranges,
+                                 const QuantScheme& s, int64_t channels) {
+  QuantizedTensor q;
+  q.format = s.format();
+  q.scheme = s;
+  q.channels = channels;
+  q.ranges = ranges;
+  q.codes = at::empty(w.sizes(), w.options().dtype(s.bits <= 8 ? at::kByte : at::kShort));
+  if (w.numel() == 0) return q;
+  if (w.is_cpu()) {
+    kernels::quantize_cpu(w.data_ptr<float>(), w.numel(), channels, range_ptr(ranges), q.format,
+                          q.codes.data_ptr());
+    return q;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(w.device());
+  kernels::quantize_cuda(w.data_ptr<float>(), w.numel(), channels, range_ptr(ranges), q.format,
+                         q.codes.data_ptr(), stream_of(w));
+#endif
+  return q;
+}
+
+}  // namespace
+
+int64_t range_channels(const at::Tensor& w, const QuantScheme& s) {
+  if (s.source != RangeSource::Channel || w.dim() == 0) return 1;
+  return w.size(0);
+}
+
+at::Tensor compute_ranges(const at::Tensor& w, const QuantScheme& s, const std::string& name) {
+  s.validate();
+  check_float_tensor(w, name, "compute_ranges");
+  const at::Tensor contiguous = w.contiguous();
+  const int64_t channels = range_channels(w, s);
+  std::vector<float> mins, maxs;
+  channel_minmax(contiguous, channels, name, mins, maxs);
+  return ranges_from_minmax(mins, maxs, s, w.device());
+}
+
+QuantizedTensor quantize(const at::Tensor& w, const QuantScheme& s, const std::string& name) {
+  const at::Tensor ranges = compute_ranges(w, s, name);  // validates s and w, checks finiteness
+  return quantize_checked(w.contiguous(), ranges, s, range_channels(w, s));
+}
+
+QuantizedTensor quantize_with_ranges(const at::Tensor& w, const at::Tensor& ranges,
+                                     const QuantScheme& s, const std::string& name) {
+  s.validate();
+  check_float_tensor(w, name, "quantize");
+  const int64_t channels = range_channels(w, s);
+  check_ranges(ranges, w, channels, name, "quantize");
+  const at::Tensor contiguous = w.contiguous();
+  check_finite(contiguous, name);
+  return quantize_checked(contiguous, ranges.contiguous(), s, channels);
+}
+
+void dequantize_into(const QuantizedTensor& q, at::Tensor& out) {
+  const at::ScalarType code_type = q.format.bits <= 8 ? at::kByte : at::kShort;
+  BR_CHECK(q.format.bits >= 2 && q.format.bits <= 16,
+           "dequantize: quantization bits must be in 2..16, got ", q.format.bits);
+  BR_CHECK(q.codes.defined() && q.codes.scalar_type() == code_type, "dequantize: ", q.format.bits,
+           "-bit codes must be ", at::toString(code_type), ", got ",
+           q.codes.defined() ? at::toString(q.codes.scalar_type()) : "an undefined tensor");
+  BR_CHECK(out.defined() && out.scalar_type() == at::kFloat && out.is_contiguous() &&
+               out.numel() == q.codes.numel() && out.device() == q.codes.device(),
+           "dequantize: the output must be a contiguous float32 tensor of ", q.codes.numel(),
+           " elements on ", q.codes.device().str());
+  const int64_t n = q.codes.numel();
+  BR_CHECK(n == 0 || (q.channels >= 1 && n % q.channels == 0), "dequantize: ", n,
+           " codes do not split into ", q.channels, " channels");
+  check_ranges(q.ranges, q.codes, q.channels, "codes", "dequantize");
+  if (n == 0) return;
+  const at::Tensor codes = q.codes.contiguous();
+  const at::Tensor ranges = q.ranges.contiguous();
+  if (codes.is_cpu()) {
+    kernels::dequantize_cpu(codes.data_ptr(), n, q.channels, range_ptr(ranges), q.format,
+                            out.data_ptr<float>());
+    return;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(codes.device());
+  kernels::dequantize_cuda(codes.data_ptr(), n, q.channels, range_ptr(ranges), q.format,
+                           out.data_ptr<float>(), stream_of(codes));
+#else
+  throw Error("dequantize: codes are on " + codes.device().str() +
+              " but bitrobust was built without CUDA");
+#endif
+}
+
+at::Tensor dequantize(const QuantizedTensor& q) {
+  at::Tensor out = at::empty(q.codes.sizes(), q.codes.options().dtype(at::kFloat));
+  dequantize_into(q, out);
+  return out;
+}
+
+at::Tensor fake_quantize_into(const at::Tensor& w, at::Tensor& out, const QuantScheme& s,
+                              const std::string& name) {
+  const at::Tensor ranges = compute_ranges(w, s, name);  // validates s and w
+  BR_CHECK(out.defined() && out.scalar_type() == at::kFloat && out.is_contiguous() &&
+               out.numel() == w.numel() && out.device() == w.device(),
+           "fake_quantize: the output for tensor '", name, "' must be a contiguous float32 tensor of ",
+           w.numel(), " elements on ", w.device().str());
+  run_quantize_dequantize(w.contiguous(), ranges, range_channels(w, s), s.format(), out);
+  return ranges;
+}
+
+void fake_quantize_(at::Tensor& w, const QuantScheme& s, const std::string& name) {
+  if (w.is_contiguous()) {
+    fake_quantize_into(w, w, s, name);
+  } else {
+    w.detach().copy_(fake_quantize(w, s, name));
+  }
+}
+
+at::Tensor fake_quantize(const at::Tensor& w, const QuantScheme& s, const std::string& name) {
+  check_float_tensor(w, name, "fake_quantize");
+  at::Tensor out = at::empty(w.sizes(), w.options().memory_format(at::MemoryFormat::Contiguous));
+  fake_quantize_into(w, out, s, name);
+  return out;
+}
+
+void clip_weights_(at::Tensor& w, const QuantScheme& s) {
+  if (s.clip > 0.0f) w.detach().clamp_(-s.clip, s.clip);
+}
+
+}  // namespace bitrobust::quant

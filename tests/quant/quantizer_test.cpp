@@ -1,0 +1,375 @@
+// Torch-level tests of bitrobust/quant/quantizer.h: ranges per source, codes, dequantization, bad
+// input, agreement with the reference's Torch formulation, and (with CUDA) CPU/CUDA bit identity.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/common/philox.h"
+#include "bitrobust/config.h"
+#include "bitrobust/quant/quantizer.h"
+
+namespace bitrobust::quant {
+namespace {
+
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+at::Tensor randn(std::vector<int64_t> shape, uint64_t seed, float scale = 0.1f) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::randn(shape, gen, at::kFloat) * scale;
+}
+
+/// All schemes over bits, integer types, symmetry, sources, rounding and clipping.
+std::vector<QuantScheme> all_schemes(std::vector<int> bit_widths) {
+  std::vector<QuantScheme> out;
+  for (const int bits : bit_widths) {
+    for (const bool is_signed : {false, true}) {
+      for (const bool asymmetric : {false, true}) {
+        for (const RangeSource source : {RangeSource::Global, RangeSource::Tensor, RangeSource::Channel}) {
+          for (const bool round : {false, true}) {
+            for (const float clip : {0.0f, 0.05f}) {
+              QuantScheme s;
+              s.bits = bits;
+              s.is_signed = is_signed;
+              s.asymmetric = asymmetric;
+              s.source = source;
+              s.round = round;
+              s.clip = clip;
+              s.global_q = 0.3f;
+              out.push_back(s);
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(Quantizer, RangesPerSource) {
+  const at::Tensor w = at::tensor({0.2f, -0.5f, 0.1f, 0.3f, 0.05f, -0.01f}).reshape({2, 3});
+  auto rows = [](const at::Tensor& r) { return std::vector<float>(r.data_ptr<float>(), r.data_ptr<float>() + r.numel()); };
+  const float q_tensor = static_cast<float>(0.5 + 0.001);
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-sym-global0.7-trunc"), "w")), (std::vector<float>{-0.7f, 0.7f}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-sym-global0.7-trunc-clip0.25"), "w")),
+            (std::vector<float>{-0.25f, 0.25f}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-sym-tensor-trunc"), "w")), (std::vector<float>{-q_tensor, q_tensor}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-sym-tensor-trunc-clip0.25"), "w")),
+            (std::vector<float>{-0.25f, 0.25f}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-sym-tensor-trunc-clip0.9"), "w")),
+            (std::vector<float>{-q_tensor, q_tensor}));
+  const float q0 = static_cast<float>(0.5 + 0.001), q1 = static_cast<float>(static_cast<double>(0.3f) + 0.001);
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("s8-sym-channel-round"), "w")), (std::vector<float>{-q0, q0, -q1, q1}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-asym-tensor-round"), "w")), (std::vector<float>{-0.5f, 0.3f}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-asym-tensor-round-clip0.25"), "w")),
+            (std::vector<float>{-0.25f, 0.25f}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-asym-channel-round"), "w")),
+            (std::vector<float>{-0.5f, 0.2f, -0.01f, 0.3f}));
+  // Every weight above w_max: min and max both clamp to w_max (lo <= hi always).
+  EXPECT_EQ(rows(compute_ranges(at::full({4}, 2.0f), QuantScheme::parse("u8-asym-tensor-round-clip0.1"), "w")),
+            (std::vector<float>{0.1f, 0.1f}));
+  EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-asym-global0.4-round"), "w")), (std::vector<float>{-0.4f, 0.4f}));
+  // A 0-dim tensor has one channel.
+  EXPECT_EQ(compute_ranges(at::scalar_tensor(0.5f), QuantScheme::parse("u8-sym-channel-round"), "s").size(0), 1);
+}
+
+TEST(Quantizer, CodesDequantizeAndFakeQuantizeAgree) {
+  const at::Tensor w = randn({6, 3, 5, 5}, 11);
+  for (const QuantScheme& s : all_schemes({2, 3, 8, 9, 16})) {
+    const QuantizedTensor q = quantize(w, s, "conv.weight");
+    ASSERT_EQ(q.codes.sizes(), w.sizes());
+    ASSERT_EQ(q.codes.scalar_type(), s.bits <= 8 ? at::kByte : at::kShort) << s.to_string();
+    ASSERT_EQ(q.channels, s.source == RangeSource::Channel ? 6 : 1);
+    ASSERT_EQ(q.scheme, s);
+    const at::Tensor deq = dequantize(q);
+    const at::Tensor fused = fake_quantize(w, s, "conv.weight");
+    ASSERT_TRUE(at::equal(deq, fused)) << s.to_string();
+    at::Tensor in_place = w.clone();
+    fake_quantize_(in_place, s, "conv.weight");
+    ASSERT_TRUE(at::equal(in_place, fused)) << s.to_string();
+    // Codes hold only m bits.
+    const at::Tensor bits = q.codes.to(at::kInt).bitwise_and(0xFFFF);
+    ASSERT_EQ(bits.max().item<int>() >> s.bits, 0) << s.to_string();
+  }
+}
+
+TEST(Quantizer, PerChannelEqualsPerTensorOnEachSlice) {
+  at::Tensor w = randn({4, 50}, 3);
+  w[2].mul_(20.0f);  // very different scales per output channel
+  for (const bool asymmetric : {false, true}) {
+    QuantScheme channel = QuantScheme::parse(asymmetric ? "u4-asym-channel-round" : "s4-sym-channel-trunc");
+    QuantScheme tensor = channel;
+    tensor.source = RangeSource::Tensor;
+    const at::Tensor all = fake_quantize(w, channel, "w");
+    const QuantizedTensor q = quantize(w, channel, "w");
+    for (int64_t c = 0; c < 4; ++c) {
+      const at::Tensor slice = w[c].contiguous();
+      ASSERT_TRUE(at::equal(all[c], fake_quantize(slice, tensor, "slice")));
+      ASSERT_TRUE(at::equal(q.codes[c], quantize(slice, tensor, "slice").codes));
+    }
+  }
+}
+
+TEST(Quantizer, NonContiguousInputsAndOutputs) {
+  const at::Tensor base = randn({8, 5}, 5);
+  const at::Tensor w = base.t();  // [5, 8], not contiguous
+  ASSERT_FALSE(w.is_contiguous());
+  const QuantScheme s = QuantScheme::parse("u8-sym-channel-round");
+  const at::Tensor expected = fake_quantize(w.contiguous(), s, "w");
+  EXPECT_TRUE(at::equal(fake_quantize(w, s, "w"), expected));
+  EXPECT_TRUE(at::equal(quantize(w, s, "w").codes, quantize(w.contiguous(), s, "w").codes));
+  at::Tensor view = base.clone().t();
+  fake_quantize_(view, s, "w");
+  EXPECT_TRUE(at::equal(view, expected));
+}
+
+TEST(Quantizer, RoundTripErrorWithinHalfAStep) {
+  for (int bits = 2; bits <= 16; ++bits) {
+    at::Tensor w = randn({10, 100}, 100 + bits);
+    w[3].mul_(30.0f);
+    for (const char* text : {"u%d-asym-tensor-round", "s%d-sym-tensor-round", "u%d-sym-channel-round",
+                             "s%d-asym-channel-round"}) {
+      char buffer[64];
+      std::snprintf(buffer, sizeof buffer, text, bits);
+      const QuantScheme s = QuantScheme::parse(buffer);
+      const at::Tensor r = compute_ranges(w, s, "w");
+      const at::Tensor error = (fake_quantize(w, s, "w") - w).abs().reshape({r.size(0), -1}).amax(1);
+      const double levels = (1 << (bits - 1)) - 1;
+      for (int64_t c = 0; c < r.size(0); ++c) {
+        const double lo = r[c][0].item<float>(), hi = r[c][1].item<float>();
+        const double step = s.asymmetric ? (1.001 / levels) * (hi - lo) / 2 : hi / levels;
+        EXPECT_LE(error[c].item<float>(), step / 2 + 1e-6 * std::max(-lo, hi)) << buffer << " channel " << c;
+      }
+    }
+  }
+}
+
+TEST(Quantizer, ConstantAndEmptyTensors) {
+  for (const QuantScheme& s : all_schemes({2, 8, 16})) {
+    const at::Tensor zeros = at::zeros({10});
+    EXPECT_TRUE(at::equal(fake_quantize(zeros, s, "bias"), zeros)) << s.to_string();
+    if (s.asymmetric && s.source != RangeSource::Global && s.clip == 0.0f) {
+      const at::Tensor c = at::full({3, 4}, -0.37f);
+      const at::Tensor out = fake_quantize(c, s, "bias");
+      EXPECT_TRUE(at::equal(out, c)) << s.to_string();
+      EXPECT_TRUE(at::equal(dequantize(quantize(c, s, "bias")), c)) << s.to_string();
+    }
+    const at::Tensor empty = at::empty({0, 3});
+    EXPECT_EQ(fake_quantize(empty, s, "empty").numel(), 0);
+    EXPECT_EQ(dequantize(quantize(empty, s, "empty")).numel(), 0);
+  }
+}
+
+TEST(Quantizer, BitErrorsDequantizeIntoTheRange) {
+  // Flip random bits (inside and above the m low bits) as an error pattern would.
+  const at::Tensor w = randn({64, 64}, 21);
+  PhiloxStream rng(99, 1);
+  for (const QuantScheme& s : all_schemes({2, 5, 8, 11, 16})) {
+    QuantizedTensor q = quantize(w, s, "w");
+    const at::Tensor clean = dequantize(q);
+    const int container_bits = s.bits <= 8 ? 8 : 16;
+    if (s.bits <= 8) {
+      uint8_t* codes = q.codes.data_ptr<uint8_t>();
+      for (int64_t i = 0; i < q.codes.numel(); ++i) codes[i] ^= static_cast<uint8_t>(1u << rng.below(container_bits));
+    } else {
+      auto* codes = reinterpret_cast<uint16_t*>(q.codes.data_ptr<int16_t>());
+      for (int64_t i = 0; i < q.codes.numel(); ++i) codes[i] ^= static_cast<uint16_t>(1u << rng.below(container_bits));
+    }
+    const at::Tensor perturbed = dequantize(q);
+    const at::Tensor ranges = q.ranges;
+    for (int64_t c = 0; c < q.channels; ++c) {
+      const at::Tensor values = q.channels == 1 ? perturbed : perturbed[c];
+      ASSERT_GE(values.min().item<float>(), ranges[c][0].item<float>()) << s.to_string();
+      ASSERT_LE(values.max().item<float>(), ranges[c][1].item<float>()) << s.to_string();
+    }
+    // Bits above m are ignored: masking them changes nothing.
+    QuantizedTensor masked = q;
+    masked.codes = q.codes.bitwise_and((1 << s.bits) - 1);
+    ASSERT_TRUE(at::equal(dequantize(masked), perturbed)) << s.to_string();
+    at::Tensor out = at::empty_like(perturbed);
+    dequantize_into(q, out);
+    ASSERT_TRUE(at::equal(out, perturbed));
+    ASSERT_FALSE(at::equal(perturbed, clean)) << s.to_string();
+  }
+}
+
+TEST(Quantizer, QuantizeWithGivenRanges) {
+  const at::Tensor w = randn({3, 10}, 8);
+  const QuantScheme s = QuantScheme::parse("u8-asym-channel-round");
+  const QuantizedTensor q = quantize(w, s, "w");
+  const QuantizedTensor again = quantize_with_ranges(w * 0.5, q.ranges, s, "w");
+  EXPECT_TRUE(at::equal(again.ranges, q.ranges));
+  EXPECT_FALSE(at::equal(again.codes, q.codes));
+  EXPECT_TRUE(contains(error_of([&] { quantize_with_ranges(w, at::zeros({2, 2}), s, "layer.w"); }),
+                       "quantize: ranges for tensor 'layer.w' must be float32 [3, 2]"));
+}
+
+TEST(Quantizer, NonFiniteWeightsAreRejectedNamingTheTensor) {
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+    at::Tensor w = randn({4, 70000}, 1);  // enough elements for the parallel kernels
+    w[3][69999] = bad;
+    for (const char* text : {"u8-sym-global1.0-trunc", "u8-asym-tensor-round", "s4-sym-channel-round-clip0.1"}) {
+      const QuantScheme s = QuantScheme::parse(text);
+      const std::string expected = "cannot quantize tensor 'features.3.weight': it holds NaN or infinite values";
+      EXPECT_EQ(error_of([&] { quantize(w, s, "features.3.weight"); }), expected) << text;
+      EXPECT_EQ(error_of([&] { fake_quantize(w, s, "features.3.weight"); }), expected) << text;
+      at::Tensor copy = w.clone();
+      EXPECT_EQ(error_of([&] { fake_quantize_(copy, s, "features.3.weight"); }), expected) << text;
+      EXPECT_EQ(error_of([&] { compute_ranges(w, s, "features.3.weight"); }), expected) << text;
+    }
+    const QuantScheme s = QuantScheme::parse("u8-sym-tensor-round");
+    const at::Tensor ranges = compute_ranges(at::ones({4, 70000}), s, "w");
+    EXPECT_TRUE(contains(error_of([&] { quantize_with_ranges(w, ranges, s, "fc.bias"); }), "'fc.bias'"));
+  }
+}
+
+TEST(Quantizer, BadTensorsAndOutputs) {
+  const QuantScheme s = QuantScheme::parse("u8-sym-tensor-round");
+  EXPECT_EQ(error_of([&] { quantize(at::zeros({3}, at::kDouble), s, "fc.weight"); }),
+            "compute_ranges: tensor 'fc.weight' has dtype Double; only float32 tensors can be quantized");
+  EXPECT_TRUE(contains(error_of([&] { quantize(at::Tensor(), s, "fc.weight"); }), "tensor 'fc.weight' is undefined"));
+  QuantScheme bad = s;
+  bad.bits = 17;
+  EXPECT_EQ(error_of([&] { quantize(at::zeros({3}), bad, "w"); }), "quantization bits must be in 2..16, got 17");
+  const QuantizedTensor q = quantize(at::zeros({3}), s, "w");
+  at::Tensor wrong = at::empty({4});
+  EXPECT_TRUE(contains(error_of([&] { dequantize_into(q, wrong); }), "dequantize: the output must be a contiguous float32 tensor of 3 elements"));
+  at::Tensor wrong_type = at::empty({3}, at::kDouble);
+  EXPECT_TRUE(contains(error_of([&] { dequantize_into(q, wrong_type); }), "dequantize: the output"));
+  QuantizedTensor mismatched = q;
+  mismatched.format.bits = 12;
+  EXPECT_TRUE(contains(error_of([&] { dequantize(mismatched); }), "dequantize: 12-bit codes must be Short, got Byte"));
+  at::Tensor out = at::empty({5});
+  EXPECT_TRUE(contains(error_of([&] { fake_quantize_into(at::zeros({3}), out, s, "w"); }), "fake_quantize: the output for tensor 'w'"));
+}
+
+TEST(Quantizer, ClipWeights) {
+  at::Tensor w = at::tensor({-0.5f, 0.05f, 0.2f});
+  clip_weights_(w, QuantScheme::parse("u8-asym-tensor-round"));
+  EXPECT_TRUE(at::equal(w, at::tensor({-0.5f, 0.05f, 0.2f})));
+  clip_weights_(w, QuantScheme::parse("u8-asym-tensor-round-clip0.1"));
+  EXPECT_TRUE(at::equal(w, at::tensor({-0.1f, 0.05f, 0.1f})));
+}
+
+// The reference's quantizers written with Torch operations, float32 as the reference runs them
+// (common/quantization.py: AlternativeUnsignedFixedPointQuantization and the asymmetric unsigned
+// rounded variant). Ours add 2^(m-1) after rounding instead of before (NOTE [Quantization
+// formulas]); that moves a code by one only for values within float rounding of a boundary.
+at::Tensor reference_unsigned(const at::Tensor& x, int bits, bool round, at::Tensor* codes_out) {
+  const double delta = (1.0 + 0.001) / ((1 << (bits - 1)) - 1);
+  at::Tensor t = x.clamp(-1.0, 1.0) / delta;
+  t = t + (1 << (bits - 1));
+  t = t.clamp_max((1 << bits) - 1);
+  if (round) t = t.round();
+  const at::Tensor codes = t.to(at::kByte);
+  if (codes_out) *codes_out = codes;
+  at::Tensor y = codes.to(at::kFloat).clamp(0, (1 << bits) - 1) - (1 << (bits - 1));
+  return (y * delta).clamp(-1.0, 1.0);
+}
+
+TEST(Quantizer, AgreesWithTheReferenceTorchFormulation) {
+  for (const int bits : {2, 4, 8}) {
+    const at::Tensor w = randn({20000}, 50 + bits, 0.3f);
+    // normal: global q = 1.
+    {
+      at::Tensor ref_codes;
+      const at::Tensor ref = reference_unsigned(w, bits, false, &ref_codes);
+      const QuantScheme s = QuantScheme::preset("normal", bits);
+      const at::Tensor codes = quantize(w, s, "w").codes;
+      const at::Tensor differ = codes.ne(ref_codes);
+      EXPECT_LE(differ.sum().item<int64_t>(), 20) << "normal " << bits;
+      EXPECT_LE((codes.to(at::kInt) - ref_codes.to(at::kInt)).abs().max().item<int>(), 1);
+      const at::Tensor same = differ.logical_not();
+      EXPECT_TRUE(at::equal(fake_quantize(w, s, "w").masked_select(same), ref.masked_select(same)));
+    }
+    // rquant: per tensor, asymmetric, unsigned, rounding.
+    {
+      const double lo = w.min().item<float>(), hi = w.max().item<float>();
+      at::Tensor x = (w.clamp(lo, hi) - lo) / (hi - lo);
+      x = x * 2 - 1;
+      at::Tensor ref_codes;
+      at::Tensor ref = reference_unsigned(x, bits, true, &ref_codes);
+      ref = ((ref + 1) / 2) * (hi - lo) + lo;
+      ref = ref.clamp(lo, hi);
+      const QuantScheme s = QuantScheme::preset("rquant", bits);
+      const at::Tensor codes = quantize(w, s, "w").codes;
+      const at::Tensor differ = codes.ne(ref_codes);
+      EXPECT_LE(differ.sum().item<int64_t>(), 20) << "rquant " << bits;
+      EXPECT_LE((codes.to(at::kInt) - ref_codes.to(at::kInt)).abs().max().item<int>(), 1);
+      const at::Tensor same = differ.logical_not();
+      EXPECT_TRUE(at::equal(fake_quantize(w, s, "w").masked_select(same), ref.masked_select(same))) << bits;
+    }
+  }
+}
+
+TEST(ParamSelector, GlobsRegexesIncludeExclude) {
+  EXPECT_TRUE(glob_match("*.bias", "features.0.bias"));
+  EXPECT_FALSE(glob_match("*.bias", "features.0.bias_scale"));
+  EXPECT_TRUE(glob_match("conv?.weight", "conv1.weight"));
+  EXPECT_FALSE(glob_match("conv?.weight", "conv12.weight"));
+  EXPECT_TRUE(glob_match("*", ""));
+  EXPECT_TRUE(glob_match("a*b*c", "axxbyyc"));
+  EXPECT_FALSE(glob_match("a*b*c", "axxbyy"));
+  EXPECT_TRUE(glob_match("fc.weight", "fc.weight"));
+  EXPECT_FALSE(glob_match("fc.weight", "fcXweight"));  // '.' is literal
+
+  ParamSelector all;
+  EXPECT_TRUE(all.selects("anything"));
+  ParamSelector sel{{"features.*", "classifier.weight"}, {"*.bias", "re:norm\\d"}};
+  EXPECT_TRUE(sel.selects("features.0.weight"));
+  EXPECT_FALSE(sel.selects("features.0.bias"));
+  EXPECT_FALSE(sel.selects("features.norm3.weight"));
+  EXPECT_TRUE(sel.selects("classifier.weight"));
+  EXPECT_FALSE(sel.selects("classifier.bias"));
+  EXPECT_FALSE(sel.selects("head.weight"));
+  ParamSelector regex{{"re:^layers\\.[0-3]\\."}, {}};
+  EXPECT_TRUE(regex.selects("layers.2.conv.weight"));
+  EXPECT_FALSE(regex.selects("layers.4.conv.weight"));
+  ParamSelector broken{{"re:("}, {}};
+  EXPECT_TRUE(contains(error_of([&] { broken.selects("x"); }), "invalid parameter pattern 're:('"));
+  EXPECT_TRUE(contains(error_of([&] { broken.validate(); }), "invalid parameter pattern 're:('"));
+}
+
+#ifdef BITROBUST_WITH_CUDA
+TEST(QuantizerCuda, BitIdenticalToCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Tensor w = at::cat({randn({64 * 1000}, 7), randn({64}, 8, 50.0f)}).reshape({64, -1});
+  const at::Tensor w_cuda = w.cuda();
+  for (const QuantScheme& s : all_schemes({2, 3, 4, 7, 8, 9, 12, 15, 16})) {
+    const QuantizedTensor cpu = quantize(w, s, "w");
+    QuantizedTensor gpu = quantize(w_cuda, s, "w");
+    ASSERT_TRUE(gpu.codes.is_cuda());
+    ASSERT_TRUE(at::equal(gpu.ranges.cpu(), cpu.ranges)) << s.to_string();
+    ASSERT_TRUE(at::equal(gpu.codes.cpu(), cpu.codes)) << s.to_string();
+    ASSERT_TRUE(at::equal(dequantize(gpu).cpu(), dequantize(cpu))) << s.to_string();
+    ASSERT_TRUE(at::equal(fake_quantize(w_cuda, s, "w").cpu(), fake_quantize(w, s, "w"))) << s.to_string();
+    // Every container value (bit errors): the same values on both devices.
+    const int64_t values = s.bits <= 8 ? 256 : 65536;
+    QuantizedTensor all_cpu = cpu;
+    all_cpu.codes = at::arange(values, at::kInt).to(cpu.codes.scalar_type()).repeat({64, 1});
+    QuantizedTensor all_gpu = gpu;
+    all_gpu.codes = all_cpu.codes.cuda();
+    ASSERT_TRUE(at::equal(dequantize(all_gpu).cpu(), dequantize(all_cpu))) << s.to_string();
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace bitrobust::quant
