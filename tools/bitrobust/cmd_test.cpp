@@ -4,6 +4,7 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/evaluate.h"
 #include "bitrobust/io/model_file.h"
+#include "bitrobust/quant/model_quantization.h"
 #include "bitrobust/report/output.h"
 #include "commands.h"
 
@@ -43,8 +44,15 @@ Runner register_test(CLI::App& app) {
              "model ", cmd->model, " expects ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
              " inputs and ", file.spec.num_classes, " classes, but ", data.name, " has ", data.channels(), "x",
              data.height(), "x", data.width(), " and ", data.num_classes);
+    std::string scheme = "float";
+    if (file.meta.contains("quantization")) {
+      // A quantized model is tested with its stored integer codes, dequantized.
+      const quant::QuantizedModel q = quant::load_from_model_file(file);
+      q.load_clean_weights();
+      scheme = q.scheme.to_string();
+    }
     const eval::EvalResult result = eval::evaluate(*file.net, data, cmd->batch);
-    std::printf("test error %.2f%% (%lld of %lld %s %s images misclassified)\n", 100 * result.error,
+    std::printf("test error %.2f%% (%s; %lld of %lld %s %s images misclassified)\n", 100 * result.error, scheme.c_str(),
                 static_cast<long long>(std::llround(result.error * result.examples)),
                 static_cast<long long>(result.examples), data.name.c_str(), data.split.c_str());
     if (!cmd->common.json.empty()) {
@@ -53,6 +61,7 @@ Runner register_test(CLI::App& app) {
                                                    {"split", data.split},
                                                    {"examples", result.examples},
                                                    {"test_error", result.error},
+                                                   {"scheme", scheme},
                                                    {"device", device.str()},
                                                    {"seconds", result.seconds},
                                                    {"versions", io::version_info()}});

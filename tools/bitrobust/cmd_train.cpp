@@ -7,6 +7,7 @@
 #include "bitrobust/eval/evaluate.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/report/output.h"
+#include "bitrobust/quant/model_quantization.h"
 #include "bitrobust/train/trainer.h"
 #include "commands.h"
 
@@ -22,6 +23,7 @@ struct TrainCommand {
   std::string checkpoint;
   bool no_augment = false;
   int64_t eval_batch = 500;
+  QuantOptions quant;
 };
 }  // namespace
 
@@ -46,6 +48,7 @@ Runner register_train(CLI::App& app) {
   sub->add_flag("--resume", cmd->options.resume, "continue from the checkpoint if it exists");
   sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
   sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (for timing)");
+  add_quant_options(*sub, cmd->quant);
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     data::Dataset train_set = load_data(cmd->data, "train", device);
@@ -59,19 +62,43 @@ Runner register_train(CLI::App& app) {
     cmd->options.progress = !cmd->common.quiet;
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
 
+    const bool quantized = cmd->quant.requested();
+    quant::QuantScheme scheme;
+    if (quantized) scheme = cmd->quant.build_scheme();
+
     torch::manual_seed(cmd->options.seed);
     auto net = models::build_model(cmd->spec);
+    std::unique_ptr<quant::QuantAwareTraining> qat;
+    train::StepHooks hooks;
+    if (quantized) {
+      qat = std::make_unique<quant::QuantAwareTraining>(*net, scheme, cmd->quant.selector());
+      qat->clip_weights();
+      hooks.before_forward = [&]() { qat->use_quantized_weights(); };
+      hooks.before_step = [&]() { qat->restore_float_weights(); };
+      hooks.after_step = [&]() { qat->clip_weights(); };
+      std::fprintf(stderr, "quantization-aware training, scheme %s\n", scheme.to_string().c_str());
+    }
     std::fprintf(stderr, "training %s (%s, %lld parameters) on %s (%lld images), seed %llu, %s\n",
                  cmd->spec.arch.c_str(), cmd->spec.norm.c_str(),
                  static_cast<long long>(models::parameter_count(*net)), train_set.name.c_str(),
                  static_cast<long long>(train_set.size()), static_cast<unsigned long long>(cmd->options.seed),
                  device.str().c_str());
-    const train::TrainResult result = train::train(*net, train_set, cmd->options);
-    const eval::EvalResult test = eval::evaluate(*net, test_set, cmd->eval_batch);
+    const train::TrainResult result = train::train(*net, train_set, cmd->options, hooks);
+    eval::EvalResult test = eval::evaluate(*net, test_set, cmd->eval_batch);
 
     io::ModelFile file;
     file.spec = cmd->spec;
     file.net = net;
+    double float_error = test.error;
+    if (quantized) {
+      // The file keeps the float master weights; the reported error is the quantized network's.
+      const quant::QuantizedModel q = quant::quantize_model(*net, scheme, cmd->quant.selector());
+      quant::store_in_model_file(q, file);
+      const WeightBackup floats(*net);
+      q.load_clean_weights();
+      test = eval::evaluate(*net, test_set, cmd->eval_batch);
+      floats.restore();
+    }
     file.meta = {{"dataset", train_set.name},
                  {"cifar_protocol", cmd->data.protocol},
                  {"epochs", cmd->options.epochs},
@@ -79,6 +106,7 @@ Runner register_train(CLI::App& app) {
                  {"lr", cmd->options.lr},
                  {"seed", cmd->options.seed},
                  {"test_error", test.error},
+                 {"float_test_error", float_error},
                  {"train_seconds", result.seconds},
                  {"train_images_per_second", result.images_per_second}};
     io::save_model_file(cmd->out, file);

@@ -7,6 +7,9 @@
 #include <string>
 
 #include "bitrobust/data/dataset.h"
+#include "bitrobust/models/models.h"
+#include "bitrobust/quant/quantizer.h"
+#include "bitrobust/quant/scheme.h"
 
 namespace bitrobust::cli {
 
@@ -31,8 +34,33 @@ struct DataOptions {
 void add_data_options(CLI::App& cmd, DataOptions& data, bool required);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);
 
+/// Quantization options shared by train and quantize: a preset (--scheme normal|rquant with
+/// --bits and --clip) or an explicit scheme string (--scheme u8-asym-tensor-round-clip0.1).
+struct QuantOptions {
+  std::string scheme;
+  int bits = 0;
+  float clip = 0;
+  std::vector<std::string> include, exclude;
+  bool requested() const { return !scheme.empty() || bits != 0 || clip != 0; }
+  quant::QuantScheme build_scheme() const;
+  quant::ParamSelector selector() const { return {include, exclude}; }
+};
+void add_quant_options(CLI::App& cmd, QuantOptions& q);
+
+/// Saves a network's parameters and puts them back (e.g. around evaluating quantized weights).
+class WeightBackup {
+ public:
+  explicit WeightBackup(models::Classifier& net);
+  void restore() const;
+
+ private:
+  std::vector<at::Tensor> params_, saved_;
+};
+
 using Runner = std::function<int()>;
 Runner register_train(CLI::App& app);
 Runner register_test(CLI::App& app);
+Runner register_quantize(CLI::App& app);
+Runner register_export(CLI::App& app);
 
 }  // namespace bitrobust::cli

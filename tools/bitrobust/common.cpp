@@ -1,6 +1,9 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
 #include <thread>
 
 #include "bitrobust/common/error.h"
@@ -42,6 +45,42 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
   request.protocol = options.protocol;
   data::Dataset d = data::load_dataset(request);
   return device.is_cpu() ? d : d.to(device);
+}
+
+void add_quant_options(CLI::App& cmd, QuantOptions& q) {
+  cmd.add_option("--scheme", q.scheme,
+                 "quantization scheme: normal | rquant (with --bits, --clip) or a scheme string such as "
+                 "u8-asym-tensor-round-clip0.1 (docs/quantization.md)");
+  cmd.add_option("--bits", q.bits, "bits per weight, 2..16 (with a preset scheme; default 8)")
+      ->check(CLI::Range(2, 16).description("bit width in 2..16"));
+  cmd.add_option("--clip", q.clip, "weight clipping bound w_max > 0: weights and quantization range in [-w_max, w_max]")
+      ->check(CLI::PositiveNumber.description("clip bound > 0"));
+  cmd.add_option("--quant-include", q.include, "quantize only parameters matching these globs (e.g. 'conv*')");
+  cmd.add_option("--quant-exclude", q.exclude, "do not quantize parameters matching these globs");
+}
+
+quant::QuantScheme QuantOptions::build_scheme() const {
+  BR_CHECK(bits == 0 || (bits >= 2 && bits <= 16), "--bits must be in 2..16, got ", bits);
+  BR_CHECK(clip == 0 || (clip > 0 && std::isfinite(clip)), "--clip must be a bound > 0, got ", clip);
+  const std::string name = scheme.empty() ? "rquant" : scheme;
+  if (name == "normal" || name == "rquant") return quant::QuantScheme::preset(name, bits == 0 ? 8 : bits, clip);
+  BR_CHECK(bits == 0 && clip == 0, "--bits and --clip go with a preset scheme (normal, rquant); the scheme string '",
+           name, "' already says both");
+  quant::QuantScheme s = quant::QuantScheme::parse(name);
+  s.validate();
+  return s;
+}
+
+WeightBackup::WeightBackup(models::Classifier& net) {
+  for (auto& p : net.parameters()) {
+    params_.push_back(p);
+    saved_.push_back(p.detach().clone());
+  }
+}
+
+void WeightBackup::restore() const {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(saved_[i]);
 }
 
 }  // namespace bitrobust::cli

@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   };
   add(bitrobust::cli::register_train);
   add(bitrobust::cli::register_test);
+  add(bitrobust::cli::register_quantize);
+  add(bitrobust::cli::register_export);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,152 @@
+#include "bitrobust/quant/model_quantization.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/io/model_file.h"
+
+namespace bitrobust::quant {
+
+namespace {
+std::vector<std::pair<std::string, at::Tensor>> selected_parameters(models::Classifier& net, const ParamSelector& sel) {
+  sel.validate();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : net.named_parameters()) {
+    if (sel.selects(item.key())) out.emplace_back(item.key(), item.value());
+  }
+  BR_CHECK(!out.empty(), "no parameter matches the quantization selection");
+  return out;
+}
+}  // namespace
+
+int64_t QuantizedModel::total_weights() const {
+  int64_t n = 0;
+  for (const auto& t : tensors) n += t.codes.numel();
+  return n;
+}
+
+int64_t QuantizedModel::total_bits() const { return total_weights() * scheme.bits; }
+
+nlohmann::json QuantizedModel::describe() const {
+  nlohmann::json params_json = nlohmann::json::array();
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& t = tensors[i];
+    params_json.push_back({{"name", names[i]},
+                           {"shape", t.codes.sizes().vec()},
+                           {"channels", t.channels},
+                           {"bits", t.format.bits},
+                           {"container", t.format.bits <= 8 ? "uint8" : "uint16"},
+                           {"signed", t.format.is_signed}});
+  }
+  return {{"scheme", scheme.to_string()},
+          {"include", selector.include},
+          {"exclude", selector.exclude},
+          {"weights", total_weights()},
+          {"params", params_json}};
+}
+
+void QuantizedModel::load_clean_weights() const {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor p = params[i];
+    dequantize_into(tensors[i], p);
+  }
+}
+
+void check_finite_parameters(models::Classifier& net, const std::string& what) {
+  for (const auto& item : net.named_parameters()) {
+    BR_CHECK(at::isfinite(item.value()).all().item<bool>(), what, ": parameter ", item.key(),
+             " holds NaN or infinite values");
+  }
+}
+
+QuantizedModel quantize_model(models::Classifier& net, const QuantScheme& scheme, const ParamSelector& selector) {
+  scheme.validate();
+  QuantizedModel q;
+  q.scheme = scheme;
+  q.selector = selector;
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : selected_parameters(net, selector)) {
+    q.names.push_back(name);
+    q.params.push_back(p);
+    q.tensors.push_back(quantize(p.detach(), scheme, name));
+  }
+  return q;
+}
+
+void store_in_model_file(const QuantizedModel& q, io::ModelFile& file) {
+  file.meta["quantization"] = q.describe();
+  file.quant_codes.clear();
+  file.quant_ranges.clear();
+  for (const auto& t : q.tensors) {
+    file.quant_codes.push_back(t.codes);
+    file.quant_ranges.push_back(t.ranges);
+  }
+}
+
+QuantizedModel load_from_model_file(io::ModelFile& file) {
+  BR_CHECK(file.meta.contains("quantization"), "the model is not quantized: train with --bits/--scheme, or run "
+                                               "`bitrobust quantize` first");
+  const auto& qj = file.meta["quantization"];
+  QuantizedModel q;
+  q.scheme = QuantScheme::parse(qj.at("scheme").get<std::string>());
+  q.selector.include = qj.value("include", std::vector<std::string>{});
+  q.selector.exclude = qj.value("exclude", std::vector<std::string>{});
+  auto named = file.net->named_parameters();
+  const auto& params_json = qj.at("params");
+  BR_CHECK(params_json.size() == file.quant_codes.size(), "model file: ", params_json.size(),
+           " quantized parameters described but ", file.quant_codes.size(), " stored");
+  for (size_t i = 0; i < params_json.size(); ++i) {
+    const std::string name = params_json[i].at("name").get<std::string>();
+    const at::Tensor* p = named.find(name);
+    BR_CHECK(p != nullptr, "model file: quantized parameter ", name, " is not in the network");
+    const at::Tensor& codes = file.quant_codes[i];
+    BR_CHECK(codes.sizes() == p->sizes(), "model file: codes of ", name, " have shape ", codes.sizes(),
+             " but the parameter has ", p->sizes());
+    QuantizedTensor t;
+    t.codes = codes;
+    t.ranges = file.quant_ranges[i].to(at::kFloat);
+    t.channels = params_json[i].at("channels").get<int64_t>();
+    t.scheme = q.scheme;
+    t.format = q.scheme.format();
+    BR_CHECK(t.ranges.dim() == 2 && t.ranges.size(0) == t.channels && t.ranges.size(1) == 2,
+             "model file: ranges of ", name, " do not have shape [", t.channels, ", 2]");
+    q.names.push_back(name);
+    q.params.push_back(*p);
+    q.tensors.push_back(std::move(t));
+  }
+  return q;
+}
+
+QuantAwareTraining::QuantAwareTraining(models::Classifier& net, const QuantScheme& scheme, const ParamSelector& selector)
+    : scheme_(scheme) {
+  scheme_.validate();
+  for (auto& [name, p] : selected_parameters(net, selector)) {
+    names_.push_back(name);
+    params_.push_back(p);
+    masters_.push_back(at::empty_like(p));
+  }
+}
+
+void QuantAwareTraining::use_quantized_weights() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    masters_[i].copy_(params_[i]);
+    at::Tensor p = params_[i];
+    fake_quantize_(p, scheme_, names_[i]);
+  }
+}
+
+void QuantAwareTraining::restore_float_weights() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(masters_[i]);
+}
+
+void QuantAwareTraining::clip_weights() {
+  if (scheme_.clip <= 0) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : params_) clip_weights_(p, scheme_);
+}
+
+}  // namespace bitrobust::quant

@@ -1,0 +1,147 @@
+// bitrobust quantize: post-training quantization of a float model; bitrobust export: the integer
+// codes as raw files plus a JSON manifest for hardware tools.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/eval/evaluate.h"
+#include "bitrobust/io/model_file.h"
+#include "bitrobust/quant/model_quantization.h"
+#include "bitrobust/quant/quantize_math.h"
+#include "bitrobust/report/output.h"
+#include "commands.h"
+
+namespace bitrobust::cli {
+
+namespace {
+struct QuantizeCommand {
+  CommonOptions common;
+  DataOptions data;
+  QuantOptions quant;
+  std::string model, out;
+  int64_t batch = 500;
+};
+
+struct ExportCommand {
+  std::string model, out;
+};
+
+data::Dataset test_data_for(const io::ModelFile& file, DataOptions options, at::Device device) {
+  if (options.dataset.empty()) options.dataset = file.meta.value("dataset", std::string());
+  BR_CHECK(!options.dataset.empty(), "the model file names no data set: pass --dataset");
+  if (options.protocol == "holdout" && file.meta.contains("cifar_protocol"))
+    options.protocol = file.meta["cifar_protocol"].get<std::string>();
+  return load_data(options, "test", device);
+}
+}  // namespace
+
+Runner register_quantize(CLI::App& app) {
+  auto cmd = std::make_shared<QuantizeCommand>();
+  CLI::App* sub = app.add_subcommand("quantize", "quantize a trained float model and report the error before and after");
+  add_common_options(*sub, cmd->common);
+  add_data_options(*sub, cmd->data, false);
+  add_quant_options(*sub, cmd->quant);
+  sub->add_option("--model", cmd->model, "float model file")->required();
+  sub->add_option("--out", cmd->out, "quantized model file to write")->required();
+  sub->add_option("--batch", cmd->batch, "evaluation batch size")->check(CLI::PositiveNumber);
+  return [cmd]() {
+    const at::Device device = setup_runtime(cmd->common);
+    const quant::QuantScheme scheme = cmd->quant.build_scheme();
+    io::ModelFile file = io::load_model_file(cmd->model);
+    quant::check_finite_parameters(*file.net, "model " + cmd->model);
+    const data::Dataset test = test_data_for(file, cmd->data, device);
+    const double before = eval::evaluate(*file.net, test, cmd->batch).error;
+    const quant::QuantizedModel q = quant::quantize_model(*file.net, scheme, cmd->quant.selector());
+    quant::store_in_model_file(q, file);
+    const WeightBackup floats(*file.net);
+    q.load_clean_weights();
+    const double after = eval::evaluate(*file.net, test, cmd->batch).error;
+    floats.restore();
+    file.meta["float_test_error"] = before;
+    file.meta["test_error"] = after;
+    io::save_model_file(cmd->out, file);
+    std::printf("scheme %s: test error %.2f%% float -> %.2f%% quantized (%+.2f points); %lld weights in %zu tensors; "
+                "saved %s\n",
+                scheme.to_string().c_str(), 100 * before, 100 * after, 100 * (after - before),
+                static_cast<long long>(q.total_weights()), q.tensors.size(), cmd->out.c_str());
+    if (!cmd->common.json.empty()) {
+      report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
+                                                   {"out", cmd->out},
+                                                   {"scheme", scheme.to_string()},
+                                                   {"float_test_error", before},
+                                                   {"test_error", after},
+                                                   {"versions", io::version_info()}});
+    }
+    return 0;
+  };
+}
+
+Runner register_export(CLI::App& app) {
+  auto cmd = std::make_shared<ExportCommand>();
+  CLI::App* sub = app.add_subcommand("export", "write a quantized model's integer codes as raw files + manifest.json");
+  sub->add_option("--model", cmd->model, "quantized model file")->required();
+  sub->add_option("--out", cmd->out, "folder to create (must not exist yet)")->required();
+  return [cmd]() {
+    io::ModelFile file = io::load_model_file(cmd->model);
+    const quant::QuantizedModel q = quant::load_from_model_file(file);
+    namespace fs = std::filesystem;
+    const fs::path out(cmd->out);
+    BR_CHECK(!fs::exists(out), "export folder ", cmd->out, " already exists; choose a new one");
+    const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+    BR_CHECK(fs::is_directory(parent), "export folder ", cmd->out, ": parent folder ", parent.string(),
+             " does not exist");
+    // Written into a temporary sibling folder and renamed once complete: nothing half-written remains.
+    const fs::path tmp = parent / (out.filename().string() + ".tmp" + std::to_string(::getpid()));
+    std::error_code ec;
+    fs::create_directory(tmp, ec);
+    BR_CHECK(!ec, "cannot write export folder ", cmd->out, ": ", ec.message());
+    try {
+      nlohmann::json tensors = nlohmann::json::array();
+      for (size_t i = 0; i < q.tensors.size(); ++i) {
+        const auto& t = q.tensors[i];
+        const at::Tensor codes = t.codes.contiguous().cpu();
+        const at::Tensor ranges = t.ranges.contiguous().cpu();
+        const std::string file_name = q.names[i] + ".bin";
+        std::ofstream f(tmp / file_name, std::ios::binary);
+        // Little-endian machines only write their native order; bitrobust targets x86-64 and aarch64.
+        f.write(static_cast<const char*>(codes.data_ptr()), codes.numel() * codes.element_size());
+        BR_CHECK(f.good(), "cannot write ", (tmp / file_name).string());
+        nlohmann::json r = nlohmann::json::array(), steps = nlohmann::json::array();
+        const float* rp = ranges.data_ptr<float>();
+        for (int64_t c = 0; c < t.channels; ++c) {
+          r.push_back({rp[2 * c], rp[2 * c + 1]});
+          steps.push_back(kernels::make_quant_params({rp[2 * c], rp[2 * c + 1]}, t.format).step);
+        }
+        tensors.push_back({{"name", q.names[i]},
+                           {"file", file_name},
+                           {"shape", codes.sizes().vec()},
+                           {"bits", t.format.bits},
+                           {"container", t.format.bits <= 8 ? "uint8" : "uint16"},
+                           {"signed", t.format.is_signed},
+                           {"asymmetric", t.format.asymmetric},
+                           {"channels", t.channels},
+                           {"ranges", r},
+                           {"step_eps", t.format.step_eps},
+                           {"step", steps}});
+      }
+      nlohmann::json manifest = {{"format", "bitrobust-codes-1"},
+                                 {"byte_order", "little"},
+                                 {"scheme", q.scheme.to_string()},
+                                 {"model", cmd->model},
+                                 {"tensors", tensors}};
+      report::write_json_atomic((tmp / "manifest.json").string(), manifest);
+      fs::rename(tmp, out);
+    } catch (...) {
+      fs::remove_all(tmp, ec);
+      throw;
+    }
+    std::printf("exported %zu tensors (%lld codes, scheme %s) to %s\n", q.tensors.size(),
+                static_cast<long long>(q.total_weights()), q.scheme.to_string().c_str(), cmd->out.c_str());
+    return 0;
+  };
+}
+
+}  // namespace bitrobust::cli
