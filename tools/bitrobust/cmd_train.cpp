@@ -2,6 +2,7 @@
 #include <torch/utils.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/evaluate.h"
@@ -90,12 +91,12 @@ Runner register_train(CLI::App& app) {
     file.spec = cmd->spec;
     file.net = net;
     double float_error = test.error;
+    std::optional<quant::QuantizedModel> q;
     if (quantized) {
       // The file keeps the float master weights; the reported error is the quantized network's.
-      const quant::QuantizedModel q = quant::quantize_model(*net, scheme, cmd->quant.selector());
-      quant::store_in_model_file(q, file);
+      q = quant::quantize_model(*net, scheme, cmd->quant.selector());
       const WeightBackup floats(*net);
-      q.load_clean_weights();
+      q->load_clean_weights();
       test = eval::evaluate(*net, test_set, cmd->eval_batch);
       floats.restore();
     }
@@ -109,6 +110,7 @@ Runner register_train(CLI::App& app) {
                  {"float_test_error", float_error},
                  {"train_seconds", result.seconds},
                  {"train_images_per_second", result.images_per_second}};
+    if (q) quant::store_in_model_file(*q, file);
     io::save_model_file(cmd->out, file);
     std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
                 100 * test.error, test_set.name.c_str(), test_set.split.c_str(),
@@ -120,6 +122,7 @@ Runner register_train(CLI::App& app) {
       j["final_train_loss"] = result.final_loss;
       j["device"] = device.str();
       j["versions"] = io::version_info();
+      j["scheme"] = quantized ? scheme.to_string() : "float";
       report::write_json_atomic(cmd->common.json, j);
     }
     return 0;

@@ -54,7 +54,16 @@ void add_quant_options(CLI::App& cmd, QuantOptions& q) {
   cmd.add_option("--bits", q.bits, "bits per weight, 2..16 (with a preset scheme; default 8)")
       ->check(CLI::Range(2, 16).description("bit width in 2..16"));
   cmd.add_option("--clip", q.clip, "weight clipping bound w_max > 0: weights and quantization range in [-w_max, w_max]")
-      ->check(CLI::PositiveNumber.description("clip bound > 0"));
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            try {
+              const double x = std::stod(v);
+              if (std::isfinite(x) && x > 0) return {};
+            } catch (const std::exception&) {
+            }
+            return "the clip bound must be a number > 0, got " + v;
+          },
+          "W>0"));
   cmd.add_option("--quant-include", q.include, "quantize only parameters matching these globs (e.g. 'conv*')");
   cmd.add_option("--quant-exclude", q.exclude, "do not quantize parameters matching these globs");
 }
