@@ -105,7 +105,7 @@ struct ChosenBits {
 };
 
 /// Bitmap words needed for a chunk of elements with `container_bits` bits each.
-constexpr int chunk_bitmap_words(int container_bits) {
+BR_HOST_DEVICE constexpr int chunk_bitmap_words(int container_bits) {
   return static_cast<int>(kChunkElements) * container_bits / 64;
 }
 
