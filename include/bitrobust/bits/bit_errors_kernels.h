@@ -1,0 +1,61 @@
+#pragma once
+// Torch-free launchers for bit error injection over raw pointers (CPU: OpenMP; CUDA: stream).
+// The torch-facing API is bitrobust/bits/bit_errors.h; the sampling is NOTE [Bit error sampling].
+#include <cstdint>
+#include <vector>
+
+#include "bitrobust/bits/bit_error_sampler.h"
+
+namespace bitrobust::bits {
+
+/// -log1p(-rate): the threshold on the exponential sums for selection at `rate` (0 for rate <= 0,
+/// +inf for rate >= 1). Computed on the host only, so CPU and CUDA compare against the same double.
+double rate_threshold(double rate);
+
+/// Kernel parameters for errors at rates (0->1, 1->0) on bit positions [bit_lo, bit_lo + bit_count).
+/// Stuck-at-0 is (0, p), stuck-at-1 is (p, 0), symmetric random errors (p, p).
+BitErrorParams make_bit_error_params(int bit_lo, int bit_count, double rate_0to1, double rate_1to0);
+
+/// One tensor of codes to inject into. Elements are unsigned integers of elem_bytes (1, 2 or 4)
+/// bytes; only bits named by params are ever changed. `out` receives clean with the pattern of
+/// (seed, param_index) applied; out == clean is allowed (in place), other overlaps are not.
+struct InjectTask {
+  const void* clean = nullptr;
+  void* out = nullptr;
+  int64_t numel = 0;
+  int64_t param_index = 0;
+  int32_t elem_bytes = 1;
+  BitErrorParams params;
+};
+
+/// Injects into all tasks (one OpenMP loop over all their chunks). Returns the number of bits changed.
+int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64_t seed);
+
+/// CUDA twin of inject_bit_errors_cpu with bit-identical results, enqueued on `stream` (a
+/// cudaStream_t). Pointers in tasks are device pointers; `tasks` itself is host memory, read before
+/// return. If changed_count (device pointer) is not null, the number of bits changed is added to it.
+/// Throws std::runtime_error on a CUDA launch error.
+void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t seed,
+                            unsigned long long* changed_count, void* stream);
+
+/// One selected bit of a tensor: element index, bit position, action.
+struct SelectedBit {
+  int64_t element;
+  int32_t bit;
+  FlipKind kind;
+};
+
+/// Host: the selected bits of a tensor of `numel` elements, ordered by chunk, then by S.
+std::vector<SelectedBit> draw_selected_bits(int64_t numel, const BitErrorParams& params, uint64_t seed,
+                                            int64_t param_index);
+
+/// Applies explicit actions to codes in place (host memory). Returns the number of bits changed.
+/// Every element index must be < numel and every bit < 8 * elem_bytes (checked by the caller).
+int64_t apply_selected_bits_cpu(void* codes, int32_t elem_bytes, const SelectedBit* bits, int64_t count);
+
+/// CUDA twin: `codes` and `bits` are device pointers; the count of bits changed is added to
+/// changed_count (device pointer, may be null). The same element may appear several times.
+void apply_selected_bits_cuda(void* codes, int32_t elem_bytes, const SelectedBit* bits, int64_t count,
+                              unsigned long long* changed_count, void* stream);
+
+}  // namespace bitrobust::bits

@@ -1,0 +1,326 @@
+// Standalone, Torch-free check that the CUDA kernels of the bit layer are bit-identical to the CPU
+// kernels, plus CUDA timings. Not part of the CMake build (which needs Torch with CUDA for the
+// torch-facing CUDA tests); build and run it on a GPU machine with tests/bits/run_cuda_check.sh.
+// Exit status 0 iff every comparison matched.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bitrobust/bits/bit_errors_kernels.h"
+#include "bitrobust/bits/bitops_kernels.h"
+#include "bitrobust/common/detmath.h"
+
+using namespace bitrobust;
+using namespace bitrobust::bits;
+
+namespace {
+
+int failures = 0, checks = 0;
+
+#define CUDA_OK(call)                                                                        \
+  do {                                                                                       \
+    cudaError_t err_ = (call);                                                               \
+    if (err_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(err_), __FILE__, __LINE__); \
+      std::exit(2);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+void expect(bool ok, const std::string& what) {
+  ++checks;
+  if (!ok) {
+    ++failures;
+    std::printf("MISMATCH: %s\n", what.c_str());
+  }
+}
+
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& x : v) x = static_cast<uint8_t>(rng());
+  return v;
+}
+
+// Codes with only the low `bits` bits set, in elements of eb bytes.
+std::vector<uint8_t> random_codes(int64_t numel, int eb, int bits, uint64_t seed) {
+  std::vector<uint8_t> bytes = random_bytes(numel * eb, seed);
+  for (int64_t i = 0; i < numel; ++i) {
+    uint32_t v = 0;
+    std::memcpy(&v, &bytes[i * eb], eb);
+    v &= bits >= 32 ? 0xFFFFFFFFu : ((1u << bits) - 1);
+    std::memcpy(&bytes[i * eb], &v, eb);
+  }
+  return bytes;
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n) : bytes(n) { CUDA_OK(cudaMalloc(&ptr, n > 0 ? n : 1)); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  char* c() const { return static_cast<char*>(ptr); }
+};
+
+__global__ void det_log_kernel(const double* x, double* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = det_log(x[i]);
+}
+
+void check_det_log() {
+  std::mt19937_64 rng(3);
+  std::vector<double> x;
+  for (int k = 0; k < 200000; ++k) {
+    uint64_t bits = rng();
+    bits &= 0x7FFFFFFFFFFFFFFFull;  // positive
+    double v;
+    std::memcpy(&v, &bits, sizeof v);
+    if (std::isfinite(v)) x.push_back(v);
+    x.push_back(uniform_open01(static_cast<uint32_t>(rng()), static_cast<uint32_t>(rng())));
+  }
+  const int n = static_cast<int>(x.size());
+  DeviceBuffer dx(n * sizeof(double)), dy(n * sizeof(double));
+  CUDA_OK(cudaMemcpy(dx.ptr, x.data(), n * sizeof(double), cudaMemcpyHostToDevice));
+  det_log_kernel<<<(n + 255) / 256, 256>>>(static_cast<double*>(dx.ptr), static_cast<double*>(dy.ptr), n);
+  std::vector<double> y(n);
+  CUDA_OK(cudaMemcpy(y.data(), dy.ptr, n * sizeof(double), cudaMemcpyDeviceToHost));
+  int mismatches = 0;
+  for (int i = 0; i < n; ++i) {
+    const double h = det_log(x[i]);
+    if (std::memcmp(&h, &y[i], sizeof h) != 0) ++mismatches;
+  }
+  expect(mismatches == 0, "det_log host vs device: " + std::to_string(mismatches) + " of " + std::to_string(n));
+}
+
+// One injection on CPU and CUDA; offset_elems shifts the pointers to exercise unaligned copies.
+void check_inject(int64_t numel, int eb, int bits, const BitErrorParams& params, uint64_t seed, int64_t param,
+                  int offset_elems, bool in_place, const std::string& label) {
+  const auto clean = random_codes(numel + offset_elems, eb, bits, seed ^ 0x55);
+  std::vector<uint8_t> cpu_out(clean.size(), 0);
+  InjectTask task;
+  task.numel = numel;
+  task.param_index = param;
+  task.elem_bytes = eb;
+  task.params = params;
+  std::vector<uint8_t> cpu_in = clean;
+  task.clean = cpu_in.data() + offset_elems * eb;
+  task.out = in_place ? cpu_in.data() + offset_elems * eb : cpu_out.data() + offset_elems * eb;
+  const int64_t cpu_count = inject_bit_errors_cpu(&task, 1, seed);
+  const std::vector<uint8_t>& cpu_result = in_place ? cpu_in : cpu_out;
+
+  DeviceBuffer d_clean(clean.size()), d_out(clean.size()), d_count(sizeof(unsigned long long));
+  CUDA_OK(cudaMemcpy(d_clean.ptr, clean.data(), clean.size(), cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemset(d_out.ptr, 0, clean.size()));
+  CUDA_OK(cudaMemset(d_count.ptr, 0, sizeof(unsigned long long)));
+  task.clean = d_clean.c() + offset_elems * eb;
+  task.out = in_place ? d_clean.c() + offset_elems * eb : d_out.c() + offset_elems * eb;
+  inject_bit_errors_cuda(&task, 1, seed, static_cast<unsigned long long*>(d_count.ptr), nullptr);
+  std::vector<uint8_t> gpu_result(clean.size());
+  CUDA_OK(cudaMemcpy(gpu_result.data(), in_place ? d_clean.ptr : d_out.ptr, clean.size(), cudaMemcpyDeviceToHost));
+  unsigned long long gpu_count = 0;
+  CUDA_OK(cudaMemcpy(&gpu_count, d_count.ptr, sizeof gpu_count, cudaMemcpyDeviceToHost));
+  const bool same = std::memcmp(cpu_result.data() + offset_elems * eb, gpu_result.data() + offset_elems * eb,
+                                numel * eb) == 0;
+  expect(same && cpu_count == static_cast<int64_t>(gpu_count),
+         label + " (cpu changed " + std::to_string(cpu_count) + ", gpu " + std::to_string(gpu_count) + ")");
+}
+
+void check_injection_identity() {
+  struct Model {
+    const char* name;
+    double p01, p10;
+    int lo_from_top;  // -1: all bits; 0: msb only; k>0: k lsbs
+  };
+  const Model models[] = {{"random", 1, 1, -1}, {"msb", 1, 1, 0}, {"lsb2", 1, 1, 2},
+                          {"stuck0", 0, 1, -1}, {"stuck1", 1, 0, -1}, {"asym", 1, 0.1, -1}};
+  const double rates[] = {1e-6, 1e-4, 1e-2, 0.1, 0.5, 1.0};
+  const int widths[][2] = {{1, 8}, {1, 4}, {1, 1}, {2, 12}, {2, 16}, {4, 20}, {4, 32}};
+  int k = 0;
+  for (const auto& w : widths) {
+    for (const auto& m : models) {
+      for (double p : rates) {
+        const int eb = w[0], bits = w[1];
+        int lo = 0, count = bits;
+        if (m.lo_from_top == 0) { lo = bits - 1; count = 1; }
+        if (m.lo_from_top > 0) count = std::min(bits, m.lo_from_top);
+        const auto params = make_bit_error_params(lo, count, m.p01 * p, m.p10 * p);
+        const int64_t numel = p < 1e-3 ? 1000003 : (p >= 0.5 ? 20011 : 200003);
+        const std::string label = std::string(m.name) + " p=" + std::to_string(p) + " eb=" + std::to_string(eb) +
+                                  " bits=" + std::to_string(bits);
+        check_inject(numel, eb, bits, params, 1000 + k, k % 7, (k % 3) == 1 ? 1 : 0, k % 5 == 4, label);
+        ++k;
+      }
+    }
+  }
+}
+
+void check_multi_task() {
+  // 61 tensors (two launch batches), mixed widths, some inactive (unselected).
+  std::vector<std::vector<uint8_t>> cleans;
+  std::vector<InjectTask> tasks;
+  size_t total_bytes = 0;
+  for (int i = 0; i < 61; ++i) {
+    const int eb = i % 3 == 0 ? 2 : 1, bits = eb == 2 ? 9 + i % 8 : 1 + i % 8;
+    const int64_t numel = 100 + 9973 * (i % 11);
+    cleans.push_back(random_codes(numel, eb, bits, 500 + i));
+    InjectTask t;
+    t.numel = numel;
+    t.param_index = i;
+    t.elem_bytes = eb;
+    t.params = i % 4 == 3 ? BitErrorParams{} : make_bit_error_params(0, bits, 0.01, 0.01);
+    tasks.push_back(t);
+    total_bytes += numel * eb;
+  }
+  std::vector<std::vector<uint8_t>> cpu_outs;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    cpu_outs.emplace_back(cleans[i].size());
+    tasks[i].clean = cleans[i].data();
+    tasks[i].out = cpu_outs[i].data();
+  }
+  const int64_t cpu_count = inject_bit_errors_cpu(tasks.data(), tasks.size(), 99);
+  std::vector<DeviceBuffer*> d_clean, d_out;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    d_clean.push_back(new DeviceBuffer(cleans[i].size()));
+    d_out.push_back(new DeviceBuffer(cleans[i].size()));
+    CUDA_OK(cudaMemcpy(d_clean[i]->ptr, cleans[i].data(), cleans[i].size(), cudaMemcpyHostToDevice));
+    tasks[i].clean = d_clean[i]->ptr;
+    tasks[i].out = d_out[i]->ptr;
+  }
+  DeviceBuffer d_count(8);
+  CUDA_OK(cudaMemset(d_count.ptr, 0, 8));
+  inject_bit_errors_cuda(tasks.data(), tasks.size(), 99, static_cast<unsigned long long*>(d_count.ptr), nullptr);
+  unsigned long long gpu_count = 0;
+  CUDA_OK(cudaMemcpy(&gpu_count, d_count.ptr, 8, cudaMemcpyDeviceToHost));
+  bool same = true;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    std::vector<uint8_t> back(cleans[i].size());
+    CUDA_OK(cudaMemcpy(back.data(), d_out[i]->ptr, back.size(), cudaMemcpyDeviceToHost));
+    same = same && back == cpu_outs[i];
+    delete d_clean[i];
+    delete d_out[i];
+  }
+  expect(same && cpu_count == static_cast<int64_t>(gpu_count),
+         "multi-task injection over 61 tensors (" + std::to_string(total_bytes) + " bytes)");
+}
+
+void check_apply() {
+  for (int eb : {1, 2, 4}) {
+    const int bits = eb == 1 ? 7 : (eb == 2 ? 16 : 27);
+    const int64_t numel = 50001;
+    const auto clean = random_codes(numel, eb, bits, 77 + eb);
+    const auto selected = draw_selected_bits(numel, make_bit_error_params(0, bits, 0.2, 0.05), 5, 1);
+    std::vector<uint8_t> cpu = clean;
+    const int64_t cpu_count = apply_selected_bits_cpu(cpu.data(), eb, selected.data(), selected.size());
+    DeviceBuffer d_codes(clean.size()), d_sel(selected.size() * sizeof(SelectedBit)), d_count(8);
+    CUDA_OK(cudaMemcpy(d_codes.ptr, clean.data(), clean.size(), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(d_sel.ptr, selected.data(), d_sel.bytes, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemset(d_count.ptr, 0, 8));
+    apply_selected_bits_cuda(d_codes.ptr, eb, static_cast<SelectedBit*>(d_sel.ptr), selected.size(),
+                             static_cast<unsigned long long*>(d_count.ptr), nullptr);
+    std::vector<uint8_t> gpu(clean.size());
+    unsigned long long gpu_count = 0;
+    CUDA_OK(cudaMemcpy(gpu.data(), d_codes.ptr, gpu.size(), cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(&gpu_count, d_count.ptr, 8, cudaMemcpyDeviceToHost));
+    expect(gpu == cpu && cpu_count == static_cast<int64_t>(gpu_count), "apply_selected_bits eb=" + std::to_string(eb));
+  }
+}
+
+void check_bitops() {
+  for (int eb : {1, 2, 4}) {
+    const int64_t n = 1000003;
+    const auto a = random_bytes(n * eb, 10 + eb);
+    auto b = random_bytes(n * eb, 20 + eb);
+    std::memcpy(b.data(), a.data(), 1000 * eb);  // some equal elements
+    DeviceBuffer da(a.size()), db(b.size()), dout(a.size()), dcount(n), dbits(n * 8 * eb), dtotal(8);
+    CUDA_OK(cudaMemcpy(da.ptr, a.data(), a.size(), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(db.ptr, b.data(), b.size(), cudaMemcpyHostToDevice));
+    std::vector<uint8_t> cpu(a.size()), gpu(a.size()), cpu_counts(n), gpu_counts(n);
+    for (int op = 0; op <= 4; ++op) {
+      bitops_binary_cpu(static_cast<BitBinaryOp>(op), a.data(), b.data(), cpu.data(), n, eb);
+      bitops_binary_cuda(static_cast<BitBinaryOp>(op), da.ptr, db.ptr, dout.ptr, n, eb, nullptr);
+      CUDA_OK(cudaMemcpy(gpu.data(), dout.ptr, gpu.size(), cudaMemcpyDeviceToHost));
+      expect(cpu == gpu, "bitops binary op " + std::to_string(op) + " eb=" + std::to_string(eb));
+    }
+    bitops_not_cpu(a.data(), cpu.data(), n, eb);
+    bitops_not_cuda(da.ptr, dout.ptr, n, eb, nullptr);
+    CUDA_OK(cudaMemcpy(gpu.data(), dout.ptr, gpu.size(), cudaMemcpyDeviceToHost));
+    expect(cpu == gpu, "bitops not eb=" + std::to_string(eb));
+    bitops_popcount_cpu(a.data(), cpu_counts.data(), n, eb);
+    bitops_popcount_cuda(da.ptr, static_cast<uint8_t*>(dcount.ptr), n, eb, nullptr);
+    CUDA_OK(cudaMemcpy(gpu_counts.data(), dcount.ptr, n, cudaMemcpyDeviceToHost));
+    expect(cpu_counts == gpu_counts, "bitops popcount eb=" + std::to_string(eb));
+    bitops_hamming_cpu(a.data(), b.data(), cpu_counts.data(), n, eb);
+    bitops_hamming_cuda(da.ptr, db.ptr, static_cast<uint8_t*>(dcount.ptr), n, eb, nullptr);
+    CUDA_OK(cudaMemcpy(gpu_counts.data(), dcount.ptr, n, cudaMemcpyDeviceToHost));
+    expect(cpu_counts == gpu_counts, "bitops hamming eb=" + std::to_string(eb));
+    CUDA_OK(cudaMemset(dtotal.ptr, 0, 8));
+    bitops_hamming_total_cuda(da.ptr, db.ptr, n, eb, static_cast<unsigned long long*>(dtotal.ptr), nullptr);
+    unsigned long long total = 0;
+    CUDA_OK(cudaMemcpy(&total, dtotal.ptr, 8, cudaMemcpyDeviceToHost));
+    expect(static_cast<int64_t>(total) == bitops_hamming_total_cpu(a.data(), b.data(), n, eb),
+           "bitops hamming total eb=" + std::to_string(eb));
+    const int bits = 8 * eb - 1;
+    std::vector<uint8_t> cpu_bits(n * bits), gpu_bits(n * bits);
+    bitops_extract_cpu(a.data(), cpu_bits.data(), n, eb, bits);
+    bitops_extract_cuda(da.ptr, static_cast<uint8_t*>(dbits.ptr), n, eb, bits, nullptr);
+    CUDA_OK(cudaMemcpy(gpu_bits.data(), dbits.ptr, gpu_bits.size(), cudaMemcpyDeviceToHost));
+    expect(cpu_bits == gpu_bits, "bitops extract eb=" + std::to_string(eb));
+  }
+}
+
+void time_injection() {
+  const int64_t numel = 5498378;  // SimpleNet's parameter count, as 8-bit codes
+  DeviceBuffer clean(numel), out(numel);
+  CUDA_OK(cudaMemset(clean.ptr, 0x5A, numel));
+  cudaEvent_t start, stop;
+  CUDA_OK(cudaEventCreate(&start));
+  CUDA_OK(cudaEventCreate(&stop));
+  auto time_ms = [&](auto&& body) {
+    for (int i = 0; i < 3; ++i) body();
+    CUDA_OK(cudaEventRecord(start));
+    const int reps = 50;
+    for (int i = 0; i < reps; ++i) body();
+    CUDA_OK(cudaEventRecord(stop));
+    CUDA_OK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
+    return ms / reps;
+  };
+  const double copy_ms = time_ms([&] { CUDA_OK(cudaMemcpyAsync(out.ptr, clean.ptr, numel, cudaMemcpyDeviceToDevice)); });
+  std::printf("TIMING cudaMemcpy D2D %lld bytes: %.4f ms (%.1f GB/s of codes)\n", (long long)numel, copy_ms,
+              numel / copy_ms / 1e6);
+  for (double p : {1e-4, 1e-3, 1e-2, 1e-1}) {
+    InjectTask task;
+    task.clean = clean.ptr;
+    task.out = out.ptr;
+    task.numel = numel;
+    task.elem_bytes = 1;
+    task.params = make_bit_error_params(0, 8, p, p);
+    uint64_t seed = 0;
+    const double ms = time_ms([&] { inject_bit_errors_cuda(&task, 1, ++seed, nullptr, nullptr); });
+    std::printf("TIMING inject p=%g: %.4f ms (%.1f GB/s of codes, %.0f%% of copy)\n", p, ms, numel / ms / 1e6,
+                100.0 * copy_ms / ms);
+  }
+}
+
+}  // namespace
+
+int main() {
+  int device = 0;
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDevice(&device));
+  CUDA_OK(cudaGetDeviceProperties(&prop, device));
+  std::printf("device: %s\n", prop.name);
+  check_det_log();
+  check_injection_identity();
+  check_multi_task();
+  check_apply();
+  check_bitops();
+  std::printf("%d checks, %d mismatches\n", checks, failures);
+  time_injection();
+  std::printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,197 @@
+// Explicit bit error patterns: drawing equals injecting, files round-trip, files that do not fit the
+// model are rejected with clear errors.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "bitrobust/bits/bitops.h"
+#include "bitrobust/bits/pattern.h"
+#include "bitrobust/common/error.h"
+#include "bitrobust/config.h"
+
+namespace bitrobust::bits {
+namespace {
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+#define EXPECT_ERROR_CONTAINS(statement, text) \
+  EXPECT_NE(error_of([&] { statement; }).find(text), std::string::npos) << error_of([&] { statement; })
+
+at::Tensor random_codes(at::IntArrayRef shape, int bits, at::ScalarType dtype, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::randint(0, int64_t{1} << bits, shape, gen, at::kLong).to(dtype);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("bitrobust_pattern_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::vector<ParamSpec> small_specs() {
+  return {{"conv1.weight", {16, 3, 3, 3}, 8}, {"conv1.bias", {16}, 8}, {"fc.weight", {10, 64}, 12}, {"", {}, 4}};
+}
+
+std::vector<CodeTensor> tensors_for(const std::vector<ParamSpec>& specs, uint64_t seed) {
+  std::vector<CodeTensor> tensors;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    CodeTensor t;
+    t.name = specs[i].name;
+    t.bits = specs[i].bits;
+    t.clean = random_codes(specs[i].shape, t.bits, t.bits > 8 ? at::kShort : at::kByte, seed + i);
+    t.out = at::empty_like(t.clean);
+    t.param_index = static_cast<int64_t>(i);
+    tensors.push_back(t);
+  }
+  return tensors;
+}
+
+TEST(BitPattern, DrawnPatternReplaysInjectionForEveryModel) {
+  for (const char* name : {"random", "msb", "lsb2", "stuck_at_0", "stuck_at_1", "random,0to1=0.1,1to0=0.02"}) {
+    const ErrorModel model = ErrorModel::parse(name, 0.05);
+    const at::Tensor clean = random_codes({3000}, 6, at::kByte, 8);
+    at::Tensor injected = at::empty_like(clean), replayed = at::empty_like(clean);
+    const int64_t changed = inject_bit_errors(clean, 6, model, 42, 2, injected);
+    const std::vector<BitFlip> flips = draw_pattern(clean.numel(), 6, model, 42, 2);
+    EXPECT_EQ(apply_pattern(flips, 2, clean, 6, replayed), changed) << name;
+    EXPECT_TRUE(at::equal(injected, replayed)) << name;
+    EXPECT_TRUE(std::is_sorted(flips.begin(), flips.end(), [](const BitFlip& a, const BitFlip& b) {
+      return a.element != b.element ? a.element < b.element : a.bit < b.bit;
+    }));
+    // Flips of another parameter index are ignored.
+    at::Tensor untouched = at::empty_like(clean);
+    EXPECT_EQ(apply_pattern(flips, 3, clean, 6, untouched), 0);
+    EXPECT_TRUE(at::equal(untouched, clean));
+  }
+}
+
+TEST(BitPattern, SaveLoadRoundTripAndModelReplay) {
+  TempDir dir;
+  const auto specs = small_specs();
+  const ErrorModel model = ErrorModel::parse("random,0to1=0.03", 0.01);
+  const BitPattern pattern = draw_pattern(specs, model, 1234, ParamSelector("weight|^$"));
+  EXPECT_GT(pattern.flips.size(), 0u);
+  for (const BitFlip& f : pattern.flips) EXPECT_NE(f.param, 1) << "conv1.bias is not selected";
+  const std::string path = dir.file("pattern.txt");
+  save_pattern(path, pattern);
+  const BitPattern loaded = load_pattern(path, specs);
+  EXPECT_EQ(loaded.seed, 1234u);
+  EXPECT_EQ(loaded.model, model);
+  ASSERT_EQ(loaded.params.size(), specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ(loaded.params[i].name, specs[i].name);
+    EXPECT_EQ(loaded.params[i].shape, specs[i].shape);
+    EXPECT_EQ(loaded.params[i].bits, specs[i].bits);
+  }
+  EXPECT_TRUE(loaded.flips == pattern.flips);
+  // Replaying the loaded file equals injecting with the same seed, model and selector.
+  auto injected = tensors_for(specs, 50), replayed = tensors_for(specs, 50);
+  const int64_t changed = inject_bit_errors(injected, model, 1234, ParamSelector("weight|^$"));
+  EXPECT_EQ(apply_pattern(loaded, replayed), changed);
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_TRUE(at::equal(injected[i].out, replayed[i].out)) << i;
+  // The header is readable text.
+  std::ifstream in(path);
+  std::string first;
+  std::getline(in, first);
+  EXPECT_EQ(first, "bitrobust-bit-pattern 1");
+}
+
+TEST(BitPattern, FileThatDoesNotFitTheModelIsAnError) {
+  TempDir dir;
+  const auto specs = small_specs();
+  const std::string path = dir.file("pattern.txt");
+  save_pattern(path, draw_pattern(specs, ErrorModel::parse("random", 0.02), 9));
+  auto other_shape = specs;
+  other_shape[2].shape = {10, 63};
+  EXPECT_ERROR_CONTAINS(load_pattern(path, other_shape),
+                        "parameter 2 was fc.weight [10, 64] 12 bits when the pattern was made, the model has "
+                        "fc.weight [10, 63] 12 bits");
+  auto other_bits = specs;
+  other_bits[0].bits = 4;
+  EXPECT_ERROR_CONTAINS(load_pattern(path, other_bits), "parameter 0 was conv1.weight [16, 3, 3, 3] 8 bits");
+  auto fewer = specs;
+  fewer.pop_back();
+  EXPECT_ERROR_CONTAINS(load_pattern(path, fewer), "made for 4 parameters, the model has 3");
+  auto renamed = specs;
+  renamed[1].name = "conv1.other";
+  EXPECT_ERROR_CONTAINS(load_pattern(path, renamed), "parameter 1 was conv1.bias");
+  // Replaying onto tensors of the wrong shape.
+  const BitPattern pattern = load_pattern(path);
+  auto tensors = tensors_for(other_shape, 1);
+  EXPECT_ERROR_CONTAINS(apply_pattern(pattern, tensors), "parameter 2 was fc.weight [10, 64] 12 bits");
+}
+
+TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
+  TempDir dir;
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir.file(name)) << text;
+    return dir.file(name);
+  };
+  const std::string header =
+      "bitrobust-bit-pattern 1\nseed 5\nmodel random\nrate 0.01\nchunk_elements 256\nparams 1\n0 w 4x4 8\n";
+  EXPECT_ERROR_CONTAINS(load_pattern(dir.file("missing.txt")), "cannot open");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("a", "hello\n")), "not a bitrobust bit pattern file");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("b", header + "flips 2\n0 3 1 f\n")), "ends early (line 10)");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("c", header + "flips 1\n0 16 1 f\nend\n")),
+                        "line 9: element 16 outside parameter 0");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("d", header + "flips 1\n0 3 8 f\nend\n")), "line 9: bit 8 outside the 8 bits");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("e", header + "flips 1\n0 3 1 x\nend\n")), "unknown flip kind 'x'");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("f", header + "flips 1\n1 3 1 f\nend\n")), "parameter index 1 out of range");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("g", header + "flips 2\n0 3 1 f\n0 3 1 0\nend\n")),
+                        "lists bit 1 of element 3 of parameter 0 twice");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("h", header + "flips 0\n")), "ends early");
+  EXPECT_ERROR_CONTAINS(
+      load_pattern(write("i", "bitrobust-bit-pattern 1\nseed 5\nmodel weird\nrate 0.01\n")), "unknown error model");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("j", "bitrobust-bit-pattern 2\n")), "unsupported version 2");
+  // A hand-written valid file.
+  const BitPattern ok = load_pattern(write("k", header + "flips 2\n0 15 7 1\n0 0 0 f\nend\n"));
+  ASSERT_EQ(ok.flips.size(), 2u);
+  EXPECT_EQ(ok.flips[0], (BitFlip{0, 0, 0, FlipKind::Flip}));
+  EXPECT_EQ(ok.flips[1], (BitFlip{0, 15, 7, FlipKind::Set1}));
+  EXPECT_ERROR_CONTAINS(save_pattern(dir.file("l"), BitPattern{1, ErrorModel(), {{"has space", {1}, 8}}, {}}),
+                        "contains whitespace");
+}
+
+#ifdef BITROBUST_WITH_CUDA
+TEST(BitPatternCuda, ApplyOnCudaEqualsCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const char* name : {"random", "stuck_at_0", "stuck_at_1", "random,0to1=0.2,1to0=0.05"}) {
+    const ErrorModel model = ErrorModel::parse(name, 0.1);
+    for (int bits : {3, 8, 16}) {
+      const at::Tensor clean = random_codes({4099}, bits, bits > 8 ? at::kShort : at::kByte, bits);
+      const auto flips = draw_pattern(clean.numel(), bits, model, 3, 0);
+      at::Tensor cpu_out = at::empty_like(clean);
+      const int64_t cpu_changed = apply_pattern(flips, 0, clean, bits, cpu_out);
+      const at::Tensor gpu_clean = clean.cuda();
+      at::Tensor gpu_out = at::empty_like(gpu_clean);
+      EXPECT_EQ(apply_pattern(flips, 0, gpu_clean, bits, gpu_out), cpu_changed) << name << " " << bits;
+      EXPECT_TRUE(at::equal(gpu_out.cpu(), cpu_out)) << name << " " << bits;
+    }
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace bitrobust::bits

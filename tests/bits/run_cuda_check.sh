@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds and runs tests/bits/cuda_identity_check.cu (CPU vs CUDA bit-identity of the bit layer, and
+# CUDA timings) on a machine with nvcc and a GPU; needs no Torch. Usage: run_cuda_check.sh [ROOT] [ARCH]
+set -euo pipefail
+ROOT=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
+ARCH=${2:-sm_90}
+OUT_DIR=${BUILD_DIR:-/tmp/bitrobust_cuda_check}
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+mkdir -p "$OUT_DIR"
+INC=(-I"$ROOT/include")
+# Same floating-point rules as the CMake build: NOTE [Deterministic floating point].
+g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" -o "$OUT_DIR/bit_errors_cpu.o"
+g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bitops_cpu.cpp" -o "$OUT_DIR/bitops_cpu.o"
+for f in bit_errors_cuda bitops_cuda; do
+  "$NVCC" -std=c++17 -O3 --fmad=false -arch="$ARCH" "${INC[@]}" -c "$ROOT/src/kernels/cuda/$f.cu" -o "$OUT_DIR/$f.o"
+done
+"$NVCC" -std=c++17 -O3 --fmad=false -arch="$ARCH" -Xcompiler -ffp-contract=off "${INC[@]}" \
+  -c "$ROOT/tests/bits/cuda_identity_check.cu" -o "$OUT_DIR/check.o"
+"$NVCC" -arch="$ARCH" "$OUT_DIR"/*.o -Xcompiler -fopenmp -o "$OUT_DIR/cuda_identity_check"
+"$OUT_DIR/cuda_identity_check"

@@ -1,0 +1,460 @@
+// Properties of the bit error kernels (NOTE [Bit error sampling]) and of det_log
+// (NOTE [Deterministic math]), without Torch.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "bitrobust/bits/bit_errors_kernels.h"
+#include "bitrobust/common/detmath.h"
+
+namespace bitrobust::bits {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// det_log
+
+TEST(DetLogKernel, MatchesStdLogOverAllMagnitudes) {
+  std::mt19937_64 rng(12345);
+  double worst = 0.0;
+  for (int biased = 1; biased < 2047; ++biased) {  // every binade of the normal doubles
+    for (int k = 0; k < 40; ++k) {
+      const uint64_t bits = (static_cast<uint64_t>(biased) << 52) | (rng() & 0x000FFFFFFFFFFFFFull);
+      double x;
+      std::memcpy(&x, &bits, sizeof x);
+      const double expected = std::log(x);
+      const double got = det_log(x);
+      const double err = expected == 0.0 ? std::fabs(got) : std::fabs(got - expected) / std::fabs(expected);
+      worst = std::max(worst, err);
+      ASSERT_LE(err, 1e-14) << "x = " << x << " (" << std::hexfloat << x << ")";
+    }
+  }
+  RecordProperty("worst_relative_error", std::to_string(worst));
+}
+
+TEST(DetLogKernel, SubnormalsAndNearOne) {
+  std::mt19937_64 rng(7);
+  for (int k = 0; k < 2000; ++k) {  // subnormals
+    const uint64_t bits = (rng() & 0x000FFFFFFFFFFFFFull) | 1u;
+    double x;
+    std::memcpy(&x, &bits, sizeof x);
+    ASSERT_LE(std::fabs(det_log(x) - std::log(x)), 1e-14 * std::fabs(std::log(x))) << std::hexfloat << x;
+  }
+  for (int k = 1; k < 2000; ++k) {  // near 1 from both sides: the result is tiny, relative error still small
+    const double x_up = 1.0 + k * DBL_EPSILON * 3.7, x_down = 1.0 - k * DBL_EPSILON * 1.3;
+    ASSERT_LE(std::fabs(det_log(x_up) - std::log(x_up)), 1e-14 * std::fabs(std::log(x_up))) << x_up;
+    ASSERT_LE(std::fabs(det_log(x_down) - std::log(x_down)), 1e-14 * std::fabs(std::log(x_down))) << x_down;
+  }
+  for (double x : {1.0, 2.0, 0.5, M_SQRT2, M_SQRT1_2, std::nextafter(M_SQRT2, 0.0), 10.0, 1e-300, 1e300,
+                   DBL_MAX, DBL_MIN, std::numeric_limits<double>::denorm_min(), 0.5 / 9007199254740992.0,
+                   1.0 - 0.5 / 9007199254740992.0}) {
+    EXPECT_LE(std::fabs(det_log(x) - std::log(x)), 1e-14 * std::fabs(std::log(x))) << x;
+  }
+  EXPECT_EQ(det_log(1.0), 0.0);
+  EXPECT_EQ(det_log(0.0), -std::numeric_limits<double>::infinity());
+  EXPECT_EQ(det_log(std::numeric_limits<double>::infinity()), std::numeric_limits<double>::infinity());
+  EXPECT_TRUE(std::isnan(det_log(-1.0)));
+  EXPECT_TRUE(std::isnan(det_log(std::numeric_limits<double>::quiet_NaN())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+BitErrorParams symmetric(int bits, double p) { return make_bit_error_params(0, bits, p, p); }
+
+template <typename T>
+int64_t inject(const std::vector<T>& clean, std::vector<T>& out, const BitErrorParams& params, uint64_t seed,
+               int64_t param_index = 0) {
+  out.resize(clean.size());
+  InjectTask task;
+  task.clean = clean.data();
+  task.out = out.data();
+  task.numel = static_cast<int64_t>(clean.size());
+  task.param_index = param_index;
+  task.elem_bytes = sizeof(T);
+  task.params = params;
+  return inject_bit_errors_cpu(&task, 1, seed);
+}
+
+template <typename T>
+std::vector<T> random_codes(int64_t n, int bits, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<T> codes(n);
+  const uint64_t mask = bits >= 64 ? ~0ull : ((1ull << bits) - 1);
+  for (auto& c : codes) c = static_cast<T>(rng() & mask);
+  return codes;
+}
+
+int popcount64(uint64_t x) { return __builtin_popcountll(x); }
+
+template <typename T>
+int64_t total_popcount(const std::vector<T>& v) {
+  int64_t total = 0;
+  for (T x : v) total += popcount64(x);
+  return total;
+}
+
+// Upper and lower 1e-4 quantiles (two-sided, z = 3.72) of chi-square with df degrees of freedom
+// (Wilson-Hilferty); with fixed seeds a failure means a real deviation from the model.
+double chi2_upper(int df) {
+  const double a = 2.0 / (9.0 * df);
+  return df * std::pow(1.0 - a + 3.72 * std::sqrt(a), 3);
+}
+double chi2_lower(int df) {
+  const double a = 2.0 / (9.0 * df);
+  return df * std::pow(std::max(0.0, 1.0 - a - 3.72 * std::sqrt(a)), 3);
+}
+// Sum over bins of (O - n p)^2 / (n p (1 - p)) for independent Binomial(n_bin, p) bin counts:
+// chi-square with as many degrees of freedom as bins (p is known, not estimated).
+double binomial_dispersion(const std::vector<int64_t>& observed, const std::vector<double>& trials, double p) {
+  double stat = 0.0;
+  for (size_t b = 0; b < observed.size(); ++b) {
+    const double mean = trials[b] * p, var = trials[b] * p * (1 - p);
+    stat += (observed[b] - mean) * (observed[b] - mean) / var;
+  }
+  return stat;
+}
+
+void expect_binomial_bins(const char* what, const std::vector<int64_t>& observed, const std::vector<double>& trials,
+                          double p) {
+  const double stat = binomial_dispersion(observed, trials, p);
+  const int df = static_cast<int>(observed.size());
+  EXPECT_LT(stat, chi2_upper(df)) << what << " p=" << p;
+  EXPECT_GT(stat, chi2_lower(df)) << what << " p=" << p;
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Determinism
+
+TEST(BitErrorKernel, SameResultForOneAndTwoThreads) {
+  const auto clean = random_codes<uint8_t>(300007, 8, 1);
+  for (double p : {1e-3, 0.05, 0.4}) {
+    std::vector<uint8_t> one, two;
+    omp_set_num_threads(1);
+    const int64_t c1 = inject(clean, one, symmetric(8, p), 42, 3);
+    omp_set_num_threads(2);
+    const int64_t c2 = inject(clean, two, symmetric(8, p), 42, 3);
+    EXPECT_EQ(c1, c2) << "p=" << p;
+    EXPECT_TRUE(one == two) << "p=" << p;
+    EXPECT_GT(c1, 0);
+  }
+}
+
+TEST(BitErrorKernel, MultiTensorCallIsOrderIndependentAndMatchesSingleCalls) {
+  const auto a = random_codes<uint8_t>(5000, 4, 2);
+  const auto b = random_codes<uint16_t>(70001, 12, 3);
+  const auto c = random_codes<uint32_t>(999, 20, 4);
+  const uint64_t seed = 77;
+  const double p = 0.02;
+  std::vector<uint8_t> a_single, a_multi(a.size()), a_rev(a.size());
+  std::vector<uint16_t> b_single, b_multi(b.size()), b_rev(b.size());
+  std::vector<uint32_t> c_single, c_multi(c.size()), c_rev(c.size());
+  const int64_t single = inject(a, a_single, symmetric(4, p), seed, 0) + inject(b, b_single, symmetric(12, p), seed, 1) +
+                         inject(c, c_single, symmetric(20, p), seed, 2);
+  auto task = [](const void* clean, void* out, int64_t n, int64_t index, int eb, int bits, double p) {
+    InjectTask t;
+    t.clean = clean; t.out = out; t.numel = n; t.param_index = index; t.elem_bytes = eb;
+    t.params = make_bit_error_params(0, bits, p, p);
+    return t;
+  };
+  std::vector<InjectTask> tasks = {task(a.data(), a_multi.data(), a.size(), 0, 1, 4, p),
+                                   task(b.data(), b_multi.data(), b.size(), 1, 2, 12, p),
+                                   task(c.data(), c_multi.data(), c.size(), 2, 4, 20, p)};
+  EXPECT_EQ(inject_bit_errors_cpu(tasks.data(), 3, seed), single);
+  std::vector<InjectTask> reversed = {task(c.data(), c_rev.data(), c.size(), 2, 4, 20, p),
+                                      task(b.data(), b_rev.data(), b.size(), 1, 2, 12, p),
+                                      task(a.data(), a_rev.data(), a.size(), 0, 1, 4, p)};
+  EXPECT_EQ(inject_bit_errors_cpu(reversed.data(), 3, seed), single);
+  EXPECT_TRUE(a_single == a_multi && a_single == a_rev);
+  EXPECT_TRUE(b_single == b_multi && b_single == b_rev);
+  EXPECT_TRUE(c_single == c_multi && c_single == c_rev);
+}
+
+TEST(BitErrorKernel, PatternDependsOnSeedAndParamIndexButNotOnLength) {
+  const std::vector<uint8_t> zeros(1000, 0), shorter(700, 0);
+  std::vector<uint8_t> out, out_short, other_seed, other_param;
+  inject(zeros, out, symmetric(8, 0.05), 5, 1);
+  inject(shorter, out_short, symmetric(8, 0.05), 5, 1);
+  EXPECT_TRUE(std::equal(out_short.begin(), out_short.end(), out.begin()));
+  inject(zeros, other_seed, symmetric(8, 0.05), 6, 1);
+  inject(zeros, other_param, symmetric(8, 0.05), 5, 2);
+  EXPECT_FALSE(out == other_seed);
+  EXPECT_FALSE(out == other_param);
+}
+
+TEST(BitErrorKernel, InPlaceEqualsOutOfPlace) {
+  auto codes = random_codes<uint16_t>(12345, 10, 9);
+  std::vector<uint16_t> out;
+  const int64_t changed = inject(codes, out, symmetric(10, 0.03), 11, 4);
+  InjectTask task;
+  task.clean = codes.data(); task.out = codes.data(); task.numel = codes.size(); task.param_index = 4;
+  task.elem_bytes = 2; task.params = symmetric(10, 0.03);
+  EXPECT_EQ(inject_bit_errors_cpu(&task, 1, 11), changed);
+  EXPECT_TRUE(codes == out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nesting and bit ranges
+
+TEST(BitErrorKernel, LowerRateFlipsAreSubsetOfHigherRateFlips) {
+  const std::vector<uint8_t> zeros(40000, 0);
+  const std::vector<double> rates = {1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0};
+  std::vector<uint8_t> previous(zeros.size(), 0);
+  int64_t previous_count = 0;
+  for (double p : rates) {
+    std::vector<uint8_t> flipped;
+    const int64_t count = inject(zeros, flipped, symmetric(8, p), 2024, 7);
+    EXPECT_EQ(count, total_popcount(flipped));
+    for (size_t i = 0; i < zeros.size(); ++i) {
+      ASSERT_EQ(previous[i] & ~flipped[i], 0) << "p=" << p << " element " << i;
+    }
+    EXPECT_GE(count, previous_count);
+    previous = flipped;
+    previous_count = count;
+  }
+  // p = 1 flips every bit.
+  EXPECT_EQ(previous_count, 8 * static_cast<int64_t>(zeros.size()));
+}
+
+TEST(BitErrorKernel, BitsAboveMAreNeverTouched) {
+  for (int m : {1, 3, 4, 7}) {
+    std::vector<uint8_t> clean = random_codes<uint8_t>(9999, 8, m);  // high bits deliberately set
+    for (double p : {0.01, 0.5, 1.0}) {
+      std::vector<uint8_t> out;
+      inject(clean, out, symmetric(m, p), 1, 0);
+      const uint8_t high = static_cast<uint8_t>(~((1u << m) - 1));
+      for (size_t i = 0; i < clean.size(); ++i) {
+        ASSERT_EQ((out[i] ^ clean[i]) & high, 0) << "m=" << m << " p=" << p;
+        if (p == 1.0) ASSERT_EQ(out[i], clean[i] ^ static_cast<uint8_t>(~high));
+      }
+    }
+  }
+  const auto clean16 = random_codes<uint16_t>(5000, 16, 3);
+  std::vector<uint16_t> out16;
+  inject(clean16, out16, symmetric(11, 1.0), 1, 0);
+  for (size_t i = 0; i < clean16.size(); ++i) ASSERT_EQ(out16[i], clean16[i] ^ 0x7FF);
+}
+
+TEST(BitErrorKernel, MsbOnlyAndLsbRestrictions) {
+  const std::vector<uint8_t> zeros(200000, 0);
+  const double p = 0.02;
+  std::vector<uint8_t> msb, lsb;
+  const int64_t msb_count = inject(zeros, msb, make_bit_error_params(6, 1, p, p), 3, 0);  // m = 7
+  const int64_t lsb_count = inject(zeros, lsb, make_bit_error_params(0, 3, p, p), 3, 0);  // k = 3
+  for (size_t i = 0; i < zeros.size(); ++i) {
+    ASSERT_TRUE(msb[i] == 0 || msb[i] == 0x40);
+    ASSERT_EQ(lsb[i] & ~0x07, 0);
+  }
+  const double n_msb = zeros.size(), n_lsb = 3.0 * zeros.size();
+  EXPECT_NEAR(msb_count, n_msb * p, 5 * std::sqrt(n_msb * p * (1 - p)));
+  EXPECT_NEAR(lsb_count, n_lsb * p, 5 * std::sqrt(n_lsb * p * (1 - p)));
+  std::vector<int64_t> per_bit(3, 0);
+  for (uint8_t x : lsb) {
+    for (int b = 0; b < 3; ++b) per_bit[b] += (x >> b) & 1;
+  }
+  expect_binomial_bins("lsb bit positions", per_bit, std::vector<double>(3, n_msb), p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asymmetric rates and stuck-at faults
+
+TEST(BitErrorKernel, AsymmetricRatesActOnlyInTheirDirection) {
+  const int64_t n = 100000;
+  const std::vector<uint16_t> zeros(n, 0), ones(n, 0x0FFF);  // m = 12
+  const double p01 = 0.01, p10 = 0.05;
+  const auto params = make_bit_error_params(0, 12, p01, p10);
+  std::vector<uint16_t> from_zeros, from_ones;
+  const int64_t up = inject(zeros, from_zeros, params, 8, 1);
+  const int64_t down = inject(ones, from_ones, params, 8, 1);
+  const double bits = 12.0 * n;
+  EXPECT_NEAR(up, bits * p01, 5 * std::sqrt(bits * p01 * (1 - p01)));
+  EXPECT_NEAR(down, bits * p10, 5 * std::sqrt(bits * p10 * (1 - p10)));
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(from_ones[i] & ~0x0FFF, 0);
+    ASSERT_EQ(from_zeros[i] & ~0x0FFF, 0);
+  }
+  EXPECT_EQ(up, total_popcount(from_zeros));
+  // The 0->1 errors are exactly the symmetric pattern at p01, the 1->0 ones that at p10 (same chip).
+  std::vector<uint16_t> sym01, sym10;
+  inject(zeros, sym01, symmetric(12, p01), 8, 1);
+  inject(zeros, sym10, symmetric(12, p10), 8, 1);
+  EXPECT_TRUE(from_zeros == sym01);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(from_ones[i], 0x0FFF ^ sym10[i]);
+  // A zero 1->0 rate leaves all-ones codes alone.
+  std::vector<uint16_t> untouched;
+  EXPECT_EQ(inject(ones, untouched, make_bit_error_params(0, 12, 0.3, 0.0), 8, 1), 0);
+  EXPECT_TRUE(untouched == ones);
+}
+
+TEST(BitErrorKernel, StuckAtFaultsForceTheSelectedBits) {
+  const auto clean = random_codes<uint8_t>(150000, 6, 21);
+  const std::vector<uint8_t> zeros(clean.size(), 0);
+  const double p = 0.07;
+  std::vector<uint8_t> selected, stuck0, stuck1;
+  inject(zeros, selected, symmetric(6, p), 99, 2);
+  const int64_t changed0 = inject(clean, stuck0, make_bit_error_params(0, 6, 0.0, p), 99, 2);
+  const int64_t changed1 = inject(clean, stuck1, make_bit_error_params(0, 6, p, 0.0), 99, 2);
+  int64_t expect0 = 0, expect1 = 0;
+  for (size_t i = 0; i < clean.size(); ++i) {
+    ASSERT_EQ(stuck0[i], clean[i] & ~selected[i]);
+    ASSERT_EQ(stuck1[i], clean[i] | selected[i]);
+    expect0 += popcount64(clean[i] & selected[i]);
+    expect1 += popcount64(~clean[i] & selected[i] & 0x3F);
+  }
+  EXPECT_EQ(changed0, expect0);
+  EXPECT_EQ(changed1, expect1);
+  EXPECT_GT(changed0, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Explicit patterns
+
+TEST(BitErrorKernel, DrawnPatternAppliedEqualsInjection) {
+  const auto clean = random_codes<uint16_t>(33333, 9, 5);
+  const std::vector<BitErrorParams> models = {
+      symmetric(9, 0.03), make_bit_error_params(8, 1, 0.2, 0.2), make_bit_error_params(0, 2, 0.1, 0.1),
+      make_bit_error_params(0, 9, 0.02, 0.08), make_bit_error_params(0, 9, 0.0, 0.05),
+      make_bit_error_params(0, 9, 0.05, 0.0)};
+  for (size_t k = 0; k < models.size(); ++k) {
+    std::vector<uint16_t> injected;
+    const int64_t changed = inject(clean, injected, models[k], 31, 6);
+    const auto selected = draw_selected_bits(clean.size(), models[k], 31, 6);
+    std::vector<uint16_t> applied = clean;
+    EXPECT_EQ(apply_selected_bits_cpu(applied.data(), 2, selected.data(), selected.size()), changed) << k;
+    EXPECT_TRUE(applied == injected) << "model " << k;
+    for (const auto& s : selected) {
+      ASSERT_LT(s.element, static_cast<int64_t>(clean.size()));
+      ASSERT_GE(s.bit, models[k].bit_lo);
+      ASSERT_LT(s.bit, models[k].bit_lo + models[k].bit_count);
+    }
+  }
+  // Kinds: symmetric -> only flips; stuck-at-0 -> only Set0; 0->1 > 1->0 -> flips and Set1.
+  for (const auto& s : draw_selected_bits(5000, symmetric(8, 0.1), 1, 0)) ASSERT_EQ(s.kind, FlipKind::Flip);
+  for (const auto& s : draw_selected_bits(5000, make_bit_error_params(0, 8, 0, 0.1), 1, 0)) {
+    ASSERT_EQ(s.kind, FlipKind::Set0);
+  }
+  int flips = 0, set1 = 0;
+  for (const auto& s : draw_selected_bits(5000, make_bit_error_params(0, 8, 0.2, 0.05), 1, 0)) {
+    ASSERT_NE(s.kind, FlipKind::Set0);
+    (s.kind == FlipKind::Flip ? flips : set1)++;
+  }
+  EXPECT_NEAR(flips, 40000 * 0.05, 5 * std::sqrt(40000 * 0.05));
+  EXPECT_NEAR(set1, 40000 * 0.15, 5 * std::sqrt(40000 * 0.15));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact statistics: flip counts ~ Binomial(bits, p), uniform over elements, positions in the chunk
+// and bit positions. Codes are zeros, so set bits of the output are exactly the flips.
+
+struct StatsCase {
+  double p;
+  int64_t numel;
+  int bits;
+  int seeds;
+};
+
+template <typename T>
+void check_statistics(const StatsCase& sc) {
+  const std::vector<T> zeros(sc.numel, 0);
+  constexpr int kGroups = 64;  // contiguous element groups, per seed
+  // Bins of positions within a chunk: a power of two dividing 256, about 40 expected flips each.
+  int chunk_bins = 256;
+  while (chunk_bins > 2 && sc.p * sc.numel * sc.bits * sc.seeds / chunk_bins < 40.0) chunk_bins /= 2;
+  std::vector<int64_t> per_bit(sc.bits, 0), per_chunk_position(chunk_bins, 0), per_group(kGroups * sc.seeds, 0);
+  std::vector<double> bit_trials(sc.bits, static_cast<double>(sc.numel) * sc.seeds);
+  std::vector<double> chunk_trials(chunk_bins, 0.0), group_trials(kGroups * sc.seeds, 0.0);
+  for (int64_t i = 0; i < sc.numel; ++i) {
+    chunk_trials[(i % kChunkElements) * chunk_bins / kChunkElements] += sc.bits * sc.seeds;
+    for (int s = 0; s < sc.seeds; ++s) group_trials[s * kGroups + i * kGroups / sc.numel] += sc.bits;
+  }
+  int64_t total = 0;
+  std::vector<T> out;
+  for (int s = 0; s < sc.seeds; ++s) {
+    const int64_t changed = inject(zeros, out, symmetric(sc.bits, sc.p), 1000 + s, 0);
+    int64_t seen = 0;
+    for (int64_t i = 0; i < sc.numel; ++i) {
+      if (out[i] == 0) continue;
+      ASSERT_EQ(out[i] >> sc.bits, 0);
+      const int c = popcount64(out[i]);
+      seen += c;
+      per_group[s * kGroups + i * kGroups / sc.numel] += c;
+      per_chunk_position[(i % kChunkElements) * chunk_bins / kChunkElements] += c;
+      for (int b = 0; b < sc.bits; ++b) per_bit[b] += (out[i] >> b) & 1;
+    }
+    ASSERT_EQ(seen, changed);
+    total += changed;
+  }
+  // Total over seeds ~ Binomial(seeds * numel * bits, p).
+  const double trials = static_cast<double>(sc.numel) * sc.bits * sc.seeds;
+  EXPECT_NEAR(static_cast<double>(total), trials * sc.p, 4.5 * std::sqrt(trials * sc.p * (1 - sc.p))) << "p=" << sc.p;
+  // Per-bin counts ~ independent Binomial(bits in bin, p): mean and variance both checked.
+  expect_binomial_bins("element groups", per_group, group_trials, sc.p);
+  expect_binomial_bins("bit positions", per_bit, bit_trials, sc.p);
+  expect_binomial_bins("positions in the chunk", per_chunk_position, chunk_trials, sc.p);
+}
+
+TEST(BitErrorKernelStatistics, Rate1e6OnManyBits) { check_statistics<uint8_t>({1e-6, int64_t{1} << 24, 8, 6}); }
+TEST(BitErrorKernelStatistics, Rate1e4) { check_statistics<uint8_t>({1e-4, int64_t{1} << 20, 8, 8}); }
+TEST(BitErrorKernelStatistics, Rate1e2) { check_statistics<uint8_t>({1e-2, int64_t{1} << 18, 8, 8}); }
+TEST(BitErrorKernelStatistics, Rate1e1) { check_statistics<uint8_t>({0.1, int64_t{1} << 16, 8, 8}); }
+TEST(BitErrorKernelStatistics, RateHalf) { check_statistics<uint8_t>({0.5, int64_t{1} << 14, 8, 8}); }
+TEST(BitErrorKernelStatistics, Rate1e2FourBits) { check_statistics<uint8_t>({1e-2, 100003, 4, 8}); }
+TEST(BitErrorKernelStatistics, Rate1e2TwelveBits) { check_statistics<uint16_t>({1e-2, 50021, 12, 8}); }
+
+TEST(BitErrorKernelStatistics, PerChunkCountsAreBinomial) {
+  // Chi-square of per-chunk flip counts against the Binomial(256 * 8, p) distribution, binned.
+  const double p = 0.01;
+  const int n = 2048;
+  const std::vector<uint8_t> zeros(int64_t{1} << 20, 0);
+  std::vector<uint8_t> out;
+  inject(zeros, out, symmetric(8, p), 4242, 3);
+  std::vector<int64_t> histogram(64, 0);
+  const int64_t chunks = static_cast<int64_t>(zeros.size()) / kChunkElements;
+  for (int64_t c = 0; c < chunks; ++c) {
+    int count = 0;
+    for (int64_t i = 0; i < kChunkElements; ++i) count += popcount64(out[c * kChunkElements + i]);
+    histogram[std::min(count, 63)]++;
+  }
+  // Expected counts; bins below 5 expected are merged into their neighbours at both tails.
+  std::vector<double> pmf(64, 0.0);
+  for (int k = 0; k < 64; ++k) {
+    const double log_pmf = std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0) +
+                           k * std::log(p) + (n - k) * std::log1p(-p);
+    pmf[k] = std::exp(log_pmf);
+  }
+  double tail = 1.0;
+  for (int k = 0; k < 63; ++k) tail -= pmf[k];
+  pmf[63] = tail;
+  std::vector<double> bin_expected, bin_observed;
+  double expected_acc = 0.0, observed_acc = 0.0;
+  for (int k = 0; k < 64; ++k) {
+    expected_acc += pmf[k] * chunks;
+    observed_acc += histogram[k];
+    if (expected_acc >= 5.0) {
+      bin_expected.push_back(expected_acc);
+      bin_observed.push_back(observed_acc);
+      expected_acc = observed_acc = 0.0;
+    }
+  }
+  bin_expected.back() += expected_acc;  // fold the small upper tail into the last bin
+  bin_observed.back() += observed_acc;
+  double stat = 0.0;
+  for (size_t b = 0; b < bin_expected.size(); ++b) {
+    stat += (bin_observed[b] - bin_expected[b]) * (bin_observed[b] - bin_expected[b]) / bin_expected[b];
+  }
+  const int df = static_cast<int>(bin_expected.size()) - 1;
+  ASSERT_GT(df, 10);
+  EXPECT_LT(stat, chi2_upper(df));
+  EXPECT_GT(stat, chi2_lower(df));
+}
+
+}  // namespace
+}  // namespace bitrobust::bits
