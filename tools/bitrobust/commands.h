@@ -62,5 +62,7 @@ Runner register_train(CLI::App& app);
 Runner register_test(CLI::App& app);
 Runner register_quantize(CLI::App& app);
 Runner register_export(CLI::App& app);
+Runner register_eval(CLI::App& app);
+Runner register_compare(CLI::App& app);
 
 }  // namespace bitrobust::cli

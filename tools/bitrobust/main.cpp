@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   add(bitrobust::cli::register_test);
   add(bitrobust::cli::register_quantize);
   add(bitrobust::cli::register_export);
+  add(bitrobust::cli::register_eval);
+  add(bitrobust::cli::register_compare);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

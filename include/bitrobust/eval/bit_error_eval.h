@@ -1,0 +1,57 @@
+#pragma once
+// The bit error benchmark: robust test error (RErr) of a quantized network over many seeded bit
+// error patterns per rate. See NOTE [RErr protocol] in bit_error_eval.cpp.
+#include <ATen/core/Tensor.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "bitrobust/bits/bit_errors.h"
+#include "bitrobust/data/dataset.h"
+#include "bitrobust/models/models.h"
+#include "bitrobust/quant/model_quantization.h"
+
+namespace bitrobust::eval {
+
+struct SweepOptions {
+  std::vector<double> rates;          ///< bit error rates in [0, 1]
+  int64_t patterns = 50;              ///< seeds seed, seed+1, ..., seed+patterns-1 (one "chip" each)
+  uint64_t seed = 100;
+  std::string error_model = "random"; ///< bits::ErrorModel name: random | msb | lsb<k> | stuck_at_0 | stuck_at_1
+  std::string layers;                 ///< regular expression of parameter names hit by errors ("" = all)
+  int64_t batch_size = 500;
+  bool progress = true;
+};
+
+/// Summary of one rate over all patterns (fractions in [0, 1]).
+struct RateResult {
+  double rate = 0;
+  std::vector<double> rerr;             ///< per pattern, in seed order
+  std::vector<double> perturbed_error;  ///< per pattern: the perturbed model's own error
+  std::vector<int64_t> bits_changed;    ///< per pattern
+  double rerr_mean = 0, rerr_std = 0, rerr_min = 0, rerr_max = 0;
+  double rerr_ci95_low = 0, rerr_ci95_high = 0;  ///< Student-t interval of the mean
+  double perturbed_error_mean = 0;
+};
+
+struct SweepResult {
+  double clean_error = 0;
+  int64_t examples = 0;
+  std::vector<RateResult> results;
+  double seconds = 0;
+  double images_patterns_per_second = 0;  ///< test images × (patterns × nonzero rates) per second
+};
+
+/// Runs the sweep. The network's selected parameters are overwritten with dequantized perturbed
+/// codes during the run and hold the clean quantized weights afterwards.
+SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
+                      const SweepOptions& options);
+
+/// Mean, sample standard deviation, min, max and the 95% confidence interval of the mean.
+void summarize(RateResult& r);
+
+/// Parses "0.01%,0.1%,1%" or "0.0001,0.001" (fractions, or percentages with '%'); each in [0, 1].
+std::vector<double> parse_rates(const std::string& text);
+
+}  // namespace bitrobust::eval

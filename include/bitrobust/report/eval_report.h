@@ -1,0 +1,28 @@
+#pragma once
+// Reports of the bit error benchmark: JSON (schema in README.md), CSV, terminal tables and SVG plots.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "bitrobust/eval/bit_error_eval.h"
+
+namespace bitrobust::report {
+
+/// What a sweep was run on, recorded next to its numbers.
+struct SweepContext {
+  std::string model, model_name, scheme, error_model, layers, dataset, split, cifar_protocol, device;
+  int64_t limit = 0, batch = 0;
+};
+
+nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOptions& options, const SweepContext& ctx);
+/// Checks a result file against the documented schema; throws bitrobust::Error naming `source` and the problem.
+void validate_sweep_json(const nlohmann::json& j, const std::string& source);
+std::string sweep_csv(const nlohmann::json& j);
+/// Table: rate, mean RErr, std, min, max (in %), with the clean error as the p = 0 row.
+std::string sweep_table(const nlohmann::json& j);
+/// Several results side by side: one column per model, mean RErr (%) per rate.
+std::string compare_table(const std::vector<nlohmann::json>& results);
+/// RErr against the bit error rate (logarithmic axis), mean with min/max bars, one series per result.
+std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title);
+
+}  // namespace bitrobust::report

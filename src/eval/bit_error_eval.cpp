@@ -1,0 +1,164 @@
+#include "bitrobust/eval/bit_error_eval.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/eval/evaluate.h"
+#include "bitrobust/report/progress.h"
+
+namespace bitrobust::eval {
+
+// NOTE [RErr protocol]: as the reference's. Ranges come from the clean quantized model and stay
+// fixed. For each pattern seed s (one simulated chip) and each rate p, the pattern of (s, p) is
+// injected into the clean codes, the codes are dequantized into the network's weights (one
+// preallocated set, refilled per pattern), and the test set is evaluated. RErr is the fraction of
+// examples misclassified by the clean model OR the perturbed one. Patterns are nested in p for a
+// seed (see bits/bit_errors.h), so each seed acts as one chip evaluated at every rate.
+
+namespace {
+
+double t_quantile_975(int64_t df) {
+  static const double table[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                 2.201,  2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                                 2.080,  2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+  if (df <= 0) return NAN;
+  if (df <= 30) return table[df - 1];
+  return 1.959964 + 2.4 / df;  // close to the t quantile beyond 30 degrees of freedom
+}
+
+}  // namespace
+
+void summarize(RateResult& r) {
+  const auto n = static_cast<int64_t>(r.rerr.size());
+  if (n == 0) return;
+  double sum = 0, sum_pert = 0;
+  r.rerr_min = 1;
+  r.rerr_max = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += r.rerr[i];
+    sum_pert += r.perturbed_error[i];
+    r.rerr_min = std::min(r.rerr_min, r.rerr[i]);
+    r.rerr_max = std::max(r.rerr_max, r.rerr[i]);
+  }
+  r.rerr_mean = sum / n;
+  r.perturbed_error_mean = sum_pert / n;
+  double ss = 0;
+  for (double v : r.rerr) ss += (v - r.rerr_mean) * (v - r.rerr_mean);
+  r.rerr_std = n > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
+  const double half = n > 1 ? t_quantile_975(n - 1) * r.rerr_std / std::sqrt(static_cast<double>(n)) : 0.0;
+  r.rerr_ci95_low = r.rerr_mean - half;
+  r.rerr_ci95_high = r.rerr_mean + half;
+}
+
+std::vector<double> parse_rates(const std::string& text) {
+  std::vector<double> rates;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    BR_CHECK(!item.empty(), "--rates '", text, "': empty entry");
+    const bool percent = item.back() == '%';
+    const std::string number = percent ? item.substr(0, item.size() - 1) : item;
+    size_t used = 0;
+    double value = NAN;
+    try {
+      value = std::stod(number, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    BR_CHECK(used == number.size() && !number.empty(), "--rates: '", item,
+             "' is not a number (write 0.001 or 0.1%)");
+    if (percent) value /= 100.0;
+    BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, "--rates: bit error rate ", item,
+             " is outside [0, 1] (0% to 100%)");
+    rates.push_back(value);
+  }
+  BR_CHECK(!rates.empty(), "--rates: no rate given");
+  return rates;
+}
+
+SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
+                      const SweepOptions& options) {
+  BR_CHECK(options.patterns > 0, "--patterns must be at least 1, got ", options.patterns);
+  BR_CHECK(!options.rates.empty(), "no bit error rates given");
+  for (double p : options.rates) BR_CHECK(p >= 0 && p <= 1, "bit error rate ", p, " is outside [0, 1]");
+  // Validates the model name once, before any work.
+  bits::ErrorModel::parse(options.error_model, 0.0).validate();
+  const bits::ParamSelector selector(options.layers);
+  const auto start = std::chrono::steady_clock::now();
+
+  torch::NoGradGuard no_grad;
+  net.eval();
+  q.load_clean_weights();
+  const EvalResult clean = evaluate(net, test, options.batch_size);
+  const at::Tensor clean_wrong = clean.correct.logical_not();
+
+  SweepResult sweep;
+  sweep.clean_error = clean.error;
+  sweep.examples = clean.examples;
+  std::vector<bits::CodeTensor> codes;
+  std::vector<quant::QuantizedTensor> perturbed;
+  for (size_t i = 0; i < q.tensors.size(); ++i) {
+    bits::CodeTensor c;
+    c.name = q.names[i];
+    c.clean = q.tensors[i].codes.contiguous();
+    c.out = at::empty_like(c.clean);
+    c.bits = q.tensors[i].format.bits;
+    c.param_index = static_cast<int64_t>(i);
+    codes.push_back(c);
+    quant::QuantizedTensor t = q.tensors[i];
+    t.codes = c.out;
+    perturbed.push_back(t);
+  }
+  for (double p : options.rates) {
+    RateResult r;
+    r.rate = p;
+    sweep.results.push_back(r);
+  }
+  int64_t evaluations = 0;
+  report::ProgressBar bar("bit error sweep", options.patterns, options.progress);
+  for (int64_t s = 0; s < options.patterns; ++s) {
+    const uint64_t seed = options.seed + static_cast<uint64_t>(s);
+    for (auto& r : sweep.results) {
+      if (r.rate == 0) {  // no pattern: the clean model itself
+        r.rerr.push_back(clean.error);
+        r.perturbed_error.push_back(clean.error);
+        r.bits_changed.push_back(0);
+        continue;
+      }
+      const bits::ErrorModel model = bits::ErrorModel::parse(options.error_model, r.rate);
+      const int64_t changed = bits::inject_bit_errors(codes, model, seed, selector);
+      for (size_t i = 0; i < perturbed.size(); ++i) {
+        at::Tensor param = q.params[i];
+        quant::dequantize_into(perturbed[i], param);
+      }
+      const EvalResult pert = evaluate(net, test, options.batch_size);
+      const double rerr = clean_wrong.logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();
+      r.rerr.push_back(rerr);
+      r.perturbed_error.push_back(pert.error);
+      r.bits_changed.push_back(changed);
+      ++evaluations;
+    }
+    if (bar.due(s + 1)) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "clean %.2f%%  RErr at %.3g%%: %.2f%%", 100 * clean.error,
+                    100 * sweep.results.back().rate, 100 * sweep.results.back().rerr.back());
+      bar.update(s + 1, buf);
+    }
+  }
+  q.load_clean_weights();
+  for (auto& r : sweep.results) summarize(r);
+  sweep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  sweep.images_patterns_per_second = static_cast<double>(evaluations) * clean.examples / std::max(sweep.seconds, 1e-9);
+  bar.finish(std::to_string(evaluations) + " patterns evaluated");
+  return sweep;
+}
+
+}  // namespace bitrobust::eval

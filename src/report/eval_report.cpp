@@ -1,0 +1,248 @@
+#include "bitrobust/report/eval_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/io/model_file.h"
+
+namespace bitrobust::report {
+
+namespace {
+std::string pct(double v, int digits = 2) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, 100 * v);
+  return buf;
+}
+std::string rate_text(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g%%", 100 * r);
+  return buf;
+}
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '&') out += "&amp;";
+    else if (c == '"') out += "&quot;";
+    else out += c;
+  }
+  return out;
+}
+}  // namespace
+
+nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOptions& options, const SweepContext& ctx) {
+  nlohmann::json results = nlohmann::json::array();
+  std::vector<double> rates;
+  for (const auto& r : sweep.results) {
+    rates.push_back(r.rate);
+    results.push_back({{"rate", r.rate},
+                       {"rerr_mean", r.rerr_mean},
+                       {"rerr_std", r.rerr_std},
+                       {"rerr_min", r.rerr_min},
+                       {"rerr_max", r.rerr_max},
+                       {"rerr_ci95", {r.rerr_ci95_low, r.rerr_ci95_high}},
+                       {"perturbed_error_mean", r.perturbed_error_mean},
+                       {"per_pattern", r.rerr},
+                       {"perturbed_per_pattern", r.perturbed_error},
+                       {"bits_changed", r.bits_changed}});
+  }
+  return {{"format", "bitrobust-eval-1"},
+          {"model", ctx.model},
+          {"model_name", ctx.model_name},
+          {"scheme", ctx.scheme},
+          {"error_model", ctx.error_model},
+          {"layers", ctx.layers},
+          {"seed", options.seed},
+          {"patterns", options.patterns},
+          {"rates", rates},
+          {"dataset", ctx.dataset},
+          {"split", ctx.split},
+          {"cifar_protocol", ctx.cifar_protocol},
+          {"limit", ctx.limit},
+          {"examples", sweep.examples},
+          {"batch", ctx.batch},
+          {"device", ctx.device},
+          {"versions", io::version_info()},
+          {"clean_error", sweep.clean_error},
+          {"timings", {{"seconds", sweep.seconds}, {"images_patterns_per_second", sweep.images_patterns_per_second}}},
+          {"results", results}};
+}
+
+void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
+  auto fail = [&](const std::string& what) { throw Error("result file " + source + ": " + what); };
+  if (!j.is_object()) fail("not a JSON object");
+  for (const char* key : {"clean_error", "scheme", "error_model", "seed", "patterns", "results"}) {
+    if (!j.contains(key)) fail(std::string("missing key '") + key + "'");
+  }
+  auto fraction = [&](const nlohmann::json& v, const std::string& name) {
+    if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1) fail(name + " is not a fraction in [0, 1]");
+  };
+  fraction(j["clean_error"], "clean_error");
+  if (!j["scheme"].is_string() || !j["error_model"].is_string()) fail("scheme and error_model must be strings");
+  if (!j["patterns"].is_number_integer() || j["patterns"].get<int64_t>() < 1) fail("patterns must be a positive integer");
+  if (!j["seed"].is_number_integer()) fail("seed must be an integer");
+  if (!j["results"].is_array() || j["results"].empty()) fail("results must be a non-empty list");
+  for (const auto& r : j["results"]) {
+    for (const char* key : {"rate", "rerr_mean", "rerr_std", "rerr_min", "rerr_max", "perturbed_error_mean", "per_pattern"}) {
+      if (!r.contains(key)) fail(std::string("a results entry lacks '") + key + "'");
+    }
+    fraction(r["rate"], "rate");
+    for (const char* key : {"rerr_mean", "rerr_min", "rerr_max", "perturbed_error_mean"}) fraction(r[key], key);
+    if (!r["per_pattern"].is_array() || r["per_pattern"].size() != j["patterns"].get<size_t>())
+      fail("per_pattern must hold one value per pattern");
+    for (const auto& v : r["per_pattern"]) fraction(v, "per_pattern value");
+  }
+}
+
+std::string sweep_csv(const nlohmann::json& j) {
+  std::ostringstream out;
+  out << "rate,pattern,seed,rerr,perturbed_error\n";
+  const int64_t seed = j["seed"].get<int64_t>();
+  for (const auto& r : j["results"]) {
+    const auto& rerr = r["per_pattern"];
+    const auto& pert = r["perturbed_per_pattern"];
+    for (size_t i = 0; i < rerr.size(); ++i) {
+      out << r["rate"].get<double>() << ',' << i << ',' << seed + static_cast<int64_t>(i) << ',' << rerr[i].get<double>()
+          << ',' << pert[i].get<double>() << '\n';
+    }
+  }
+  return out.str();
+}
+
+std::string sweep_table(const nlohmann::json& j) {
+  std::ostringstream out;
+  char line[160];
+  std::snprintf(line, sizeof line, "%s  scheme %s  errors %s  %lld patterns from seed %lld\n",
+                j.value("model_name", std::string("model")).c_str(), j["scheme"].get<std::string>().c_str(),
+                j["error_model"].get<std::string>().c_str(), static_cast<long long>(j["patterns"].get<int64_t>()),
+                static_cast<long long>(j["seed"].get<int64_t>()));
+  out << line;
+  out << "  rate        RErr mean   std     min     max    (%)\n";
+  std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s   clean error\n", "0", pct(j["clean_error"]).c_str(), "-",
+                "-", "-");
+  out << line;
+  for (const auto& r : j["results"]) {
+    if (r["rate"].get<double>() == 0) continue;
+    std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s\n", rate_text(r["rate"]).c_str(),
+                  pct(r["rerr_mean"]).c_str(), pct(r["rerr_std"]).c_str(), pct(r["rerr_min"]).c_str(),
+                  pct(r["rerr_max"]).c_str());
+    out << line;
+  }
+  return out.str();
+}
+
+std::string compare_table(const std::vector<nlohmann::json>& results) {
+  std::set<double> rates;
+  for (const auto& j : results)
+    for (const auto& r : j["results"]) rates.insert(r["rate"].get<double>());
+  std::ostringstream out;
+  char cell[64];
+  out << "mean RErr in % (clean error in the first row)\n";
+  std::snprintf(cell, sizeof cell, "%-10s", "rate");
+  out << cell;
+  for (const auto& j : results) {
+    std::snprintf(cell, sizeof cell, "  %22.22s", j.value("model_name", std::string("model")).c_str());
+    out << cell;
+  }
+  out << '\n';
+  std::snprintf(cell, sizeof cell, "%-10s", "clean");
+  out << cell;
+  for (const auto& j : results) {
+    std::snprintf(cell, sizeof cell, "  %22s", pct(j["clean_error"]).c_str());
+    out << cell;
+  }
+  out << '\n';
+  for (double rate : rates) {
+    if (rate == 0) continue;
+    std::snprintf(cell, sizeof cell, "%-10s", rate_text(rate).c_str());
+    out << cell;
+    for (const auto& j : results) {
+      std::string v = "-";
+      for (const auto& r : j["results"])
+        if (r["rate"].get<double>() == rate)
+          v = pct(r["rerr_mean"]) + " ±" + pct(r["rerr_std"]);
+      std::snprintf(cell, sizeof cell, "  %22s", v.c_str());
+      out << cell;
+    }
+    out << '\n';
+  }
+  return out.str();
+}
+
+std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title) {
+  const double W = 720, H = 440, left = 70, right = 240, top = 40, bottom = 60;
+  const double pw = W - left - right, ph = H - top - bottom;
+  double rmin = 1, rmax = 0, ymax = 0;
+  for (const auto& j : results) {
+    for (const auto& r : j["results"]) {
+      const double rate = r["rate"].get<double>();
+      if (rate <= 0) continue;
+      rmin = std::min(rmin, rate);
+      rmax = std::max(rmax, rate);
+      ymax = std::max(ymax, r["rerr_max"].get<double>());
+    }
+  }
+  if (rmax <= 0) { rmin = 1e-4; rmax = 1e-2; }
+  double lx0 = std::floor(std::log10(rmin)), lx1 = std::ceil(std::log10(rmax));
+  if (lx1 <= lx0) lx1 = lx0 + 1;
+  ymax = std::min(1.0, std::ceil(std::max(ymax, 0.05) * 10 + 1e-9) / 10);
+  auto X = [&](double rate) { return left + (std::log10(rate) - lx0) / (lx1 - lx0) * pw; };
+  auto Y = [&](double v) { return top + ph - v / ymax * ph; };
+  static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  std::ostringstream s;
+  s.precision(5);
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << ' '
+    << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  s << "<text x=\"" << left + pw / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << xml_escape(title)
+    << "</text>\n";
+  for (int k = 0; k <= 5; ++k) {  // y grid
+    const double v = ymax * k / 5, y = Y(v);
+    s << "<line x1=\"" << left << "\" y1=\"" << y << "\" x2=\"" << left + pw << "\" y2=\"" << y
+      << "\" stroke=\"#ddd\"/>\n<text x=\"" << left - 8 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">" << pct(v, 0)
+      << "</text>\n";
+  }
+  for (int e = static_cast<int>(lx0); e <= static_cast<int>(lx1); ++e) {  // x decades
+    const double x = X(std::pow(10.0, e));
+    s << "<line x1=\"" << x << "\" y1=\"" << top << "\" x2=\"" << x << "\" y2=\"" << top + ph
+      << "\" stroke=\"#ddd\"/>\n<text x=\"" << x << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
+      << rate_text(std::pow(10.0, e)) << "</text>\n";
+  }
+  s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
+    << "\" fill=\"none\" stroke=\"black\"/>\n";
+  s << "<text x=\"" << left + pw / 2 << "\" y=\"" << H - 15 << "\" text-anchor=\"middle\">bit error rate p (log scale)</text>\n";
+  s << "<text transform=\"translate(18," << top + ph / 2 << ") rotate(-90)\" text-anchor=\"middle\">robust test error RErr (%)</text>\n";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& j = results[i];
+    const char* color = colors[i % 8];
+    std::ostringstream path;
+    bool first = true;
+    for (const auto& r : j["results"]) {
+      const double rate = r["rate"].get<double>();
+      if (rate <= 0) continue;
+      const double x = X(rate);
+      s << "<line x1=\"" << x << "\" y1=\"" << Y(r["rerr_min"]) << "\" x2=\"" << x << "\" y2=\"" << Y(r["rerr_max"])
+        << "\" stroke=\"" << color << "\" stroke-width=\"1.5\"/>\n";
+      s << "<circle cx=\"" << x << "\" cy=\"" << Y(r["rerr_mean"]) << "\" r=\"3.5\" fill=\"" << color << "\"/>\n";
+      path << (first ? "M" : " L") << x << ' ' << Y(r["rerr_mean"]);
+      first = false;
+    }
+    s << "<path d=\"" << path.str() << "\" fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n";
+    const double ly = top + 14 + 36 * i;
+    s << "<rect x=\"" << left + pw + 14 << "\" y=\"" << ly - 9 << "\" width=\"12\" height=\"12\" fill=\"" << color << "\"/>\n";
+    s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 1 << "\">" << xml_escape(j.value("model_name", std::string("model")))
+      << "</text>\n";
+    s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 16 << "\" font-size=\"10\" fill=\"#555\">"
+      << xml_escape(j["scheme"].get<std::string>()) << ", clean " << pct(j["clean_error"]) << "%</text>\n";
+  }
+  s << "</svg>\n";
+  return s.str();
+}
+
+}  // namespace bitrobust::report

@@ -1,0 +1,137 @@
+// bitrobust eval: the bit error benchmark (RErr per rate over seeded patterns);
+// bitrobust compare: several results in one table and one plot.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/eval/bit_error_eval.h"
+#include "bitrobust/io/model_file.h"
+#include "bitrobust/quant/model_quantization.h"
+#include "bitrobust/report/eval_report.h"
+#include "bitrobust/report/output.h"
+#include "commands.h"
+
+namespace bitrobust::cli {
+
+namespace {
+struct EvalCommand {
+  CommonOptions common;
+  DataOptions data;
+  eval::SweepOptions sweep;
+  std::string model, rates = "0.01%,0.1%,1%", csv, plot, name, split = "test";
+  int64_t limit = 0;
+};
+struct CompareCommand {
+  std::vector<std::string> files;
+  std::string plot, title = "Bit error robustness";
+};
+}  // namespace
+
+Runner register_eval(CLI::App& app) {
+  auto cmd = std::make_shared<EvalCommand>();
+  CLI::App* sub = app.add_subcommand("eval", "robust test error (RErr) of a quantized model under random bit errors");
+  add_common_options(*sub, cmd->common);
+  add_data_options(*sub, cmd->data, false);
+  sub->add_option("--model", cmd->model, "quantized model file")->required();
+  sub->add_option("--rates", cmd->rates, "bit error rates: fractions (0.001) or percentages (0.1%), comma separated")
+      ->capture_default_str();
+  sub->add_option("--patterns", cmd->sweep.patterns, "error patterns (chips) per rate")->capture_default_str();
+  sub->add_option("--seed", cmd->sweep.seed, "first pattern seed (patterns use seed, seed+1, ...)")->capture_default_str();
+  sub->add_option("--error-model", cmd->sweep.error_model,
+                  "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (random may add ,0to1=P,1to0=P)")
+      ->capture_default_str();
+  sub->add_option("--layers", cmd->sweep.layers, "regular expression: inject only into matching parameters");
+  sub->add_option("--limit", cmd->limit, "use only the first N test examples (reference: 9000 on CIFAR-10)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
+  sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
+  sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");
+  return [cmd]() {
+    const at::Device device = setup_runtime(cmd->common);
+    cmd->sweep.rates = eval::parse_rates(cmd->rates);
+    // Accept the spelling of the docs (stuck-at-0) as well as the library's (stuck_at_0).
+    for (auto& c : cmd->sweep.error_model) if (c == '-') c = '_';
+    BR_CHECK(cmd->sweep.patterns >= 1, "--patterns must be at least 1, got ", cmd->sweep.patterns);
+    bits::ErrorModel::parse(cmd->sweep.error_model, 0.0);
+    cmd->sweep.progress = !cmd->common.quiet;
+    io::ModelFile file = io::load_model_file(cmd->model);
+    const quant::QuantizedModel q = quant::load_from_model_file(file);
+    if (cmd->data.dataset.empty()) cmd->data.dataset = file.meta.value("dataset", std::string());
+    BR_CHECK(!cmd->data.dataset.empty(), "model file ", cmd->model, " names no data set: pass --dataset");
+    if (cmd->data.protocol == "holdout" && file.meta.contains("cifar_protocol"))
+      cmd->data.protocol = file.meta["cifar_protocol"].get<std::string>();
+    data::Dataset data = load_data(cmd->data, cmd->split, device);
+    if (cmd->limit > 0) data = data.head(cmd->limit);
+    BR_CHECK(file.spec.num_classes == data.num_classes, "model ", cmd->model, " predicts ", file.spec.num_classes,
+             " classes but data set ", data.name, " has ", data.num_classes);
+    BR_CHECK(file.spec.in_channels == data.channels() && file.spec.height == data.height() &&
+                 file.spec.width == data.width(),
+             "model ", cmd->model, " takes ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
+             " images but data set ", data.name, " has ", data.channels(), "x", data.height(), "x", data.width());
+    file.net->to(device);
+    quant::QuantizedModel qd = q;
+    for (auto& t : qd.tensors) {
+      t.codes = t.codes.to(device);
+      t.ranges = t.ranges.to(device);
+    }
+    auto named = file.net->named_parameters();
+    for (size_t i = 0; i < qd.names.size(); ++i) qd.params[i] = named[qd.names[i]];
+
+    const eval::SweepResult sweep = eval::run_sweep(*file.net, qd, data, cmd->sweep);
+    report::SweepContext ctx;
+    ctx.model = cmd->model;
+    ctx.model_name = cmd->name.empty() ? std::filesystem::path(cmd->model).stem().string() : cmd->name;
+    ctx.scheme = q.scheme.to_string();
+    ctx.error_model = cmd->sweep.error_model;
+    ctx.layers = cmd->sweep.layers;
+    ctx.dataset = data.name;
+    ctx.split = data.split;
+    ctx.cifar_protocol = data.name == "cifar10" ? cmd->data.protocol : "";
+    ctx.device = device.str();
+    ctx.limit = cmd->limit;
+    ctx.batch = cmd->sweep.batch_size;
+    const nlohmann::json j = report::sweep_to_json(sweep, cmd->sweep, ctx);
+    std::printf("%s", report::sweep_table(j).c_str());
+    std::printf("%lld images x %lld patterns in %.1f s: %.0f images x patterns / s\n",
+                static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns), sweep.seconds,
+                sweep.images_patterns_per_second);
+    if (!cmd->common.json.empty()) report::write_json_atomic(cmd->common.json, j);
+    if (!cmd->csv.empty()) report::write_text_atomic(cmd->csv, report::sweep_csv(j));
+    if (!cmd->plot.empty()) report::write_text_atomic(cmd->plot, report::rerr_plot_svg({j}, "Bit error robustness"));
+    return 0;
+  };
+}
+
+Runner register_compare(CLI::App& app) {
+  auto cmd = std::make_shared<CompareCommand>();
+  CLI::App* sub = app.add_subcommand("compare", "compare several `bitrobust eval --json` results in one table and plot");
+  sub->add_option("results", cmd->files, "result JSON files")->required();
+  sub->add_option("--plot", cmd->plot, "write the comparison plot (SVG)");
+  sub->add_option("--title", cmd->title, "plot title");
+  return [cmd]() {
+    std::vector<nlohmann::json> results;
+    for (const auto& path : cmd->files) {
+      std::ifstream in(path);
+      BR_CHECK(in.good(), "result file ", path, " cannot be read");
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error("result file " + path + " is not valid JSON: " + e.what());
+      }
+      report::validate_sweep_json(j, path);
+      results.push_back(j);
+    }
+    std::printf("%s", report::compare_table(results).c_str());
+    if (!cmd->plot.empty()) {
+      report::write_text_atomic(cmd->plot, report::rerr_plot_svg(results, cmd->title));
+      std::printf("plot written to %s\n", cmd->plot.c_str());
+    }
+    return 0;
+  };
+}
+
+}  // namespace bitrobust::cli
