@@ -7,7 +7,7 @@ BUILD_DIR=${BITROBUST_BUILD_DIR:-$ROOT/build}
 
 PACKAGES=(build-essential cmake ninja-build ccache git ca-certificates npm
   libtorch-dev libopenblas0-openmp libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
-  nlohmann-json3-dev libfmt-dev zlib1g-dev dataset-fashion-mnist)
+  nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

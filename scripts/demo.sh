@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The built-in default of the main job: on Fashion-MNIST, train (or reuse) small LeNets —
+# 8-bit `normal`, and 8-bit `rquant` with weight clipping w_max = 0.1 — then measure their robust
+# test error at bit error rates 0.1%, 1% and 5% over 25 seeded patterns, print the tables and write
+# a comparison plot. Models and results go to runs/demo/ (delete it to start over).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
+OUT=${BITROBUST_DEMO_DIR:-$ROOT/runs/demo}
+EPOCHS=${BITROBUST_DEMO_EPOCHS:-2}
+mkdir -p "$OUT"
+train() {  # name, scheme options...
+  local name=$1; shift
+  if [[ ! -f $OUT/$name.pt ]]; then
+    "$BIN" train --dataset fashion-mnist --model lenet --norm regn --epochs "$EPOCHS" --seed 1 \
+      --out "$OUT/$name.pt" "$@"
+  else
+    echo "reusing $OUT/$name.pt"
+  fi
+}
+train normal8 --scheme normal --bits 8
+train rquant8_clip0.1 --scheme rquant --bits 8 --clip 0.1
+results=()
+for name in normal8 rquant8_clip0.1; do
+  "$BIN" eval --model "$OUT/$name.pt" --rates 0.1%,1%,5% --patterns 25 --seed 100 --limit 5000 \
+    --json "$OUT/$name.eval.json" --quiet
+  results+=("$OUT/$name.eval.json")
+done
+"$BIN" compare "${results[@]}" --plot "$OUT/compare.svg" --title "LeNet on Fashion-MNIST: RErr vs bit error rate"

@@ -1,0 +1,148 @@
+#include "bitrobust/eval/bit_error_eval.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/report/eval_report.h"
+#include "bitrobust/train/trainer.h"
+#include "test_util.h"
+
+using namespace bitrobust;
+
+namespace {
+// A small trained and quantized MLP on the synthetic set: shared by the tests below.
+struct Trained {
+  data::Dataset data = test_util::synthetic_dataset(400, 4, 8, 11);
+  std::shared_ptr<models::Classifier> net;
+  quant::QuantizedModel q;
+  Trained() {
+    models::ModelSpec s;
+    s.arch = "mlp";
+    s.norm = "none";
+    s.in_channels = 1;
+    s.height = s.width = 8;
+    s.num_classes = 4;
+    s.units = {32};
+    torch::manual_seed(2);
+    net = models::build_model(s);
+    train::TrainOptions o;
+    o.epochs = 2;
+    o.batch_size = 32;
+    o.progress = false;
+    train::train(*net, data, o);
+    q = quant::quantize_model(*net, quant::QuantScheme::preset("rquant", 8));
+  }
+};
+Trained& trained() {
+  static Trained t;
+  return t;
+}
+eval::SweepOptions options(std::vector<double> rates, int64_t patterns = 6) {
+  eval::SweepOptions o;
+  o.rates = rates;
+  o.patterns = patterns;
+  o.seed = 100;
+  o.batch_size = 128;
+  o.progress = false;
+  return o;
+}
+}  // namespace
+
+TEST(BitErrorEval, ZeroRateGivesExactlyTheCleanError) {
+  auto& t = trained();
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, options({0.0}));
+  for (double v : r.results[0].rerr) EXPECT_EQ(v, r.clean_error);
+  EXPECT_EQ(r.results[0].rerr_mean, r.clean_error);
+  EXPECT_EQ(r.results[0].rerr_std, 0.0);
+}
+
+TEST(BitErrorEval, RErrNeverBelowCleanAndMeanGrowsWithRate) {
+  auto& t = trained();
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, options({0.001, 0.01, 0.05, 0.2}));
+  double previous = r.clean_error;
+  for (const auto& rate : r.results) {
+    for (double v : rate.rerr) EXPECT_GE(v, r.clean_error);
+    EXPECT_GE(rate.rerr_mean, previous) << "rate " << rate.rate;
+    EXPECT_LE(rate.rerr_min, rate.rerr_mean);
+    EXPECT_GE(rate.rerr_max, rate.rerr_mean);
+    EXPECT_LE(rate.rerr_ci95_low, rate.rerr_mean);
+    EXPECT_GE(rate.rerr_ci95_high, rate.rerr_mean);
+    previous = rate.rerr_mean;
+  }
+  EXPECT_GT(r.results.back().rerr_mean, r.clean_error + 0.05);
+}
+
+TEST(BitErrorEval, SameSeedReproducesAndWeightsAreRestored) {
+  auto& t = trained();
+  const auto a = eval::run_sweep(*t.net, t.q, t.data, options({0.01, 0.05}, 4));
+  const auto b = eval::run_sweep(*t.net, t.q, t.data, options({0.05, 0.01}, 4));
+  EXPECT_EQ(a.results[0].rerr, b.results[1].rerr);
+  EXPECT_EQ(a.results[1].rerr, b.results[0].rerr);
+  EXPECT_EQ(a.results[0].bits_changed, b.results[1].bits_changed);
+  // After the sweep the network holds the clean quantized weights.
+  for (size_t i = 0; i < t.q.params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(t.q.params[i], quant::dequantize(t.q.tensors[i]))) << t.q.names[i];
+  }
+  auto other = options({0.01}, 4);
+  other.seed = 200;
+  EXPECT_NE(eval::run_sweep(*t.net, t.q, t.data, other).results[0].bits_changed, a.results[0].bits_changed);
+}
+
+TEST(BitErrorEval, StatisticsFollowTheirFormulas) {
+  eval::RateResult r;
+  r.rerr = {0.1, 0.2, 0.3, 0.4};
+  r.perturbed_error = {0.1, 0.1, 0.1, 0.1};
+  eval::summarize(r);
+  EXPECT_NEAR(r.rerr_mean, 0.25, 1e-12);
+  EXPECT_NEAR(r.rerr_std, std::sqrt(0.05 / 3), 1e-12);
+  EXPECT_NEAR(r.rerr_ci95_high - r.rerr_mean, 3.182 * std::sqrt(0.05 / 3) / 2, 1e-9);
+  EXPECT_DOUBLE_EQ(r.rerr_min, 0.1);
+  EXPECT_DOUBLE_EQ(r.rerr_max, 0.4);
+}
+
+TEST(BitErrorEval, RatesParseAsFractionsOrPercentages) {
+  EXPECT_EQ(eval::parse_rates("0.01%,0.1%,1%"), (std::vector<double>{0.0001, 0.001, 0.01}));
+  EXPECT_EQ(eval::parse_rates("0.001, 0.5,1"), (std::vector<double>{0.001, 0.5, 1.0}));
+  EXPECT_THROW(eval::parse_rates("2"), Error);
+  EXPECT_THROW(eval::parse_rates("-0.1"), Error);
+  EXPECT_THROW(eval::parse_rates("150%"), Error);
+  EXPECT_THROW(eval::parse_rates("abc"), Error);
+  EXPECT_THROW(eval::parse_rates("0.1,,0.2"), Error);
+  EXPECT_THROW(eval::parse_rates(""), Error);
+}
+
+TEST(BitErrorEval, BadOptionsAreErrors) {
+  auto& t = trained();
+  auto o = options({0.01}, 0);
+  EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
+  o = options({0.01});
+  o.error_model = "cosmic";
+  EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
+  o = options({1.5});
+  EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
+}
+
+TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
+  auto& t = trained();
+  const auto o = options({0.0, 0.01}, 3);
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, o);
+  report::SweepContext ctx;
+  ctx.scheme = t.q.scheme.to_string();
+  ctx.error_model = "random";
+  ctx.model_name = "mlp";
+  const auto j = report::sweep_to_json(r, o, ctx);
+  EXPECT_NO_THROW(report::validate_sweep_json(j, "test"));
+  EXPECT_EQ(j["patterns"], 3);
+  EXPECT_EQ(j["results"][1]["per_pattern"].size(), 3u);
+  auto broken = j;
+  broken.erase("clean_error");
+  EXPECT_THROW(report::validate_sweep_json(broken, "test"), Error);
+  broken = j;
+  broken["results"][0]["rerr_mean"] = 1.5;
+  EXPECT_THROW(report::validate_sweep_json(broken, "test"), Error);
+  const std::string svg = report::rerr_plot_svg({j, j}, "t");
+  EXPECT_NE(svg.find("<svg"), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(report::sweep_csv(j).find("rate,pattern,seed,rerr,perturbed_error"), std::string::npos);
+}
