@@ -4,10 +4,14 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <unistd.h>
+
 #include <cstdio>
-#include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bitrobust/bits/bitops.h"
 #include "bitrobust/bits/pattern.h"
@@ -35,19 +39,31 @@ at::Tensor random_codes(at::IntArrayRef shape, int bits, at::ScalarType dtype, u
   return at::randint(0, int64_t{1} << bits, shape, gen, at::kLong).to(dtype);
 }
 
+// A scratch directory removed with its files at the end of the test. Plain POSIX rather than
+// std::filesystem: a test binary linked against the pip LibTorch (2.11) resolved
+// std::filesystem::remove_all to a copy inside libtorch.so that crashed.
 class TempDir {
  public:
   TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("bitrobust_pattern_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(path_);
+    std::string pattern = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : std::string("/tmp")) +
+                          "/bitrobust_pattern_test_XXXXXX";
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    if (mkdtemp(buffer.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = buffer.data();
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  ~TempDir() {
+    for (const auto& f : files_) std::remove(f.c_str());
+    rmdir(path_.c_str());
+  }
+  std::string file(const std::string& name) {
+    files_.push_back(path_ + "/" + name);
+    return files_.back();
+  }
 
  private:
-  std::filesystem::path path_;
+  std::string path_;
+  std::vector<std::string> files_;
 };
 
 std::vector<ParamSpec> small_specs() {

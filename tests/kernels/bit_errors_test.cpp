@@ -201,6 +201,35 @@ TEST(BitErrorKernel, InPlaceEqualsOutOfPlace) {
   EXPECT_TRUE(codes == out);
 }
 
+TEST(BitErrorKernel, ChunkKeysAreMakeKeyOfSeedParamChunk) {
+  for (uint64_t seed : {0ull, 1ull, 123456789ull}) {
+    for (int64_t param : {0, 1, 53}) {
+      for (int64_t chunk : {0, 1, 21477}) {
+        EXPECT_EQ(chunk_key(param_key_prefix(seed, param), chunk), make_key(seed, param, chunk));
+      }
+    }
+  }
+}
+
+TEST(BitErrorKernel, EmptyChunkShortcutNeverChangesTheResult) {
+  // NOTE [Empty chunk shortcut]: the same codes with the shortcut disabled (v_max = 0).
+  const auto clean = random_codes<uint8_t>(1 << 20, 8, 12);
+  for (double p : {1e-12, 1e-9, 1e-6, 1e-4, 1e-2, 0.3, 1.0}) {
+    for (int bits : {1, 8}) {
+      BitErrorParams with = symmetric(bits, p), without = with;
+      without.empty_chunk_v_max = 0.0;
+      if (p < 1.0) EXPECT_GT(with.empty_chunk_v_max, 0.0);
+      std::vector<uint8_t> a, b;
+      EXPECT_EQ(inject(clean, a, with, 3, 1), inject(clean, b, without, 3, 1)) << p;
+      EXPECT_TRUE(a == b) << "p=" << p;
+    }
+  }
+  // The cut is below the exact probability (1-p)^n that a chunk is empty, and close to it.
+  const double p = 1e-4, n = 2048;
+  EXPECT_LT(symmetric(8, p).empty_chunk_v_max, std::pow(1 - p, n));
+  EXPECT_GT(symmetric(8, p).empty_chunk_v_max, std::pow(1 - p, n) * (1 - 1e-8));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Nesting and bit ranges
 

@@ -19,7 +19,14 @@
 //     chunk's bits (ranks of iid uniforms are a uniform permutation, independent of the values): we
 //     draw uniformly among the not-yet-chosen bits by rejection, remembering chosen bits in a small
 //     list that turns into a bitmap when it fills up.
-// Cost: one Philox block and one det_log per selected bit, plus one per chunk: O(p * bits) + O(chunks).
+// Cost: one Philox block and one det_log per selected bit, plus one Philox block per chunk (NOTE
+// [Empty chunk shortcut]): O(p * bits) + O(chunks).
+//
+// NOTE [Empty chunk shortcut]: at low rates most chunks select nothing: S_1 = -log(V_0)/n >= T.
+// The host computes v_max = exp(-(n T (1 + 1e-9) + 1e-12)) (make_bit_error_params); V_0 <= v_max
+// implies -det_log(V_0)/n >= T whatever the last-bit rounding of det_log, the division and exp, so
+// such a chunk is skipped without the logarithm, with the same result as the full computation. The
+// cut is a host-computed double passed to both devices, and only ever skips provably empty chunks.
 //
 // Random numbers: Philox key = make_key(seed, param_index, chunk_index). Order statistic j (0-based)
 // uses counter (lo = j, hi = 0): words 0,1 give V_j, words 2,3 the first two position attempts;
@@ -57,6 +64,9 @@ struct BitErrorParams {
   int32_t bit_count = 0;       ///< positions bit_lo .. bit_lo + bit_count - 1; 0: no errors
   double threshold_0to1 = 0;   ///< a selected bit holding 0 becomes 1 when S < threshold_0to1
   double threshold_1to0 = 0;   ///< a selected bit holding 1 becomes 0 when S < threshold_1to0
+  /// A chunk whose first uniform V_0 is <= this selects no bit (0: always run the sampler). A pure
+  /// shortcut that never changes the result; see NOTE [Empty chunk shortcut].
+  double empty_chunk_v_max = 0;
 
   BR_HOST_DEVICE double threshold_max() const {
     return threshold_0to1 > threshold_1to0 ? threshold_0to1 : threshold_1to0;
@@ -69,22 +79,26 @@ struct BitErrorParams {
   }
 };
 
-/// Chosen bits of one chunk: a short list (no clearing cost when few bits are selected), then a
-/// bitmap of kMaxWords 64-bit words once the list is full.
-template <int kMaxWords>
+/// Chosen bits of one chunk: a list of up to kListSize bits (no clearing cost when few bits are
+/// selected: used on CUDA, where the bitmap lives in local memory), then a bitmap of kMaxWords
+/// 64-bit words. kListSize = 0: bitmap from the start (used on the CPU, where clearing it is cheap).
+template <int kMaxWords, int kListSize>
 struct ChosenBits {
-  static constexpr int kListSize = 16;
   int count = 0;
   int num_words;
-  bool use_bitmap = false;
-  uint16_t list[kListSize];
+  bool use_bitmap;
+  uint16_t list[kListSize > 0 ? kListSize : 1];
   uint64_t words[kMaxWords];
 
-  BR_HOST_DEVICE explicit ChosenBits(int n_words) : num_words(n_words) {}
+  BR_HOST_DEVICE explicit ChosenBits(int n_words) : num_words(n_words), use_bitmap(kListSize == 0) {
+    if (kListSize == 0) {
+      for (int w = 0; w < num_words; ++w) words[w] = 0;
+    }
+  }
 
   /// Returns false if b was already chosen.
   BR_HOST_DEVICE bool insert(uint32_t b) {
-    if (!use_bitmap) {
+    if (kListSize > 0 && !use_bitmap) {
       for (int i = 0; i < count; ++i) {
         if (list[i] == b) return false;
       }
@@ -109,38 +123,77 @@ BR_HOST_DEVICE constexpr int chunk_bitmap_words(int container_bits) {
   return static_cast<int>(kChunkElements) * container_bits / 64;
 }
 
-/// Calls visit(element_in_chunk, bit_position, s) for each selected bit of one chunk, in increasing
-/// order of s, for all s < params.threshold_max(). kMaxWords must be >= chunk_bitmap_words(bit_count).
-/// See NOTE [Bit error sampling].
-template <int kMaxWords, typename Visit>
-BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t seed,
-                                          int64_t param_index, int64_t chunk_index, Visit&& visit) {
+/// make_key(seed, param_index, chunk) == chunk_key(param_key_prefix(seed, param_index), chunk): the
+/// prefix is computed once per tensor.
+BR_HOST_DEVICE uint64_t param_key_prefix(uint64_t seed, int64_t param_index) {
+  return mix64(mix64(seed) ^ static_cast<uint64_t>(param_index));
+}
+BR_HOST_DEVICE uint64_t chunk_key(uint64_t prefix, int64_t chunk_index) {
+  return mix64(prefix ^ static_cast<uint64_t>(chunk_index));
+}
+
+/// V_0, the first uniform of a chunk; V_0 <= params.empty_chunk_v_max means the chunk is empty.
+BR_HOST_DEVICE double first_chunk_uniform(uint64_t key) {
+  const Philox4x32 r = philox4x32(0, 0, key);
+  return uniform_open01(r.v[0], r.v[1]);
+}
+
+/// Calls visit(element_in_chunk, bit_position, s) for each selected bit of the chunk with Philox key
+/// `key` (chunk_key(...)), in increasing order of s, for all s < params.threshold_max().
+/// kMaxWords must be >= chunk_bitmap_words(bit_count); kListSize: see ChosenBits (no effect on
+/// the result). See NOTE [Bit error sampling].
+///
+/// The exponential spacings are computed kBatch at a time (independent work that pipelines well),
+/// then consumed in order; how many are computed ahead never changes the result, since each
+/// spacing depends only on (key, j) and the sum is accumulated in the same order.
+template <int kMaxWords, int kListSize = 16, typename Visit>
+BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t key, Visit&& visit) {
+  constexpr uint32_t kBatch = 4;
   const double t_max = params.threshold_max();
   if (!(params.bit_count > 0 && t_max > 0.0)) return;
-  const uint64_t key = make_key(seed, static_cast<uint64_t>(param_index),
-                                static_cast<uint64_t>(chunk_index));
   const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
-  ChosenBits<kMaxWords> chosen(static_cast<int>(n >> 6));
+  // About n * t_max bits are selected (fewer at high rates): compute ahead no further than that.
+  const double expected = static_cast<double>(n) * t_max;
+  ChosenBits<kMaxWords, kListSize> chosen(static_cast<int>(n >> 6));
   double s = 0.0;
-  for (uint32_t j = 0; j < n; ++j) {
-    Philox4x32 r = philox4x32(j, 0, key);
-    const double v = uniform_open01(r.v[0], r.v[1]);
-    s -= det_log(v) / static_cast<double>(n - j);
-    if (!(s < t_max)) break;
-    uint32_t b;
-    uint64_t round = 0;
-    int word = 2;
-    for (;;) {
-      b = uniform_below(r.v[word], n);
-      if (chosen.insert(b)) break;
-      if (++word == 4) {
-        r = philox4x32(j, ++round, key);
-        word = 0;
-      }
+  for (uint32_t j = 0; j < n;) {
+    uint32_t batch = kBatch;
+    if (expected < static_cast<double>(j + kBatch)) batch = expected > static_cast<double>(j) ? 2 : 1;
+    if (batch > n - j) batch = n - j;
+    Philox4x32 draws[kBatch];
+    double spacings[kBatch];
+    for (uint32_t i = 0; i < batch; ++i) {
+      draws[i] = philox4x32(j + i, 0, key);
+      const double v = uniform_open01(draws[i].v[0], draws[i].v[1]);
+      if (j + i == 0 && v <= params.empty_chunk_v_max) return;  // NOTE [Empty chunk shortcut]
+      spacings[i] = det_log(v) / static_cast<double>(n - j - i);
     }
-    visit(static_cast<int32_t>(b & (kChunkElements - 1)),
-          params.bit_lo + static_cast<int32_t>(b >> kChunkShift), s);
+    for (uint32_t i = 0; i < batch; ++i, ++j) {
+      s -= spacings[i];
+      if (!(s < t_max)) return;
+      Philox4x32 r = draws[i];
+      uint32_t b;
+      uint64_t round = 0;
+      int word = 2;
+      for (;;) {
+        b = uniform_below(r.v[word], n);
+        if (chosen.insert(b)) break;
+        if (++word == 4) {
+          r = philox4x32(j, ++round, key);
+          word = 0;
+        }
+      }
+      visit(static_cast<int32_t>(b & (kChunkElements - 1)),
+            params.bit_lo + static_cast<int32_t>(b >> kChunkShift), s);
+    }
   }
+}
+
+/// The same for chunk `chunk_index` of parameter `param_index` under `seed`.
+template <int kMaxWords, int kListSize = 16, typename Visit>
+BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t seed, int64_t param_index,
+                                          int64_t chunk_index, Visit&& visit) {
+  for_each_selected_bit<kMaxWords, kListSize>(params, chunk_key(param_key_prefix(seed, param_index), chunk_index), visit);
 }
 
 }  // namespace bitrobust::bits
