@@ -20,7 +20,9 @@ export LD_LIBRARY_PATH=$D/lib/x86_64-linux-gnu:$TORCH_LIB:${LD_LIBRARY_PATH:-}
 export BITROBUST_DATA=${BITROBUST_DATA:-$ROOT/.stage-data}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 build-gpu/bitrobust_kernel_tests --gtest_brief=1 2>&1 | tail -3
+build-gpu/bitrobust_tests --gtest_filter="*Cuda*:*CUDA*" 2>&1 | grep -E "OK \\]|FAILED|SKIPPED|PASSED|tests ran"
 build-gpu/bitrobust_tests --gtest_brief=1 2>&1 | tail -25
+[[ ${1:-} == tests ]] && exit 0
 B=build-gpu/bitrobust
 mkdir -p runs/gpu
 time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --out runs/gpu/f.pt --quiet

@@ -2,6 +2,10 @@
 // Helpers shared by tests: temporary folders and small synthetic data sets.
 #include <ATen/ATen.h>
 
+#include <ftw.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <string>
 
@@ -10,6 +14,13 @@
 
 namespace bitrobust::test_util {
 
+/// Removes a folder tree with POSIX calls. (std::filesystem::remove_all crashed in a build against
+/// the pip LibTorch, whose libtorch.so carries its own copy of that function.)
+inline void remove_tree(const std::string& path) {
+  nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return std::remove(p); }, 16,
+       FTW_DEPTH | FTW_PHYS);
+}
+
 /// A fresh temporary folder, removed when the object goes out of scope.
 class TempDir {
  public:
@@ -17,10 +28,10 @@ class TempDir {
     static int counter = 0;
     path_ = std::filesystem::temp_directory_path() /
             ("bitrobust_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
+    remove_tree(path_.string());
     std::filesystem::create_directories(path_);
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
+  ~TempDir() { remove_tree(path_.string()); }
   std::string file(const std::string& name) const { return (path_ / name).string(); }
   const std::filesystem::path& path() const { return path_; }
 

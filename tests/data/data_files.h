@@ -1,4 +1,5 @@
 #pragma once
+#include "test_util.h"
 // Test helpers: a temporary folder and writers for small IDX and CIFAR-10 files (raw or gzip).
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -27,10 +28,7 @@ class TempDir {
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
+  ~TempDir() { bitrobust::test_util::remove_tree(path_.string()); }
   /// The path of `name` inside the folder (as a string).
   std::string operator/(const std::string& name) const { return (path_ / name).string(); }
   std::string path() const { return path_.string(); }
