@@ -139,7 +139,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       // On the CPU reading the loss costs nothing, so every step is checked; on a GPU that would
       // synchronise each step, so the check runs with the progress updates (see below).
       if (device.is_cpu()) check_finite(loss.item<double>(), epoch, b);
-      if (hooks.after_backward) hooks.after_backward(loss);
+      if (hooks.after_backward) hooks.after_backward(loss, x, y);
       if (hooks.before_step) hooks.before_step();
       optimizer.step();
       if (hooks.after_step) hooks.after_step();

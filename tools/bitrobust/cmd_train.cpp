@@ -9,6 +9,8 @@
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/report/output.h"
 #include "bitrobust/quant/model_quantization.h"
+#include "bitrobust/eval/bit_error_eval.h"
+#include "bitrobust/train/randbet.h"
 #include "bitrobust/train/trainer.h"
 #include "commands.h"
 
@@ -25,6 +27,8 @@ struct TrainCommand {
   bool no_augment = false;
   int64_t eval_batch = 500;
   QuantOptions quant;
+  std::string randbet;
+  train::RandBETOptions randbet_options;
 };
 }  // namespace
 
@@ -50,6 +54,13 @@ Runner register_train(CLI::App& app) {
   sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
   sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (for timing)");
   add_quant_options(*sub, cmd->quant);
+  sub->add_option("--randbet", cmd->randbet,
+                  "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");
+  sub->add_option("--randbet-start", cmd->randbet_options.start_loss,
+                  "curriculum: inject errors once the clean loss is below this")->capture_default_str();
+  sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")->capture_default_str();
+  sub->add_option("--randbet-error-model", cmd->randbet_options.error_model,
+                  "error model of the training patterns (as eval's --error-model)")->capture_default_str();
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     data::Dataset train_set = load_data(cmd->data, "train", device);
@@ -64,12 +75,23 @@ Runner register_train(CLI::App& app) {
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
 
     const bool quantized = cmd->quant.requested();
+    const bool randbet = !cmd->randbet.empty();
+    if (randbet) {
+      BR_CHECK(quantized, "--randbet needs quantization-aware training: add --scheme/--bits (e.g. --scheme rquant --bits 8)");
+      const std::vector<double> rate = eval::parse_rates(cmd->randbet);
+      BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
+      cmd->randbet_options.rate = rate[0];
+      for (auto& c : cmd->randbet_options.error_model) if (c == '-') c = '_';
+      cmd->randbet_options.seed = cmd->options.seed;
+      cmd->randbet_options.validate();
+    }
     quant::QuantScheme scheme;
     if (quantized) scheme = cmd->quant.build_scheme();
 
     torch::manual_seed(cmd->options.seed);
     auto net = models::build_model(cmd->spec);
     std::unique_ptr<quant::QuantAwareTraining> qat;
+    std::unique_ptr<train::RandomBitErrorTraining> rbet;
     train::StepHooks hooks;
     if (quantized) {
       qat = std::make_unique<quant::QuantAwareTraining>(*net, scheme, cmd->quant.selector());
@@ -78,6 +100,15 @@ Runner register_train(CLI::App& app) {
       hooks.before_step = [&]() { qat->restore_float_weights(); };
       hooks.after_step = [&]() { qat->clip_weights(); };
       std::fprintf(stderr, "quantization-aware training, scheme %s\n", scheme.to_string().c_str());
+      if (randbet) {
+        rbet = std::make_unique<train::RandomBitErrorTraining>(*net, *qat, cmd->randbet_options);
+        hooks.after_backward = [&](const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
+          rbet->after_backward(loss, x, y);
+        };
+        std::fprintf(stderr, "random bit error training: %s at p = %g, %s, from loss < %g\n",
+                     cmd->randbet_options.error_model.c_str(), cmd->randbet_options.rate,
+                     cmd->randbet_options.mode.c_str(), cmd->randbet_options.start_loss);
+      }
     }
     std::fprintf(stderr, "training %s (%s, %lld parameters) on %s (%lld images), seed %llu, %s\n",
                  cmd->spec.arch.c_str(), cmd->spec.norm.c_str(),
@@ -111,6 +142,13 @@ Runner register_train(CLI::App& app) {
                  {"train_seconds", result.seconds},
                  {"train_images_per_second", result.images_per_second}};
     if (q) quant::store_in_model_file(*q, file);
+    if (rbet) {
+      file.meta["randbet"] = {{"rate", cmd->randbet_options.rate},
+                              {"start_loss", cmd->randbet_options.start_loss},
+                              {"mode", cmd->randbet_options.mode},
+                              {"error_model", cmd->randbet_options.error_model},
+                              {"perturbed_steps", rbet->perturbed_steps()}};
+    }
     io::save_model_file(cmd->out, file);
     std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
                 100 * test.error, test_set.name.c_str(), test_set.split.c_str(),

@@ -59,6 +59,8 @@ class QuantAwareTraining {
   const std::vector<std::string>& names() const { return names_; }
   const std::vector<at::Tensor>& params() const { return params_; }
   const QuantScheme& scheme() const { return scheme_; }
+  /// The float master weights saved by use_quantized_weights().
+  const std::vector<at::Tensor>& master_weights() const { return masters_; }
 
  private:
   QuantScheme scheme_;

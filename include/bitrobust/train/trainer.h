@@ -32,9 +32,9 @@ struct TrainOptions {
 struct StepHooks {
   /// Called before the forward pass: e.g. replace weights by their quantized values.
   std::function<void()> before_forward;
-  /// Called after the clean backward pass with the clean loss; may run extra passes and
-  /// rewrite the gradients (RandBET).
-  std::function<void(const at::Tensor& loss)> after_backward;
+  /// Called after the clean backward pass with the clean loss and the batch; may run extra
+  /// passes and rewrite the gradients (RandBET).
+  std::function<void(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y)> after_backward;
   /// Called after the optimizer step: e.g. restore nothing, clip weights.
   std::function<void()> after_step;
   /// Called right before the optimizer step, after after_backward: restore float weights.

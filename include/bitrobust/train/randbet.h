@@ -1,0 +1,54 @@
+#pragma once
+// Random bit error training (RandBET): besides the clean quantized forward/backward pass, each
+// step runs one with a fresh random bit error pattern injected into the quantized weights; the
+// perturbed gradient is clamped elementwise and averaged with the clean one.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bitrobust/bits/bit_errors.h"
+#include "bitrobust/models/models.h"
+#include "bitrobust/quant/model_quantization.h"
+
+namespace bitrobust::train {
+
+struct RandBETOptions {
+  double rate = 0.01;                  ///< bit error rate of the training patterns, in [0, 1]
+  double start_loss = 1.75;            ///< curriculum: errors start once the clean loss is below this
+  std::string mode = "average";        ///< average | alternate (a clean step, then a perturbed step)
+  std::string error_model = "random";  ///< as in `bitrobust eval`
+  double gradient_clamp = 0.05;        ///< perturbed gradients are clamped to ±this
+  uint64_t seed = 1;                   ///< training seed; see NOTE [Training patterns]
+  void validate() const;
+};
+
+class RandomBitErrorTraining {
+ public:
+  /// `qat` provides the float master weights and the scheme; errors hit its quantized parameters.
+  RandomBitErrorTraining(models::Classifier& net, quant::QuantAwareTraining& qat, const RandBETOptions& options);
+
+  /// The StepHooks::after_backward of a RandBET run: the network holds the quantized weights and the
+  /// clean gradients. Leaves the perturbed weights in place (QAT restores the float ones next).
+  void after_backward(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y);
+
+  bool active() const { return active_; }
+  int64_t perturbed_steps() const { return perturbed_steps_; }
+  /// The pattern seed of training step `step`: never one of the small evaluation seeds.
+  uint64_t pattern_seed(int64_t step) const;
+
+ private:
+  models::Classifier& net_;
+  quant::QuantAwareTraining& qat_;
+  RandBETOptions options_;
+  bits::ErrorModel error_model_;
+  std::vector<at::Tensor> all_params_;
+  std::vector<at::Tensor> clean_grads_;
+  bool active_ = false;
+  int64_t step_ = 0;
+  int64_t active_steps_ = 0;
+  int64_t perturbed_steps_ = 0;
+};
+
+}  // namespace bitrobust::train

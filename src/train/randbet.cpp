@@ -1,0 +1,98 @@
+#include "bitrobust/train/randbet.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/common/philox.h"
+
+namespace bitrobust::train {
+
+// NOTE [Training patterns]: RandBET draws a fresh pattern every step with the seed
+// 2^63 | make_key(seed, "RANDBET", step) & (2^63 - 1). Evaluation seeds are small user-chosen
+// integers (the reference uses 100..149), so training never sees an evaluation pattern.
+
+void RandBETOptions::validate() const {
+  BR_CHECK(std::isfinite(rate) && rate >= 0 && rate <= 1, "--randbet: bit error rate ", rate,
+           " is outside [0, 1]");
+  BR_CHECK(std::isfinite(start_loss) && start_loss > 0, "--randbet-start must be a loss > 0, got ", start_loss);
+  BR_CHECK(mode == "average" || mode == "alternate", "--randbet-mode must be average or alternate, got '", mode, "'");
+  BR_CHECK(gradient_clamp > 0, "RandBET gradient clamp must be > 0");
+  bits::ErrorModel::parse(error_model, rate).validate();
+}
+
+RandomBitErrorTraining::RandomBitErrorTraining(models::Classifier& net, quant::QuantAwareTraining& qat,
+                                               const RandBETOptions& options)
+    : net_(net), qat_(qat), options_(options) {
+  options_.validate();
+  error_model_ = bits::ErrorModel::parse(options_.error_model, options_.rate);
+  all_params_ = net_.parameters();
+}
+
+uint64_t RandomBitErrorTraining::pattern_seed(int64_t step) const {
+  return (uint64_t{1} << 63) | (make_key(options_.seed, 0x52414E44424554ull, static_cast<uint64_t>(step)) >> 1);
+}
+
+void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
+  const int64_t step = step_++;
+  if (!active_) {
+    // The curriculum: once the network has learned something it sees bit errors, for good.
+    if (loss.item<double>() >= options_.start_loss) return;
+    active_ = true;
+  }
+  const bool alternate = options_.mode == "alternate";
+  const bool perturbed_step = !alternate || (active_steps_ % 2 == 1);
+  ++active_steps_;
+  if (!perturbed_step) return;
+  ++perturbed_steps_;
+
+  torch::NoGradGuard no_grad;
+  // Codes of the current float weights (ranges recomputed, as in the clean quantized pass).
+  const auto& names = qat_.names();
+  const auto& params = qat_.params();
+  const auto& masters = qat_.master_weights();
+  std::vector<quant::QuantizedTensor> quantized;
+  std::vector<bits::CodeTensor> codes;
+  quantized.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    quantized.push_back(quant::quantize(masters[i], qat_.scheme(), names[i]));
+    bits::CodeTensor c;
+    c.name = names[i];
+    c.clean = quantized.back().codes;
+    c.out = at::empty_like(c.clean);
+    c.bits = quantized.back().format.bits;
+    c.param_index = static_cast<int64_t>(i);
+    codes.push_back(c);
+  }
+  bits::inject_bit_errors(codes, error_model_, pattern_seed(step));
+  for (size_t i = 0; i < params.size(); ++i) {
+    quantized[i].codes = codes[i].out;
+    at::Tensor p = params[i];
+    quant::dequantize_into(quantized[i], p);
+  }
+  if (clean_grads_.size() != all_params_.size()) {
+    clean_grads_.clear();
+    for (auto& p : all_params_) clean_grads_.push_back(at::zeros_like(p));
+  }
+  for (size_t i = 0; i < all_params_.size(); ++i) {
+    const at::Tensor& g = all_params_[i].grad();
+    if (g.defined()) clean_grads_[i].copy_(g); else clean_grads_[i].zero_();
+    if (g.defined()) all_params_[i].mutable_grad().zero_();
+  }
+  {
+    at::AutoGradMode enable_grad(true);
+    const at::Tensor perturbed_loss = at::cross_entropy_loss(net_.forward(x), y);
+    perturbed_loss.backward();
+  }
+  const double c = options_.gradient_clamp;
+  for (size_t i = 0; i < all_params_.size(); ++i) {
+    at::Tensor g = all_params_[i].mutable_grad();
+    if (!g.defined()) continue;
+    g.clamp_(-c, c);
+    if (!alternate) g.add_(clean_grads_[i]).mul_(0.5);
+  }
+}
+
+}  // namespace bitrobust::train
