@@ -4,15 +4,15 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-300}  # timed after 10 warm-up steps on both sides
 tmp=$(mktemp -d)
 for round in 1 2 3; do
   /usr/bin/python3 "$ROOT/scripts/bench_pytorch_lenet.py" --steps "$STEPS" --threads 2
   "$BIN" train --dataset fashion-mnist --model lenet --epochs 1 --max-steps "$STEPS" --threads 2 --quiet \
     --out "$tmp/f.pt" --json "$tmp/f.json" >/dev/null 2>&1
-  python3 -c "import json;j=json.load(open('$tmp/f.json'));print(f\"bitrobust float lenet: {j['train_images_per_second']:.0f} images/s\")"
+  python3 -c "import json;j=json.load(open('$tmp/f.json'));print(f\"bitrobust float lenet: {j['train_steady_images_per_second']:.0f} images/s\")"
   "$BIN" train --dataset fashion-mnist --model lenet --epochs 1 --max-steps "$STEPS" --threads 2 --quiet \
     --scheme rquant --bits 8 --out "$tmp/q.pt" --json "$tmp/q.json" >/dev/null 2>&1
-  python3 -c "import json;j=json.load(open('$tmp/q.json'));print(f\"bitrobust QAT rquant8 lenet: {j['train_images_per_second']:.0f} images/s\")"
+  python3 -c "import json;j=json.load(open('$tmp/q.json'));print(f\"bitrobust QAT rquant8 lenet: {j['train_steady_images_per_second']:.0f} images/s\")"
 done
 rm -rf "$tmp"

@@ -112,6 +112,9 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   result.steps = state.steps;
   const auto start = std::chrono::steady_clock::now();
   int64_t images_seen = 0;
+  constexpr int64_t kWarmupSteps = 10;
+  int64_t steps_this_call = 0, images_after_warmup = 0;
+  auto warm_time = start;
   for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
     net.train();
     const std::vector<int64_t> order = data::shuffled_indices(n, options.seed, epoch);
@@ -147,6 +150,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       wrong_sum += logits.argmax(1).ne(y).sum();
       epoch_images += end - begin;
       ++result.steps;
+      if (++steps_this_call == kWarmupSteps) warm_time = std::chrono::steady_clock::now();
+      if (steps_this_call > kWarmupSteps) images_after_warmup += end - begin;
       if (bar.due(b + 1)) {
         const double mean_loss = loss_sum.item<double>() / epoch_images;
         check_finite(mean_loss, epoch, b);
@@ -167,6 +172,9 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.images_per_second = images_seen / std::max(result.seconds, 1e-9);
+  const double steady = std::chrono::duration<double>(std::chrono::steady_clock::now() - warm_time).count();
+  result.steady_images_per_second =
+      images_after_warmup > 0 ? images_after_warmup / std::max(steady, 1e-9) : result.images_per_second;
   return result;
 }
 

@@ -140,7 +140,8 @@ Runner register_train(CLI::App& app) {
                  {"test_error", test.error},
                  {"float_test_error", float_error},
                  {"train_seconds", result.seconds},
-                 {"train_images_per_second", result.images_per_second}};
+                 {"train_images_per_second", result.images_per_second},
+                 {"train_steady_images_per_second", result.steady_images_per_second}};
     if (q) quant::store_in_model_file(*q, file);
     if (rbet) {
       file.meta["randbet"] = {{"rate", cmd->randbet_options.rate},

@@ -48,6 +48,9 @@ struct TrainResult {
   double final_train_error = 0; ///< training error of the last epoch (on augmented batches)
   double seconds = 0;           ///< wall time of the epochs run in this call
   double images_per_second = 0;
+  /// Throughput after the first 10 steps of this call (excludes one-time warm-up: allocator,
+  /// oneDNN primitive creation); equals images_per_second when there were fewer steps.
+  double steady_images_per_second = 0;
 };
 
 /// Trains `net` in place on `train_set`. Throws bitrobust::Error if the loss becomes NaN (naming
