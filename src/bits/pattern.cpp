@@ -1,5 +1,6 @@
 // Explicit bit error patterns: draw, save, load, replay. File format: docs/bit_errors.md.
 #include "bitrobust/bits/pattern.h"
+#include "bitrobust/report/output.h"
 
 #include <ATen/ATen.h>
 
@@ -97,8 +98,8 @@ void save_pattern(const std::string& path, const BitPattern& pattern) {
     BR_CHECK(p.name.find_first_of(" \t\r\n") == std::string::npos, "save_pattern: parameter name '", p.name,
              "' contains whitespace");
   }
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  BR_CHECK(out.good(), "save_pattern: cannot open '", path, "' for writing");
+  // Built in memory and written atomically (temporary file, then rename).
+  std::ostringstream out;
   out << kMagic << " " << kVersion << "\n";
   out << "seed " << pattern.seed << "\n";
   out << "model " << pattern.model.name() << "\n";
@@ -124,8 +125,7 @@ void save_pattern(const std::string& path, const BitPattern& pattern) {
     out << line;
   }
   out << "end\n";
-  out.close();
-  BR_CHECK(!out.fail(), "save_pattern: error while writing '", path, "'");
+  report::write_text_atomic(path, out.str());
 }
 
 namespace {

@@ -161,4 +161,48 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   return sweep;
 }
 
+std::vector<bits::ParamSpec> param_specs(const quant::QuantizedModel& q) {
+  std::vector<bits::ParamSpec> specs;
+  for (size_t i = 0; i < q.tensors.size(); ++i) {
+    bits::ParamSpec s;
+    s.name = q.names[i];
+    s.shape = q.tensors[i].codes.sizes().vec();
+    s.bits = q.tensors[i].format.bits;
+    specs.push_back(s);
+  }
+  return specs;
+}
+
+PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
+                               const bits::BitPattern& pattern, int64_t batch_size) {
+  bits::check_pattern_fits(pattern, param_specs(q));
+  torch::NoGradGuard no_grad;
+  q.load_clean_weights();
+  const EvalResult clean = evaluate(net, test, batch_size);
+  std::vector<bits::CodeTensor> codes;
+  for (size_t i = 0; i < q.tensors.size(); ++i) {
+    bits::CodeTensor c;
+    c.name = q.names[i];
+    c.clean = q.tensors[i].codes.contiguous();
+    c.out = at::empty_like(c.clean);
+    c.bits = q.tensors[i].format.bits;
+    c.param_index = static_cast<int64_t>(i);
+    codes.push_back(c);
+  }
+  PatternResult r;
+  r.clean_error = clean.error;
+  r.bits_changed = bits::apply_pattern(pattern, codes);
+  for (size_t i = 0; i < q.tensors.size(); ++i) {
+    quant::QuantizedTensor t = q.tensors[i];
+    t.codes = codes[i].out;
+    at::Tensor param = q.params[i];
+    quant::dequantize_into(t, param);
+  }
+  const EvalResult pert = evaluate(net, test, batch_size);
+  r.perturbed_error = pert.error;
+  r.rerr = clean.correct.logical_not().logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();
+  q.load_clean_weights();
+  return r;
+}
+
 }  // namespace bitrobust::eval

@@ -19,8 +19,12 @@ struct EvalCommand {
   CommonOptions common;
   DataOptions data;
   eval::SweepOptions sweep;
-  std::string model, rates = "0.01%,0.1%,1%", csv, plot, name, split = "test";
+  std::string model, rates = "0.01%,0.1%,1%", csv, plot, name, split = "test", replay;
   int64_t limit = 0;
+};
+struct PatternCommand {
+  std::string model, rate, error_model = "random", layers, out;
+  uint64_t seed = 100;
 };
 struct CompareCommand {
   std::vector<std::string> files;
@@ -49,6 +53,7 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
   sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");
+  sub->add_option("--replay", cmd->replay, "evaluate exactly this saved pattern file (see `bitrobust pattern`)");
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     cmd->sweep.rates = eval::parse_rates(cmd->rates);
@@ -80,6 +85,28 @@ Runner register_eval(CLI::App& app) {
     auto named = file.net->named_parameters();
     for (size_t i = 0; i < qd.names.size(); ++i) qd.params[i] = named[qd.names[i]];
 
+    if (!cmd->replay.empty()) {
+      const bits::BitPattern pattern = bits::load_pattern(cmd->replay, eval::param_specs(qd));
+      const eval::PatternResult r = eval::evaluate_pattern(*file.net, qd, data, pattern, cmd->sweep.batch_size);
+      std::printf("pattern %s (%s, seed %llu, %zu selected bits, %lld changed): clean error %.2f%%, perturbed error "
+                  "%.2f%%, RErr %.2f%%\n",
+                  cmd->replay.c_str(), pattern.model.to_string().c_str(), static_cast<unsigned long long>(pattern.seed),
+                  pattern.flips.size(), static_cast<long long>(r.bits_changed), 100 * r.clean_error,
+                  100 * r.perturbed_error, 100 * r.rerr);
+      if (!cmd->common.json.empty()) {
+        report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
+                                                     {"pattern", cmd->replay},
+                                                     {"seed", pattern.seed},
+                                                     {"error_model", pattern.model.name()},
+                                                     {"rate", pattern.model.rate},
+                                                     {"clean_error", r.clean_error},
+                                                     {"perturbed_error", r.perturbed_error},
+                                                     {"rerr", r.rerr},
+                                                     {"bits_changed", r.bits_changed},
+                                                     {"versions", io::version_info()}});
+      }
+      return 0;
+    }
     const eval::SweepResult sweep = eval::run_sweep(*file.net, qd, data, cmd->sweep);
     report::SweepContext ctx;
     ctx.model = cmd->model;
@@ -101,6 +128,31 @@ Runner register_eval(CLI::App& app) {
     if (!cmd->common.json.empty()) report::write_json_atomic(cmd->common.json, j);
     if (!cmd->csv.empty()) report::write_text_atomic(cmd->csv, report::sweep_csv(j));
     if (!cmd->plot.empty()) report::write_text_atomic(cmd->plot, report::rerr_plot_svg({j}, "Bit error robustness"));
+    return 0;
+  };
+}
+
+Runner register_pattern(CLI::App& app) {
+  auto cmd = std::make_shared<PatternCommand>();
+  CLI::App* sub = app.add_subcommand("pattern", "save the bit error pattern of (seed, rate) for a model, for replay");
+  sub->add_option("--model", cmd->model, "quantized model file")->required();
+  sub->add_option("--rate", cmd->rate, "bit error rate (0.01 or 1%)")->required();
+  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->capture_default_str();
+  sub->add_option("--error-model", cmd->error_model, "as in eval")->capture_default_str();
+  sub->add_option("--layers", cmd->layers, "regular expression: only matching parameters");
+  sub->add_option("--out", cmd->out, "pattern file to write (format: docs/bit_errors.md)")->required();
+  return [cmd]() {
+    const std::vector<double> rate = eval::parse_rates(cmd->rate);
+    BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
+    for (auto& c : cmd->error_model) if (c == '-') c = '_';
+    io::ModelFile file = io::load_model_file(cmd->model);
+    const quant::QuantizedModel q = quant::load_from_model_file(file);
+    const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), bits::ErrorModel::parse(cmd->error_model, rate[0]),
+                                                        cmd->seed, bits::ParamSelector(cmd->layers));
+    bits::save_pattern(cmd->out, pattern);
+    std::printf("pattern of seed %llu at %s: %zu bits selected in %zu tensors; saved %s\n",
+                static_cast<unsigned long long>(cmd->seed), pattern.model.to_string().c_str(), pattern.flips.size(),
+                q.tensors.size(), cmd->out.c_str());
     return 0;
   };
 }

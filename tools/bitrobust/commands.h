@@ -64,5 +64,6 @@ Runner register_quantize(CLI::App& app);
 Runner register_export(CLI::App& app);
 Runner register_eval(CLI::App& app);
 Runner register_compare(CLI::App& app);
+Runner register_pattern(CLI::App& app);
 
 }  // namespace bitrobust::cli

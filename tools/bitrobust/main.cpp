@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   add(bitrobust::cli::register_export);
   add(bitrobust::cli::register_eval);
   add(bitrobust::cli::register_compare);
+  add(bitrobust::cli::register_pattern);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

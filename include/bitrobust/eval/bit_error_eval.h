@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bitrobust/bits/bit_errors.h"
+#include "bitrobust/bits/pattern.h"
 #include "bitrobust/data/dataset.h"
 #include "bitrobust/models/models.h"
 #include "bitrobust/quant/model_quantization.h"
@@ -47,6 +48,18 @@ struct SweepResult {
 /// codes during the run and hold the clean quantized weights afterwards.
 SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
                       const SweepOptions& options);
+
+/// The shapes and code widths of q's parameters, as bit error patterns describe a model.
+std::vector<bits::ParamSpec> param_specs(const quant::QuantizedModel& q);
+
+struct PatternResult {
+  double clean_error = 0, perturbed_error = 0, rerr = 0;
+  int64_t bits_changed = 0;
+};
+/// Evaluates one explicit pattern (e.g. loaded from a file): the replay of a sweep's (seed, rate).
+/// Throws bitrobust::Error if the pattern was not made for q's shapes and bit widths.
+PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
+                               const bits::BitPattern& pattern, int64_t batch_size);
 
 /// Mean, sample standard deviation, min, max and the 95% confidence interval of the mean.
 void summarize(RateResult& r);

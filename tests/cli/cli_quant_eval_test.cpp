@@ -1,0 +1,170 @@
+// The quantize / export / eval / pattern commands end to end on small models and Fashion-MNIST.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/io/model_file.h"
+#include "bitrobust/quant/model_quantization.h"
+#include "test_util.h"
+
+using namespace bitrobust;
+
+namespace {
+struct RunResult {
+  int status;
+  std::string output;
+};
+RunResult run(const std::string& args) {
+  const std::string command = std::string(BITROBUST_CLI_PATH) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  std::array<char, 4096> buf{};
+  while (pipe && fgets(buf.data(), buf.size(), pipe)) output += buf.data();
+  const int status = pipe ? pclose(pipe) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
+}
+void expect_failure(const std::string& args, const std::string& part) {
+  const RunResult r = run(args);
+  EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(part), std::string::npos) << args << "\n" << r.output;
+}
+bool fashion_mnist_available() {
+  try {
+    data::load_dataset({"fashion-mnist", "test", "", "holdout"});
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+/// A small float MLP for Fashion-MNIST written as a model file.
+std::string write_float_model(const test_util::TempDir& dir, int64_t classes = 10, bool nan = false) {
+  io::ModelFile f;
+  f.spec.arch = "mlp";
+  f.spec.norm = "none";
+  f.spec.units = {16};
+  f.spec.num_classes = classes;
+  torch::manual_seed(3);
+  f.net = models::build_model(f.spec);
+  if (nan) {
+    torch::NoGradGuard g;
+    f.net->named_parameters()["fc1.bias"][3] = std::numeric_limits<float>::quiet_NaN();
+  }
+  f.meta = {{"dataset", "fashion-mnist"}};
+  const std::string path = dir.file(nan ? "nan.pt" : "float" + std::to_string(classes) + ".pt");
+  io::save_model_file(path, f);
+  return path;
+}
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+}  // namespace
+
+class CliQuantEval : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fashion_mnist_available()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+  }
+  test_util::TempDir dir;
+};
+
+TEST_F(CliQuantEval, QuantizeExportReadsBackTheCodes) {
+  const std::string model = write_float_model(dir);
+  const std::string q = dir.file("q.pt");
+  const RunResult r = run("quantize --model " + model + " --scheme u6-sym-channel-round --out " + q + " --json " +
+                          dir.file("q.json"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("u6-sym-channel-round"), std::string::npos);
+  ASSERT_EQ(run("export --model " + q + " --out " + dir.file("codes")).status, 0);
+  const auto manifest = read_json(dir.file("codes/manifest.json"));
+  EXPECT_EQ(manifest["scheme"], "u6-sym-channel-round");
+  io::ModelFile file = io::load_model_file(q);
+  const auto qm = quant::load_from_model_file(file);
+  ASSERT_EQ(manifest["tensors"].size(), qm.tensors.size());
+  for (size_t i = 0; i < qm.tensors.size(); ++i) {
+    const auto& t = manifest["tensors"][i];
+    EXPECT_EQ(t["name"], qm.names[i]);
+    EXPECT_EQ(t["bits"], 6);
+    EXPECT_EQ(t["container"], "uint8");
+    EXPECT_EQ(t["channels"].get<int64_t>(), qm.tensors[i].channels);
+    std::ifstream in(dir.file("codes/" + t["file"].get<std::string>()), std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const at::Tensor codes = qm.tensors[i].codes.contiguous();
+    ASSERT_EQ(static_cast<int64_t>(bytes.size()), codes.numel());
+    EXPECT_EQ(std::memcmp(bytes.data(), codes.data_ptr(), bytes.size()), 0) << qm.names[i];
+    for (unsigned char b : bytes) ASSERT_LT(b, 64) << "bits above m are set";
+  }
+  // An existing folder is refused and left as it was; nothing half-written appears.
+  expect_failure("export --model " + q + " --out " + dir.file("codes"), "already exists");
+  expect_failure("export --model " + q + " --out " + dir.file("no/such/parent/codes"), "does not exist");
+  expect_failure("export --model " + model + " --out " + dir.file("codes2"), "not quantized");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("codes2")));
+}
+
+TEST_F(CliQuantEval, QuantizeRejectsNanWeightsAndBadSchemes) {
+  expect_failure("quantize --model " + write_float_model(dir, 10, true) + " --out " + dir.file("x.pt"), "fc1.bias");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.pt")));
+  const std::string model = write_float_model(dir);
+  expect_failure("quantize --model " + model + " --scheme u8-sym-planet-round --out " + dir.file("x.pt"), "range source");
+  EXPECT_NE(run("quantize --model " + model + " --bits 17 --out " + dir.file("x.pt")).status, 0);
+  EXPECT_NE(run("quantize --model " + model + " --clip -1 --out " + dir.file("x.pt")).status, 0);
+  expect_failure("quantize --model " + model + " --scheme u8-sym-tensor-round --bits 4 --out " + dir.file("x.pt"),
+                 "preset");
+}
+
+TEST_F(CliQuantEval, EvalValidatesItsArguments) {
+  const std::string q = dir.file("q.pt");
+  ASSERT_EQ(run("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
+  expect_failure("eval --model " + q + " --rates 1.5", "outside [0, 1]");
+  expect_failure("eval --model " + q + " --rates -1%", "outside [0, 1]");
+  expect_failure("eval --model " + q + " --patterns 0", "at least 1");
+  expect_failure("eval --model " + q + " --error-model cosmic", "unknown error model");
+  expect_failure("eval --model " + write_float_model(dir), "not quantized");
+  const std::string q4 = dir.file("q4.pt");
+  ASSERT_EQ(run("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + q4 +
+                " --dataset fashion-mnist")
+                .status,
+            1);  // 4 classes cannot be tested on a 10-class set
+}
+
+TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
+  const std::string q = dir.file("q.pt");
+  ASSERT_EQ(run("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q).status, 0);
+  const RunResult r = run("eval --model " + q + " --rates 0,0.5%,5% --patterns 3 --seed 7 --limit 300 --json " +
+                          dir.file("e.json") + " --csv " + dir.file("e.csv") + " --plot " + dir.file("e.svg") + " --quiet");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("clean error"), std::string::npos);
+  const auto j = read_json(dir.file("e.json"));
+  EXPECT_EQ(j["scheme"], "u4-asym-tensor-round");
+  EXPECT_EQ(j["seed"], 7);
+  EXPECT_EQ(j["results"][0]["rerr_mean"].get<double>(), j["clean_error"].get<double>());
+  EXPECT_TRUE(std::filesystem::exists(dir.file("e.svg")));
+  EXPECT_EQ(run("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg")).status, 0);
+  // The pattern of seed 8 (the second) at 5%, saved and replayed, gives the sweep's value exactly.
+  ASSERT_EQ(run("pattern --model " + q + " --rate 5% --seed 8 --out " + dir.file("p.txt")).status, 0);
+  ASSERT_EQ(run("eval --model " + q + " --limit 300 --replay " + dir.file("p.txt") + " --json " + dir.file("r.json")).status, 0);
+  const auto replay = read_json(dir.file("r.json"));
+  EXPECT_EQ(replay["rerr"].get<double>(), j["results"][2]["per_pattern"][1].get<double>());
+  EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
+  // A pattern for other shapes is refused.
+  const std::string other = dir.file("other.pt");
+  ASSERT_EQ(run("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + other +
+                " --dataset mnist --data-root " + dir.file("none"))
+                .status,
+            1);
+  std::ofstream(dir.file("bad.txt")) << "not a pattern\n";
+  expect_failure("eval --model " + q + " --limit 100 --replay " + dir.file("bad.txt"), "bad.txt");
+}
+
+TEST_F(CliQuantEval, TrainRejectsBadRobustTrainingOptions) {
+  const std::string out = " --dataset fashion-mnist --model mlp --epochs 1 --out " + dir.file("m.pt");
+  expect_failure("train --randbet 1%" + out, "needs quantization-aware training");
+  expect_failure("train --scheme rquant --randbet 2" + out, "outside [0, 1]");
+  expect_failure("train --scheme rquant --randbet 1% --randbet-mode sometimes" + out, "average or alternate");
+  EXPECT_NE(run("train --scheme rquant --clip 0" + out).status, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
+}
