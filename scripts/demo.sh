@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The built-in default of the main job: on Fashion-MNIST, train (or reuse) small LeNets —
-# 8-bit `normal`, and 8-bit `rquant` with weight clipping w_max = 0.1 — then measure their robust
+# 8-bit `normal`; 8-bit `rquant` with weight clipping w_max = 0.1; the same with random bit error
+# training at p = 1% (RandBET) — then measure their robust
 # test error at bit error rates 0.1%, 1% and 5% over 25 seeded patterns, print the tables and write
 # a comparison plot. Models and results go to runs/demo/ (delete it to start over).
 set -euo pipefail
@@ -20,8 +21,9 @@ train() {  # name, scheme options...
 }
 train normal8 --scheme normal --bits 8
 train rquant8_clip0.1 --scheme rquant --bits 8 --clip 0.1
+train rquant8_clip0.1_randbet1 --scheme rquant --bits 8 --clip 0.1 --randbet 1%
 results=()
-for name in normal8 rquant8_clip0.1; do
+for name in normal8 rquant8_clip0.1 rquant8_clip0.1_randbet1; do
   "$BIN" eval --model "$OUT/$name.pt" --rates 0.1%,1%,5% --patterns 25 --seed 100 --limit 5000 \
     --json "$OUT/$name.eval.json" --quiet
   results+=("$OUT/$name.eval.json")
