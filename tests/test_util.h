@@ -5,6 +5,9 @@
 #include <ftw.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -63,5 +66,23 @@ inline data::Dataset synthetic_dataset(int64_t n, int64_t classes = 4, int64_t h
   d.source = "synthetic";
   return d;
 }
+
+#ifdef BITROBUST_CLI_PATH
+struct CliResult {
+  int status;          ///< exit status, or 128 + signal
+  std::string output;  ///< stdout and stderr together
+};
+
+/// Runs the bitrobust executable with `args` (shell syntax).
+inline CliResult run_cli(const std::string& args) {
+  const std::string command = std::string(BITROBUST_CLI_PATH) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  std::array<char, 4096> buf{};
+  while (pipe && fgets(buf.data(), buf.size(), pipe)) output += buf.data();
+  const int status = pipe ? pclose(pipe) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
+}
+#endif
 
 }  // namespace bitrobust::test_util

@@ -34,6 +34,20 @@ double t_quantile_975(int64_t df) {
 
 }  // namespace
 
+std::vector<bits::CodeTensor> perturbable_codes(const quant::QuantizedModel& q) {
+  std::vector<bits::CodeTensor> codes;
+  for (size_t i = 0; i < q.tensors.size(); ++i) {
+    bits::CodeTensor c;
+    c.name = q.names[i];
+    c.clean = q.tensors[i].codes.contiguous();
+    c.out = at::empty_like(c.clean);
+    c.bits = q.tensors[i].format.bits;
+    c.param_index = static_cast<int64_t>(i);  // the pattern stream: the parameter's position
+    codes.push_back(c);
+  }
+  return codes;
+}
+
 void summarize(RateResult& r) {
   const auto n = static_cast<int64_t>(r.rerr.size());
   if (n == 0) return;
@@ -103,20 +117,9 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   SweepResult sweep;
   sweep.clean_error = clean.error;
   sweep.examples = clean.examples;
-  std::vector<bits::CodeTensor> codes;
-  std::vector<quant::QuantizedTensor> perturbed;
-  for (size_t i = 0; i < q.tensors.size(); ++i) {
-    bits::CodeTensor c;
-    c.name = q.names[i];
-    c.clean = q.tensors[i].codes.contiguous();
-    c.out = at::empty_like(c.clean);
-    c.bits = q.tensors[i].format.bits;
-    c.param_index = static_cast<int64_t>(i);
-    codes.push_back(c);
-    quant::QuantizedTensor t = q.tensors[i];
-    t.codes = c.out;
-    perturbed.push_back(t);
-  }
+  std::vector<bits::CodeTensor> codes = perturbable_codes(q);
+  std::vector<quant::QuantizedTensor> perturbed = q.tensors;
+  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
   for (double p : options.rates) {
     RateResult r;
     r.rate = p;
@@ -179,16 +182,7 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
   torch::NoGradGuard no_grad;
   q.load_clean_weights();
   const EvalResult clean = evaluate(net, test, batch_size);
-  std::vector<bits::CodeTensor> codes;
-  for (size_t i = 0; i < q.tensors.size(); ++i) {
-    bits::CodeTensor c;
-    c.name = q.names[i];
-    c.clean = q.tensors[i].codes.contiguous();
-    c.out = at::empty_like(c.clean);
-    c.bits = q.tensors[i].format.bits;
-    c.param_index = static_cast<int64_t>(i);
-    codes.push_back(c);
-  }
+  std::vector<bits::CodeTensor> codes = perturbable_codes(q);
   PatternResult r;
   r.clean_error = clean.error;
   r.bits_changed = bits::apply_pattern(pattern, codes);

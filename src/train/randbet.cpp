@@ -7,6 +7,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
+#include "bitrobust/eval/bit_error_eval.h"
 
 namespace bitrobust::train {
 
@@ -53,24 +54,16 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   const auto& names = qat_.names();
   const auto& params = qat_.params();
   const auto& masters = qat_.master_weights();
-  std::vector<quant::QuantizedTensor> quantized;
-  std::vector<bits::CodeTensor> codes;
-  quantized.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    quantized.push_back(quant::quantize(masters[i], qat_.scheme(), names[i]));
-    bits::CodeTensor c;
-    c.name = names[i];
-    c.clean = quantized.back().codes;
-    c.out = at::empty_like(c.clean);
-    c.bits = quantized.back().format.bits;
-    c.param_index = static_cast<int64_t>(i);
-    codes.push_back(c);
-  }
+  quant::QuantizedModel current;
+  current.names = names;
+  current.params = params;
+  for (size_t i = 0; i < params.size(); ++i) current.tensors.push_back(quant::quantize(masters[i], qat_.scheme(), names[i]));
+  std::vector<bits::CodeTensor> codes = eval::perturbable_codes(current);
   bits::inject_bit_errors(codes, error_model_, pattern_seed(step));
   for (size_t i = 0; i < params.size(); ++i) {
-    quantized[i].codes = codes[i].out;
+    current.tensors[i].codes = codes[i].out;
     at::Tensor p = params[i];
-    quant::dequantize_into(quantized[i], p);
+    quant::dequantize_into(current.tensors[i], p);
   }
   if (clean_grads_.size() != all_params_.size()) {
     clean_grads_.clear();

@@ -14,21 +14,8 @@
 using namespace bitrobust;
 
 namespace {
-struct RunResult {
-  int status;
-  std::string output;
-};
-RunResult run(const std::string& args) {
-  const std::string command = std::string(BITROBUST_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buf{};
-  while (pipe && fgets(buf.data(), buf.size(), pipe)) output += buf.data();
-  const int status = pipe ? pclose(pipe) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
-}
 void expect_failure(const std::string& args, const std::string& part) {
-  const RunResult r = run(args);
+  const test_util::CliResult r = test_util::run_cli(args);
   EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
   EXPECT_NE(r.output.find(part), std::string::npos) << args << "\n" << r.output;
 }
@@ -75,11 +62,11 @@ class CliQuantEval : public ::testing::Test {
 TEST_F(CliQuantEval, QuantizeExportReadsBackTheCodes) {
   const std::string model = write_float_model(dir);
   const std::string q = dir.file("q.pt");
-  const RunResult r = run("quantize --model " + model + " --scheme u6-sym-channel-round --out " + q + " --json " +
+  const test_util::CliResult r = test_util::run_cli("quantize --model " + model + " --scheme u6-sym-channel-round --out " + q + " --json " +
                           dir.file("q.json"));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("u6-sym-channel-round"), std::string::npos);
-  ASSERT_EQ(run("export --model " + q + " --out " + dir.file("codes")).status, 0);
+  ASSERT_EQ(test_util::run_cli("export --model " + q + " --out " + dir.file("codes")).status, 0);
   const auto manifest = read_json(dir.file("codes/manifest.json"));
   EXPECT_EQ(manifest["scheme"], "u6-sym-channel-round");
   io::ModelFile file = io::load_model_file(q);
@@ -110,22 +97,22 @@ TEST_F(CliQuantEval, QuantizeRejectsNanWeightsAndBadSchemes) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("x.pt")));
   const std::string model = write_float_model(dir);
   expect_failure("quantize --model " + model + " --scheme u8-sym-planet-round --out " + dir.file("x.pt"), "part 3 'planet'");
-  EXPECT_NE(run("quantize --model " + model + " --bits 17 --out " + dir.file("x.pt")).status, 0);
-  EXPECT_NE(run("quantize --model " + model + " --clip -1 --out " + dir.file("x.pt")).status, 0);
+  EXPECT_NE(test_util::run_cli("quantize --model " + model + " --bits 17 --out " + dir.file("x.pt")).status, 0);
+  EXPECT_NE(test_util::run_cli("quantize --model " + model + " --clip -1 --out " + dir.file("x.pt")).status, 0);
   expect_failure("quantize --model " + model + " --scheme u8-sym-tensor-round --bits 4 --out " + dir.file("x.pt"),
                  "preset");
 }
 
 TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   const std::string q = dir.file("q.pt");
-  ASSERT_EQ(run("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
   expect_failure("eval --model " + q + " --rates 1.5", "outside [0, 1]");
   expect_failure("eval --model " + q + " --rates -1%", "outside [0, 1]");
   expect_failure("eval --model " + q + " --patterns 0", "at least 1");
   expect_failure("eval --model " + q + " --error-model cosmic", "unknown error model");
   expect_failure("eval --model " + write_float_model(dir), "not quantized");
   const std::string q4 = dir.file("q4.pt");
-  ASSERT_EQ(run("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + q4 +
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + q4 +
                 " --dataset fashion-mnist")
                 .status,
             1);  // 4 classes cannot be tested on a 10-class set
@@ -133,8 +120,8 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
 
 TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   const std::string q = dir.file("q.pt");
-  ASSERT_EQ(run("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q).status, 0);
-  const RunResult r = run("eval --model " + q + " --rates 0,0.5%,5% --patterns 3 --seed 7 --limit 300 --json " +
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q).status, 0);
+  const test_util::CliResult r = test_util::run_cli("eval --model " + q + " --rates 0,0.5%,5% --patterns 3 --seed 7 --limit 300 --json " +
                           dir.file("e.json") + " --csv " + dir.file("e.csv") + " --plot " + dir.file("e.svg") + " --quiet");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("clean error"), std::string::npos);
@@ -143,16 +130,16 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   EXPECT_EQ(j["seed"], 7);
   EXPECT_EQ(j["results"][0]["rerr_mean"].get<double>(), j["clean_error"].get<double>());
   EXPECT_TRUE(std::filesystem::exists(dir.file("e.svg")));
-  EXPECT_EQ(run("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg")).status, 0);
+  EXPECT_EQ(test_util::run_cli("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg")).status, 0);
   // The pattern of seed 8 (the second) at 5%, saved and replayed, gives the sweep's value exactly.
-  ASSERT_EQ(run("pattern --model " + q + " --rate 5% --seed 8 --out " + dir.file("p.txt")).status, 0);
-  ASSERT_EQ(run("eval --model " + q + " --limit 300 --replay " + dir.file("p.txt") + " --json " + dir.file("r.json")).status, 0);
+  ASSERT_EQ(test_util::run_cli("pattern --model " + q + " --rate 5% --seed 8 --out " + dir.file("p.txt")).status, 0);
+  ASSERT_EQ(test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("p.txt") + " --json " + dir.file("r.json")).status, 0);
   const auto replay = read_json(dir.file("r.json"));
   EXPECT_EQ(replay["rerr"].get<double>(), j["results"][2]["per_pattern"][1].get<double>());
   EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
   // A pattern for other shapes is refused.
   const std::string other = dir.file("other.pt");
-  ASSERT_EQ(run("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + other +
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + other +
                 " --dataset mnist --data-root " + dir.file("none"))
                 .status,
             1);
@@ -165,6 +152,6 @@ TEST_F(CliQuantEval, TrainRejectsBadRobustTrainingOptions) {
   expect_failure("train --randbet 1%" + out, "needs quantization-aware training");
   expect_failure("train --scheme rquant --randbet 2" + out, "outside [0, 1]");
   expect_failure("train --scheme rquant --randbet 1% --randbet-mode sometimes" + out, "average or alternate");
-  EXPECT_NE(run("train --scheme rquant --clip 0" + out).status, 0);
+  EXPECT_NE(test_util::run_cli("train --scheme rquant --clip 0" + out).status, 0);
   EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
 }

@@ -8,25 +8,12 @@
 
 #include "test_util.h"
 
+using namespace bitrobust;
+
 namespace {
 
-struct RunResult {
-  int status;
-  std::string output;
-};
-
-RunResult run_cli(const std::string& args) {
-  const std::string command = std::string(BITROBUST_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buf{};
-  while (pipe && fgets(buf.data(), buf.size(), pipe)) output += buf.data();
-  const int status = pipe ? pclose(pipe) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
-}
-
 void expect_clean_failure(const std::string& args, const std::string& message_part) {
-  const RunResult r = run_cli(args);
+  const test_util::CliResult r = test_util::run_cli(args);
   EXPECT_NE(r.status, 0) << args;
   EXPECT_LT(r.status, 128) << "crashed: " << args << "\n" << r.output;
   EXPECT_NE(r.output.find(message_part), std::string::npos) << args << "\n" << r.output;
@@ -37,12 +24,12 @@ void expect_clean_failure(const std::string& args, const std::string& message_pa
 }  // namespace
 
 TEST(Cli, HelpListsSubcommandsAndExitsZero) {
-  const RunResult r = run_cli("--help");
+  const test_util::CliResult r = test_util::run_cli("--help");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.output.find("train"), std::string::npos);
   EXPECT_NE(r.output.find("test"), std::string::npos);
-  EXPECT_EQ(run_cli("train --help").status, 0);
-  EXPECT_EQ(run_cli("test --help").status, 0);
+  EXPECT_EQ(test_util::run_cli("train --help").status, 0);
+  EXPECT_EQ(test_util::run_cli("test --help").status, 0);
 }
 
 TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {

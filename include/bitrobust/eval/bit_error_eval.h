@@ -49,6 +49,9 @@ struct SweepResult {
 SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
                       const SweepOptions& options);
 
+/// q's clean codes, each with a preallocated output for its perturbed copy (param_index = position in q).
+std::vector<bits::CodeTensor> perturbable_codes(const quant::QuantizedModel& q);
+
 /// The shapes and code widths of q's parameters, as bit error patterns describe a model.
 std::vector<bits::ParamSpec> param_specs(const quant::QuantizedModel& q);
 
