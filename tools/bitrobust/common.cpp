@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/common/flush_denormals.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -22,9 +23,8 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
 at::Device setup_runtime(const CommonOptions& common) {
   const int threads = common.threads > 0 ? common.threads : static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(std::max(1, threads));
-  // Denormal floats make CPU arithmetic many times slower; they arise in float training once
-  // weights and gradients get tiny, and flushing them to zero does not change results measurably.
   at::globalContext().setFlushDenormal(true);
+  kernels::flush_denormals_on_all_threads();
   if (common.device == "cuda") {
     BR_CHECK(torch::cuda::is_available(), "--device cuda: no CUDA device available (or this build has no CUDA)");
     return at::Device(at::kCUDA);
