@@ -24,7 +24,7 @@ train rquant8_clip0.1 --scheme rquant --bits 8 --clip 0.1
 train rquant8_clip0.1_randbet1 --scheme rquant --bits 8 --clip 0.1 --randbet 1%
 results=()
 for name in normal8 rquant8_clip0.1 rquant8_clip0.1_randbet1; do
-  "$BIN" eval --model "$OUT/$name.pt" --rates 0.1%,1%,5% --patterns 25 --seed 100 --limit 5000 \
+  "$BIN" eval --model "$OUT/$name.pt" --rates 0.1%,1%,5% --patterns 25 --seed 100 --limit 3000 \
     --json "$OUT/$name.eval.json" --quiet
   results+=("$OUT/$name.eval.json")
 done
