@@ -5,9 +5,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BITROBUST_BUILD_DIR:-$ROOT/build}
 
-PACKAGES=(build-essential cmake ninja-build ccache git ca-certificates npm
+PACKAGES=(build-essential cmake ninja-build ccache git ca-certificates
   libtorch-dev libopenblas0-openmp libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist)
+# npm may come from another source (e.g. a Node.js install) that conflicts with Debian's package.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
