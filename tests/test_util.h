@@ -1,6 +1,7 @@
 #pragma once
 // Helpers shared by tests: temporary folders and small synthetic data sets.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <ftw.h>
 #include <unistd.h>
@@ -12,10 +13,30 @@
 #include <filesystem>
 #include <string>
 
+#include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
 #include "bitrobust/data/dataset.h"
 
 namespace bitrobust::test_util {
+
+/// The message of the bitrobust::Error that fn throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+/// Random m-bit codes of the given dtype from a seeded CPU generator.
+inline at::Tensor random_codes(at::IntArrayRef shape, int bits, at::ScalarType dtype, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::randint(0, int64_t{1} << bits, shape, gen, at::kLong).to(dtype);
+}
 
 /// Removes a folder tree with POSIX calls. (std::filesystem::remove_all crashed in a build against
 /// the pip LibTorch, whose libtorch.so carries its own copy of that function.)
@@ -86,3 +107,8 @@ inline CliResult run_cli(const std::string& args) {
 #endif
 
 }  // namespace bitrobust::test_util
+
+/// Expects `statement` to throw a bitrobust::Error whose message contains `text`.
+#define EXPECT_ERROR_CONTAINS(statement, text)                                                      \
+  EXPECT_NE(::bitrobust::test_util::error_of([&] { statement; }).find(text), std::string::npos)    \
+      << "message: '" << ::bitrobust::test_util::error_of([&] { statement; }) << "'"

@@ -176,7 +176,7 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
 }
 
 std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title) {
-  const double W = 720, H = 440, left = 70, right = 240, top = 40, bottom = 60;
+  const double W = 800, H = 440, left = 70, right = 310, top = 40, bottom = 60;
   const double pw = W - left - right, ph = H - top - bottom;
   double rmin = 1, rmax = 0, ymax = 0;
   for (const auto& j : results) {

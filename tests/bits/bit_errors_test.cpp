@@ -13,27 +13,13 @@
 #include "bitrobust/bits/bitops.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "test_util.h"
 
 namespace bitrobust::bits {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_ERROR_CONTAINS(statement, text) \
-  EXPECT_NE(error_of([&] { statement; }).find(text), std::string::npos) << error_of([&] { statement; })
-
-at::Tensor random_codes(at::IntArrayRef shape, int bits, at::ScalarType dtype, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::randint(0, int64_t{1} << bits, shape, gen, at::kLong).to(dtype);
-}
+using test_util::error_of;
+using test_util::random_codes;
 
 TEST(ErrorModel, ParsesNamesAndRoundTrips) {
   const ErrorModel random = ErrorModel::parse("random", 0.01);

@@ -17,27 +17,13 @@
 #include "bitrobust/bits/pattern.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "test_util.h"
 
 namespace bitrobust::bits {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_ERROR_CONTAINS(statement, text) \
-  EXPECT_NE(error_of([&] { statement; }).find(text), std::string::npos) << error_of([&] { statement; })
-
-at::Tensor random_codes(at::IntArrayRef shape, int bits, at::ScalarType dtype, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::randint(0, int64_t{1} << bits, shape, gen, at::kLong).to(dtype);
-}
+using test_util::error_of;
+using test_util::random_codes;
 
 // A scratch directory removed with its files at the end of the test. Plain POSIX rather than
 // std::filesystem: a test binary linked against the pip LibTorch (2.11) resolved

@@ -12,23 +12,13 @@
 #include "bitrobust/common/philox.h"
 #include "bitrobust/config.h"
 #include "bitrobust/quant/quantizer.h"
+#include "test_util.h"
 
 namespace bitrobust::quant {
 namespace {
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using test_util::contains;
+using test_util::error_of;
 
 at::Tensor randn(std::vector<int64_t> shape, uint64_t seed, float scale = 0.1f) {
   at::Generator gen = at::detail::createCPUGenerator(seed);

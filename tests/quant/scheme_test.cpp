@@ -6,24 +6,13 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/quant/quantize_math.h"
 #include "bitrobust/quant/scheme.h"
+#include "test_util.h"
 
 namespace bitrobust::quant {
 namespace {
 
-/// The message of the Error that fn throws ("" if none).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using test_util::contains;
+using test_util::error_of;
 
 TEST(QuantScheme, CanonicalStrings) {
   EXPECT_EQ(QuantScheme{}.to_string(), "u8-sym-global1.0-trunc");
