@@ -64,18 +64,7 @@ Runner register_eval(CLI::App& app) {
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
-    if (cmd->data.dataset.empty()) cmd->data.dataset = file.meta.value("dataset", std::string());
-    BR_CHECK(!cmd->data.dataset.empty(), "model file ", cmd->model, " names no data set: pass --dataset");
-    if (cmd->data.protocol == "holdout" && file.meta.contains("cifar_protocol"))
-      cmd->data.protocol = file.meta["cifar_protocol"].get<std::string>();
-    data::Dataset data = load_data(cmd->data, cmd->split, device);
-    if (cmd->limit > 0) data = data.head(cmd->limit);
-    BR_CHECK(file.spec.num_classes == data.num_classes, "model ", cmd->model, " predicts ", file.spec.num_classes,
-             " classes but data set ", data.name, " has ", data.num_classes);
-    BR_CHECK(file.spec.in_channels == data.channels() && file.spec.height == data.height() &&
-                 file.spec.width == data.width(),
-             "model ", cmd->model, " takes ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
-             " images but data set ", data.name, " has ", data.channels(), "x", data.height(), "x", data.width());
+    const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
     file.net->to(device);
     quant::QuantizedModel qd = q;
     for (auto& t : qd.tensors) {

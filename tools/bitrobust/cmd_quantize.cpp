@@ -29,13 +29,6 @@ struct ExportCommand {
   std::string model, out;
 };
 
-data::Dataset test_data_for(const io::ModelFile& file, DataOptions options, at::Device device) {
-  if (options.dataset.empty()) options.dataset = file.meta.value("dataset", std::string());
-  BR_CHECK(!options.dataset.empty(), "the model file names no data set: pass --dataset");
-  if (options.protocol == "holdout" && file.meta.contains("cifar_protocol"))
-    options.protocol = file.meta["cifar_protocol"].get<std::string>();
-  return load_data(options, "test", device);
-}
 }  // namespace
 
 Runner register_quantize(CLI::App& app) {
@@ -52,7 +45,7 @@ Runner register_quantize(CLI::App& app) {
     const quant::QuantScheme scheme = cmd->quant.build_scheme();
     io::ModelFile file = io::load_model_file(cmd->model);
     quant::check_finite_parameters(*file.net, "model " + cmd->model);
-    const data::Dataset test = test_data_for(file, cmd->data, device);
+    const data::Dataset test = load_data_for_model(file, cmd->model, cmd->data, "test", 0, device);
     const double before = eval::evaluate(*file.net, test, cmd->batch).error;
     const quant::QuantizedModel q = quant::quantize_model(*file.net, scheme, cmd->quant.selector());
     quant::store_in_model_file(q, file);

@@ -33,17 +33,7 @@ Runner register_test(CLI::App& app) {
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     io::ModelFile file = io::load_model_file(cmd->model);
-    if (cmd->data.dataset.empty()) cmd->data.dataset = file.meta.value("dataset", std::string());
-    BR_CHECK(!cmd->data.dataset.empty(), "model file ", cmd->model, " names no data set: pass --dataset");
-    if (cmd->data.protocol == "holdout" && file.meta.contains("cifar_protocol"))
-      cmd->data.protocol = file.meta["cifar_protocol"].get<std::string>();
-    data::Dataset data = load_data(cmd->data, cmd->split, device);
-    if (cmd->limit > 0) data = data.head(cmd->limit);
-    BR_CHECK(file.spec.num_classes == data.num_classes && file.spec.in_channels == data.channels() &&
-                 file.spec.height == data.height() && file.spec.width == data.width(),
-             "model ", cmd->model, " expects ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
-             " inputs and ", file.spec.num_classes, " classes, but ", data.name, " has ", data.channels(), "x",
-             data.height(), "x", data.width(), " and ", data.num_classes);
+    const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
     std::string scheme = "float";
     if (file.meta.contains("quantization")) {
       // A quantized model is tested with its stored integer codes, dequantized.

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "bitrobust/data/dataset.h"
+#include "bitrobust/io/model_file.h"
 #include "bitrobust/models/models.h"
 #include "bitrobust/quant/quantizer.h"
 #include "bitrobust/quant/scheme.h"
@@ -33,6 +34,11 @@ struct DataOptions {
 };
 void add_data_options(CLI::App& cmd, DataOptions& data, bool required);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);
+/// The data a saved model is evaluated on: the data set (and CIFAR-10 protocol) named in the model
+/// file unless the options say otherwise, its first `limit` examples (0 = all); checks that the
+/// model's input shape and class count fit the data. `options` is updated to what was loaded.
+data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& model_path, DataOptions& options,
+                                  const std::string& split, int64_t limit, at::Device device);
 
 /// Quantization options shared by train and quantize: a preset (--scheme normal|rquant with
 /// --bits and --clip) or an explicit scheme string (--scheme u8-asym-tensor-round-clip0.1).

@@ -51,6 +51,23 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
   return device.is_cpu() ? d : d.to(device);
 }
 
+data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& model_path, DataOptions& options,
+                                  const std::string& split, int64_t limit, at::Device device) {
+  if (options.dataset.empty()) options.dataset = file.meta.value("dataset", std::string());
+  BR_CHECK(!options.dataset.empty(), "model file ", model_path, " names no data set: pass --dataset");
+  if (options.protocol == "holdout" && file.meta.contains("cifar_protocol"))
+    options.protocol = file.meta["cifar_protocol"].get<std::string>();
+  data::Dataset data = load_data(options, split, device);
+  if (limit > 0) data = data.head(limit);
+  BR_CHECK(file.spec.num_classes == data.num_classes, "model ", model_path, " predicts ", file.spec.num_classes,
+           " classes but data set ", data.name, " has ", data.num_classes);
+  BR_CHECK(file.spec.in_channels == data.channels() && file.spec.height == data.height() &&
+               file.spec.width == data.width(),
+           "model ", model_path, " takes ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
+           " images but data set ", data.name, " has ", data.channels(), "x", data.height(), "x", data.width());
+  return data;
+}
+
 void add_quant_options(CLI::App& cmd, QuantOptions& q) {
   cmd.add_option("--scheme", q.scheme,
                  "quantization scheme: normal | rquant (with --bits, --clip) or a scheme string such as "
