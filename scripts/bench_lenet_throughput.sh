@@ -8,6 +8,10 @@ STEPS=${STEPS:-300}  # timed after 10 warm-up steps on both sides
 tmp=$(mktemp -d)
 for round in 1 2 3; do
   /usr/bin/python3 "$ROOT/scripts/bench_pytorch_lenet.py" --steps "$STEPS" --threads 2
+  # The same, with glibc told to keep freed memory as bitrobust does itself (malloc_tuning.h).
+  echo -n "(glibc tunables) "
+  GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
+    /usr/bin/python3 "$ROOT/scripts/bench_pytorch_lenet.py" --steps "$STEPS" --threads 2
   "$BIN" train --dataset fashion-mnist --model lenet --epochs 1 --max-steps "$STEPS" --threads 2 --quiet \
     --out "$tmp/f.pt" --json "$tmp/f.json" >/dev/null 2>&1
   python3 -c "import json;j=json.load(open('$tmp/f.json'));print(f\"bitrobust float lenet: {j['train_steady_images_per_second']:.0f} images/s\")"

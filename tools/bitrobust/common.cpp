@@ -9,6 +9,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/flush_denormals.h"
+#include "bitrobust/common/malloc_tuning.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -23,6 +24,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
 at::Device setup_runtime(const CommonOptions& common) {
   const int threads = common.threads > 0 ? common.threads : static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(std::max(1, threads));
+  keep_freed_memory_in_process();
   at::globalContext().setFlushDenormal(true);
   kernels::flush_denormals_on_all_threads();
   if (common.device == "cuda") {
