@@ -138,10 +138,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
       }
       const bits::ErrorModel model = bits::ErrorModel::parse(options.error_model, r.rate);
       const int64_t changed = bits::inject_bit_errors(codes, model, seed, selector);
-      for (size_t i = 0; i < perturbed.size(); ++i) {
-        at::Tensor param = q.params[i];
-        quant::dequantize_into(perturbed[i], param);
-      }
+      q.load_weights(perturbed);
       const EvalResult pert = evaluate(net, test, options.batch_size);
       const double rerr = clean_wrong.logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();
       r.rerr.push_back(rerr);
@@ -186,12 +183,9 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
   PatternResult r;
   r.clean_error = clean.error;
   r.bits_changed = bits::apply_pattern(pattern, codes);
-  for (size_t i = 0; i < q.tensors.size(); ++i) {
-    quant::QuantizedTensor t = q.tensors[i];
-    t.codes = codes[i].out;
-    at::Tensor param = q.params[i];
-    quant::dequantize_into(t, param);
-  }
+  std::vector<quant::QuantizedTensor> perturbed = q.tensors;
+  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
+  q.load_weights(perturbed);
   const EvalResult pert = evaluate(net, test, batch_size);
   r.perturbed_error = pert.error;
   r.rerr = clean.correct.logical_not().logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();

@@ -22,11 +22,15 @@ EvalResult evaluate(models::Classifier& net, const data::Dataset& data, int64_t 
   EvalResult result;
   result.examples = n;
   result.correct = at::empty({n}, at::TensorOptions().dtype(at::kBool).device(device));
+  // A bf16 network (eval/precision.h) takes bf16 inputs; batches are made in float32.
+  const std::vector<at::Tensor> params = net.parameters();
+  const at::ScalarType dtype = params.empty() ? at::kFloat : params.front().scalar_type();
   const at::Tensor all = at::arange(n, at::TensorOptions().dtype(at::kLong).device(device));
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t end = std::min(n, begin + batch_size);
     const at::Tensor idx = all.slice(0, begin, end);
-    const at::Tensor x = data::make_batch(data, idx, norm, nullptr, 0, 0);
+    at::Tensor x = data::make_batch(data, idx, norm, nullptr, 0, 0);
+    if (x.scalar_type() != dtype) x = x.to(dtype);
     const at::Tensor logits = net.forward(x);
     BR_CHECK(logits.size(1) == data.num_classes, "the model predicts ", logits.size(1), " classes but data set ",
              data.name, " has ", data.num_classes);

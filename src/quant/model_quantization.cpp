@@ -46,11 +46,23 @@ nlohmann::json QuantizedModel::describe() const {
           {"params", params_json}};
 }
 
-void QuantizedModel::load_clean_weights() const {
+void QuantizedModel::load_clean_weights() const { load_weights(tensors); }
+
+void QuantizedModel::load_weights(const std::vector<QuantizedTensor>& codes) const {
+  BR_CHECK(codes.size() == params.size(), "load_weights: ", codes.size(), " code tensors for ", params.size(),
+           " quantized parameters");
   torch::NoGradGuard no_grad;
+  float_scratch_.resize(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     at::Tensor p = params[i];
-    dequantize_into(tensors[i], p);
+    if (p.scalar_type() == at::kFloat) {
+      dequantize_into(codes[i], p);
+      continue;
+    }
+    at::Tensor& scratch = float_scratch_[i];
+    if (!scratch.defined() || scratch.device() != p.device()) scratch = at::empty(p.sizes(), p.options().dtype(at::kFloat));
+    dequantize_into(codes[i], scratch);
+    p.copy_(scratch);
   }
 }
 

@@ -68,6 +68,7 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
           {"examples", sweep.examples},
           {"batch", ctx.batch},
           {"device", ctx.device},
+          {"precision", ctx.precision},
           {"versions", io::version_info()},
           {"clean_error", sweep.clean_error},
           {"timings", {{"seconds", sweep.seconds}, {"images_patterns_per_second", sweep.images_patterns_per_second}}},

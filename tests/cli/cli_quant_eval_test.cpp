@@ -111,6 +111,8 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   expect_failure("eval --model " + q + " --patterns 0", "at least 1");
   expect_failure("eval --model " + q + " --error-model cosmic", "unknown error model");
   expect_failure("eval --model " + write_float_model(dir), "not quantized");
+  expect_failure("eval --model " + q + " --precision fp16", "unknown precision 'fp16'");
+  expect_failure("eval --model " + q + " --precision tf32", "TF32 is a CUDA tensor-core format");
   const std::string q4 = dir.file("q4.pt");
   ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + q4 +
                 " --dataset fashion-mnist")
@@ -128,6 +130,7 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   const auto j = read_json(dir.file("e.json"));
   EXPECT_EQ(j["scheme"], "u4-asym-tensor-round");
   EXPECT_EQ(j["seed"], 7);
+  EXPECT_EQ(j["precision"], "fp32");  // the CPU's default
   EXPECT_EQ(j["results"][0]["rerr_mean"].get<double>(), j["clean_error"].get<double>());
   EXPECT_TRUE(std::filesystem::exists(dir.file("e.svg")));
   EXPECT_EQ(test_util::run_cli("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg")).status, 0);
@@ -137,6 +140,12 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   const auto replay = read_json(dir.file("r.json"));
   EXPECT_EQ(replay["rerr"].get<double>(), j["results"][2]["per_pattern"][1].get<double>());
   EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
+  // In bf16 the same sweep runs on a bfloat16 network and says so.
+  ASSERT_EQ(test_util::run_cli("eval --model " + q + " --rates 0,5% --patterns 2 --seed 7 --limit 300 --precision bf16 --quiet --json " +
+                               dir.file("b.json")).status, 0);
+  const auto bf16 = read_json(dir.file("b.json"));
+  EXPECT_EQ(bf16["precision"], "bf16");
+  EXPECT_NEAR(bf16["clean_error"].get<double>(), j["clean_error"].get<double>(), 0.02);
   // A pattern for other shapes is refused.
   const std::string other = dir.file("other.pt");
   ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + other +

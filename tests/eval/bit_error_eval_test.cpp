@@ -7,37 +7,12 @@
 #include "bitrobust/report/eval_report.h"
 #include "bitrobust/train/trainer.h"
 #include "test_util.h"
+#include "trained_fixture.h"
 
 using namespace bitrobust;
 
 namespace {
-// A small trained and quantized MLP on the synthetic set: shared by the tests below.
-struct Trained {
-  data::Dataset data = test_util::synthetic_dataset(400, 4, 8, 11);
-  std::shared_ptr<models::Classifier> net;
-  quant::QuantizedModel q;
-  Trained() {
-    models::ModelSpec s;
-    s.arch = "mlp";
-    s.norm = "none";
-    s.in_channels = 1;
-    s.height = s.width = 8;
-    s.num_classes = 4;
-    s.units = {32};
-    torch::manual_seed(2);
-    net = models::build_model(s);
-    train::TrainOptions o;
-    o.epochs = 2;
-    o.batch_size = 32;
-    o.progress = false;
-    train::train(*net, data, o);
-    q = quant::quantize_model(*net, quant::QuantScheme::preset("rquant", 8));
-  }
-};
-Trained& trained() {
-  static Trained t;
-  return t;
-}
+using test_util::trained;
 eval::SweepOptions options(std::vector<double> rates, int64_t patterns = 6) {
   eval::SweepOptions o;
   o.rates = rates;

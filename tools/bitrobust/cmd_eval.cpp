@@ -6,6 +6,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/bit_error_eval.h"
+#include "bitrobust/eval/precision.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/model_quantization.h"
 #include "bitrobust/report/eval_report.h"
@@ -19,7 +20,7 @@ struct EvalCommand {
   CommonOptions common;
   DataOptions data;
   eval::SweepOptions sweep;
-  std::string model, rates = "0.01%,0.1%,1%", csv, plot, name, split = "test", replay;
+  std::string model, rates = "0.01%,0.1%,1%", csv, plot, name, split = "test", replay, precision;
   int64_t limit = 0;
 };
 struct PatternCommand {
@@ -53,10 +54,14 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
   sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");
+  sub->add_option("--precision", cmd->precision,
+                  "fp32 | tf32 | bf16 (default: tf32 on CUDA, fp32 on the CPU, as PyTorch's convolutions)");
   sub->add_option("--replay", cmd->replay, "evaluate exactly this saved pattern file (see `bitrobust pattern`)");
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     cmd->sweep.rates = eval::parse_rates(cmd->rates);
+    const eval::Precision precision =
+        cmd->precision.empty() ? eval::default_precision(device) : eval::parse_precision(cmd->precision);
     // Accept the spelling of the docs (stuck-at-0) as well as the library's (stuck_at_0).
     for (auto& c : cmd->sweep.error_model) if (c == '-') c = '_';
     BR_CHECK(cmd->sweep.patterns >= 1, "--patterns must be at least 1, got ", cmd->sweep.patterns);
@@ -71,6 +76,7 @@ Runner register_eval(CLI::App& app) {
       t.codes = t.codes.to(device);
       t.ranges = t.ranges.to(device);
     }
+    const eval::InferencePrecision precision_guard(precision, *file.net, device);
     auto named = file.net->named_parameters();
     for (size_t i = 0; i < qd.names.size(); ++i) qd.params[i] = named[qd.names[i]];
 
@@ -92,6 +98,7 @@ Runner register_eval(CLI::App& app) {
                                                      {"perturbed_error", r.perturbed_error},
                                                      {"rerr", r.rerr},
                                                      {"bits_changed", r.bits_changed},
+                                                     {"precision", eval::precision_name(precision)},
                                                      {"versions", io::version_info()}});
       }
       return 0;
@@ -107,6 +114,7 @@ Runner register_eval(CLI::App& app) {
     ctx.split = data.split;
     ctx.cifar_protocol = data.name == "cifar10" ? cmd->data.protocol : "";
     ctx.device = device.str();
+    ctx.precision = eval::precision_name(precision);
     ctx.limit = cmd->limit;
     ctx.batch = cmd->sweep.batch_size;
     const nlohmann::json j = report::sweep_to_json(sweep, cmd->sweep, ctx);

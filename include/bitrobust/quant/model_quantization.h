@@ -33,6 +33,14 @@ struct QuantizedModel {
   nlohmann::json describe() const;
   /// Writes the dequantized clean codes into the network's parameters.
   void load_clean_weights() const;
+  /// Writes dequantized `codes` (one per parameter, shaped and formatted as `tensors`) into the
+  /// network's parameters. Parameters of another floating type (a bf16 network, see
+  /// eval/precision.h) receive the float32 values rounded to their type, through one float32
+  /// scratch tensor per parameter kept from call to call (no allocation per pattern).
+  void load_weights(const std::vector<QuantizedTensor>& codes) const;
+
+ private:
+  mutable std::vector<at::Tensor> float_scratch_;
 };
 
 /// Quantizes the selected parameters of `net` (ranges from the current weights). Throws

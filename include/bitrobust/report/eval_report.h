@@ -11,6 +11,7 @@ namespace bitrobust::report {
 /// What a sweep was run on, recorded next to its numbers.
 struct SweepContext {
   std::string model, model_name, scheme, error_model, layers, dataset, split, cifar_protocol, device;
+  std::string precision = "fp32";  ///< eval/precision.h
   int64_t limit = 0, batch = 0;
 };
 
