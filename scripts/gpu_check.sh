@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine with PyTorch 2.x: build against its CUDA LibTorch, run every test (CUDA twins
-# against their CPU kernels included), then time the main commands on the GPU.
+# against their CPU kernels included), then the end-to-end benchmarks (bench/bench_end_to_end.cpp: a
+# table of each figure next to its baseline), then time the main commands on the GPU.
+# Usage: scripts/gpu_check.sh [tests|bench]   (stop after the tests, or after the benchmarks)
 # Dependencies missing there (CLI11, nlohmann-json, GoogleTest, zlib headers) can be staged in
 # .stage-deps (a copy of Debian's files, same layout); data in .stage-data (BITROBUST_DATA).
 set -uo pipefail
@@ -13,7 +15,7 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 extra=()
 [[ -d $D ]] && extra=(-DZLIB_INCLUDE_DIR=$D/include -DZLIB_LIBRARY=$D/lib/x86_64-linux-gnu/libz.a)
 time cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$D" \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DBITROBUST_BUILD_BENCHMARKS=OFF "${extra[@]}" || exit 1
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DBITROBUST_BUILD_BENCHMARKS=ON "${extra[@]}" || exit 1
 time cmake --build build-gpu -j "$(nproc)" 2>&1 | grep -E "error|FAILED|warning: unused" | head -40
 [[ -x build-gpu/bitrobust_tests ]] || exit 1
 export LD_LIBRARY_PATH=$D/lib/x86_64-linux-gnu:$TORCH_LIB:${LD_LIBRARY_PATH:-}
@@ -23,6 +25,11 @@ build-gpu/bitrobust_kernel_tests --gtest_brief=1 2>&1 | tail -3
 build-gpu/bitrobust_tests --gtest_filter="*Cuda*:*CUDA*" 2>&1 | grep -E "OK \\]|FAILED|SKIPPED|PASSED|tests ran"
 build-gpu/bitrobust_tests --gtest_brief=1 2>&1 | tail -25
 [[ ${1:-} == tests ]] && exit 0
+mkdir -p runs/gpu
+BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end --benchmark_format=json --benchmark_out=runs/gpu/bench.json \
+  --benchmark_out_format=json >/dev/null 2>runs/gpu/bench.err || tail -5 runs/gpu/bench.err
+python3 scripts/bench_table.py runs/gpu/bench.json
+[[ ${1:-} == bench ]] && exit 0
 B=build-gpu/bitrobust
 mkdir -p runs/gpu
 time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --out runs/gpu/f.pt --quiet

@@ -88,4 +88,17 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   }
 }
 
+StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTraining* randbet) {
+  StepHooks hooks;
+  hooks.before_forward = [&qat]() { qat.use_quantized_weights(); };
+  hooks.before_step = [&qat]() { qat.restore_float_weights(); };
+  hooks.after_step = [&qat]() { qat.clip_weights(); };
+  if (randbet) {
+    hooks.after_backward = [randbet](const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
+      randbet->after_backward(loss, x, y);
+    };
+  }
+  return hooks;
+}
+
 }  // namespace bitrobust::train

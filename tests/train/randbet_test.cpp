@@ -159,10 +159,8 @@ TEST(WeightClipping, EveryQuantizedParameterStaysWithinTheBoundAfterEveryStep) {
   torch::manual_seed(8);
   auto net = models::build_model(tiny_spec());
   quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8, 0.05f));
-  train::StepHooks hooks;
+  train::StepHooks hooks = train::robust_training_hooks(qat);
   int checks = 0;
-  hooks.before_forward = [&]() { qat.use_quantized_weights(); };
-  hooks.before_step = [&]() { qat.restore_float_weights(); };
   hooks.after_step = [&]() {
     qat.clip_weights();
     for (const auto& p : qat.params()) EXPECT_LE(p.abs().max().item<float>(), 0.05f);
@@ -199,13 +197,7 @@ TEST(RandBET, ClippingAndRandBetReduceRErrOnFashionMnist) {
     train::RandBETOptions ro;
     ro.rate = 0.01;
     train::RandomBitErrorTraining rbet(*net, qat, ro);
-    train::StepHooks hooks;
-    hooks.before_forward = [&]() { qat.use_quantized_weights(); };
-    hooks.before_step = [&]() { qat.restore_float_weights(); };
-    hooks.after_step = [&]() { qat.clip_weights(); };
-    if (robust) hooks.after_backward = [&](const at::Tensor& l, const at::Tensor& x, const at::Tensor& y) {
-      rbet.after_backward(l, x, y);
-    };
+    const train::StepHooks hooks = train::robust_training_hooks(qat, robust ? &rbet : nullptr);
     train::TrainOptions o;
     o.epochs = 1;
     o.batch_size = 128;

@@ -96,20 +96,15 @@ Runner register_train(CLI::App& app) {
     if (quantized) {
       qat = std::make_unique<quant::QuantAwareTraining>(*net, scheme, cmd->quant.selector());
       qat->clip_weights();
-      hooks.before_forward = [&]() { qat->use_quantized_weights(); };
-      hooks.before_step = [&]() { qat->restore_float_weights(); };
-      hooks.after_step = [&]() { qat->clip_weights(); };
       std::fprintf(stderr, "quantization-aware training, scheme %s\n", scheme.to_string().c_str());
       if (randbet) {
         rbet = std::make_unique<train::RandomBitErrorTraining>(*net, *qat, cmd->randbet_options);
-        hooks.after_backward = [&](const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
-          rbet->after_backward(loss, x, y);
-        };
         std::fprintf(stderr, "random bit error training: %s at p = %g, %s, from loss < %g\n",
                      cmd->randbet_options.error_model.c_str(), cmd->randbet_options.rate,
                      cmd->randbet_options.mode.c_str(), cmd->randbet_options.start_loss);
       }
     }
+    if (qat) hooks = train::robust_training_hooks(*qat, rbet.get());
     std::fprintf(stderr, "training %s (%s, %lld parameters) on %s (%lld images), seed %llu, %s\n",
                  cmd->spec.arch.c_str(), cmd->spec.norm.c_str(),
                  static_cast<long long>(models::parameter_count(*net)), train_set.name.c_str(),

@@ -11,6 +11,7 @@
 #include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/models/models.h"
 #include "bitrobust/quant/model_quantization.h"
+#include "bitrobust/train/trainer.h"
 
 namespace bitrobust::train {
 
@@ -50,5 +51,10 @@ class RandomBitErrorTraining {
   int64_t active_steps_ = 0;
   int64_t perturbed_steps_ = 0;
 };
+
+/// The step hooks of quantization-aware training (quantized forward and backward, step on the float
+/// master weights, then clipping), plus RandBET's perturbed pass when `randbet` is given. Both
+/// objects must outlive the hooks.
+StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTraining* randbet = nullptr);
 
 }  // namespace bitrobust::train

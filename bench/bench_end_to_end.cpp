@@ -1,0 +1,222 @@
+// End-to-end figures of the main jobs, each next to its plain-LibTorch baseline measured in the same
+// run (issue 7's table; scripts/gpu_bench.sh prints it from this program's JSON output):
+//   inference        fused GroupNorm+ReLU inference   vs eager LibTorch inference (fused path off)
+//   sweep            eval::run_sweep images x patterns/s vs our own plain inference
+//   inject           draw + inject + dequantize a whole-model pattern vs copying the same codes
+//   train            quantization-aware and RandBET steps vs a plain float step
+// Model and device: SimpleNet (width 64, GroupNorm, 32x32x3) on CUDA when a GPU is present,
+// LeNet (GroupNorm, 28x28x1) on the CPU; override with BITROBUST_BENCH_MODEL=simplenet|lenet.
+// Data are random (timing does not depend on it) and live on the device, as `eval` keeps them.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+#include <torch/cuda.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "bitrobust/common/flush_denormals.h"
+#include "bitrobust/common/malloc_tuning.h"
+#include "bitrobust/eval/bit_error_eval.h"
+#include "bitrobust/eval/evaluate.h"
+#include "bitrobust/models/models.h"
+#include "bitrobust/quant/model_quantization.h"
+#include "bitrobust/train/randbet.h"
+#include "bitrobust/train/trainer.h"
+
+namespace {
+
+using namespace bitrobust;
+
+constexpr int64_t kEvalBatch = 500;
+constexpr int64_t kTrainBatch = 128;
+
+struct Bench {
+  at::Device device{at::kCPU};
+  models::ModelSpec spec;
+  data::Dataset test, train;
+  std::shared_ptr<models::Classifier> net;
+  quant::QuantizedModel q;
+};
+
+void sync(const at::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
+data::Dataset random_dataset(const models::ModelSpec& spec, int64_t n, const std::string& name, const at::Device& device) {
+  data::Dataset d;
+  d.images = at::randint(0, 256, {n, spec.in_channels, spec.height, spec.width}, at::kByte).to(device);
+  d.labels = at::randint(0, spec.num_classes, {n}, at::kLong).to(device);
+  d.num_classes = spec.num_classes;
+  d.name = name;
+  d.split = "test";
+  d.source = "random";
+  return d;
+}
+
+Bench& bench() {
+  static Bench b = [] {
+    keep_freed_memory_in_process();
+    at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+    at::globalContext().setFlushDenormal(true);
+    kernels::flush_denormals_on_all_threads();
+    Bench r;
+    if (torch::cuda::is_available()) r.device = at::Device(at::kCUDA);
+    const char* env = std::getenv("BITROBUST_BENCH_MODEL");
+    const std::string model = env ? env : (r.device.is_cuda() ? "simplenet" : "lenet");
+    r.spec.arch = model;
+    r.spec.norm = "gn";
+    std::string dataset = "fashion-mnist";
+    if (model == "simplenet") {
+      r.spec.in_channels = 3;
+      r.spec.height = r.spec.width = 32;
+      dataset = "cifar10";
+    }
+    at::manual_seed(1);
+    r.net = models::build_model(r.spec);
+    r.net->to(r.device);
+    r.q = quant::quantize_model(*r.net, quant::QuantScheme::preset("rquant", 8));
+    const int64_t n_test = r.device.is_cuda() ? 10000 : 2000;
+    r.test = random_dataset(r.spec, n_test, dataset, r.device);
+    r.train = random_dataset(r.spec, kTrainBatch * 60, dataset, r.device);
+    r.train.split = "train";
+    return r;
+  }();
+  return b;
+}
+
+void set_rate(benchmark::State& state, const char* name, double items) {
+  state.counters[name] = benchmark::Counter(items, benchmark::Counter::kIsRate);
+}
+
+// arg 0: eager LibTorch (fused path off), 1: bitrobust's fused GroupNorm+ReLU inference.
+void BM_Inference(benchmark::State& state) {
+  Bench& b = bench();
+  models::set_fused_inference(state.range(0) == 1);
+  b.q.load_clean_weights();
+  eval::evaluate(*b.net, b.test, kEvalBatch);  // warm-up (cuDNN algorithm choice)
+  sync(b.device);
+  for (auto _ : state) {
+    const eval::EvalResult r = eval::evaluate(*b.net, b.test, kEvalBatch);
+    benchmark::DoNotOptimize(r.error);
+  }
+  sync(b.device);
+  set_rate(state, "images_per_second", static_cast<double>(state.iterations()) * b.test.size());
+  models::set_fused_inference(true);
+}
+BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// One rate (1%), 10 patterns; the clean pass is timed but not counted, as in `bitrobust eval`.
+void BM_Sweep(benchmark::State& state) {
+  Bench& b = bench();
+  eval::SweepOptions options;
+  options.rates = {0.01};
+  options.patterns = 10;
+  options.batch_size = kEvalBatch;
+  options.progress = false;
+  int64_t patterns = 0;
+  for (auto _ : state) {
+    const eval::SweepResult r = eval::run_sweep(*b.net, b.q, b.test, options);
+    benchmark::DoNotOptimize(r.results.front().rerr_mean);
+    patterns += options.patterns;
+  }
+  set_rate(state, "images_patterns_per_second", static_cast<double>(patterns) * b.test.size());
+}
+BENCHMARK(BM_Sweep)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+
+// Draw a fresh pattern at 1% for the whole model, inject it and dequantize into the weights.
+void BM_InjectDequantize(benchmark::State& state) {
+  Bench& b = bench();
+  std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
+  std::vector<quant::QuantizedTensor> perturbed = b.q.tensors;
+  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
+  const bits::ErrorModel model = bits::ErrorModel::parse("random", 0.01);
+  torch::NoGradGuard no_grad;
+  uint64_t seed = 1000;
+  for (auto _ : state) {
+    bits::inject_bit_errors(codes, model, seed++);
+    b.q.load_weights(perturbed);
+    sync(b.device);
+  }
+  b.q.load_clean_weights();
+}
+BENCHMARK(BM_InjectDequantize)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
+
+// Baseline of the above: copy every code tensor once (what any pattern must at least read and write).
+void BM_CopyCodes(benchmark::State& state) {
+  Bench& b = bench();
+  std::vector<at::Tensor> copies;
+  for (const auto& t : b.q.tensors) copies.push_back(at::empty_like(t.codes));
+  for (auto _ : state) {
+    for (size_t i = 0; i < copies.size(); ++i) copies[i].copy_(b.q.tensors[i].codes);
+    sync(b.device);
+  }
+}
+BENCHMARK(BM_CopyCodes)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
+
+// arg 0: float, 1: quantization-aware (8-bit rquant, clip 0.1), 2: + RandBET at 1% from the first
+// step. Steady-state images/s after the trainer's 10 warm-up steps, 50 steps timed.
+void BM_TrainStep(benchmark::State& state) {
+  Bench& b = bench();
+  const int mode = static_cast<int>(state.range(0));
+  double images_per_second = 0;
+  for (auto _ : state) {
+    at::manual_seed(2);
+    auto net = models::build_model(b.spec);
+    net->to(b.device);
+    std::unique_ptr<quant::QuantAwareTraining> qat;
+    std::unique_ptr<train::RandomBitErrorTraining> randbet;
+    train::StepHooks hooks;
+    if (mode >= 1) {
+      qat = std::make_unique<quant::QuantAwareTraining>(*net, quant::QuantScheme::preset("rquant", 8, 0.1f));
+      if (mode == 2) {
+        train::RandBETOptions options;
+        options.rate = 0.01;
+        options.start_loss = 1e30;  // random labels never get the loss down: inject from step 1
+        randbet = std::make_unique<train::RandomBitErrorTraining>(*net, *qat, options);
+      }
+      hooks = train::robust_training_hooks(*qat, randbet.get());
+    }
+    train::TrainOptions options;
+    options.epochs = 1;
+    options.batch_size = kTrainBatch;
+    options.max_steps = 60;
+    options.progress = false;
+    const train::TrainResult r = train::train(*net, b.train, options, hooks);
+    images_per_second = r.steady_images_per_second;
+  }
+  state.counters["train_images_per_second"] = images_per_second;
+}
+BENCHMARK(BM_TrainStep)->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+// The reference's full CIFAR-10 suite: 13 rates x 50 patterns x 9000 test images (issue 7's goal:
+// <= 60 s on an H100). Only with BITROBUST_BENCH_FULL_SUITE=1: minutes on a CPU.
+void BM_ReferenceSuite(benchmark::State& state) {
+  if (!std::getenv("BITROBUST_BENCH_FULL_SUITE")) {
+    state.SkipWithError("set BITROBUST_BENCH_FULL_SUITE=1 to run the 13 x 50 x 9000 suite");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  Bench& b = bench();
+  const data::Dataset test = b.test.head(9000);
+  eval::SweepOptions options;
+  // 13 rates spanning the reference's CIFAR-10 range, 0.005% to 2.5%.
+  options.rates = {5e-5, 1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1.5e-2, 2e-2, 2.5e-2};
+  options.patterns = 50;
+  options.batch_size = kEvalBatch;
+  options.progress = false;
+  for (auto _ : state) {
+    const eval::SweepResult r = eval::run_sweep(*b.net, b.q, test, options);
+    benchmark::DoNotOptimize(r.results.back().rerr_mean);
+  }
+  set_rate(state, "images_patterns_per_second", static_cast<double>(state.iterations()) * 13 * 50 * test.size());
+}
+BENCHMARK(BM_ReferenceSuite)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+
+}  // namespace
+
+BENCHMARK_MAIN();
