@@ -80,6 +80,10 @@ QuantizedModel quantize_model(models::Classifier& net, const QuantScheme& scheme
   q.selector = selector;
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : selected_parameters(net, selector)) {
+    // The host range path throws for NaN itself; on CUDA ranges are computed on the device, where
+    // NaN only propagates (NOTE [Device ranges]), so the one-time check is made here.
+    BR_CHECK(p.is_cpu() || at::isfinite(p).all().item<bool>(), "cannot quantize tensor '", name,
+             "': it holds NaN or infinite values");
     q.names.push_back(name);
     q.params.push_back(p);
     q.tensors.push_back(quantize(p.detach(), scheme, name));

@@ -62,7 +62,8 @@ void channel_minmax(const at::Tensor& w, int64_t channels, const std::string& na
     }
     return;
   }
-  // CUDA: Torch's reduction (NaN propagates into min and max); the host needs the values anyway.
+  // CUDA tensors normally take the device path (compute_ranges); this one serves builds without our
+  // CUDA kernels. Torch's reduction propagates NaN into min and max.
   const auto minmax = at::aminmax(w.reshape({channels, -1}), 1);
   const at::Tensor host = at::stack({std::get<0>(minmax), std::get<1>(minmax)}, 1).cpu();
   const float* values = host.data_ptr<float>();
@@ -73,41 +74,30 @@ void channel_minmax(const at::Tensor& w, int64_t channels, const std::string& na
   }
 }
 
-/// NOTE [Range rows]: the host computes every range, for CPU and CUDA tensors alike, so both see
-/// the same floats. Symmetric q follows NOTE [Where epsilon goes] (quantize_math.h): the bound with
-/// ε included is rounded to float once, as the reference's clamp bound is.
+/// NOTE [Range rows]: every range follows from its channel's minimum and maximum by one rule,
+/// kernels::range_of_channel, compiled for the host and for CUDA, so the CPU and the GPU see the
+/// same floats. Symmetric q follows NOTE [Where epsilon goes] (quantize_math.h): the bound with ε
+/// included is rounded to float once, as the reference's clamp bound is. CPU tensors compute min
+/// and max on the host (and throw for NaN); CUDA tensors compute the whole range on the device, so
+/// quantization-aware training does not synchronise with the host per parameter and step.
+kernels::RangeRule range_rule(const QuantScheme& s) {
+  kernels::RangeRule rule;
+  rule.clip = s.clip;
+  rule.global_q = s.clip > 0.0f ? std::min(s.global_q, s.clip) : s.global_q;
+  rule.kind = s.source == RangeSource::Global ? kernels::RangeRule::kGlobal
+              : s.asymmetric                  ? kernels::RangeRule::kAsymmetric
+                                              : kernels::RangeRule::kSymmetric;
+  return rule;
+}
+
 at::Tensor ranges_from_minmax(const std::vector<float>& mins, const std::vector<float>& maxs,
-                              const QuantScheme& s, const at::Device& device) {
+                              const QuantScheme& s) {
   const int64_t channels = static_cast<int64_t>(mins.size());
   at::Tensor ranges = at::empty({channels, 2}, at::TensorOptions().dtype(at::kFloat));
-  float* rows = ranges.data_ptr<float>();
-  const bool clipped = s.clip > 0.0f;
-  float global_q = s.global_q;
-  if (clipped) global_q = std::min(global_q, s.clip);
-  for (int64_t c = 0; c < channels; ++c) {
-    float lo = 0.0f, hi = 0.0f;
-    if (s.source == RangeSource::Global) {
-      lo = -global_q;
-      hi = global_q;
-    } else if (!s.asymmetric) {
-      const float max_abs = std::max(-mins[c], maxs[c]);
-      float q = static_cast<float>(static_cast<double>(max_abs) + static_cast<double>(kernels::kQuantEps));
-      if (clipped) q = std::min(q, s.clip);
-      lo = -q;
-      hi = q;
-    } else {
-      lo = mins[c];
-      hi = maxs[c];
-      if (clipped) {
-        // The reference clamps the weights to ±w_max before taking min and max.
-        lo = kernels::clamp_float(lo, -s.clip, s.clip);
-        hi = kernels::clamp_float(hi, -s.clip, s.clip);
-      }
-    }
-    rows[2 * c] = lo;
-    rows[2 * c + 1] = hi;
-  }
-  return device.is_cpu() ? ranges : ranges.to(device);
+  auto* rows = reinterpret_cast<kernels::QuantRange*>(ranges.data_ptr<float>());
+  const kernels::RangeRule rule = range_rule(s);
+  for (int64_t c = 0; c < channels; ++c) rows[c] = kernels::range_of_channel(mins[c], maxs[c], rule);
+  return ranges;
 }
 
 void check_ranges(const at::Tensor& ranges, const at::Tensor& w, int64_t channels,
@@ -181,9 +171,19 @@ at::Tensor compute_ranges(const at::Tensor& w, const QuantScheme& s, const std::
   check_float_tensor(w, name, "compute_ranges");
   const at::Tensor contiguous = w.contiguous();
   const int64_t channels = range_channels(w, s);
+  if (w.is_cuda() && w.numel() > 0) {
+#ifdef BITROBUST_WITH_CUDA
+    at::Tensor ranges = at::empty({channels, 2}, w.options().dtype(at::kFloat));
+    const c10::cuda::CUDAGuard guard(w.device());
+    kernels::compute_ranges_cuda(contiguous.data_ptr<float>(), contiguous.numel(), channels, range_rule(s),
+                                 reinterpret_cast<kernels::QuantRange*>(ranges.data_ptr<float>()), stream_of(w));
+    return ranges;
+#endif
+  }
   std::vector<float> mins, maxs;
   channel_minmax(contiguous, channels, name, mins, maxs);
-  return ranges_from_minmax(mins, maxs, s, w.device());
+  const at::Tensor ranges = ranges_from_minmax(mins, maxs, s);
+  return w.is_cpu() ? ranges : ranges.to(w.device());
 }
 
 QuantizedTensor quantize(const at::Tensor& w, const QuantScheme& s, const std::string& name) {

@@ -359,6 +359,29 @@ TEST(QuantizerCuda, BitIdenticalToCpu) {
     ASSERT_TRUE(at::equal(dequantize(all_gpu).cpu(), dequantize(all_cpu))) << s.to_string();
   }
 }
+
+// Ranges computed on the device (NOTE [Device ranges]): one tensor large enough to be split across
+// many blocks, signed zeros, and channels of one element; then NaN, which the device path turns
+// into a NaN range instead of throwing.
+TEST(QuantizerCuda, DeviceRangesEqualHostRanges) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::Tensor big = randn({3 * 1000003}, 11, 0.2f).reshape({3, -1});
+  big.index_put_({1}, at::zeros({1000003}).neg());  // a channel of -0.0
+  const at::Tensor tiny = randn({7}, 12).reshape({7, 1});
+  for (const at::Tensor& w : {big, tiny}) {
+    for (const QuantScheme& s : all_schemes({8})) {
+      ASSERT_TRUE(at::equal(compute_ranges(w.cuda(), s, "w").cpu(), compute_ranges(w, s, "w"))) << s.to_string();
+    }
+  }
+  at::Tensor bad = tiny.clone();
+  bad[3][0] = std::numeric_limits<float>::quiet_NaN();
+  QuantScheme channel;
+  channel.source = RangeSource::Channel;
+  const at::Tensor r = compute_ranges(bad.cuda(), channel, "w").cpu();
+  EXPECT_TRUE(std::isnan(r[3][0].item<float>()) && std::isnan(r[3][1].item<float>()));
+  EXPECT_TRUE(at::isfinite(r.index({at::indexing::Slice(0, 3)})).all().item<bool>());
+  EXPECT_ERROR_CONTAINS(compute_ranges(bad, channel, "w"), "NaN or infinite");
+}
 #endif
 
 }  // namespace

@@ -56,6 +56,17 @@ void quantize_dequantize_cpu(const float* w, int64_t n, int64_t channels, const 
 /// unspecified) when w holds a NaN or an infinity.
 bool minmax_cpu(const float* w, int64_t n, int64_t channels, float* mins, float* maxs);
 
+/// How a channel's range follows from the minimum and maximum of its weights (range_of_channel in
+/// quantize_math.h; NOTE [Range rows] in src/quant/quantizer.cpp).
+struct RangeRule {
+  static constexpr int32_t kGlobal = 0;      ///< [-global_q, global_q] whatever the weights
+  static constexpr int32_t kSymmetric = 1;   ///< [-q, q], q = max |w| + ε (then clipped)
+  static constexpr int32_t kAsymmetric = 2;  ///< [min w, max w] (each clipped)
+  int32_t kind = kGlobal;
+  float clip = 0.0f;      ///< > 0: the clipping bound w_max
+  float global_q = 1.0f;  ///< kGlobal's bound, already min(global_q, clip)
+};
+
 // CUDA twins (defined only when the CUDA kernels are built): the same results bit for bit. All
 // pointers, `ranges` included, are device memory; `stream` is a cudaStream_t, launches are
 // asynchronous on it.
@@ -65,5 +76,11 @@ void dequantize_cuda(const void* codes, int64_t n, int64_t channels, const Quant
                      QuantFormat f, float* out, void* stream);
 void quantize_dequantize_cuda(const float* w, int64_t n, int64_t channels,
                               const QuantRange* ranges, QuantFormat f, float* out, void* stream);
+/// ranges[c] = range_of_channel(min, max of channel c, rule), computed on the device so that
+/// quantization-aware training needs no host round trip per parameter and step. A channel holding
+/// a NaN or an infinity gets the range {NaN, NaN} (the host path throws instead; on the GPU the
+/// NaN reaches the loss, and the trainer stops with a message naming the epoch and step).
+void compute_ranges_cuda(const float* w, int64_t n, int64_t channels, RangeRule rule, QuantRange* ranges,
+                         void* stream);
 
 }  // namespace bitrobust::kernels

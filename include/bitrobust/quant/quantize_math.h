@@ -45,6 +45,29 @@ namespace bitrobust::kernels {
 /// ε of NOTE [Where epsilon goes].
 constexpr float kQuantEps = 0.001f;
 
+/// The range of one channel from the minimum and maximum of its (finite) weights; see NOTE [Range
+/// rows] in src/quant/quantizer.cpp and NOTE [Where epsilon goes]. Only min/max and one IEEE double
+/// addition rounded once to float: the host and CUDA get the same floats.
+BR_HOST_DEVICE QuantRange range_of_channel(float min_w, float max_w, const RangeRule& rule) {
+  if (rule.kind == RangeRule::kGlobal) return QuantRange{-rule.global_q, rule.global_q};
+  // -0 + 0 = +0: which zero a reduction returns must not matter (the host and CUDA may differ).
+  min_w += 0.0f;
+  max_w += 0.0f;
+  const bool clipped = rule.clip > 0.0f;
+  if (rule.kind == RangeRule::kSymmetric) {
+    const float max_abs = -min_w > max_w ? -min_w : max_w;
+    float q = static_cast<float>(static_cast<double>(max_abs) + static_cast<double>(kQuantEps));
+    if (clipped && rule.clip < q) q = rule.clip;
+    return QuantRange{-q, q};
+  }
+  // The reference clamps the weights to ±w_max before taking min and max.
+  if (clipped) {
+    min_w = min_w < -rule.clip ? -rule.clip : (min_w > rule.clip ? rule.clip : min_w);
+    max_w = max_w < -rule.clip ? -rule.clip : (max_w > rule.clip ? rule.clip : max_w);
+  }
+  return QuantRange{min_w, max_w};
+}
+
 /// Everything one channel's formulas need, derived from its QuantRange and the QuantFormat.
 struct QuantParams {
   float lo, hi;      ///< clamp bounds of w (symmetric: -q, q)

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "bitrobust/common/error.h"
@@ -117,6 +118,100 @@ void quantize_dequantize_cuda(const float* w, int64_t n, int64_t channels,
                                                        out);
   });
   check_launch("quantize_dequantize_cuda");
+}
+
+namespace {
+
+// NOTE [Device ranges]: min and max per channel by atomics on order-preserving integer keys of the
+// floats, written into the ranges buffer itself (two int32 per channel), then turned into the range
+// in place. A non-finite element sets the min key to INT_MIN, which no finite float maps to.
+__device__ __forceinline__ int32_t order_key(float x) {
+  const int32_t bits = __float_as_int(x + 0.0f);  // -0 -> +0
+  return bits >= 0 ? bits : bits ^ 0x7FFFFFFF;
+}
+__device__ __forceinline__ float key_value(int32_t key) {
+  return __int_as_float(key >= 0 ? key : key ^ 0x7FFFFFFF);
+}
+constexpr int32_t kNonFiniteKey = INT32_MIN;
+
+__global__ void init_range_keys_kernel(int32_t* keys, int64_t channels) {
+  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < channels; c += int64_t{gridDim.x} * blockDim.x) {
+    keys[2 * c] = INT32_MAX;
+    keys[2 * c + 1] = INT32_MIN;
+  }
+}
+
+// grid.y: channels (strided), grid.x: slices of one channel's elements.
+__global__ void channel_minmax_kernel(const float* __restrict__ w, int64_t channels, int64_t per_channel,
+                                      int32_t* keys) {
+  __shared__ int32_t block_min[kThreads / 32], block_max[kThreads / 32];
+  for (int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
+    const float* base = w + c * per_channel;
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < per_channel; i += int64_t{gridDim.x} * kThreads) {
+      const float x = base[i];
+      if (!isfinite(x)) {
+        lo = kNonFiniteKey;
+        continue;
+      }
+      const int32_t k = order_key(x);
+      lo = k < lo ? k : lo;
+      hi = k > hi ? k : hi;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const int32_t other_lo = __shfl_down_sync(0xFFFFFFFFu, lo, offset);
+      const int32_t other_hi = __shfl_down_sync(0xFFFFFFFFu, hi, offset);
+      lo = other_lo < lo ? other_lo : lo;
+      hi = other_hi > hi ? other_hi : hi;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+      block_min[warp] = lo;
+      block_max[warp] = hi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int i = 1; i < kThreads / 32; ++i) {
+        lo = block_min[i] < lo ? block_min[i] : lo;
+        hi = block_max[i] > hi ? block_max[i] : hi;
+      }
+      atomicMin(&keys[2 * c], lo);
+      atomicMax(&keys[2 * c + 1], hi);
+    }
+    __syncthreads();
+  }
+}
+
+__global__ void ranges_from_keys_kernel(QuantRange* ranges, int64_t channels, RangeRule rule) {
+  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < channels; c += int64_t{gridDim.x} * blockDim.x) {
+    const int32_t* keys = reinterpret_cast<const int32_t*>(ranges + c);
+    const int32_t lo = keys[0], hi = keys[1];
+    if (lo == kNonFiniteKey) {
+      ranges[c] = QuantRange{__int_as_float(0x7FC00000), __int_as_float(0x7FC00000)};
+    } else {
+      ranges[c] = range_of_channel(key_value(lo), key_value(hi), rule);
+    }
+  }
+}
+
+}  // namespace
+
+void compute_ranges_cuda(const float* w, int64_t n, int64_t channels, RangeRule rule, QuantRange* ranges,
+                         void* stream) {
+  BR_CHECK(channels >= 1 && n >= channels && n % channels == 0, "compute_ranges_cuda: ", n,
+           " weights do not split into ", channels, " channels");
+  static_assert(sizeof(QuantRange) == 2 * sizeof(int32_t), "keys live in the ranges buffer");
+  auto cuda_stream = static_cast<cudaStream_t>(stream);
+  auto* keys = reinterpret_cast<int32_t*>(ranges);
+  const int64_t per_channel = n / channels;
+  const unsigned small_grid = static_cast<unsigned>(std::min<int64_t>((channels + kThreads - 1) / kThreads, 1024));
+  init_range_keys_kernel<<<small_grid, kThreads, 0, cuda_stream>>>(keys, channels);
+  // About 16 elements per thread, at most 512 slices per channel and 65535 channels per launch row.
+  const int64_t slices = std::min<int64_t>((per_channel + kThreads * 16 - 1) / (kThreads * 16), 512);
+  const dim3 grid(static_cast<unsigned>(slices), static_cast<unsigned>(std::min<int64_t>(channels, 65535)));
+  channel_minmax_kernel<<<grid, kThreads, 0, cuda_stream>>>(w, channels, per_channel, keys);
+  ranges_from_keys_kernel<<<small_grid, kThreads, 0, cuda_stream>>>(ranges, channels, rule);
+  check_launch("compute_ranges_cuda");
 }
 
 }  // namespace bitrobust::kernels
