@@ -43,4 +43,17 @@ std::shared_ptr<Classifier> build_model(const ModelSpec& spec);
 
 int64_t parameter_count(const torch::nn::Module& module);
 
+/// Turns the fused inference path on or off for every network in the process (default on).
+/// When on, a GroupNorm layer ("gn", "regn") and its ReLU run as one fused op
+/// (bitrobust/models/group_norm_relu.h) in eval mode without gradients, wherever the fused op is
+/// the faster one (see uses_fused_group_norm_relu). Off: eager at::relu(at::group_norm(...))
+/// everywhere, for comparisons. Results agree to rounding (about 1e-6 relative).
+void set_fused_inference(bool enabled);
+bool fused_inference_enabled();
+
+/// Whether a GroupNorm + ReLU layer takes the fused path for input x: the switch is on, the module
+/// is not training (`training`), grad mode is off, x is float32, and x is on a CUDA device or
+/// (where measured faster, see docs/measurements.md) on the CPU.
+bool uses_fused_group_norm_relu(const at::Tensor& x, bool training);
+
 }  // namespace bitrobust::models

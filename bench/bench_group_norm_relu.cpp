@@ -1,0 +1,154 @@
+// Fused GroupNorm + ReLU (bitrobust/models/group_norm_relu.h) against eager LibTorch on the CPU, on
+// the GroupNorm inputs of LeNet and SimpleNet at batch 500, and LeNet inference with the fused
+// path on and off. Like the CLI, it keeps freed memory in the process (malloc_tuning.h); outputs
+// above 32 MiB (LeNet's act1, SimpleNet's act1) still come from fresh, page-faulted mmaps, which
+// the op-level figures include, as inference pays them. BM_FusedKernel writes into a preallocated
+// buffer: the kernel alone.
+//   ./build/bench_group_norm_relu [--benchmark_repetitions=3]   (threads: OMP_NUM_THREADS, else 2)
+// bytes_per_second counts 8 bytes per element (one read of x, one write of y: the least traffic
+// the op needs), whatever the variant moves; items_per_second counts elements (images for the
+// network benchmark).
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "bitrobust/common/malloc_tuning.h"
+#include "bitrobust/models/group_norm_relu.h"
+#include "bitrobust/models/group_norm_relu_kernels.h"
+#include "bitrobust/models/models.h"
+
+namespace {
+
+constexpr double kEps = 1e-5;
+
+struct Shape {
+  const char* name;
+  std::vector<int64_t> sizes;
+  int64_t groups;  // max(1, min(32, C / 2)), as the networks choose
+};
+
+// Benchmark arguments are integers: shapes by index.
+const Shape kShapes[] = {
+    {"lenet.act1 [500,32,28,28] g16", {500, 32, 28, 28}, 16},
+    {"lenet.act2 [500,64,14,14] g32", {500, 64, 14, 14}, 32},
+    {"lenet.act3 [500,256] g32", {500, 256}, 32},
+    {"simplenet.act1 [500,64,32,32] g32", {500, 64, 32, 32}, 32},
+};
+
+struct Inputs {
+  at::Tensor x, scale, bias;
+};
+
+Inputs inputs_for(const Shape& s) {
+  auto gen = at::detail::createCPUGenerator(11);
+  const int64_t channels = s.sizes[1];
+  return {at::randn(s.sizes, gen), at::rand({channels}, gen) + 0.5, at::rand({channels}, gen) - 0.5};
+}
+
+void report(benchmark::State& state, const Shape& s, const at::Tensor& x) {
+  state.SetBytesProcessed(state.iterations() * x.numel() * 8);
+  state.SetItemsProcessed(state.iterations() * x.numel());
+  state.SetLabel(s.name);
+}
+
+/// What the networks ran before: at::relu(at::group_norm(...)), ReLU out of place.
+void BM_EagerGroupNormRelu(benchmark::State& state) {
+  const Shape& s = kShapes[state.range(0)];
+  const Inputs in = inputs_for(s);
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) {
+    at::Tensor y = at::relu(at::group_norm(in.x, s.groups, in.scale, in.bias, kEps));
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  report(state, s, in.x);
+}
+
+/// Eager with the ReLU in place: no second output tensor, still a second pass over the data.
+void BM_EagerGroupNormReluInPlace(benchmark::State& state) {
+  const Shape& s = kShapes[state.range(0)];
+  const Inputs in = inputs_for(s);
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) {
+    at::Tensor y = at::group_norm(in.x, s.groups, in.scale, in.bias, kEps);
+    y.relu_();
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  report(state, s, in.x);
+}
+
+void BM_FusedGroupNormRelu(benchmark::State& state) {
+  const Shape& s = kShapes[state.range(0)];
+  const Inputs in = inputs_for(s);
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) {
+    at::Tensor y = bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps);
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  report(state, s, in.x);
+}
+
+/// The CPU kernel alone, into a preallocated output (no allocation, no page faults).
+void BM_FusedKernel(benchmark::State& state) {
+  const Shape& s = kShapes[state.range(0)];
+  const Inputs in = inputs_for(s);
+  at::Tensor y = at::empty_like(in.x);
+  bitrobust::kernels::GroupNormShape shape;
+  shape.batch = s.sizes[0];
+  shape.channels = s.sizes[1];
+  shape.spatial = in.x.numel() / (shape.batch * shape.channels);
+  shape.groups = s.groups;
+  for (auto _ : state) {
+    bitrobust::kernels::group_norm_relu_cpu(in.x.data_ptr<float>(), shape, in.scale.data_ptr<float>(),
+                                            in.bias.data_ptr<float>(), kEps, y.data_ptr<float>());
+    benchmark::ClobberMemory();
+  }
+  report(state, s, in.x);
+}
+
+/// LeNet (GroupNorm) forward in eval mode without gradients, batch 500; argument: fused path on (1)
+/// or off (0). items_per_second = images/s.
+void BM_LeNetInference(benchmark::State& state) {
+  const bool fused = state.range(0) != 0;
+  const bool saved = bitrobust::models::fused_inference_enabled();
+  bitrobust::models::set_fused_inference(fused);
+  bitrobust::models::ModelSpec spec;  // lenet, gn, 1x28x28
+  torch::manual_seed(0);
+  auto net = bitrobust::models::build_model(spec);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor images = torch::randn({500, 1, 28, 28});
+  for (auto _ : state) {
+    at::Tensor logits = net->forward(images);
+    benchmark::DoNotOptimize(logits.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * 500);
+  state.SetLabel(fused ? "fused" : "eager");
+  bitrobust::models::set_fused_inference(saved);
+}
+
+BENCHMARK(BM_EagerGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EagerGroupNormReluInPlace)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedKernel)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LeNetInference)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Two threads unless OMP_NUM_THREADS says otherwise: the project's 2-core machine.
+  const char* threads = std::getenv("OMP_NUM_THREADS");
+  at::set_num_threads(threads ? std::max(1, std::atoi(threads)) : 2);
+  bitrobust::keep_freed_memory_in_process();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,22 @@
+#pragma once
+// Fused GroupNorm + ReLU for inference: relu(group_norm(x)) in one pass on the CPU and in one
+// kernel on CUDA. The formula and its numerics: NOTE [Fused GroupNorm + ReLU] in
+// bitrobust/models/group_norm_relu_kernels.h. The networks use it when they run in eval mode
+// without gradients (see set_fused_inference in bitrobust/models/models.h).
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace bitrobust::models {
+
+/// y = max(0, group_norm(x, groups, scale, bias, eps)), the value of
+/// at::relu(at::group_norm(x, groups, scale, bias, eps)) to about 1e-6 relative.
+/// x: float32 of shape [N, C, *] (any strides; dims >= 2), on the CPU or a CUDA device; scale and
+/// bias: float32 with C elements on x's device; C % groups == 0; eps >= 0. Returns a new contiguous
+/// tensor of x's shape. CUDA: runs on the current stream of x's device, without synchronising.
+/// Inference only: no autograd graph is recorded, so it throws bitrobust::Error when gradient
+/// mode is on and an input requires a gradient, and for every invalid argument.
+at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor& scale,
+                           const at::Tensor& bias, double eps);
+
+}  // namespace bitrobust::models

@@ -1,0 +1,71 @@
+#pragma once
+// Fused GroupNorm + ReLU for inference, over raw pointers: plain C++ (no Torch), shared by the CPU
+// kernel (src/kernels/cpu/group_norm_relu_cpu.cpp) and its CUDA twin
+// (src/kernels/cuda/group_norm_relu_cuda.cu). The torch-facing op is
+// bitrobust/models/group_norm_relu.h.
+//
+// NOTE [Fused GroupNorm + ReLU]: for x of shape [N, C, S] (contiguous, row-major; S = H*W for
+// images, S = 1 for the [N, C] activations of linear layers) and G groups of C/G consecutive
+// channels,
+//   y[n, c, s] = max(0, (x[n, c, s] - mean[n, g]) * rstd[n, g] * scale[c] + bias[c]),  g = c / (C/G),
+//   rstd[n, g] = 1 / sqrt(var[n, g] + eps),
+// where mean and the biased variance (divided by the count, as at::group_norm) run over the
+// D = C/G * S elements of group (n, g). Because channels of a group are consecutive, group (n, g)
+// is the contiguous block x[(n*G + g) * D, (n*G + g + 1) * D).
+//
+// Numerics: eager at::group_norm evaluates x * (rstd*scale) + (bias - mean*rstd*scale); when the
+// mean is large against the spread (x = 1000 + noise) that adds two large numbers and loses the
+// result. Here the statistics are two-pass (mean first, then squared deviations from it, with the
+// corrected two-pass term), and every output is formed from the deviation x - mean, with the mean
+// carried as a float pair hi + lo: x - hi is exact near the mean (Sterbenz), so the deviation is
+// rounded once. The CPU accumulates in double; the CUDA twin accumulates in float (per-thread
+// partial sums, then a tree) around a shift taken from the data, refined by the second pass.
+// The two agree to rounding, not bit for bit (the reduction orders differ).
+//
+// ReLU keeps NaN: a group holding a NaN or an infinity gives NaN outputs, as at::group_norm
+// followed by at::relu does, so a bit error sweep still sees a broken activation.
+#include <cmath>
+#include <cstdint>
+
+#include "bitrobust/common/error.h"
+
+namespace bitrobust::kernels {
+
+/// Sizes of one fused GroupNorm + ReLU call on x of shape [batch, channels, spatial].
+struct GroupNormShape {
+  int64_t batch = 0;     ///< N >= 0
+  int64_t channels = 0;  ///< C >= 1
+  int64_t spatial = 1;   ///< S = H*W (1 for [N, C] input), >= 0
+  int64_t groups = 1;    ///< G >= 1, C % G == 0
+
+  int64_t group_size() const { return channels / groups * spatial; }  ///< D, elements per group
+  int64_t numel() const { return batch * channels * spatial; }
+};
+
+/// Throws bitrobust::Error (message starting with `what`) unless the sizes are valid (see
+/// GroupNormShape) and eps is finite and >= 0. Inline: both kernel libraries call it.
+inline void check_group_norm_shape(const char* what, const GroupNormShape& shape, double eps) {
+  BR_CHECK(shape.batch >= 0 && shape.spatial >= 0, what, ": sizes must be >= 0, got batch ",
+           shape.batch, ", spatial ", shape.spatial);
+  BR_CHECK(shape.channels >= 1, what, ": channels must be >= 1, got ", shape.channels);
+  BR_CHECK(shape.groups >= 1 && shape.channels % shape.groups == 0, what, ": ", shape.channels,
+           " channels do not split into ", shape.groups, " groups of equal size");
+  BR_CHECK(std::isfinite(eps) && eps >= 0.0, what, ": eps must be finite and >= 0, got ", eps);
+}
+
+/// y = relu(group_norm(x)) on the CPU, see NOTE [Fused GroupNorm + ReLU].
+/// x and y: shape.numel() contiguous floats each (y must not overlap x); scale and bias:
+/// shape.channels floats each (the affine parameters, scale = weight, or 1 + weight for the
+/// re-parameterized norm). eps is added to the variance. OpenMP over the N*G groups; each group is
+/// computed by one thread in a fixed order, so results do not depend on the number of threads.
+/// Throws bitrobust::Error for invalid sizes; an empty tensor does nothing.
+void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
+                         const float* bias, double eps, float* y);
+
+/// The CUDA twin (defined only when the CUDA kernels are built): same arguments, all pointers are
+/// device memory; `stream` is a cudaStream_t, the launch is asynchronous on it (no host
+/// synchronisation). Throws bitrobust::Error for invalid sizes or a failed launch.
+void group_norm_relu_cuda(const float* x, const GroupNormShape& shape, const float* scale,
+                          const float* bias, double eps, float* y, void* stream);
+
+}  // namespace bitrobust::kernels

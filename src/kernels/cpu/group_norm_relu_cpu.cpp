@@ -1,0 +1,117 @@
+// CPU kernel of the fused GroupNorm + ReLU, see NOTE [Fused GroupNorm + ReLU] in
+// bitrobust/models/group_norm_relu_kernels.h. OpenMP over the N*G groups. A group is one contiguous
+// block (a few KB for our networks), so its three passes (sum, squared deviations, normalize and
+// write) read it from DRAM once and then from the core's cache; the fused write saves eager ReLU's
+// extra read and write of the whole tensor.
+#include <algorithm>
+#include <cmath>
+
+#include "bitrobust/models/group_norm_relu_kernels.h"
+
+namespace bitrobust::kernels {
+namespace {
+
+// Below this many elements one thread finishes in tens of microseconds, about what a fork/join
+// costs when the cores are shared; only larger tensors fork. LeNet's smallest GroupNorm input at
+// batch 500 ([500, 256], the linear layer) has 128K elements and forks.
+constexpr int64_t kParallelMin = int64_t{1} << 16;
+
+// See NOTE [CPU multiversioning] in src/kernels/cpu/quantize_cpu.cpp: the loops are also compiled
+// for AVX2 and picked at load time. The double accumulations need the wider lanes most.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define BR_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define BR_VECTOR_CLONES
+#endif
+
+// Sums in double: a group of 2048 floats near 1000 keeps its mean to about 1e-13, where float
+// accumulation would lose several digits.
+BR_VECTOR_CLONES double sum_of(const float* __restrict__ x, int64_t count) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < count; ++i) sum += static_cast<double>(x[i]);
+  return sum;
+}
+
+struct Deviations {
+  double sum;     ///< Σ (x - m): the rounding error of m, times the count
+  double sum_sq;  ///< Σ (x - m)²
+};
+
+BR_VECTOR_CLONES Deviations deviations_from(const float* __restrict__ x, int64_t count, double m) {
+  double sum = 0.0, sum_sq = 0.0;
+#pragma omp simd reduction(+ : sum, sum_sq)
+  for (int64_t i = 0; i < count; ++i) {
+    const double d = static_cast<double>(x[i]) - m;
+    sum += d;
+    sum_sq += d * d;
+  }
+  return {sum, sum_sq};
+}
+
+// `v < 0 ? 0 : v` rather than std::max: NaN passes through, as at::relu lets it.
+inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
+
+/// One channel's S values: y = relu(((x - hi) - lo) * a + b).
+BR_VECTOR_CLONES void normalize_relu_run(const float* __restrict__ x, int64_t count, float mean_hi,
+                                         float mean_lo, float a, float b, float* __restrict__ y) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) y[i] = relu(((x[i] - mean_hi) - mean_lo) * a + b);
+}
+
+/// S = 1 (the [N, C] input of linear layers): one value per channel, so the loop runs over channels.
+BR_VECTOR_CLONES void normalize_relu_channels(const float* __restrict__ x, int64_t count,
+                                              float mean_hi, float mean_lo, float rstd,
+                                              const float* __restrict__ scale,
+                                              const float* __restrict__ bias, float* __restrict__ y) {
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    y[c] = relu(((x[c] - mean_hi) - mean_lo) * (rstd * scale[c]) + bias[c]);
+  }
+}
+
+/// One group (n, g): `channels` consecutive channels of `spatial` values each; scale and bias point
+/// at the group's first channel.
+void group_norm_relu_group(const float* x, int64_t channels, int64_t spatial, const float* scale,
+                           const float* bias, double eps, float* y) {
+  const int64_t count = channels * spatial;
+  const double first_mean = sum_of(x, count) / static_cast<double>(count);
+  // Corrected two-pass: the deviations' sum is the rounding error left in the first mean; taking it
+  // out of the sum of squares keeps the variance exact to rounding even for large offsets.
+  const Deviations dev = deviations_from(x, count, first_mean);
+  const double correction = dev.sum / static_cast<double>(count);
+  const double mean = first_mean + correction;
+  const double variance = std::max(0.0, dev.sum_sq / static_cast<double>(count) - correction * correction);
+  const float rstd = static_cast<float>(1.0 / std::sqrt(variance + eps));
+  // The mean as a float pair: x - mean_hi is exact for x near the mean, so a deviation is rounded
+  // once (a single float mean near 1000 would be off by up to 3e-5 in every deviation).
+  const float mean_hi = static_cast<float>(mean);
+  const float mean_lo = static_cast<float>(mean - static_cast<double>(mean_hi));
+  if (spatial == 1) {
+    normalize_relu_channels(x, channels, mean_hi, mean_lo, rstd, scale, bias, y);
+    return;
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    normalize_relu_run(x + c * spatial, spatial, mean_hi, mean_lo, rstd * scale[c], bias[c],
+                       y + c * spatial);
+  }
+}
+
+}  // namespace
+
+void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
+                         const float* bias, double eps, float* y) {
+  check_group_norm_shape("group_norm_relu_cpu", shape, eps);
+  const int64_t group_count = shape.batch * shape.groups;
+  const int64_t group_size = shape.group_size();
+  if (group_count == 0 || group_size == 0) return;
+  const int64_t channels_per_group = shape.channels / shape.groups;
+#pragma omp parallel for schedule(static) if (shape.numel() >= kParallelMin)
+  for (int64_t ng = 0; ng < group_count; ++ng) {
+    const int64_t first_channel = (ng % shape.groups) * channels_per_group;
+    group_norm_relu_group(x + ng * group_size, channels_per_group, shape.spatial,
+                          scale + first_channel, bias + first_channel, eps, y + ng * group_size);
+  }
+}
+
+}  // namespace bitrobust::kernels

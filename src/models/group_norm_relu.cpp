@@ -1,0 +1,79 @@
+// Device-neutral entry of the fused GroupNorm + ReLU: validate, allocate, dispatch to the CPU
+// kernel or its CUDA twin (src/kernels/{cpu,cuda}/group_norm_relu_*).
+#include "bitrobust/models/group_norm_relu.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/config.h"
+#include "bitrobust/models/group_norm_relu_kernels.h"
+
+#ifdef BITROBUST_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+namespace bitrobust::models {
+namespace {
+
+constexpr const char* kOp = "group_norm_relu";
+
+void check_parameter(const at::Tensor& p, const char* name, const at::Tensor& x) {
+  BR_CHECK(p.defined(), kOp, ": ", name, " is an undefined tensor");
+  BR_CHECK(p.scalar_type() == at::kFloat, kOp, ": ", name, " has dtype ", p.scalar_type(),
+           "; expected float32");
+  BR_CHECK(p.dim() == 1 && p.size(0) == x.size(1), kOp, ": ", name, " must have shape [", x.size(1),
+           "] (one value per channel of x), got ", p.sizes());
+  BR_CHECK(p.device() == x.device(), kOp, ": ", name, " is on ", p.device(), " but x is on ",
+           x.device());
+}
+
+}  // namespace
+
+at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor& scale,
+                           const at::Tensor& bias, double eps) {
+  BR_CHECK(x.defined(), kOp, ": x is an undefined tensor");
+  BR_CHECK(x.scalar_type() == at::kFloat, kOp, ": x has dtype ", x.scalar_type(),
+           "; expected float32");
+  BR_CHECK(x.dim() >= 2, kOp, ": x must have shape [N, C, *] (at least 2 dims), got ", x.sizes());
+  BR_CHECK(x.is_cpu() || x.is_cuda(), kOp, ": x is on ", x.device(),
+           "; only CPU and CUDA tensors are supported");
+  check_parameter(scale, "scale", x);
+  check_parameter(bias, "bias", x);
+  BR_CHECK(!(at::GradMode::is_enabled() &&
+             (x.requires_grad() || scale.requires_grad() || bias.requires_grad())),
+           kOp, ": inference only, records no gradient; an input requires grad while grad mode is "
+           "on (use at::relu(at::group_norm(...)) for training)");
+
+  kernels::GroupNormShape shape;
+  shape.batch = x.size(0);
+  shape.channels = x.size(1);
+  shape.spatial = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) shape.spatial *= x.size(d);
+  shape.groups = groups;
+  kernels::check_group_norm_shape(kOp, shape, eps);
+
+  const at::Tensor input = x.contiguous();
+  const at::Tensor scale_c = scale.contiguous();
+  const at::Tensor bias_c = bias.contiguous();
+  at::Tensor y = at::empty_like(input, at::MemoryFormat::Contiguous);
+  if (y.numel() == 0) return y;
+  if (x.is_cpu()) {
+    kernels::group_norm_relu_cpu(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
+                                 bias_c.data_ptr<float>(), eps, y.data_ptr<float>());
+    return y;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(x.device());
+  kernels::group_norm_relu_cuda(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
+                                bias_c.data_ptr<float>(), eps, y.data_ptr<float>(),
+                                at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return y;
+#else
+  throw Error(detail::concat(kOp, ": x is on ", x.device(),
+                             " but bitrobust was built without CUDA kernels"));
+#endif
+}
+
+}  // namespace bitrobust::models

@@ -1,0 +1,226 @@
+// Torch-free tests of the fused GroupNorm + ReLU CPU kernel against a straightforward
+// double-precision transcription of the formula (NOTE [Fused GroupNorm + ReLU] in
+// bitrobust/models/group_norm_relu_kernels.h), on shapes that exercise each loop of the kernel and
+// on data that defeats naive float statistics.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/common/philox.h"
+#include "bitrobust/models/group_norm_relu_kernels.h"
+
+namespace bitrobust::kernels {
+namespace {
+
+constexpr double kEps = 1e-5;
+// |y - reference| <= kTol * (1 + |reference|): the op's promise against at::group_norm + relu.
+constexpr double kTol = 1e-5;
+
+std::string describe(const GroupNormShape& s) {
+  return "[" + std::to_string(s.batch) + ", " + std::to_string(s.channels) + ", " +
+         std::to_string(s.spatial) + "] groups " + std::to_string(s.groups);
+}
+
+/// Uniform floats in [lo, hi) from a seeded stream.
+std::vector<float> uniform(int64_t n, float lo, float hi, uint64_t seed) {
+  PhiloxStream rng(seed, 5);
+  std::vector<float> v(n);
+  for (float& value : v) value = lo + (hi - lo) * rng.uniform();
+  return v;
+}
+
+/// The formula in double: two-pass mean and biased variance per group, then relu.
+std::vector<double> reference(const std::vector<float>& x, const GroupNormShape& s,
+                              const std::vector<float>& scale, const std::vector<float>& bias,
+                              double eps) {
+  const int64_t per_group = s.group_size();
+  const int64_t channels_per_group = s.channels / s.groups;
+  std::vector<double> y(x.size());
+  for (int64_t ng = 0; ng < s.batch * s.groups; ++ng) {
+    const float* xg = x.data() + ng * per_group;
+    double mean = 0.0;
+    for (int64_t i = 0; i < per_group; ++i) mean += xg[i];
+    mean /= static_cast<double>(per_group);
+    double var = 0.0;
+    for (int64_t i = 0; i < per_group; ++i) var += (xg[i] - mean) * (xg[i] - mean);
+    var /= static_cast<double>(per_group);
+    const double rstd = 1.0 / std::sqrt(var + eps);
+    for (int64_t i = 0; i < per_group; ++i) {
+      const int64_t c = (ng % s.groups) * channels_per_group + i / s.spatial;
+      const double v = (xg[i] - mean) * rstd * scale[c] + bias[c];
+      y[ng * per_group + i] = std::max(0.0, v);
+    }
+  }
+  return y;
+}
+
+struct Case {
+  GroupNormShape shape;
+  std::vector<float> x, scale, bias;
+};
+
+Case random_case(GroupNormShape shape, uint64_t seed, float offset = 0.0f, float spread = 2.0f) {
+  Case c{shape, uniform(shape.numel(), offset - spread, offset + spread, seed),
+         uniform(shape.channels, -1.5f, 1.5f, seed + 1), uniform(shape.channels, -1.0f, 1.0f, seed + 2)};
+  return c;
+}
+
+std::vector<float> run(const Case& c, double eps = kEps) {
+  std::vector<float> y(c.x.size(), -7.0f);
+  group_norm_relu_cpu(c.x.data(), c.shape, c.scale.data(), c.bias.data(), eps, y.data());
+  return y;
+}
+
+/// Largest |y - ref| / (1 + |ref|); expects every element within kTol.
+double expect_close_to_reference(const Case& c, const std::string& what) {
+  const std::vector<float> y = run(c);
+  const std::vector<double> ref = reference(c.x, c.shape, c.scale, c.bias, kEps);
+  double worst = 0.0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double err = std::fabs(y[i] - ref[i]) / (1.0 + std::fabs(ref[i]));
+    worst = std::max(worst, err);
+    if (err > kTol) {
+      ADD_FAILURE() << what << " " << describe(c.shape) << ": element " << i << " is " << y[i]
+                    << ", reference " << ref[i];
+      break;
+    }
+  }
+  return worst;
+}
+
+TEST(GroupNormReluCpu, MatchesDoubleReferenceOnShapesOfEveryKind) {
+  const std::vector<GroupNormShape> shapes = {
+      {2, 4, 5, 2},     // small
+      {3, 6, 1, 3},     // S = 1: the [N, C] input of a linear layer
+      {2, 4, 3, 4},     // one channel per group
+      {1, 8, 7, 1},     // one group
+      {2, 64, 9, 32},   // SimpleNet's group count
+      {5, 256, 1, 32},  // LeNet's fc1 GroupNorm
+      {2, 32, 784, 16}, // LeNet's conv1 output
+      {4, 64, 1024, 32} // SimpleNet's conv1 output: above the parallel threshold
+  };
+  uint64_t seed = 10;
+  for (const auto& shape : shapes) {
+    const double worst = expect_close_to_reference(random_case(shape, seed++), "random");
+    EXPECT_LT(worst, 2e-6) << describe(shape);  // a few float roundings, far inside kTol
+  }
+}
+
+TEST(GroupNormReluCpu, ConstantGroupGivesReluOfBiasExactly) {
+  for (const int64_t spatial : {int64_t{1}, int64_t{6}}) {
+    Case c = random_case({2, 8, spatial, 4}, 3);  // 2 channels per group
+    const int64_t per_group = c.shape.group_size();
+    // Group (n=0, g=1) and group (n=1, g=3) constant: variance 0, every deviation exactly 0.
+    std::fill(c.x.begin() + 1 * per_group, c.x.begin() + 2 * per_group, 0.37f);
+    std::fill(c.x.begin() + 7 * per_group, c.x.begin() + 8 * per_group, -1234.5f);
+    c.bias[2] = 0.25f;
+    c.bias[3] = -0.5f;
+    c.bias[6] = 0.75f;
+    c.bias[7] = 0.0f;
+    const std::vector<float> y = run(c);
+    for (int64_t i = 0; i < per_group; ++i) {
+      const int64_t local_channel = i / spatial;
+      EXPECT_EQ(y[1 * per_group + i], std::max(0.0f, c.bias[2 + local_channel])) << i;
+      EXPECT_EQ(y[7 * per_group + i], std::max(0.0f, c.bias[6 + local_channel])) << i;
+    }
+    expect_close_to_reference(c, "constant groups");
+  }
+}
+
+TEST(GroupNormReluCpu, LargeMeanOffsetKeepsTheNoise) {
+  // x = offset + noise: the statistics must not round the noise away. The naive float evaluation
+  // x * (rstd*scale) + (bias - mean*rstd*scale) that eager GroupNorm uses is shown to fail here,
+  // so this case tests something.
+  struct Offset { float offset, spread; };
+  for (const Offset o : {Offset{1000.0f, 0.01f}, Offset{1e4f, 1.0f}, Offset{-3e5f, 20.0f}}) {
+    const Case c = random_case({3, 16, 49, 8}, 21, o.offset, o.spread);
+    expect_close_to_reference(c, "offset " + std::to_string(o.offset));
+
+    const std::vector<double> ref = reference(c.x, c.shape, c.scale, c.bias, kEps);
+    double naive_worst = 0.0;
+    const int64_t per_group = c.shape.group_size();
+    for (int64_t ng = 0; ng < c.shape.batch * c.shape.groups; ++ng) {
+      float sum = 0.0f, sum_sq = 0.0f;
+      for (int64_t i = 0; i < per_group; ++i) {
+        sum += c.x[ng * per_group + i];
+        sum_sq += c.x[ng * per_group + i] * c.x[ng * per_group + i];
+      }
+      const float mean = sum / per_group;
+      const float var = std::max(0.0f, sum_sq / per_group - mean * mean);
+      const float rstd = 1.0f / std::sqrt(var + static_cast<float>(kEps));
+      for (int64_t i = 0; i < per_group; ++i) {
+        const int64_t ch = (ng % c.shape.groups) * 2 + i / c.shape.spatial;
+        const float a = rstd * c.scale[ch];
+        const float v = std::max(0.0f, c.x[ng * per_group + i] * a + (c.bias[ch] - mean * a));
+        naive_worst = std::max(naive_worst, std::fabs(v - ref[ng * per_group + i]));
+      }
+    }
+    EXPECT_GT(naive_worst, 1e-3) << "offset " << o.offset << ": the case is not hard";
+  }
+}
+
+TEST(GroupNormReluCpu, NanOrInfinityMakesItsGroupNanAndLeavesOthersAlone) {
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    Case c = random_case({2, 6, 5, 3}, 8);
+    const int64_t per_group = c.shape.group_size();
+    const std::vector<float> clean = run(c);
+    c.x[2 * per_group + 3] = bad;  // group (n=0, g=2)
+    const std::vector<float> y = run(c);
+    for (int64_t i = 0; i < static_cast<int64_t>(y.size()); ++i) {
+      if (i / per_group == 2) {
+        EXPECT_TRUE(std::isnan(y[i])) << bad << " element " << i;
+      } else {
+        EXPECT_EQ(y[i], clean[i]) << bad << " element " << i;
+      }
+    }
+  }
+}
+
+TEST(GroupNormReluCpu, ResultDoesNotDependOnThreadCount) {
+  const Case c = random_case({8, 64, 256, 32}, 31);  // 131072 elements: the parallel path
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const std::vector<float> one = run(c);
+  omp_set_num_threads(2);
+  const std::vector<float> two = run(c);
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one, two);
+}
+
+TEST(GroupNormReluCpu, EmptyInputWritesNothing) {
+  Case c = random_case({0, 4, 3, 2}, 1);
+  std::vector<float> y(4, -7.0f);
+  group_norm_relu_cpu(nullptr, c.shape, c.scale.data(), c.bias.data(), kEps, y.data());
+  EXPECT_EQ(y, std::vector<float>(4, -7.0f));
+  group_norm_relu_cpu(nullptr, {2, 4, 0, 2}, c.scale.data(), c.bias.data(), kEps, y.data());
+  EXPECT_EQ(y, std::vector<float>(4, -7.0f));
+}
+
+TEST(GroupNormReluCpu, RejectsInvalidSizes) {
+  const std::vector<float> x(64, 1.0f), p(8, 1.0f);
+  std::vector<float> y(64);
+  auto message = [&](GroupNormShape s, double eps) -> std::string {
+    try {
+      group_norm_relu_cpu(x.data(), s, p.data(), p.data(), eps, y.data());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(message({2, 6, 4, 4}, kEps).find("group_norm_relu_cpu: 6 channels do not split into 4 groups"),
+            std::string::npos);
+  EXPECT_NE(message({2, 8, 4, 0}, kEps).find("do not split into 0 groups"), std::string::npos);
+  EXPECT_NE(message({2, 0, 4, 1}, kEps).find("channels must be >= 1"), std::string::npos);
+  EXPECT_NE(message({-1, 8, 4, 2}, kEps).find("sizes must be >= 0"), std::string::npos);
+  EXPECT_NE(message({2, 8, 4, 2}, -1.0).find("eps must be finite and >= 0"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bitrobust::kernels

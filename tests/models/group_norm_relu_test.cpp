@@ -1,0 +1,230 @@
+// The torch-facing fused GroupNorm + ReLU: agreement with eager LibTorch, its use inside the
+// networks (eval mode, no gradients), argument checks, and CUDA/CPU agreement where a GPU is present.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <string>
+#include <vector>
+
+#include "bitrobust/config.h"
+#include "bitrobust/models/group_norm_relu.h"
+#include "bitrobust/models/models.h"
+#include "test_util.h"
+
+namespace bitrobust::models {
+namespace {
+
+constexpr double kEps = 1e-5;
+constexpr double kTol = 1e-5;  // at::allclose: |a - b| <= kTol + kTol * |b|
+
+at::Tensor eager(const at::Tensor& x, int64_t groups, const at::Tensor& scale, const at::Tensor& bias) {
+  return at::relu(at::group_norm(x, groups, scale, bias, kEps));
+}
+
+struct Inputs {
+  at::Tensor x, scale, bias;
+};
+
+/// Seeded input (mean 0.5, sd 2) and affine parameters (scale in [-1.5, 1.5], bias in [-1, 1]).
+Inputs random_inputs(at::IntArrayRef shape, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  const int64_t channels = shape[1];
+  return {at::randn(shape, gen) * 2 + 0.5, at::rand({channels}, gen) * 3 - 1.5,
+          at::rand({channels}, gen) * 2 - 1};
+}
+
+struct ShapeCase {
+  std::vector<int64_t> shape;
+  int64_t groups;
+};
+
+std::string describe(const ShapeCase& c) {
+  std::string s = "[";
+  for (size_t i = 0; i < c.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(c.shape[i]);
+  return s + "] groups " + std::to_string(c.groups);
+}
+
+const std::vector<ShapeCase>& shape_cases() {
+  static const std::vector<ShapeCase> cases = {
+      {{2, 4, 5, 5}, 2},      {{3, 64, 8, 8}, 32}, {{5, 256}, 32},     {{2, 6, 7}, 3},
+      {{2, 8, 2, 3, 4}, 4},   {{4, 32, 28, 28}, 16}, {{3, 5, 4}, 1},  {{2, 4, 3, 3}, 4},
+      {{7, 40}, 20},          {{2, 64, 32, 32}, 32}};
+  return cases;
+}
+
+TEST(GroupNormRelu, MatchesEagerGroupNormThenReluOnCpu) {
+  uint64_t seed = 1;
+  for (const auto& c : shape_cases()) {
+    const Inputs in = random_inputs(c.shape, seed++);
+    const at::Tensor y = group_norm_relu(in.x, c.groups, in.scale, in.bias, kEps);
+    EXPECT_EQ(y.sizes(), in.x.sizes()) << describe(c);
+    EXPECT_TRUE(y.is_contiguous()) << describe(c);
+    EXPECT_TRUE(at::allclose(y, eager(in.x, c.groups, in.scale, in.bias), kTol, kTol)) << describe(c);
+    EXPECT_TRUE((y >= 0).all().item<bool>()) << describe(c);
+    EXPECT_TRUE((y == 0).any().item<bool>()) << describe(c);  // the ReLU did clamp something
+  }
+}
+
+TEST(GroupNormRelu, TakesAnyStridesAndLayouts) {
+  const Inputs in = random_inputs({2, 8, 6, 5}, 4);
+  const at::Tensor expected = eager(in.x, 4, in.scale, in.bias);
+  // Channels-last, a permuted view and strided parameters: the same values.
+  const at::Tensor channels_last = in.x.contiguous(at::MemoryFormat::ChannelsLast);
+  EXPECT_TRUE(at::allclose(group_norm_relu(channels_last, 4, in.scale, in.bias, kEps), expected, kTol, kTol));
+  const at::Tensor permuted = in.x.permute({0, 2, 3, 1}).contiguous().permute({0, 3, 1, 2});
+  ASSERT_FALSE(permuted.is_contiguous());
+  EXPECT_TRUE(at::allclose(group_norm_relu(permuted, 4, in.scale, in.bias, kEps), expected, kTol, kTol));
+  const at::Tensor strided_scale = at::stack({in.scale, in.scale}, 1).select(1, 0);
+  ASSERT_FALSE(strided_scale.is_contiguous());
+  EXPECT_TRUE(at::allclose(group_norm_relu(in.x, 4, strided_scale, in.bias, kEps), expected, kTol, kTol));
+  // An empty batch gives an empty result.
+  EXPECT_EQ(group_norm_relu(at::empty({0, 8, 3}), 4, in.scale, in.bias, kEps).sizes(),
+            (std::vector<int64_t>{0, 8, 3}));
+}
+
+TEST(GroupNormRelu, BadInputsAreClearErrors) {
+  const Inputs in = random_inputs({2, 4, 3, 3}, 5);
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x.to(at::kDouble), 2, in.scale, in.bias, kEps),
+                        "group_norm_relu: x has dtype Double; expected float32");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(at::rand({4}), 2, in.scale, in.bias, kEps),
+                        "x must have shape [N, C, *] (at least 2 dims), got [4]");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 3, in.scale, in.bias, kEps),
+                        "group_norm_relu: 4 channels do not split into 3 groups");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 0, in.scale, in.bias, kEps), "do not split into 0 groups");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, at::rand({3}), in.bias, kEps),
+                        "scale must have shape [4] (one value per channel of x), got [3]");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale, in.bias.view({2, 2}), kEps),
+                        "bias must have shape [4] (one value per channel of x), got [2, 2]");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale.to(at::kDouble), in.bias, kEps),
+                        "scale has dtype Double; expected float32");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale, at::Tensor(), kEps), "bias is an undefined tensor");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, at::empty({4}, at::device(at::kMeta)), in.bias, kEps),
+                        "scale is on meta but x is on cpu");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale, in.bias, -1.0), "eps must be finite and >= 0");
+  // No autograd graph: refused while gradients are wanted, fine without.
+  const at::Tensor x_grad = in.x.clone().requires_grad_();
+  EXPECT_ERROR_CONTAINS(group_norm_relu(x_grad, 2, in.scale, in.bias, kEps), "inference only");
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(at::allclose(group_norm_relu(x_grad, 2, in.scale, in.bias, kEps),
+                           eager(in.x, 2, in.scale, in.bias), kTol, kTol));
+}
+
+ModelSpec spec(const std::string& arch, const std::string& norm, int64_t in_channels, int64_t hw) {
+  ModelSpec s;
+  s.arch = arch;
+  s.norm = norm;
+  s.in_channels = in_channels;
+  s.height = s.width = hw;
+  return s;
+}
+
+/// Moves every normalization parameter off its initial value (scale 1 or 0, bias 0), so that a
+/// wrong scale or bias in the fused path would show.
+void perturb_norms(Classifier& net) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : net.named_parameters()) {
+    if (item.key().find("norm") != std::string::npos) item.value().add_(torch::rand_like(item.value()) * 0.6 - 0.3);
+  }
+}
+
+/// Restores the fused-inference switch when a test ends, whatever it set.
+struct FusedInferenceGuard {
+  bool saved = fused_inference_enabled();
+  ~FusedInferenceGuard() { set_fused_inference(saved); }
+};
+
+TEST(GroupNormRelu, NetworksInEvalWithoutGradAgreeFusedAndEager) {
+  const FusedInferenceGuard guard;
+  struct NetCase {
+    ModelSpec spec;
+    int64_t batch;
+  };
+  const std::vector<NetCase> nets = {{spec("lenet", "gn", 1, 28), 4}, {spec("lenet", "regn", 1, 28), 4},
+                                     {spec("simplenet", "gn", 3, 32), 2}, {spec("simplenet", "regn", 3, 32), 2}};
+  for (const auto& n : nets) {
+    const std::string name = n.spec.arch + "/" + n.spec.norm;
+    torch::manual_seed(3);
+    auto net = build_model(n.spec);
+    perturb_norms(*net);
+    net->eval();
+    torch::NoGradGuard no_grad;
+    const at::Tensor x = torch::randn({n.batch, n.spec.in_channels, n.spec.height, n.spec.width});
+    set_fused_inference(true);
+    const at::Tensor fused = net->forward(x);
+    const bool fused_used = uses_fused_group_norm_relu(x, false);
+    set_fused_inference(false);
+    const at::Tensor plain = net->forward(x);
+    EXPECT_TRUE(at::allclose(fused, plain, kTol, kTol))
+        << name << ": largest difference " << (fused - plain).abs().max().item<float>();
+    // Different roundings somewhere in the network: the switch did switch.
+    if (fused_used) EXPECT_FALSE(at::equal(fused, plain)) << name;
+  }
+}
+
+TEST(GroupNormRelu, FusedPathOnlyInEvalWithoutGradForFloat) {
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  const at::Tensor x = at::rand({2, 4, 3});
+  EXPECT_FALSE(uses_fused_group_norm_relu(x, false)) << "grad mode is on";
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_FALSE(uses_fused_group_norm_relu(x, true)) << "training";
+    EXPECT_FALSE(uses_fused_group_norm_relu(x.to(at::kDouble), false)) << "double";
+    EXPECT_FALSE(uses_fused_group_norm_relu(x.to(at::kHalf), false)) << "half";
+    set_fused_inference(false);
+    EXPECT_FALSE(uses_fused_group_norm_relu(x, false)) << "switched off";
+    EXPECT_FALSE(fused_inference_enabled());
+  }
+  // A network in eval mode with gradients on (an input-gradient attack, say) still backpropagates.
+  set_fused_inference(true);
+  torch::manual_seed(4);
+  auto net = build_model(spec("lenet", "gn", 1, 28));
+  net->eval();
+  const at::Tensor input = torch::randn({2, 1, 28, 28}).requires_grad_();
+  net->forward(input).sum().backward();
+  ASSERT_TRUE(input.grad().defined());
+  EXPECT_GT(input.grad().abs().sum().item<float>(), 0.0f);
+}
+
+#ifdef BITROBUST_WITH_CUDA
+TEST(GroupNormReluCuda, AgreesWithCpuAndEager) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  std::vector<ShapeCase> cases = shape_cases();
+  cases.push_back({{2, 8, 128, 128}, 1});  // 131072 elements per group: too large for shared memory
+  cases.push_back({{3, 16, 1000}, 8});     // a spatial size that is not a power of two
+  uint64_t seed = 40;
+  for (const auto& c : cases) {
+    const Inputs in = random_inputs(c.shape, seed++);
+    const at::Tensor cpu = group_norm_relu(in.x, c.groups, in.scale, in.bias, kEps);
+    const at::Tensor gpu = group_norm_relu(in.x.cuda(), c.groups, in.scale.cuda(), in.bias.cuda(), kEps);
+    ASSERT_TRUE(gpu.is_cuda());
+    EXPECT_TRUE(at::allclose(gpu.cpu(), cpu, kTol, kTol)) << describe(c);
+    EXPECT_TRUE(at::allclose(gpu.cpu(), eager(in.x, c.groups, in.scale, in.bias), kTol, kTol)) << describe(c);
+  }
+  // A large mean offset: CUDA's float statistics keep the noise as the CPU's double ones do.
+  auto gen = at::detail::createCPUGenerator(9);
+  const at::Tensor x = 1000 + 0.01 * at::randn({4, 32, 14, 14}, gen);
+  const at::Tensor scale = at::rand({32}, gen) + 0.5, bias = at::rand({32}, gen) - 0.5;
+  EXPECT_TRUE(at::allclose(group_norm_relu(x.cuda(), 16, scale.cuda(), bias.cuda(), kEps).cpu(),
+                           group_norm_relu(x, 16, scale, bias, kEps), kTol, kTol));
+  // A whole network on the GPU, fused against eager.
+  const FusedInferenceGuard guard;
+  torch::manual_seed(5);
+  auto net = build_model(spec("simplenet", "regn", 3, 32));
+  perturb_norms(*net);
+  net->to(torch::kCUDA);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor images = torch::randn({8, 3, 32, 32}).cuda();
+  set_fused_inference(true);
+  ASSERT_TRUE(uses_fused_group_norm_relu(images, false));
+  const at::Tensor fused = net->forward(images);
+  set_fused_inference(false);
+  EXPECT_TRUE(at::allclose(fused, net->forward(images), kTol, kTol));
+}
+#endif
+
+}  // namespace
+}  // namespace bitrobust::models
