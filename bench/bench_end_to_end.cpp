@@ -1,7 +1,9 @@
 // End-to-end figures of the main jobs, each next to its plain-LibTorch baseline measured in the same
 // run (issue 7's table; scripts/gpu_bench.sh prints it from this program's JSON output):
 //   inference        fused GroupNorm+ReLU inference   vs eager LibTorch inference (fused path off)
-//   sweep            eval::run_sweep images x patterns/s vs our own plain inference
+//   sweep            eval::run_sweep images x patterns/s vs our own plain inference (issue 5's
+//                    >= 90% goal on the CPU: --benchmark_filter='BM_Inference/1|BM_Sweep'
+//                    --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true)
 //   inject           draw + inject + dequantize a whole-model pattern vs copying the same codes
 //   train            quantization-aware and RandBET steps vs a plain float step
 // Model and device: SimpleNet (width 64, GroupNorm, 32x32x3) on CUDA when a GPU is present,
@@ -109,12 +111,12 @@ void BM_Inference(benchmark::State& state) {
 }
 BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
-// One rate (1%), 10 patterns; the clean pass is timed but not counted, as in `bitrobust eval`.
+// One rate (1%), range(0) patterns; the clean pass is timed but not counted, as in `bitrobust eval`.
 void BM_Sweep(benchmark::State& state) {
   Bench& b = bench();
   eval::SweepOptions options;
   options.rates = {0.01};
-  options.patterns = 10;
+  options.patterns = state.range(0);
   options.batch_size = kEvalBatch;
   options.progress = false;
   int64_t patterns = 0;
@@ -125,7 +127,7 @@ void BM_Sweep(benchmark::State& state) {
   }
   set_rate(state, "images_patterns_per_second", static_cast<double>(patterns) * b.test.size());
 }
-BENCHMARK(BM_Sweep)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+BENCHMARK(BM_Sweep)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 
 // Draw a fresh pattern at 1% for the whole model, inject it and dequantize into the weights.
 void BM_InjectDequantize(benchmark::State& state) {

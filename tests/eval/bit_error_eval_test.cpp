@@ -7,20 +7,14 @@
 #include "bitrobust/report/eval_report.h"
 #include "bitrobust/train/trainer.h"
 #include "test_util.h"
-#include "trained_fixture.h"
+#include "model_fixtures.h"
 
 using namespace bitrobust;
 
 namespace {
 using test_util::trained;
 eval::SweepOptions options(std::vector<double> rates, int64_t patterns = 6) {
-  eval::SweepOptions o;
-  o.rates = rates;
-  o.patterns = patterns;
-  o.seed = 100;
-  o.batch_size = 128;
-  o.progress = false;
-  return o;
+  return test_util::quiet_sweep_options(std::move(rates), patterns);
 }
 }  // namespace
 

@@ -5,20 +5,12 @@
 
 #include "bitrobust/eval/bit_error_eval.h"
 #include "test_util.h"
-#include "trained_fixture.h"
+#include "model_fixtures.h"
 
 using namespace bitrobust;
 
 namespace {
-eval::SweepOptions sweep_options() {
-  eval::SweepOptions o;
-  o.rates = {0.05, 0.2};
-  o.patterns = 20;
-  o.seed = 100;
-  o.batch_size = 128;
-  o.progress = false;
-  return o;
-}
+eval::SweepOptions sweep_options() { return test_util::quiet_sweep_options({0.05, 0.2}, 20); }
 }  // namespace
 
 TEST(Precision, ParsesTheThreeNamesAndNothingElse) {

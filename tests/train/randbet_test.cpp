@@ -6,21 +6,13 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/train/trainer.h"
+#include "model_fixtures.h"
 #include "test_util.h"
 
 using namespace bitrobust;
 
 namespace {
-models::ModelSpec tiny_spec(int64_t hidden = 16) {
-  models::ModelSpec s;
-  s.arch = "mlp";
-  s.norm = "none";
-  s.in_channels = 1;
-  s.height = s.width = 8;
-  s.num_classes = 4;
-  s.units = {hidden};
-  return s;
-}
+models::ModelSpec tiny_spec(int64_t hidden = 16) { return test_util::tiny_mlp_spec(hidden); }
 std::vector<at::Tensor> grads(models::Classifier& net) {
   std::vector<at::Tensor> out;
   for (auto& p : net.parameters()) out.push_back(p.grad().clone());

@@ -5,21 +5,13 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/evaluate.h"
+#include "model_fixtures.h"
 #include "test_util.h"
 
 using namespace bitrobust;
 
 namespace {
-models::ModelSpec mlp_spec() {
-  models::ModelSpec s;
-  s.arch = "mlp";
-  s.norm = "gn";
-  s.in_channels = 1;
-  s.height = s.width = 8;
-  s.num_classes = 4;
-  s.units = {32};
-  return s;
-}
+models::ModelSpec mlp_spec() { return test_util::tiny_mlp_spec(32, "gn"); }
 train::TrainOptions quick_options(int64_t epochs) {
   train::TrainOptions o;
   o.epochs = epochs;
