@@ -10,7 +10,6 @@
 // LeNet (GroupNorm, 28x28x1) on the CPU; override with BITROBUST_BENCH_MODEL=simplenet|lenet.
 // Data are random (timing does not depend on it) and live on the device, as `eval` keeps them.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <torch/cuda.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -18,10 +17,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <string>
-#include <thread>
 
-#include "bitrobust/common/flush_denormals.h"
-#include "bitrobust/common/malloc_tuning.h"
+#include "bitrobust/common/runtime.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/eval/evaluate.h"
 #include "bitrobust/models/models.h"
@@ -61,10 +58,7 @@ data::Dataset random_dataset(const models::ModelSpec& spec, int64_t n, const std
 
 Bench& bench() {
   static Bench b = [] {
-    keep_freed_memory_in_process();
-    at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
-    at::globalContext().setFlushDenormal(true);
-    kernels::flush_denormals_on_all_threads();
+    configure_cpu_runtime(0);
     Bench r;
     if (torch::cuda::is_available()) r.device = at::Device(at::kCUDA);
     const char* env = std::getenv("BITROBUST_BENCH_MODEL");
@@ -133,8 +127,7 @@ BENCHMARK(BM_Sweep)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime()->Iter
 void BM_InjectDequantize(benchmark::State& state) {
   Bench& b = bench();
   std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
-  std::vector<quant::QuantizedTensor> perturbed = b.q.tensors;
-  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
+  const std::vector<quant::QuantizedTensor> perturbed = eval::with_perturbed_codes(b.q, codes);
   const bits::ErrorModel model = bits::ErrorModel::parse("random", 0.01);
   torch::NoGradGuard no_grad;
   uint64_t seed = 1000;

@@ -48,6 +48,15 @@ std::vector<bits::CodeTensor> perturbable_codes(const quant::QuantizedModel& q) 
   return codes;
 }
 
+std::vector<quant::QuantizedTensor> with_perturbed_codes(const quant::QuantizedModel& q,
+                                                         const std::vector<bits::CodeTensor>& codes) {
+  BR_CHECK(codes.size() == q.tensors.size(), "with_perturbed_codes: ", codes.size(), " code tensors for ",
+           q.tensors.size(), " quantized parameters");
+  std::vector<quant::QuantizedTensor> perturbed = q.tensors;
+  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
+  return perturbed;
+}
+
 void summarize(RateResult& r) {
   const auto n = static_cast<int64_t>(r.rerr.size());
   if (n == 0) return;
@@ -118,8 +127,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   sweep.clean_error = clean.error;
   sweep.examples = clean.examples;
   std::vector<bits::CodeTensor> codes = perturbable_codes(q);
-  std::vector<quant::QuantizedTensor> perturbed = q.tensors;
-  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
+  const std::vector<quant::QuantizedTensor> perturbed = with_perturbed_codes(q, codes);
   for (double p : options.rates) {
     RateResult r;
     r.rate = p;
@@ -183,9 +191,7 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
   PatternResult r;
   r.clean_error = clean.error;
   r.bits_changed = bits::apply_pattern(pattern, codes);
-  std::vector<quant::QuantizedTensor> perturbed = q.tensors;
-  for (size_t i = 0; i < perturbed.size(); ++i) perturbed[i].codes = codes[i].out;
-  q.load_weights(perturbed);
+  q.load_weights(with_perturbed_codes(q, codes));
   const EvalResult pert = evaluate(net, test, batch_size);
   r.perturbed_error = pert.error;
   r.rerr = clean.correct.logical_not().logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();

@@ -60,11 +60,7 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   for (size_t i = 0; i < params.size(); ++i) current.tensors.push_back(quant::quantize(masters[i], qat_.scheme(), names[i]));
   std::vector<bits::CodeTensor> codes = eval::perturbable_codes(current);
   bits::inject_bit_errors(codes, error_model_, pattern_seed(step));
-  for (size_t i = 0; i < params.size(); ++i) {
-    current.tensors[i].codes = codes[i].out;
-    at::Tensor p = params[i];
-    quant::dequantize_into(current.tensors[i], p);
-  }
+  current.load_weights(eval::with_perturbed_codes(current, codes));
   if (clean_grads_.size() != all_params_.size()) {
     clean_grads_.clear();
     for (auto& p : all_params_) clean_grads_.push_back(at::zeros_like(p));

@@ -5,11 +5,9 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cmath>
-#include <thread>
 
 #include "bitrobust/common/error.h"
-#include "bitrobust/common/flush_denormals.h"
-#include "bitrobust/common/malloc_tuning.h"
+#include "bitrobust/common/runtime.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -22,11 +20,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
 }
 
 at::Device setup_runtime(const CommonOptions& common) {
-  const int threads = common.threads > 0 ? common.threads : static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(std::max(1, threads));
-  keep_freed_memory_in_process();
-  at::globalContext().setFlushDenormal(true);
-  kernels::flush_denormals_on_all_threads();
+  configure_cpu_runtime(common.threads);
   if (common.device == "cuda") {
     BR_CHECK(torch::cuda::is_available(), "--device cuda: no CUDA device available (or this build has no CUDA)");
     return at::Device(at::kCUDA);

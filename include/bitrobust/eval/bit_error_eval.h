@@ -51,6 +51,10 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
 
 /// q's clean codes, each with a preallocated output for its perturbed copy (param_index = position in q).
 std::vector<bits::CodeTensor> perturbable_codes(const quant::QuantizedModel& q);
+/// q's tensors (formats, ranges) with the codes replaced by the perturbed outputs of `codes`
+/// (perturbable_codes(q)): what QuantizedModel::load_weights writes into the network.
+std::vector<quant::QuantizedTensor> with_perturbed_codes(const quant::QuantizedModel& q,
+                                                         const std::vector<bits::CodeTensor>& codes);
 
 /// The shapes and code widths of q's parameters, as bit error patterns describe a model.
 std::vector<bits::ParamSpec> param_specs(const quant::QuantizedModel& q);
