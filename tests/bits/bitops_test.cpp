@@ -9,6 +9,7 @@
 #include "bitrobust/bits/bitops.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "test_util.h"
 
 namespace bitrobust::bits {
 namespace {
@@ -96,15 +97,7 @@ TEST(Bitops, ExtractBitsIsLsbFirstAndReconstructs) {
   }
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test_util::error_of;
 
 TEST(Bitops, MismatchedInputsGiveClearErrors) {
   const at::Tensor a = at::zeros({4}, at::kByte);
