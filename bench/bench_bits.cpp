@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bitrobust/bits/bit_errors.h"
@@ -126,6 +127,38 @@ void BM_InjectKernel(benchmark::State& state) {
   state.counters["flips_per_call"] = static_cast<double>(flips) / static_cast<double>(state.iterations());
 }
 BENCHMARK(BM_InjectKernel)->ArgNames({"p_e4", "threads"})->ArgsProduct({{1, 10, 100, 1000}, {1, 2}})->UseRealTime();
+
+// The same, one thread, on each instruction set the sampler can use (NOTE [Sampler instruction
+// sets]); args: rate in units of 1e-4, instruction set (0 = the best this CPU has, then lower).
+void BM_InjectKernelIsa(benchmark::State& state) {
+  const std::vector<std::string> isas = cpu_sampler_isas();
+  const size_t which = static_cast<size_t>(state.range(1));
+  if (which >= isas.size()) {
+    state.SkipWithError("this CPU has fewer instruction-set levels");
+    return;
+  }
+  const std::string previous = cpu_sampler_isa();
+  set_cpu_sampler_isa(isas[which]);
+  omp_set_num_threads(1);
+  const auto& clean = codes_a();
+  std::vector<uint8_t> out(kCodes);
+  InjectTask task;
+  task.clean = clean.data();
+  task.out = out.data();
+  task.numel = kCodes;
+  task.elem_bytes = 1;
+  task.params = make_bit_error_params(0, 8, static_cast<double>(state.range(0)) * 1e-4,
+                                      static_cast<double>(state.range(0)) * 1e-4);
+  uint64_t seed = 100;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(inject_bit_errors_cpu(&task, 1, seed++));
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_cpu_sampler_isa(previous);
+  set_bytes(state);
+  state.SetLabel(isas[which]);
+}
+BENCHMARK(BM_InjectKernelIsa)->ArgNames({"p_e4", "isa"})->ArgsProduct({{1, 10, 100, 1000}, {0, 1, 2}})->UseRealTime();
 
 // The model-level torch API over SimpleNet's 54 tensors (CIFAR-10, width 64), 8-bit codes.
 std::vector<std::vector<int64_t>> simplenet_shapes() {

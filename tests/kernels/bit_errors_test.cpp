@@ -10,6 +10,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "bitrobust/bits/bit_errors_kernels.h"
@@ -62,6 +64,33 @@ TEST(DetLogKernel, SubnormalsAndNearOne) {
   EXPECT_EQ(det_log(std::numeric_limits<double>::infinity()), std::numeric_limits<double>::infinity());
   EXPECT_TRUE(std::isnan(det_log(-1.0)));
   EXPECT_TRUE(std::isnan(det_log(std::numeric_limits<double>::quiet_NaN())));
+}
+
+TEST(DetLogKernel, ResultsAreFrozen) {
+  // Patterns depend on det_log's last bits (NOTE [Deterministic math]): its results over every
+  // binade, subnormals and the sampler's inputs (53-bit uniforms) must never change. The digest
+  // was taken from the integer-exponent version of commit 676ef78.
+  std::mt19937_64 rng(99);
+  uint64_t digest = 0xCBF29CE484222325ull;
+  auto add = [&](double x) {
+    const double y = det_log(x);
+    uint64_t bits;
+    std::memcpy(&bits, &y, sizeof bits);
+    for (int byte = 0; byte < 8; ++byte) {
+      digest ^= (bits >> (8 * byte)) & 0xFF;
+      digest *= 0x100000001B3ull;
+    }
+  };
+  for (int biased = 0; biased < 2047; ++biased) {
+    for (int k = 0; k < 20; ++k) {
+      const uint64_t bits = (static_cast<uint64_t>(biased) << 52) | (rng() & 0x000FFFFFFFFFFFFFull);
+      double x;
+      std::memcpy(&x, &bits, sizeof x);
+      add(x);
+    }
+  }
+  for (int k = 0; k < 100000; ++k) add(uniform_open01(static_cast<uint32_t>(rng()), static_cast<uint32_t>(rng())));
+  EXPECT_EQ(digest, 0x4CDA3BCBDA1F2497ull) << std::hex << digest;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +228,121 @@ TEST(BitErrorKernel, InPlaceEqualsOutOfPlace) {
   task.elem_bytes = 2; task.params = symmetric(10, 0.03);
   EXPECT_EQ(inject_bit_errors_cpu(&task, 1, 11), changed);
   EXPECT_TRUE(codes == out);
+}
+
+// The stream itself is part of the product: results record their seeds, and a seed must keep
+// giving the same chip after any optimisation of the sampler. These digests were taken from the
+// scalar sampler (commit 676ef78); a change here changes every published pattern.
+uint64_t fnv1a(uint64_t h, uint64_t value) {
+  for (int byte = 0; byte < 8; ++byte) {
+    h ^= (value >> (8 * byte)) & 0xFF;
+    h *= 0x100000001B3ull;
+  }
+  return h;
+}
+
+struct FrozenCase {
+  int bit_lo, bit_count;
+  double rate_0to1, rate_1to0;
+  uint64_t seed;
+  int64_t param_index, numel;
+  size_t count;
+  uint64_t digest;
+};
+
+TEST(BitErrorKernel, StreamIsFrozenOnEveryInstructionSet) {
+  const FrozenCase cases[] = {
+      {0, 8, 0.0001, 0.0001, 100, 0, 1048576, 877, 0xD0DDFF7B869EA84Cull},
+      {0, 8, 0.001, 0.001, 101, 3, 300001, 2337, 0xCD242DF5837932E6ull},
+      {0, 8, 0.01, 0.01, 149, 53, 250000, 20086, 0x4C0AACDFEB14672Eull},
+      {0, 8, 0.1, 0.1, 7, 1, 20000, 15868, 0xE513595EB561E65Dull},
+      {0, 8, 0.5, 0.5, 8, 2, 5000, 19981, 0xFD9696D951B66DB0ull},
+      {0, 4, 0.01, 0.01, 9, 4, 100003, 4072, 0x95814E5CE31E27D6ull},
+      {7, 1, 0.05, 0.05, 10, 5, 100000, 5059, 0x2F0FCC1AAF15BACBull},
+      {0, 12, 0.02, 0.002, 11, 6, 60000, 14663, 0x9120AADFACDC1A02ull},
+      {0, 32, 0.01, 0.01, 12, 7, 30000, 9680, 0x4D8195C43EFA2DD6ull},
+      {0, 8, 0, 0.02, 13, 8, 70000, 11003, 0xEFE6390FA587D30Eull},
+  };
+  // NOTE [Sampler instruction sets]: every vector level this CPU runs gives these same bits.
+  const std::string best = cpu_sampler_isa();
+  ASSERT_FALSE(cpu_sampler_isas().empty());
+  EXPECT_EQ(cpu_sampler_isas().front(), best);
+  EXPECT_EQ(cpu_sampler_isas().back(), "baseline");
+  for (const std::string& isa : cpu_sampler_isas()) {
+    SCOPED_TRACE("instruction set " + isa);
+    set_cpu_sampler_isa(isa);
+    EXPECT_EQ(cpu_sampler_isa(), isa);
+    for (const FrozenCase& c : cases) {
+      const BitErrorParams params = make_bit_error_params(c.bit_lo, c.bit_count, c.rate_0to1, c.rate_1to0);
+      const std::vector<SelectedBit> bits = draw_selected_bits(c.numel, params, c.seed, c.param_index);
+      uint64_t digest = 0xCBF29CE484222325ull;
+      for (const SelectedBit& b : bits) {
+        digest = fnv1a(digest, (static_cast<uint64_t>(b.element) << 16) | (static_cast<uint64_t>(b.bit) << 8) |
+                                   static_cast<uint64_t>(b.kind));
+      }
+      EXPECT_EQ(bits.size(), c.count) << "seed " << c.seed;
+      EXPECT_EQ(digest, c.digest) << "seed " << c.seed;
+    }
+    // The injection kernels (their own instantiations of the sampler) on 8- and 16-bit containers.
+    const std::vector<uint8_t> codes8 = random_codes<uint8_t>(1 << 19, 8, 21);
+    const std::vector<uint16_t> codes16 = random_codes<uint16_t>(1 << 17, 12, 22);
+    const uint64_t expected[] = {0xD3BF304DFBAC9BC7ull, 0xFD3A71B0CC6F4555ull, 0xBBFD016D4968ADA7ull,
+                                 0x678F92119C866CDCull, 0x51782942AFA05968ull, 0x8E607F08F8493ED8ull};
+    int k = 0;
+    for (double p : {1e-4, 1e-2, 0.2}) {
+      std::vector<uint8_t> out8;
+      std::vector<uint16_t> out16;
+      inject(codes8, out8, symmetric(8, p), 100 + k, 1);
+      inject(codes16, out16, make_bit_error_params(0, 12, p, p / 3), 200 + k, 2);
+      uint64_t d8 = 0xCBF29CE484222325ull, d16 = d8;
+      for (uint8_t x : out8) d8 = fnv1a(d8, x);
+      for (uint16_t x : out16) d16 = fnv1a(d16, x);
+      EXPECT_EQ(d8, expected[2 * k]) << "p=" << p;
+      EXPECT_EQ(d16, expected[2 * k + 1]) << "p=" << p;
+      ++k;
+    }
+  }
+  set_cpu_sampler_isa(best);
+  RecordProperty("instruction_sets_checked", static_cast<int>(cpu_sampler_isas().size()));
+}
+
+TEST(BitErrorKernel, LanesAheadAndListSizeNeverChangeTheResult) {
+  // The CUDA kernels run the sampler with 4 lanes, shrinking batches and a list before the bitmap;
+  // the CPU with 8 full lanes and a bitmap. Both configurations, run here on the host, must visit
+  // the same bits with the same sums, in the same order.
+  struct Visit {
+    int32_t element, bit;
+    double s;
+    bool operator==(const Visit& o) const { return element == o.element && bit == o.bit && s == o.s; }
+  };
+  for (double p : {1e-5, 1e-3, 2e-2, 0.3, 1.0}) {
+    for (int bits : {1, 8, 16}) {
+      const BitErrorParams params = make_bit_error_params(0, bits, p, p / 2);
+      for (int64_t chunk = 0; chunk < 300; ++chunk) {
+        const uint64_t key = chunk_key(param_key_prefix(77, 3), chunk);
+        std::vector<Visit> cuda_like, cpu_like, one_lane;
+        for_each_selected_bit<chunk_bitmap_words(16), 16, 4, false>(
+            params, key, [&](int32_t e, int32_t b, double s) { cuda_like.push_back({e, b, s}); });
+        for_each_selected_bit<chunk_bitmap_words(16), 0, 8, true>(
+            params, key, [&](int32_t e, int32_t b, double s) { cpu_like.push_back({e, b, s}); });
+        for_each_selected_bit<chunk_bitmap_words(16), 4, 1, true>(
+            params, key, [&](int32_t e, int32_t b, double s) { one_lane.push_back({e, b, s}); });
+        ASSERT_TRUE(cuda_like == cpu_like) << "p=" << p << " bits=" << bits << " chunk " << chunk;
+        ASSERT_TRUE(one_lane == cpu_like) << "p=" << p << " bits=" << bits << " chunk " << chunk;
+      }
+    }
+  }
+}
+
+TEST(BitErrorKernel, UnknownInstructionSetIsAnError) {
+  try {
+    set_cpu_sampler_isa("sse9");
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'sse9' is not an instruction set this CPU can run (" + cpu_sampler_isas().front()),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(BitErrorKernel, ChunkKeysAreMakeKeyOfSeedParamChunk) {

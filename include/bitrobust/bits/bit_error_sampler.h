@@ -138,48 +138,77 @@ BR_HOST_DEVICE double first_chunk_uniform(uint64_t key) {
   return uniform_open01(r.v[0], r.v[1]);
 }
 
+/// Order statistics j0 .. j0 + lanes - 1 of one chunk, computed ahead of their use: the Philox
+/// words of counter (j, 0) (words 0 and 1 give V_j, words 2 and 3 the first position attempts),
+/// V_j, and log(V_j) / (n - j), the negated exponential spacing.
+template <int kLanes>
+struct SpacingLanes {
+  uint32_t words[4][kLanes];
+  double v[kLanes];
+  double spacing[kLanes];
+
+  /// Lanes with j >= n are computed too (their values are never used), so that with
+  /// lanes == kLanes every loop has a constant trip count and runs in SIMD registers.
+  BR_HOST_DEVICE void compute(int lanes, uint64_t key, uint32_t j0, uint32_t n) {
+    uint32_t counter[kLanes], key_lo[kLanes], key_hi[kLanes];
+    for (int i = 0; i < lanes; ++i) {
+      counter[i] = j0 + static_cast<uint32_t>(i);
+      key_lo[i] = static_cast<uint32_t>(key);
+      key_hi[i] = static_cast<uint32_t>(key >> 32);
+    }
+    philox4x32_lanes<kLanes>(lanes, counter, key_lo, key_hi, words);
+    for (int i = 0; i < lanes; ++i) {
+      v[i] = uniform_open01(words[0][i], words[1][i]);  // in [2^-54, 1): normal, det_log_normal applies
+      // 0 or wrapped only for unused lanes (j >= n); `| (r == 0)` avoids 0/0 there without a branch.
+      const uint32_t remaining = n - j0 - static_cast<uint32_t>(i);
+      spacing[i] = det_log_normal(v[i]) / static_cast<double>(remaining | static_cast<uint32_t>(remaining == 0));
+    }
+  }
+};
+
 /// Calls visit(element_in_chunk, bit_position, s) for each selected bit of the chunk with Philox key
 /// `key` (chunk_key(...)), in increasing order of s, for all s < params.threshold_max().
 /// kMaxWords must be >= chunk_bitmap_words(bit_count); kListSize: see ChosenBits (no effect on
-/// the result). See NOTE [Bit error sampling].
+/// the result).
 ///
-/// The exponential spacings are computed kBatch at a time (independent work that pipelines well),
-/// then consumed in order; how many are computed ahead never changes the result, since each
-/// spacing depends only on (key, j) and the sum is accumulated in the same order.
-template <int kMaxWords, int kListSize = 16, typename Visit>
+/// The exponential spacings are computed kLanes at a time ahead of their use (independent work:
+/// SIMD lanes on the CPU, instruction-level parallelism on CUDA), then consumed in order; how many
+/// are computed ahead never changes the result, since each spacing depends only on (key, j) and the
+/// sum is accumulated in the same order. kAllLanes: always compute all kLanes (constant trip counts
+/// for the CPU's vector units); otherwise compute no further ahead than about the expected number
+/// of selected bits (a CUDA thread pays for every spacing it computes).
+template <int kMaxWords, int kListSize = 16, int kLanes = 4, bool kAllLanes = false, typename Visit>
 BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t key, Visit&& visit) {
-  constexpr uint32_t kBatch = 4;
   const double t_max = params.threshold_max();
   if (!(params.bit_count > 0 && t_max > 0.0)) return;
   const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
-  // About n * t_max bits are selected (fewer at high rates): compute ahead no further than that.
+  // About n * t_max bits are selected (fewer at high rates).
   const double expected = static_cast<double>(n) * t_max;
+  // NOTE [Empty chunk shortcut], before any spacing is computed: most chunks at low rates end here.
+  // (Callers computing all lanes check V_0 themselves for many chunks at once, or below.)
+  if (!kAllLanes && first_chunk_uniform(key) <= params.empty_chunk_v_max) return;
   ChosenBits<kMaxWords, kListSize> chosen(static_cast<int>(n >> 6));
+  SpacingLanes<kLanes> ahead;
   double s = 0.0;
   for (uint32_t j = 0; j < n;) {
-    uint32_t batch = kBatch;
-    if (expected < static_cast<double>(j + kBatch)) batch = expected > static_cast<double>(j) ? 2 : 1;
+    uint32_t batch = kLanes;
+    if (!kAllLanes && expected < static_cast<double>(j + kLanes)) batch = expected > static_cast<double>(j) ? 2 : 1;
     if (batch > n - j) batch = n - j;
-    Philox4x32 draws[kBatch];
-    double spacings[kBatch];
-    for (uint32_t i = 0; i < batch; ++i) {
-      draws[i] = philox4x32(j + i, 0, key);
-      const double v = uniform_open01(draws[i].v[0], draws[i].v[1]);
-      if (j + i == 0 && v <= params.empty_chunk_v_max) return;  // NOTE [Empty chunk shortcut]
-      spacings[i] = det_log(v) / static_cast<double>(n - j - i);
-    }
+    ahead.compute(kAllLanes ? kLanes : static_cast<int>(batch), key, j, n);
+    if (j == 0 && ahead.v[0] <= params.empty_chunk_v_max) return;  // NOTE [Empty chunk shortcut]
     for (uint32_t i = 0; i < batch; ++i, ++j) {
-      s -= spacings[i];
+      s -= ahead.spacing[i];
       if (!(s < t_max)) return;
-      Philox4x32 r = draws[i];
+      uint32_t attempts[4] = {ahead.words[0][i], ahead.words[1][i], ahead.words[2][i], ahead.words[3][i]};
       uint32_t b;
       uint64_t round = 0;
       int word = 2;
       for (;;) {
-        b = uniform_below(r.v[word], n);
+        b = uniform_below(attempts[word], n);
         if (chosen.insert(b)) break;
         if (++word == 4) {
-          r = philox4x32(j, ++round, key);
+          const Philox4x32 r = philox4x32(j, ++round, key);
+          for (int w = 0; w < 4; ++w) attempts[w] = r.v[w];
           word = 0;
         }
       }
@@ -190,10 +219,11 @@ BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t
 }
 
 /// The same for chunk `chunk_index` of parameter `param_index` under `seed`.
-template <int kMaxWords, int kListSize = 16, typename Visit>
+template <int kMaxWords, int kListSize = 16, int kLanes = 4, bool kAllLanes = false, typename Visit>
 BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t seed, int64_t param_index,
                                           int64_t chunk_index, Visit&& visit) {
-  for_each_selected_bit<kMaxWords, kListSize>(params, chunk_key(param_key_prefix(seed, param_index), chunk_index), visit);
+  for_each_selected_bit<kMaxWords, kListSize, kLanes, kAllLanes>(
+      params, chunk_key(param_key_prefix(seed, param_index), chunk_index), visit);
 }
 
 }  // namespace bitrobust::bits

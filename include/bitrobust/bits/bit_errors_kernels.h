@@ -2,6 +2,7 @@
 // Torch-free launchers for bit error injection over raw pointers (CPU: OpenMP; CUDA: stream).
 // The torch-facing API is bitrobust/bits/bit_errors.h; the sampling is NOTE [Bit error sampling].
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bitrobust/bits/bit_error_sampler.h"
@@ -30,6 +31,14 @@ struct InjectTask {
 
 /// Injects into all tasks (one OpenMP loop over all their chunks). Returns the number of bits changed.
 int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64_t seed);
+
+/// Vector instructions the CPU sampler runs its lanes on (NOTE [Bit error sampling]): "avx512"
+/// (x86-64-v4), "avx2" (x86-64-v3) or "baseline". Every level gives the same bits; by default the
+/// best the CPU has is used. Choosing one is for tests and benchmarks that compare them.
+std::vector<std::string> cpu_sampler_isas();  ///< levels this CPU can run, best first
+std::string cpu_sampler_isa();                ///< the level in use
+/// Throws std::invalid_argument naming the levels this CPU can run if `isa` is not one of them.
+void set_cpu_sampler_isa(const std::string& isa);
 
 /// CUDA twin of inject_bit_errors_cpu with bit-identical results, enqueued on `stream` (a
 /// cudaStream_t). Pointers in tasks are device pointers; `tasks` itself is host memory, read before

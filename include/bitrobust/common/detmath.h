@@ -34,40 +34,33 @@ BR_HOST_DEVICE double bits_double(uint64_t bits) {
 }
 }  // namespace detail
 
-/// Natural logarithm, bit-identical on host and device. Relative error below 2e-16 for positive
-/// finite x (subnormals included). det_log(0) = -inf, det_log(+inf) = +inf, NaN for x < 0 or NaN.
+namespace detail {
+/// log(x * 2^exponent_adjust) for positive normal finite x, without branches; see det_log_normal.
 ///
 /// x = 2^e * m with m in [sqrt(1/2), sqrt(2)) (exponent and mantissa taken from the bits), then
 /// log(m) = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...) with s = (m - 1)/(m + 1), |s| <= 0.1716, so
 /// s^2 <= 0.0295 and 12 terms leave a truncation error below 1e-18 relative. m - 1 is exact
 /// (Sterbenz), so there is no cancellation near x = 1. ln 2 is split into a high part with 32
 /// significant bits (e * ln2_hi is exact for |e| <= 1100) and a low correction.
-BR_HOST_DEVICE double det_log(double x) {
+BR_HOST_DEVICE double det_log_core(double x, double exponent_adjust) {
   constexpr double kLn2Hi = 6.93147180369123816490e-01;  // 0x3FE62E42FEE00000
   constexpr double kLn2Lo = 1.90821492927058770002e-10;  // ln 2 - kLn2Hi
-  constexpr double kSqrtHalf = 0.70710678118654752440;
-  constexpr double kTwo54 = 18014398509481984.0;
-
-  if (!(x > 0.0)) {
-    return detail::bits_double(x == 0.0 ? 0xFFF0000000000000ull    // -inf
-                                        : 0x7FF8000000000000ull);  // NaN
-  }
-  uint64_t bits = detail::double_bits(x);
-  int exponent_adjust = 0;
-  if ((bits >> 52) == 0) {  // subnormal: scale into the normal range (exact)
-    x *= kTwo54;
-    bits = detail::double_bits(x);
-    exponent_adjust = -54;
-  }
-  const int biased = static_cast<int>(bits >> 52) & 0x7ff;
-  if (biased == 0x7ff) return x;  // +inf (NaN was handled above)
-  int e = biased - 1023 + exponent_adjust;
-  // Mantissa m in [1, 2): same fraction bits, exponent field of 1.0.
-  double m = detail::bits_double((bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
-  if (m >= 2.0 * kSqrtHalf) {  // move m into [sqrt(1/2), sqrt(2)): halving is exact
-    m *= 0.5;
-    e += 1;
-  }
+  // Fraction bits of sqrt(2) rounded to double (= 2 * 0.70710678118654752440, the bound det_log has
+  // always used).
+  constexpr uint64_t kSqrtTwoFraction = 0x6A09E667F3BCDull;
+  constexpr double kTwo52 = 4503599627370496.0;
+  const uint64_t bits = double_bits(x);
+  // x = 2^(biased - 1023) * 1.fraction; when 1.fraction >= sqrt(2) take m = 1.fraction / 2 (exact)
+  // and one more in the exponent, so that m lies in [sqrt(1/2), sqrt(2)). For m in [1, 2) comparing
+  // fraction fields as integers is comparing m. All of it is integer work on the representation,
+  // which a compiler runs in SIMD lanes: a floating-point compare or select (which may trap) would
+  // stay a branch.
+  const uint64_t fraction = bits & 0x000FFFFFFFFFFFFFull;
+  const uint64_t halve = ((fraction - kSqrtTwoFraction) >> 63) ^ 1u;  // 1 iff fraction >= sqrt(2)'s
+  const double m = bits_double((fraction | 0x3FF0000000000000ull) - (halve << 52));
+  // The exponent as a double without an int64 -> double conversion (which SIMD units before
+  // AVX-512 lack): 2^52 + k is the double with k in its low bits. All exact.
+  const double e = (bits_double(0x4330000000000000ull | ((bits >> 52) + halve)) - kTwo52) - 1023.0 + exponent_adjust;
   const double s = (m - 1.0) / (m + 1.0);
   const double s2 = s * s;
   // 1/(2k+1) for k = 0..12, folded at compile time (correctly rounded constants on both sides).
@@ -86,8 +79,27 @@ BR_HOST_DEVICE double det_log(double x) {
   // log(m) = 2 s + 2 s^3 * poly: the leading term kept separate for accuracy.
   const double two_s = 2.0 * s;
   const double log_m = two_s + two_s * (s2 * poly);
-  const double de = static_cast<double>(e);
-  return de * kLn2Hi + (log_m + de * kLn2Lo);
+  return e * kLn2Hi + (log_m + e * kLn2Lo);
+}
+}  // namespace detail
+
+/// det_log for positive normal finite x (DBL_MIN <= x <= DBL_MAX), without branches, so that a
+/// loop over an array of inputs runs in SIMD lanes (the sampler's spacings, NOTE [Bit error
+/// sampling]). det_log uses the same code, so the two agree bit for bit.
+BR_HOST_DEVICE double det_log_normal(double x) { return detail::det_log_core(x, 0.0); }
+
+/// Natural logarithm, bit-identical on host and device. Relative error below 2e-16 for positive
+/// finite x (subnormals included). det_log(0) = -inf, det_log(+inf) = +inf, NaN for x < 0 or NaN.
+BR_HOST_DEVICE double det_log(double x) {
+  constexpr double kTwo54 = 18014398509481984.0;
+  if (!(x > 0.0)) {
+    return detail::bits_double(x == 0.0 ? 0xFFF0000000000000ull    // -inf
+                                        : 0x7FF8000000000000ull);  // NaN
+  }
+  const uint64_t biased = detail::double_bits(x) >> 52;
+  if (biased == 0x7ff) return x;  // +inf (NaN was handled above)
+  // A subnormal is scaled into the normal range (exact) and the scale taken off the exponent.
+  return biased != 0 ? detail::det_log_core(x, 0.0) : detail::det_log_core(x * kTwo54, -54.0);
 }
 
 }  // namespace bitrobust

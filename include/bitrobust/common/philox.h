@@ -41,6 +41,45 @@ BR_HOST_DEVICE Philox4x32 philox4x32(uint64_t counter_lo, uint64_t counter_hi, u
   return Philox4x32{{c0, c1, c2, c3}};
 }
 
+/// Philox4x32-10 of `lanes` (<= kLanes) blocks at once: out[w][i] is word w of
+/// philox4x32(c0[i], 0, key_i) with key_i = k1[i] << 32 | k0[i].
+///
+/// On the host every 32-bit word is held in a 64-bit integer and the loop over lanes has a
+/// straight-line body, so that with lanes == kLanes the compiler runs the lanes in SIMD registers: x86 has a 32 x 32
+/// -> 64-bit vector multiply (low halves of 64-bit lanes) but no vector "high half of a 32-bit
+/// product", which is what the 32-bit formulation asks for. A CUDA thread has no SIMD lanes, so
+/// there each block is philox4x32 itself. Both give the same words (tests: StreamIsFrozen, and the
+/// CPU/CUDA identity check).
+template <int kLanes>
+BR_HOST_DEVICE void philox4x32_lanes(int lanes, const uint32_t* c0_in, const uint32_t* k0_in,
+                                     const uint32_t* k1_in, uint32_t (*out)[kLanes]) {
+#if defined(__CUDA_ARCH__)
+  for (int i = 0; i < lanes; ++i) {
+    const Philox4x32 r = philox4x32(c0_in[i], 0, (static_cast<uint64_t>(k1_in[i]) << 32) | k0_in[i]);
+    for (int w = 0; w < 4; ++w) out[w][i] = r.v[w];
+  }
+#else
+  constexpr uint64_t kLow = 0xFFFFFFFFull;
+  for (int i = 0; i < lanes; ++i) {
+    uint64_t c0 = c0_in[i], c1 = 0, c2 = 0, c3 = 0, k0 = k0_in[i], k1 = k1_in[i];
+    for (int round = 0; round < 10; ++round) {  // every value below 2^32 at the top of a round
+      const uint64_t p0 = 0xD2511F53ull * c0;
+      const uint64_t p1 = 0xCD9E8D57ull * c2;
+      c0 = (p1 >> 32) ^ c1 ^ k0;
+      c1 = p1 & kLow;
+      c2 = (p0 >> 32) ^ c3 ^ k1;
+      c3 = p0 & kLow;
+      k0 = (k0 + 0x9E3779B9ull) & kLow;
+      k1 = (k1 + 0xBB67AE85ull) & kLow;
+    }
+    out[0][i] = static_cast<uint32_t>(c0);
+    out[1][i] = static_cast<uint32_t>(c1);
+    out[2][i] = static_cast<uint32_t>(c2);
+    out[3][i] = static_cast<uint32_t>(c3);
+  }
+#endif
+}
+
 /// SplitMix64 finaliser: mixes several ids into one Philox key.
 BR_HOST_DEVICE uint64_t mix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -55,8 +94,11 @@ BR_HOST_DEVICE uint64_t make_key(uint64_t seed, uint64_t stream, uint64_t sub = 
 
 /// Uniform double in the open interval (0, 1) from 53 random bits.
 BR_HOST_DEVICE double uniform_open01(uint32_t hi, uint32_t lo) {
-  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 11;
-  return (static_cast<double>(bits) + 0.5) * (1.0 / 9007199254740992.0);
+  // The 53 bits are hi's 32 and lo's top 21; hi * 2^21 + (lo >> 11) is exact in double, the same
+  // number as converting the 53-bit integer at once, but made of 32-bit conversions, which SIMD
+  // units before AVX-512 have (they lack 64-bit integer -> double).
+  const double bits = static_cast<double>(hi) * 2097152.0 + static_cast<double>(lo >> 11);
+  return (bits + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 /// Uniform float in [0, 1) from 24 random bits.

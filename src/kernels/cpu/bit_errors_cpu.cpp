@@ -2,10 +2,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "bitrobust/bits/bit_errors_kernels.h"
@@ -37,6 +39,8 @@ namespace {
 // Chunks per OpenMP work item: large enough that the copy is one long memcpy, small enough to stay
 // in L2 between the copy and the flips and to balance two threads on small tensors.
 constexpr int64_t kChunksPerItem = 32;
+// Spacings computed ahead per chunk (NOTE [Bit error sampling]): one 512-bit vector of doubles.
+constexpr int kCpuLanes = 8;
 
 struct WorkItem {
   int64_t task;
@@ -55,20 +59,28 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed)
   if (!params.active()) return 0;
   // First uniform of every chunk in one pass of independent work (no branches between chunks), so
   // the Philox rounds of neighbouring chunks overlap; most chunks end here at low rates.
+  // All kChunksPerItem lanes are computed (lanes past the item's chunks are ignored), so the loops
+  // have constant trip counts and run in SIMD registers.
   const uint64_t prefix = param_key_prefix(seed, task.param_index);
   uint64_t keys[kChunksPerItem];
+  uint32_t counter0[kChunksPerItem], key_lo[kChunksPerItem], key_hi[kChunksPerItem];
+  uint32_t words[4][kChunksPerItem];
   double first_v[kChunksPerItem];
-  for (int64_t k = 0; k < item.num_chunks; ++k) {
+  for (int64_t k = 0; k < kChunksPerItem; ++k) {
     keys[k] = chunk_key(prefix, item.first_chunk + k);
-    first_v[k] = first_chunk_uniform(keys[k]);
+    counter0[k] = 0;
+    key_lo[k] = static_cast<uint32_t>(keys[k]);
+    key_hi[k] = static_cast<uint32_t>(keys[k] >> 32);
   }
+  philox4x32_lanes<kChunksPerItem>(kChunksPerItem, counter0, key_lo, key_hi, words);
+  for (int64_t k = 0; k < kChunksPerItem; ++k) first_v[k] = uniform_open01(words[0][k], words[1][k]);
   int64_t changed = 0;
   for (int64_t k = 0; k < item.num_chunks; ++k) {
     if (first_v[k] <= params.empty_chunk_v_max) continue;  // NOTE [Empty chunk shortcut]
     const int64_t c = item.first_chunk + k;
     T* chunk = out + c * kChunkElements;
     const int64_t valid = std::min<int64_t>(kChunkElements, task.numel - c * kChunkElements);
-    for_each_selected_bit<chunk_bitmap_words(8 * sizeof(T)), 0>(
+    for_each_selected_bit<chunk_bitmap_words(8 * sizeof(T)), 0, kCpuLanes, true>(
         params, keys[k], [&](int32_t element, int32_t bit, double s) {
           if (element >= valid) return;
           const T mask = static_cast<T>(T{1} << bit);
@@ -80,6 +92,90 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed)
         });
   }
   return changed;
+}
+
+// Per-chunk work over all chunks of a tensor for draw_selected_bits.
+void draw_chunks(int64_t numel, const BitErrorParams& params, uint64_t seed, int64_t param_index,
+                 std::vector<SelectedBit>& selected) {
+  const int64_t chunks = (numel + kChunkElements - 1) / kChunkElements;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t base = c * kChunkElements;
+    for_each_selected_bit<chunk_bitmap_words(32), 0, kCpuLanes, true>(
+        params, seed, param_index, c, [&](int32_t element, int32_t bit, double s) {
+          if (base + element < numel) selected.push_back({base + element, bit, params.kind_of(s)});
+        });
+  }
+}
+
+// NOTE [Sampler instruction sets]: the sampler's lanes (philox4x32_lanes, SpacingLanes) run in
+// AVX-512 or AVX2 registers where the CPU has them, in copies of the work functions compiled for
+// each level (`flatten` inlines the sampler into each copy, which is what makes it use that level's
+// vector unit). Every copy computes the same bits: integer work, and IEEE double operations that are
+// never contracted into fused multiply-adds (-ffp-contract=off; NOTE [Deterministic math]). The
+// choice is explicit rather than target_clones so that tests can run every level this CPU has and
+// check exactly that.
+struct SamplerIsa {
+  const char* name;
+  bool (*supported)();
+  int64_t (*inject_item[3])(const InjectTask&, const WorkItem&, uint64_t);  // 1, 2, 4 bytes
+  void (*draw)(int64_t, const BitErrorParams&, uint64_t, int64_t, std::vector<SelectedBit>&);
+};
+
+#define BR_SAMPLER_COPIES(suffix, attributes)                                                           \
+  attributes int64_t inject_item_8##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed) {  \
+    return inject_item<uint8_t>(t, w, seed);                                                          \
+  }                                                                                                   \
+  attributes int64_t inject_item_16##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed) { \
+    return inject_item<uint16_t>(t, w, seed);                                                         \
+  }                                                                                                   \
+  attributes int64_t inject_item_32##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed) { \
+    return inject_item<uint32_t>(t, w, seed);                                                         \
+  }                                                                                                   \
+  attributes void draw_chunks##suffix(int64_t numel, const BitErrorParams& params, uint64_t seed,     \
+                                      int64_t param_index, std::vector<SelectedBit>& selected) {      \
+    draw_chunks(numel, params, seed, param_index, selected);                                          \
+  }
+
+BR_SAMPLER_COPIES(_baseline, )
+bool always() { return true; }
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+BR_SAMPLER_COPIES(_avx2, __attribute__((target("arch=x86-64-v3"), flatten)))
+BR_SAMPLER_COPIES(_avx512, __attribute__((target("arch=x86-64-v4"), flatten)))
+bool has_avx2() { return __builtin_cpu_supports("x86-64-v3"); }
+bool has_avx512() { return __builtin_cpu_supports("x86-64-v4"); }
+const SamplerIsa kSamplerIsas[] = {
+    {"avx512", has_avx512, {inject_item_8_avx512, inject_item_16_avx512, inject_item_32_avx512}, draw_chunks_avx512},
+    {"avx2", has_avx2, {inject_item_8_avx2, inject_item_16_avx2, inject_item_32_avx2}, draw_chunks_avx2},
+    {"baseline", always, {inject_item_8_baseline, inject_item_16_baseline, inject_item_32_baseline},
+     draw_chunks_baseline},
+};
+#else
+const SamplerIsa kSamplerIsas[] = {
+    {"baseline", always, {inject_item_8_baseline, inject_item_16_baseline, inject_item_32_baseline},
+     draw_chunks_baseline},
+};
+#endif
+#undef BR_SAMPLER_COPIES
+
+constexpr int kNumSamplerIsas = static_cast<int>(sizeof(kSamplerIsas) / sizeof(kSamplerIsas[0]));
+
+int best_sampler_isa() {
+  for (int i = 0; i < kNumSamplerIsas; ++i) {
+    if (kSamplerIsas[i].supported()) return i;
+  }
+  return kNumSamplerIsas - 1;
+}
+
+std::atomic<int> g_sampler_isa{-1};  // index into kSamplerIsas; -1: not chosen yet
+
+const SamplerIsa& sampler_isa() {
+  int index = g_sampler_isa.load(std::memory_order_relaxed);
+  if (index < 0) {
+    index = best_sampler_isa();
+    g_sampler_isa.store(index, std::memory_order_relaxed);
+  }
+  return kSamplerIsas[index];
 }
 
 void check_task(const InjectTask& task) {
@@ -116,17 +212,41 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
                  25.0 * static_cast<double>(task.numel) * task.params.bit_count * (t_max < 1.0 ? t_max : 1.0);
     }
   }
+  const SamplerIsa& isa = sampler_isa();
   int64_t changed = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > 2e5)
   for (int64_t i = 0; i < num_items; ++i) {
     const InjectTask& task = tasks[items[i].task];
     switch (task.elem_bytes) {
-      case 1: changed += inject_item<uint8_t>(task, items[i], seed); break;
-      case 2: changed += inject_item<uint16_t>(task, items[i], seed); break;
-      default: changed += inject_item<uint32_t>(task, items[i], seed); break;
+      case 1: changed += isa.inject_item[0](task, items[i], seed); break;
+      case 2: changed += isa.inject_item[1](task, items[i], seed); break;
+      default: changed += isa.inject_item[2](task, items[i], seed); break;
     }
   }
   return changed;
+}
+
+std::vector<std::string> cpu_sampler_isas() {
+  std::vector<std::string> names;
+  for (const SamplerIsa& isa : kSamplerIsas) {
+    if (isa.supported()) names.push_back(isa.name);
+  }
+  return names;
+}
+
+std::string cpu_sampler_isa() { return sampler_isa().name; }
+
+void set_cpu_sampler_isa(const std::string& name) {
+  for (int i = 0; i < kNumSamplerIsas; ++i) {
+    if (name == kSamplerIsas[i].name && kSamplerIsas[i].supported()) {
+      g_sampler_isa.store(i, std::memory_order_relaxed);
+      return;
+    }
+  }
+  std::string known;
+  for (const std::string& n : cpu_sampler_isas()) known += (known.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("set_cpu_sampler_isa: '" + name + "' is not an instruction set this CPU can run (" +
+                              known + ")");
 }
 
 std::vector<SelectedBit> draw_selected_bits(int64_t numel, const BitErrorParams& params, uint64_t seed,
@@ -135,14 +255,7 @@ std::vector<SelectedBit> draw_selected_bits(int64_t numel, const BitErrorParams&
   if (params.bit_count > 32 || params.bit_lo < 0 || params.bit_lo + params.bit_count > 32) {
     throw std::invalid_argument("draw_selected_bits: bit range outside 32 bits");
   }
-  const int64_t chunks = (numel + kChunkElements - 1) / kChunkElements;
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t base = c * kChunkElements;
-    for_each_selected_bit<chunk_bitmap_words(32), 0>(
-        params, seed, param_index, c, [&](int32_t element, int32_t bit, double s) {
-          if (base + element < numel) selected.push_back({base + element, bit, params.kind_of(s)});
-        });
-  }
+  sampler_isa().draw(numel, params, seed, param_index, selected);
   return selected;
 }
 
