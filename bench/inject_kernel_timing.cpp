@@ -1,0 +1,38 @@
+// Torch-free timing of inject_bit_errors_cpu on SimpleNet's 5,498,378 uint8 codes, so that the
+// kernel file of two revisions can be built and compared in one run
+// (scripts/bench_sampler_revisions.sh). Usage: inject_kernel_timing [threads]
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "bitrobust/bits/bit_errors_kernels.h"
+
+int main(int argc, char** argv) {
+  using bitrobust::bits::InjectTask;
+  const int64_t n = 5498378;
+  omp_set_num_threads(argc > 1 ? std::atoi(argv[1]) : 1);
+  std::vector<uint8_t> clean(n), out(n);
+  std::mt19937_64 rng(1);
+  for (auto& c : clean) c = static_cast<uint8_t>(rng());
+  for (double p : {1e-4, 1e-3, 1e-2, 1e-1}) {
+    InjectTask task;
+    task.clean = clean.data();
+    task.out = out.data();
+    task.numel = n;
+    task.elem_bytes = 1;
+    task.params = bitrobust::bits::make_bit_error_params(0, 8, p, p);
+    const int reps = p >= 0.1 ? 5 : (p >= 0.01 ? 30 : 100);
+    uint64_t seed = 100;
+    bitrobust::bits::inject_bit_errors_cpu(&task, 1, seed++);  // warm-up
+    long long flips = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) flips += bitrobust::bits::inject_bit_errors_cpu(&task, 1, seed++);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / reps;
+    std::printf("p=%-7g %8.3f ms/pattern %7.3f GB/s  flips/pattern %lld\n", p, ms, n / ms / 1e6, flips / reps);
+  }
+  return 0;
+}
