@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -105,10 +106,10 @@ void BM_HammingTotalKernel(benchmark::State& state) {
 }
 BENCHMARK(BM_HammingTotalKernel)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 
-// Generate + inject random bit errors into one tensor of all codes; args: rate in units of 1e-4, threads.
-void BM_InjectKernel(benchmark::State& state) {
-  omp_set_num_threads(static_cast<int>(state.range(1)));
-  const double p = static_cast<double>(state.range(0)) * 1e-4;
+// Generates + injects random bit errors at rate `rate_e4` * 1e-4 into one tensor of all codes, once
+// per benchmark iteration; returns the flips per call.
+double time_injection(benchmark::State& state, int64_t rate_e4) {
+  const double p = static_cast<double>(rate_e4) * 1e-4;
   const auto& clean = codes_a();
   std::vector<uint8_t> out(kCodes);
   InjectTask task;
@@ -124,7 +125,13 @@ void BM_InjectKernel(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
   set_bytes(state);
-  state.counters["flips_per_call"] = static_cast<double>(flips) / static_cast<double>(state.iterations());
+  return static_cast<double>(flips) / static_cast<double>(std::max<int64_t>(1, state.iterations()));
+}
+
+// Args: rate in units of 1e-4, threads.
+void BM_InjectKernel(benchmark::State& state) {
+  omp_set_num_threads(static_cast<int>(state.range(1)));
+  state.counters["flips_per_call"] = time_injection(state, state.range(0));
 }
 BENCHMARK(BM_InjectKernel)->ArgNames({"p_e4", "threads"})->ArgsProduct({{1, 10, 100, 1000}, {1, 2}})->UseRealTime();
 
@@ -140,22 +147,8 @@ void BM_InjectKernelIsa(benchmark::State& state) {
   const std::string previous = cpu_sampler_isa();
   set_cpu_sampler_isa(isas[which]);
   omp_set_num_threads(1);
-  const auto& clean = codes_a();
-  std::vector<uint8_t> out(kCodes);
-  InjectTask task;
-  task.clean = clean.data();
-  task.out = out.data();
-  task.numel = kCodes;
-  task.elem_bytes = 1;
-  task.params = make_bit_error_params(0, 8, static_cast<double>(state.range(0)) * 1e-4,
-                                      static_cast<double>(state.range(0)) * 1e-4);
-  uint64_t seed = 100;
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(inject_bit_errors_cpu(&task, 1, seed++));
-    benchmark::DoNotOptimize(out.data());
-  }
+  time_injection(state, state.range(0));
   set_cpu_sampler_isa(previous);
-  set_bytes(state);
   state.SetLabel(isas[which]);
 }
 BENCHMARK(BM_InjectKernelIsa)->ArgNames({"p_e4", "isa"})->ArgsProduct({{1, 10, 100, 1000}, {0, 1, 2}})->UseRealTime();

@@ -3,7 +3,7 @@
 on CIFAR-10's data_batch_1, printing the mean loss every 25 steps. Used to check that a training
 behaviour (e.g. GroupNorm SimpleNet at width 16 staying at chance level, docs/results.md) belongs
 to the architecture and not to bitrobust.
-Usage: pytorch_simplenet_loss.py [--norm gn|bn] [--width 16] [--lr 0.05] [--steps 150]"""
+Usage: pytorch_simplenet_loss.py [--norm gn|bn] [--width 16] [--lr 0.05] [--steps 150] [--init torch|reference]"""
 import argparse
 import gzip
 
@@ -20,6 +20,9 @@ def main():
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--init", default="torch", choices=["torch", "reference"],
+                    help="torch: PyTorch's default (kaiming uniform, a=sqrt(5)); reference: the reference's "
+                         "kaiming normal (gain sqrt(2), fan in) with zero biases")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(1)
@@ -39,6 +42,11 @@ def main():
             layers.append(nn.MaxPool2d(2))
         channels = out
     net = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+    if args.init == "reference":
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     perm = torch.randperm(len(y))
     losses = []
@@ -50,7 +58,7 @@ def main():
         opt.step()
         losses.append(loss.item())
         if (step + 1) % 25 == 0:
-            print(f"{args.norm} width {c} lr {args.lr}: steps {step - 23}-{step + 1} mean loss {np.mean(losses[-25:]):.4f}",
+            print(f"{args.norm} width {c} lr {args.lr} init {args.init}: steps {step - 23}-{step + 1} mean loss {np.mean(losses[-25:]):.4f}",
                   flush=True)
 
 

@@ -10,6 +10,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 
 #include "bitrobust/common/error.h"
@@ -319,6 +320,28 @@ std::shared_ptr<Classifier> build_model(const ModelSpec& spec) {
     net = std::make_shared<ResidualNet>(spec, std::vector<int64_t>{base, base, 2 * base, 4 * base}, 3);
   }
   return net;
+}
+
+std::vector<std::string> initialization_names() { return {"torch", "reference"}; }
+
+void initialize(torch::nn::Module& net, const std::string& init) {
+  const std::vector<std::string> names = initialization_names();
+  BR_CHECK(std::find(names.begin(), names.end(), init) != names.end(), "unknown initialisation '", init,
+           "' (known: ", join(names), ")");
+  if (init == "torch") return;
+  const at::NoGradGuard no_grad;
+  auto he_normal = [](at::Tensor& weight, at::Tensor& bias) {
+    const int64_t fan_in = weight.numel() / weight.size(0);
+    weight.normal_(0.0, std::sqrt(2.0 / static_cast<double>(fan_in)));
+    if (bias.defined()) bias.zero_();
+  };
+  for (const auto& module : net.modules(/*include_self=*/true)) {
+    if (auto* conv = module->as<torch::nn::Conv2d>()) {
+      he_normal(conv->weight, conv->bias);
+    } else if (auto* linear = module->as<torch::nn::Linear>()) {
+      he_normal(linear->weight, linear->bias);
+    }
+  }
 }
 
 void set_fused_inference(bool enabled) { fused_inference.store(enabled); }

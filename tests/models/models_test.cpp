@@ -104,3 +104,46 @@ TEST(Models, SpecJsonRoundTrip) {
   const ModelSpec t = ModelSpec::from_json(s.to_json());
   EXPECT_EQ(t.to_json(), s.to_json());
 }
+
+TEST(Models, ReferenceInitialisationIsHeNormalWithZeroBiases) {
+  torch::manual_seed(3);
+  auto net = build_model(spec("simplenet", "regn", 3, 32));
+  bitrobust::models::initialize(*net, "reference");
+  int checked = 0;
+  for (const auto& item : net->named_parameters()) {
+    const at::Tensor& t = item.value();
+    const std::string& name = item.key();
+    if (name.find("norm") != std::string::npos) {
+      EXPECT_EQ(t.abs().max().item<float>(), 0.0f) << name;  // re-parameterized norms stay at 0
+    } else if (t.dim() == 1) {
+      EXPECT_EQ(t.abs().max().item<float>(), 0.0f) << name;  // convolution and linear biases
+    } else {
+      const double fan_in = static_cast<double>(t.numel() / t.size(0));
+      const double expected = std::sqrt(2.0 / fan_in);
+      // The sample std of n normals has relative standard error 1/sqrt(2n); 6 of those is a bound
+      // that a correct initialisation never crosses with this seed.
+      const double tolerance = 6.0 / std::sqrt(2.0 * static_cast<double>(t.numel()));
+      EXPECT_NEAR(t.std().item<double>() / expected, 1.0, tolerance) << name;
+      EXPECT_NEAR(t.mean().item<double>(), 0.0, 6.0 * expected / std::sqrt(static_cast<double>(t.numel()))) << name;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 14);  // 13 convolutions and the linear layer
+}
+
+TEST(Models, TorchInitialisationLeavesTheNetworkAsBuiltAndUnknownIsAnError) {
+  torch::manual_seed(4);
+  auto net = build_model(spec("lenet", "gn", 1, 28));
+  std::vector<at::Tensor> before;
+  for (const auto& p : net->parameters()) before.push_back(p.clone());
+  bitrobust::models::initialize(*net, "torch");
+  const auto after = net->parameters();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(before[i].equal(after[i]));
+  try {
+    bitrobust::models::initialize(*net, "xavier");
+    FAIL() << "no error";
+  } catch (const bitrobust::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown initialisation 'xavier' (known: torch, reference)"), std::string::npos)
+        << e.what();
+  }
+}

@@ -25,6 +25,7 @@ struct TrainCommand {
   std::string out;
   std::string checkpoint;
   bool no_augment = false;
+  std::string init = "torch";
   int64_t eval_batch = 500;
   QuantOptions quant;
   std::string randbet;
@@ -48,6 +49,10 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->capture_default_str();
   sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->capture_default_str();
   sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+  sub->add_option("--init", cmd->init,
+                  "weight initialisation: torch (LibTorch's defaults) or reference (Kaiming normal, zero biases, as the reference)")
+      ->check(CLI::IsMember(models::initialization_names()))
+      ->capture_default_str();
   sub->add_option("--out", cmd->out, "model file to write")->required();
   sub->add_option("--checkpoint", cmd->checkpoint, "checkpoint file (default: OUT.ckpt)");
   sub->add_flag("--resume", cmd->options.resume, "continue from the checkpoint if it exists");
@@ -90,6 +95,7 @@ Runner register_train(CLI::App& app) {
 
     torch::manual_seed(cmd->options.seed);
     auto net = models::build_model(cmd->spec);
+    models::initialize(*net, cmd->init);
     std::unique_ptr<quant::QuantAwareTraining> qat;
     std::unique_ptr<train::RandomBitErrorTraining> rbet;
     train::StepHooks hooks;
@@ -132,6 +138,7 @@ Runner register_train(CLI::App& app) {
                  {"batch", cmd->options.batch_size},
                  {"lr", cmd->options.lr},
                  {"seed", cmd->options.seed},
+                 {"init", cmd->init},
                  {"test_error", test.error},
                  {"float_test_error", float_error},
                  {"train_seconds", result.seconds},

@@ -41,6 +41,15 @@ class Classifier : public torch::nn::Module {
 /// call torch::manual_seed first for reproducibility).
 std::shared_ptr<Classifier> build_model(const ModelSpec& spec);
 
+/// Weight initialisations: "torch" keeps LibTorch's defaults (Kaiming uniform with a = sqrt(5),
+/// uniform biases), which build_model gives and every result in docs/ used; "reference" is the
+/// reference's: every convolution and linear weight from N(0, 2 / fan_in) (Kaiming normal, ReLU
+/// gain) and every bias 0. Normalization parameters are left as built.
+std::vector<std::string> initialization_names();
+/// Applies `init` to a network from build_model (draws from torch's global generator). Throws
+/// bitrobust::Error for an unknown name.
+void initialize(torch::nn::Module& net, const std::string& init);
+
 int64_t parameter_count(const torch::nn::Module& module);
 
 /// Turns the fused inference path on or off for every network in the process (default on).
