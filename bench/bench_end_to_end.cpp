@@ -124,11 +124,13 @@ void BM_Sweep(benchmark::State& state) {
 BENCHMARK(BM_Sweep)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 
 // Draw a fresh pattern at 1% for the whole model, inject it and dequantize into the weights.
+// Draw, inject and dequantize one whole-model pattern (what the sweep does per pattern); arg: rate
+// in units of 1e-4 (issue 4's 0.01%, 0.1%, 1%, 10%). Bytes processed: the model's codes.
 void BM_InjectDequantize(benchmark::State& state) {
   Bench& b = bench();
   std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
   const std::vector<quant::QuantizedTensor> perturbed = eval::with_perturbed_codes(b.q, codes);
-  const bits::ErrorModel model = bits::ErrorModel::parse("random", 0.01);
+  const bits::ErrorModel model = bits::ErrorModel::parse("random", static_cast<double>(state.range(0)) * 1e-4);
   torch::NoGradGuard no_grad;
   uint64_t seed = 1000;
   for (auto _ : state) {
@@ -137,18 +139,27 @@ void BM_InjectDequantize(benchmark::State& state) {
     sync(b.device);
   }
   b.q.load_clean_weights();
+  int64_t bytes = 0;
+  for (const auto& t : b.q.tensors) bytes += t.codes.numel() * t.codes.element_size();
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
 }
-BENCHMARK(BM_InjectDequantize)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_InjectDequantize)->ArgName("p_e4")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond)
+    ->UseRealTime()->MinTime(1.0);
 
 // Baseline of the above: copy every code tensor once (what any pattern must at least read and write).
 void BM_CopyCodes(benchmark::State& state) {
   Bench& b = bench();
   std::vector<at::Tensor> copies;
-  for (const auto& t : b.q.tensors) copies.push_back(at::empty_like(t.codes));
+  int64_t bytes = 0;
+  for (const auto& t : b.q.tensors) {
+    copies.push_back(at::empty_like(t.codes));
+    bytes += t.codes.numel() * t.codes.element_size();
+  }
   for (auto _ : state) {
     for (size_t i = 0; i < copies.size(); ++i) copies[i].copy_(b.q.tensors[i].codes);
     sync(b.device);
   }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
 }
 BENCHMARK(BM_CopyCodes)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
 

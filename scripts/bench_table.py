@@ -30,9 +30,11 @@ def main(path):
     table.append(("plain inference, images/s (fused GN+ReLU)", fused, "eager LibTorch", eager, "higher"))
     table.append(("eval sweep, images x patterns/s", get("BM_Sweep/10", "images_patterns_per_second"),
                   "our plain inference", fused, "higher (goal >= 0.9)"))
-    inject, copy = us("BM_InjectDequantize"), us("BM_CopyCodes")
-    table.append(("inject + dequantize 1%, ms/pattern", inject and inject / 1e3, "copy of the codes, ms",
-                  copy and copy / 1e3, "lower"))
+    copy = us("BM_CopyCodes")
+    for rate_e4, label in ((1, "0.01%"), (10, "0.1%"), (100, "1%"), (1000, "10%")):
+        inject = us(f"BM_InjectDequantize/p_e4:{rate_e4}")
+        table.append((f"inject + dequantize {label}, ms/pattern", inject and inject / 1e3, "copy of the codes, ms",
+                      copy and copy / 1e3, "lower"))
     flt = get("BM_TrainStep/0", "train_images_per_second")
     table.append(("QAT training, images/s", get("BM_TrainStep/1", "train_images_per_second"), "float training", flt,
                   "higher (goal >= 1/1.1 = 0.91)"))
