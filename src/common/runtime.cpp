@@ -6,12 +6,21 @@
 #include <algorithm>
 #include <thread>
 
+#include "bitrobust/common/error.h"
 #include "bitrobust/common/flush_denormals.h"
 #include "bitrobust/common/malloc_tuning.h"
 
 namespace bitrobust {
 
+int max_cpu_threads() {
+  return 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 void configure_cpu_runtime(int threads) {
+  // Far more threads than cores only makes OpenMP's spinning workers fight over the cores: a few
+  // thousand on two cores run for minutes where two take seconds.
+  BR_CHECK(threads <= max_cpu_threads(), "--threads ", threads, " is more than 4 per core on this machine (",
+           std::thread::hardware_concurrency(), " cores; at most ", max_cpu_threads(), ")");
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(std::max(1, threads));
   keep_freed_memory_in_process();

@@ -1,21 +1,86 @@
 #include "bitrobust/io/model_file.h"
 
 #include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/version.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <tuple>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "bitrobust/report/output.h"
 
 namespace bitrobust::io {
 
 namespace {
 constexpr int64_t kFormatVersion = 1;
+
+// NOTE [Damaged model files]: a Torch archive declares each storage's size in its pickle and keeps
+// the bytes in a separate zip record; LibTorch 1.13 allocates the declared size and does not check
+// that the record is as long, so a damaged file yields tensors that read past their data (random
+// weights, different on every run). Every tensor read is therefore tallied, once per storage, and
+// the storages must not need more bytes than the file's data records hold; each tensor must also
+// fit inside its storage.
+struct StorageTally {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+
+  void add(const at::Tensor& t, const std::string& path, const std::string& what) {
+    if (!t.defined()) return;
+    if (seen.insert(t.storage().data()).second) bytes += static_cast<int64_t>(t.storage().nbytes());
+    if (t.numel() == 0) return;
+    int64_t last = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      BR_CHECK(t.stride(d) >= 0, "model file ", path, ": tensor ", what, " has a negative stride");
+      last += (t.size(d) - 1) * t.stride(d);
+    }
+    const int64_t needed = (last + 1) * static_cast<int64_t>(t.element_size());
+    BR_CHECK(static_cast<int64_t>(t.storage().nbytes()) >= needed, "model file ", path, ": tensor ", what,
+             " of shape ", t.sizes(), " lies outside its data (damaged file)");
+  }
+
+  void check_against_records(const std::string& path) const {
+    int64_t held = 0;
+    try {
+      caffe2::serialize::PyTorchStreamReader reader(path);
+      for (const std::string& name : reader.getAllRecords()) {
+        // "data/<key>" (LibTorch strips the archive's folder name; also accept it kept).
+        if (name.rfind("data/", 0) == 0 || name.find("/data/") != std::string::npos) {
+          held += static_cast<int64_t>(std::get<1>(reader.getRecord(name)));
+        }
+      }
+    } catch (const c10::Error&) {
+      throw Error("model file " + path + " is not a readable model archive (truncated or not a bitrobust model)");
+    }
+    BR_CHECK(held >= bytes, "model file ", path, ": its tensors need ", bytes, " bytes of data but the file holds ",
+             held, " (damaged file)");
+  }
+};
+
+// Tallies every tensor of a module archive and its submodule archives.
+void tally_archive(torch::serialize::InputArchive& archive, StorageTally& tally, const std::string& path,
+                   const std::string& prefix) {
+  for (const std::string& key : archive.keys()) {
+    at::Tensor t;
+    torch::serialize::InputArchive child;
+    if (archive.try_read(key, t)) {
+      tally.add(t, path, prefix + key);
+    } else if (archive.try_read(key, child)) {
+      tally_archive(child, tally, path, prefix + key + ".");
+    }
+  }
 }
+
+void check_finite(const at::Tensor& t, const std::string& path, const std::string& what) {
+  if (!t.defined() || !at::isFloatingType(t.scalar_type()) || t.numel() == 0) return;
+  BR_CHECK(at::isfinite(t).all().item<bool>(), "model file ", path, ": ", what, " holds NaN or infinite values");
+}
+}  // namespace
 
 nlohmann::json version_info() {
   return {{"bitrobust", BITROBUST_VERSION},
@@ -52,18 +117,18 @@ void save_model_file(const std::string& path, const ModelFile& file) {
     archive.write("quant_codes", codes_archive);
     archive.write("quant_ranges", ranges_archive);
   }
-  const std::filesystem::path target(path);
-  if (target.has_parent_path() && !std::filesystem::exists(target.parent_path())) {
-    throw Error("cannot write model file " + path + ": folder " + target.parent_path().string() + " does not exist");
-  }
-  const std::string tmp = path + ".tmp";
+  save_archive_atomic(archive, path, "model file");
+}
+
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what) {
+  const std::string tmp = report::create_temp_file_for(path, what);
   try {
     archive.save_to(tmp);
   } catch (const c10::Error& e) {
-    std::filesystem::remove(tmp);
-    throw Error("cannot write model file " + path + ": " + e.what_without_backtrace());
+    report::discard_temp_file(tmp);
+    throw Error("cannot write " + what + " " + path + ": " + e.what_without_backtrace());
   }
-  std::filesystem::rename(tmp, path);
+  report::commit_temp_file(tmp, path, what);
 }
 
 ModelFile load_model_file(const std::string& path) {
@@ -92,9 +157,13 @@ ModelFile load_model_file(const std::string& path) {
   BR_CHECK(file.meta.contains("spec"), "model file ", path, ": metadata has no model description");
   file.spec = models::ModelSpec::from_json(file.meta["spec"]);
   file.net = models::build_model(file.spec);
+  file.path = path;
+  StorageTally tally;
+  tally.add(version, path, "bitrobust_format");
   try {
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
+    tally_archive(model_archive, tally, path, "");
     file.net->load(model_archive);
     if (file.meta.contains("quantization")) {
       torch::serialize::InputArchive codes_archive, ranges_archive;
@@ -105,6 +174,8 @@ ModelFile load_model_file(const std::string& path) {
         at::Tensor codes, ranges;
         codes_archive.read("p" + std::to_string(i), codes, /*is_buffer=*/true);
         ranges_archive.read("p" + std::to_string(i), ranges, /*is_buffer=*/true);
+        tally.add(codes, path, "quant_codes/p" + std::to_string(i));
+        tally.add(ranges, path, "quant_ranges/p" + std::to_string(i));
         file.quant_codes.push_back(codes);
         file.quant_ranges.push_back(ranges);
       }
@@ -113,6 +184,9 @@ ModelFile load_model_file(const std::string& path) {
     throw Error("model file " + path + ": weights do not match the model description (" +
                 std::string(e.what_without_backtrace()).substr(0, 200) + ")");
   }
+  tally.check_against_records(path);
+  for (const auto& p : file.net->named_parameters()) check_finite(p.value(), path, "parameter " + p.key());
+  for (const auto& b : file.net->named_buffers()) check_finite(b.value(), path, "buffer " + b.key());
   return file;
 }
 

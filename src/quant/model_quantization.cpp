@@ -102,8 +102,9 @@ void store_in_model_file(const QuantizedModel& q, io::ModelFile& file) {
 }
 
 QuantizedModel load_from_model_file(io::ModelFile& file) {
-  BR_CHECK(file.meta.contains("quantization"), "the model is not quantized: train with --bits/--scheme, or run "
-                                               "`bitrobust quantize` first");
+  const std::string where = file.path.empty() ? std::string("model file") : "model file " + file.path;
+  BR_CHECK(file.meta.contains("quantization"), where, ": the model is not quantized: train with --bits/--scheme, ",
+           "or run `bitrobust quantize` first");
   const auto& qj = file.meta["quantization"];
   QuantizedModel q;
   q.scheme = QuantScheme::parse(qj.at("scheme").get<std::string>());
@@ -111,23 +112,41 @@ QuantizedModel load_from_model_file(io::ModelFile& file) {
   q.selector.exclude = qj.value("exclude", std::vector<std::string>{});
   auto named = file.net->named_parameters();
   const auto& params_json = qj.at("params");
-  BR_CHECK(params_json.size() == file.quant_codes.size(), "model file: ", params_json.size(),
+  BR_CHECK(params_json.size() == file.quant_codes.size(), where, ": ", params_json.size(),
            " quantized parameters described but ", file.quant_codes.size(), " stored");
+  const kernels::QuantFormat format = q.scheme.format();
+  const at::ScalarType container = format.bits <= 8 ? at::kByte : at::kShort;
+  const int64_t unused_bits = ~((int64_t{1} << format.bits) - 1) & (format.bits <= 8 ? 0xFF : 0xFFFF);
   for (size_t i = 0; i < params_json.size(); ++i) {
-    const std::string name = params_json[i].at("name").get<std::string>();
+    const auto& pj = params_json[i];
+    const std::string name = pj.at("name").get<std::string>();
     const at::Tensor* p = named.find(name);
-    BR_CHECK(p != nullptr, "model file: quantized parameter ", name, " is not in the network");
+    BR_CHECK(p != nullptr, where, ": quantized parameter ", name, " is not in the network");
     const at::Tensor& codes = file.quant_codes[i];
-    BR_CHECK(codes.sizes() == p->sizes(), "model file: codes of ", name, " have shape ", codes.sizes(),
+    BR_CHECK(codes.sizes() == p->sizes(), where, ": codes of ", name, " have shape ", codes.sizes(),
              " but the parameter has ", p->sizes());
+    // The description must agree with the scheme and with what is stored (a file edited or damaged
+    // in one place only would otherwise be read under the wrong format).
+    BR_CHECK(pj.value("bits", -1) == format.bits && pj.value("signed", !format.is_signed) == format.is_signed &&
+                 pj.value("shape", std::vector<int64_t>{}) == codes.sizes().vec() &&
+                 pj.value("container", std::string()) == (format.bits <= 8 ? "uint8" : "uint16"),
+             where, ": the description of ", name, " (", pj.dump(), ") does not match the scheme ",
+             q.scheme.to_string(), " and the stored codes of shape ", codes.sizes());
+    BR_CHECK(codes.scalar_type() == container, where, ": codes of ", name, " are ", codes.scalar_type(),
+             ", expected ", container, " for ", format.bits, "-bit codes");
+    BR_CHECK(codes.numel() == 0 || (codes.to(at::kInt).bitwise_and(unused_bits) == 0).all().item<bool>(), where,
+             ": codes of ", name, " use bits above the ", format.bits, " bits of the scheme (damaged file)");
     QuantizedTensor t;
     t.codes = codes;
     t.ranges = file.quant_ranges[i].to(at::kFloat);
-    t.channels = params_json[i].at("channels").get<int64_t>();
+    t.channels = pj.at("channels").get<int64_t>();
     t.scheme = q.scheme;
-    t.format = q.scheme.format();
-    BR_CHECK(t.ranges.dim() == 2 && t.ranges.size(0) == t.channels && t.ranges.size(1) == 2,
-             "model file: ranges of ", name, " do not have shape [", t.channels, ", 2]");
+    t.format = format;
+    BR_CHECK(t.ranges.dim() == 2 && t.ranges.size(0) == t.channels && t.ranges.size(1) == 2, where, ": ranges of ",
+             name, " do not have shape [", t.channels, ", 2]");
+    BR_CHECK(at::isfinite(t.ranges).all().item<bool>(), where, ": ranges of ", name, " hold NaN or infinite values");
+    BR_CHECK(t.channels == 0 || (t.ranges.select(1, 0) <= t.ranges.select(1, 1)).all().item<bool>(), where,
+             ": ranges of ", name, " have a lower bound above the upper bound");
     q.names.push_back(name);
     q.params.push_back(*p);
     q.tensors.push_back(std::move(t));

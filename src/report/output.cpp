@@ -1,30 +1,75 @@
 #include "bitrobust/report/output.h"
 
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "bitrobust/common/error.h"
 
 namespace bitrobust::report {
 
+namespace fs = std::filesystem;
+
+void check_output_path(const std::string& path, const std::string& what) {
+  BR_CHECK(!path.empty(), "cannot write ", what, ": empty file name");
+  const fs::path target(path);
+  std::error_code ec;
+  BR_CHECK(!fs::is_directory(target, ec), "cannot write ", what, " ", path, ": it is a folder");
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  BR_CHECK(fs::is_directory(parent, ec), "cannot write ", what, " ", path, ": folder ", parent.string(),
+           " does not exist");
+  BR_CHECK(::access(parent.c_str(), W_OK) == 0, "cannot write ", what, " ", path, ": folder ", parent.string(),
+           " is not writable");
+}
+
+std::string create_temp_file_for(const std::string& path, const std::string& what) {
+  check_output_path(path, what);
+  const fs::path target(path);
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  const int fd = ::mkstemp(name.data());
+  BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
+  // mkstemp makes the file private (0600); give the result the permissions of any new file.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
+  ::close(fd);
+  return std::string(name.data());
+}
+
+void discard_temp_file(const std::string& tmp) { std::remove(tmp.c_str()); }
+
+void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    discard_temp_file(tmp);
+    throw Error("cannot write " + what + " " + path + ": " + ec.message());
+  }
+}
+
 void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = create_temp_file_for(path, "file");
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  BR_CHECK(f != nullptr, "cannot write ", path, ": ", std::strerror(errno));
+  if (f == nullptr) {
+    discard_temp_file(tmp);
+    throw Error("cannot write " + path + ": " + std::strerror(errno));
+  }
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed) {
-    std::remove(tmp.c_str());
+    discard_temp_file(tmp);
     throw Error("cannot write " + path + ": write failed (disk full?)");
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error("cannot write " + path + ": " + ec.message());
-  }
+  commit_temp_file(tmp, path, "file");
 }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value) {

@@ -29,6 +29,8 @@ RandomBitErrorTraining::RandomBitErrorTraining(models::Classifier& net, quant::Q
     : net_(net), qat_(qat), options_(options) {
   options_.validate();
   error_model_ = bits::ErrorModel::parse(options_.error_model, options_.rate);
+  // Checked now rather than when the curriculum first injects errors, maybe hours into training.
+  error_model_.kernel_params(qat_.scheme().bits);
   all_params_ = net_.parameters();
 }
 

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/io/model_file.h"
 #include "bitrobust/report/progress.h"
 
 namespace bitrobust::train {
@@ -40,9 +41,7 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("epochs_done", at::scalar_tensor(state.epochs_done, at::kLong));
   archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  std::filesystem::rename(tmp, path);
+  io::save_archive_atomic(archive, path, "checkpoint");
 }
 
 CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
@@ -86,6 +85,9 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   BR_CHECK(options.epochs > 0, "--epochs must be positive, got ", options.epochs);
   BR_CHECK(options.batch_size > 0, "--batch must be positive, got ", options.batch_size);
   BR_CHECK(options.lr > 0 && std::isfinite(options.lr), "--lr must be positive, got ", options.lr);
+  BR_CHECK(options.momentum >= 0 && options.momentum < 1, "--momentum must be in [0, 1), got ", options.momentum);
+  BR_CHECK(options.weight_decay >= 0 && std::isfinite(options.weight_decay), "--weight-decay must be >= 0, got ",
+           options.weight_decay);
   BR_CHECK(train_set.size() > 0, "training set is empty");
 
   const at::Device device = train_set.images.device();

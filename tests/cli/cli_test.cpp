@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -38,7 +39,7 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("test --model m.pt --batch -3", "--batch");
   expect_clean_failure("train --dataset imagenet --out /tmp/x.pt --epochs 1", "imagenet");
   expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "unknown model 'vgg'");
-  expect_clean_failure("frobnicate", "subcommand");
+  expect_clean_failure("frobnicate", "unknown command 'frobnicate'");
 }
 
 TEST(Cli, MissingAndCorruptModelFilesFailCleanly) {
@@ -52,4 +53,31 @@ TEST(Cli, MissingDataFolderFailsCleanly) {
   bitrobust::test_util::TempDir dir;
   expect_clean_failure("train --dataset mnist --data-root " + dir.file("nowhere") + " --out " + dir.file("m.pt"),
                        "nowhere");
+}
+
+TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
+  for (const std::string args : {"test --model m.pt --batch -3", "train --dataset fashion-mnist --out x.pt --epochs 1 --epochs 2",
+                                 "eval --model m.pt --patterns 1e3", "train --dataset fashion-mnist --out x.pt --init xavier",
+                                 "frobnicate", "test --model m.pt --no-such-flag"}) {
+    const test_util::CliResult r = test_util::run_cli(args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output.rfind("bitrobust: error: ", 0), 0u) << args << "\n" << r.output;
+  }
+}
+
+TEST(Cli, ThreadCountsFarAboveTheCoresAreRefused) {
+  expect_clean_failure("test --model m.pt --threads 100000", "more than 4 per core");
+}
+
+TEST(Cli, OutputPathsAreCheckedBeforeAnyWork) {
+  bitrobust::test_util::TempDir dir;
+  // Neither data nor model exist: the bad output path must be what is reported.
+  expect_clean_failure("train --dataset mnist --data-root " + dir.file("nowhere") + " --out " +
+                           dir.file("no/such/folder/m.pt"),
+                       "folder " + dir.file("no/such/folder") + " does not exist");
+  std::filesystem::create_directory(dir.file("taken.pt"));
+  expect_clean_failure("train --dataset mnist --data-root " + dir.file("nowhere") + " --out " + dir.file("taken.pt"),
+                       "it is a folder");
+  expect_clean_failure("test --model " + dir.file("missing.pt") + " --json " + dir.file("no/x.json"),
+                       "--json file " + dir.file("no/x.json"));
 }

@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <caffe2/serialize/inline_container.h>
+
 #include <fstream>
+#include <tuple>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/quant/model_quantization.h"
+#include "model_fixtures.h"
 #include "test_util.h"
 
 using namespace bitrobust;
@@ -26,7 +31,10 @@ TEST(ModelFile, RoundTripKeepsSpecWeightsMetaAndCodes) {
   f.quant_ranges.push_back(torch::tensor({{-1.0f, 1.0f}}));
   const auto path = dir.file("m.pt");
   io::save_model_file(path, f);
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  // Written through a uniquely named temporary file, renamed over the target: nothing else is left.
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) files += entry.is_regular_file();
+  EXPECT_EQ(files, 1);
   const auto g = io::load_model_file(path);
   EXPECT_EQ(g.spec.to_json(), f.spec.to_json());
   EXPECT_EQ(g.meta["seed"], 3);
@@ -69,4 +77,142 @@ TEST(ModelFile, BadFilesGiveClearErrors) {
   expect_error(dir.file("other.pt"), "not a bitrobust model");
   // Unwritable destination.
   EXPECT_THROW(io::save_model_file(dir.file("no/such/dir/m.pt"), f), Error);
+}
+
+namespace {
+void expect_load_error(const std::string& path, const std::string& part, bool quantized = false) {
+  try {
+    io::ModelFile f = io::load_model_file(path);
+    if (quantized) quant::load_from_model_file(f);
+    ADD_FAILURE() << "no error for " << path;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << "the message must name the file: " << e.what();
+  }
+}
+
+// A tiny quantized model file, as `bitrobust quantize` writes it.
+io::ModelFile quantized_file() {
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  const quant::QuantizedModel q = quant::quantize_model(*f.net, quant::QuantScheme::preset("rquant", 4));
+  quant::store_in_model_file(q, f);
+  return f;
+}
+}  // namespace
+
+TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
+  // NOTE [Damaged model files]: rewrite a good file with its largest data record cut to 16 bytes,
+  // the zip itself intact. LibTorch would hand out tensors reading past their data.
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  io::save_model_file(dir.file("ok.pt"), f);
+  caffe2::serialize::PyTorchStreamReader reader(dir.file("ok.pt"));
+  std::string largest;
+  size_t largest_size = 0;
+  for (const std::string& name : reader.getAllRecords()) {
+    if (name.find("data/") == std::string::npos) continue;
+    const size_t size = std::get<1>(reader.getRecord(name));
+    if (size > largest_size) std::tie(largest, largest_size) = std::make_tuple(name, size);
+  }
+  ASSERT_GT(largest_size, 64u);
+  {
+    caffe2::serialize::PyTorchStreamWriter writer(dir.file("short.pt"));
+    for (const std::string& name : reader.getAllRecords()) {
+      if (name.find("version") != std::string::npos || name.find("byteorder") != std::string::npos) continue;
+      auto [data, size] = reader.getRecord(name);
+      writer.writeRecord(name, data.get(), name == largest ? 16 : size);
+    }
+    writer.writeEndOfFile();
+  }
+  expect_load_error(dir.file("short.pt"), "damaged file");
+  // The copy with every record whole loads (the rewrite itself is sound).
+  {
+    caffe2::serialize::PyTorchStreamWriter writer(dir.file("whole.pt"));
+    for (const std::string& name : reader.getAllRecords()) {
+      if (name.find("version") != std::string::npos || name.find("byteorder") != std::string::npos) continue;
+      auto [data, size] = reader.getRecord(name);
+      writer.writeRecord(name, data.get(), size);
+    }
+    writer.writeEndOfFile();
+  }
+  EXPECT_NO_THROW(io::load_model_file(dir.file("whole.pt")));
+}
+
+TEST(ModelFile, NanOrInfiniteWeightsAreAnError) {
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  {
+    torch::NoGradGuard g;
+    f.net->named_parameters()["fc_out.bias"][1] = std::numeric_limits<float>::quiet_NaN();
+  }
+  io::save_model_file(dir.file("nan.pt"), f);
+  expect_load_error(dir.file("nan.pt"), "parameter fc_out.bias holds NaN or infinite values");
+}
+
+TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
+  test_util::TempDir dir;
+  {
+    io::ModelFile f = quantized_file();
+    io::save_model_file(dir.file("good.pt"), f);
+    io::ModelFile g = io::load_model_file(dir.file("good.pt"));
+    EXPECT_EQ(quant::load_from_model_file(g).tensors.size(), f.quant_codes.size());
+  }
+  {
+    io::ModelFile f = quantized_file();
+    f.quant_codes[0][0] = 200;  // 4-bit codes: bits 4..7 must be 0
+    io::save_model_file(dir.file("code.pt"), f);
+    expect_load_error(dir.file("code.pt"), "use bits above the 4 bits", true);
+  }
+  {
+    io::ModelFile f = quantized_file();
+    f.quant_ranges[0][0][0] = std::numeric_limits<float>::infinity();
+    io::save_model_file(dir.file("inf.pt"), f);
+    expect_load_error(dir.file("inf.pt"), "hold NaN or infinite values", true);
+  }
+  {
+    io::ModelFile f = quantized_file();
+    f.quant_ranges[0][0][0] = 5.0f;
+    f.quant_ranges[0][0][1] = -5.0f;
+    io::save_model_file(dir.file("inverted.pt"), f);
+    expect_load_error(dir.file("inverted.pt"), "lower bound above the upper bound", true);
+  }
+  {
+    io::ModelFile f = quantized_file();
+    f.meta["quantization"]["params"][0]["bits"] = 17;
+    io::save_model_file(dir.file("bits.pt"), f);
+    expect_load_error(dir.file("bits.pt"), "does not match the scheme u4-asym-tensor-round", true);
+  }
+  {
+    io::ModelFile f = quantized_file();
+    f.quant_codes[0] = f.quant_codes[0].to(torch::kShort);
+    io::save_model_file(dir.file("container.pt"), f);
+    expect_load_error(dir.file("container.pt"), "expected Byte for 4-bit codes", true);
+  }
+}
+
+TEST(ModelFile, SavingNeverTouchesOtherFilesAndFailsBeforeWriting) {
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  // A user's own file named like a temporary one survives.
+  { std::ofstream(dir.file("m.pt.tmp")) << "mine"; }
+  io::save_model_file(dir.file("m.pt"), f);
+  std::ifstream mine(dir.file("m.pt.tmp"));
+  std::string text;
+  mine >> text;
+  EXPECT_EQ(text, "mine");
+  // A folder in the way, or a missing folder: an error naming the path, and nothing left behind.
+  std::filesystem::create_directory(dir.file("taken.pt"));
+  EXPECT_THROW(io::save_model_file(dir.file("taken.pt"), f), Error);
+  EXPECT_THROW(io::save_model_file(dir.file("no/such/dir/m.pt"), f), Error);
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) files += entry.is_regular_file();
+  EXPECT_EQ(files, 2);  // m.pt and m.pt.tmp
 }

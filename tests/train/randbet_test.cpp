@@ -144,6 +144,14 @@ TEST(RandBET, BadOptionsAreErrors) {
   o = {};
   o.error_model = "cosmic";
   EXPECT_THROW(o.validate(), Error);
+  // An error model the codes cannot carry fails when training is set up, not when the curriculum
+  // first injects errors.
+  auto net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 4));
+  o = {};
+  o.rate = 0.01;
+  o.error_model = "lsb9";
+  EXPECT_ERROR_CONTAINS(train::RandomBitErrorTraining(*net, qat, o), "lsb9 needs at least 9 bits, codes have 4");
 }
 
 TEST(WeightClipping, EveryQuantizedParameterStaysWithinTheBoundAfterEveryStep) {

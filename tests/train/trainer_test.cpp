@@ -1,6 +1,9 @@
 #include "bitrobust/train/trainer.h"
 
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
 #include <torch/torch.h>
 
 #include "bitrobust/common/error.h"
@@ -113,4 +116,22 @@ TEST(Train, BadOptionsAreErrors) {
   options = quick_options(1);
   options.batch_size = 0;
   EXPECT_THROW(train::train(*net, data, options), Error);
+  auto expect_message = [&](const train::TrainOptions& bad, const std::string& part) {
+    try {
+      train::train(*net, data, bad);
+      ADD_FAILURE() << "no error, expected " << part;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  for (double momentum : {-0.1, 1.0, 5.0, std::nan("")}) {
+    options = quick_options(1);
+    options.momentum = momentum;
+    expect_message(options, "--momentum must be in [0, 1)");
+  }
+  for (double decay : {-1.0, std::numeric_limits<double>::infinity(), std::nan("")}) {
+    options = quick_options(1);
+    options.weight_decay = decay;
+    expect_message(options, "--weight-decay must be >= 0");
+  }
 }

@@ -16,6 +16,18 @@
 namespace bitrobust::cli {
 
 namespace {
+// An empty selection would inject nothing and report the clean error as the robust one.
+void check_layers_select_something(const quant::QuantizedModel& q, const std::string& layers) {
+  if (layers.empty()) return;
+  const bits::ParamSelector selector(layers);
+  std::string names;
+  for (const std::string& name : q.names) {
+    if (selector.selects(name)) return;
+    if (names.size() < 200) names += (names.empty() ? "" : ", ") + name;
+  }
+  throw Error("--layers '" + layers + "' matches no quantized parameter (they are: " + names + ")");
+}
+
 struct EvalCommand {
   CommonOptions common;
   DataOptions data;
@@ -59,6 +71,8 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--replay", cmd->replay, "evaluate exactly this saved pattern file (see `bitrobust pattern`)");
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
+    if (!cmd->csv.empty()) report::check_output_path(cmd->csv, "--csv file");
+    if (!cmd->plot.empty()) report::check_output_path(cmd->plot, "--plot file");
     cmd->sweep.rates = eval::parse_rates(cmd->rates);
     const eval::Precision precision =
         cmd->precision.empty() ? eval::default_precision(device) : eval::parse_precision(cmd->precision);
@@ -69,6 +83,7 @@ Runner register_eval(CLI::App& app) {
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
+    check_layers_select_something(q, cmd->sweep.layers);
     const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
     file.net->to(device);
     quant::QuantizedModel qd = q;
@@ -141,9 +156,11 @@ Runner register_pattern(CLI::App& app) {
   return [cmd]() {
     const std::vector<double> rate = eval::parse_rates(cmd->rate);
     BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
+    report::check_output_path(cmd->out, "pattern file (--out)");
     for (auto& c : cmd->error_model) if (c == '-') c = '_';
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
+    check_layers_select_something(q, cmd->layers);
     const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), bits::ErrorModel::parse(cmd->error_model, rate[0]),
                                                         cmd->seed, bits::ParamSelector(cmd->layers));
     bits::save_pattern(cmd->out, pattern);

@@ -42,6 +42,7 @@ Runner register_quantize(CLI::App& app) {
   sub->add_option("--batch", cmd->batch, "evaluation batch size")->check(CLI::PositiveNumber);
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
+    report::check_output_path(cmd->out, "model file (--out)");
     const quant::QuantScheme scheme = cmd->quant.build_scheme();
     io::ModelFile file = io::load_model_file(cmd->model);
     quant::check_finite_parameters(*file.net, "model " + cmd->model);

@@ -68,6 +68,8 @@ Runner register_train(CLI::App& app) {
                   "error model of the training patterns (as eval's --error-model)")->capture_default_str();
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
+    report::check_output_path(cmd->out, "model file (--out)");
+    report::check_output_path(cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint, "checkpoint");
     data::Dataset train_set = load_data(cmd->data, "train", device);
     data::Dataset test_set = load_data(cmd->data, "test", device);
     cmd->spec.in_channels = train_set.channels();

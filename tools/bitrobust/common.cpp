@@ -4,10 +4,12 @@
 
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <cfloat>
 #include <cmath>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/runtime.h"
+#include "bitrobust/report/output.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -21,6 +23,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
 
 at::Device setup_runtime(const CommonOptions& common) {
   configure_cpu_runtime(common.threads);
+  if (!common.json.empty()) report::check_output_path(common.json, "--json file");
   if (common.device == "cuda") {
     BR_CHECK(torch::cuda::is_available(), "--device cuda: no CUDA device available (or this build has no CUDA)");
     return at::Device(at::kCUDA);
@@ -75,10 +78,11 @@ void add_quant_options(CLI::App& cmd, QuantOptions& q) {
           [](std::string& v) -> std::string {
             try {
               const double x = std::stod(v);
-              if (std::isfinite(x) && x > 0) return {};
+              // Stored as a float: a bound below the smallest normal float would become 0 (no clipping).
+              if (std::isfinite(x) && x <= FLT_MAX && x >= FLT_MIN) return {};
             } catch (const std::exception&) {
             }
-            return "the clip bound must be a number > 0, got " + v;
+            return "the clip bound must be a number > 0 (between 1.2e-38 and 3.4e38), got " + v;
           },
           "W>0"));
   cmd.add_option("--quant-include", q.include, "quantize only parameters matching these globs (e.g. 'conv*')");

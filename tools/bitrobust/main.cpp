@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <map>
+#include <string>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
@@ -29,7 +30,16 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version end parsing with "errors" of status 0; everything else is a syntax error
+    // of the command line: one line in the project's format and status 2, whatever CLI11's code.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    std::string message = e.what();
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && argc < 2) message = "no command given";
+    if (message == "A subcommand is required" && argc >= 2) {
+      message = "unknown command '" + std::string(argv[1]) + "' (commands: train, test, quantize, export, eval, compare, pattern)";
+    }
+    std::fprintf(stderr, "bitrobust: error: %s\nRun with --help for more information.\n", message.c_str());
+    return 2;
   }
   try {
     for (auto& [cmd, run] : runners) {

@@ -8,6 +8,7 @@
 //   "quant_codes"       (quantized models) one archive entry per quantized parameter, in the order of
 //   "quant_ranges"      meta.quantization.params: integer codes and float [channels, 2] ranges
 #include <ATen/core/Tensor.h>
+#include <torch/serialize/output-archive.h>
 
 #include <nlohmann/json.hpp>
 #include <memory>
@@ -19,6 +20,7 @@
 namespace bitrobust::io {
 
 struct ModelFile {
+  std::string path;  ///< where it was loaded from (for messages); empty for a model made in memory
   models::ModelSpec spec;
   std::shared_ptr<models::Classifier> net;
   nlohmann::json meta = nlohmann::json::object();
@@ -29,7 +31,12 @@ struct ModelFile {
 /// Writes atomically: a temporary file next to `path`, renamed over it once complete.
 void save_model_file(const std::string& path, const ModelFile& file);
 
-/// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, ...).
+/// Writes a Torch archive atomically through a uniquely named temporary file next to `path`
+/// (report::create_temp_file_for); `what` names it in errors ("model file", "checkpoint").
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what);
+
+/// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, a
+/// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).
 ModelFile load_model_file(const std::string& path);
 
 /// Versions of bitrobust and Torch, recorded in every result.
