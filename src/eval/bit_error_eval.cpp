@@ -79,31 +79,38 @@ void summarize(RateResult& r) {
   r.rerr_ci95_high = r.rerr_mean + half;
 }
 
-std::vector<double> parse_rates(const std::string& text) {
+std::vector<double> parse_rates(const std::string& text, const std::string& option) {
   std::vector<double> rates;
+  // getline drops a last empty entry: "1%," would pass for "1%".
+  BR_CHECK(text.find_last_not_of(" \t") == std::string::npos || text[text.find_last_not_of(" \t")] != ',', option,
+           " '", text, "': empty entry");
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    BR_CHECK(!item.empty(), "--rates '", text, "': empty entry");
+    BR_CHECK(!item.empty(), option, " '", text, "': empty entry");
     const bool percent = item.back() == '%';
     const std::string number = percent ? item.substr(0, item.size() - 1) : item;
     size_t used = 0;
     double value = NAN;
+    bool out_of_range = false;
     try {
       value = std::stod(number, &used);
+    } catch (const std::out_of_range&) {
+      out_of_range = true;  // below the smallest double (1e-400) or above the largest
     } catch (const std::exception&) {
       used = 0;
     }
-    BR_CHECK(used == number.size() && !number.empty(), "--rates: '", item,
+    BR_CHECK(!out_of_range, option, ": bit error rate ", item, " is too small or too large to represent");
+    BR_CHECK(used == number.size() && !number.empty(), option, ": '", item,
              "' is not a number (write 0.001 or 0.1%)");
     if (percent) value /= 100.0;
-    BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, "--rates: bit error rate ", item,
+    BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, option, ": bit error rate ", item,
              " is outside [0, 1] (0% to 100%)");
     rates.push_back(value);
   }
-  BR_CHECK(!rates.empty(), "--rates: no rate given");
+  BR_CHECK(!rates.empty(), option, ": no rate given");
   return rates;
 }
 

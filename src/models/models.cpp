@@ -294,6 +294,8 @@ void ModelSpec::validate() const {
   if (arch == "simplenet")
     BR_CHECK(height == width && (height == 28 || height == 32), "simplenet takes 28x28 or 32x32 inputs, got ",
              height, "x", width);
+  BR_CHECK(depth >= 0 && depth <= 1000, "WRN depth must be in 0..1000 (0 = 28), got ", depth);
+  BR_CHECK(widen >= 0 && widen <= 64, "WRN widen factor must be in 0..64 (0 = 10), got ", widen);
   if (arch == "wrn") {
     const int64_t d = depth > 0 ? depth : 28;
     BR_CHECK(d >= 10 && (d - 4) % 6 == 0, "wrn depth must be 6n+4 (e.g. 16, 22, 28), got ", d);

@@ -5,6 +5,8 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -31,8 +33,28 @@ struct CheckpointState {
   int64_t steps = 0;
 };
 
+// The run's settings (TrainOptions::settings) with the schedule, as stored in checkpoints.
+nlohmann::json run_settings(const TrainOptions& options) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(options.settings);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("train: settings are not JSON: ") + e.what());
+  }
+  BR_CHECK(j.is_object(), "train: settings must be a JSON object");
+  j["epochs"] = options.epochs;
+  j["batch"] = options.batch_size;
+  j["lr"] = options.lr;
+  j["momentum"] = options.momentum;
+  j["nesterov"] = options.nesterov;
+  j["weight_decay"] = options.weight_decay;
+  j["augment"] = options.augment;
+  return j;
+}
+
 void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
-                     const CheckpointState& state, uint64_t seed) {
+                     const CheckpointState& state, const TrainOptions& options) {
+  const uint64_t seed = options.seed;
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   net.save(model_archive);
   optimizer.save(optimizer_archive);
@@ -41,11 +63,13 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("epochs_done", at::scalar_tensor(state.epochs_done, at::kLong));
   archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
+  archive.write("settings", c10::IValue(run_settings(options).dump()));
   io::save_archive_atomic(archive, path, "checkpoint");
 }
 
 CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
-                                uint64_t seed) {
+                                const TrainOptions& options) {
+  const uint64_t seed = options.seed;
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
     archive.load_from(path);
@@ -59,6 +83,20 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     archive.read("seed", saved_seed);
     BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
              " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
+    c10::IValue saved_settings;
+    if (archive.try_read("settings", saved_settings) && saved_settings.isString()) {  // older checkpoints: none
+      const nlohmann::json before = nlohmann::json::parse(saved_settings.toStringRef(), nullptr, false);
+      const nlohmann::json now = run_settings(options);
+      std::string differences;
+      for (const auto& [key, value] : now.items()) {
+        const nlohmann::json old_value = before.is_object() && before.contains(key) ? before[key] : nlohmann::json();
+        if (old_value != value) {
+          differences += (differences.empty() ? "" : ", ") + key + " " + old_value.dump() + " -> " + value.dump();
+        }
+      }
+      BR_CHECK(differences.empty(), "checkpoint ", path, " belongs to a run with other settings (", differences,
+               "); resume with the same options, or remove the checkpoint to start over");
+    }
     return {epochs.item<int64_t>(), steps.item<int64_t>()};
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
@@ -104,7 +142,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
 
   CheckpointState state;
   if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
-    state = load_checkpoint(options.checkpoint, net, optimizer, options.seed);
+    state = load_checkpoint(options.checkpoint, net, optimizer, options);
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
   }
@@ -168,7 +206,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9)));
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
-      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options.seed);
+      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options);
     }
     if (options.max_steps > 0 && result.steps >= options.max_steps) break;
   }

@@ -81,3 +81,11 @@ TEST(Cli, OutputPathsAreCheckedBeforeAnyWork) {
   expect_clean_failure("test --model " + dir.file("missing.pt") + " --json " + dir.file("no/x.json"),
                        "--json file " + dir.file("no/x.json"));
 }
+
+TEST(Cli, ReplayFixesRateSeedModelAndLayers) {
+  for (const std::string option : {"--rates 1%", "--patterns 3", "--seed 7", "--error-model msb", "--layers fc"}) {
+    expect_clean_failure("eval --model m.pt --replay p.txt " + option,
+                         option.substr(0, option.find(' ')) + " cannot be combined with --replay");
+  }
+  expect_clean_failure("eval --model m.pt --seed -1", "--seed");
+}

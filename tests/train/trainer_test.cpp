@@ -75,17 +75,25 @@ TEST(Train, ResumedRunEqualsUninterruptedRun) {
   }
 }
 
-TEST(Train, ResumeWithAnotherSeedIsAnError) {
+TEST(Train, ResumeWithAnotherSeedOrOtherSettingsIsAnError) {
   const auto data = test_util::synthetic_dataset(64);
   test_util::TempDir dir;
   auto net = models::build_model(mlp_spec());
-  auto options = quick_options(1);
+  auto options = quick_options(2);
   options.checkpoint = dir.file("c.ckpt");
+  options.settings = R"({"dataset": "fashion-mnist", "scheme": "u8-asym-tensor-round"})";
   train::train(*net, data, options);
-  options.epochs = 2;
   options.resume = true;
-  options.seed = 6;
-  EXPECT_THROW(train::train(*net, data, options), Error);
+  auto changed = options;
+  changed.settings = R"({"dataset": "mnist", "scheme": "u8-asym-tensor-round"})";
+  changed.lr = 0.01;
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, changed),
+                        "belongs to a run with other settings (dataset \"fashion-mnist\" -> \"mnist\", lr 0.05 -> 0.01)");
+  auto reseeded = options;
+  reseeded.seed = 6;
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, reseeded), "was written with --seed 5, not 6");
+  // The same settings resume (nothing left to do after 2 of 2 epochs).
+  EXPECT_EQ(train::train(*net, data, options).epochs_done, 2);
 }
 
 TEST(Train, DivergenceStopsWithEpochAndStep) {

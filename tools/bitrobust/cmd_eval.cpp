@@ -54,7 +54,9 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--rates", cmd->rates, "bit error rates: fractions (0.001) or percentages (0.1%), comma separated")
       ->capture_default_str();
   sub->add_option("--patterns", cmd->sweep.patterns, "error patterns (chips) per rate")->capture_default_str();
-  sub->add_option("--seed", cmd->sweep.seed, "first pattern seed (patterns use seed, seed+1, ...)")->capture_default_str();
+  sub->add_option("--seed", cmd->sweep.seed, "first pattern seed (patterns use seed, seed+1, ...)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   sub->add_option("--error-model", cmd->sweep.error_model,
                   "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (random may add ,0to1=P,1to0=P)")
       ->capture_default_str();
@@ -69,7 +71,13 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--precision", cmd->precision,
                   "fp32 | tf32 | bf16 (default: tf32 on CUDA, fp32 on the CPU, as PyTorch's convolutions)");
   sub->add_option("--replay", cmd->replay, "evaluate exactly this saved pattern file (see `bitrobust pattern`)");
-  return [cmd]() {
+  return [cmd, sub]() {
+    // A replayed pattern fixes the rate, seed, error model and layers: other values would be ignored.
+    if (!cmd->replay.empty()) {
+      for (const char* option : {"--rates", "--patterns", "--seed", "--error-model", "--layers"}) {
+        BR_CHECK(sub->count(option) == 0, option, " cannot be combined with --replay (the pattern file fixes it)");
+      }
+    }
     const at::Device device = setup_runtime(cmd->common);
     if (!cmd->csv.empty()) report::check_output_path(cmd->csv, "--csv file");
     if (!cmd->plot.empty()) report::check_output_path(cmd->plot, "--plot file");
@@ -149,12 +157,12 @@ Runner register_pattern(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("pattern", "save the bit error pattern of (seed, rate) for a model, for replay");
   sub->add_option("--model", cmd->model, "quantized model file")->required();
   sub->add_option("--rate", cmd->rate, "bit error rate (0.01 or 1%)")->required();
-  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->capture_default_str();
+  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--error-model", cmd->error_model, "as in eval")->capture_default_str();
   sub->add_option("--layers", cmd->layers, "regular expression: only matching parameters");
   sub->add_option("--out", cmd->out, "pattern file to write (format: docs/bit_errors.md)")->required();
   return [cmd]() {
-    const std::vector<double> rate = eval::parse_rates(cmd->rate);
+    const std::vector<double> rate = eval::parse_rates(cmd->rate, "--rate");
     BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
     report::check_output_path(cmd->out, "pattern file (--out)");
     for (auto& c : cmd->error_model) if (c == '-') c = '_';

@@ -48,7 +48,9 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->capture_default_str();
   sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->capture_default_str();
   sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->capture_default_str();
-  sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+  sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   sub->add_option("--init", cmd->init,
                   "weight initialisation: torch (LibTorch's defaults) or reference (Kaiming normal, zero biases, as the reference)")
       ->check(CLI::IsMember(models::initialization_names()))
@@ -85,7 +87,7 @@ Runner register_train(CLI::App& app) {
     const bool randbet = !cmd->randbet.empty();
     if (randbet) {
       BR_CHECK(quantized, "--randbet needs quantization-aware training: add --scheme/--bits (e.g. --scheme rquant --bits 8)");
-      const std::vector<double> rate = eval::parse_rates(cmd->randbet);
+      const std::vector<double> rate = eval::parse_rates(cmd->randbet, "--randbet");
       BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
       cmd->randbet_options.rate = rate[0];
       for (auto& c : cmd->randbet_options.error_model) if (c == '-') c = '_';
@@ -95,6 +97,17 @@ Runner register_train(CLI::App& app) {
     quant::QuantScheme scheme;
     if (quantized) scheme = cmd->quant.build_scheme();
 
+    // Everything a resumed run must share with the run that wrote the checkpoint.
+    nlohmann::json settings = {{"dataset", train_set.name}, {"cifar_protocol", cmd->data.protocol},
+                               {"model", cmd->spec.to_json()}, {"init", cmd->init},
+                               {"scheme", quantized ? scheme.to_string() : std::string("float")},
+                               {"quant_include", cmd->quant.include}, {"quant_exclude", cmd->quant.exclude}};
+    if (randbet) {
+      settings["randbet"] = {{"rate", cmd->randbet_options.rate}, {"mode", cmd->randbet_options.mode},
+                             {"start", cmd->randbet_options.start_loss},
+                             {"error_model", cmd->randbet_options.error_model}};
+    }
+    cmd->options.settings = settings.dump();
     torch::manual_seed(cmd->options.seed);
     auto net = models::build_model(cmd->spec);
     models::initialize(*net, cmd->init);

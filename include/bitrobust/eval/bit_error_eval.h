@@ -72,6 +72,7 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
 void summarize(RateResult& r);
 
 /// Parses "0.01%,0.1%,1%" or "0.0001,0.001" (fractions, or percentages with '%'); each in [0, 1].
-std::vector<double> parse_rates(const std::string& text);
+/// `option` names the input in errors.
+std::vector<double> parse_rates(const std::string& text, const std::string& option = "--rates");
 
 }  // namespace bitrobust::eval

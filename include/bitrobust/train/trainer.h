@@ -26,6 +26,10 @@ struct TrainOptions {
   bool resume = false;          ///< continue from `checkpoint` if it exists
   bool progress = true;         ///< progress bar on stderr
   int64_t max_steps = 0;        ///< stop after this many steps (0 = all); for tests and timing
+  /// What else the run trains with that a resumed run must share (data set, model, scheme,
+  /// RandBET...), as a JSON object; the schedule above is added to it. Stored in the checkpoint, and
+  /// a resume whose settings differ is an error listing the differences.
+  std::string settings = "{}";
 };
 
 /// Per-step hooks used by quantization-aware and robust training (all optional).
