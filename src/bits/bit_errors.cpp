@@ -62,6 +62,9 @@ ErrorModel ErrorModel::parse(const std::string& name, double rate) {
   } else {
     throw Error("ErrorModel: unknown error model '" + name + "'; known: " + kKnownNames);
   }
+  // getline drops a last empty part: "random," would pass for "random".
+  BR_CHECK(name.empty() || name.back() != ',', "ErrorModel: '", name, "' ends with a comma");
+  bool seen_0to1 = false, seen_1to0 = false;
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& option = parts[i];
     const auto eq = option.find('=');
@@ -73,6 +76,9 @@ ErrorModel ErrorModel::parse(const std::string& name, double rate) {
     const double parsed = std::strtod(value.c_str(), &end);
     BR_CHECK(!value.empty() && end != nullptr && *end == '\0', "ErrorModel: option '", option, "' in '", name,
              "' needs a number");
+    bool& seen = key == "0to1" ? seen_0to1 : seen_1to0;
+    BR_CHECK(!seen, "ErrorModel: ", key, " is given twice in '", name, "'");
+    seen = true;
     (key == "0to1" ? model.rate_0to1 : model.rate_1to0) = parsed;
     BR_CHECK(parsed >= 0.0, "ErrorModel: ", key, " rate must be in [0, 1], got ", parsed, " in '", name, "'");
   }

@@ -63,7 +63,10 @@ Location dataset_dir(const std::string& name, const std::string& root) {
   }
   const std::string data_root = default_data_root();
   const fs::path dir = fs::path(data_root) / name;
-  if (name == "fashion-mnist" && !fs::is_directory(dir)) {
+  // The system copy stands in only for the default root: a root the user set must hold the files.
+  const char* env = std::getenv("BITROBUST_DATA");
+  const bool user_root = env != nullptr && *env != '\0';
+  if (name == "fashion-mnist" && !user_root && !fs::is_directory(dir)) {
     return {kFashionMnistSystemDir, "the system copy (Debian package dataset-fashion-mnist)"};
   }
   return {dir.string(), detail::concat("the data root ", data_root, " (", data_root_origin(), ")")};

@@ -108,6 +108,7 @@ std::vector<double> parse_rates(const std::string& text, const std::string& opti
     if (percent) value /= 100.0;
     BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, option, ": bit error rate ", item,
              " is outside [0, 1] (0% to 100%)");
+    for (double earlier : rates) BR_CHECK(earlier != value, option, ": bit error rate ", item, " is given twice");
     rates.push_back(value);
   }
   BR_CHECK(!rates.empty(), option, ": no rate given");

@@ -73,16 +73,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
     archive.load_from(path);
-    archive.read("model", model_archive);
-    archive.read("optimizer", optimizer_archive);
-    net.load(model_archive);
-    optimizer.load(optimizer_archive);
-    at::Tensor epochs, steps, saved_seed;
-    archive.read("epochs_done", epochs);
-    archive.read("steps", steps);
-    archive.read("seed", saved_seed);
-    BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
-             " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
+    // Settings first: a checkpoint of another model would otherwise fail on its first tensor.
     c10::IValue saved_settings;
     if (archive.try_read("settings", saved_settings) && saved_settings.isString()) {  // older checkpoints: none
       const nlohmann::json before = nlohmann::json::parse(saved_settings.toStringRef(), nullptr, false);
@@ -97,6 +88,16 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
       BR_CHECK(differences.empty(), "checkpoint ", path, " belongs to a run with other settings (", differences,
                "); resume with the same options, or remove the checkpoint to start over");
     }
+    archive.read("model", model_archive);
+    archive.read("optimizer", optimizer_archive);
+    net.load(model_archive);
+    optimizer.load(optimizer_archive);
+    at::Tensor epochs, steps, saved_seed;
+    archive.read("epochs_done", epochs);
+    archive.read("steps", steps);
+    archive.read("seed", saved_seed);
+    BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
+             " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
     return {epochs.item<int64_t>(), steps.item<int64_t>()};
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());

@@ -55,6 +55,8 @@ TEST(ErrorModel, RejectsBadNamesAndRates) {
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=2", 0.1), "rate_0to1 must be in [0, 1], got 2");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=-1", 0.1), "0to1 rate must be in [0, 1]");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,sideways=0.1", 0.1), "unknown option 'sideways=0.1'");
+  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,", 0.1), "ends with a comma");
+  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=0.5,0to1=0.2", 0.1), "0to1 is given twice");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=abc", 0.1), "needs a number");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("stuck_at_0,0to1=0.1", 0.1), "single rate");
   ErrorModel direct;

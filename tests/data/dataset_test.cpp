@@ -175,6 +175,8 @@ TEST(LoadDataset, MissingFilesSayWhereItLooked) {
   const ScopedEnv env("BITROBUST_DATA", (root / "elsewhere").c_str());
   EXPECT_ERROR_MENTIONS(load_dataset({"cifar10", "train"}), root / "elsewhere/cifar10/data_batch_1.bin",
                         "$BITROBUST_DATA");
+  // A root the user set is used even for Fashion-MNIST: no quiet fallback to the system copy.
+  EXPECT_ERROR_MENTIONS(load_dataset({"fashion-mnist", "test"}), root / "elsewhere/fashion-mnist", "$BITROBUST_DATA");
 }
 
 TEST(LoadDataset, UnknownNamesListTheValidOnes) {

@@ -58,7 +58,7 @@ Runner register_eval(CLI::App& app) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   sub->add_option("--error-model", cmd->sweep.error_model,
-                  "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (random may add ,0to1=P,1to0=P)")
+                  "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (all but stuck_at may add ,0to1=P,1to0=P)")
       ->capture_default_str();
   sub->add_option("--layers", cmd->sweep.layers, "regular expression: inject only into matching parameters");
   sub->add_option("--limit", cmd->limit, "use only the first N test examples (reference: 9000 on CIFAR-10)")
