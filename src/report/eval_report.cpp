@@ -78,6 +78,10 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
 void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   auto fail = [&](const std::string& what) { throw Error("result file " + source + ": " + what); };
   if (!j.is_object()) fail("not a JSON object");
+  if (!j.contains("format") || j["format"] != "bitrobust-eval-1") {
+    fail("not a bitrobust eval result of format bitrobust-eval-1 (format: " +
+         (j.contains("format") ? j["format"].dump() : std::string("missing")) + ")");
+  }
   for (const char* key : {"clean_error", "scheme", "error_model", "seed", "patterns", "results"}) {
     if (!j.contains(key)) fail(std::string("missing key '") + key + "'");
   }
@@ -98,6 +102,20 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     if (!r["per_pattern"].is_array() || r["per_pattern"].size() != j["patterns"].get<size_t>())
       fail("per_pattern must hold one value per pattern");
     for (const auto& v : r["per_pattern"]) fraction(v, "per_pattern value");
+    if (!r["rerr_std"].is_number() || !(r["rerr_std"].get<double>() >= 0)) fail("rerr_std must be a number >= 0");
+    if (!(r["rerr_min"].get<double>() <= r["rerr_mean"].get<double>() &&
+          r["rerr_mean"].get<double>() <= r["rerr_max"].get<double>())) {
+      fail("rerr_min <= rerr_mean <= rerr_max does not hold at rate " + r["rate"].dump());
+    }
+    for (const auto& earlier : j["results"]) {
+      if (&earlier == &r) break;
+      if (earlier["rate"] == r["rate"]) fail("rate " + r["rate"].dump() + " appears twice in results");
+    }
+  }
+  if (j.contains("rates")) {
+    nlohmann::json listed = nlohmann::json::array();
+    for (const auto& r : j["results"]) listed.push_back(r["rate"]);
+    if (j["rates"] != listed) fail("the rates list " + j["rates"].dump() + " disagrees with the results " + listed.dump());
   }
 }
 

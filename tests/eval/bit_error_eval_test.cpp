@@ -114,6 +114,15 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken = j;
   broken["results"][0]["rerr_mean"] = 1.5;
   EXPECT_THROW(report::validate_sweep_json(broken, "test"), Error);
+  broken = j;
+  broken["format"] = "bitrobust-eval-99";
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "not a bitrobust eval result");
+  broken = j;
+  broken["results"][1]["rerr_std"] = -1;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_std must be a number >= 0");
+  broken = j;
+  broken["results"][1]["rate"] = broken["results"][0]["rate"];
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "appears twice");
   const std::string svg = report::rerr_plot_svg({j, j}, "t");
   EXPECT_NE(svg.find("<svg"), std::string::npos);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);

@@ -188,6 +188,8 @@ Runner register_compare(CLI::App& app) {
   return [cmd]() {
     std::vector<nlohmann::json> results;
     for (const auto& path : cmd->files) {
+      BR_CHECK(std::filesystem::is_regular_file(path), "result file ", path,
+               std::filesystem::exists(path) ? " is not a regular file" : " does not exist");
       std::ifstream in(path);
       BR_CHECK(in.good(), "result file ", path, " cannot be read");
       nlohmann::json j;
