@@ -91,6 +91,15 @@ void expect_load_error(const std::string& path, const std::string& part, bool qu
   }
 }
 
+// Records PyTorchStreamWriter adds by itself (LibTorch 1.13: version; 2.x also serialization_id),
+// which a copy must not write twice.
+bool written_by_the_writer(const std::string& name) {
+  for (const char* own : {"version", "byteorder", "serialization_id"}) {
+    if (name.find(own) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // A tiny quantized model file, as `bitrobust quantize` writes it.
 io::ModelFile quantized_file() {
   io::ModelFile f;
@@ -122,7 +131,7 @@ TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
   {
     caffe2::serialize::PyTorchStreamWriter writer(dir.file("short.pt"));
     for (const std::string& name : reader.getAllRecords()) {
-      if (name.find("version") != std::string::npos || name.find("byteorder") != std::string::npos) continue;
+      if (written_by_the_writer(name)) continue;
       auto [data, size] = reader.getRecord(name);
       writer.writeRecord(name, data.get(), name == largest ? 16 : size);
     }
@@ -133,7 +142,7 @@ TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
   {
     caffe2::serialize::PyTorchStreamWriter writer(dir.file("whole.pt"));
     for (const std::string& name : reader.getAllRecords()) {
-      if (name.find("version") != std::string::npos || name.find("byteorder") != std::string::npos) continue;
+      if (written_by_the_writer(name)) continue;
       auto [data, size] = reader.getRecord(name);
       writer.writeRecord(name, data.get(), size);
     }
