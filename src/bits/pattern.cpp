@@ -142,6 +142,14 @@ class LineReader {
     ++line_number_;
     return std::istringstream(line);
   }
+  /// Whether anything but white space follows the current line.
+  bool has_more_text() {
+    std::string rest;
+    while (std::getline(in_, rest)) {
+      if (rest.find_first_not_of(" \t\r") != std::string::npos) return true;
+    }
+    return false;
+  }
   template <typename... Args>
   [[noreturn]] void fail(Args&&... parts) const {
     throw Error(::bitrobust::detail::concat("load_pattern: '", path_, "' line ", line_number_, ": ",
@@ -228,6 +236,8 @@ BitPattern load_pattern(const std::string& path) {
     else if (kind == '0') flip.kind = FlipKind::Set0;
     else if (kind == '1') flip.kind = FlipKind::Set1;
     else reader.fail("unknown flip kind '", kind, "' (expected f, 0 or 1)");
+    std::string extra;
+    if (line >> extra) reader.fail("unexpected '", extra, "' after the flip kind");
     if (flip.param < 0 || flip.param >= num_params) reader.fail("parameter index ", flip.param, " out of range");
     const ParamSpec& p = pattern.params[flip.param];
     if (flip.element < 0 || flip.element >= numels[flip.param]) {
@@ -240,6 +250,8 @@ BitPattern load_pattern(const std::string& path) {
     std::istringstream line = reader.next("'end'");
     std::string word;
     if (!(line >> word) || word != "end") reader.fail("expected 'end' after ", num_flips, " flips");
+    if (line >> word) reader.fail("unexpected '", word, "' after 'end'");
+    if (reader.has_more_text()) reader.fail("text after 'end' (the file holds more than one pattern, or is damaged)");
   }
   std::sort(pattern.flips.begin(), pattern.flips.end(), flip_less);
   for (size_t i = 1; i < pattern.flips.size(); ++i) {

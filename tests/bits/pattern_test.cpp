@@ -160,6 +160,9 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
                         "line 9: element 16 outside parameter 0");
   EXPECT_ERROR_CONTAINS(load_pattern(write("d", header + "flips 1\n0 3 8 f\nend\n")), "line 9: bit 8 outside the 8 bits");
   EXPECT_ERROR_CONTAINS(load_pattern(write("e", header + "flips 1\n0 3 1 x\nend\n")), "unknown flip kind 'x'");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("x1", header + "flips 1\n0 3 1 f 9\nend\n")), "unexpected '9' after the flip kind");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("x2", header + "flips 1\n0 3 1 f\nend\nflips 2\n")), "text after 'end'");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("x3", header + "flips 1\n0 3 1 f\nend now\n")), "unexpected 'now' after 'end'");
   EXPECT_ERROR_CONTAINS(load_pattern(write("f", header + "flips 1\n1 3 1 f\nend\n")), "parameter index 1 out of range");
   EXPECT_ERROR_CONTAINS(load_pattern(write("g", header + "flips 2\n0 3 1 f\n0 3 1 0\nend\n")),
                         "lists bit 1 of element 3 of parameter 0 twice");

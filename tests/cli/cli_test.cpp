@@ -89,3 +89,8 @@ TEST(Cli, ReplayFixesRateSeedModelAndLayers) {
   }
   expect_clean_failure("eval --model m.pt --seed -1", "--seed");
 }
+
+TEST(Cli, EmptyOptionValuesAreErrorsNotDefaults) {
+  expect_clean_failure("test --model m.pt --json ''", "--json: empty value");
+  expect_clean_failure("eval --model '' --rates 1%", "--model: empty value");
+}

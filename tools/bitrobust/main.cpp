@@ -43,7 +43,18 @@ int main(int argc, char** argv) {
   }
   try {
     for (auto& [cmd, run] : runners) {
-      if (cmd->parsed()) return run();
+      if (!cmd->parsed()) continue;
+      // An option given an empty value ("--json ''", often an unset shell variable) would silently
+      // mean "not given".
+      for (const CLI::Option* option : cmd->get_options()) {
+        if (option->count() == 0 || option->get_type_size() == 0) continue;  // not given, or a flag
+        for (const std::string& value : option->results()) {
+          if (value.find_first_not_of(" \t") == std::string::npos) {
+            throw bitrobust::Error(option->get_name() + ": empty value");
+          }
+        }
+      }
+      return run();
     }
   } catch (const bitrobust::Error& e) {
     std::fprintf(stderr, "bitrobust: error: %s\n", e.what());
