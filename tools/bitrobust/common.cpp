@@ -94,8 +94,8 @@ quant::QuantScheme QuantOptions::build_scheme() const {
   BR_CHECK(clip == 0 || (clip > 0 && std::isfinite(clip)), "--clip must be a bound > 0, got ", clip);
   const std::string name = scheme.empty() ? "rquant" : scheme;
   if (name == "normal" || name == "rquant") return quant::QuantScheme::preset(name, bits == 0 ? 8 : bits, clip);
-  BR_CHECK(bits == 0 && clip == 0, "--bits and --clip go with a preset scheme (normal, rquant); the scheme string '",
-           name, "' already says both");
+  BR_CHECK(bits == 0 && clip == 0, "--bits and --clip go with a preset scheme (normal, rquant); a scheme string such as '",
+           name, "' sets them itself (u8..., and a -clip<W> suffix)");
   quant::QuantScheme s = quant::QuantScheme::parse(name);
   s.validate();
   return s;
