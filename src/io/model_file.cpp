@@ -127,6 +127,9 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
   } catch (const c10::Error& e) {
     report::discard_temp_file(tmp);
     throw Error("cannot write " + what + " " + path + ": " + e.what_without_backtrace());
+  } catch (...) {
+    report::discard_temp_file(tmp);
+    throw;
   }
   report::commit_temp_file(tmp, path, what);
 }
@@ -140,6 +143,11 @@ ModelFile load_model_file(const std::string& path) {
     archive.load_from(path, at::Device(at::kCPU));
   } catch (const c10::Error& e) {
     throw Error("model file " + path + " is not a readable model archive (truncated or not a bitrobust model)");
+  }
+  {  // NOTE [Damaged model files], before any tensor's values are read
+    StorageTally tally;
+    tally_archive(archive, tally, path, "");
+    tally.check_against_records(path);
   }
   c10::IValue meta_value;
   at::Tensor version;
@@ -158,12 +166,9 @@ ModelFile load_model_file(const std::string& path) {
   file.spec = models::ModelSpec::from_json(file.meta["spec"]);
   file.net = models::build_model(file.spec);
   file.path = path;
-  StorageTally tally;
-  tally.add(version, path, "bitrobust_format");
   try {
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
-    tally_archive(model_archive, tally, path, "");
     file.net->load(model_archive);
     if (file.meta.contains("quantization")) {
       torch::serialize::InputArchive codes_archive, ranges_archive;
@@ -174,8 +179,6 @@ ModelFile load_model_file(const std::string& path) {
         at::Tensor codes, ranges;
         codes_archive.read("p" + std::to_string(i), codes, /*is_buffer=*/true);
         ranges_archive.read("p" + std::to_string(i), ranges, /*is_buffer=*/true);
-        tally.add(codes, path, "quant_codes/p" + std::to_string(i));
-        tally.add(ranges, path, "quant_ranges/p" + std::to_string(i));
         file.quant_codes.push_back(codes);
         file.quant_ranges.push_back(ranges);
       }
@@ -184,7 +187,6 @@ ModelFile load_model_file(const std::string& path) {
     throw Error("model file " + path + ": weights do not match the model description (" +
                 std::string(e.what_without_backtrace()).substr(0, 200) + ")");
   }
-  tally.check_against_records(path);
   for (const auto& p : file.net->named_parameters()) check_finite(p.value(), path, "parameter " + p.key());
   for (const auto& b : file.net->named_buffers()) check_finite(b.value(), path, "buffer " + b.key());
   return file;

@@ -16,6 +16,26 @@ namespace bitrobust::report {
 
 namespace fs = std::filesystem;
 
+namespace {
+// The umask, read without changing it (umask(2) can only be read by setting it, which would race
+// with other threads creating files). Linux reports it in /proc/self/status; 022 otherwise.
+mode_t process_umask() {
+  std::FILE* status = std::fopen("/proc/self/status", "r");
+  mode_t mask = 022;
+  if (status == nullptr) return mask;
+  char line[256];
+  while (std::fgets(line, sizeof line, status) != nullptr) {
+    unsigned value = 0;
+    if (std::sscanf(line, "Umask: %o", &value) == 1) {
+      mask = static_cast<mode_t>(value);
+      break;
+    }
+  }
+  std::fclose(status);
+  return mask;
+}
+}  // namespace
+
 void check_output_path(const std::string& path, const std::string& what) {
   BR_CHECK(!path.empty(), "cannot write ", what, ": empty file name");
   const fs::path target(path);
@@ -38,9 +58,7 @@ std::string create_temp_file_for(const std::string& path, const std::string& wha
   const int fd = ::mkstemp(name.data());
   BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
   // mkstemp makes the file private (0600); give the result the permissions of any new file.
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::fchmod(fd, 0666 & ~mask);
+  ::fchmod(fd, 0666 & ~process_umask());
   ::close(fd);
   return std::string(name.data());
 }

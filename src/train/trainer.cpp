@@ -79,10 +79,14 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
       const nlohmann::json before = nlohmann::json::parse(saved_settings.toStringRef(), nullptr, false);
       const nlohmann::json now = run_settings(options);
       std::string differences;
-      for (const auto& [key, value] : now.items()) {
+      nlohmann::json keys = now;  // every key of either side, in order
+      if (before.is_object()) keys.update(before);
+      for (const auto& item : keys.items()) {
+        const std::string& key = item.key();
         const nlohmann::json old_value = before.is_object() && before.contains(key) ? before[key] : nlohmann::json();
-        if (old_value != value) {
-          differences += (differences.empty() ? "" : ", ") + key + " " + old_value.dump() + " -> " + value.dump();
+        const nlohmann::json new_value = now.contains(key) ? now[key] : nlohmann::json();
+        if (old_value != new_value) {
+          differences += (differences.empty() ? "" : ", ") + key + " " + old_value.dump() + " -> " + new_value.dump();
         }
       }
       BR_CHECK(differences.empty(), "checkpoint ", path, " belongs to a run with other settings (", differences,

@@ -89,6 +89,9 @@ TEST(Train, ResumeWithAnotherSeedOrOtherSettingsIsAnError) {
   changed.lr = 0.01;
   EXPECT_ERROR_CONTAINS(train::train(*net, data, changed),
                         "belongs to a run with other settings (dataset \"fashion-mnist\" -> \"mnist\", lr 0.05 -> 0.01)");
+  auto fewer = options;  // a setting of the checkpoint's run that this run lacks
+  fewer.settings = R"({"dataset": "fashion-mnist"})";
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, fewer), "scheme \"u8-asym-tensor-round\" -> null");
   auto reseeded = options;
   reseeded.seed = 6;
   EXPECT_ERROR_CONTAINS(train::train(*net, data, reseeded), "was written with --seed 5, not 6");

@@ -9,6 +9,13 @@
 #include "bitrobust/config.h"
 #include "commands.h"
 
+namespace {
+int syntax_error(const std::string& message) {
+  std::fprintf(stderr, "bitrobust: error: %s\nRun with --help for more information.\n", message.c_str());
+  return 2;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"bitrobust " BITROBUST_VERSION
                ": how well do quantized neural networks survive bit errors in their weights?"};
@@ -34,12 +41,20 @@ int main(int argc, char** argv) {
     // of the command line: one line in the project's format and status 2, whatever CLI11's code.
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
     std::string message = e.what();
-    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && argc < 2) message = "no command given";
-    if (message == "A subcommand is required" && argc >= 2) {
-      message = "unknown command '" + std::string(argv[1]) + "' (commands: train, test, quantize, export, eval, compare, pattern)";
+    std::string commands;
+    bool known = false;
+    for (const auto& [cmd, run] : runners) {
+      commands += (commands.empty() ? "" : ", ") + cmd->get_name();
+      known = known || (argc >= 2 && cmd->get_name() == argv[1]);
     }
-    std::fprintf(stderr, "bitrobust: error: %s\nRun with --help for more information.\n", message.c_str());
-    return 2;
+    if (argc < 2) {
+      message = "no command given (commands: " + commands + ")";
+    } else if (!known && argv[1][0] != '-') {
+      message = "unknown command '" + std::string(argv[1]) + "' (commands: " + commands + ")";
+    } else if (!known) {
+      message = "unknown option '" + std::string(argv[1]) + "': a command comes first (commands: " + commands + ")";
+    }
+    return syntax_error(message);
   }
   try {
     for (auto& [cmd, run] : runners) {
@@ -48,10 +63,9 @@ int main(int argc, char** argv) {
       // mean "not given".
       for (const CLI::Option* option : cmd->get_options()) {
         if (option->count() == 0 || option->get_type_size() == 0) continue;  // not given, or a flag
+        if (option->get_name() == "--title") continue;                       // an empty title is a choice
         for (const std::string& value : option->results()) {
-          if (value.find_first_not_of(" \t") == std::string::npos) {
-            throw bitrobust::Error(option->get_name() + ": empty value");
-          }
+          if (value.find_first_not_of(" \t") == std::string::npos) return syntax_error(option->get_name() + ": empty value");
         }
       }
       return run();

@@ -179,6 +179,7 @@ struct SpacingLanes {
 /// of selected bits (a CUDA thread pays for every spacing it computes).
 template <int kMaxWords, int kListSize = 16, int kLanes = 4, bool kAllLanes = false, typename Visit>
 BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t key, Visit&& visit) {
+  static_assert(kAllLanes || kLanes >= 2, "shrinking batches compute up to 2 lanes");
   const double t_max = params.threshold_max();
   if (!(params.bit_count > 0 && t_max > 0.0)) return;
   const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);

@@ -142,8 +142,19 @@ bool always() { return true; }
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 BR_SAMPLER_COPIES(_avx2, __attribute__((target("arch=x86-64-v3"), flatten)))
 BR_SAMPLER_COPIES(_avx512, __attribute__((target("arch=x86-64-v4"), flatten)))
+#if __GNUC__ >= 12
 bool has_avx2() { return __builtin_cpu_supports("x86-64-v3"); }
 bool has_avx512() { return __builtin_cpu_supports("x86-64-v4"); }
+#else  // GCC 11 knows the features but not the level names
+bool has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+         __builtin_cpu_supports("bmi2");
+}
+bool has_avx512() {
+  return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd");
+}
+#endif
 const SamplerIsa kSamplerIsas[] = {
     {"avx512", has_avx512, {inject_item_8_avx512, inject_item_16_avx512, inject_item_32_avx512}, draw_chunks_avx512},
     {"avx2", has_avx2, {inject_item_8_avx2, inject_item_16_avx2, inject_item_32_avx2}, draw_chunks_avx2},
