@@ -98,10 +98,14 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed)
 void draw_chunks(int64_t numel, const BitErrorParams& params, uint64_t seed, int64_t param_index,
                  std::vector<SelectedBit>& selected) {
   const int64_t chunks = (numel + kChunkElements - 1) / kChunkElements;
+  const uint64_t prefix = param_key_prefix(seed, param_index);
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t base = c * kChunkElements;
+    const uint64_t key = chunk_key(prefix, c);
+    // NOTE [Empty chunk shortcut] with one Philox block, before the sampler computes a full vector.
+    if (first_chunk_uniform(key) <= params.empty_chunk_v_max) continue;
     for_each_selected_bit<chunk_bitmap_words(32), 0, kCpuLanes, true>(
-        params, seed, param_index, c, [&](int32_t element, int32_t bit, double s) {
+        params, key, [&](int32_t element, int32_t bit, double s) {
           if (base + element < numel) selected.push_back({base + element, bit, params.kind_of(s)});
         });
   }
