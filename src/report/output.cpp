@@ -4,10 +4,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <vector>
 
 #include "bitrobust/common/error.h"
@@ -33,6 +38,60 @@ mode_t process_umask() {
   }
   std::fclose(status);
   return mask;
+}
+
+// NOTE [Temporary files and signals]: a run stopped by SIGINT/SIGTERM/SIGHUP (Ctrl-C, `timeout`, a
+// closed terminal) while it writes an output would leave its hidden temporary file behind. The
+// temporary files being written are kept in a fixed table that a signal handler can read
+// (async-signal-safe: plain char arrays, atomics, unlink); the handler removes them and re-raises
+// the signal with its default action, so the process still ends as it would have. Handlers are only
+// installed where the disposition is the default one.
+constexpr int kMaxLiveTemps = 8;
+constexpr size_t kMaxTempPath = 4096;
+char g_live_paths[kMaxLiveTemps][kMaxTempPath];
+std::atomic<bool> g_live_claimed[kMaxLiveTemps];  // a writer owns the slot
+std::atomic<bool> g_live_ready[kMaxLiveTemps];    // its path is complete: the handler may use it
+
+extern "C" void remove_live_temps_and_reraise(int sig) {
+  for (int i = 0; i < kMaxLiveTemps; ++i) {
+    if (g_live_ready[i].load()) ::unlink(g_live_paths[i]);
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+void install_signal_cleanup() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+      struct sigaction current {};
+      if (::sigaction(sig, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+        std::signal(sig, remove_live_temps_and_reraise);
+      }
+    }
+  });
+}
+
+void register_live_temp(const std::string& path) {
+  install_signal_cleanup();
+  if (path.size() >= kMaxTempPath) return;
+  for (int i = 0; i < kMaxLiveTemps; ++i) {
+    bool expected = false;
+    if (!g_live_claimed[i].compare_exchange_strong(expected, true)) continue;
+    std::memcpy(g_live_paths[i], path.c_str(), path.size() + 1);
+    g_live_ready[i].store(true);
+    return;
+  }
+}
+
+void unregister_live_temp(const std::string& path) {
+  for (int i = 0; i < kMaxLiveTemps; ++i) {
+    if (g_live_ready[i].load() && path == g_live_paths[i]) {
+      g_live_ready[i].store(false);
+      g_live_claimed[i].store(false);
+      return;
+    }
+  }
 }
 }  // namespace
 
@@ -60,10 +119,14 @@ std::string create_temp_file_for(const std::string& path, const std::string& wha
   // mkstemp makes the file private (0600); give the result the permissions of any new file.
   ::fchmod(fd, 0666 & ~process_umask());
   ::close(fd);
+  register_live_temp(name.data());
   return std::string(name.data());
 }
 
-void discard_temp_file(const std::string& tmp) { std::remove(tmp.c_str()); }
+void discard_temp_file(const std::string& tmp) {
+  std::remove(tmp.c_str());
+  unregister_live_temp(tmp);
+}
 
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
   std::error_code ec;
@@ -72,6 +135,7 @@ void commit_temp_file(const std::string& tmp, const std::string& path, const std
     discard_temp_file(tmp);
     throw Error("cannot write " + what + " " + path + ": " + ec.message());
   }
+  unregister_live_temp(tmp);
 }
 
 void write_text_atomic(const std::string& path, const std::string& text) {
