@@ -58,40 +58,38 @@ void report(benchmark::State& state, const Shape& s, const at::Tensor& x) {
   state.SetLabel(s.name);
 }
 
-/// What the networks ran before: at::relu(at::group_norm(...)), ReLU out of place.
-void BM_EagerGroupNormRelu(benchmark::State& state) {
+// Times `op(inputs, shape)` (returning the output tensor) on the shape of state.range(0).
+template <typename Op>
+void time_group_norm_relu(benchmark::State& state, Op op) {
   const Shape& s = kShapes[state.range(0)];
   const Inputs in = inputs_for(s);
   torch::NoGradGuard no_grad;
   for (auto _ : state) {
-    at::Tensor y = at::relu(at::group_norm(in.x, s.groups, in.scale, in.bias, kEps));
+    at::Tensor y = op(in, s);
     benchmark::DoNotOptimize(y.data_ptr());
   }
   report(state, s, in.x);
+}
+
+/// What the networks ran before: at::relu(at::group_norm(...)), ReLU out of place.
+void BM_EagerGroupNormRelu(benchmark::State& state) {
+  time_group_norm_relu(state, [](const Inputs& in, const Shape& s) {
+    return at::relu(at::group_norm(in.x, s.groups, in.scale, in.bias, kEps));
+  });
 }
 
 /// Eager with the ReLU in place: no second output tensor, still a second pass over the data.
 void BM_EagerGroupNormReluInPlace(benchmark::State& state) {
-  const Shape& s = kShapes[state.range(0)];
-  const Inputs in = inputs_for(s);
-  torch::NoGradGuard no_grad;
-  for (auto _ : state) {
+  time_group_norm_relu(state, [](const Inputs& in, const Shape& s) {
     at::Tensor y = at::group_norm(in.x, s.groups, in.scale, in.bias, kEps);
-    y.relu_();
-    benchmark::DoNotOptimize(y.data_ptr());
-  }
-  report(state, s, in.x);
+    return y.relu_();
+  });
 }
 
 void BM_FusedGroupNormRelu(benchmark::State& state) {
-  const Shape& s = kShapes[state.range(0)];
-  const Inputs in = inputs_for(s);
-  torch::NoGradGuard no_grad;
-  for (auto _ : state) {
-    at::Tensor y = bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps);
-    benchmark::DoNotOptimize(y.data_ptr());
-  }
-  report(state, s, in.x);
+  time_group_norm_relu(state, [](const Inputs& in, const Shape& s) {
+    return bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps);
+  });
 }
 
 /// The CPU kernel alone, into a preallocated output (no allocation, no page faults).

@@ -71,7 +71,8 @@ Runner register_train(CLI::App& app) {
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     report::check_output_path(cmd->out, "model file (--out)");
-    report::check_output_path(cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint, "checkpoint");
+    cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
+    report::check_output_path(cmd->options.checkpoint, "checkpoint");
     data::Dataset train_set = load_data(cmd->data, "train", device);
     data::Dataset test_set = load_data(cmd->data, "test", device);
     cmd->spec.in_channels = train_set.channels();
@@ -81,7 +82,6 @@ Runner register_train(CLI::App& app) {
     cmd->spec.validate();
     cmd->options.augment = !cmd->no_augment;
     cmd->options.progress = !cmd->common.quiet;
-    cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
 
     const bool quantized = cmd->quant.requested();
     const bool randbet = !cmd->randbet.empty();
