@@ -29,6 +29,7 @@ mkdir -p runs/gpu
 BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end --benchmark_format=json --benchmark_out=runs/gpu/bench.json \
   --benchmark_out_format=json >/dev/null 2>runs/gpu/bench.err || tail -5 runs/gpu/bench.err
 python3 scripts/bench_table.py runs/gpu/bench.json
+build-gpu/bench_augment 2>&1 | grep BM_MakeBatch
 [[ ${1:-} == bench ]] && exit 0
 B=build-gpu/bitrobust
 mkdir -p runs/gpu

@@ -88,6 +88,16 @@ at::Tensor make_batch(const Dataset& data, const at::Tensor& indices, const Norm
     spec.padding = augment->padding;
     spec.horizontal_flip = augment->horizontal_flip;
     spec.cutout = augment->cutout;
+    spec.autoaugment = augment->autoaugment;
+    BR_CHECK(!augment->autoaugment || channels == 3, "make_batch: AutoAugment needs RGB images, but ",
+             dataset_label(data), " has ", channels, " channel(s)");
+    if (augment->fill_with_mean) {
+      // The reference's int(255 * mean) in float32 (torch.tensor(mean) * 255, then int()).
+      for (int64_t c = 0; c < channels; ++c) {
+        const float scaled = 255.0f * norm.mean[c];
+        spec.fill[c] = static_cast<uint8_t>(scaled <= 0.0f ? 0 : (scaled >= 255.0f ? 255 : static_cast<int>(scaled)));
+      }
+    }
   }
   const at::Device device = images.device();
 #ifndef BITROBUST_WITH_CUDA

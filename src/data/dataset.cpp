@@ -181,8 +181,20 @@ AugmentOptions default_augmentation(const std::string& dataset_name) {
     options.padding = 4;
     options.horizontal_flip = true;
     options.cutout = 16;
+    options.autoaugment = true;
+    options.fill_with_mean = true;
   }
   return options;
+}
+
+std::string AugmentOptions::describe() const {
+  std::string text;
+  const auto add = [&text](const std::string& part) { text += (text.empty() ? "" : "+") + part; };
+  if (random_crop && padding > 0) add("crop" + std::to_string(padding) + (fill_with_mean ? "(mean)" : ""));
+  if (horizontal_flip) add("flip");
+  if (autoaugment) add("autoaugment");
+  if (cutout > 0) add("cutout" + std::to_string(cutout));
+  return text.empty() ? "none" : text;
 }
 
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed, uint64_t epoch) {

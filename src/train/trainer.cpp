@@ -18,6 +18,12 @@
 
 namespace bitrobust::train {
 
+data::AugmentOptions training_augmentation(const std::string& dataset_name, const TrainOptions& options) {
+  data::AugmentOptions augment = options.augment ? data::default_augmentation(dataset_name) : data::AugmentOptions{};
+  if (!options.autoaugment) augment.autoaugment = false;
+  return augment;
+}
+
 double multistep_lr(double base, int64_t step, int64_t total_steps) {
   double lr = base;
   for (int k = 2; k <= 4; ++k) {
@@ -49,6 +55,7 @@ nlohmann::json run_settings(const TrainOptions& options) {
   j["nesterov"] = options.nesterov;
   j["weight_decay"] = options.weight_decay;
   j["augment"] = options.augment;
+  j["autoaugment"] = options.augment && options.autoaugment;
   return j;
 }
 
@@ -143,7 +150,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   const int64_t steps_per_epoch = (n + options.batch_size - 1) / options.batch_size;
   const int64_t total_steps = steps_per_epoch * options.epochs;
   const data::Normalization norm = data::normalization_for(train_set.name);
-  const data::AugmentOptions augment = data::default_augmentation(train_set.name);
+  const data::AugmentOptions augment = training_augmentation(train_set.name, options);
+  const data::AugmentOptions* augment_or_none = augment.describe() == "none" ? nullptr : &augment;
 
   CheckpointState state;
   if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
@@ -173,7 +181,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       if (options.max_steps > 0 && result.steps >= options.max_steps) break;
       const int64_t begin = b * options.batch_size, end = std::min(n, begin + options.batch_size);
       const at::Tensor idx = order_tensor.slice(0, begin, end);
-      const at::Tensor x = data::make_batch(train_set, idx, norm, options.augment ? &augment : nullptr,
+      const at::Tensor x = data::make_batch(train_set, idx, norm, augment_or_none,
                                             options.seed, static_cast<uint64_t>(epoch));
       const at::Tensor y = data::batch_labels(train_set, idx);
       for (auto& group : optimizer.param_groups()) {

@@ -4,11 +4,13 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/model_quantization.h"
+#include "data/data_files.h"
 #include "test_util.h"
 
 using namespace bitrobust;
@@ -163,4 +165,28 @@ TEST_F(CliQuantEval, TrainRejectsBadRobustTrainingOptions) {
   expect_failure("train --scheme rquant --randbet 1% --randbet-mode sometimes" + out, "average or alternate");
   EXPECT_NE(test_util::run_cli("train --scheme rquant --clip 0" + out).status, 0);
   EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
+}
+
+TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
+  // A tiny fake CIFAR-10 (hold-out protocol: batches 1-4 train, batch 5 tests).
+  test_util::TempDir dir;
+  const std::string root = dir.file("cifar10");
+  std::filesystem::create_directories(root);
+  for (int k = 1; k <= 5; ++k) {
+    bitrobust::testing::write_file(root + "/data_batch_" + std::to_string(k) + ".bin",
+                        bitrobust::testing::cifar_records(bitrobust::testing::Bytes(6, static_cast<uint8_t>(k)), 10 * k));
+  }
+  const std::string common = "train --dataset cifar10 --data-root " + root +
+                             " --model mlp --epochs 1 --batch 8 --quiet --out ";
+  struct Case {
+    std::string flags, expected;
+  };
+  for (const Case& c : {Case{"", "crop4(mean)+flip+autoaugment+cutout16"}, Case{"--no-autoaugment", "crop4(mean)+flip+cutout16"},
+                        Case{"--no-augment", "none"}}) {
+    const std::string out = dir.file("m" + std::to_string(c.flags.size()) + ".pt");
+    const test_util::CliResult r = test_util::run_cli(common + out + " " + c.flags);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("augmentation " + c.expected), std::string::npos) << r.output;
+    EXPECT_EQ(io::load_model_file(out).meta.value("augment", std::string()), c.expected) << c.flags;
+  }
 }

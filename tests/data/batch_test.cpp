@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -70,17 +71,21 @@ TEST(MakeBatch, MatchesTheKernelAndIgnoresBatchComposition) {
   EXPECT_FALSE(at::equal(batch, make_batch(data, indices, norm, &augment, 77, 4)));
   EXPECT_FALSE(at::equal(batch, make_batch(data, indices, norm, &augment, 78, 3)));
   EXPECT_FALSE(at::equal(batch, make_batch(data, indices, norm, nullptr, 77, 3)));
-  // Same as the kernel called directly.
+  // Same as the kernel called directly, with the reference's fill int(255 * mean).
   kernels::AugmentSpec spec;
   spec.random_crop = true;
   spec.padding = 4;
   spec.horizontal_flip = true;
   spec.cutout = 16;
+  spec.autoaugment = true;
+  const uint8_t mean_fill[3] = {125, 122, 113};
+  std::copy(mean_fill, mean_fill + 3, spec.fill);
   at::Tensor direct = at::empty_like(batch);
   kernels::make_batch_cpu(data.images.data_ptr<uint8_t>(), 30, 3, 32, 32, indices.data_ptr<int64_t>(), 5,
                           norm.mean.data(), norm.std.data(), &spec, 77, 3, direct.data_ptr<float>());
   EXPECT_TRUE(at::equal(direct, batch));
-  // Padding pixels are -mean/std: an image of 255s cropped at offset (dy, dx) shows them.
+  // Without AutoAugment and the mean fill, padding pixels are -mean/std: an image of 255s cropped
+  // at offset (dy, dx) shows them.
   Dataset white = data;
   white.images = at::full({1, 3, 32, 32}, 255, at::kByte);
   AugmentOptions crop_only;
@@ -128,6 +133,11 @@ TEST(MakeBatch, RejectsBadInput) {
   AugmentOptions negative;
   negative.cutout = -2;
   EXPECT_ERROR_MENTIONS(make_batch(data, at::zeros({1}, at::kLong), norm, &negative, 0, 0), "cutout", "-2");
+  AugmentOptions autoaugment;
+  autoaugment.autoaugment = true;
+  const Dataset grey = random_dataset(4, 1, 28, 28, 6, "mnist");
+  EXPECT_ERROR_MENTIONS(make_batch(grey, at::zeros({1}, at::kLong), normalization_for("mnist"), &autoaugment, 0, 0),
+                        "AutoAugment needs RGB", "1 channel");
   Dataset floats = data;
   floats.images = data.images.to(at::kFloat);
   EXPECT_ERROR_MENTIONS(make_batch(floats, at::zeros({1}, at::kLong), norm, nullptr, 0, 0), "uint8");
@@ -154,7 +164,10 @@ TEST(MakeBatchCuda, BitIdenticalToCpu) {
   const Normalization norm = normalization_for("cifar10");
   const AugmentOptions augment = default_augmentation("cifar10");
   const at::Tensor indices = at::randperm(500, at::kLong).slice(0, 0, 256);
-  for (const AugmentOptions* options : {static_cast<const AugmentOptions*>(nullptr), &augment}) {
+  AugmentOptions without_autoaugment = augment;
+  without_autoaugment.autoaugment = false;
+  for (const AugmentOptions* options :
+       {static_cast<const AugmentOptions*>(nullptr), static_cast<const AugmentOptions*>(&without_autoaugment), &augment}) {
     const at::Tensor expected = make_batch(cpu, indices, norm, options, 11, 2);
     const at::Tensor from_cpu_indices = make_batch(gpu, indices, norm, options, 11, 2);
     const at::Tensor from_gpu_indices = make_batch(gpu, indices.to(gpu.images.device()), norm, options, 11, 2);

@@ -205,12 +205,16 @@ TEST(Normalization, PerDatasetConstants) {
   EXPECT_NEAR(fashion.std[0], 0.3530, 1e-4);
 }
 
-TEST(DefaultAugmentation, CifarCropFlipCutoutOthersNone) {
+TEST(DefaultAugmentation, CifarIsTheReferencePipelineOthersNone) {
   const AugmentOptions cifar = default_augmentation("cifar10");
   EXPECT_TRUE(cifar.random_crop);
   EXPECT_EQ(cifar.padding, 4);
   EXPECT_TRUE(cifar.horizontal_flip);
   EXPECT_EQ(cifar.cutout, 16);
+  EXPECT_TRUE(cifar.autoaugment);
+  EXPECT_TRUE(cifar.fill_with_mean);
+  EXPECT_EQ(cifar.describe(), "crop4(mean)+flip+autoaugment+cutout16");
+  EXPECT_EQ(AugmentOptions{}.describe(), "none");
   for (const char* name : {"mnist", "fashion-mnist"}) {
     const AugmentOptions none = default_augmentation(name);
     EXPECT_FALSE(none.random_crop);

@@ -25,6 +25,7 @@ struct TrainCommand {
   std::string out;
   std::string checkpoint;
   bool no_augment = false;
+  bool no_autoaugment = false;
   std::string init = "torch";
   int64_t eval_batch = 500;
   QuantOptions quant;
@@ -59,6 +60,8 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--checkpoint", cmd->checkpoint, "checkpoint file (default: OUT.ckpt)");
   sub->add_flag("--resume", cmd->options.resume, "continue from the checkpoint if it exists");
   sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
+  sub->add_flag("--no-autoaugment", cmd->no_autoaugment,
+                "CIFAR-10: crop, flip and Cutout without AutoAugment (the reference uses AutoAugment)");
   sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (for timing)");
   add_quant_options(*sub, cmd->quant);
   sub->add_option("--randbet", cmd->randbet,
@@ -81,6 +84,8 @@ Runner register_train(CLI::App& app) {
     cmd->spec.num_classes = train_set.num_classes;
     cmd->spec.validate();
     cmd->options.augment = !cmd->no_augment;
+    cmd->options.autoaugment = !cmd->no_autoaugment;
+    const std::string augmentation = train::training_augmentation(train_set.name, cmd->options).describe();
     cmd->options.progress = !cmd->common.quiet;
 
     const bool quantized = cmd->quant.requested();
@@ -126,10 +131,11 @@ Runner register_train(CLI::App& app) {
       }
     }
     if (qat) hooks = train::robust_training_hooks(*qat, rbet.get());
-    std::fprintf(stderr, "training %s (%s, %lld parameters) on %s (%lld images), seed %llu, %s\n",
+    std::fprintf(stderr, "training %s (%s, %lld parameters) on %s (%lld images, augmentation %s), seed %llu, %s\n",
                  cmd->spec.arch.c_str(), cmd->spec.norm.c_str(),
                  static_cast<long long>(models::parameter_count(*net)), train_set.name.c_str(),
-                 static_cast<long long>(train_set.size()), static_cast<unsigned long long>(cmd->options.seed),
+                 static_cast<long long>(train_set.size()), augmentation.c_str(),
+                 static_cast<unsigned long long>(cmd->options.seed),
                  device.str().c_str());
     const train::TrainResult result = train::train(*net, train_set, cmd->options, hooks);
     eval::EvalResult test = eval::evaluate(*net, test_set, cmd->eval_batch);
@@ -154,6 +160,7 @@ Runner register_train(CLI::App& app) {
                  {"lr", cmd->options.lr},
                  {"seed", cmd->options.seed},
                  {"init", cmd->init},
+                 {"augment", augmentation},
                  {"test_error", test.error},
                  {"float_test_error", float_error},
                  {"train_seconds", result.seconds},

@@ -82,11 +82,18 @@ Normalization normalization_for(const std::string& dataset_name);
 /// Training-time augmentation (see NOTE [Augmentation order] in augment_kernels.h).
 struct AugmentOptions {
   bool random_crop = false;
-  int padding = 4;  ///< zero padding on each side for the random crop, in pixels
+  int padding = 4;  ///< padding on each side for the random crop, in pixels
   bool horizontal_flip = false;
   int cutout = 0;   ///< Cutout square side in pixels (0 = off)
+  bool autoaugment = false;     ///< AutoAugment's CIFAR-10 policy, as the reference (RGB only)
+  /// Fill crop padding and AutoAugment's shear/translate borders with int(255 * mean[c]) of the
+  /// normalization, as the reference; false = black (torchvision's default).
+  bool fill_with_mean = false;
+  /// "crop4+flip+autoaugment+cutout16", "none"...: what a run trained with, for records.
+  std::string describe() const;
 };
-/// cifar10: crop (padding 4) + horizontal flip + Cutout 16; mnist, fashion-mnist: none.
+/// cifar10: the reference's pipeline (crop with padding 4, horizontal flip, AutoAugment, Cutout 16,
+/// padding filled with the mean); mnist, fashion-mnist: none.
 AugmentOptions default_augmentation(const std::string& dataset_name);
 
 /// A normalized float batch [B, C, H, W] on images.device() built from the examples at `indices`

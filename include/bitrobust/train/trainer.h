@@ -22,6 +22,7 @@ struct TrainOptions {
   double weight_decay = 5e-4;
   uint64_t seed = 1;            ///< model initialisation, shuffling and augmentation
   bool augment = true;          ///< the data set's default augmentation (none for MNIST-like sets)
+  bool autoaugment = true;      ///< include AutoAugment where the default has it (CIFAR-10)
   std::string checkpoint;       ///< written atomically after every epoch ("" = none)
   bool resume = false;          ///< continue from `checkpoint` if it exists
   bool progress = true;         ///< progress bar on stderr
@@ -31,6 +32,10 @@ struct TrainOptions {
   /// a resume whose settings differ is an error listing the differences.
   std::string settings = "{}";
 };
+
+/// The augmentation a run with these options trains with on `dataset_name` (none when
+/// options.augment is false; the data set's default, less AutoAugment if options.autoaugment is false).
+data::AugmentOptions training_augmentation(const std::string& dataset_name, const TrainOptions& options);
 
 /// Per-step hooks used by quantization-aware and robust training (all optional).
 struct StepHooks {
