@@ -159,22 +159,32 @@ TEST(BatchLabels, GathersAndChecks) {
 #ifdef BITROBUST_WITH_CUDA
 TEST(MakeBatchCuda, BitIdenticalToCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  const Dataset cpu = random_dataset(500, 3, 32, 32, 7);
+  Dataset cpu = random_dataset(500, 3, 32, 32, 7);
+  // Besides full-range noise: narrow ranges (autocontrast's scaling, equalize's steps) and constant
+  // images (their identity tables).
+  cpu.images.slice(0, 0, 150).copy_(at::randint(60, 190, {150, 3, 32, 32}, at::kByte));
+  for (int64_t i = 150; i < 170; ++i) cpu.images[i].fill_(static_cast<int64_t>(i));
   const Dataset gpu = cpu.to(at::Device(at::kCUDA, 0));
   const Normalization norm = normalization_for("cifar10");
   const AugmentOptions augment = default_augmentation("cifar10");
-  const at::Tensor indices = at::randperm(500, at::kLong).slice(0, 0, 256);
+  const at::Tensor indices = at::randperm(500, at::kLong).slice(0, 0, 400);
   AugmentOptions without_autoaugment = augment;
   without_autoaugment.autoaugment = false;
   for (const AugmentOptions* options :
        {static_cast<const AugmentOptions*>(nullptr), static_cast<const AugmentOptions*>(&without_autoaugment), &augment}) {
-    const at::Tensor expected = make_batch(cpu, indices, norm, options, 11, 2);
-    const at::Tensor from_cpu_indices = make_batch(gpu, indices, norm, options, 11, 2);
-    const at::Tensor from_gpu_indices = make_batch(gpu, indices.to(gpu.images.device()), norm, options, 11, 2);
-    EXPECT_TRUE(from_cpu_indices.is_cuda());
-    EXPECT_TRUE(at::equal(expected, from_cpu_indices.cpu()));
-    EXPECT_TRUE(at::equal(expected, from_gpu_indices.cpu()));
+    for (uint64_t epoch = 2; epoch < 5; ++epoch) {
+      const at::Tensor expected = make_batch(cpu, indices, norm, options, 11, epoch);
+      const at::Tensor from_cpu_indices = make_batch(gpu, indices, norm, options, 11, epoch);
+      const at::Tensor from_gpu_indices = make_batch(gpu, indices.to(gpu.images.device()), norm, options, 11, epoch);
+      EXPECT_TRUE(from_cpu_indices.is_cuda());
+      EXPECT_TRUE(at::equal(expected, from_cpu_indices.cpu())) << "epoch " << epoch;
+      EXPECT_TRUE(at::equal(expected, from_gpu_indices.cpu())) << "epoch " << epoch;
+    }
   }
+  // AutoAugment on CUDA keeps an image in shared memory: larger images are refused clearly.
+  const Dataset big = random_dataset(2, 3, 65, 64, 9).to(at::Device(at::kCUDA, 0));
+  EXPECT_ERROR_MENTIONS(make_batch(big, at::zeros({1}, at::kLong), norm, &augment, 0, 0), "AutoAugment on CUDA",
+                        "65x64");
   const Dataset mnist_like = random_dataset(50, 1, 28, 28, 8, "mnist");
   const Normalization mnist = normalization_for("mnist");
   const at::Tensor all = at::arange(50, at::kLong);

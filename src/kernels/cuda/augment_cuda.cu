@@ -20,10 +20,6 @@ struct ChannelConstants {
 
 constexpr int kThreadsPerBlock = 256;
 
-// The policy in constant memory: every thread of a block reads the same step (a broadcast), where a
-// dynamically indexed kernel parameter would be copied to each thread's local memory.
-__constant__ AutoAugmentPolicy c_policy;
-
 __global__ void make_batch_kernel(const uint8_t* __restrict__ images, int channels, int height, int width,
                                   const int64_t* __restrict__ indices, ChannelConstants constants,
                                   AugmentSpec spec, bool augment, uint64_t seed, uint64_t epoch,
@@ -49,7 +45,7 @@ __global__ void make_batch_kernel(const uint8_t* __restrict__ images, int channe
 
 __global__ void make_batch_autoaugment_kernel(const uint8_t* __restrict__ images, int height, int width,
                                               const int64_t* __restrict__ indices, ChannelConstants constants,
-                                              AugmentSpec spec, uint64_t seed,
+                                              AugmentSpec spec, AutoAugmentPolicy policy, uint64_t seed,
                                               uint64_t epoch, float* __restrict__ out) {
   __shared__ uint32_t histograms[3 * 256];
   __shared__ uint8_t luts[3 * 256];
@@ -59,7 +55,6 @@ __global__ void make_batch_autoaugment_kernel(const uint8_t* __restrict__ images
   const int64_t b = blockIdx.x;
   const int64_t index = indices[b];
   const ExampleAugmentation a = draw_augmentation(spec, seed, epoch, index, height, width);
-  const AutoAugmentPolicy& policy = c_policy;
   const int plane_size = height * width;
   const int image_size = plane_size * channels;
   const uint8_t* image = images + index * static_cast<int64_t>(image_size);
@@ -98,7 +93,7 @@ __global__ void make_batch_autoaugment_kernel(const uint8_t* __restrict__ images
     }
     AutoAugmentTables tables;
     tables.luts = luts;
-    tables.mean_luma = mean_luma;
+    if (stats == AutoAugmentStats::kLumaHistogram) tables.mean_luma = mean_luma;
     for (int i = threadIdx.x; i < image_size; i += blockDim.x) {
       const int c = i / plane_size, p = i - c * plane_size, y = p / width, x = p - y * width;
       dst[i] = autoaugment_pixel(step, a.negative[k], im, c, y, x, tables, spec.fill);
@@ -135,14 +130,13 @@ void make_batch_cuda(const uint8_t* images, int64_t num_images, int channels, in
     BR_CHECK(static_cast<int64_t>(height) * width <= kMaxAutoAugmentCudaPixels, "make_batch_cuda: AutoAugment on CUDA takes images of up to ",
              kMaxAutoAugmentCudaPixels, " pixels, got ", height, "x", width);
     const size_t buffer_bytes = static_cast<size_t>(2 * 3) * height * width;
-    // Stream-ordered, so a kernel still running from an earlier call keeps its table.
-    const AutoAugmentPolicy policy = cifar10_autoaugment_policy(height, width);
-    const cudaError_t copied = cudaMemcpyToSymbolAsync(c_policy, &policy, sizeof(policy), 0, cudaMemcpyHostToDevice,
-                                                       static_cast<cudaStream_t>(stream));
-    BR_CHECK(copied == cudaSuccess, "make_batch_cuda: copying the AutoAugment policy failed: ", cudaGetErrorString(copied));
+    // The policy travels by value (about 2.8 KB of the 4 KB of kernel parameters): no copy to
+    // synchronize with, and concurrent calls on other streams cannot overwrite it.
+    static_assert(sizeof(AutoAugmentPolicy) + sizeof(AugmentSpec) + sizeof(ChannelConstants) + 64 <= 4096,
+                  "AutoAugment kernel parameters exceed 4 KB");
     make_batch_autoaugment_kernel<<<static_cast<unsigned>(batch), kThreadsPerBlock, buffer_bytes,
                                     static_cast<cudaStream_t>(stream)>>>(
-        images, height, width, indices, constants, spec, seed, epoch, out);
+        images, height, width, indices, constants, spec, cifar10_autoaugment_policy(height, width), seed, epoch, out);
     const cudaError_t status = cudaGetLastError();
     BR_CHECK(status == cudaSuccess, "make_batch_cuda: kernel launch failed: ", cudaGetErrorString(status));
     return;
