@@ -2,7 +2,9 @@
 """Redoes bitrobust's CIFAR-10 training augmentation (crop with mean fill, flip, AutoAugment) with
 Pillow 9.4 on real CIFAR-10 images, from the random choices our kernel made, and compares the bytes.
 Run by scripts/check_autoaugment_pipeline.sh, which builds the dump tool and prepares the inputs.
-Usage: check_autoaugment_pipeline.py IMAGES.u8 DUMP_PREFIX
+Usage: check_autoaugment_pipeline.py IMAGES.u8 DUMP_PREFIX [PREVIEW.png]
+With PREVIEW.png, also writes the first 64 originals next to our augmented images (8 x 8 grids,
+scaled 2x) to look at.
 """
 import os
 import sys
@@ -12,6 +14,21 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_autoaugment_fixture import FILL, POLICY, RANGES, apply  # noqa: E402
+
+
+def grid(chw_images):
+    n = len(chw_images)
+    out = np.zeros((8 * 34, 8 * 34, 3), dtype=np.uint8)
+    for k in range(n):
+        y, x = divmod(k, 8)
+        out[y * 34 + 1:y * 34 + 33, x * 34 + 1:x * 34 + 33] = chw_images[k].transpose(1, 2, 0)
+    return out
+
+
+def write_preview(originals, augmented, path):
+    both = np.concatenate([grid(originals), np.full((8 * 34, 10, 3), 255, np.uint8), grid(augmented)], axis=1)
+    Image.fromarray(both).resize((both.shape[1] * 2, both.shape[0] * 2), Image.NEAREST).save(path)
+    print("preview written to", path)
 
 
 def main():
@@ -36,6 +53,8 @@ def main():
         if not np.array_equal(expected, ours[i]):
             mismatched.append((i, sub, apply0, apply1, int((expected != ours[i]).sum())))
     print(f"{len(choices)} images, {applied} operations applied, {len(mismatched)} differ from Pillow")
+    if len(sys.argv) > 3:
+        write_preview(images[:64], ours[:64], sys.argv[3])
     for m in mismatched[:10]:
         print("  image %d sub-policy %d applied %d/%d: %d bytes differ" % m)
     return 1 if mismatched else 0
