@@ -9,7 +9,9 @@
 #
 # Runs resume: a finished model or evaluation is skipped, training continues from its checkpoint,
 # and with DEADLINE (a `date +%s` time) each step stops in time and the script exits 3, to be rerun.
-# Models: normal8, clip (rquant8 + clipping 0.1), clip_randbet0.1, clip_randbet1.
+# Models: perlayer8 (s8-sym-tensor-trunc: the reference's per-layer scheme, which its result tables
+# call "normal"), normal8 (our `normal` preset of issue 3: a global range q = 1), clip (rquant8 +
+# clipping 0.1), clip_randbet0.1, clip_randbet1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
@@ -42,11 +44,12 @@ within_deadline() {
 
 options_of() {  # model name -> training options
   case $1 in
+    perlayer8) echo "--scheme s8-sym-tensor-trunc" ;;
     normal8) echo "--scheme normal --bits 8" ;;
     clip) echo "--scheme rquant --bits 8 --clip 0.1" ;;
     clip_randbet0.1) echo "--scheme rquant --bits 8 --clip 0.1 --randbet 0.1%" ;;
     clip_randbet1) echo "--scheme rquant --bits 8 --clip 0.1 --randbet 1%" ;;
-    *) echo "unknown model '$1' (known: normal8 clip clip_randbet0.1 clip_randbet1)" >&2; exit 2 ;;
+    *) echo "unknown model '$1' (known: perlayer8 normal8 clip clip_randbet0.1 clip_randbet1)" >&2; exit 2 ;;
   esac
 }
 
