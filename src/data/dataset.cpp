@@ -194,7 +194,7 @@ std::string AugmentOptions::describe() const {
   if (horizontal_flip) add("flip");
   if (autoaugment) add("autoaugment");
   if (cutout > 0) add("cutout" + std::to_string(cutout));
-  return text.empty() ? "none" : text;
+  return any() ? text : "none";
 }
 
 std::vector<int64_t> shuffled_indices(int64_t n, uint64_t seed, uint64_t epoch) {

@@ -39,8 +39,9 @@ struct CheckpointState {
   int64_t steps = 0;
 };
 
-// The run's settings (TrainOptions::settings) with the schedule, as stored in checkpoints.
-nlohmann::json run_settings(const TrainOptions& options) {
+// The run's settings (TrainOptions::settings) with the schedule and the augmentation it trains
+// with (AugmentOptions::describe), as stored in checkpoints.
+nlohmann::json run_settings(const TrainOptions& options, const std::string& augmentation) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(options.settings);
@@ -54,13 +55,12 @@ nlohmann::json run_settings(const TrainOptions& options) {
   j["momentum"] = options.momentum;
   j["nesterov"] = options.nesterov;
   j["weight_decay"] = options.weight_decay;
-  j["augment"] = options.augment;
-  j["autoaugment"] = options.augment && options.autoaugment;
+  j["augmentation"] = augmentation;
   return j;
 }
 
 void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
-                     const CheckpointState& state, const TrainOptions& options) {
+                     const CheckpointState& state, const TrainOptions& options, const std::string& augmentation) {
   const uint64_t seed = options.seed;
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   net.save(model_archive);
@@ -70,12 +70,12 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("epochs_done", at::scalar_tensor(state.epochs_done, at::kLong));
   archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
-  archive.write("settings", c10::IValue(run_settings(options).dump()));
+  archive.write("settings", c10::IValue(run_settings(options, augmentation).dump()));
   io::save_archive_atomic(archive, path, "checkpoint");
 }
 
 CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
-                                const TrainOptions& options) {
+                                const TrainOptions& options, const std::string& augmentation) {
   const uint64_t seed = options.seed;
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
@@ -84,7 +84,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     c10::IValue saved_settings;
     if (archive.try_read("settings", saved_settings) && saved_settings.isString()) {  // older checkpoints: none
       const nlohmann::json before = nlohmann::json::parse(saved_settings.toStringRef(), nullptr, false);
-      const nlohmann::json now = run_settings(options);
+      const nlohmann::json now = run_settings(options, augmentation);
       std::string differences;
       nlohmann::json keys = now;  // every key of either side, in order
       if (before.is_object()) keys.update(before);
@@ -151,11 +151,12 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   const int64_t total_steps = steps_per_epoch * options.epochs;
   const data::Normalization norm = data::normalization_for(train_set.name);
   const data::AugmentOptions augment = training_augmentation(train_set.name, options);
-  const data::AugmentOptions* augment_or_none = augment.describe() == "none" ? nullptr : &augment;
+  const std::string augmentation = augment.describe();
+  const data::AugmentOptions* augment_or_none = augment.any() ? &augment : nullptr;
 
   CheckpointState state;
   if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
-    state = load_checkpoint(options.checkpoint, net, optimizer, options);
+    state = load_checkpoint(options.checkpoint, net, optimizer, options, augmentation);
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
   }
@@ -219,7 +220,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9)));
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
-      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options);
+      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options, augmentation);
     }
     if (options.max_steps > 0 && result.steps >= options.max_steps) break;
   }

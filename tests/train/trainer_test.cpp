@@ -99,6 +99,32 @@ TEST(Train, ResumeWithAnotherSeedOrOtherSettingsIsAnError) {
   EXPECT_EQ(train::train(*net, data, options).epochs_done, 2);
 }
 
+TEST(Train, ResumeWithAnotherAugmentationIsAnError) {
+  // An RGB set named cifar10, whose default augmentation includes AutoAugment.
+  auto data = test_util::synthetic_dataset(64);
+  data.images = data.images.repeat({1, 3, 1, 1}).contiguous();
+  data.name = "cifar10";
+  models::ModelSpec spec = mlp_spec();
+  spec.in_channels = 3;
+  test_util::TempDir dir;
+  auto net = models::build_model(spec);
+  auto options = quick_options(1);
+  options.checkpoint = dir.file("c.ckpt");
+  EXPECT_EQ(train::training_augmentation("cifar10", options).describe(), "crop4(mean)+flip+autoaugment+cutout16");
+  train::train(*net, data, options);
+  options.resume = true;
+  auto without = options;
+  without.autoaugment = false;
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, without),
+                        "augmentation \"crop4(mean)+flip+autoaugment+cutout16\" -> \"crop4(mean)+flip+cutout16\"");
+  auto none = options;
+  none.augment = false;
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, none), "-> \"none\"");
+  EXPECT_EQ(train::train(*net, data, options).epochs_done, 1);
+  // On a set without default augmentation the AutoAugment switch changes nothing.
+  EXPECT_EQ(train::training_augmentation("mnist", without).describe(), "none");
+}
+
 TEST(Train, DivergenceStopsWithEpochAndStep) {
   const auto data = test_util::synthetic_dataset(64);
   auto net = models::build_model(mlp_spec());

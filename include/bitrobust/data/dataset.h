@@ -89,7 +89,9 @@ struct AugmentOptions {
   /// Fill crop padding and AutoAugment's shear/translate borders with int(255 * mean[c]) of the
   /// normalization, as the reference; false = black (torchvision's default).
   bool fill_with_mean = false;
-  /// "crop4+flip+autoaugment+cutout16", "none"...: what a run trained with, for records.
+  /// Whether any augmentation is on.
+  bool any() const { return (random_crop && padding > 0) || horizontal_flip || autoaugment || cutout > 0; }
+  /// "crop4(mean)+flip+autoaugment+cutout16", "none"...: what a run trained with, for records.
   std::string describe() const;
 };
 /// cifar10: the reference's pipeline (crop with padding 4, horizontal flip, AutoAugment, Cutout 16,
