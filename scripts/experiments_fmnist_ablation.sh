@@ -23,14 +23,4 @@ for step in $STEPS; do
   [[ -f $OUT/$name.ablation.json ]] || "$BIN" eval --model "$OUT/$name.pt" --rates "$RATES" --patterns 50 --seed 100 \
     --limit "$LIMIT" --quiet --json "$OUT/$name.ablation.json" >/dev/null
 done
-python3 - "$OUT" "${names[@]}" <<'PY'
-import json, os, sys
-out, names = sys.argv[1], sys.argv[2:]
-rows = [(n, json.load(open(os.path.join(out, n + ".ablation.json")))) for n in names]
-rates = [r["rate"] for r in rows[0][1]["results"]]
-print("| step | scheme | clean % | " + " | ".join(f"RErr {100*p:g}% (mean ± std)" for p in rates) + " |")
-print("|---|---|---|" + "---|" * len(rates))
-for n, e in rows:
-    cells = " | ".join(f"{100*r['rerr_mean']:.2f} ± {100*r['rerr_std']:.2f}" for r in e["results"])
-    print(f"| {n} | {e['scheme']} | {100*e['clean_error']:.2f} | {cells} |")
-PY
+python3 "$ROOT/scripts/rerr_table.py" "$OUT" .ablation.json "${names[@]}"

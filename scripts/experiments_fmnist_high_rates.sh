@@ -24,14 +24,4 @@ for n in $MODELS; do
   [[ -f $OUT/$n.high.json ]] || "$BIN" eval --model "$OUT/$n.pt" --rates "$RATES" --patterns 50 --seed 100 \
     --limit "$LIMIT" --quiet --json "$OUT/$n.high.json" >/dev/null
 done
-python3 - "$OUT" $MODELS <<'PY'
-import json, os, sys
-out, models = sys.argv[1], sys.argv[2:]
-rows = [(n, json.load(open(os.path.join(out, n + ".high.json")))) for n in models]
-rates = [r["rate"] for r in rows[0][1]["results"]]
-print("| model | clean % | " + " | ".join(f"RErr {100*p:g}% (mean ± std)" for p in rates) + " |")
-print("|---|---|" + "---|" * len(rates))
-for n, e in rows:
-    cells = " | ".join(f"{100*r['rerr_mean']:.2f} ± {100*r['rerr_std']:.2f}" for r in e["results"])
-    print(f"| {n} | {100*e['clean_error']:.2f} | {cells} |")
-PY
+python3 "$ROOT/scripts/rerr_table.py" "$OUT" .high.json $MODELS
