@@ -135,6 +135,12 @@ BR_HOST_DEVICE void equalize_lut(const uint32_t* histogram, uint8_t* lut) {
   }
 }
 
+/// The lookup table of a kChannelHistograms operation (autocontrast or equalize) for one channel.
+BR_HOST_DEVICE void autoaugment_channel_lut(AutoAugmentOp op, const uint32_t* histogram, uint8_t* lut) {
+  if (op == AutoAugmentOp::kAutoContrast) autocontrast_lut(histogram, lut);
+  else equalize_lut(histogram, lut);
+}
+
 /// ImageEnhance.Contrast's grey level: the mean luma rounded half up.
 BR_HOST_DEVICE int contrast_mean(const uint32_t* luma_histogram, int64_t pixels) {
   double sum = 0.0;
@@ -308,10 +314,7 @@ inline void autoaugment_apply_host(const AutoAugmentStep& step, bool negative, c
   const AutoAugmentStats stats = autoaugment_stats(step.op);
   if (stats != AutoAugmentStats::kNone) autoaugment_histograms(stats, im, histograms);
   if (stats == AutoAugmentStats::kChannelHistograms) {
-    for (int c = 0; c < 3; ++c) {
-      if (step.op == AutoAugmentOp::kAutoContrast) autocontrast_lut(histograms + c * 256, luts + c * 256);
-      else equalize_lut(histograms + c * 256, luts + c * 256);
-    }
+    for (int c = 0; c < 3; ++c) autoaugment_channel_lut(step.op, histograms + c * 256, luts + c * 256);
     tables.luts = luts;
   } else if (stats == AutoAugmentStats::kLumaHistogram) {
     tables.mean_luma = contrast_mean(histograms, static_cast<int64_t>(height) * width);

@@ -84,8 +84,7 @@ __global__ void make_batch_autoaugment_kernel(const uint8_t* __restrict__ images
       }
       __syncthreads();
       if (stats == AutoAugmentStats::kChannelHistograms && threadIdx.x < channels) {
-        if (step.op == AutoAugmentOp::kAutoContrast) autocontrast_lut(histograms + threadIdx.x * 256, luts + threadIdx.x * 256);
-        else equalize_lut(histograms + threadIdx.x * 256, luts + threadIdx.x * 256);
+        autoaugment_channel_lut(step.op, histograms + threadIdx.x * 256, luts + threadIdx.x * 256);
       } else if (stats == AutoAugmentStats::kLumaHistogram && threadIdx.x == 0) {
         mean_luma = contrast_mean(histograms, plane_size);
       }
