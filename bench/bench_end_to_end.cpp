@@ -143,8 +143,26 @@ void BM_InjectDequantize(benchmark::State& state) {
   for (const auto& t : b.q.tensors) bytes += t.codes.numel() * t.codes.element_size();
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
 }
-BENCHMARK(BM_InjectDequantize)->ArgName("p_e4")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond)
+BENCHMARK(BM_InjectDequantize)->ArgName("p_e4")->Arg(0)->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond)
     ->UseRealTime()->MinTime(1.0);
+
+// The floor of the above that no sampler can lower: dequantize every code into the float weights
+// the network reads (4 bytes written per 8-bit code), with no pattern drawn.
+void BM_DequantizeOnly(benchmark::State& state) {
+  Bench& b = bench();
+  std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
+  const std::vector<quant::QuantizedTensor> perturbed = eval::with_perturbed_codes(b.q, codes);
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) {
+    b.q.load_weights(perturbed);
+    sync(b.device);
+  }
+  b.q.load_clean_weights();
+  int64_t bytes = 0;
+  for (const auto& t : b.q.tensors) bytes += t.codes.numel() * t.codes.element_size();
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
+}
+BENCHMARK(BM_DequantizeOnly)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
 
 // Baseline of the above: copy every code tensor once (what any pattern must at least read and write).
 void BM_CopyCodes(benchmark::State& state) {

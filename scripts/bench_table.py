@@ -35,6 +35,9 @@ def main(path):
         inject = us(f"BM_InjectDequantize/p_e4:{rate_e4}")
         table.append((f"inject + dequantize {label}, ms/pattern", inject and inject / 1e3, "copy of the codes, ms",
                       copy and copy / 1e3, "lower"))
+    deq = us("BM_DequantizeOnly")
+    table.append(("dequantize only (no pattern), ms/pattern", deq and deq / 1e3, "copy of the codes, ms",
+                  copy and copy / 1e3, "lower (the floor of the rows above)"))
     flt = get("BM_TrainStep/0", "train_images_per_second")
     table.append(("QAT training, images/s", get("BM_TrainStep/1", "train_images_per_second"), "float training", flt,
                   "higher (goal >= 1/1.1 = 0.91)"))

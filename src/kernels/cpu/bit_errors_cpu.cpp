@@ -215,8 +215,10 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
     }
   }
   const int64_t num_items = static_cast<int64_t>(items.size());
-  // Rough cost in ns (copy, one Philox block per chunk, ~25 ns per selected bit): below ~0.2 ms a
-  // second thread costs more to wake and join than it saves.
+  // Rough cost in ns (copy, one Philox block per chunk, ~25 ns per selected bit): below ~50 us a
+  // second thread costs more to wake and join than it saves. (At 0.2 ms, SimpleNet's 5.5 MB of codes
+  // at p = 0 were copied by one thread, and copying plus dequantizing took longer than with
+  // two threads: 0.99-1.9 ms against 0.87-0.88 ms, bench_end_to_end, 2026-11-28.)
   double cost_ns = 0.0;
   for (int64_t t = 0; t < num_tasks; ++t) {
     const InjectTask& task = tasks[t];
@@ -229,7 +231,7 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
   }
   const SamplerIsa& isa = sampler_isa();
   int64_t changed = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > 2e5)
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > 5e4)
   for (int64_t i = 0; i < num_items; ++i) {
     const InjectTask& task = tasks[items[i].task];
     switch (task.elem_bytes) {
