@@ -134,7 +134,7 @@ void BM_InjectDequantize(benchmark::State& state) {
   torch::NoGradGuard no_grad;
   uint64_t seed = 1000;
   for (auto _ : state) {
-    bits::inject_bit_errors(codes, model, seed++);
+    bits::inject_bit_errors_async(codes, model, seed++);
     b.q.load_weights(perturbed);
     sync(b.device);
   }

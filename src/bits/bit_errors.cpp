@@ -183,15 +183,36 @@ InjectTask make_task(const char* what, const at::Tensor& clean, int bits, const 
   return task;
 }
 
-int64_t run_tasks(const char* what, const std::vector<InjectTask>& tasks, const at::Tensor& any, uint64_t seed) {
+/// Runs the tasks; returns the bits changed, or 0 without `count` (then CUDA does not synchronise).
+int64_t run_tasks(const char* what, const std::vector<InjectTask>& tasks, const at::Tensor& any, uint64_t seed,
+                  bool count = true) {
   if (tasks.empty()) return 0;
   if (!any.is_cuda()) return inject_bit_errors_cpu(tasks.data(), static_cast<int64_t>(tasks.size()), seed);
-  at::Tensor count = at::zeros({1}, any.options().dtype(at::kLong));
+  at::Tensor changed = count ? at::zeros({1}, any.options().dtype(at::kLong)) : at::Tensor();
   detail::on_cuda(what, any, [&](void* stream) {
     inject_bit_errors_cuda(tasks.data(), static_cast<int64_t>(tasks.size()), seed,
-                           reinterpret_cast<unsigned long long*>(count.data_ptr<int64_t>()), stream);
+                           count ? reinterpret_cast<unsigned long long*>(changed.data_ptr<int64_t>()) : nullptr,
+                           stream);
   });
-  return count.item<int64_t>();
+  return count ? changed.item<int64_t>() : 0;
+}
+
+std::vector<InjectTask> tasks_of(const std::vector<CodeTensor>& tensors, const ErrorModel& model,
+                                 const ParamSelector& selector) {
+  model.validate();
+  std::vector<InjectTask> tasks;
+  tasks.reserve(tensors.size());
+  for (const CodeTensor& t : tensors) {
+    const std::string what = "inject_bit_errors (" + t.name + ")";
+    const int eb = detail::check_bit_tensor(what.c_str(), "clean codes", t.clean);
+    BR_CHECK(t.clean.device() == tensors.front().clean.device(), "inject_bit_errors: all tensors must be on one "
+             "device; ", t.name, " is on ", t.clean.device(), ", ", tensors.front().name, " on ",
+             tensors.front().clean.device());
+    const BitErrorParams params = selector.selects(t.name) ? model.kernel_params(t.bits, 8 * eb) : BitErrorParams{};
+    at::Tensor out = t.out;
+    tasks.push_back(make_task(what.c_str(), t.clean, t.bits, params, t.param_index, out));
+  }
+  return tasks;
 }
 
 }  // namespace
@@ -206,20 +227,14 @@ int64_t inject_bit_errors(const at::Tensor& clean_codes, int bits, const ErrorMo
 
 int64_t inject_bit_errors(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
                           const ParamSelector& selector) {
-  model.validate();
-  std::vector<InjectTask> tasks;
-  tasks.reserve(tensors.size());
-  for (const CodeTensor& t : tensors) {
-    const std::string what = "inject_bit_errors (" + t.name + ")";
-    const int eb = detail::check_bit_tensor(what.c_str(), "clean codes", t.clean);
-    BR_CHECK(t.clean.device() == tensors.front().clean.device(), "inject_bit_errors: all tensors must be on one "
-             "device; ", t.name, " is on ", t.clean.device(), ", ", tensors.front().name, " on ",
-             tensors.front().clean.device());
-    const BitErrorParams params = selector.selects(t.name) ? model.kernel_params(t.bits, 8 * eb) : BitErrorParams{};
-    at::Tensor out = t.out;
-    tasks.push_back(make_task(what.c_str(), t.clean, t.bits, params, t.param_index, out));
-  }
+  const std::vector<InjectTask> tasks = tasks_of(tensors, model, selector);
   return tensors.empty() ? 0 : run_tasks("inject_bit_errors", tasks, tensors.front().clean, seed);
+}
+
+void inject_bit_errors_async(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
+                             const ParamSelector& selector) {
+  const std::vector<InjectTask> tasks = tasks_of(tensors, model, selector);
+  if (!tensors.empty()) run_tasks("inject_bit_errors", tasks, tensors.front().clean, seed, /*count=*/false);
 }
 
 }  // namespace bitrobust::bits

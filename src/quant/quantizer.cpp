@@ -202,7 +202,9 @@ QuantizedTensor quantize_with_ranges(const at::Tensor& w, const at::Tensor& rang
   return quantize_checked(contiguous, ranges.contiguous(), s, channels);
 }
 
-void dequantize_into(const QuantizedTensor& q, at::Tensor& out) {
+namespace {
+
+void check_dequantize_args(const QuantizedTensor& q, const at::Tensor& out) {
   const at::ScalarType code_type = q.format.bits <= 8 ? at::kByte : at::kShort;
   BR_CHECK(q.format.bits >= 2 && q.format.bits <= 16,
            "dequantize: quantization bits must be in 2..16, got ", q.format.bits);
@@ -217,21 +219,48 @@ void dequantize_into(const QuantizedTensor& q, at::Tensor& out) {
   BR_CHECK(n == 0 || (q.channels >= 1 && n % q.channels == 0), "dequantize: ", n,
            " codes do not split into ", q.channels, " channels");
   check_ranges(q.ranges, q.codes, q.channels, "codes", "dequantize");
-  if (n == 0) return;
-  const at::Tensor codes = q.codes.contiguous();
-  const at::Tensor ranges = q.ranges.contiguous();
-  if (codes.is_cpu()) {
-    kernels::dequantize_cpu(codes.data_ptr(), n, q.channels, range_ptr(ranges), q.format,
-                            out.data_ptr<float>());
+#ifndef BITROBUST_WITH_CUDA
+  BR_CHECK(q.codes.is_cpu(), "dequantize: codes are on ", q.codes.device().str(),
+           " but bitrobust was built without CUDA");
+#endif
+}
+
+}  // namespace
+
+void dequantize_into(const QuantizedTensor& q, at::Tensor& out) {
+  std::vector<at::Tensor> outs{out};
+  dequantize_many_into({q}, outs);
+}
+
+void dequantize_many_into(const std::vector<QuantizedTensor>& qs, std::vector<at::Tensor>& outs) {
+  BR_CHECK(qs.size() == outs.size(), "dequantize: ", qs.size(), " code tensors but ", outs.size(), " outputs");
+  // The contiguous views must live until the kernels have read them (CUDA launches are asynchronous;
+  // the caching allocator orders a freed block's reuse on the stream).
+  std::vector<at::Tensor> keep;
+  keep.reserve(2 * qs.size());
+  std::vector<kernels::DequantizeTask> tasks;
+  for (size_t i = 0; i < qs.size(); ++i) {
+    const QuantizedTensor& q = qs[i];
+    check_dequantize_args(q, outs[i]);
+    if (q.codes.numel() == 0) continue;
+    BR_CHECK(q.codes.device() == qs.front().codes.device(), "dequantize: code tensors on ",
+             qs.front().codes.device().str(), " and ", q.codes.device().str(), " in one call");
+    keep.push_back(q.codes.contiguous());
+    const at::Tensor& codes = keep.back();
+    keep.push_back(q.ranges.contiguous());
+    const at::Tensor& ranges = keep.back();
+    tasks.push_back({codes.data_ptr(), codes.numel(), q.channels, range_ptr(ranges), q.format,
+                     outs[i].data_ptr<float>()});
+  }
+  if (tasks.empty()) return;
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  if (keep.front().is_cpu()) {
+    kernels::dequantize_many_cpu(tasks.data(), count);
     return;
   }
 #ifdef BITROBUST_WITH_CUDA
-  const c10::cuda::CUDAGuard guard(codes.device());
-  kernels::dequantize_cuda(codes.data_ptr(), n, q.channels, range_ptr(ranges), q.format,
-                           out.data_ptr<float>(), stream_of(codes));
-#else
-  throw Error("dequantize: codes are on " + codes.device().str() +
-              " but bitrobust was built without CUDA");
+  const c10::cuda::CUDAGuard guard(keep.front().device());
+  kernels::dequantize_many_cuda(tasks.data(), count, stream_of(keep.front()));
 #endif
 }
 
@@ -265,6 +294,91 @@ at::Tensor fake_quantize(const at::Tensor& w, const QuantScheme& s, const std::s
   at::Tensor out = at::empty(w.sizes(), w.options().memory_format(at::MemoryFormat::Contiguous));
   fake_quantize_into(w, out, s, name);
   return out;
+}
+
+namespace {
+
+/// Checks what the multi-tensor functions need: contiguous float32 tensors on one device.
+void check_many(const std::vector<at::Tensor>& ts, const std::vector<std::string>& names, const char* what) {
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const std::string name = i < names.size() ? names[i] : "tensor " + std::to_string(i);
+    check_float_tensor(ts[i], name, what);
+    BR_CHECK(ts[i].is_contiguous(), what, ": tensor '", name, "' is not contiguous");
+    BR_CHECK(ts[i].device() == ts.front().device(), what, ": tensor '", name, "' is on ", ts[i].device().str(),
+             ", the first on ", ts.front().device().str());
+  }
+}
+
+}  // namespace
+
+void fake_quantize_many_(const std::vector<at::Tensor>& ws, std::vector<at::Tensor>* masters, const QuantScheme& s,
+                         const std::vector<std::string>& names, at::Tensor& ranges) {
+  s.validate();
+  check_many(ws, names, "fake_quantize");
+  if (ws.empty()) return;
+  const at::Device device = ws.front().device();
+  if (masters != nullptr) {
+    masters->resize(ws.size());
+    for (size_t i = 0; i < ws.size(); ++i) {
+      at::Tensor& m = (*masters)[i];
+      if (!m.defined() || m.device() != device || !m.sizes().equals(ws[i].sizes()) || !m.is_contiguous() ||
+          m.scalar_type() != at::kFloat) {
+        m = at::empty(ws[i].sizes(), ws[i].options().memory_format(at::MemoryFormat::Contiguous));
+      }
+    }
+  }
+  std::vector<kernels::FakeQuantizeTask> tasks(ws.size());
+  int64_t channels = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    kernels::FakeQuantizeTask& task = tasks[i];
+    task.w = ws[i].data_ptr<float>();
+    task.master = masters != nullptr ? (*masters)[i].data_ptr<float>() : nullptr;
+    task.out = ws[i].data_ptr<float>();
+    task.n = ws[i].numel();
+    task.channels = range_channels(ws[i], s);
+    task.rule = range_rule(s);
+    task.format = s.format();
+    channels += task.channels;
+  }
+  if (!ranges.defined() || ranges.device() != device || ranges.scalar_type() != at::kFloat ||
+      !ranges.sizes().equals({channels, 2})) {
+    ranges = at::empty({channels, 2}, at::TensorOptions().dtype(at::kFloat).device(device));
+  }
+  auto* rows = reinterpret_cast<kernels::QuantRange*>(ranges.data_ptr<float>());
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  if (device.is_cpu()) {
+    const int64_t bad = kernels::fake_quantize_many_cpu(tasks.data(), count, rows);
+    if (bad >= 0) throw_not_finite(static_cast<size_t>(bad) < names.size() ? names[bad] : "tensor " + std::to_string(bad));
+    return;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(device);
+  kernels::fake_quantize_many_cuda(tasks.data(), count, rows, stream_of(ws.front()));
+#endif
+}
+
+void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound) {
+  BR_CHECK(srcs.size() == dsts.size(), "copy_clamped: ", srcs.size(), " sources but ", dsts.size(), " destinations");
+  check_many(srcs, {}, "copy_clamped");
+  check_many(dsts, {}, "copy_clamped");
+  if (srcs.empty()) return;
+  BR_CHECK(srcs.front().device() == dsts.front().device(), "copy_clamped: sources on ", srcs.front().device().str(),
+           ", destinations on ", dsts.front().device().str());
+  std::vector<kernels::CopyClampTask> tasks(srcs.size());
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    BR_CHECK(srcs[i].numel() == dsts[i].numel(), "copy_clamped: tensor ", i, " has ", srcs[i].numel(),
+             " elements, its destination ", dsts[i].numel());
+    tasks[i] = {srcs[i].data_ptr<float>(), dsts[i].data_ptr<float>(), srcs[i].numel(), bound};
+  }
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  if (srcs.front().is_cpu()) {
+    kernels::copy_clamped_many_cpu(tasks.data(), count);
+    return;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(srcs.front().device());
+  kernels::copy_clamped_many_cuda(tasks.data(), count, stream_of(srcs.front()));
+#endif
 }
 
 void clip_weights_(at::Tensor& w, const QuantScheme& s) {

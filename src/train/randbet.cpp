@@ -61,7 +61,7 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   current.params = params;
   for (size_t i = 0; i < params.size(); ++i) current.tensors.push_back(quant::quantize(masters[i], qat_.scheme(), names[i]));
   std::vector<bits::CodeTensor> codes = eval::perturbable_codes(current);
-  bits::inject_bit_errors(codes, error_model_, pattern_seed(step));
+  bits::inject_bit_errors_async(codes, error_model_, pattern_seed(step));
   current.load_weights(eval::with_perturbed_codes(current, codes));
   if (clean_grads_.size() != all_params_.size()) {
     clean_grads_.clear();

@@ -174,6 +174,10 @@ TEST(InjectBitErrors, ModelLevelInjectionMatchesPerTensorAndHonoursSelector) {
     if (is_weight) expected += hamming_distance_total(selected[i].clean, selected[i].out);
   }
   EXPECT_EQ(weights_only, expected);
+  // The variant that does not count (no device synchronisation) draws the same pattern.
+  auto uncounted = small_model(10);
+  inject_bit_errors_async(uncounted, model, 123, ParamSelector("\\.weight$"));
+  for (size_t i = 0; i < uncounted.size(); ++i) EXPECT_TRUE(at::equal(uncounted[i].out, selected[i].out));
   EXPECT_TRUE(ParamSelector().selects("anything"));
   EXPECT_TRUE(ParamSelector("conv").selects("conv1.weight"));
   EXPECT_FALSE(ParamSelector("^fc").selects("conv1.weight"));
@@ -217,6 +221,11 @@ TEST(InjectBitErrorsCuda, BitIdenticalToCpu) {
   const ErrorModel model = ErrorModel::parse("random", 0.01);
   EXPECT_EQ(inject_bit_errors(cpu_tensors, model, 5, ParamSelector("weight")),
             inject_bit_errors(gpu_tensors, model, 5, ParamSelector("weight")));
+  for (size_t i = 0; i < cpu_tensors.size(); ++i) {
+    EXPECT_TRUE(at::equal(cpu_tensors[i].out, gpu_tensors[i].out.cpu())) << cpu_tensors[i].name;
+  }
+  for (auto& t : gpu_tensors) t.out.zero_();
+  inject_bit_errors_async(gpu_tensors, model, 5, ParamSelector("weight"));
   for (size_t i = 0; i < cpu_tensors.size(); ++i) {
     EXPECT_TRUE(at::equal(cpu_tensors[i].out, gpu_tensors[i].out.cpu())) << cpu_tensors[i].name;
   }

@@ -483,6 +483,55 @@ TEST(QuantizeKernels, LargeTensorsAgreeWithScalarFormulas) {
   }
 }
 
+TEST(QuantizeKernels, DequantizeManyDequantizesEveryTaskWithItsOwnFormat) {
+  // One call over tensors of different formats, containers, channel counts and sizes (an empty one
+  // in the middle, 2^18 elements in all so the call runs in parallel): each equals the scalar formula.
+  struct Case {
+    QuantFormat format;
+    std::vector<QuantRange> ranges;
+    int64_t n;
+  };
+  const std::vector<Case> cases = {
+      {{8, false, true, true, kEps}, {{-0.3f, 0.2f}}, 200003},
+      {{4, true, false, false, 0.0f}, {{-0.1f, 0.1f}, {-0.4f, 0.4f}, {-1.0f, 1.0f}}, 3 * 5000},
+      {{8, true, true, false, kEps}, {{-0.2f, 0.5f}}, 0},
+      {{12, false, false, true, kEps}, {{-0.5f, 0.5f}, {-0.05f, 0.05f}}, 2 * 20001},
+      {{2, false, false, false, kEps}, {{-1.0f, 1.0f}}, 1},
+      {{16, true, true, true, kEps}, {{-2.0f, 0.5f}}, 16385},
+  };
+  std::vector<std::vector<float>> weights;
+  std::vector<Codes> codes;
+  std::vector<std::vector<float>> outs;
+  std::vector<DequantizeTask> tasks;
+  for (size_t t = 0; t < cases.size(); ++t) {
+    const Case& c = cases[t];
+    weights.push_back(random_weights(Distribution::HeavyTailed, static_cast<size_t>(c.n), 70 + t, 0.3f));
+    codes.push_back(quantize(weights.back(), c.ranges, c.format));
+    outs.emplace_back(static_cast<size_t>(c.n), -7.0f);
+  }
+  for (size_t t = 0; t < cases.size(); ++t) {
+    tasks.push_back({codes[t].data(), cases[t].n, static_cast<int64_t>(cases[t].ranges.size()), cases[t].ranges.data(),
+                     cases[t].format, outs[t].data()});
+  }
+  dequantize_many_cpu(tasks.data(), static_cast<int64_t>(tasks.size()));
+  for (size_t t = 0; t < cases.size(); ++t) {
+    const Case& c = cases[t];
+    const int64_t per = c.n / static_cast<int64_t>(c.ranges.size());
+    for (int64_t i = 0; i < c.n; ++i) {
+      const RefResult ref = ref_quantize(weights[t][i], c.ranges[i / per], c.format);
+      ASSERT_TRUE(same_bits(outs[t][i], ref.value)) << "task " << t << " " << describe(c.format) << " i=" << i;
+    }
+  }
+  // A bad task anywhere is reported before any output is written.
+  std::vector<float> untouched(16, -7.0f);
+  std::vector<uint8_t> few(16, 3);
+  const QuantRange r{-1.0f, 1.0f};
+  const std::vector<DequantizeTask> bad = {{few.data(), 16, 1, &r, {8, false, false, false, kEps}, untouched.data()},
+                                           {few.data(), 16, 3, &r, {8, false, false, false, kEps}, untouched.data()}};
+  EXPECT_THROW(dequantize_many_cpu(bad.data(), 2), Error);
+  for (float v : untouched) EXPECT_EQ(v, -7.0f);
+}
+
 TEST(QuantizeKernels, CodesNeverUseBitsAboveM) {
   for (int bits = 2; bits <= 16; ++bits) {
     std::vector<float> w = random_weights(Distribution::HeavyTailed, 4096, 300 + bits, 1.0f);

@@ -52,6 +52,39 @@ std::vector<QuantScheme> all_schemes(std::vector<int> bit_widths) {
   return out;
 }
 
+/// Tensors of many shapes and schemes (an empty one among them), as a model's weights would be, on
+/// `device`: the codes to dequantize in one call, with bit errors (any container value).
+std::vector<QuantizedTensor> model_like_codes(const at::Device& device) {
+  const std::vector<QuantScheme> schemes = all_schemes({4, 8, 12});
+  std::vector<QuantizedTensor> out;
+  for (int64_t i = 0; i < 70; ++i) {
+    const int64_t rows = 1 + i % 5, cols = (i % 7 == 3) ? 0 : 1 + 37 * (i % 11) + (i == 5 ? 300000 : 0);
+    const QuantScheme& s = schemes[static_cast<size_t>(i * 37) % schemes.size()];
+    QuantizedTensor q = quantize(randn({rows, cols}, 100 + static_cast<uint64_t>(i)).to(device), s, "w");
+    const int64_t top = int64_t{1} << (s.bits <= 8 ? 8 : 16);
+    at::Generator gen = at::detail::createCPUGenerator(200 + static_cast<uint64_t>(i));
+    q.codes = at::randint(0, top, q.codes.sizes(), gen, at::kInt).to(q.codes.scalar_type()).to(device);
+    out.push_back(q);
+  }
+  return out;
+}
+
+/// Float tensors of a model's shapes (one empty; with `big`, one above the kernels' parallel threshold).
+std::vector<at::Tensor> model_like_weights(bool big = false) {
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < 40; ++i) {
+    const int64_t rows = 1 + i % 5, cols = (i % 7 == 3) ? 0 : 1 + 37 * (i % 11) + (i == 5 && big ? 300000 : 0);
+    out.push_back(randn({rows, cols}, 300 + static_cast<uint64_t>(i), 0.05f * static_cast<float>(1 + i % 4)));
+  }
+  return out;
+}
+
+std::vector<at::Tensor> clones(const std::vector<at::Tensor>& ts, const at::Device& device) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : ts) out.push_back(t.to(device).clone());
+  return out;
+}
+
 TEST(Quantizer, RangesPerSource) {
   const at::Tensor w = at::tensor({0.2f, -0.5f, 0.1f, 0.3f, 0.05f, -0.01f}).reshape({2, 3});
   auto rows = [](const at::Tensor& r) { return std::vector<float>(r.data_ptr<float>(), r.data_ptr<float>() + r.numel()); };
@@ -197,6 +230,88 @@ TEST(Quantizer, BitErrorsDequantizeIntoTheRange) {
     ASSERT_TRUE(at::equal(out, perturbed));
     ASSERT_FALSE(at::equal(perturbed, clean)) << s.to_string();
   }
+}
+
+TEST(Quantizer, DequantizeManyEqualsOneTensorAtATime) {
+  const std::vector<QuantizedTensor> qs = model_like_codes(at::kCPU);
+  std::vector<at::Tensor> outs;
+  for (const QuantizedTensor& q : qs) outs.push_back(at::full(q.codes.sizes(), -7.0f));
+  dequantize_many_into(qs, outs);
+  for (size_t i = 0; i < qs.size(); ++i) {
+    ASSERT_TRUE(at::equal(outs[i], dequantize(qs[i]))) << i << " " << qs[i].scheme.to_string();
+  }
+  // Checked before anything is written: a wrong output anywhere leaves every output as it was.
+  std::vector<at::Tensor> bad;
+  for (const QuantizedTensor& q : qs) bad.push_back(at::full(q.codes.sizes(), -7.0f));
+  bad.back() = at::empty({1});
+  EXPECT_TRUE(contains(error_of([&] { dequantize_many_into(qs, bad); }), "dequantize: the output must be"));
+  for (size_t i = 0; i + 1 < bad.size(); ++i) ASSERT_TRUE(at::equal(bad[i], at::full(qs[i].codes.sizes(), -7.0f)));
+  std::vector<at::Tensor> too_few(outs.begin(), outs.end() - 1);
+  EXPECT_TRUE(contains(error_of([&] { dequantize_many_into(qs, too_few); }), "70 code tensors but 69 outputs"));
+}
+
+TEST(Quantizer, FakeQuantizeManyEqualsOneTensorAtATime) {
+  const std::vector<at::Tensor> weights = model_like_weights();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < weights.size(); ++i) names.push_back("p" + std::to_string(i));
+  for (const QuantScheme& s : all_schemes({4, 8})) {
+    std::vector<at::Tensor> ws = clones(weights, at::kCPU), masters;
+    at::Tensor ranges;
+    fake_quantize_many_(ws, &masters, s, names, ranges);
+    int64_t row = 0;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ASSERT_TRUE(at::equal(ws[i], fake_quantize(weights[i], s, "w"))) << s.to_string() << " " << i;
+      ASSERT_TRUE(at::equal(masters[i], weights[i])) << i;
+      const at::Tensor expected = compute_ranges(weights[i], s, "w");
+      ASSERT_TRUE(at::equal(ranges.slice(0, row, row + expected.size(0)), expected)) << s.to_string() << " " << i;
+      row += expected.size(0);
+    }
+    ASSERT_EQ(row, ranges.size(0));
+  }
+  // Without masters, large enough to run in parallel, and again into the same ranges buffer.
+  const QuantScheme s = QuantScheme::preset("rquant", 8, 0.1f);
+  const std::vector<at::Tensor> big = model_like_weights(true);
+  std::vector<at::Tensor> ws = clones(big, at::kCPU);
+  at::Tensor ranges;
+  fake_quantize_many_(ws, nullptr, s, names, ranges);
+  const void* buffer = ranges.data_ptr();
+  fake_quantize_many_(ws, nullptr, s, names, ranges);
+  EXPECT_EQ(ranges.data_ptr(), buffer);
+  for (size_t i = 0; i < ws.size(); ++i) ASSERT_TRUE(at::equal(ws[i], fake_quantize(fake_quantize(big[i], s, "w"), s, "w")));
+  // A NaN names its tensor.
+  ws = clones(weights, at::kCPU);
+  ws[6].view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(contains(error_of([&] { fake_quantize_many_(ws, nullptr, s, names, ranges); }),
+                       "cannot quantize tensor 'p6': it holds NaN or infinite values"));
+  std::vector<at::Tensor> strided = clones(weights, at::kCPU);
+  strided[2] = at::randn({4, 6}).t();
+  EXPECT_TRUE(contains(error_of([&] { fake_quantize_many_(strided, nullptr, s, names, ranges); }),
+                       "tensor 'p2' is not contiguous"));
+}
+
+TEST(Quantizer, CopyClampedManyCopiesAndClipsLikeClamp) {
+  const std::vector<at::Tensor> weights = model_like_weights(true);
+  std::vector<at::Tensor> dsts;
+  for (const at::Tensor& w : weights) dsts.push_back(at::full(w.sizes(), -7.0f));
+  copy_clamped_many_(weights, dsts, 0.0f);
+  for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(at::equal(dsts[i], weights[i]));
+  std::vector<at::Tensor> in_place = clones(weights, at::kCPU);
+  in_place[1].view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  in_place[1].view(-1)[1] = -0.0f;
+  copy_clamped_many_(in_place, in_place, 0.08f);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    at::Tensor expected = weights[i].clone();
+    if (i == 1) {
+      expected.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+      expected.view(-1)[1] = -0.0f;
+    }
+    expected.clamp_(-0.08f, 0.08f);
+    ASSERT_TRUE(at::equal(in_place[i].isnan(), expected.isnan())) << i;
+    ASSERT_TRUE(at::equal(in_place[i].nan_to_num(5.0f), expected.nan_to_num(5.0f))) << i;
+  }
+  EXPECT_TRUE(std::signbit(in_place[1].view(-1)[1].item<float>()));
+  const std::vector<at::Tensor> fewer(dsts.begin(), dsts.end() - 1);
+  EXPECT_TRUE(contains(error_of([&] { copy_clamped_many_(weights, fewer, 0.0f); }), "40 sources but 39 destinations"));
 }
 
 TEST(Quantizer, QuantizeWithGivenRanges) {
@@ -358,6 +473,53 @@ TEST(QuantizerCuda, BitIdenticalToCpu) {
     all_gpu.codes = all_cpu.codes.cuda();
     ASSERT_TRUE(at::equal(dequantize(all_gpu).cpu(), dequantize(all_cpu))) << s.to_string();
   }
+}
+
+// Over 32 tensors and alternating formats, so the CUDA side splits into several launches.
+TEST(QuantizerCuda, DequantizeManyEqualsCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<QuantizedTensor> cpu = model_like_codes(at::kCPU);
+  std::vector<QuantizedTensor> gpu = cpu;
+  std::vector<at::Tensor> outs;
+  for (QuantizedTensor& q : gpu) {
+    q.codes = q.codes.cuda();
+    q.ranges = q.ranges.cuda();
+    outs.push_back(at::full(q.codes.sizes(), -7.0f, at::TensorOptions().device(at::kCUDA)));
+  }
+  dequantize_many_into(gpu, outs);
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    ASSERT_TRUE(at::equal(outs[i].cpu(), dequantize(cpu[i]))) << i << " " << cpu[i].scheme.to_string();
+  }
+}
+
+TEST(QuantizerCuda, FakeQuantizeManyAndCopyClampedEqualCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<at::Tensor> weights = model_like_weights(true);
+  const std::vector<std::string> names(weights.size(), "w");
+  for (const QuantScheme& s : all_schemes({4, 8, 12})) {
+    std::vector<at::Tensor> cpu = clones(weights, at::kCPU), gpu = clones(weights, at::kCUDA);
+    std::vector<at::Tensor> cpu_masters, gpu_masters;
+    at::Tensor cpu_ranges, gpu_ranges;
+    fake_quantize_many_(cpu, &cpu_masters, s, names, cpu_ranges);
+    fake_quantize_many_(gpu, &gpu_masters, s, names, gpu_ranges);
+    ASSERT_TRUE(gpu_ranges.is_cuda());
+    ASSERT_TRUE(at::equal(gpu_ranges.cpu(), cpu_ranges)) << s.to_string();
+    for (size_t i = 0; i < weights.size(); ++i) {
+      ASSERT_TRUE(gpu_masters[i].is_cuda());
+      ASSERT_TRUE(at::equal(gpu[i].cpu(), cpu[i])) << s.to_string() << " " << i;
+      ASSERT_TRUE(at::equal(gpu_masters[i].cpu(), weights[i])) << i;
+    }
+    copy_clamped_many_(gpu, gpu, 0.01f);
+    copy_clamped_many_(cpu, cpu, 0.01f);
+    for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(at::equal(gpu[i].cpu(), cpu[i])) << i;
+  }
+  // On the device a NaN weight makes its channel's range NaN instead of throwing.
+  std::vector<at::Tensor> gpu = clones(weights, at::kCUDA);
+  gpu[0].view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  at::Tensor ranges;
+  fake_quantize_many_(gpu, nullptr, QuantScheme::preset("rquant", 8), names, ranges);
+  EXPECT_TRUE(std::isnan(ranges[0][0].item<float>()));
+  EXPECT_TRUE(at::isfinite(ranges.slice(0, 1)).all().item<bool>());
 }
 
 // Ranges computed on the device (NOTE [Device ranges]): one tensor large enough to be split across

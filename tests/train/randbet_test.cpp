@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/config.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/train/trainer.h"
 #include "model_fixtures.h"
@@ -174,6 +175,23 @@ TEST(WeightClipping, EveryQuantizedParameterStaysWithinTheBoundAfterEveryStep) {
   train::train(*net, data, o, hooks);
   EXPECT_EQ(checks, 8);
 }
+
+#ifdef BITROBUST_WITH_CUDA
+// The trainer moves the network after quantization-aware training has been set up: the master
+// weights must follow it to the device instead of staying on the host.
+TEST(WeightClippingCuda, QuantAwareTrainingKeepsMastersOnTheParametersDevice) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  models::ModelSpec spec;
+  spec.arch = "mlp";
+  auto net = models::build_model(spec);
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8, 0.1f));
+  net->to(at::kCUDA);
+  qat.use_quantized_weights();
+  for (const at::Tensor& m : qat.master_weights()) EXPECT_TRUE(m.is_cuda());
+  qat.restore_float_weights();
+  for (size_t i = 0; i < qat.params().size(); ++i) EXPECT_TRUE(at::equal(qat.params()[i], qat.master_weights()[i]));
+}
+#endif
 
 // Fashion-MNIST, fixed seeds, a few hundred steps: clipping + RandBET 1% must be more robust at
 // p = 1% than the same quantized run without them (the reference's central finding).

@@ -91,5 +91,10 @@ class ParamSelector {
 /// not on the selector or the other tensors. Returns the total number of bits changed.
 int64_t inject_bit_errors(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
                           const ParamSelector& selector = ParamSelector());
+/// The same without counting the bits changed: on CUDA the launches stay asynchronous (nothing
+/// waits for the device), for RandBET, which draws a pattern every training step and never reads
+/// the count. The patterns are those of inject_bit_errors.
+void inject_bit_errors_async(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
+                             const ParamSelector& selector = ParamSelector());
 
 }  // namespace bitrobust::bits

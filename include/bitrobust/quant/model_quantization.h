@@ -67,7 +67,7 @@ class QuantAwareTraining {
   const std::vector<std::string>& names() const { return names_; }
   const std::vector<at::Tensor>& params() const { return params_; }
   const QuantScheme& scheme() const { return scheme_; }
-  /// The float master weights saved by use_quantized_weights().
+  /// The float master weights saved by use_quantized_weights() (empty before its first call).
   const std::vector<at::Tensor>& master_weights() const { return masters_; }
 
  private:
@@ -75,6 +75,7 @@ class QuantAwareTraining {
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_;
   std::vector<at::Tensor> masters_;
+  at::Tensor ranges_;  ///< every parameter's ranges of the last step, kept to avoid an allocation per step
 };
 
 /// Checks that every parameter of `net` is finite; throws naming the first one that is not.

@@ -49,6 +49,18 @@ void quantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange*
 /// out[i] = value of the m low bits of codes[i]; bits above m are ignored.
 void dequantize_cpu(const void* codes, int64_t n, int64_t channels, const QuantRange* ranges,
                     QuantFormat f, float* out);
+/// One tensor of a multi-tensor dequantization: dequantize_cpu's arguments.
+struct DequantizeTask {
+  const void* codes = nullptr;
+  int64_t n = 0;
+  int64_t channels = 1;
+  const QuantRange* ranges = nullptr;
+  QuantFormat format;
+  float* out = nullptr;
+};
+/// dequantize_cpu for every task, in one parallel region over all their elements: a model's weights
+/// in one call, without a fork and join for each of its small tensors.
+void dequantize_many_cpu(const DequantizeTask* tasks, int64_t count);
 /// out[i] = dequantize(quantize(w[i])) without a code buffer (QAT forward weights); out may be w.
 void quantize_dequantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
                              QuantFormat f, float* out);
@@ -67,6 +79,35 @@ struct RangeRule {
   float global_q = 1.0f;  ///< kGlobal's bound, already min(global_q, clip)
 };
 
+// ---- Quantization-aware training over a whole model: one call per step, not one per tensor ----
+
+/// One tensor of fake_quantize_many_*: ranges from w's own min and max by `rule`, then
+/// out[i] = dequantize(quantize(w[i])); first, when `master` is set, master[i] = w[i] (the float
+/// weights QAT restores after the backward pass). out may be w.
+struct FakeQuantizeTask {
+  const float* w = nullptr;
+  float* master = nullptr;
+  float* out = nullptr;
+  int64_t n = 0;
+  int64_t channels = 1;
+  RangeRule rule;
+  QuantFormat format;
+};
+/// Returns the index of the first task whose weights hold a NaN or an infinity (that task and those
+/// after it are left unquantized), or -1. `ranges` receives every task's ranges, task after task
+/// (sum of the tasks' channels entries).
+int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, QuantRange* ranges);
+
+/// One tensor of copy_clamped_many_*: dst[i] = src[i], clamped to [-bound, bound] when bound > 0
+/// (NaN stays NaN). src may be dst.
+struct CopyClampTask {
+  const float* src = nullptr;
+  float* dst = nullptr;
+  int64_t n = 0;
+  float bound = 0.0f;
+};
+void copy_clamped_many_cpu(const CopyClampTask* tasks, int64_t count);
+
 // CUDA twins (defined only when the CUDA kernels are built): the same results bit for bit. All
 // pointers, `ranges` included, are device memory; `stream` is a cudaStream_t, launches are
 // asynchronous on it.
@@ -76,6 +117,15 @@ void dequantize_cuda(const void* codes, int64_t n, int64_t channels, const Quant
                      QuantFormat f, float* out, void* stream);
 void quantize_dequantize_cuda(const float* w, int64_t n, int64_t channels,
                               const QuantRange* ranges, QuantFormat f, float* out, void* stream);
+/// dequantize_many_cpu's twin: one launch per 32 tasks of one format (sign, symmetry, container),
+/// instead of one per tensor, so that loading a model's weights is not bound by launch latency.
+void dequantize_many_cuda(const DequantizeTask* tasks, int64_t count, void* stream);
+/// fake_quantize_many_cpu's twin: a few launches per 32 tasks of one format. `ranges` (device,
+/// sum of channels entries) is scratch for the ranges; a channel holding a NaN or an infinity gets
+/// the range {NaN, NaN} (as compute_ranges_cuda), so its weights become NaN: nothing is returned,
+/// since that would synchronise with the device.
+void fake_quantize_many_cuda(const FakeQuantizeTask* tasks, int64_t count, QuantRange* ranges, void* stream);
+void copy_clamped_many_cuda(const CopyClampTask* tasks, int64_t count, void* stream);
 /// ranges[c] = range_of_channel(min, max of channel c, rule), computed on the device so that
 /// quantization-aware training needs no host round trip per parameter and step. A channel holding
 /// a NaN or an infinity gets the range {NaN, NaN} (the host path throws instead; on the GPU the

@@ -48,6 +48,9 @@ QuantizedTensor quantize_with_ranges(const at::Tensor& w, const at::Tensor& rang
 /// Writes the dequantized values of q into out: float32, q.codes' shape (any layout with that many
 /// elements, contiguous) and device, preallocated. The codes may hold any bits (bit errors).
 void dequantize_into(const QuantizedTensor& q, at::Tensor& out);
+/// dequantize_into for every (qs[i], outs[i]) in one kernel call (all on one device): a whole
+/// model's weights without a parallel region or a kernel launch per tensor.
+void dequantize_many_into(const std::vector<QuantizedTensor>& qs, std::vector<at::Tensor>& outs);
 /// A new float32 tensor of q.codes' shape and device.
 at::Tensor dequantize(const QuantizedTensor& q);
 
@@ -60,6 +63,19 @@ void fake_quantize_(at::Tensor& w, const QuantScheme& s, const std::string& name
 /// A new tensor dequantize(quantize(w)).
 at::Tensor fake_quantize(const at::Tensor& w, const QuantScheme& s,
                          const std::string& name = "tensor");
+
+/// Quantization-aware training's forward weights for a whole model in one call: for each ws[i]
+/// (contiguous float32, all on one device), masters[i] = ws[i] when masters is given ((re)allocated
+/// on that device when missing or of another shape), then ws[i] = fake_quantize(ws[i], s), each
+/// tensor with its own ranges, which `ranges` receives (float32 [sum of channels, 2], reallocated
+/// when it does not fit; keep it from call to call). Bit-identical to fake_quantize_ per tensor.
+/// On the CPU a NaN or infinite weight throws naming its tensor (names[i]); on CUDA that tensor's
+/// channel becomes NaN instead (see compute_ranges_cuda), which the trainer's loss check reports.
+void fake_quantize_many_(const std::vector<at::Tensor>& ws, std::vector<at::Tensor>* masters, const QuantScheme& s,
+                         const std::vector<std::string>& names, at::Tensor& ranges);
+/// dsts[i] = srcs[i], clamped to [-bound, bound] when bound > 0 (srcs may be dsts: clipping in
+/// place); contiguous float32 tensors on one device, one kernel call for all.
+void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound);
 
 /// Clamps w in place to [-clip, clip] when s.clip > 0 (the reference's weight clipping during
 /// training, applied after each optimizer step); does nothing otherwise.

@@ -3,7 +3,10 @@
 // [Quantization formulas] in bitrobust/quant/quantize_math.h.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "bitrobust/quant/quantize_kernels.h"
 #include "bitrobust/quant/quantize_math.h"
@@ -17,6 +20,17 @@ constexpr int64_t kBlock = 16384;
 // biases), less than a fork/join costs when the cores are shared; only larger tensors fork.
 constexpr int64_t kParallelMin = int64_t{1} << 18;
 
+/// Calls segment(channel, begin, end) over [begin, end) split at channel boundaries.
+template <typename Segment>
+void split_at_channels(int64_t begin, int64_t end, int64_t per_channel, Segment&& segment) {
+  while (begin < end) {
+    const int64_t channel = begin / per_channel;
+    const int64_t segment_end = std::min(end, (channel + 1) * per_channel);
+    segment(channel, begin, segment_end);
+    begin = segment_end;
+  }
+}
+
 /// Calls segment(channel, begin, end) over [0, n) split at channel boundaries, blocks in parallel.
 template <typename Segment>
 void for_each_segment(int64_t n, int64_t channels, Segment&& segment) {
@@ -25,14 +39,7 @@ void for_each_segment(int64_t n, int64_t channels, Segment&& segment) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t b = 0; b < blocks; ++b) {
-    int64_t begin = b * kBlock;
-    const int64_t end = std::min(n, begin + kBlock);
-    while (begin < end) {
-      const int64_t channel = begin / per_channel;
-      const int64_t segment_end = std::min(end, (channel + 1) * per_channel);
-      segment(channel, begin, segment_end);
-      begin = segment_end;
-    }
+    split_at_channels(b * kBlock, std::min(n, (b + 1) * kBlock), per_channel, segment);
   }
 }
 
@@ -97,15 +104,6 @@ void quantize_impl(const float* w, int64_t n, int64_t channels, const QuantRange
   });
 }
 
-template <bool Signed, bool Asymmetric, typename Container>
-void dequantize_impl(const Container* codes, int64_t n, int64_t channels, const QuantRange* ranges,
-                     QuantFormat f, float* out) {
-  for_each_segment(n, channels, [&](int64_t channel, int64_t begin, int64_t end) {
-    dequantize_segment<Signed, Asymmetric>(codes + begin, end - begin,
-                                           make_quant_params(ranges[channel], f), out + begin);
-  });
-}
-
 template <bool Signed, bool Asymmetric, bool Round>
 void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
                               const QuantRange* ranges, QuantFormat f, float* out) {
@@ -113,6 +111,19 @@ void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
     quantize_dequantize_segment<Signed, Asymmetric, Round>(
         w + begin, end - begin, make_quant_params(ranges[channel], f), out + begin);
   });
+}
+
+// No __restrict__: src may be dst. The comparisons are clamp's: NaN stays NaN, -0 stays -0.
+BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, float bound, float* dst) {
+  if (bound > 0.0f) {
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) {
+      const float x = src[i];
+      dst[i] = x < -bound ? -bound : (x > bound ? bound : x);
+    }
+  } else if (src != dst) {
+    std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
+  }
 }
 
 struct MinMax {
@@ -150,13 +161,40 @@ void quantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange*
 void dequantize_cpu(const void* codes, int64_t n, int64_t channels, const QuantRange* ranges,
                     QuantFormat f, float* out) {
   check_quant_kernel_args("dequantize_cpu", n, channels, f);
-  // Rounding does not enter dequantization: only instantiate on sign and symmetry.
-  f.round = false;
-  dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto, auto* container) {
-    using Container = std::remove_pointer_t<decltype(container)>;
-    dequantize_impl<decltype(is_signed)::value, decltype(asymmetric)::value>(
-        static_cast<const Container*>(codes), n, channels, ranges, f, out);
-  });
+  const DequantizeTask task{codes, n, channels, ranges, f, out};
+  dequantize_many_cpu(&task, 1);
+}
+
+void dequantize_many_cpu(const DequantizeTask* tasks, int64_t count) {
+  struct Block {
+    int64_t task, begin, end;
+  };
+  std::vector<Block> blocks;
+  int64_t total = 0;
+  for (int64_t t = 0; t < count; ++t) {
+    check_quant_kernel_args("dequantize_many_cpu", tasks[t].n, tasks[t].channels, tasks[t].format);
+    for (int64_t begin = 0; begin < tasks[t].n; begin += kBlock) {
+      blocks.push_back({t, begin, std::min(tasks[t].n, begin + kBlock)});
+    }
+    total += tasks[t].n;
+  }
+  const int64_t num_blocks = static_cast<int64_t>(blocks.size());
+#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const DequantizeTask& task = tasks[blocks[b].task];
+    QuantFormat f = task.format;
+    f.round = false;  // rounding does not enter dequantization: instantiate on sign and symmetry only
+    dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto, auto* container) {
+      using Container = std::remove_pointer_t<decltype(container)>;
+      const auto* codes = static_cast<const Container*>(task.codes);
+      split_at_channels(blocks[b].begin, blocks[b].end, task.n / task.channels,
+                        [&](int64_t channel, int64_t begin, int64_t end) {
+                          dequantize_segment<decltype(is_signed)::value, decltype(asymmetric)::value>(
+                              codes + begin, end - begin, make_quant_params(task.ranges[channel], f),
+                              task.out + begin);
+                        });
+    });
+  }
 }
 
 void quantize_dequantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
@@ -171,6 +209,45 @@ void quantize_dequantize_cpu(const float* w, int64_t n, int64_t channels, const 
     quantize_dequantize_impl<decltype(is_signed)::value, decltype(asymmetric)::value,
                              decltype(round)::value>(w, n, channels, ranges, format, out);
   });
+}
+
+int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, QuantRange* ranges) {
+  for (int64_t t = 0; t < count; ++t) check_quant_kernel_args("fake_quantize_many_cpu", tasks[t].n, tasks[t].channels, tasks[t].format);
+  std::vector<float> mins, maxs;
+  for (int64_t t = 0; t < count; ++t) {
+    const FakeQuantizeTask& task = tasks[t];
+    mins.assign(task.channels, 0.0f);
+    maxs.assign(task.channels, 0.0f);
+    if (task.n > 0 && !minmax_cpu(task.w, task.n, task.channels, mins.data(), maxs.data())) return t;
+    for (int64_t c = 0; c < task.channels; ++c) ranges[c] = range_of_channel(mins[c], maxs[c], task.rule);
+    if (task.master != nullptr && task.n > 0) {
+      const CopyClampTask copy{task.w, task.master, task.n, 0.0f};
+      copy_clamped_many_cpu(&copy, 1);
+    }
+    quantize_dequantize_cpu(task.w, task.n, task.channels, ranges, task.format, task.out);
+    ranges += task.channels;
+  }
+  return -1;
+}
+
+void copy_clamped_many_cpu(const CopyClampTask* tasks, int64_t count) {
+  struct Block {
+    int64_t task, begin, end;
+  };
+  std::vector<Block> blocks;
+  int64_t total = 0;
+  for (int64_t t = 0; t < count; ++t) {
+    BR_CHECK(tasks[t].n >= 0, "copy_clamped_many_cpu: negative element count ", tasks[t].n);
+    for (int64_t begin = 0; begin < tasks[t].n; begin += kBlock) blocks.push_back({t, begin, std::min(tasks[t].n, begin + kBlock)});
+    total += tasks[t].n;
+  }
+  const int64_t num_blocks = static_cast<int64_t>(blocks.size());
+#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const CopyClampTask& task = tasks[blocks[b].task];
+    copy_clamped_segment(task.src + blocks[b].begin, blocks[b].end - blocks[b].begin, task.bound,
+                         task.dst + blocks[b].begin);
+  }
 }
 
 bool minmax_cpu(const float* w, int64_t n, int64_t channels, float* mins, float* maxs) {
