@@ -357,18 +357,63 @@ void fake_quantize_many_(const std::vector<at::Tensor>& ws, std::vector<at::Tens
 #endif
 }
 
-void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound) {
+void quantize_many_into(const std::vector<at::Tensor>& ws, const at::Tensor& ranges, const QuantScheme& s,
+                        std::vector<at::Tensor>& codes) {
+  s.validate();
+  check_many(ws, {}, "quantize");
+  codes.resize(ws.size());
+  if (ws.empty()) return;
+  const at::Device device = ws.front().device();
+  int64_t channels = 0;
+  for (const at::Tensor& w : ws) channels += range_channels(w, s);
+  BR_CHECK(ranges.defined() && ranges.scalar_type() == at::kFloat && ranges.is_contiguous() &&
+               ranges.sizes().equals({channels, 2}) && ranges.device() == device,
+           "quantize: the ranges of ", ws.size(), " tensors must be a contiguous float32 [", channels, ", 2] tensor on ",
+           device.str());
+  const at::ScalarType code_type = s.bits <= 8 ? at::kByte : at::kShort;
+  const auto* rows = reinterpret_cast<const kernels::QuantRange*>(ranges.data_ptr<float>());
+  std::vector<kernels::QuantizeTask> tasks(ws.size());
+  for (size_t i = 0; i < ws.size(); ++i) {
+    at::Tensor& c = codes[i];
+    if (!c.defined() || c.device() != device || c.scalar_type() != code_type || !c.sizes().equals(ws[i].sizes()) ||
+        !c.is_contiguous()) {
+      c = at::empty(ws[i].sizes(), ws[i].options().dtype(code_type).memory_format(at::MemoryFormat::Contiguous));
+    }
+    const int64_t ch = range_channels(ws[i], s);
+    tasks[i] = {ws[i].data_ptr<float>(), ws[i].numel(), ch, rows, s.format(), c.data_ptr()};
+    rows += ch;
+  }
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  if (device.is_cpu()) {
+    kernels::quantize_many_cpu(tasks.data(), count);
+    return;
+  }
+#ifdef BITROBUST_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(device);
+  kernels::quantize_many_cuda(tasks.data(), count, stream_of(ws.front()));
+#endif
+}
+
+void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound,
+                        const std::vector<at::Tensor>* average_with) {
   BR_CHECK(srcs.size() == dsts.size(), "copy_clamped: ", srcs.size(), " sources but ", dsts.size(), " destinations");
   check_many(srcs, {}, "copy_clamped");
   check_many(dsts, {}, "copy_clamped");
+  if (average_with != nullptr) {
+    BR_CHECK(average_with->size() == srcs.size(), "copy_clamped: ", srcs.size(), " sources but ",
+             average_with->size(), " tensors to average with");
+    check_many(*average_with, {}, "copy_clamped");
+  }
   if (srcs.empty()) return;
-  BR_CHECK(srcs.front().device() == dsts.front().device(), "copy_clamped: sources on ", srcs.front().device().str(),
-           ", destinations on ", dsts.front().device().str());
+  BR_CHECK(srcs.front().device() == dsts.front().device() &&
+               (average_with == nullptr || average_with->front().device() == srcs.front().device()),
+           "copy_clamped: sources on ", srcs.front().device().str(), ", destinations on ", dsts.front().device().str());
   std::vector<kernels::CopyClampTask> tasks(srcs.size());
   for (size_t i = 0; i < srcs.size(); ++i) {
-    BR_CHECK(srcs[i].numel() == dsts[i].numel(), "copy_clamped: tensor ", i, " has ", srcs[i].numel(),
-             " elements, its destination ", dsts[i].numel());
-    tasks[i] = {srcs[i].data_ptr<float>(), dsts[i].data_ptr<float>(), srcs[i].numel(), bound};
+    BR_CHECK(srcs[i].numel() == dsts[i].numel() && (average_with == nullptr || (*average_with)[i].numel() == srcs[i].numel()),
+             "copy_clamped: tensor ", i, " has ", srcs[i].numel(), " elements, its destination ", dsts[i].numel());
+    tasks[i] = {srcs[i].data_ptr<float>(), dsts[i].data_ptr<float>(), srcs[i].numel(), bound,
+                average_with != nullptr ? (*average_with)[i].data_ptr<float>() : nullptr};
   }
   const int64_t count = static_cast<int64_t>(tasks.size());
   if (srcs.front().is_cpu()) {

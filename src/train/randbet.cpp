@@ -52,38 +52,62 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   ++perturbed_steps_;
 
   torch::NoGradGuard no_grad;
-  // Codes of the current float weights (ranges recomputed, as in the clean quantized pass).
+  // Codes of the current float weights, with the ranges the clean quantized pass of this step
+  // computed from them; the whole model in one call per operation, into buffers kept across steps.
   const auto& names = qat_.names();
   const auto& params = qat_.params();
   const auto& masters = qat_.master_weights();
+  const quant::QuantScheme& scheme = qat_.scheme();
+  quant::quantize_many_into(masters, qat_.ranges(), scheme, codes_);
+  perturbed_.resize(codes_.size());
   quant::QuantizedModel current;
   current.names = names;
   current.params = params;
-  for (size_t i = 0; i < params.size(); ++i) current.tensors.push_back(quant::quantize(masters[i], qat_.scheme(), names[i]));
-  std::vector<bits::CodeTensor> codes = eval::perturbable_codes(current);
+  std::vector<bits::CodeTensor> codes(codes_.size());
+  int64_t row = 0;
+  for (size_t i = 0; i < codes_.size(); ++i) {
+    quant::QuantizedTensor t;
+    t.codes = codes_[i];
+    t.channels = quant::range_channels(masters[i], scheme);
+    t.ranges = qat_.ranges().slice(0, row, row + t.channels);
+    t.format = scheme.format();
+    t.scheme = scheme;
+    row += t.channels;
+    if (!perturbed_[i].defined() || !perturbed_[i].sizes().equals(codes_[i].sizes()) ||
+        perturbed_[i].device() != codes_[i].device() || perturbed_[i].scalar_type() != codes_[i].scalar_type()) {
+      perturbed_[i] = at::empty_like(codes_[i]);
+    }
+    codes[i] = {names[i], codes_[i], perturbed_[i], scheme.bits, static_cast<int64_t>(i)};
+    current.tensors.push_back(std::move(t));
+  }
   bits::inject_bit_errors_async(codes, error_model_, pattern_seed(step));
   current.load_weights(eval::with_perturbed_codes(current, codes));
-  if (clean_grads_.size() != all_params_.size()) {
-    clean_grads_.clear();
-    for (auto& p : all_params_) clean_grads_.push_back(at::zeros_like(p));
-  }
+  // The clean gradients are kept by handle and the perturbed backward pass gets fresh gradient
+  // tensors: no copy and no zeroing per parameter.
+  clean_grads_.assign(all_params_.size(), at::Tensor());
   for (size_t i = 0; i < all_params_.size(); ++i) {
-    const at::Tensor& g = all_params_[i].grad();
-    if (g.defined()) clean_grads_[i].copy_(g); else clean_grads_[i].zero_();
-    if (g.defined()) all_params_[i].mutable_grad().zero_();
+    at::Tensor& g = all_params_[i].mutable_grad();
+    clean_grads_[i] = g;
+    g = at::Tensor();
   }
   {
     at::AutoGradMode enable_grad(true);
     const at::Tensor perturbed_loss = at::cross_entropy_loss(net_.forward(x), y);
     perturbed_loss.backward();
   }
-  const double c = options_.gradient_clamp;
+  // grad = clamp(perturbed grad) (alternate), or its mean with the clean one, in one call for all.
+  std::vector<at::Tensor> grads, cleans;
   for (size_t i = 0; i < all_params_.size(); ++i) {
-    at::Tensor g = all_params_[i].mutable_grad();
-    if (!g.defined()) continue;
-    g.clamp_(-c, c);
-    if (!alternate) g.add_(clean_grads_[i]).mul_(0.5);
+    at::Tensor& g = all_params_[i].mutable_grad();
+    const at::Tensor& clean = clean_grads_[i];
+    if (!g.defined()) {  // a parameter the perturbed pass did not reach: its gradient is zero
+      if (!clean.defined()) continue;
+      g = at::zeros_like(clean);
+    }
+    grads.push_back(g);
+    cleans.push_back(clean.defined() ? clean : at::zeros_like(g));
   }
+  quant::copy_clamped_many_(grads, grads, static_cast<float>(options_.gradient_clamp), alternate ? nullptr : &cleans);
 }
 
 StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTraining* randbet) {

@@ -483,7 +483,7 @@ TEST(QuantizeKernels, LargeTensorsAgreeWithScalarFormulas) {
   }
 }
 
-TEST(QuantizeKernels, DequantizeManyDequantizesEveryTaskWithItsOwnFormat) {
+TEST(QuantizeKernels, QuantizeAndDequantizeManyUseEveryTasksOwnFormat) {
   // One call over tensors of different formats, containers, channel counts and sizes (an empty one
   // in the middle, 2^18 elements in all so the call runs in parallel): each equals the scalar formula.
   struct Case {
@@ -514,6 +514,18 @@ TEST(QuantizeKernels, DequantizeManyDequantizesEveryTaskWithItsOwnFormat) {
                      cases[t].format, outs[t].data()});
   }
   dequantize_many_cpu(tasks.data(), static_cast<int64_t>(tasks.size()));
+  // The codes again, all tasks in one call.
+  std::vector<Codes> again;
+  std::vector<QuantizeTask> quantize_tasks;
+  for (size_t t = 0; t < cases.size(); ++t) again.emplace_back(cases[t].format.bits, static_cast<size_t>(cases[t].n));
+  for (size_t t = 0; t < cases.size(); ++t) {
+    quantize_tasks.push_back({weights[t].data(), cases[t].n, static_cast<int64_t>(cases[t].ranges.size()),
+                              cases[t].ranges.data(), cases[t].format, again[t].data()});
+  }
+  quantize_many_cpu(quantize_tasks.data(), static_cast<int64_t>(quantize_tasks.size()));
+  for (size_t t = 0; t < cases.size(); ++t) {
+    for (int64_t i = 0; i < cases[t].n; ++i) ASSERT_EQ(again[t][i], codes[t][i]) << "task " << t << " i=" << i;
+  }
   for (size_t t = 0; t < cases.size(); ++t) {
     const Case& c = cases[t];
     const int64_t per = c.n / static_cast<int64_t>(c.ranges.size());

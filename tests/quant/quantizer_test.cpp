@@ -278,6 +278,20 @@ TEST(Quantizer, FakeQuantizeManyEqualsOneTensorAtATime) {
   fake_quantize_many_(ws, nullptr, s, names, ranges);
   EXPECT_EQ(ranges.data_ptr(), buffer);
   for (size_t i = 0; i < ws.size(); ++i) ASSERT_TRUE(at::equal(ws[i], fake_quantize(fake_quantize(big[i], s, "w"), s, "w")));
+  // Codes with those ranges, in one call, equal quantize_with_ranges per tensor.
+  const std::vector<at::Tensor> masters = clones(big, at::kCPU);
+  fake_quantize_many_(ws, nullptr, s, names, ranges);
+  std::vector<at::Tensor> codes;
+  quantize_many_into(masters, ranges, s, codes);
+  int64_t row = 0;
+  for (size_t i = 0; i < masters.size(); ++i) {
+    const int64_t ch = range_channels(masters[i], s);
+    const at::Tensor expected = quantize_with_ranges(masters[i], ranges.slice(0, row, row + ch), s, "w").codes;
+    ASSERT_TRUE(at::equal(codes[i], expected)) << i;
+    row += ch;
+  }
+  EXPECT_TRUE(contains(error_of([&] { quantize_many_into(masters, ranges.slice(0, 1), s, codes); }),
+                       "quantize: the ranges of 40 tensors must be a contiguous float32"));
   // A NaN names its tensor.
   ws = clones(weights, at::kCPU);
   ws[6].view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
@@ -310,6 +324,13 @@ TEST(Quantizer, CopyClampedManyCopiesAndClipsLikeClamp) {
     ASSERT_TRUE(at::equal(in_place[i].nan_to_num(5.0f), expected.nan_to_num(5.0f))) << i;
   }
   EXPECT_TRUE(std::signbit(in_place[1].view(-1)[1].item<float>()));
+  // RandBET's update: clamp, then the mean with another gradient, as clamp_, add_ and mul_(0.5).
+  std::vector<at::Tensor> grads = clones(weights, at::kCPU), others;
+  for (const at::Tensor& w : weights) others.push_back(w.flip(-1).contiguous() * 3.0f);
+  copy_clamped_many_(grads, grads, 0.05f, &others);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    ASSERT_TRUE(at::equal(grads[i], weights[i].clamp(-0.05f, 0.05f).add_(others[i]).mul_(0.5))) << i;
+  }
   const std::vector<at::Tensor> fewer(dsts.begin(), dsts.end() - 1);
   EXPECT_TRUE(contains(error_of([&] { copy_clamped_many_(weights, fewer, 0.0f); }), "40 sources but 39 destinations"));
 }
@@ -509,8 +530,12 @@ TEST(QuantizerCuda, FakeQuantizeManyAndCopyClampedEqualCpu) {
       ASSERT_TRUE(at::equal(gpu[i].cpu(), cpu[i])) << s.to_string() << " " << i;
       ASSERT_TRUE(at::equal(gpu_masters[i].cpu(), weights[i])) << i;
     }
-    copy_clamped_many_(gpu, gpu, 0.01f);
-    copy_clamped_many_(cpu, cpu, 0.01f);
+    std::vector<at::Tensor> cpu_codes, gpu_codes;
+    quantize_many_into(cpu_masters, cpu_ranges, s, cpu_codes);
+    quantize_many_into(gpu_masters, gpu_ranges, s, gpu_codes);
+    for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(at::equal(gpu_codes[i].cpu(), cpu_codes[i])) << i;
+    copy_clamped_many_(gpu, gpu, 0.01f, &gpu_masters);
+    copy_clamped_many_(cpu, cpu, 0.01f, &cpu_masters);
     for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(at::equal(gpu[i].cpu(), cpu[i])) << i;
   }
   // On the device a NaN weight makes its channel's range NaN instead of throwing.

@@ -69,6 +69,9 @@ class QuantAwareTraining {
   const QuantScheme& scheme() const { return scheme_; }
   /// The float master weights saved by use_quantized_weights() (empty before its first call).
   const std::vector<at::Tensor>& master_weights() const { return masters_; }
+  /// The ranges of the master weights computed by the last use_quantized_weights(): float32
+  /// [sum of the parameters' range channels, 2], parameter after parameter (fake_quantize_many_).
+  const at::Tensor& ranges() const { return ranges_; }
 
  private:
   QuantScheme scheme_;

@@ -49,6 +49,18 @@ void quantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange*
 /// out[i] = value of the m low bits of codes[i]; bits above m are ignored.
 void dequantize_cpu(const void* codes, int64_t n, int64_t channels, const QuantRange* ranges,
                     QuantFormat f, float* out);
+/// One tensor of a multi-tensor quantization: quantize_cpu's arguments.
+struct QuantizeTask {
+  const float* w = nullptr;
+  int64_t n = 0;
+  int64_t channels = 1;
+  const QuantRange* ranges = nullptr;
+  QuantFormat format;
+  void* codes = nullptr;
+};
+/// quantize_cpu for every task, in one parallel region over all their elements.
+void quantize_many_cpu(const QuantizeTask* tasks, int64_t count);
+
 /// One tensor of a multi-tensor dequantization: dequantize_cpu's arguments.
 struct DequantizeTask {
   const void* codes = nullptr;
@@ -99,12 +111,14 @@ struct FakeQuantizeTask {
 int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, QuantRange* ranges);
 
 /// One tensor of copy_clamped_many_*: dst[i] = src[i], clamped to [-bound, bound] when bound > 0
-/// (NaN stays NaN). src may be dst.
+/// (NaN stays NaN), then, when average_with is set, dst[i] = (dst[i] + average_with[i]) * 0.5f
+/// (RandBET's update: the clamped perturbed gradient averaged with the clean one). src may be dst.
 struct CopyClampTask {
   const float* src = nullptr;
   float* dst = nullptr;
   int64_t n = 0;
   float bound = 0.0f;
+  const float* average_with = nullptr;
 };
 void copy_clamped_many_cpu(const CopyClampTask* tasks, int64_t count);
 
@@ -120,6 +134,8 @@ void quantize_dequantize_cuda(const float* w, int64_t n, int64_t channels,
 /// dequantize_many_cpu's twin: one launch per 32 tasks of one format (sign, symmetry, container),
 /// instead of one per tensor, so that loading a model's weights is not bound by launch latency.
 void dequantize_many_cuda(const DequantizeTask* tasks, int64_t count, void* stream);
+/// quantize_many_cpu's twin: one launch per 32 tasks of one format.
+void quantize_many_cuda(const QuantizeTask* tasks, int64_t count, void* stream);
 /// fake_quantize_many_cpu's twin: a few launches per 32 tasks of one format. `ranges` (device,
 /// sum of channels entries) is scratch for the ranges; a channel holding a NaN or an infinity gets
 /// the range {NaN, NaN} (as compute_ranges_cuda), so its weights become NaN: nothing is returned,

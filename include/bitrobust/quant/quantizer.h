@@ -73,9 +73,17 @@ at::Tensor fake_quantize(const at::Tensor& w, const QuantScheme& s,
 /// channel becomes NaN instead (see compute_ranges_cuda), which the trainer's loss check reports.
 void fake_quantize_many_(const std::vector<at::Tensor>& ws, std::vector<at::Tensor>* masters, const QuantScheme& s,
                          const std::vector<std::string>& names, at::Tensor& ranges);
+/// The codes of every ws[i] (contiguous float32, one device) with given ranges: `ranges` holds the
+/// tensors' rows one after the other, range_channels(ws[i], s) each, as fake_quantize_many_ writes
+/// them. codes[i] is (re)allocated when missing or of another shape, type or device; keep the vector
+/// from call to call. Bit-identical to quantize_with_ranges per tensor.
+void quantize_many_into(const std::vector<at::Tensor>& ws, const at::Tensor& ranges, const QuantScheme& s,
+                        std::vector<at::Tensor>& codes);
 /// dsts[i] = srcs[i], clamped to [-bound, bound] when bound > 0 (srcs may be dsts: clipping in
-/// place); contiguous float32 tensors on one device, one kernel call for all.
-void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound);
+/// place), then averaged with average_with[i] when given: (clamped + other) * 0.5, bit for bit what
+/// clamp_, add_ and mul_(0.5) give. Contiguous float32 tensors on one device, one kernel call for all.
+void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound,
+                        const std::vector<at::Tensor>* average_with = nullptr);
 
 /// Clamps w in place to [-clip, clip] when s.clip > 0 (the reference's weight clipping during
 /// training, applied after each optimizer step); does nothing otherwise.

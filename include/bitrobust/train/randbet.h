@@ -45,7 +45,9 @@ class RandomBitErrorTraining {
   RandBETOptions options_;
   bits::ErrorModel error_model_;
   std::vector<at::Tensor> all_params_;
-  std::vector<at::Tensor> clean_grads_;
+  std::vector<at::Tensor> clean_grads_;  ///< the clean pass's gradient tensors of the current step
+  std::vector<at::Tensor> codes_;        ///< the step's clean codes, kept from step to step
+  std::vector<at::Tensor> perturbed_;    ///< the step's perturbed codes, kept from step to step
   bool active_ = false;
   int64_t step_ = 0;
   int64_t active_steps_ = 0;

@@ -43,6 +43,26 @@ void for_each_segment(int64_t n, int64_t channels, Segment&& segment) {
   }
 }
 
+/// Calls work(task, begin, end) for blocks of kBlock elements of every task (tasks have a field n),
+/// all blocks of all tasks in one parallel region: a model's small tensors need no fork each.
+template <typename Task, typename Work>
+void for_each_block_of_tasks(const Task* tasks, int64_t count, Work&& work) {
+  struct Block {
+    int64_t task, begin, end;
+  };
+  std::vector<Block> blocks;
+  int64_t total = 0;
+  for (int64_t t = 0; t < count; ++t) {
+    for (int64_t begin = 0; begin < tasks[t].n; begin += kBlock) {
+      blocks.push_back({t, begin, std::min(tasks[t].n, begin + kBlock)});
+    }
+    total += tasks[t].n;
+  }
+  const int64_t num_blocks = static_cast<int64_t>(blocks.size());
+#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+  for (int64_t b = 0; b < num_blocks; ++b) work(tasks[blocks[b].task], blocks[b].begin, blocks[b].end);
+}
+
 // Hides the parameters' values from the optimizer. Once it knows them (say the ±1 bounds of the
 // asymmetric scheme), GCC threads jumps through the clamps into per-case control flow and gives up
 // vectorizing; parameters it cannot see stay in registers and the clamps become minps/maxps.
@@ -95,15 +115,6 @@ BR_VECTOR_CLONES void quantize_dequantize_segment(const float* w, int64_t count,
   }
 }
 
-template <bool Signed, bool Asymmetric, bool Round, typename Container>
-void quantize_impl(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
-                   QuantFormat f, Container* codes) {
-  for_each_segment(n, channels, [&](int64_t channel, int64_t begin, int64_t end) {
-    quantize_segment<Signed, Asymmetric, Round>(w + begin, end - begin,
-                                                make_quant_params(ranges[channel], f), codes + begin);
-  });
-}
-
 template <bool Signed, bool Asymmetric, bool Round>
 void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
                               const QuantRange* ranges, QuantFormat f, float* out) {
@@ -113,9 +124,19 @@ void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
   });
 }
 
-// No __restrict__: src may be dst. The comparisons are clamp's: NaN stays NaN, -0 stays -0.
-BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, float bound, float* dst) {
-  if (bound > 0.0f) {
+// No __restrict__: src may be dst. The comparisons are clamp's: NaN stays NaN, -0 stays -0. The
+// average is an addition then a multiplication by 0.5, as at::add_ then at::mul_ compute it.
+BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, float bound, const float* average_with,
+                                           float* dst) {
+  if (average_with != nullptr) {
+    const float lo = bound > 0.0f ? -bound : -std::numeric_limits<float>::infinity();
+    const float hi = bound > 0.0f ? bound : std::numeric_limits<float>::infinity();
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) {
+      const float x = src[i];
+      dst[i] = ((x < lo ? lo : (x > hi ? hi : x)) + average_with[i]) * 0.5f;
+    }
+  } else if (bound > 0.0f) {
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) {
       const float x = src[i];
@@ -151,10 +172,23 @@ BR_VECTOR_CLONES MinMax minmax_serial(const float* w, int64_t begin, int64_t end
 void quantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
                   QuantFormat f, void* codes) {
   check_quant_kernel_args("quantize_cpu", n, channels, f);
-  dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto round, auto* container) {
-    using Container = std::remove_pointer_t<decltype(container)>;
-    quantize_impl<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value>(
-        w, n, channels, ranges, f, static_cast<Container*>(codes));
+  const QuantizeTask task{w, n, channels, ranges, f, codes};
+  quantize_many_cpu(&task, 1);
+}
+
+void quantize_many_cpu(const QuantizeTask* tasks, int64_t count) {
+  for (int64_t t = 0; t < count; ++t) {
+    check_quant_kernel_args("quantize_many_cpu", tasks[t].n, tasks[t].channels, tasks[t].format);
+  }
+  for_each_block_of_tasks(tasks, count, [](const QuantizeTask& task, int64_t block_begin, int64_t block_end) {
+    dispatch_quant_format(task.format, [&](auto is_signed, auto asymmetric, auto round, auto* container) {
+      using Container = std::remove_pointer_t<decltype(container)>;
+      auto* codes = static_cast<Container*>(task.codes);
+      split_at_channels(block_begin, block_end, task.n / task.channels, [&](int64_t channel, int64_t begin, int64_t end) {
+        quantize_segment<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value>(
+            task.w + begin, end - begin, make_quant_params(task.ranges[channel], task.format), codes + begin);
+      });
+    });
   });
 }
 
@@ -166,35 +200,21 @@ void dequantize_cpu(const void* codes, int64_t n, int64_t channels, const QuantR
 }
 
 void dequantize_many_cpu(const DequantizeTask* tasks, int64_t count) {
-  struct Block {
-    int64_t task, begin, end;
-  };
-  std::vector<Block> blocks;
-  int64_t total = 0;
   for (int64_t t = 0; t < count; ++t) {
     check_quant_kernel_args("dequantize_many_cpu", tasks[t].n, tasks[t].channels, tasks[t].format);
-    for (int64_t begin = 0; begin < tasks[t].n; begin += kBlock) {
-      blocks.push_back({t, begin, std::min(tasks[t].n, begin + kBlock)});
-    }
-    total += tasks[t].n;
   }
-  const int64_t num_blocks = static_cast<int64_t>(blocks.size());
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    const DequantizeTask& task = tasks[blocks[b].task];
+  for_each_block_of_tasks(tasks, count, [](const DequantizeTask& task, int64_t block_begin, int64_t block_end) {
     QuantFormat f = task.format;
     f.round = false;  // rounding does not enter dequantization: instantiate on sign and symmetry only
     dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto, auto* container) {
       using Container = std::remove_pointer_t<decltype(container)>;
       const auto* codes = static_cast<const Container*>(task.codes);
-      split_at_channels(blocks[b].begin, blocks[b].end, task.n / task.channels,
-                        [&](int64_t channel, int64_t begin, int64_t end) {
-                          dequantize_segment<decltype(is_signed)::value, decltype(asymmetric)::value>(
-                              codes + begin, end - begin, make_quant_params(task.ranges[channel], f),
-                              task.out + begin);
-                        });
+      split_at_channels(block_begin, block_end, task.n / task.channels, [&](int64_t channel, int64_t begin, int64_t end) {
+        dequantize_segment<decltype(is_signed)::value, decltype(asymmetric)::value>(
+            codes + begin, end - begin, make_quant_params(task.ranges[channel], f), task.out + begin);
+      });
     });
-  }
+  });
 }
 
 void quantize_dequantize_cpu(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
@@ -221,7 +241,7 @@ int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, Qua
     if (task.n > 0 && !minmax_cpu(task.w, task.n, task.channels, mins.data(), maxs.data())) return t;
     for (int64_t c = 0; c < task.channels; ++c) ranges[c] = range_of_channel(mins[c], maxs[c], task.rule);
     if (task.master != nullptr && task.n > 0) {
-      const CopyClampTask copy{task.w, task.master, task.n, 0.0f};
+      const CopyClampTask copy{task.w, task.master, task.n, 0.0f, nullptr};
       copy_clamped_many_cpu(&copy, 1);
     }
     quantize_dequantize_cpu(task.w, task.n, task.channels, ranges, task.format, task.out);
@@ -231,23 +251,13 @@ int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, Qua
 }
 
 void copy_clamped_many_cpu(const CopyClampTask* tasks, int64_t count) {
-  struct Block {
-    int64_t task, begin, end;
-  };
-  std::vector<Block> blocks;
-  int64_t total = 0;
   for (int64_t t = 0; t < count; ++t) {
     BR_CHECK(tasks[t].n >= 0, "copy_clamped_many_cpu: negative element count ", tasks[t].n);
-    for (int64_t begin = 0; begin < tasks[t].n; begin += kBlock) blocks.push_back({t, begin, std::min(tasks[t].n, begin + kBlock)});
-    total += tasks[t].n;
   }
-  const int64_t num_blocks = static_cast<int64_t>(blocks.size());
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    const CopyClampTask& task = tasks[blocks[b].task];
-    copy_clamped_segment(task.src + blocks[b].begin, blocks[b].end - blocks[b].begin, task.bound,
-                         task.dst + blocks[b].begin);
-  }
+  for_each_block_of_tasks(tasks, count, [](const CopyClampTask& task, int64_t begin, int64_t end) {
+    copy_clamped_segment(task.src + begin, end - begin, task.bound,
+                         task.average_with != nullptr ? task.average_with + begin : nullptr, task.dst + begin);
+  });
 }
 
 bool minmax_cpu(const float* w, int64_t n, int64_t channels, float* mins, float* maxs) {

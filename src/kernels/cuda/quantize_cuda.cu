@@ -55,27 +55,17 @@ inline unsigned checked_grid(int64_t blocks, const char* what) {
   return static_cast<unsigned>(blocks);
 }
 
-template <bool Signed, bool Asymmetric, bool Round, typename Container>
-__global__ void quantize_kernel(const float* __restrict__ w, int64_t n, int64_t channels,
-                                int64_t per_channel, const QuantRange* __restrict__ ranges,
-                                QuantFormat f, Container* __restrict__ codes) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const QuantParams p = make_quant_params(ranges[channel_of(i, per_channel, channels)], f);
-    const int32_t code = code_of<Signed, Round>(code_units<Asymmetric>(w[i], p), p);
-    codes[i] = static_cast<Container>(pattern_of(code, p));
-  }
-}
 
-// Multi-tensor dequantization: the task table travels by value as a __grid_constant__ parameter;
-// each block takes kDequantizeItems * kThreads consecutive elements of one task.
-constexpr int kMaxDequantizeTasks = 32;
-constexpr int kDequantizeItems = 4;
-constexpr int64_t kDequantizeBlockElements = int64_t{kDequantizeItems} * kThreads;
+// Multi-tensor kernels: the task table travels by value as a __grid_constant__ parameter (up to
+// kMaxTasksPerLaunch tasks of one format per launch); each block of an element-wise kernel takes
+// kElementBlock consecutive elements of one task.
+constexpr int kMaxTasksPerLaunch = 32;
+constexpr int kElementItems = 4;
+constexpr int64_t kElementBlock = int64_t{kElementItems} * kThreads;
 
 struct DequantizeBatch {
-  DequantizeTask tasks[kMaxDequantizeTasks];
-  int64_t block_begin[kMaxDequantizeTasks + 1];  // prefix sums of the tasks' block counts
+  DequantizeTask tasks[kMaxTasksPerLaunch];
+  int64_t block_begin[kMaxTasksPerLaunch + 1];  // prefix sums of the tasks' block counts
   int count;
 };
 static_assert(sizeof(DequantizeBatch) < 4000, "kernel parameters are limited to 4 KiB");
@@ -87,9 +77,9 @@ __global__ void dequantize_many_kernel(__grid_constant__ const DequantizeBatch b
   const DequantizeTask& task = batch.tasks[t];
   const Container* __restrict__ codes = static_cast<const Container*>(task.codes);
   const int64_t per_channel = task.n / task.channels;
-  const int64_t first = (block - batch.block_begin[t]) * kDequantizeBlockElements + threadIdx.x;
+  const int64_t first = (block - batch.block_begin[t]) * kElementBlock + threadIdx.x;
 #pragma unroll
-  for (int k = 0; k < kDequantizeItems; ++k) {
+  for (int k = 0; k < kElementItems; ++k) {
     const int64_t i = first + int64_t{k} * kThreads;
     if (i < task.n) {
       const QuantParams p = make_quant_params(task.ranges[channel_of(i, per_channel, task.channels)], task.format);
@@ -98,6 +88,32 @@ __global__ void dequantize_many_kernel(__grid_constant__ const DequantizeBatch b
   }
 }
 
+
+struct QuantizeBatch {
+  QuantizeTask tasks[kMaxTasksPerLaunch];
+  int64_t block_begin[kMaxTasksPerLaunch + 1];
+  int count;
+};
+static_assert(sizeof(QuantizeBatch) < 4000, "kernel parameters are limited to 4 KiB");
+
+template <bool Signed, bool Asymmetric, bool Round, typename Container>
+__global__ void quantize_many_kernel(__grid_constant__ const QuantizeBatch batch) {
+  const int64_t block = blockIdx.x;
+  const int t = task_of_block(batch.block_begin, batch.count, block);
+  const QuantizeTask& task = batch.tasks[t];
+  Container* __restrict__ codes = static_cast<Container*>(task.codes);
+  const int64_t per_channel = task.n / task.channels;
+  const int64_t first = (block - batch.block_begin[t]) * kElementBlock + threadIdx.x;
+#pragma unroll
+  for (int k = 0; k < kElementItems; ++k) {
+    const int64_t i = first + int64_t{k} * kThreads;
+    if (i < task.n) {
+      const QuantParams p = make_quant_params(task.ranges[channel_of(i, per_channel, task.channels)], task.format);
+      const int32_t code = code_of<Signed, Round>(code_units<Asymmetric>(task.w[i], p), p);
+      codes[i] = static_cast<Container>(pattern_of(code, p));
+    }
+  }
+}
 
 // No __restrict__: out may be w (in-place fake quantization).
 template <bool Signed, bool Asymmetric, bool Round>
@@ -123,16 +139,35 @@ void check_launch(const char* kernel) {
 void quantize_cuda(const float* w, int64_t n, int64_t channels, const QuantRange* ranges,
                    QuantFormat f, void* codes, void* stream) {
   check_quant_kernel_args("quantize_cuda", n, channels, f);
-  if (n == 0) return;
-  const int64_t per_channel = n / channels;
-  auto cuda_stream = static_cast<cudaStream_t>(stream);
-  dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto round, auto* container) {
-    using Container = std::remove_pointer_t<decltype(container)>;
-    quantize_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value>
-        <<<blocks_for(n), kThreads, 0, cuda_stream>>>(w, n, channels, per_channel, ranges, f,
-                                                       static_cast<Container*>(codes));
+  const QuantizeTask task{w, n, channels, ranges, f, codes};
+  quantize_many_cuda(&task, 1, stream);
+}
+
+void quantize_many_cuda(const QuantizeTask* tasks, int64_t count, void* stream) {
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  for (int64_t t = 0; t < count; ++t) {
+    check_quant_kernel_args("quantize_many_cuda", tasks[t].n, tasks[t].channels, tasks[t].format);
+  }
+  auto kernel_of = [](const QuantizeTask& t) {
+    return 8 * t.format.is_signed + 4 * t.format.asymmetric + 2 * t.format.round + (t.format.bits > 8);
+  };
+  in_batches(tasks, count, kMaxTasksPerLaunch, kernel_of, [&](int64_t first, int64_t size) {
+    QuantizeBatch batch{};
+    batch.count = static_cast<int>(size);
+    for (int i = 0; i < batch.count; ++i) {
+      batch.tasks[i] = tasks[first + i];
+      batch.block_begin[i + 1] =
+          batch.block_begin[i] + (batch.tasks[i].n + kElementBlock - 1) / kElementBlock;
+    }
+    const int64_t blocks = batch.block_begin[batch.count];
+    if (blocks == 0) return;
+    dispatch_quant_format(batch.tasks[0].format, [&](auto is_signed, auto asymmetric, auto round, auto* container) {
+      using Container = std::remove_pointer_t<decltype(container)>;
+      quantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value, Container>
+          <<<checked_grid(blocks, "quantize_many_cuda"), kThreads, 0, cuda_stream>>>(batch);
+    });
   });
-  check_launch("quantize_cuda");
+  check_launch("quantize_many_cuda");
 }
 
 void dequantize_cuda(const void* codes, int64_t n, int64_t channels, const QuantRange* ranges,
@@ -151,14 +186,14 @@ void dequantize_many_cuda(const DequantizeTask* tasks, int64_t count, void* stre
   auto kernel_of = [](const DequantizeTask& t) {
     return 4 * t.format.is_signed + 2 * t.format.asymmetric + (t.format.bits > 8);
   };
-  in_batches(tasks, count, kMaxDequantizeTasks, kernel_of, [&](int64_t first, int64_t size) {
+  in_batches(tasks, count, kMaxTasksPerLaunch, kernel_of, [&](int64_t first, int64_t size) {
     DequantizeBatch batch{};
     batch.count = static_cast<int>(size);
     for (int i = 0; i < batch.count; ++i) {
       batch.tasks[i] = tasks[first + i];
       batch.tasks[i].format.round = false;
       batch.block_begin[i + 1] =
-          batch.block_begin[i] + (batch.tasks[i].n + kDequantizeBlockElements - 1) / kDequantizeBlockElements;
+          batch.block_begin[i] + (batch.tasks[i].n + kElementBlock - 1) / kElementBlock;
     }
     const int64_t blocks = batch.block_begin[batch.count];
     if (blocks == 0) return;
@@ -307,8 +342,6 @@ namespace {
 // kMaxFakeQuantizeTasks tensors, where one tensor at a time takes five.
 constexpr int kMaxFakeQuantizeTasks = 32;
 constexpr int64_t kSliceElements = int64_t{kThreads} * 16;  // min/max pass: elements per block
-constexpr int kElementItems = 4;                            // element passes: elements per thread
-constexpr int64_t kElementBlock = int64_t{kElementItems} * kThreads;
 
 struct FakeQuantizeBatch {
   FakeQuantizeTask tasks[kMaxFakeQuantizeTasks];
@@ -369,7 +402,7 @@ __global__ void fake_quantize_many_kernel(__grid_constant__ const FakeQuantizeBa
   }
 }
 
-constexpr int kMaxCopyClampTasks = 96;
+constexpr int kMaxCopyClampTasks = 80;
 struct CopyClampBatch {
   CopyClampTask tasks[kMaxCopyClampTasks];
   int64_t element_begin[kMaxCopyClampTasks + 1];
@@ -389,7 +422,8 @@ __global__ void copy_clamped_many_kernel(__grid_constant__ const CopyClampBatch 
     const int64_t i = first + int64_t{k} * kThreads;
     if (i < task.n) {
       const float x = task.src[i];
-      task.dst[i] = bound > 0.0f ? (x < -bound ? -bound : (x > bound ? bound : x)) : x;
+      const float clamped = bound > 0.0f ? (x < -bound ? -bound : (x > bound ? bound : x)) : x;
+      task.dst[i] = task.average_with != nullptr ? (clamped + task.average_with[i]) * 0.5f : clamped;
     }
   }
 }
