@@ -123,18 +123,17 @@ void BM_Sweep(benchmark::State& state) {
 }
 BENCHMARK(BM_Sweep)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 
-// Draw a fresh pattern at 1% for the whole model, inject it and dequantize into the weights.
-// Draw, inject and dequantize one whole-model pattern (what the sweep does per pattern); arg: rate
-// in units of 1e-4 (issue 4's 0.01%, 0.1%, 1%, 10%). Bytes processed: the model's codes.
-void BM_InjectDequantize(benchmark::State& state) {
+// Times what the sweep does per pattern over the whole model: draw and inject a pattern at `rate`
+// (unless rate < 0), then dequantize every code into the weights. Bytes processed: the model's codes.
+void time_inject_dequantize(benchmark::State& state, double rate) {
   Bench& b = bench();
   std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
   const std::vector<quant::QuantizedTensor> perturbed = eval::with_perturbed_codes(b.q, codes);
-  const bits::ErrorModel model = bits::ErrorModel::parse("random", static_cast<double>(state.range(0)) * 1e-4);
+  const bits::ErrorModel model = bits::ErrorModel::parse("random", rate < 0 ? 0.0 : rate);
   torch::NoGradGuard no_grad;
   uint64_t seed = 1000;
   for (auto _ : state) {
-    bits::inject_bit_errors_async(codes, model, seed++);
+    if (rate >= 0) bits::inject_bit_errors_async(codes, model, seed++);
     b.q.load_weights(perturbed);
     sync(b.device);
   }
@@ -143,25 +142,16 @@ void BM_InjectDequantize(benchmark::State& state) {
   for (const auto& t : b.q.tensors) bytes += t.codes.numel() * t.codes.element_size();
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
 }
+
+// Draw, inject and dequantize one whole-model pattern; arg: rate in units of 1e-4 (issue 4's 0.01%,
+// 0.1%, 1%, 10%; 0: copy the clean codes, no draw).
+void BM_InjectDequantize(benchmark::State& state) { time_inject_dequantize(state, static_cast<double>(state.range(0)) * 1e-4); }
 BENCHMARK(BM_InjectDequantize)->ArgName("p_e4")->Arg(0)->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond)
     ->UseRealTime()->MinTime(1.0);
 
 // The floor of the above that no sampler can lower: dequantize every code into the float weights
 // the network reads (4 bytes written per 8-bit code), with no pattern drawn.
-void BM_DequantizeOnly(benchmark::State& state) {
-  Bench& b = bench();
-  std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
-  const std::vector<quant::QuantizedTensor> perturbed = eval::with_perturbed_codes(b.q, codes);
-  torch::NoGradGuard no_grad;
-  for (auto _ : state) {
-    b.q.load_weights(perturbed);
-    sync(b.device);
-  }
-  b.q.load_clean_weights();
-  int64_t bytes = 0;
-  for (const auto& t : b.q.tensors) bytes += t.codes.numel() * t.codes.element_size();
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
-}
+void BM_DequantizeOnly(benchmark::State& state) { time_inject_dequantize(state, -1.0); }
 BENCHMARK(BM_DequantizeOnly)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
 
 // Baseline of the above: copy every code tensor once (what any pattern must at least read and write).

@@ -63,56 +63,72 @@ constexpr int kMaxTasksPerLaunch = 32;
 constexpr int kElementItems = 4;
 constexpr int64_t kElementBlock = int64_t{kElementItems} * kThreads;
 
-struct DequantizeBatch {
-  DequantizeTask tasks[kMaxTasksPerLaunch];
-  int64_t block_begin[kMaxTasksPerLaunch + 1];  // prefix sums of the tasks' block counts
+/// The tasks of one element-wise launch and where each task's blocks begin.
+template <typename Task, int kMax = kMaxTasksPerLaunch>
+struct ElementBatch {
+  Task tasks[kMax];
+  int64_t block_begin[kMax + 1];  // prefix sums of the tasks' block counts
   int count;
 };
-static_assert(sizeof(DequantizeBatch) < 4000, "kernel parameters are limited to 4 KiB");
 
-template <bool Signed, bool Asymmetric, typename Container>
-__global__ void dequantize_many_kernel(__grid_constant__ const DequantizeBatch batch) {
+template <typename Task, int kMax>
+ElementBatch<Task, kMax> element_batch(const Task* tasks, int64_t size) {
+  static_assert(sizeof(ElementBatch<Task, kMax>) < 4000, "kernel parameters are limited to 4 KiB");
+  ElementBatch<Task, kMax> batch{};
+  batch.count = static_cast<int>(size);
+  for (int i = 0; i < batch.count; ++i) {
+    batch.tasks[i] = tasks[i];
+    batch.block_begin[i + 1] = batch.block_begin[i] + (tasks[i].n + kElementBlock - 1) / kElementBlock;
+  }
+  return batch;
+}
+
+/// Calls fn(task, t, i) for the elements i of task t that this thread handles.
+template <typename Task, typename Fn>
+__device__ __forceinline__ void for_block_elements(const Task* tasks, const int64_t* block_begin, int count, Fn&& fn) {
   const int64_t block = blockIdx.x;
-  const int t = task_of_block(batch.block_begin, batch.count, block);
-  const DequantizeTask& task = batch.tasks[t];
-  const Container* __restrict__ codes = static_cast<const Container*>(task.codes);
-  const int64_t per_channel = task.n / task.channels;
-  const int64_t first = (block - batch.block_begin[t]) * kElementBlock + threadIdx.x;
+  const int t = task_of_block(block_begin, count, block);
+  const Task& task = tasks[t];
+  const int64_t first = (block - block_begin[t]) * kElementBlock + threadIdx.x;
 #pragma unroll
   for (int k = 0; k < kElementItems; ++k) {
     const int64_t i = first + int64_t{k} * kThreads;
-    if (i < task.n) {
-      const QuantParams p = make_quant_params(task.ranges[channel_of(i, per_channel, task.channels)], task.format);
-      task.out[i] = dequantize_value<Asymmetric>(value_of_pattern<Signed>(codes[i], p), p);
-    }
+    if (i < task.n) fn(task, t, i);
   }
 }
 
+template <typename Task>
+__device__ __forceinline__ int64_t channel_of_element(const Task& task, int64_t i) {
+  return task.channels == 1 ? 0 : i / (task.n / task.channels);
+}
 
-struct QuantizeBatch {
-  QuantizeTask tasks[kMaxTasksPerLaunch];
-  int64_t block_begin[kMaxTasksPerLaunch + 1];
-  int count;
-};
-static_assert(sizeof(QuantizeBatch) < 4000, "kernel parameters are limited to 4 KiB");
+/// For consecutive runs of tasks with equal kernel_of(task): launch(batch, grid) per batch that has
+/// elements.
+template <int kMax = kMaxTasksPerLaunch, typename Task, typename KernelOf, typename Launch>
+void launch_element_batches(const Task* tasks, int64_t count, const char* what, KernelOf kernel_of, Launch launch) {
+  in_batches(tasks, count, kMax, kernel_of, [&](int64_t first, int64_t size) {
+    const ElementBatch<Task, kMax> batch = element_batch<Task, kMax>(tasks + first, size);
+    const int64_t blocks = batch.block_begin[batch.count];
+    if (blocks > 0) launch(batch, checked_grid(blocks, what));
+  });
+}
+
+template <bool Signed, bool Asymmetric, typename Container>
+__global__ void dequantize_many_kernel(__grid_constant__ const ElementBatch<DequantizeTask> batch) {
+  for_block_elements(batch.tasks, batch.block_begin, batch.count, [](const DequantizeTask& task, int, int64_t i) {
+    const QuantParams p = make_quant_params(task.ranges[channel_of_element(task, i)], task.format);
+    const Container code = static_cast<const Container*>(task.codes)[i];
+    task.out[i] = dequantize_value<Asymmetric>(value_of_pattern<Signed>(code, p), p);
+  });
+}
 
 template <bool Signed, bool Asymmetric, bool Round, typename Container>
-__global__ void quantize_many_kernel(__grid_constant__ const QuantizeBatch batch) {
-  const int64_t block = blockIdx.x;
-  const int t = task_of_block(batch.block_begin, batch.count, block);
-  const QuantizeTask& task = batch.tasks[t];
-  Container* __restrict__ codes = static_cast<Container*>(task.codes);
-  const int64_t per_channel = task.n / task.channels;
-  const int64_t first = (block - batch.block_begin[t]) * kElementBlock + threadIdx.x;
-#pragma unroll
-  for (int k = 0; k < kElementItems; ++k) {
-    const int64_t i = first + int64_t{k} * kThreads;
-    if (i < task.n) {
-      const QuantParams p = make_quant_params(task.ranges[channel_of(i, per_channel, task.channels)], task.format);
-      const int32_t code = code_of<Signed, Round>(code_units<Asymmetric>(task.w[i], p), p);
-      codes[i] = static_cast<Container>(pattern_of(code, p));
-    }
-  }
+__global__ void quantize_many_kernel(__grid_constant__ const ElementBatch<QuantizeTask> batch) {
+  for_block_elements(batch.tasks, batch.block_begin, batch.count, [](const QuantizeTask& task, int, int64_t i) {
+    const QuantParams p = make_quant_params(task.ranges[channel_of_element(task, i)], task.format);
+    const int32_t code = code_of<Signed, Round>(code_units<Asymmetric>(task.w[i], p), p);
+    static_cast<Container*>(task.codes)[i] = static_cast<Container>(pattern_of(code, p));
+  });
 }
 
 // No __restrict__: out may be w (in-place fake quantization).
@@ -151,20 +167,12 @@ void quantize_many_cuda(const QuantizeTask* tasks, int64_t count, void* stream) 
   auto kernel_of = [](const QuantizeTask& t) {
     return 8 * t.format.is_signed + 4 * t.format.asymmetric + 2 * t.format.round + (t.format.bits > 8);
   };
-  in_batches(tasks, count, kMaxTasksPerLaunch, kernel_of, [&](int64_t first, int64_t size) {
-    QuantizeBatch batch{};
-    batch.count = static_cast<int>(size);
-    for (int i = 0; i < batch.count; ++i) {
-      batch.tasks[i] = tasks[first + i];
-      batch.block_begin[i + 1] =
-          batch.block_begin[i] + (batch.tasks[i].n + kElementBlock - 1) / kElementBlock;
-    }
-    const int64_t blocks = batch.block_begin[batch.count];
-    if (blocks == 0) return;
+  launch_element_batches(tasks, count, "quantize_many_cuda", kernel_of,
+                         [&](const ElementBatch<QuantizeTask>& batch, unsigned grid) {
     dispatch_quant_format(batch.tasks[0].format, [&](auto is_signed, auto asymmetric, auto round, auto* container) {
       using Container = std::remove_pointer_t<decltype(container)>;
       quantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value, Container>
-          <<<checked_grid(blocks, "quantize_many_cuda"), kThreads, 0, cuda_stream>>>(batch);
+          <<<grid, kThreads, 0, cuda_stream>>>(batch);
     });
   });
   check_launch("quantize_many_cuda");
@@ -186,21 +194,14 @@ void dequantize_many_cuda(const DequantizeTask* tasks, int64_t count, void* stre
   auto kernel_of = [](const DequantizeTask& t) {
     return 4 * t.format.is_signed + 2 * t.format.asymmetric + (t.format.bits > 8);
   };
-  in_batches(tasks, count, kMaxTasksPerLaunch, kernel_of, [&](int64_t first, int64_t size) {
-    DequantizeBatch batch{};
-    batch.count = static_cast<int>(size);
-    for (int i = 0; i < batch.count; ++i) {
-      batch.tasks[i] = tasks[first + i];
-      batch.tasks[i].format.round = false;
-      batch.block_begin[i + 1] =
-          batch.block_begin[i] + (batch.tasks[i].n + kElementBlock - 1) / kElementBlock;
-    }
-    const int64_t blocks = batch.block_begin[batch.count];
-    if (blocks == 0) return;
-    dispatch_quant_format(batch.tasks[0].format, [&](auto is_signed, auto asymmetric, auto, auto* container) {
+  launch_element_batches(tasks, count, "dequantize_many_cuda", kernel_of,
+                         [&](const ElementBatch<DequantizeTask>& batch, unsigned grid) {
+    QuantFormat f = batch.tasks[0].format;
+    f.round = false;
+    dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto, auto* container) {
       using Container = std::remove_pointer_t<decltype(container)>;
       dequantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, Container>
-          <<<checked_grid(blocks, "dequantize_many_cuda"), kThreads, 0, cuda_stream>>>(batch);
+          <<<grid, kThreads, 0, cuda_stream>>>(batch);
     });
   });
   check_launch("dequantize_many_cuda");
@@ -385,47 +386,22 @@ __global__ void ranges_from_keys_many_kernel(__grid_constant__ const FakeQuantiz
 // No __restrict__: out may be w.
 template <bool Signed, bool Asymmetric, bool Round>
 __global__ void fake_quantize_many_kernel(__grid_constant__ const FakeQuantizeBatch batch, const QuantRange* ranges) {
-  const int64_t block = blockIdx.x;
-  const int t = task_of_block(batch.element_begin, batch.count, block);
-  const FakeQuantizeTask& task = batch.tasks[t];
-  const int64_t per_channel = task.n / task.channels;
-  const int64_t first = (block - batch.element_begin[t]) * kElementBlock + threadIdx.x;
-#pragma unroll
-  for (int k = 0; k < kElementItems; ++k) {
-    const int64_t i = first + int64_t{k} * kThreads;
-    if (i < task.n) {
-      const QuantRange r = ranges[batch.range_begin[t] + channel_of(i, per_channel, task.channels)];
-      const QuantParams p = make_quant_params(r, task.format);
-      const int32_t code = code_of<Signed, Round>(code_units<Asymmetric>(task.w[i], p), p);
-      task.out[i] = dequantize_value<Asymmetric>(value_of_code<Signed>(code, p), p);
-    }
-  }
+  for_block_elements(batch.tasks, batch.element_begin, batch.count, [&](const FakeQuantizeTask& task, int t, int64_t i) {
+    const QuantParams p = make_quant_params(ranges[batch.range_begin[t] + channel_of_element(task, i)], task.format);
+    const int32_t code = code_of<Signed, Round>(code_units<Asymmetric>(task.w[i], p), p);
+    task.out[i] = dequantize_value<Asymmetric>(value_of_code<Signed>(code, p), p);
+  });
 }
 
 constexpr int kMaxCopyClampTasks = 80;
-struct CopyClampBatch {
-  CopyClampTask tasks[kMaxCopyClampTasks];
-  int64_t element_begin[kMaxCopyClampTasks + 1];
-  int count;
-};
-static_assert(sizeof(CopyClampBatch) < 4000, "kernel parameters are limited to 4 KiB");
 
 // No __restrict__: src may be dst. Comparisons as in copy_clamped_segment (NaN stays NaN).
-__global__ void copy_clamped_many_kernel(__grid_constant__ const CopyClampBatch batch) {
-  const int64_t block = blockIdx.x;
-  const int t = task_of_block(batch.element_begin, batch.count, block);
-  const CopyClampTask& task = batch.tasks[t];
-  const int64_t first = (block - batch.element_begin[t]) * kElementBlock + threadIdx.x;
-  const float bound = task.bound;
-#pragma unroll
-  for (int k = 0; k < kElementItems; ++k) {
-    const int64_t i = first + int64_t{k} * kThreads;
-    if (i < task.n) {
-      const float x = task.src[i];
-      const float clamped = bound > 0.0f ? (x < -bound ? -bound : (x > bound ? bound : x)) : x;
-      task.dst[i] = task.average_with != nullptr ? (clamped + task.average_with[i]) * 0.5f : clamped;
-    }
-  }
+__global__ void copy_clamped_many_kernel(__grid_constant__ const ElementBatch<CopyClampTask, kMaxCopyClampTasks> batch) {
+  for_block_elements(batch.tasks, batch.block_begin, batch.count, [](const CopyClampTask& task, int, int64_t i) {
+    const float x = task.src[i], bound = task.bound;
+    const float clamped = bound > 0.0f ? (x < -bound ? -bound : (x > bound ? bound : x)) : x;
+    task.dst[i] = task.average_with != nullptr ? (clamped + task.average_with[i]) * 0.5f : clamped;
+  });
 }
 
 }  // namespace
@@ -480,20 +456,11 @@ void copy_clamped_many_cuda(const CopyClampTask* tasks, int64_t count, void* str
   for (int64_t t = 0; t < count; ++t) {
     BR_CHECK(tasks[t].n >= 0, "copy_clamped_many_cuda: negative element count ", tasks[t].n);
   }
-  in_batches(tasks, count, kMaxCopyClampTasks, [](const CopyClampTask&) { return 0; },
-             [&](int64_t first, int64_t size) {
-               CopyClampBatch batch{};
-               batch.count = static_cast<int>(size);
-               for (int i = 0; i < batch.count; ++i) {
-                 batch.tasks[i] = tasks[first + i];
-                 batch.element_begin[i + 1] =
-                     batch.element_begin[i] + (batch.tasks[i].n + kElementBlock - 1) / kElementBlock;
-               }
-               const int64_t blocks = batch.element_begin[batch.count];
-               if (blocks == 0) return;
-               copy_clamped_many_kernel<<<checked_grid(blocks, "copy_clamped_many_cuda"), kThreads, 0, cuda_stream>>>(
-                   batch);
-             });
+  launch_element_batches<kMaxCopyClampTasks>(
+      tasks, count, "copy_clamped_many_cuda", [](const CopyClampTask&) { return 0; },
+      [&](const ElementBatch<CopyClampTask, kMaxCopyClampTasks>& batch, unsigned grid) {
+        copy_clamped_many_kernel<<<grid, kThreads, 0, cuda_stream>>>(batch);
+      });
   check_launch("copy_clamped_many_cuda");
 }
 
