@@ -243,8 +243,8 @@ void dequantize_many_into(const std::vector<QuantizedTensor>& qs, std::vector<at
     const QuantizedTensor& q = qs[i];
     check_dequantize_args(q, outs[i]);
     if (q.codes.numel() == 0) continue;
-    BR_CHECK(q.codes.device() == qs.front().codes.device(), "dequantize: code tensors on ",
-             qs.front().codes.device().str(), " and ", q.codes.device().str(), " in one call");
+    BR_CHECK(keep.empty() || q.codes.device() == keep.front().device(), "dequantize: code tensors on ",
+             keep.empty() ? "" : keep.front().device().str(), " and ", q.codes.device().str(), " in one call");
     keep.push_back(q.codes.contiguous());
     const at::Tensor& codes = keep.back();
     keep.push_back(q.ranges.contiguous());
@@ -327,10 +327,14 @@ void fake_quantize_many_(const std::vector<at::Tensor>& ws, std::vector<at::Tens
       }
     }
   }
-  std::vector<kernels::FakeQuantizeTask> tasks(ws.size());
+  // A tensor of shape [0, ...] under per-channel ranges has no channels: nothing to do, no rows.
+  std::vector<kernels::FakeQuantizeTask> tasks;
+  std::vector<std::string> task_names;
   int64_t channels = 0;
   for (size_t i = 0; i < ws.size(); ++i) {
-    kernels::FakeQuantizeTask& task = tasks[i];
+    if (range_channels(ws[i], s) == 0) continue;
+    task_names.push_back(i < names.size() ? names[i] : "tensor " + std::to_string(i));
+    kernels::FakeQuantizeTask& task = tasks.emplace_back();
     task.w = ws[i].data_ptr<float>();
     task.master = masters != nullptr ? (*masters)[i].data_ptr<float>() : nullptr;
     task.out = ws[i].data_ptr<float>();
@@ -341,14 +345,14 @@ void fake_quantize_many_(const std::vector<at::Tensor>& ws, std::vector<at::Tens
     channels += task.channels;
   }
   if (!ranges.defined() || ranges.device() != device || ranges.scalar_type() != at::kFloat ||
-      !ranges.sizes().equals({channels, 2})) {
+      !ranges.sizes().equals({channels, 2}) || !ranges.is_contiguous()) {
     ranges = at::empty({channels, 2}, at::TensorOptions().dtype(at::kFloat).device(device));
   }
   auto* rows = reinterpret_cast<kernels::QuantRange*>(ranges.data_ptr<float>());
   const int64_t count = static_cast<int64_t>(tasks.size());
   if (device.is_cpu()) {
     const int64_t bad = kernels::fake_quantize_many_cpu(tasks.data(), count, rows);
-    if (bad >= 0) throw_not_finite(static_cast<size_t>(bad) < names.size() ? names[bad] : "tensor " + std::to_string(bad));
+    if (bad >= 0) throw_not_finite(task_names[static_cast<size_t>(bad)]);
     return;
   }
 #ifdef BITROBUST_WITH_CUDA
@@ -372,7 +376,7 @@ void quantize_many_into(const std::vector<at::Tensor>& ws, const at::Tensor& ran
            device.str());
   const at::ScalarType code_type = s.bits <= 8 ? at::kByte : at::kShort;
   const auto* rows = reinterpret_cast<const kernels::QuantRange*>(ranges.data_ptr<float>());
-  std::vector<kernels::QuantizeTask> tasks(ws.size());
+  std::vector<kernels::QuantizeTask> tasks;
   for (size_t i = 0; i < ws.size(); ++i) {
     at::Tensor& c = codes[i];
     if (!c.defined() || c.device() != device || c.scalar_type() != code_type || !c.sizes().equals(ws[i].sizes()) ||
@@ -380,7 +384,8 @@ void quantize_many_into(const std::vector<at::Tensor>& ws, const at::Tensor& ran
       c = at::empty(ws[i].sizes(), ws[i].options().dtype(code_type).memory_format(at::MemoryFormat::Contiguous));
     }
     const int64_t ch = range_channels(ws[i], s);
-    tasks[i] = {ws[i].data_ptr<float>(), ws[i].numel(), ch, rows, s.format(), c.data_ptr()};
+    if (ch == 0) continue;  // [0, ...] under per-channel ranges: no codes, no rows
+    tasks.push_back({ws[i].data_ptr<float>(), ws[i].numel(), ch, rows, s.format(), c.data_ptr()});
     rows += ch;
   }
   const int64_t count = static_cast<int64_t>(tasks.size());
@@ -395,7 +400,7 @@ void quantize_many_into(const std::vector<at::Tensor>& ws, const at::Tensor& ran
 }
 
 void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound,
-                        const std::vector<at::Tensor>* average_with) {
+                        const std::vector<at::Tensor>* average_with, bool positive_zero) {
   BR_CHECK(srcs.size() == dsts.size(), "copy_clamped: ", srcs.size(), " sources but ", dsts.size(), " destinations");
   check_many(srcs, {}, "copy_clamped");
   check_many(dsts, {}, "copy_clamped");
@@ -412,7 +417,7 @@ void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<a
   for (size_t i = 0; i < srcs.size(); ++i) {
     BR_CHECK(srcs[i].numel() == dsts[i].numel() && (average_with == nullptr || (*average_with)[i].numel() == srcs[i].numel()),
              "copy_clamped: tensor ", i, " has ", srcs[i].numel(), " elements, its destination ", dsts[i].numel());
-    tasks[i] = {srcs[i].data_ptr<float>(), dsts[i].data_ptr<float>(), srcs[i].numel(), bound,
+    tasks[i] = {srcs[i].data_ptr<float>(), dsts[i].data_ptr<float>(), srcs[i].numel(), bound, positive_zero,
                 average_with != nullptr ? (*average_with)[i].data_ptr<float>() : nullptr};
   }
   const int64_t count = static_cast<int64_t>(tasks.size());

@@ -58,6 +58,8 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   const auto& params = qat_.params();
   const auto& masters = qat_.master_weights();
   const quant::QuantScheme& scheme = qat_.scheme();
+  BR_CHECK(masters.size() == params.size() && qat_.ranges().defined(),
+           "RandBET: the clean quantized pass (use_quantized_weights) must run before after_backward");
   quant::quantize_many_into(masters, qat_.ranges(), scheme, codes_);
   perturbed_.resize(codes_.size());
   quant::QuantizedModel current;
@@ -95,7 +97,8 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
     const at::Tensor perturbed_loss = at::cross_entropy_loss(net_.forward(x), y);
     perturbed_loss.backward();
   }
-  // grad = clamp(perturbed grad) (alternate), or its mean with the clean one, in one call for all.
+  // grad = clamp(perturbed grad) (alternate), or its mean with the clean one, in one call for all;
+  // -0 is read as +0, as the gradient accumulated into a zeroed tensor was before.
   std::vector<at::Tensor> grads, cleans;
   for (size_t i = 0; i < all_params_.size(); ++i) {
     at::Tensor& g = all_params_[i].mutable_grad();
@@ -107,7 +110,8 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
     grads.push_back(g);
     cleans.push_back(clean.defined() ? clean : at::zeros_like(g));
   }
-  quant::copy_clamped_many_(grads, grads, static_cast<float>(options_.gradient_clamp), alternate ? nullptr : &cleans);
+  quant::copy_clamped_many_(grads, grads, static_cast<float>(options_.gradient_clamp), alternate ? nullptr : &cleans,
+                            /*positive_zero=*/true);
 }
 
 StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTraining* randbet) {

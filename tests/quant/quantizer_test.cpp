@@ -54,12 +54,13 @@ std::vector<QuantScheme> all_schemes(std::vector<int> bit_widths) {
 
 /// Tensors of many shapes and schemes (an empty one among them), as a model's weights would be, on
 /// `device`: the codes to dequantize in one call, with bit errors (any container value).
-std::vector<QuantizedTensor> model_like_codes(const at::Device& device) {
+/// With one_scheme, every tensor has the same scheme (one kernel, so batches fill up).
+std::vector<QuantizedTensor> model_like_codes(const at::Device& device, bool one_scheme = false) {
   const std::vector<QuantScheme> schemes = all_schemes({4, 8, 12});
   std::vector<QuantizedTensor> out;
   for (int64_t i = 0; i < 70; ++i) {
     const int64_t rows = 1 + i % 5, cols = (i % 7 == 3) ? 0 : 1 + 37 * (i % 11) + (i == 5 ? 300000 : 0);
-    const QuantScheme& s = schemes[static_cast<size_t>(i * 37) % schemes.size()];
+    const QuantScheme& s = one_scheme ? schemes[17] : schemes[static_cast<size_t>(i * 37) % schemes.size()];
     QuantizedTensor q = quantize(randn({rows, cols}, 100 + static_cast<uint64_t>(i)).to(device), s, "w");
     const int64_t top = int64_t{1} << (s.bits <= 8 ? 8 : 16);
     at::Generator gen = at::detail::createCPUGenerator(200 + static_cast<uint64_t>(i));
@@ -76,7 +77,16 @@ std::vector<at::Tensor> model_like_weights(bool big = false) {
     const int64_t rows = 1 + i % 5, cols = (i % 7 == 3) ? 0 : 1 + 37 * (i % 11) + (i == 5 && big ? 300000 : 0);
     out.push_back(randn({rows, cols}, 300 + static_cast<uint64_t>(i), 0.05f * static_cast<float>(1 + i % 4)));
   }
+  // Channels longer than one block of the min/max pass (4096 elements), and no channels at all.
+  out.push_back(randn({3, 5000}, 350, 0.2f));
+  out.push_back(randn({2, 8193}, 351, 0.3f));
+  out.push_back(at::empty({0, 4}));
   return out;
+}
+
+/// Equal bit for bit (at::equal takes -0 for +0).
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes().equals(b.sizes()) && at::equal(a.contiguous().view(at::kInt), b.contiguous().view(at::kInt));
 }
 
 std::vector<at::Tensor> clones(const std::vector<at::Tensor>& ts, const at::Device& device) {
@@ -260,8 +270,8 @@ TEST(Quantizer, FakeQuantizeManyEqualsOneTensorAtATime) {
     fake_quantize_many_(ws, &masters, s, names, ranges);
     int64_t row = 0;
     for (size_t i = 0; i < ws.size(); ++i) {
-      ASSERT_TRUE(at::equal(ws[i], fake_quantize(weights[i], s, "w"))) << s.to_string() << " " << i;
-      ASSERT_TRUE(at::equal(masters[i], weights[i])) << i;
+      ASSERT_TRUE(same_bits(ws[i], fake_quantize(weights[i], s, "w"))) << s.to_string() << " " << i;
+      ASSERT_TRUE(same_bits(masters[i], weights[i])) << i;
       const at::Tensor expected = compute_ranges(weights[i], s, "w");
       ASSERT_TRUE(at::equal(ranges.slice(0, row, row + expected.size(0)), expected)) << s.to_string() << " " << i;
       row += expected.size(0);
@@ -278,20 +288,18 @@ TEST(Quantizer, FakeQuantizeManyEqualsOneTensorAtATime) {
   fake_quantize_many_(ws, nullptr, s, names, ranges);
   EXPECT_EQ(ranges.data_ptr(), buffer);
   for (size_t i = 0; i < ws.size(); ++i) ASSERT_TRUE(at::equal(ws[i], fake_quantize(fake_quantize(big[i], s, "w"), s, "w")));
-  // Codes with those ranges, in one call, equal quantize_with_ranges per tensor.
-  const std::vector<at::Tensor> masters = clones(big, at::kCPU);
-  fake_quantize_many_(ws, nullptr, s, names, ranges);
+  // RandBET's codes: the ranges the fake quantization computed from the masters, then the codes
+  // of the masters in one call, equal quantize(master) per tensor.
+  std::vector<at::Tensor> masters;
+  ws = clones(big, at::kCPU);
+  fake_quantize_many_(ws, &masters, s, names, ranges);
   std::vector<at::Tensor> codes;
   quantize_many_into(masters, ranges, s, codes);
-  int64_t row = 0;
   for (size_t i = 0; i < masters.size(); ++i) {
-    const int64_t ch = range_channels(masters[i], s);
-    const at::Tensor expected = quantize_with_ranges(masters[i], ranges.slice(0, row, row + ch), s, "w").codes;
-    ASSERT_TRUE(at::equal(codes[i], expected)) << i;
-    row += ch;
+    ASSERT_TRUE(at::equal(codes[i], quantize(big[i], s, "w").codes)) << i;
   }
   EXPECT_TRUE(contains(error_of([&] { quantize_many_into(masters, ranges.slice(0, 1), s, codes); }),
-                       "quantize: the ranges of 40 tensors must be a contiguous float32"));
+                       "quantize: the ranges of 43 tensors must be a contiguous float32"));
   // A NaN names its tensor.
   ws = clones(weights, at::kCPU);
   ws[6].view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
@@ -329,10 +337,26 @@ TEST(Quantizer, CopyClampedManyCopiesAndClipsLikeClamp) {
   for (const at::Tensor& w : weights) others.push_back(w.flip(-1).contiguous() * 3.0f);
   copy_clamped_many_(grads, grads, 0.05f, &others);
   for (size_t i = 0; i < weights.size(); ++i) {
-    ASSERT_TRUE(at::equal(grads[i], weights[i].clamp(-0.05f, 0.05f).add_(others[i]).mul_(0.5))) << i;
+    ASSERT_TRUE(same_bits(grads[i], weights[i].clamp(-0.05f, 0.05f).add_(others[i]).mul_(0.5))) << i;
   }
+  // With positive_zero, -0 reads as +0: what accumulating into a zeroed gradient gave, in both modes.
+  std::vector<at::Tensor> signed_zeros = {at::tensor({-0.0f, 0.0f, -0.0f, 1.0f}), at::tensor({-0.0f, -3.0f})};
+  std::vector<at::Tensor> minus_zeros = {at::full({4}, -0.0f), at::full({2}, -0.0f)};
+  for (const bool average : {false, true}) {
+    std::vector<at::Tensor> g = clones(signed_zeros, at::kCPU);
+    copy_clamped_many_(g, g, 0.5f, average ? &minus_zeros : nullptr, /*positive_zero=*/true);
+    for (size_t i = 0; i < g.size(); ++i) {
+      at::Tensor expected = at::zeros_like(signed_zeros[i]).add_(signed_zeros[i]).clamp_(-0.5f, 0.5f);
+      if (average) expected.add_(minus_zeros[i]).mul_(0.5);
+      ASSERT_TRUE(same_bits(g[i], expected)) << average << " " << i;
+    }
+    EXPECT_FALSE(std::signbit(g[0][0].item<float>()));
+  }
+  std::vector<at::Tensor> kept = clones(signed_zeros, at::kCPU);
+  copy_clamped_many_(kept, kept, 0.5f);
+  EXPECT_TRUE(std::signbit(kept[0][0].item<float>()));
   const std::vector<at::Tensor> fewer(dsts.begin(), dsts.end() - 1);
-  EXPECT_TRUE(contains(error_of([&] { copy_clamped_many_(weights, fewer, 0.0f); }), "40 sources but 39 destinations"));
+  EXPECT_TRUE(contains(error_of([&] { copy_clamped_many_(weights, fewer, 0.0f); }), "43 sources but 42 destinations"));
 }
 
 TEST(Quantizer, QuantizeWithGivenRanges) {
@@ -509,8 +533,19 @@ TEST(QuantizerCuda, DequantizeManyEqualsCpu) {
   }
   dequantize_many_into(gpu, outs);
   for (size_t i = 0; i < cpu.size(); ++i) {
-    ASSERT_TRUE(at::equal(outs[i].cpu(), dequantize(cpu[i]))) << i << " " << cpu[i].scheme.to_string();
+    ASSERT_TRUE(same_bits(outs[i].cpu(), dequantize(cpu[i]))) << i << " " << cpu[i].scheme.to_string();
   }
+  // One scheme for all 70: full batches of 32 tasks.
+  const std::vector<QuantizedTensor> one = model_like_codes(at::kCPU, /*one_scheme=*/true);
+  std::vector<QuantizedTensor> one_gpu = one;
+  std::vector<at::Tensor> one_outs;
+  for (QuantizedTensor& q : one_gpu) {
+    q.codes = q.codes.cuda();
+    q.ranges = q.ranges.cuda();
+    one_outs.push_back(at::empty(q.codes.sizes(), at::TensorOptions().device(at::kCUDA)));
+  }
+  dequantize_many_into(one_gpu, one_outs);
+  for (size_t i = 0; i < one.size(); ++i) ASSERT_TRUE(same_bits(one_outs[i].cpu(), dequantize(one[i]))) << i;
 }
 
 TEST(QuantizerCuda, FakeQuantizeManyAndCopyClampedEqualCpu) {
@@ -527,16 +562,29 @@ TEST(QuantizerCuda, FakeQuantizeManyAndCopyClampedEqualCpu) {
     ASSERT_TRUE(at::equal(gpu_ranges.cpu(), cpu_ranges)) << s.to_string();
     for (size_t i = 0; i < weights.size(); ++i) {
       ASSERT_TRUE(gpu_masters[i].is_cuda());
-      ASSERT_TRUE(at::equal(gpu[i].cpu(), cpu[i])) << s.to_string() << " " << i;
-      ASSERT_TRUE(at::equal(gpu_masters[i].cpu(), weights[i])) << i;
+      ASSERT_TRUE(same_bits(gpu[i].cpu(), cpu[i])) << s.to_string() << " " << i;
+      ASSERT_TRUE(same_bits(gpu_masters[i].cpu(), weights[i])) << i;
     }
     std::vector<at::Tensor> cpu_codes, gpu_codes;
     quantize_many_into(cpu_masters, cpu_ranges, s, cpu_codes);
     quantize_many_into(gpu_masters, gpu_ranges, s, gpu_codes);
     for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(at::equal(gpu_codes[i].cpu(), cpu_codes[i])) << i;
-    copy_clamped_many_(gpu, gpu, 0.01f, &gpu_masters);
-    copy_clamped_many_(cpu, cpu, 0.01f, &cpu_masters);
-    for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(at::equal(gpu[i].cpu(), cpu[i])) << i;
+    copy_clamped_many_(gpu, gpu, 0.01f, &gpu_masters, /*positive_zero=*/true);
+    copy_clamped_many_(cpu, cpu, 0.01f, &cpu_masters, /*positive_zero=*/true);
+    for (size_t i = 0; i < weights.size(); ++i) ASSERT_TRUE(same_bits(gpu[i].cpu(), cpu[i])) << i;
+  }
+  // More tensors than one copy launch takes (80), with signed zeros and NaN.
+  std::vector<at::Tensor> many_cpu;
+  for (int i = 0; i < 100; ++i) {
+    at::Tensor t = randn({1 + 13 * i}, 500 + static_cast<uint64_t>(i));
+    t.view(-1)[0] = (i % 3 == 0) ? -0.0f : (i % 3 == 1 ? std::numeric_limits<float>::quiet_NaN() : 0.3f);
+    many_cpu.push_back(t);
+  }
+  for (const bool positive_zero : {false, true}) {
+    std::vector<at::Tensor> a = clones(many_cpu, at::kCPU), b = clones(many_cpu, at::kCUDA);
+    copy_clamped_many_(a, a, 0.1f, nullptr, positive_zero);
+    copy_clamped_many_(b, b, 0.1f, nullptr, positive_zero);
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_TRUE(same_bits(b[i].cpu(), a[i])) << positive_zero << " " << i;
   }
   // On the device a NaN weight makes its channel's range NaN instead of throwing.
   std::vector<at::Tensor> gpu = clones(weights, at::kCUDA);

@@ -153,6 +153,13 @@ TEST(RandBET, BadOptionsAreErrors) {
   o.rate = 0.01;
   o.error_model = "lsb9";
   EXPECT_ERROR_CONTAINS(train::RandomBitErrorTraining(*net, qat, o), "lsb9 needs at least 9 bits, codes have 4");
+  // The perturbed pass reuses the clean quantized pass's ranges: without it, a clear error.
+  o = {};
+  o.start_loss = 1e30;
+  train::RandomBitErrorTraining randbet(*net, qat, o);
+  const auto data = test_util::synthetic_dataset(8);
+  EXPECT_ERROR_CONTAINS(randbet.after_backward(at::ones({}), data.images, data.labels),
+                        "the clean quantized pass (use_quantized_weights) must run before after_backward");
 }
 
 TEST(WeightClipping, EveryQuantizedParameterStaysWithinTheBoundAfterEveryStep) {

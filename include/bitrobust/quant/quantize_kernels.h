@@ -110,7 +110,8 @@ struct FakeQuantizeTask {
 /// (sum of the tasks' channels entries).
 int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, QuantRange* ranges);
 
-/// One tensor of copy_clamped_many_*: dst[i] = src[i], clamped to [-bound, bound] when bound > 0
+/// One tensor of copy_clamped_many_*: dst[i] = src[i] (+ 0.0f when positive_zero, which turns -0
+/// into +0 as accumulating into a zeroed gradient does), clamped to [-bound, bound] when bound > 0
 /// (NaN stays NaN), then, when average_with is set, dst[i] = (dst[i] + average_with[i]) * 0.5f
 /// (RandBET's update: the clamped perturbed gradient averaged with the clean one). src may be dst.
 struct CopyClampTask {
@@ -118,6 +119,7 @@ struct CopyClampTask {
   float* dst = nullptr;
   int64_t n = 0;
   float bound = 0.0f;
+  bool positive_zero = false;
   const float* average_with = nullptr;
 };
 void copy_clamped_many_cpu(const CopyClampTask* tasks, int64_t count);

@@ -81,9 +81,10 @@ void quantize_many_into(const std::vector<at::Tensor>& ws, const at::Tensor& ran
                         std::vector<at::Tensor>& codes);
 /// dsts[i] = srcs[i], clamped to [-bound, bound] when bound > 0 (srcs may be dsts: clipping in
 /// place), then averaged with average_with[i] when given: (clamped + other) * 0.5, bit for bit what
-/// clamp_, add_ and mul_(0.5) give. Contiguous float32 tensors on one device, one kernel call for all.
+/// clamp_, add_ and mul_(0.5) give. With positive_zero, -0 in srcs is read as +0, as a gradient
+/// accumulated into a zeroed tensor reads. Contiguous float32 tensors on one device, one call for all.
 void copy_clamped_many_(const std::vector<at::Tensor>& srcs, const std::vector<at::Tensor>& dsts, float bound,
-                        const std::vector<at::Tensor>* average_with = nullptr);
+                        const std::vector<at::Tensor>* average_with = nullptr, bool positive_zero = false);
 
 /// Clamps w in place to [-clip, clip] when s.clip > 0 (the reference's weight clipping during
 /// training, applied after each optimizer step); does nothing otherwise.

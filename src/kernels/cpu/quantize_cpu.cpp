@@ -125,22 +125,24 @@ void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
 }
 
 // No __restrict__: src may be dst. The comparisons are clamp's: NaN stays NaN, -0 stays -0. The
-// average is an addition then a multiplication by 0.5, as at::add_ then at::mul_ compute it.
-BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, float bound, const float* average_with,
-                                           float* dst) {
+// average is an addition then a multiplication by 0.5, as at::add_ then at::mul_ compute it. Adding
+// -0.0f changes nothing (not even -0), adding +0.0f turns -0 into +0.
+BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, const CopyClampTask& task,
+                                           const float* average_with, float* dst) {
+  const float zero = task.positive_zero ? 0.0f : -0.0f;
+  const float lo = task.bound > 0.0f ? -task.bound : -std::numeric_limits<float>::infinity();
+  const float hi = task.bound > 0.0f ? task.bound : std::numeric_limits<float>::infinity();
   if (average_with != nullptr) {
-    const float lo = bound > 0.0f ? -bound : -std::numeric_limits<float>::infinity();
-    const float hi = bound > 0.0f ? bound : std::numeric_limits<float>::infinity();
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) {
-      const float x = src[i];
+      const float x = src[i] + zero;
       dst[i] = ((x < lo ? lo : (x > hi ? hi : x)) + average_with[i]) * 0.5f;
     }
-  } else if (bound > 0.0f) {
+  } else if (task.bound > 0.0f || task.positive_zero) {
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) {
-      const float x = src[i];
-      dst[i] = x < -bound ? -bound : (x > bound ? bound : x);
+      const float x = src[i] + zero;
+      dst[i] = x < lo ? lo : (x > hi ? hi : x);
     }
   } else if (src != dst) {
     std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
@@ -241,7 +243,7 @@ int64_t fake_quantize_many_cpu(const FakeQuantizeTask* tasks, int64_t count, Qua
     if (task.n > 0 && !minmax_cpu(task.w, task.n, task.channels, mins.data(), maxs.data())) return t;
     for (int64_t c = 0; c < task.channels; ++c) ranges[c] = range_of_channel(mins[c], maxs[c], task.rule);
     if (task.master != nullptr && task.n > 0) {
-      const CopyClampTask copy{task.w, task.master, task.n, 0.0f, nullptr};
+      const CopyClampTask copy{task.w, task.master, task.n, 0.0f, false, nullptr};
       copy_clamped_many_cpu(&copy, 1);
     }
     quantize_dequantize_cpu(task.w, task.n, task.channels, ranges, task.format, task.out);
@@ -255,7 +257,7 @@ void copy_clamped_many_cpu(const CopyClampTask* tasks, int64_t count) {
     BR_CHECK(tasks[t].n >= 0, "copy_clamped_many_cpu: negative element count ", tasks[t].n);
   }
   for_each_block_of_tasks(tasks, count, [](const CopyClampTask& task, int64_t begin, int64_t end) {
-    copy_clamped_segment(task.src + begin, end - begin, task.bound,
+    copy_clamped_segment(task.src + begin, end - begin, task,
                          task.average_with != nullptr ? task.average_with + begin : nullptr, task.dst + begin);
   });
 }
