@@ -4,6 +4,7 @@
 #include <string>
 
 #include "bitrobust/bits/bitops_kernels.h"
+#include "kernels/elem_dispatch.h"
 
 namespace bitrobust::bits {
 namespace {
@@ -110,19 +111,7 @@ void extract_typed(const T* __restrict a, uint8_t* __restrict out, int64_t n, in
   }
 }
 
-[[noreturn]] void bad_elem_bytes(const char* what) {
-  throw std::invalid_argument(std::string(what) + ": elem_bytes must be 1, 2 or 4");
-}
-
 }  // namespace
-
-#define BR_DISPATCH_ELEM(what, elem_bytes, CALL) \
-  switch (elem_bytes) {                          \
-    case 1: { using T = uint8_t; CALL; } break;  \
-    case 2: { using T = uint16_t; CALL; } break; \
-    case 4: { using T = uint32_t; CALL; } break; \
-    default: bad_elem_bytes(what);               \
-  }
 
 void bitops_binary_cpu(BitBinaryOp op, const void* a, const void* b, void* out, int64_t n, int elem_bytes) {
   BR_DISPATCH_ELEM("bitops_binary_cpu", elem_bytes,
@@ -153,7 +142,5 @@ void bitops_extract_cpu(const void* a, uint8_t* out, int64_t n, int elem_bytes, 
   if (bits < 1 || bits > 8 * elem_bytes) throw std::invalid_argument("bitops_extract_cpu: bits out of range");
   BR_DISPATCH_ELEM("bitops_extract_cpu", elem_bytes, extract_typed<T>(static_cast<const T*>(a), out, n, bits));
 }
-
-#undef BR_DISPATCH_ELEM
 
 }  // namespace bitrobust::bits

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bitrobust/bits/bitops_kernels.h"
+#include "kernels/elem_dispatch.h"
 
 namespace bitrobust::bits {
 namespace {
@@ -19,10 +20,6 @@ unsigned int grid_for(int64_t n) {
 void check_launch(const char* what) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": CUDA error: " + cudaGetErrorString(err));
-}
-
-[[noreturn]] void bad_elem_bytes(const char* what) {
-  throw std::invalid_argument(std::string(what) + ": elem_bytes must be 1, 2 or 4");
 }
 
 template <typename T>
@@ -101,14 +98,6 @@ __global__ void extract_kernel(const T* __restrict__ a, uint8_t* __restrict__ ou
 
 }  // namespace
 
-#define BR_DISPATCH_ELEM(what, elem_bytes, CALL) \
-  switch (elem_bytes) {                          \
-    case 1: { using T = uint8_t; CALL; } break;  \
-    case 2: { using T = uint16_t; CALL; } break; \
-    case 4: { using T = uint32_t; CALL; } break; \
-    default: bad_elem_bytes(what);               \
-  }
-
 void bitops_binary_cuda(BitBinaryOp op, const void* a, const void* b, void* out, int64_t n, int elem_bytes,
                         void* stream) {
   if (static_cast<int>(op) < 0 || static_cast<int>(op) > 4) throw std::invalid_argument("bitops_binary_cuda: unknown operation");
@@ -161,7 +150,5 @@ void bitops_extract_cuda(const void* a, uint8_t* out, int64_t n, int elem_bytes,
                        static_cast<const T*>(a), out, n, bits)));
   check_launch("bitops_extract_cuda");
 }
-
-#undef BR_DISPATCH_ELEM
 
 }  // namespace bitrobust::bits
