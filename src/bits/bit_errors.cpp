@@ -51,9 +51,9 @@ ErrorModel ErrorModel::parse(const std::string& name, double rate) {
     model.kind = ErrorKind::Random;
   } else if (kind == "msb") {
     model.kind = ErrorKind::Msb;
-  } else if (kind == "stuck_at_0" || kind == "stuck0") {
+  } else if (kind == "stuck_at_0" || kind == "stuck-at-0" || kind == "stuck0") {
     model.kind = ErrorKind::StuckAt0;
-  } else if (kind == "stuck_at_1" || kind == "stuck1") {
+  } else if (kind == "stuck_at_1" || kind == "stuck-at-1" || kind == "stuck1") {
     model.kind = ErrorKind::StuckAt1;
   } else if (kind.size() > 3 && kind.compare(0, 3, "lsb") == 0 &&
              kind.find_first_not_of("0123456789", 3) == std::string::npos && kind.size() <= 5) {

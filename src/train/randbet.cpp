@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 
 #include "bitrobust/common/error.h"
@@ -36,6 +38,32 @@ RandomBitErrorTraining::RandomBitErrorTraining(models::Classifier& net, quant::Q
 
 uint64_t RandomBitErrorTraining::pattern_seed(int64_t step) const {
   return (uint64_t{1} << 63) | (make_key(options_.seed, 0x52414E44424554ull, static_cast<uint64_t>(step)) >> 1);
+}
+
+std::string RandomBitErrorTraining::state() const {
+  return nlohmann::json{{"step", step_},
+                        {"active", active_},
+                        {"active_steps", active_steps_},
+                        {"perturbed_steps", perturbed_steps_}}
+      .dump();
+}
+
+void RandomBitErrorTraining::restore_state(const std::string& json) {
+  const nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  auto count = [&](const char* key) {
+    BR_CHECK(j.is_object() && j.contains(key) && j[key].is_number_integer() && j[key].get<int64_t>() >= 0,
+             "RandBET state '", json, "': '", key, "' must be a count >= 0");
+    return j[key].get<int64_t>();
+  };
+  const int64_t step = count("step"), active_steps = count("active_steps"), perturbed_steps = count("perturbed_steps");
+  BR_CHECK(j.contains("active") && j["active"].is_boolean(), "RandBET state '", json, "': 'active' must be true or false");
+  const bool active = j["active"].get<bool>();
+  BR_CHECK(active_steps <= step && perturbed_steps <= active_steps && (active || active_steps == 0), "RandBET state '",
+           json, "' is inconsistent");
+  step_ = step;
+  active_ = active;
+  active_steps_ = active_steps;
+  perturbed_steps_ = perturbed_steps;
 }
 
 void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
@@ -123,6 +151,8 @@ StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTr
     hooks.after_backward = [randbet](const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
       randbet->after_backward(loss, x, y);
     };
+    hooks.save_state = [randbet]() { return randbet->state(); };
+    hooks.restore_state = [randbet](const std::string& json) { randbet->restore_state(json); };
   }
   return hooks;
 }

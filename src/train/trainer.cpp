@@ -60,7 +60,8 @@ nlohmann::json run_settings(const TrainOptions& options, const std::string& augm
 }
 
 void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
-                     const CheckpointState& state, const TrainOptions& options, const std::string& augmentation) {
+                     const CheckpointState& state, const TrainOptions& options, const std::string& augmentation,
+                     const StepHooks& hooks) {
   const uint64_t seed = options.seed;
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   net.save(model_archive);
@@ -71,11 +72,13 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
   archive.write("settings", c10::IValue(run_settings(options, augmentation).dump()));
+  if (hooks.save_state) archive.write("hook_state", c10::IValue(hooks.save_state()));
   io::save_archive_atomic(archive, path, "checkpoint");
 }
 
 CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
-                                const TrainOptions& options, const std::string& augmentation) {
+                                const TrainOptions& options, const std::string& augmentation,
+                                const StepHooks& hooks) {
   const uint64_t seed = options.seed;
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
@@ -109,6 +112,17 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     archive.read("seed", saved_seed);
     BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
              " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
+    if (hooks.restore_state) {
+      c10::IValue hook_state;
+      BR_CHECK(archive.try_read("hook_state", hook_state) && hook_state.isString(), "checkpoint ", path,
+               " has no RandBET state (step count, curriculum): it was written by an older version and cannot be "
+               "resumed exactly; remove it to start over");
+      try {
+        hooks.restore_state(hook_state.toStringRef());
+      } catch (const Error& e) {
+        throw Error("checkpoint " + path + ": " + e.what());
+      }
+    }
     return {epochs.item<int64_t>(), steps.item<int64_t>()};
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
@@ -156,7 +170,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
 
   CheckpointState state;
   if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
-    state = load_checkpoint(options.checkpoint, net, optimizer, options, augmentation);
+    state = load_checkpoint(options.checkpoint, net, optimizer, options, augmentation, hooks);
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
   }
@@ -220,7 +234,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9)));
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
-      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options, augmentation);
+      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options, augmentation,
+                      hooks);
     }
     if (options.max_steps > 0 && result.steps >= options.max_steps) break;
   }

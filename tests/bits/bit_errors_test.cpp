@@ -30,6 +30,9 @@ TEST(ErrorModel, ParsesNamesAndRoundTrips) {
   EXPECT_EQ(ErrorModel::parse("lsb3", 0.001).to_string(), "lsb3(p=0.001)");
   EXPECT_EQ(ErrorModel::parse("msb", 0.5).kind, ErrorKind::Msb);
   EXPECT_EQ(ErrorModel::parse("stuck0", 0.1).kind, ErrorKind::StuckAt0);
+  // The README's spelling; every spelling has one canonical name, which the results record.
+  EXPECT_EQ(ErrorModel::parse("stuck-at-0", 0.1).name(), "stuck_at_0");
+  EXPECT_EQ(ErrorModel::parse("stuck1", 0.1).name(), "stuck_at_1");
   EXPECT_EQ(ErrorModel::parse("stuck_at_1", 0.1).kind, ErrorKind::StuckAt1);
   const ErrorModel asym = ErrorModel::parse("random,0to1=0.02", 0.005);
   EXPECT_EQ(asym.effective_rate_0to1(), 0.02);

@@ -148,6 +148,10 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   const auto bf16 = read_json(dir.file("b.json"));
   EXPECT_EQ(bf16["precision"], "bf16");
   EXPECT_NEAR(bf16["clean_error"].get<double>(), j["clean_error"].get<double>(), 0.02);
+  // Any accepted spelling of an error model is recorded under its canonical name.
+  ASSERT_EQ(test_util::run_cli("eval --model " + q + " --rates 1% --patterns 1 --limit 100 --error-model stuck-at-1 "
+                               "--quiet --json " + dir.file("s.json")).status, 0);
+  EXPECT_EQ(read_json(dir.file("s.json"))["error_model"], "stuck_at_1");
   // A pattern for other shapes is refused.
   const std::string other = dir.file("other.pt");
   ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + other +
@@ -188,5 +192,34 @@ TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("augmentation " + c.expected), std::string::npos) << r.output;
     EXPECT_EQ(io::load_model_file(out).meta.value("augment", std::string()), c.expected) << c.flags;
+  }
+}
+
+// The protocol a model was trained with is its default at test time; an explicit --cifar-protocol,
+// holdout included, overrides it.
+TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
+  test_util::TempDir dir;
+  const std::string root = dir.file("cifar10");
+  std::filesystem::create_directories(root);
+  for (int k = 1; k <= 5; ++k) {  // batch 5 (the hold-out test set) has 5 images
+    bitrobust::testing::write_file(root + "/data_batch_" + std::to_string(k) + ".bin",
+                                   bitrobust::testing::cifar_records(bitrobust::testing::Bytes(k, 1), 10 * k));
+  }
+  bitrobust::testing::write_file(root + "/test_batch.bin",  // the official test set has 7
+                                 bitrobust::testing::cifar_records(bitrobust::testing::Bytes(7, 2), 100));
+  const std::string model = dir.file("m.pt");
+  const std::string data = " --data-root " + root + " --quiet";
+  const test_util::CliResult trained = test_util::run_cli("train --dataset cifar10 --cifar-protocol official --model mlp "
+                                                          "--epochs 1 --batch 8 --no-augment --out " + model + data);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  struct Case {
+    std::string flags;
+    std::string expected;
+  };
+  for (const Case& c : {Case{"", "of 7 cifar10 test images"}, Case{"--cifar-protocol holdout", "of 5 cifar10 test images"},
+                        Case{"--cifar-protocol official", "of 7 cifar10 test images"}}) {
+    const test_util::CliResult r = test_util::run_cli("test --model " + model + data + " " + c.flags);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.flags << ": " << r.output;
   }
 }

@@ -162,6 +162,127 @@ TEST(RandBET, BadOptionsAreErrors) {
                         "the clean quantized pass (use_quantized_weights) must run before after_backward");
 }
 
+namespace {
+/// Trains a tiny MLP for 3 epochs of 7 steps with QAT and RandBET in alternate mode (an odd
+/// number of steps per epoch, so the resumed epoch starts in the middle of the clean/perturbed
+/// alternation); with `interrupt`, stops after the first epoch and resumes in a new process-like
+/// setting (other initial weights, fresh QAT and RandBET objects).
+struct RandBetRun {
+  std::vector<at::Tensor> weights;
+  int64_t perturbed_steps = 0;
+  std::string state;
+};
+RandBetRun train_randbet_run(const data::Dataset& data, const std::string& checkpoint, bool interrupt) {
+  auto run_once = [&](uint64_t init_seed, int64_t max_steps, bool resume, RandBetRun& out) {
+    torch::manual_seed(init_seed);
+    auto net = models::build_model(tiny_spec());
+    quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8, 0.1f));
+    train::RandBETOptions r;
+    r.rate = 0.05;
+    r.start_loss = 100;
+    r.mode = "alternate";
+    train::RandomBitErrorTraining rbet(*net, qat, r);
+    train::TrainOptions o;
+    o.epochs = 3;
+    o.batch_size = 32;
+    o.progress = false;
+    o.checkpoint = checkpoint;
+    o.max_steps = max_steps;
+    o.resume = resume;
+    train::train(*net, data, o, train::robust_training_hooks(qat, &rbet));
+    out.weights.clear();
+    for (const auto& p : net->parameters()) out.weights.push_back(p.detach().clone());
+    out.perturbed_steps = rbet.perturbed_steps();
+    out.state = rbet.state();
+  };
+  RandBetRun out;
+  if (interrupt) {
+    run_once(3, 7, false, out);
+    run_once(99, 0, true, out);
+  } else {
+    run_once(3, 0, false, out);
+  }
+  return out;
+}
+}  // namespace
+
+// The pattern seeds come from RandBET's step count, and the curriculum and the alternation are
+// state too: all of it travels in the checkpoint.
+TEST(RandBET, ResumedRunEqualsUninterruptedRun) {
+  const auto data = test_util::synthetic_dataset(224);  // 7 steps per epoch
+  test_util::TempDir dir;
+  const RandBetRun full = train_randbet_run(data, "", false);
+  const RandBetRun resumed = train_randbet_run(data, dir.file("run.ckpt"), true);
+  EXPECT_EQ(full.perturbed_steps, 10);  // steps 2, 4, ..., 20 of 21
+  EXPECT_EQ(resumed.perturbed_steps, full.perturbed_steps);
+  EXPECT_EQ(resumed.state, full.state);
+  ASSERT_EQ(resumed.weights.size(), full.weights.size());
+  for (size_t i = 0; i < full.weights.size(); ++i) EXPECT_TRUE(full.weights[i].equal(resumed.weights[i])) << i;
+}
+
+TEST(RandBET, StateRoundTripsAndBadStatesAreErrors) {
+  const auto data = test_util::synthetic_dataset(16);
+  const at::Tensor x = data::make_batch(data, torch::arange(16), data::normalization_for("mnist"), nullptr, 0, 0);
+  auto net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  train::RandBETOptions o;
+  o.start_loss = 1.0;
+  train::RandomBitErrorTraining before(*net, qat, o);
+  auto step = [&](train::RandomBitErrorTraining& rbet, double loss_value) {
+    qat.use_quantized_weights();
+    net->zero_grad();
+    at::cross_entropy_loss(net->forward(x), data.labels).backward();
+    rbet.after_backward(torch::tensor(loss_value), x, data.labels);
+    qat.restore_float_weights();
+  };
+  step(before, 2.0);
+  step(before, 0.5);  // the curriculum switches on
+  EXPECT_EQ(before.state(), R"({"active":true,"active_steps":1,"perturbed_steps":1,"step":2})");
+  // A restored object stays on above the threshold, as the original would.
+  train::RandomBitErrorTraining after(*net, qat, o);
+  after.restore_state(before.state());
+  EXPECT_TRUE(after.active());
+  step(after, 3.0);
+  EXPECT_EQ(after.perturbed_steps(), 2);
+  EXPECT_EQ(after.pattern_seed(2), before.pattern_seed(2));
+  EXPECT_EQ(after.state(), R"({"active":true,"active_steps":2,"perturbed_steps":2,"step":3})");
+
+  train::RandomBitErrorTraining fresh(*net, qat, o);
+  EXPECT_ERROR_CONTAINS(fresh.restore_state("not json"), "'step' must be a count >= 0");
+  EXPECT_ERROR_CONTAINS(fresh.restore_state(R"({"step":-1,"active":false,"active_steps":0,"perturbed_steps":0})"),
+                        "'step' must be a count >= 0");
+  EXPECT_ERROR_CONTAINS(fresh.restore_state(R"({"step":3,"active_steps":0,"perturbed_steps":0})"),
+                        "'active' must be true or false");
+  EXPECT_ERROR_CONTAINS(fresh.restore_state(R"({"step":3,"active":false,"active_steps":2,"perturbed_steps":2})"),
+                        "is inconsistent");
+  EXPECT_EQ(fresh.state(), R"({"active":false,"active_steps":0,"perturbed_steps":0,"step":0})");  // untouched
+}
+
+// A checkpoint without the state (an older version's) is refused rather than resumed inexactly.
+TEST(RandBET, ResumingACheckpointWithoutItsStateIsAnError) {
+  const auto data = test_util::synthetic_dataset(64);
+  test_util::TempDir dir;
+  torch::manual_seed(3);
+  auto net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  train::RandBETOptions r;
+  r.start_loss = 100;
+  train::RandomBitErrorTraining rbet(*net, qat, r);
+  train::TrainOptions o;
+  o.epochs = 2;
+  o.batch_size = 32;
+  o.progress = false;
+  o.checkpoint = dir.file("old.ckpt");
+  o.max_steps = 2;
+  train::StepHooks without_state = train::robust_training_hooks(qat, &rbet);
+  without_state.save_state = nullptr;
+  train::train(*net, data, o, without_state);
+  o.max_steps = 0;
+  o.resume = true;
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, o, train::robust_training_hooks(qat, &rbet)),
+                        "has no RandBET state (step count, curriculum): it was written by an older version");
+}
+
 TEST(WeightClipping, EveryQuantizedParameterStaysWithinTheBoundAfterEveryStep) {
   const auto data = test_util::synthetic_dataset(128);
   torch::manual_seed(8);

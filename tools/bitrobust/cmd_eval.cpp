@@ -84,10 +84,9 @@ Runner register_eval(CLI::App& app) {
     cmd->sweep.rates = eval::parse_rates(cmd->rates);
     const eval::Precision precision =
         cmd->precision.empty() ? eval::default_precision(device) : eval::parse_precision(cmd->precision);
-    // Accept the spelling of the docs (stuck-at-0) as well as the library's (stuck_at_0).
-    for (auto& c : cmd->sweep.error_model) if (c == '-') c = '_';
     BR_CHECK(cmd->sweep.patterns >= 1, "--patterns must be at least 1, got ", cmd->sweep.patterns);
-    bits::ErrorModel::parse(cmd->sweep.error_model, 0.0);
+    // Recorded in the results under its canonical name, whichever accepted spelling was typed.
+    cmd->sweep.error_model = bits::ErrorModel::parse(cmd->sweep.error_model, 0.0).name();
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
@@ -165,7 +164,6 @@ Runner register_pattern(CLI::App& app) {
     const std::vector<double> rate = eval::parse_rates(cmd->rate, "--rate");
     BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
     report::check_output_path(cmd->out, "pattern file (--out)");
-    for (auto& c : cmd->error_model) if (c == '-') c = '_';
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
     check_layers_select_something(q, cmd->layers);

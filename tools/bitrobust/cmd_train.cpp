@@ -76,6 +76,7 @@ Runner register_train(CLI::App& app) {
     report::check_output_path(cmd->out, "model file (--out)");
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
     report::check_output_path(cmd->options.checkpoint, "checkpoint");
+    if (cmd->data.protocol.empty()) cmd->data.protocol = "holdout";
     data::Dataset train_set = load_data(cmd->data, "train", device);
     data::Dataset test_set = load_data(cmd->data, "test", device);
     cmd->spec.in_channels = train_set.channels();
@@ -95,7 +96,7 @@ Runner register_train(CLI::App& app) {
       const std::vector<double> rate = eval::parse_rates(cmd->randbet, "--randbet");
       BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
       cmd->randbet_options.rate = rate[0];
-      for (auto& c : cmd->randbet_options.error_model) if (c == '-') c = '_';
+      cmd->randbet_options.error_model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0).name();
       cmd->randbet_options.seed = cmd->options.seed;
       cmd->randbet_options.validate();
     }

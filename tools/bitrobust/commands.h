@@ -30,7 +30,7 @@ at::Device setup_runtime(const CommonOptions& common);
 struct DataOptions {
   std::string dataset;
   std::string root;
-  std::string protocol = "holdout";
+  std::string protocol;  ///< CIFAR-10 protocol; "" = not given: the model file's, else holdout
 };
 void add_data_options(CLI::App& cmd, DataOptions& data, bool required);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);

@@ -36,7 +36,8 @@ void add_data_options(CLI::App& cmd, DataOptions& data, bool required) {
   if (required) opt->required();
   cmd.add_option("--data-root", data.root, "folder holding the data set's files (default: where set-up puts it)");
   cmd.add_option("--cifar-protocol", data.protocol,
-                 "CIFAR-10 split protocol: holdout (train 1-4, test 5), jpeg (JPEG test copy), official")
+                 "CIFAR-10 split protocol: holdout (train 1-4, test 5), jpeg (JPEG test copy), official "
+                 "(default: the model file's, else holdout)")
       ->check(CLI::IsMember({"holdout", "jpeg", "official"}));
 }
 
@@ -45,7 +46,7 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
   request.name = options.dataset;
   request.split = split;
   request.root = options.root;
-  request.protocol = options.protocol;
+  request.protocol = options.protocol.empty() ? "holdout" : options.protocol;
   data::Dataset d = data::load_dataset(request);
   return device.is_cpu() ? d : d.to(device);
 }
@@ -54,8 +55,7 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
                                   const std::string& split, int64_t limit, at::Device device) {
   if (options.dataset.empty()) options.dataset = file.meta.value("dataset", std::string());
   BR_CHECK(!options.dataset.empty(), "model file ", model_path, " names no data set: pass --dataset");
-  if (options.protocol == "holdout" && file.meta.contains("cifar_protocol"))
-    options.protocol = file.meta["cifar_protocol"].get<std::string>();
+  if (options.protocol.empty()) options.protocol = file.meta.value("cifar_protocol", std::string("holdout"));
   data::Dataset data = load_data(options, split, device);
   if (limit > 0) data = data.head(limit);
   BR_CHECK(file.spec.num_classes == data.num_classes, "model ", model_path, " predicts ", file.spec.num_classes,

@@ -26,7 +26,8 @@ enum class ErrorKind {
 };
 
 /// An error model: kind and rates. Names (parse / name()):
-///   "random", "msb", "lsb<k>" (e.g. "lsb2"), "stuck_at_0" (or "stuck0"), "stuck_at_1" (or "stuck1"),
+///   "random", "msb", "lsb<k>" (e.g. "lsb2"), "stuck_at_0" (or "stuck-at-0", "stuck0"), "stuck_at_1"
+///   (or "stuck-at-1", "stuck1"),
 /// optionally followed, for random/msb/lsb, by ",0to1=<rate>" and/or ",1to0=<rate>" for asymmetric
 /// rates (a direction not given uses `rate`). Example: ErrorModel::parse("random,0to1=0.02", 0.005).
 struct ErrorModel {

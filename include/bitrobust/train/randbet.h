@@ -34,6 +34,12 @@ class RandomBitErrorTraining {
   /// clean gradients. Leaves the perturbed weights in place (QAT restores the float ones next).
   void after_backward(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y);
 
+  /// What a resumed run must continue from (the step count that seeds the patterns, the curriculum
+  /// and the alternate mode's phase), as JSON text; restore_state(state()) continues exactly.
+  std::string state() const;
+  /// Throws bitrobust::Error, naming what is wrong, if `json` is not such a state.
+  void restore_state(const std::string& json);
+
   bool active() const { return active_; }
   int64_t perturbed_steps() const { return perturbed_steps_; }
   /// The pattern seed of training step `step`: never one of the small evaluation seeds.

@@ -48,6 +48,11 @@ struct StepHooks {
   std::function<void()> after_step;
   /// Called right before the optimizer step, after after_backward: restore float weights.
   std::function<void()> before_step;
+  /// State the hooks carry from step to step (RandBET's step count and curriculum), as JSON text:
+  /// saved in every checkpoint and given back to restore_state on resume, so that a resumed run
+  /// continues exactly. A checkpoint without it cannot resume hooks that have state.
+  std::function<std::string()> save_state;
+  std::function<void(const std::string&)> restore_state;
 };
 
 struct TrainResult {
