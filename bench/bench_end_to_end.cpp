@@ -1,5 +1,5 @@
 // End-to-end figures of the main jobs, each next to its plain-LibTorch baseline measured in the same
-// run (issue 7's table; scripts/gpu_bench.sh prints it from this program's JSON output):
+// run (issue 7's table; scripts/bench_table.py, run by scripts/gpu_check.sh, prints it from this program's JSON output):
 //   inference        fused GroupNorm+ReLU inference   vs eager LibTorch inference (fused path off)
 //   sweep            eval::run_sweep images x patterns/s vs our own plain inference (issue 5's
 //                    >= 90% goal on the CPU: --benchmark_filter='BM_Inference/1|BM_Sweep'

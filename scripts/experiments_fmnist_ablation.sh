@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference's quantization ablation (REFERENCE.md: global range -> per-layer -> + asymmetric ->
+# The reference's quantization ablation (../shared/REFERENCE.md: global range -> per-layer -> + asymmetric ->
 # + unsigned -> + rounding, 8-bit) on Fashion-MNIST with the settings of scripts/experiments_fmnist.sh
 # (LeNet, re-parameterized GroupNorm, 3 epochs, seed 1, quantization-aware). Each model evaluated at
 # the ablation's rates 0.05% and 0.5%, and 1%, over 50 patterns (seeds 100-149) on the first LIMIT

@@ -139,7 +139,7 @@ class LeNet : public Classifier {
   NormRelu act1_{nullptr}, act2_{nullptr}, act3_{nullptr};
 };
 
-// SimpleNet (Hasanpour et al.) as in the reference; see REFERENCE.md for the layer table.
+// SimpleNet (Hasanpour et al.) as in the reference; see ../shared/REFERENCE.md (beside the checkout) for the layer table.
 class SimpleNet : public Classifier {
  public:
   explicit SimpleNet(const ModelSpec& s) {

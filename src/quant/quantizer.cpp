@@ -1,5 +1,5 @@
-// Device-neutral entry points: validate, compute ranges on the host, allocate, dispatch to the CPU
-// kernels or their CUDA twins (src/kernels/{cpu,cuda}/quantize_*).
+// Device-neutral entry points: validate, compute ranges (on the tensor's device), allocate, dispatch
+// to the CPU kernels or their CUDA twins (src/kernels/{cpu,cuda}/quantize_*).
 #include "bitrobust/quant/quantizer.h"
 
 #include <ATen/ATen.h>

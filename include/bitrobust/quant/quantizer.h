@@ -34,7 +34,8 @@ int64_t range_channels(const at::Tensor& w, const QuantScheme& s);
 /// Symmetric rows are (-q, q) with q = global_q (Global), max|w| + 0.001 (Tensor, Channel), each
 /// clipped to at most w_max; asymmetric rows are (min, max) of w (Tensor, Channel), (-q, q)
 /// (Global), each clamped into [-w_max, w_max]. Throws bitrobust::Error naming `name` when w is
-/// not float32 or holds a NaN or an infinity (checked for every range source).
+/// not float32, or, on the CPU, holds a NaN or an infinity (checked for every range source); CUDA
+/// tensors get their ranges on the device, where such a channel's range is {NaN, NaN} instead.
 at::Tensor compute_ranges(const at::Tensor& w, const QuantScheme& s, const std::string& name);
 
 /// Quantizes w (float32, CPU or CUDA, any shape) with ranges from compute_ranges.
