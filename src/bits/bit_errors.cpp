@@ -151,6 +151,9 @@ bool ErrorModel::operator==(const ErrorModel& other) const {
 }
 
 ParamSelector::ParamSelector(const std::string& pattern) : pattern_(pattern) {
+  // std::regex compiles recursively: a pattern nested thousands of levels deep overflows the stack.
+  BR_CHECK(pattern.size() <= 1000, "--layers: regular expression of ", pattern.size(),
+           " characters; at most 1000 are accepted");
   try {
     regex_ = std::regex(pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {

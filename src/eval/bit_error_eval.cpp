@@ -103,8 +103,10 @@ std::vector<double> parse_rates(const std::string& text, const std::string& opti
       used = 0;
     }
     BR_CHECK(!out_of_range, option, ": bit error rate ", item, " is too small or too large to represent");
-    BR_CHECK(used == number.size() && !number.empty(), option, ": '", item,
-             "' is not a number (write 0.001 or 0.1%)");
+    // stod also reads hexadecimal ("0x0.1" = 1/16): only decimal digits, '.', exponents and signs.
+    BR_CHECK(used == number.size() && !number.empty() &&
+                 number.find_first_not_of("0123456789.eE+-") == std::string::npos,
+             option, ": '", item, "' is not a number (write 0.001 or 0.1%)");
     if (percent) value /= 100.0;
     BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, option, ": bit error rate ", item,
              " is outside [0, 1] (0% to 100%)");

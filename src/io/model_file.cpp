@@ -30,17 +30,19 @@ struct StorageTally {
   std::set<const void*> seen;
   int64_t bytes = 0;
 
-  void add(const at::Tensor& t, const std::string& path, const std::string& what) {
+  std::string file;  // "model file PATH", "checkpoint PATH": how errors name the file
+
+  void add(const at::Tensor& t, const std::string& what) {
     if (!t.defined()) return;
     if (seen.insert(t.storage().data()).second) bytes += static_cast<int64_t>(t.storage().nbytes());
     if (t.numel() == 0) return;
     int64_t last = t.storage_offset();
     for (int64_t d = 0; d < t.dim(); ++d) {
-      BR_CHECK(t.stride(d) >= 0, "model file ", path, ": tensor ", what, " has a negative stride");
+      BR_CHECK(t.stride(d) >= 0, file, ": tensor ", what, " has a negative stride");
       last += (t.size(d) - 1) * t.stride(d);
     }
     const int64_t needed = (last + 1) * static_cast<int64_t>(t.element_size());
-    BR_CHECK(static_cast<int64_t>(t.storage().nbytes()) >= needed, "model file ", path, ": tensor ", what,
+    BR_CHECK(static_cast<int64_t>(t.storage().nbytes()) >= needed, file, ": tensor ", what,
              " of shape ", t.sizes(), " lies outside its data (damaged file)");
   }
 
@@ -55,32 +57,79 @@ struct StorageTally {
         }
       }
     } catch (const c10::Error&) {
-      throw Error("model file " + path + " is not a readable model archive (truncated or not a bitrobust model)");
+      throw Error(file + " is not a readable archive (truncated or damaged)");
     }
-    BR_CHECK(held >= bytes, "model file ", path, ": its tensors need ", bytes, " bytes of data but the file holds ",
+    BR_CHECK(held >= bytes, file, ": its tensors need ", bytes, " bytes of data but the file holds ",
              held, " (damaged file)");
   }
 };
 
 // Tallies every tensor of a module archive and its submodule archives.
-void tally_archive(torch::serialize::InputArchive& archive, StorageTally& tally, const std::string& path,
-                   const std::string& prefix) {
+void tally_archive(torch::serialize::InputArchive& archive, StorageTally& tally, const std::string& prefix) {
   for (const std::string& key : archive.keys()) {
     at::Tensor t;
     torch::serialize::InputArchive child;
     if (archive.try_read(key, t)) {
-      tally.add(t, path, prefix + key);
+      tally.add(t, prefix + key);
     } else if (archive.try_read(key, child)) {
-      tally_archive(child, tally, path, prefix + key + ".");
+      tally_archive(child, tally, prefix + key + ".");
     }
   }
 }
 
-void check_finite(const at::Tensor& t, const std::string& path, const std::string& what) {
+void check_finite(const at::Tensor& t, const std::string& file, const std::string& what) {
   if (!t.defined() || !at::isFloatingType(t.scalar_type()) || t.numel() == 0) return;
-  BR_CHECK(at::isfinite(t).all().item<bool>(), "model file ", path, ": ", what, " holds NaN or infinite values");
+  BR_CHECK(at::isfinite(t).all().item<bool>(), file, ": ", what, " holds NaN or infinite values");
 }
+// The metadata fields later code reads, with the types it reads them as: a file edited by hand gets
+// one error naming the file and the field, not a JSON library message.
+void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
+  BR_CHECK(meta.is_object(), file, ": metadata is not a JSON object");
+  BR_CHECK(meta.contains("spec") && meta["spec"].is_object(), file, ": metadata has no model description");
+  for (const char* key : {"dataset", "cifar_protocol", "augment"}) {
+    BR_CHECK(!meta.contains(key) || meta[key].is_string(), file, ": metadata field '", key, "' must be a string, got ",
+             meta[key].dump());
+  }
+  if (!meta.contains("quantization")) return;
+  const nlohmann::json& q = meta["quantization"];
+  BR_CHECK(q.is_object() && q.contains("scheme") && q["scheme"].is_string() && q.contains("params") &&
+               q["params"].is_array(),
+           file, ": metadata field 'quantization' must be an object with a 'scheme' string and a 'params' list");
+  for (const nlohmann::json& p : q["params"]) {
+    BR_CHECK(p.is_object() && p.contains("name") && p["name"].is_string() &&
+                 (!p.contains("channels") || p["channels"].is_number_integer()),
+             file, ": quantized parameter entry ", p.dump(), " needs a 'name' string (and 'channels' an integer)");
+  }
+  for (const char* key : {"include", "exclude"}) {
+    if (!q.contains(key)) continue;
+    bool strings = q[key].is_array();
+    for (const nlohmann::json& g : q[key]) strings = strings && g.is_string();
+    BR_CHECK(strings, file, ": metadata field 'quantization.", key, "' must be a list of strings");
+  }
+}
+
 }  // namespace
+
+void load_archive_checked(torch::serialize::InputArchive& archive, const std::string& path, const std::string& what,
+                          at::Device device) {
+  const std::string file = what + " " + path;
+  BR_CHECK(std::filesystem::exists(path), file, " does not exist");
+  BR_CHECK(std::filesystem::is_regular_file(path), file, " is not a regular file");
+  try {
+    archive.load_from(path, device);
+  } catch (const std::exception&) {  // c10::Error, and TorchScript's own errors for damaged code records
+    throw Error(file + " is not a readable archive (truncated, damaged or not written by bitrobust)");
+  }
+  StorageTally tally;  // NOTE [Damaged model files], before any tensor's values are read
+  tally.file = file;
+  tally_archive(archive, tally, "");
+  tally.check_against_records(path);
+}
+
+void check_finite_module(const torch::nn::Module& net, const std::string& file) {
+  for (const auto& p : net.named_parameters()) check_finite(p.value(), file, "parameter " + p.key());
+  for (const auto& b : net.named_buffers()) check_finite(b.value(), file, "buffer " + b.key());
+}
 
 nlohmann::json version_info() {
   return {{"bitrobust", BITROBUST_VERSION},
@@ -135,26 +184,17 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
 }
 
 ModelFile load_model_file(const std::string& path) {
-  BR_CHECK(std::filesystem::exists(path), "model file ", path, " does not exist");
-  BR_CHECK(std::filesystem::is_regular_file(path), "model file ", path, " is not a regular file");
   ModelFile file;
   torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path, at::Device(at::kCPU));
-  } catch (const c10::Error& e) {
-    throw Error("model file " + path + " is not a readable model archive (truncated or not a bitrobust model)");
-  }
-  {  // NOTE [Damaged model files], before any tensor's values are read
-    StorageTally tally;
-    tally_archive(archive, tally, path, "");
-    tally.check_against_records(path);
-  }
+  load_archive_checked(archive, path, "model file", at::Device(at::kCPU));
   c10::IValue meta_value;
   at::Tensor version;
   if (!archive.try_read("bitrobust_format", version) || !archive.try_read("meta", meta_value) ||
       !meta_value.isString()) {
     throw Error("model file " + path + " is a Torch archive but not a bitrobust model (no bitrobust_format/meta)");
   }
+  BR_CHECK(version.numel() == 1 && version.scalar_type() == at::kLong && version.item<int64_t>() >= 1,
+           "model file ", path, ": bad format version record");
   BR_CHECK(version.item<int64_t>() <= kFormatVersion, "model file ", path, " has format version ",
            version.item<int64_t>(), "; this bitrobust reads up to ", kFormatVersion);
   try {
@@ -162,8 +202,12 @@ ModelFile load_model_file(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw Error("model file " + path + ": corrupt metadata: " + e.what());
   }
-  BR_CHECK(file.meta.contains("spec"), "model file ", path, ": metadata has no model description");
-  file.spec = models::ModelSpec::from_json(file.meta["spec"]);
+  check_metadata_types(file.meta, "model file " + path);
+  try {
+    file.spec = models::ModelSpec::from_json(file.meta["spec"]);
+  } catch (const Error& e) {
+    throw Error("model file " + path + ": " + e.what());
+  }
   file.net = models::build_model(file.spec);
   file.path = path;
   try {
@@ -175,6 +219,9 @@ ModelFile load_model_file(const std::string& path) {
       archive.read("quant_codes", codes_archive);
       archive.read("quant_ranges", ranges_archive);
       const size_t count = file.meta["quantization"]["params"].size();
+      BR_CHECK(codes_archive.keys().size() == count && ranges_archive.keys().size() == count, "model file ", path,
+               ": metadata describes ", count, " quantized parameters but the file stores ",
+               codes_archive.keys().size(), " code and ", ranges_archive.keys().size(), " range tensors");
       for (size_t i = 0; i < count; ++i) {
         at::Tensor codes, ranges;
         codes_archive.read("p" + std::to_string(i), codes, /*is_buffer=*/true);
@@ -187,8 +234,7 @@ ModelFile load_model_file(const std::string& path) {
     throw Error("model file " + path + ": weights do not match the model description (" +
                 std::string(e.what_without_backtrace()).substr(0, 200) + ")");
   }
-  for (const auto& p : file.net->named_parameters()) check_finite(p.value(), path, "parameter " + p.key());
-  for (const auto& b : file.net->named_buffers()) check_finite(b.value(), path, "buffer " + b.key());
+  check_finite_module(*file.net, "model file " + path);
   return file;
 }
 

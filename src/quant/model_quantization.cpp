@@ -5,17 +5,22 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
+#include "bitrobust/quant/quantize_math.h"
 
 namespace bitrobust::quant {
 
 namespace {
 std::vector<std::pair<std::string, at::Tensor>> selected_parameters(models::Classifier& net, const ParamSelector& sel) {
   sel.validate();
+  std::vector<std::string> names;
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& item : net.named_parameters()) {
+    names.push_back(item.key());
     if (sel.selects(item.key())) out.emplace_back(item.key(), item.value());
   }
-  BR_CHECK(!out.empty(), "no parameter matches the quantization selection");
+  sel.check_every_pattern_matches(names);
+  BR_CHECK(!out.empty(), "no parameter matches the quantization selection (--quant-include ",
+           nlohmann::json(sel.include).dump(), ", --quant-exclude ", nlohmann::json(sel.exclude).dump(), ")");
   return out;
 }
 }  // namespace
@@ -90,6 +95,8 @@ QuantizedModel quantize_model(models::Classifier& net, const QuantScheme& scheme
     // NaN only propagates (NOTE [Device ranges]), so the one-time check is made here.
     BR_CHECK(p.is_cpu() || at::isfinite(p).all().item<bool>(), "cannot quantize tensor '", name,
              "': it holds NaN or infinite values");
+    BR_CHECK(p.is_cpu() || p.numel() == 0 || p.abs().max().item<float>() <= kernels::kMaxQuantMagnitude,
+             "cannot quantize tensor '", name, "': it holds values beyond ±1e30");
     q.names.push_back(name);
     q.params.push_back(p);
     q.tensors.push_back(quantize(p.detach(), scheme, name));
@@ -113,7 +120,11 @@ QuantizedModel load_from_model_file(io::ModelFile& file) {
            "or run `bitrobust quantize` first");
   const auto& qj = file.meta["quantization"];
   QuantizedModel q;
-  q.scheme = QuantScheme::parse(qj.at("scheme").get<std::string>());
+  try {
+    q.scheme = QuantScheme::parse(qj.at("scheme").get<std::string>());
+  } catch (const Error& e) {
+    throw Error(where + ": " + e.what());
+  }
   q.selector.include = qj.value("include", std::vector<std::string>{});
   q.selector.exclude = qj.value("exclude", std::vector<std::string>{});
   auto named = file.net->named_parameters();
@@ -151,6 +162,8 @@ QuantizedModel load_from_model_file(io::ModelFile& file) {
     BR_CHECK(t.ranges.dim() == 2 && t.ranges.size(0) == t.channels && t.ranges.size(1) == 2, where, ": ranges of ",
              name, " do not have shape [", t.channels, ", 2]");
     BR_CHECK(at::isfinite(t.ranges).all().item<bool>(), where, ": ranges of ", name, " hold NaN or infinite values");
+    BR_CHECK(t.channels == 0 || t.ranges.abs().max().item<float>() <= kernels::kMaxQuantMagnitude, where,
+             ": ranges of ", name, " reach beyond ±1e30 (damaged file)");
     BR_CHECK(t.channels == 0 || (t.ranges.select(1, 0) <= t.ranges.select(1, 1)).all().item<bool>(), where,
              ": ranges of ", name, " have a lower bound above the upper bound");
     q.names.push_back(name);

@@ -30,6 +30,8 @@ namespace {
 
 bool pattern_matches(const std::string& pattern, const std::string& name) {
   if (pattern.rfind("re:", 0) != 0) return glob_match(pattern, name);
+  // std::regex compiles recursively: a pattern nested thousands of levels deep overflows the stack.
+  BR_CHECK(pattern.size() <= 1000, "parameter pattern of ", pattern.size(), " characters; at most 1000 are accepted");
   try {
     return std::regex_search(name, std::regex(pattern.substr(3), std::regex::ECMAScript));
   } catch (const std::regex_error& e) {
@@ -52,6 +54,21 @@ bool ParamSelector::selects(const std::string& name) const {
     if (pattern_matches(pattern, name)) return false;
   }
   return true;
+}
+
+void ParamSelector::check_every_pattern_matches(const std::vector<std::string>& names) const {
+  for (const auto& [patterns, flag] : {std::pair{&include, "--quant-include"}, std::pair{&exclude, "--quant-exclude"}}) {
+    for (const std::string& pattern : *patterns) {
+      bool any = false;
+      for (const std::string& name : names) any = any || pattern_matches(pattern, name);
+      if (any) continue;
+      std::string listed;
+      for (size_t i = 0; i < names.size() && i < 12; ++i) listed += (i ? ", " : "") + names[i];
+      if (names.size() > 12) listed += ", ... (" + std::to_string(names.size()) + " in all)";
+      throw Error(detail::concat(flag, " pattern '", pattern, "' matches no parameter of the model (parameters: ",
+                                 listed, ")"));
+    }
+  }
 }
 
 void ParamSelector::validate() const {

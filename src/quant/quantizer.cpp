@@ -40,6 +40,11 @@ void check_float_tensor(const at::Tensor& w, const std::string& name, const char
                              "': it holds NaN or infinite values"));
 }
 
+void check_magnitude(float min_w, float max_w, const std::string& name) {
+  BR_CHECK(min_w >= -kernels::kMaxQuantMagnitude && max_w <= kernels::kMaxQuantMagnitude, "cannot quantize tensor '",
+           name, "': it holds values beyond ±1e30 (", min_w, " to ", max_w, ")");
+}
+
 const kernels::QuantRange* range_ptr(const at::Tensor& ranges) {
   return reinterpret_cast<const kernels::QuantRange*>(ranges.data_ptr<float>());
 }
@@ -60,6 +65,7 @@ void channel_minmax(const at::Tensor& w, int64_t channels, const std::string& na
     if (!kernels::minmax_cpu(w.data_ptr<float>(), w.numel(), channels, mins.data(), maxs.data())) {
       throw_not_finite(name);
     }
+    for (int64_t c = 0; c < channels; ++c) check_magnitude(mins[c], maxs[c], name);
     return;
   }
   // CUDA tensors normally take the device path (compute_ranges); this one serves builds without our
@@ -71,6 +77,7 @@ void channel_minmax(const at::Tensor& w, int64_t channels, const std::string& na
     mins[c] = values[2 * c];
     maxs[c] = values[2 * c + 1];
     if (!std::isfinite(mins[c]) || !std::isfinite(maxs[c])) throw_not_finite(name);
+    check_magnitude(mins[c], maxs[c], name);
   }
 }
 

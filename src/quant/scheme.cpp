@@ -86,7 +86,7 @@ void check_bits(int bits, const std::string& context) {
 
 /// Bounds must keep Δ = bound / (2^(m-1) - 1) a normal float, hence the lower limit.
 bool valid_bound(float value) {
-  return std::isfinite(value) && value >= std::numeric_limits<float>::min();
+  return std::isfinite(value) && value >= std::numeric_limits<float>::min() && value <= kernels::kMaxQuantMagnitude;
 }
 
 }  // namespace
@@ -126,7 +126,7 @@ QuantScheme QuantScheme::parse(const std::string& text) {
       fail(text, detail::concat("the clip bound '", part.substr(4), "' is not a finite float"));
     }
     if (!valid_bound(clip)) {
-      fail(text, detail::concat("the clip bound must be > 0, got ", part.substr(4)));
+      fail(text, detail::concat("the clip bound must be > 0 and at most 1e30, got ", part.substr(4)));
     }
     return clip;
   };
@@ -190,7 +190,7 @@ QuantScheme QuantScheme::parse(const std::string& text) {
                                 "' is not a finite float (write global<q>, e.g. global1.0)"));
     }
     if (!valid_bound(scheme.global_q)) {
-      fail(text, detail::concat("the global bound must be > 0, got ", source.substr(6)));
+      fail(text, detail::concat("the global bound must be > 0 and at most 1e30, got ", source.substr(6)));
     }
   } else {
     fail(text, detail::concat("part 3 '", source, "' must be global<q>, tensor or channel"));
@@ -210,7 +210,7 @@ QuantScheme QuantScheme::parse(const std::string& text) {
 QuantScheme QuantScheme::preset(const std::string& name, int bits, float clip) {
   check_bits(bits, detail::concat("preset '", name, "': "));
   BR_CHECK(clip == 0.0f || valid_bound(clip), "preset '", name,
-           "': the clip bound must be > 0 (or 0 for none), got ", clip);
+           "': the clip bound must be > 0 and at most 1e30 (or 0 for none), got ", clip);
   QuantScheme scheme;
   scheme.bits = bits;
   scheme.clip = clip;
@@ -234,9 +234,9 @@ QuantScheme QuantScheme::preset(const std::string& name, int bits, float clip) {
 void QuantScheme::validate() const {
   check_bits(bits, "");
   BR_CHECK(clip == 0.0f || valid_bound(clip),
-           "the clip bound must be > 0 and finite (0 = no clipping), got ", clip);
+           "the clip bound must be > 0 and at most 1e30 (0 = no clipping), got ", clip);
   BR_CHECK(source != RangeSource::Global || valid_bound(global_q),
-           "the global quantization bound must be > 0 and finite, got ", global_q);
+           "the global quantization bound must be > 0 and at most 1e30, got ", global_q);
 }
 
 kernels::QuantFormat QuantScheme::format() const {

@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 
 #include <atomic>
 #include <cerrno>
@@ -51,10 +53,39 @@ constexpr size_t kMaxTempPath = 4096;
 char g_live_paths[kMaxLiveTemps][kMaxTempPath];
 std::atomic<bool> g_live_claimed[kMaxLiveTemps];  // a writer owns the slot
 std::atomic<bool> g_live_ready[kMaxLiveTemps];    // its path is complete: the handler may use it
+std::atomic<bool> g_live_folder[kMaxLiveTemps];   // a folder of plain files, not a file
+
+// Empties and removes a folder of plain files with system calls only (async-signal-safe).
+void remove_folder_of_files(const char* path) {
+#if defined(__linux__) && defined(SYS_getdents64)
+  const int fd = ::open(path, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  alignas(8) char buf[4096];
+  for (;;) {
+    const long n = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long pos = 0; pos < n;) {
+      // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[]
+      unsigned short reclen;
+      std::memcpy(&reclen, buf + pos + 16, sizeof reclen);
+      const char* name = buf + pos + 19;
+      if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))) ::unlinkat(fd, name, 0);
+      pos += reclen;
+    }
+  }
+  ::close(fd);
+#endif
+  ::rmdir(path);
+}
 
 extern "C" void remove_live_temps_and_reraise(int sig) {
   for (int i = 0; i < kMaxLiveTemps; ++i) {
-    if (g_live_ready[i].load()) ::unlink(g_live_paths[i]);
+    if (!g_live_ready[i].load()) continue;
+    if (g_live_folder[i].load()) {
+      remove_folder_of_files(g_live_paths[i]);
+    } else {
+      ::unlink(g_live_paths[i]);
+    }
   }
   std::signal(sig, SIG_DFL);
   std::raise(sig);
@@ -72,13 +103,14 @@ void install_signal_cleanup() {
   });
 }
 
-void register_live_temp(const std::string& path) {
+void register_live_temp(const std::string& path, bool folder = false) {
   install_signal_cleanup();
   if (path.size() >= kMaxTempPath) return;
   for (int i = 0; i < kMaxLiveTemps; ++i) {
     bool expected = false;
     if (!g_live_claimed[i].compare_exchange_strong(expected, true)) continue;
     std::memcpy(g_live_paths[i], path.c_str(), path.size() + 1);
+    g_live_folder[i].store(folder);
     g_live_ready[i].store(true);
     return;
   }
@@ -95,6 +127,13 @@ void unregister_live_temp(const std::string& path) {
 }
 }  // namespace
 
+// The temporary file next to `target` in `parent` that create_temp_file_for returns.
+std::string create_temp_file_in(const fs::path& parent, const fs::path& target, const std::string& what,
+                                const std::string& path);
+
+void register_temp_folder(const std::string& path) { register_live_temp(path, /*folder=*/true); }
+void unregister_temp_folder(const std::string& path) { unregister_live_temp(path); }
+
 void check_output_path(const std::string& path, const std::string& what) {
   BR_CHECK(!path.empty(), "cannot write ", what, ": empty file name");
   const fs::path target(path);
@@ -105,12 +144,50 @@ void check_output_path(const std::string& path, const std::string& what) {
            " does not exist");
   BR_CHECK(::access(parent.c_str(), W_OK) == 0, "cannot write ", what, " ", path, ": folder ", parent.string(),
            " is not writable");
+  // access() says yes to root everywhere (/proc included) and knows nothing of name lengths: the
+  // temporary file the write will need is made and removed now, before any work.
+  discard_temp_file(create_temp_file_in(parent, target, what, path));
+}
+
+namespace {
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec_a, ec_b;
+  if (fs::exists(a, ec_a) && fs::exists(b, ec_b)) {
+    std::error_code ec;
+    if (fs::equivalent(a, b, ec)) return true;  // also hard links, and links to one file
+  }
+  const fs::path ca = fs::weakly_canonical(fs::absolute(a, ec_a), ec_a);
+  const fs::path cb = fs::weakly_canonical(fs::absolute(b, ec_b), ec_b);
+  if (ec_a || ec_b) return fs::absolute(a).lexically_normal() == fs::absolute(b).lexically_normal();
+  return ca == cb;
+}
+}  // namespace
+
+void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i].path.empty()) continue;
+    for (size_t k = 0; k < i; ++k) {
+      if (outputs[k].path.empty()) continue;
+      BR_CHECK(!same_file(outputs[i].path, outputs[k].path), "cannot write ", outputs[i].what, " ", outputs[i].path,
+               ": it is also the ", outputs[k].what, "; give each output its own name");
+    }
+    for (const NamedPath& input : inputs) {
+      if (input.path.empty()) continue;
+      BR_CHECK(!same_file(outputs[i].path, input.path), "cannot write ", outputs[i].what, " ", outputs[i].path,
+               ": it is the ", input.what, " this command reads, which would be overwritten");
+    }
+  }
 }
 
 std::string create_temp_file_for(const std::string& path, const std::string& what) {
   check_output_path(path, what);
   const fs::path target(path);
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  return create_temp_file_in(parent, target, what, path);
+}
+
+std::string create_temp_file_in(const fs::path& parent, const fs::path& target, const std::string& what,
+                                const std::string& path) {
   const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');

@@ -78,11 +78,12 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
 
 CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
                                 const TrainOptions& options, const std::string& augmentation,
-                                const StepHooks& hooks) {
+                                const StepHooks& hooks, at::Device device, int64_t steps_per_epoch) {
   const uint64_t seed = options.seed;
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
+  // A damaged checkpoint would otherwise resume into garbage weights (NOTE [Damaged model files]).
+  io::load_archive_checked(archive, path, "checkpoint", device);
   try {
-    archive.load_from(path);
     // Settings first: a checkpoint of another model would otherwise fail on its first tensor.
     c10::IValue saved_settings;
     if (archive.try_read("settings", saved_settings) && saved_settings.isString()) {  // older checkpoints: none
@@ -112,6 +113,12 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     archive.read("seed", saved_seed);
     BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
              " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
+    // Checkpoints are written at the end of complete epochs only.
+    const int64_t epochs_done = epochs.item<int64_t>(), steps_done = steps.item<int64_t>();
+    BR_CHECK(epochs_done >= 1 && epochs_done <= options.epochs && steps_done == epochs_done * steps_per_epoch,
+             "checkpoint ", path, " records ", epochs_done, " epochs and ", steps_done, " steps, which a run of ",
+             options.epochs, " epochs of ", steps_per_epoch, " steps cannot have written (damaged file)");
+    io::check_finite_module(net, "checkpoint " + path);
     if (hooks.restore_state) {
       c10::IValue hook_state;
       BR_CHECK(archive.try_read("hook_state", hook_state) && hook_state.isString(), "checkpoint ", path,
@@ -144,14 +151,19 @@ std::string stats_text(double loss, double error, double images_per_second) {
 
 }  // namespace
 
+void TrainOptions::validate() const {
+  BR_CHECK(epochs > 0, "--epochs must be positive, got ", epochs);
+  BR_CHECK(batch_size > 0, "--batch must be positive, got ", batch_size);
+  BR_CHECK(lr > 0 && std::isfinite(lr), "--lr must be positive and finite, got ", lr);
+  BR_CHECK(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got ", momentum);
+  BR_CHECK(weight_decay >= 0 && std::isfinite(weight_decay), "--weight-decay must be >= 0 and finite, got ",
+           weight_decay);
+  BR_CHECK(max_steps >= 0, "--max-steps must be >= 0 (0 = no limit), got ", max_steps);
+}
+
 TrainResult train(models::Classifier& net, const data::Dataset& train_set, const TrainOptions& options,
                   const StepHooks& hooks) {
-  BR_CHECK(options.epochs > 0, "--epochs must be positive, got ", options.epochs);
-  BR_CHECK(options.batch_size > 0, "--batch must be positive, got ", options.batch_size);
-  BR_CHECK(options.lr > 0 && std::isfinite(options.lr), "--lr must be positive, got ", options.lr);
-  BR_CHECK(options.momentum >= 0 && options.momentum < 1, "--momentum must be in [0, 1), got ", options.momentum);
-  BR_CHECK(options.weight_decay >= 0 && std::isfinite(options.weight_decay), "--weight-decay must be >= 0, got ",
-           options.weight_decay);
+  options.validate();
   BR_CHECK(train_set.size() > 0, "training set is empty");
 
   const at::Device device = train_set.images.device();
@@ -170,7 +182,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
 
   CheckpointState state;
   if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
-    state = load_checkpoint(options.checkpoint, net, optimizer, options, augmentation, hooks);
+    state = load_checkpoint(options.checkpoint, net, optimizer, options, augmentation, hooks, device,
+                            steps_per_epoch);
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
   }

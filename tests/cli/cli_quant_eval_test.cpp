@@ -110,7 +110,17 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
   expect_failure("eval --model " + q + " --rates 1.5", "outside [0, 1]");
   expect_failure("eval --model " + q + " --rates -1%", "outside [0, 1]");
-  expect_failure("eval --model " + q + " --patterns 0", "at least 1");
+  // Out-of-range integers are command-line errors (status 2), not saturated or wrapped values.
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {" --patterns 0", "--patterns: must be an integer in 1..1000000, got '0'"},
+           {" --seed 99999999999999999999999", "--seed: must be an integer >= 0, got '99999999999999999999999'"},
+           {" --batch 99999999999999999999", "--batch: must be an integer >= 1, got '99999999999999999999'"},
+           {" --limit -1", "--limit: must be an integer >= 0, got '-1'"}}) {
+    const test_util::CliResult r = test_util::run_cli("eval --model " + q + args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
+    EXPECT_EQ(r.output, "bitrobust: error: " + message + " (see --help)\n") << args;
+  }
+  expect_failure("eval --model " + q + " --seed 9223372036854775807 --patterns 2", "runs past the largest seed");
   expect_failure("eval --model " + q + " --error-model cosmic", "unknown error model");
   expect_failure("eval --model " + write_float_model(dir), "not quantized");
   expect_failure("eval --model " + q + " --precision fp16", "unknown precision 'fp16'");

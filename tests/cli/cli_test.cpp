@@ -88,6 +88,39 @@ TEST(Cli, ReplayFixesRateSeedModelAndLayers) {
                          option.substr(0, option.find(' ')) + " cannot be combined with --replay");
   }
   expect_clean_failure("eval --model m.pt --seed -1", "--seed");
+  for (const std::string option : {"--csv r.csv", "--plot r.svg"}) {  // these would be silently skipped
+    expect_clean_failure("eval --model m.pt --replay p.txt " + option,
+                         option.substr(0, option.find(' ')) + " describes a sweep and cannot be combined with --replay");
+  }
+}
+
+// Options that only mean something with another one are errors without it, found before any data
+// are read (the data folder here does not exist).
+TEST(Cli, TrainOptionsWithoutWhatTheyModifyAreErrorsBeforeAnyWork) {
+  bitrobust::test_util::TempDir dir;
+  const std::string base = "train --dataset mnist --data-root " + dir.file("nowhere") + " --out " + dir.file("m.pt");
+  expect_clean_failure(base + " --quant-include 'conv*'", "--quant-include/--quant-exclude choose what");
+  expect_clean_failure(base + " --randbet-mode alternate", "--randbet-mode sets up random bit error training");
+  expect_clean_failure(base + " --scheme rquant --randbet-start 2", "--randbet-start sets up random bit error training");
+  expect_clean_failure(base + " --lr nan", "--lr must be positive and finite, got nan");
+  expect_clean_failure(base + " --momentum 2", "--momentum must be in [0, 1)");
+}
+
+TEST(Cli, AnOutputThatIsAnInputIsRefusedAndTheInputKept) {
+  bitrobust::test_util::TempDir dir;
+  { std::ofstream(dir.file("m.pt")) << "a model"; }
+  expect_clean_failure("test --model " + dir.file("m.pt") + " --json " + dir.file("m.pt"),
+                       "cannot write --json file " + dir.file("m.pt") + ": it is the model file (--model)");
+  expect_clean_failure("quantize --model " + dir.file("m.pt") + " --out " + dir.file("m.pt") + " --scheme rquant",
+                       "it is the model file (--model) this command reads");
+  expect_clean_failure("eval --model " + dir.file("m.pt") + " --json " + dir.file("r.json") + " --csv " + dir.file("r.json"),
+                       "cannot write --csv file " + dir.file("r.json") + ": it is also the --json file");
+  expect_clean_failure("train --dataset mnist --out " + dir.file("t.pt") + " --checkpoint " + dir.file("t.pt"),
+                       "cannot write checkpoint " + dir.file("t.pt") + ": it is also the model file (--out)");
+  std::ifstream in(dir.file("m.pt"));
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "a model");
 }
 
 TEST(Cli, EmptyOptionValuesAreErrorsNotDefaults) {

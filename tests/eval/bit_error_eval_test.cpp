@@ -81,7 +81,9 @@ TEST(BitErrorEval, RatesParseAsFractionsOrPercentages) {
   EXPECT_ERROR_CONTAINS(eval::parse_rates("1%,"), "--rates '1%,': empty entry");
   EXPECT_ERROR_CONTAINS(eval::parse_rates("1%,0.01"), "bit error rate 0.01 is given twice");
   EXPECT_ERROR_CONTAINS(eval::parse_rates("1e-400"), "too small or too large to represent");
-  EXPECT_ERROR_CONTAINS(eval::parse_rates("nan", "--randbet"), "--randbet: bit error rate nan is outside [0, 1]");
+  EXPECT_ERROR_CONTAINS(eval::parse_rates("nan", "--randbet"), "--randbet: 'nan' is not a number");
+  EXPECT_ERROR_CONTAINS(eval::parse_rates("0x0.1"), "'0x0.1' is not a number");  // stod would read hex
+  EXPECT_ERROR_CONTAINS(eval::parse_rates("inf%"), "'inf%' is not a number");
   EXPECT_THROW(eval::parse_rates(""), Error);
 }
 

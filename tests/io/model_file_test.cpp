@@ -3,13 +3,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <caffe2/serialize/inline_container.h>
 
 #include <fstream>
+#include <functional>
 #include <tuple>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/quant/model_quantization.h"
+#include "archive_util.h"
 #include "model_fixtures.h"
 #include "test_util.h"
 
@@ -61,7 +62,7 @@ TEST(ModelFile, BadFilesGiveClearErrors) {
   };
   expect_error(dir.file("missing.pt"), "does not exist");
   { std::ofstream(dir.file("junk.pt")) << "not a model"; }
-  expect_error(dir.file("junk.pt"), "not a readable model archive");
+  expect_error(dir.file("junk.pt"), "model file " + dir.file("junk.pt") + " is not a readable archive");
   // A truncated real file.
   io::ModelFile f;
   f.net = models::build_model(f.spec);
@@ -91,15 +92,6 @@ void expect_load_error(const std::string& path, const std::string& part, bool qu
   }
 }
 
-// Records PyTorchStreamWriter adds by itself (LibTorch 1.13: version; 2.x also serialization_id),
-// which a copy must not write twice.
-bool written_by_the_writer(const std::string& name) {
-  for (const char* own : {"version", "byteorder", "serialization_id"}) {
-    if (name.find(own) != std::string::npos) return true;
-  }
-  return false;
-}
-
 // A tiny quantized model file, as `bitrobust quantize` writes it.
 io::ModelFile quantized_file() {
   io::ModelFile f;
@@ -119,35 +111,10 @@ TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
   f.spec = test_util::tiny_mlp_spec(8);
   f.net = models::build_model(f.spec);
   io::save_model_file(dir.file("ok.pt"), f);
-  caffe2::serialize::PyTorchStreamReader reader(dir.file("ok.pt"));
-  std::string largest;
-  size_t largest_size = 0;
-  for (const std::string& name : reader.getAllRecords()) {
-    if (name.find("data/") == std::string::npos) continue;
-    const size_t size = std::get<1>(reader.getRecord(name));
-    if (size > largest_size) std::tie(largest, largest_size) = std::make_tuple(name, size);
-  }
-  ASSERT_GT(largest_size, 64u);
-  {
-    caffe2::serialize::PyTorchStreamWriter writer(dir.file("short.pt"));
-    for (const std::string& name : reader.getAllRecords()) {
-      if (written_by_the_writer(name)) continue;
-      auto [data, size] = reader.getRecord(name);
-      writer.writeRecord(name, data.get(), name == largest ? 16 : size);
-    }
-    writer.writeEndOfFile();
-  }
+  ASSERT_GT(test_util::copy_archive(dir.file("ok.pt"), dir.file("short.pt"), /*cut=*/true), 64u);
   expect_load_error(dir.file("short.pt"), "damaged file");
   // The copy with every record whole loads (the rewrite itself is sound).
-  {
-    caffe2::serialize::PyTorchStreamWriter writer(dir.file("whole.pt"));
-    for (const std::string& name : reader.getAllRecords()) {
-      if (written_by_the_writer(name)) continue;
-      auto [data, size] = reader.getRecord(name);
-      writer.writeRecord(name, data.get(), size);
-    }
-    writer.writeEndOfFile();
-  }
+  test_util::copy_archive(dir.file("ok.pt"), dir.file("whole.pt"), /*cut=*/false);
   EXPECT_NO_THROW(io::load_model_file(dir.file("whole.pt")));
 }
 
@@ -202,6 +169,47 @@ TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
     f.quant_codes[0] = f.quant_codes[0].to(torch::kShort);
     io::save_model_file(dir.file("container.pt"), f);
     expect_load_error(dir.file("container.pt"), "expected Byte for 4-bit codes", true);
+  }
+  {  // Ranges so wide that hi - lo overflows float: dequantization would give 0 * inf = NaN.
+    io::ModelFile f = quantized_file();
+    f.quant_ranges[0][0][0] = -3e38f;
+    f.quant_ranges[0][0][1] = 3e38f;
+    io::save_model_file(dir.file("huge.pt"), f);
+    expect_load_error(dir.file("huge.pt"), "reach beyond ±1e30 (damaged file)", true);
+  }
+  {  // More code tensors stored than described: none may be silently ignored.
+    io::ModelFile f = quantized_file();
+    f.quant_codes.push_back(f.quant_codes[0]);
+    f.quant_ranges.push_back(f.quant_ranges[0]);
+    io::save_model_file(dir.file("extra.pt"), f);
+    const size_t n = f.meta["quantization"]["params"].size();
+    expect_load_error(dir.file("extra.pt"), "describes " + std::to_string(n) + " quantized parameters but the file stores " +
+                                                std::to_string(n + 1) + " code");
+  }
+}
+
+// Metadata edited by hand: one error naming the file and the field, not a JSON library message.
+TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
+  test_util::TempDir dir;
+  struct Case {
+    std::function<void(nlohmann::json&)> edit;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {[](nlohmann::json& m) { m["dataset"] = 5; }, "metadata field 'dataset' must be a string, got 5"},
+      {[](nlohmann::json& m) { m["cifar_protocol"] = nullptr; }, "metadata field 'cifar_protocol' must be a string"},
+      {[](nlohmann::json& m) { m["quantization"] = nullptr; }, "metadata field 'quantization' must be an object"},
+      {[](nlohmann::json& m) { m["quantization"]["params"] = nlohmann::json::object(); }, "a 'params' list"},
+      {[](nlohmann::json& m) { m["quantization"]["params"][0]["name"] = 3; }, "needs a 'name' string"},
+      {[](nlohmann::json& m) { m["quantization"]["include"] = "fc*"; }, "'quantization.include' must be a list"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    io::ModelFile f = quantized_file();
+    f.meta["dataset"] = "mnist";
+    cases[i].edit(f.meta);
+    const std::string path = dir.file("m" + std::to_string(i) + ".pt");
+    io::save_model_file(path, f);
+    expect_load_error(path, cases[i].message, true);
   }
 }
 

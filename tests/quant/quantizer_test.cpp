@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
 #include "bitrobust/config.h"
@@ -495,6 +496,31 @@ TEST(ParamSelector, GlobsRegexesIncludeExclude) {
   ParamSelector broken{{"re:("}, {}};
   EXPECT_TRUE(contains(error_of([&] { broken.selects("x"); }), "invalid parameter pattern 're:('"));
   EXPECT_TRUE(contains(error_of([&] { broken.validate(); }), "invalid parameter pattern 're:('"));
+
+  // std::regex compiles recursively: deep nesting would overflow the stack, so length is capped.
+  const std::string deep = "re:" + std::string(20000, '(') + "x" + std::string(20000, ')');
+  EXPECT_TRUE(contains(error_of([&] { ParamSelector{{deep}, {}}.validate(); }), "at most 1000 are accepted"));
+  EXPECT_TRUE(contains(error_of([&] { bits::ParamSelector(deep.substr(3)); }), "at most 1000 are accepted"));
+  // A pattern that matches no parameter is a typo, not a choice.
+  const std::vector<std::string> names = {"conv1.weight", "conv1.bias", "fc.weight"};
+  EXPECT_NO_THROW((ParamSelector{{"conv*"}, {"*.bias"}}.check_every_pattern_matches(names)));
+  EXPECT_EQ(error_of([&] { ParamSelector{{}, {"conv1.weigth"}}.check_every_pattern_matches(names); }),
+            "--quant-exclude pattern 'conv1.weigth' matches no parameter of the model (parameters: conv1.weight, "
+            "conv1.bias, fc.weight)");
+  EXPECT_TRUE(contains(error_of([&] { ParamSelector{{"conv1.weight", "zzz"}, {}}.check_every_pattern_matches(names); }),
+                       "--quant-include pattern 'zzz' matches no parameter"));
+}
+
+TEST(Quantizer, WeightsBeyondTheLargestBoundAreRejected) {
+  // Beyond ~1.7e38 the width of a range overflows float and dequantization gives NaN; the bound
+  // is 1e30, far above any trained weight.
+  at::Tensor w = randn({3, 40}, 2);
+  w[1][7] = 2e30f;
+  for (const char* text : {"u8-asym-tensor-round", "s8-sym-channel-trunc"}) {
+    const std::string message = error_of([&] { quantize(w, QuantScheme::parse(text), "fc.weight"); });
+    EXPECT_TRUE(contains(message, "cannot quantize tensor 'fc.weight': it holds values beyond ±1e30 (")) << message;
+    EXPECT_TRUE(contains(message, "to 2e+30)")) << message;
+  }
 }
 
 #ifdef BITROBUST_WITH_CUDA

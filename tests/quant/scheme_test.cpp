@@ -110,10 +110,12 @@ TEST(QuantScheme, BadStringsNameThePartAndTheGrammar) {
       {"u8-sym-layer-round", "part 3 'layer' must be global<q>, tensor or channel"},
       {"u8-sym-global-round", "the global bound '' is not a finite float"},
       {"u8-sym-globalx-round", "the global bound 'x' is not a finite float"},
-      {"u8-sym-global0-round", "the global bound must be > 0, got 0"},
+      {"u8-sym-global0-round", "the global bound must be > 0 and at most 1e30, got 0"},
+      {"u8-asym-global3e38-round", "the global bound must be > 0 and at most 1e30, got 3e38"},
       {"u8-sym-global-1-round", "the global bound '' is not a finite float"},
       {"u8-sym-tensor-nearest", "part 4 'nearest' must be round or trunc"},
-      {"u8-sym-tensor-round-clip0", "the clip bound must be > 0, got 0"},
+      {"u8-sym-tensor-round-clip0", "the clip bound must be > 0 and at most 1e30, got 0"},
+      {"u8-sym-tensor-round-clip2e30", "the clip bound must be > 0 and at most 1e30, got 2e30"},
       {"u8-sym-tensor-round-clip", "the clip bound '' is not a finite float"},
       {"u8-sym-tensor-round-clipinf", "the clip bound 'inf' is not a finite float"},
       {"u8-sym-tensor-round-clipnan", "the clip bound 'nan' is not a finite float"},
@@ -154,7 +156,8 @@ TEST(QuantScheme, ValidateAndPresetsRejectBadValues) {
   EXPECT_EQ(error_of([] { QuantScheme::preset("rquant", 20); }),
             "preset 'rquant': quantization bits must be in 2..16, got 20");
   EXPECT_TRUE(contains(error_of([] { QuantScheme::preset("normal", 8, -1.0f); }),
-                       "preset 'normal': the clip bound must be > 0 (or 0 for none), got -1"));
+                       "preset 'normal': the clip bound must be > 0 and at most 1e30 (or 0 for none), got -1"));
+  EXPECT_TRUE(contains(error_of([] { QuantScheme::preset("normal", 8, 3e38f); }), "at most 1e30"));
 }
 
 TEST(QuantScheme, FormatPlacesEpsilonLikeTheReference) {

@@ -54,3 +54,58 @@ TEST(Output, ATerminatingSignalRemovesTheTemporaryFileBeingWritten) {
   EXPECT_EQ(WTERMSIG(status), SIGTERM);
   EXPECT_EQ(regular_files_in(dir.path()), 0) << "the hidden temporary file must be gone";
 }
+
+TEST(Output, ATerminatingSignalRemovesATemporaryFolderBeingFilled) {
+  test_util::TempDir dir;
+  const std::string folder = dir.file("export.tmp1");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // `bitrobust export` stopped while it writes its files
+    std::filesystem::create_directory(folder);
+    report::register_temp_folder(folder);
+    for (int i = 0; i < 300; ++i) std::ofstream(folder + "/t" + std::to_string(i) + ".bin") << "codes";
+    std::raise(SIGTERM);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+  EXPECT_FALSE(std::filesystem::exists(folder)) << "the folder and its 300 files must be gone";
+}
+
+TEST(Output, UnwritablePlacesAreFoundBeforeAnyWork) {
+  test_util::TempDir dir;
+  // access(W_OK) says yes to root even here; the probe file says no.
+  EXPECT_ERROR_CONTAINS(report::check_output_path("/proc/bitrobust_result.json", "--json file"),
+                        "cannot write --json file /proc/bitrobust_result.json");
+  // The temporary name (".NAME.tmp.XXXXXX") must fit too.
+  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file(std::string(250, 'a') + ".pt"), "model file (--out)"),
+                        "File name too long");
+  EXPECT_NO_THROW(report::check_output_path(dir.file("fine.pt"), "model file (--out)"));
+  EXPECT_EQ(regular_files_in(dir.path()), 0) << "the probe leaves nothing behind";
+}
+
+TEST(Output, AnOutputMayNeitherBeAnInputNorAnotherOutput) {
+  test_util::TempDir dir;
+  std::ofstream(dir.file("model.pt")) << "a model";
+  std::filesystem::create_symlink(dir.file("model.pt"), dir.file("link.pt"));
+  const std::vector<report::NamedPath> inputs = {{dir.file("model.pt"), "model file (--model)"}};
+  EXPECT_ERROR_CONTAINS(report::check_distinct_paths({{dir.file("model.pt"), "--json file"}}, inputs),
+                        "cannot write --json file " + dir.file("model.pt") +
+                            ": it is the model file (--model) this command reads, which would be overwritten");
+  // The same file under another name: a link, or a path through "..".
+  EXPECT_ERROR_CONTAINS(report::check_distinct_paths({{dir.file("link.pt"), "--json file"}}, inputs), "model file");
+  const std::string dotted = dir.file("sub/../model.pt");
+  std::filesystem::create_directory(dir.file("sub"));
+  EXPECT_ERROR_CONTAINS(report::check_distinct_paths({{dotted, "--json file"}}, inputs), "model file");
+  // Two outputs that do not exist yet.
+  EXPECT_ERROR_CONTAINS(report::check_distinct_paths({{dir.file("r.json"), "--json file"},
+                                                      {dir.file("./r.json"), "--csv file"}},
+                                                     {}),
+                        "cannot write --csv file " + dir.file("./r.json") + ": it is also the --json file");
+  // Outputs not given are skipped; distinct ones pass.
+  EXPECT_NO_THROW(report::check_distinct_paths({{"", "--csv file"}, {dir.file("r.json"), "--json file"},
+                                                {dir.file("r.csv"), "--csv file"}},
+                                               inputs));
+}

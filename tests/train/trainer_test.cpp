@@ -8,6 +8,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/evaluate.h"
+#include "archive_util.h"
 #include "model_fixtures.h"
 #include "test_util.h"
 
@@ -73,6 +74,44 @@ TEST(Train, ResumedRunEqualsUninterruptedRun) {
   for (const auto& item : resumed->named_parameters()) {
     EXPECT_TRUE(torch::equal(item.value(), a[item.key()])) << item.key();
   }
+}
+
+// A damaged checkpoint is refused rather than resumed into garbage weights (or a NaN model saved).
+TEST(Train, DamagedCheckpointsAreRefused) {
+  const auto data = test_util::synthetic_dataset(64);  // 2 steps per epoch
+  test_util::TempDir dir;
+  auto options = quick_options(2);
+  options.checkpoint = dir.file("run.ckpt");
+  options.max_steps = 2;  // stops after the first epoch, as a killed run would
+  auto net = models::build_model(mlp_spec());
+  train::train(*net, data, options);
+  options.max_steps = 0;
+  options.resume = true;
+  // Its largest data record cut short, the zip intact.
+  ASSERT_GT(test_util::copy_archive(dir.file("run.ckpt"), dir.file("short.ckpt"), /*cut=*/true), 64u);
+  auto cut = options;
+  cut.checkpoint = dir.file("short.ckpt");
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, cut), "checkpoint " + dir.file("short.ckpt") + ": its tensors need");
+  // Counters no run of these settings writes (here: the data set has grown, so epochs are longer).
+  EXPECT_ERROR_CONTAINS(train::train(*net, test_util::synthetic_dataset(96), options),
+                        "records 1 epochs and 2 steps, which a run of 2 epochs of 3 steps cannot have written");
+  // NaN weights in the checkpoint (written here by a step hook after the epoch's last loss).
+  auto nan_options = quick_options(2);
+  nan_options.checkpoint = dir.file("nan.ckpt");
+  nan_options.max_steps = 2;
+  train::StepHooks poison;
+  int steps = 0;
+  poison.after_step = [&]() {
+    if (++steps == 2) net->parameters()[0].data()[0][0] = std::numeric_limits<float>::quiet_NaN();
+  };
+  train::train(*net, data, nan_options, poison);
+  nan_options.max_steps = 0;
+  nan_options.resume = true;
+  const std::string message = test_util::error_of([&] { train::train(*net, data, nan_options); });
+  EXPECT_TRUE(test_util::contains(message, "checkpoint " + dir.file("nan.ckpt") + ": parameter ")) << message;
+  EXPECT_TRUE(test_util::contains(message, "holds NaN or infinite values")) << message;
+  // The intact checkpoint still resumes.
+  EXPECT_EQ(train::train(*net, data, options).epochs_done, 2);
 }
 
 TEST(Train, ResumeWithAnotherSeedOrOtherSettingsIsAnError) {

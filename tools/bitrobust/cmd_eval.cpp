@@ -53,17 +53,19 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--model", cmd->model, "quantized model file")->required();
   sub->add_option("--rates", cmd->rates, "bit error rates: fractions (0.001) or percentages (0.1%), comma separated")
       ->capture_default_str();
-  sub->add_option("--patterns", cmd->sweep.patterns, "error patterns (chips) per rate")->capture_default_str();
+  sub->add_option("--patterns", cmd->sweep.patterns, "error patterns (chips) per rate")
+      ->check(integer_in(1, 1000000))
+      ->capture_default_str();
   sub->add_option("--seed", cmd->sweep.seed, "first pattern seed (patterns use seed, seed+1, ...)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(integer_in(0))
       ->capture_default_str();
   sub->add_option("--error-model", cmd->sweep.error_model,
                   "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (all but stuck_at may add ,0to1=P,1to0=P)")
       ->capture_default_str();
   sub->add_option("--layers", cmd->sweep.layers, "regular expression: inject only into matching parameters");
   sub->add_option("--limit", cmd->limit, "use only the first N test examples (reference: 9000 on CIFAR-10)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(integer_in(0));
+  sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->check(integer_in(1))->capture_default_str();
   sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}));
   sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
@@ -77,14 +79,23 @@ Runner register_eval(CLI::App& app) {
       for (const char* option : {"--rates", "--patterns", "--seed", "--error-model", "--layers"}) {
         BR_CHECK(sub->count(option) == 0, option, " cannot be combined with --replay (the pattern file fixes it)");
       }
+      for (const char* option : {"--csv", "--plot"}) {
+        BR_CHECK(sub->count(option) == 0, option,
+                 " describes a sweep and cannot be combined with --replay, which evaluates one pattern (use --json)");
+      }
     }
     const at::Device device = setup_runtime(cmd->common);
     if (!cmd->csv.empty()) report::check_output_path(cmd->csv, "--csv file");
     if (!cmd->plot.empty()) report::check_output_path(cmd->plot, "--plot file");
+    report::check_distinct_paths(
+        {{cmd->common.json, "--json file"}, {cmd->csv, "--csv file"}, {cmd->plot, "--plot file"}},
+        {{cmd->model, "model file (--model)"}, {cmd->replay, "pattern file (--replay)"}});
     cmd->sweep.rates = eval::parse_rates(cmd->rates);
     const eval::Precision precision =
         cmd->precision.empty() ? eval::default_precision(device) : eval::parse_precision(cmd->precision);
     BR_CHECK(cmd->sweep.patterns >= 1, "--patterns must be at least 1, got ", cmd->sweep.patterns);
+    BR_CHECK(cmd->sweep.seed <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max() - cmd->sweep.patterns + 1),
+             "--seed ", cmd->sweep.seed, " + --patterns ", cmd->sweep.patterns, " runs past the largest seed, 2^63 - 1");
     // Recorded in the results under its canonical name, whichever accepted spelling was typed.
     cmd->sweep.error_model = bits::ErrorModel::parse(cmd->sweep.error_model, 0.0).name();
     cmd->sweep.progress = !cmd->common.quiet;
@@ -156,7 +167,7 @@ Runner register_pattern(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("pattern", "save the bit error pattern of (seed, rate) for a model, for replay");
   sub->add_option("--model", cmd->model, "quantized model file")->required();
   sub->add_option("--rate", cmd->rate, "bit error rate (0.01 or 1%)")->required();
-  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->check(integer_in(0))->capture_default_str();
   sub->add_option("--error-model", cmd->error_model, "as in eval")->capture_default_str();
   sub->add_option("--layers", cmd->layers, "regular expression: only matching parameters");
   sub->add_option("--out", cmd->out, "pattern file to write (format: docs/bit_errors.md)")->required();
@@ -164,6 +175,7 @@ Runner register_pattern(CLI::App& app) {
     const std::vector<double> rate = eval::parse_rates(cmd->rate, "--rate");
     BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
     report::check_output_path(cmd->out, "pattern file (--out)");
+    report::check_distinct_paths({{cmd->out, "pattern file (--out)"}}, {{cmd->model, "model file (--model)"}});
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
     check_layers_select_something(q, cmd->layers);
@@ -184,6 +196,12 @@ Runner register_compare(CLI::App& app) {
   sub->add_option("--plot", cmd->plot, "write the comparison plot (SVG)");
   sub->add_option("--title", cmd->title, "plot title");
   return [cmd]() {
+    if (!cmd->plot.empty()) {
+      report::check_output_path(cmd->plot, "--plot file");
+      std::vector<report::NamedPath> inputs;
+      for (const auto& path : cmd->files) inputs.push_back({path, "result file " + path});
+      report::check_distinct_paths({{cmd->plot, "--plot file"}}, inputs);
+    }
     std::vector<nlohmann::json> results;
     for (const auto& path : cmd->files) {
       BR_CHECK(std::filesystem::is_regular_file(path), "result file ", path,

@@ -39,10 +39,12 @@ Runner register_quantize(CLI::App& app) {
   add_quant_options(*sub, cmd->quant);
   sub->add_option("--model", cmd->model, "float model file")->required();
   sub->add_option("--out", cmd->out, "quantized model file to write")->required();
-  sub->add_option("--batch", cmd->batch, "evaluation batch size")->check(CLI::PositiveNumber);
+  sub->add_option("--batch", cmd->batch, "evaluation batch size")->check(integer_in(1));
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     report::check_output_path(cmd->out, "model file (--out)");
+    report::check_distinct_paths({{cmd->out, "model file (--out)"}, {cmd->common.json, "--json file"}},
+                                 {{cmd->model, "model file (--model)"}});
     const quant::QuantScheme scheme = cmd->quant.build_scheme();
     io::ModelFile file = io::load_model_file(cmd->model);
     quant::check_finite_parameters(*file.net, "model " + cmd->model);
@@ -92,6 +94,7 @@ Runner register_export(CLI::App& app) {
     std::error_code ec;
     fs::create_directory(tmp, ec);
     BR_CHECK(!ec, "cannot write export folder ", cmd->out, ": ", ec.message());
+    report::register_temp_folder(tmp.string());
     try {
       nlohmann::json tensors = nlohmann::json::array();
       for (size_t i = 0; i < q.tensors.size(); ++i) {
@@ -128,8 +131,10 @@ Runner register_export(CLI::App& app) {
                                  {"tensors", tensors}};
       report::write_json_atomic((tmp / "manifest.json").string(), manifest);
       fs::rename(tmp, out);
+      report::unregister_temp_folder(tmp.string());
     } catch (...) {
       fs::remove_all(tmp, ec);
+      report::unregister_temp_folder(tmp.string());
       throw;
     }
     std::printf("exported %zu tensors (%lld codes, scheme %s) to %s\n", q.tensors.size(),

@@ -28,10 +28,11 @@ Runner register_test(CLI::App& app) {
   add_data_options(*sub, cmd->data, false);
   sub->add_option("--model", cmd->model, "model file")->required();
   sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  sub->add_option("--batch", cmd->batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--batch", cmd->batch, "batch size")->check(integer_in(1))->capture_default_str();
+  sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all)")->check(integer_in(0));
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
+    report::check_distinct_paths({{cmd->common.json, "--json file"}}, {{cmd->model, "model file (--model)"}});
     io::ModelFile file = io::load_model_file(cmd->model);
     const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
     std::string scheme = "float";

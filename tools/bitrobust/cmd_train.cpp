@@ -41,16 +41,16 @@ Runner register_train(CLI::App& app) {
   add_data_options(*sub, cmd->data, true);
   sub->add_option("--model", cmd->spec.arch, "mlp, lenet, simplenet, wrn or resnet20")->capture_default_str();
   sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")->capture_default_str();
-  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)");
-  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)");
-  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)");
-  sub->add_option("--epochs", cmd->options.epochs, "training epochs")->capture_default_str();
-  sub->add_option("--batch", cmd->options.batch_size, "batch size")->capture_default_str();
+  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->check(integer_in(0));
+  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->check(integer_in(0));
+  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->check(integer_in(0));
+  sub->add_option("--epochs", cmd->options.epochs, "training epochs")->check(integer_in(1))->capture_default_str();
+  sub->add_option("--batch", cmd->options.batch_size, "batch size")->check(integer_in(1))->capture_default_str();
   sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->capture_default_str();
   sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->capture_default_str();
   sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->capture_default_str();
   sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")
-      ->check(CLI::NonNegativeNumber)
+      ->check(integer_in(0))
       ->capture_default_str();
   sub->add_option("--init", cmd->init,
                   "weight initialisation: torch (LibTorch's defaults) or reference (Kaiming normal, zero biases, as the reference)")
@@ -62,7 +62,7 @@ Runner register_train(CLI::App& app) {
   sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
   sub->add_flag("--no-autoaugment", cmd->no_autoaugment,
                 "CIFAR-10: crop, flip and Cutout without AutoAugment (the reference uses AutoAugment)");
-  sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (for timing)");
+  sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (0 = all; for tests and timing)")->check(integer_in(0));
   add_quant_options(*sub, cmd->quant);
   sub->add_option("--randbet", cmd->randbet,
                   "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");
@@ -71,11 +71,37 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")->capture_default_str();
   sub->add_option("--randbet-error-model", cmd->randbet_options.error_model,
                   "error model of the training patterns (as eval's --error-model)")->capture_default_str();
-  return [cmd]() {
+  return [cmd, sub]() {
     const at::Device device = setup_runtime(cmd->common);
     report::check_output_path(cmd->out, "model file (--out)");
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
     report::check_output_path(cmd->options.checkpoint, "checkpoint");
+    report::check_distinct_paths({{cmd->out, "model file (--out)"},
+                                  {cmd->options.checkpoint, "checkpoint"},
+                                  {cmd->common.json, "--json file"}},
+                                 {});
+    // Every option is checked before the data are loaded and the banner printed.
+    cmd->options.validate();
+    const bool quantized = cmd->quant.requested();
+    const bool randbet = !cmd->randbet.empty();
+    BR_CHECK(quantized || (cmd->quant.include.empty() && cmd->quant.exclude.empty()),
+             "--quant-include/--quant-exclude choose what quantization-aware training quantizes: add --scheme/--bits "
+             "(e.g. --scheme rquant --bits 8)");
+    for (const char* option : {"--randbet-start", "--randbet-mode", "--randbet-error-model"}) {
+      BR_CHECK(randbet || sub->count(option) == 0, option, " sets up random bit error training: add --randbet RATE");
+    }
+    if (randbet) {
+      BR_CHECK(quantized, "--randbet needs quantization-aware training: add --scheme/--bits (e.g. --scheme rquant --bits 8)");
+      const std::vector<double> rate = eval::parse_rates(cmd->randbet, "--randbet");
+      BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
+      cmd->randbet_options.rate = rate[0];
+      cmd->randbet_options.error_model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0).name();
+      cmd->randbet_options.seed = cmd->options.seed;
+      cmd->randbet_options.validate();
+    }
+    quant::QuantScheme scheme;
+    if (quantized) scheme = cmd->quant.build_scheme();
+
     if (cmd->data.protocol.empty()) cmd->data.protocol = "holdout";
     data::Dataset train_set = load_data(cmd->data, "train", device);
     data::Dataset test_set = load_data(cmd->data, "test", device);
@@ -88,20 +114,6 @@ Runner register_train(CLI::App& app) {
     cmd->options.autoaugment = !cmd->no_autoaugment;
     const std::string augmentation = train::training_augmentation(train_set.name, cmd->options).describe();
     cmd->options.progress = !cmd->common.quiet;
-
-    const bool quantized = cmd->quant.requested();
-    const bool randbet = !cmd->randbet.empty();
-    if (randbet) {
-      BR_CHECK(quantized, "--randbet needs quantization-aware training: add --scheme/--bits (e.g. --scheme rquant --bits 8)");
-      const std::vector<double> rate = eval::parse_rates(cmd->randbet, "--randbet");
-      BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
-      cmd->randbet_options.rate = rate[0];
-      cmd->randbet_options.error_model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0).name();
-      cmd->randbet_options.seed = cmd->options.seed;
-      cmd->randbet_options.validate();
-    }
-    quant::QuantScheme scheme;
-    if (quantized) scheme = cmd->quant.build_scheme();
 
     // Everything a resumed run must share with the run that wrote the checkpoint.
     nlohmann::json settings = {{"dataset", train_set.name}, {"cifar_protocol", cmd->data.protocol},
@@ -175,6 +187,7 @@ Runner register_train(CLI::App& app) {
                               {"error_model", cmd->randbet_options.error_model},
                               {"perturbed_steps", rbet->perturbed_steps()}};
     }
+    io::check_finite_module(*net, "trained model");  // e.g. resumed at its last epoch: never save NaN
     io::save_model_file(cmd->out, file);
     std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
                 100 * test.error, test_set.name.c_str(), test_set.split.c_str(),

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "bitrobust/data/dataset.h"
@@ -13,6 +14,10 @@
 #include "bitrobust/quant/scheme.h"
 
 namespace bitrobust::cli {
+
+/// Accepts a whole decimal integer in [min, max] (CLI11's own number checks print a 309-digit
+/// range, and its conversion saturates values too large for the type instead of refusing them).
+CLI::Validator integer_in(int64_t min, int64_t max = std::numeric_limits<int64_t>::max());
 
 /// Options every subcommand shares.
 struct CommonOptions {

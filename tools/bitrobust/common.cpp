@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cfloat>
+#include <charconv>
 #include <cmath>
 
 #include "bitrobust/common/error.h"
@@ -14,9 +15,24 @@
 
 namespace bitrobust::cli {
 
+CLI::Validator integer_in(int64_t min, int64_t max) {
+  const std::string range = max == std::numeric_limits<int64_t>::max()
+                                ? "an integer >= " + std::to_string(min)
+                                : "an integer in " + std::to_string(min) + ".." + std::to_string(max);
+  return CLI::Validator(
+      [min, max, range](std::string& text) -> std::string {
+        int64_t value = 0;
+        const char* end = text.data() + text.size();
+        const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc() && ptr == end && value >= min && value <= max) return {};
+        return "must be " + range + ", got '" + text + "'";
+      },
+      range);
+}
+
 void add_common_options(CLI::App& cmd, CommonOptions& common) {
   cmd.add_option("--device", common.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")->check(integer_in(0, 1 << 20));
   cmd.add_option("--json", common.json, "write the run's figures to this JSON file");
   cmd.add_flag("--quiet", common.quiet, "no progress bar");
 }

@@ -11,7 +11,7 @@
 
 namespace {
 int syntax_error(const std::string& message) {
-  std::fprintf(stderr, "bitrobust: error: %s\nRun with --help for more information.\n", message.c_str());
+  std::fprintf(stderr, "bitrobust: error: %s (see --help)\n", message.c_str());
   return 2;
 }
 }  // namespace

@@ -8,6 +8,7 @@
 //   "quant_codes"       (quantized models) one archive entry per quantized parameter, in the order of
 //   "quant_ranges"      meta.quantization.params: integer codes and float [channels, 2] ranges
 #include <ATen/core/Tensor.h>
+#include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
 #include <nlohmann/json.hpp>
@@ -38,6 +39,14 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
 /// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, a
 /// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).
 ModelFile load_model_file(const std::string& path);
+
+/// Loads a Torch archive (a model file, a checkpoint) onto `device`, checking it before any value is
+/// used: it exists, is a readable archive, and its data records hold every byte its tensors need
+/// (NOTE [Damaged model files]). Errors read "<what> <path>: ...".
+void load_archive_checked(torch::serialize::InputArchive& archive, const std::string& path, const std::string& what,
+                          at::Device device);
+/// Throws bitrobust::Error "<file>: parameter NAME holds NaN or infinite values" (or buffer NAME).
+void check_finite_module(const torch::nn::Module& net, const std::string& file);
 
 /// Versions of bitrobust and Torch, recorded in every result.
 nlohmann::json version_info();

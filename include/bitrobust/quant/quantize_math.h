@@ -44,6 +44,9 @@ namespace bitrobust::kernels {
 
 /// ε of NOTE [Where epsilon goes].
 constexpr float kQuantEps = 0.001f;
+/// Largest bound (global q, clip w_max) and weight magnitude accepted: beyond about 1.7e38 the width
+/// of a range, hi - lo, overflows float, and dequantization would compute 0 * inf = NaN.
+constexpr float kMaxQuantMagnitude = 1e30f;
 
 /// The range of one channel from the minimum and maximum of its (finite) weights; see NOTE [Range
 /// rows] in src/quant/quantizer.cpp and NOTE [Where epsilon goes]. Only min/max and one IEEE double

@@ -103,6 +103,9 @@ struct ParamSelector {
   bool selects(const std::string& name) const;
   /// Throws bitrobust::Error for an invalid "re:" pattern among include and exclude.
   void validate() const;
+  /// Throws bitrobust::Error naming an include or exclude pattern that matches none of `names`: a
+  /// typo would otherwise quietly quantize what it meant to leave out.
+  void check_every_pattern_matches(const std::vector<std::string>& names) const;
 };
 
 /// Whether a glob (see ParamSelector) matches the whole text.

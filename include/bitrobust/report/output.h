@@ -3,6 +3,7 @@
 // never leaves a half-written result behind.
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace bitrobust::report {
 
@@ -16,6 +17,15 @@ void write_json_atomic(const std::string& path, const nlohmann::json& value);
 /// is not lost to a typo in --out.
 void check_output_path(const std::string& path, const std::string& what);
 
+/// A file a command reads or writes, with the name the user knows it by ("--json file").
+struct NamedPath {
+  std::string path;  ///< "" = not given (skipped)
+  std::string what;
+};
+/// Throws bitrobust::Error if two outputs, or an output and an input, are one file (the same path
+/// once links and "." are resolved, or the same existing file): writing one would destroy the other.
+void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
+
 /// For writers that need a file name (Torch archives): a new, empty file next to `path` with a
 /// unique name (mkstemp), so that no existing file (say a user's `out.pt.tmp`) is ever overwritten.
 /// `what` names the output in errors ("model file", "checkpoint"): a missing folder, `path` being a
@@ -25,5 +35,10 @@ std::string create_temp_file_for(const std::string& path, const std::string& wha
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what);
 /// Removes a temporary file after a failed write (no error if it is gone).
 void discard_temp_file(const std::string& tmp);
+/// A temporary folder of plain files being filled (an export): a run stopped by SIGINT, SIGTERM or
+/// SIGHUP removes its files and the folder, as it removes temporary files. Unregister it once it
+/// has been renamed into place or removed.
+void register_temp_folder(const std::string& path);
+void unregister_temp_folder(const std::string& path);
 
 }  // namespace bitrobust::report

@@ -31,6 +31,8 @@ struct TrainOptions {
   /// RandBET...), as a JSON object; the schedule above is added to it. Stored in the checkpoint, and
   /// a resume whose settings differ is an error listing the differences.
   std::string settings = "{}";
+  /// Throws bitrobust::Error naming the option (--epochs, --lr, ...) that is out of range.
+  void validate() const;
 };
 
 /// The augmentation a run with these options trains with on `dataset_name` (none when

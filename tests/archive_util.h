@@ -1,0 +1,37 @@
+#pragma once
+// Test helper: copies of Torch archives (model files, checkpoints) with one data record damaged.
+#include <caffe2/serialize/inline_container.h>
+
+#include <cstddef>
+#include <string>
+#include <tuple>
+
+namespace bitrobust::test_util {
+
+/// Copies the Torch archive `from` to `to`, record by record; with `cut`, its largest data record
+/// (the bytes of the largest tensor storage) is cut to 16 bytes while the zip itself stays intact:
+/// what a damaged file looks like to LibTorch, which would hand out tensors reading past their data
+/// (NOTE [Damaged model files]). Returns the size the cut record had (0 without `cut`).
+inline size_t copy_archive(const std::string& from, const std::string& to, bool cut) {
+  caffe2::serialize::PyTorchStreamReader reader(from);
+  std::string largest;
+  size_t largest_size = 0;
+  for (const std::string& name : reader.getAllRecords()) {
+    if (name.find("data/") == std::string::npos) continue;
+    const size_t size = std::get<1>(reader.getRecord(name));
+    if (size > largest_size) std::tie(largest, largest_size) = std::make_tuple(name, size);
+  }
+  caffe2::serialize::PyTorchStreamWriter writer(to);
+  for (const std::string& name : reader.getAllRecords()) {
+    // Records the writer adds by itself (LibTorch 1.13: version; 2.x also serialization_id).
+    bool own = false;
+    for (const char* record : {"version", "byteorder", "serialization_id"}) own = own || name.find(record) != std::string::npos;
+    if (own) continue;
+    auto [data, size] = reader.getRecord(name);
+    writer.writeRecord(name, data.get(), cut && name == largest ? 16 : size);
+  }
+  writer.writeEndOfFile();
+  return cut ? largest_size : 0;
+}
+
+}  // namespace bitrobust::test_util
