@@ -14,6 +14,22 @@ using namespace bitrobust;
 
 namespace {
 models::ModelSpec tiny_spec(int64_t hidden = 16) { return test_util::tiny_mlp_spec(hidden); }
+/// A tiny quantized network and one batch, to drive RandBET's after_backward with chosen losses.
+struct RandBetRig {
+  data::Dataset data = test_util::synthetic_dataset(16);
+  at::Tensor x = data::make_batch(data, torch::arange(16), data::normalization_for("mnist"), nullptr, 0, 0);
+  std::shared_ptr<models::Classifier> net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat{*net, quant::QuantScheme::preset("rquant", 8)};
+
+  /// One step's clean quantized pass, then RandBET's hook told that the clean loss was `loss_value`.
+  void step(train::RandomBitErrorTraining& rbet, double loss_value) {
+    qat.use_quantized_weights();
+    net->zero_grad();
+    at::cross_entropy_loss(net->forward(x), data.labels).backward();
+    rbet.after_backward(torch::tensor(loss_value), x, data.labels);
+    qat.restore_float_weights();
+  }
+};
 std::vector<at::Tensor> grads(models::Classifier& net) {
   std::vector<at::Tensor> out;
   for (auto& p : net.parameters()) out.push_back(p.grad().clone());
@@ -80,20 +96,11 @@ TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
 }
 
 TEST(RandBET, CurriculumStartsBelowTheThresholdAndStays) {
-  const auto data = test_util::synthetic_dataset(16);
-  const at::Tensor x = data::make_batch(data, torch::arange(16), data::normalization_for("mnist"), nullptr, 0, 0);
-  auto net = models::build_model(tiny_spec());
-  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  RandBetRig rig;
   train::RandBETOptions o;
   o.start_loss = 1.0;
-  train::RandomBitErrorTraining rbet(*net, qat, o);
-  auto step = [&](double loss_value) {
-    qat.use_quantized_weights();
-    net->zero_grad();
-    at::cross_entropy_loss(net->forward(x), data.labels).backward();
-    rbet.after_backward(torch::tensor(loss_value), x, data.labels);
-    qat.restore_float_weights();
-  };
+  train::RandomBitErrorTraining rbet(*rig.net, rig.qat, o);
+  auto step = [&](double loss_value) { rig.step(rbet, loss_value); };
   step(1.5);
   step(1.0);  // not below the threshold
   EXPECT_FALSE(rbet.active());
@@ -221,25 +228,16 @@ TEST(RandBET, ResumedRunEqualsUninterruptedRun) {
 }
 
 TEST(RandBET, StateRoundTripsAndBadStatesAreErrors) {
-  const auto data = test_util::synthetic_dataset(16);
-  const at::Tensor x = data::make_batch(data, torch::arange(16), data::normalization_for("mnist"), nullptr, 0, 0);
-  auto net = models::build_model(tiny_spec());
-  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  RandBetRig rig;
   train::RandBETOptions o;
   o.start_loss = 1.0;
-  train::RandomBitErrorTraining before(*net, qat, o);
-  auto step = [&](train::RandomBitErrorTraining& rbet, double loss_value) {
-    qat.use_quantized_weights();
-    net->zero_grad();
-    at::cross_entropy_loss(net->forward(x), data.labels).backward();
-    rbet.after_backward(torch::tensor(loss_value), x, data.labels);
-    qat.restore_float_weights();
-  };
+  train::RandomBitErrorTraining before(*rig.net, rig.qat, o);
+  auto step = [&](train::RandomBitErrorTraining& rbet, double loss_value) { rig.step(rbet, loss_value); };
   step(before, 2.0);
   step(before, 0.5);  // the curriculum switches on
   EXPECT_EQ(before.state(), R"({"active":true,"active_steps":1,"perturbed_steps":1,"step":2})");
   // A restored object stays on above the threshold, as the original would.
-  train::RandomBitErrorTraining after(*net, qat, o);
+  train::RandomBitErrorTraining after(*rig.net, rig.qat, o);
   after.restore_state(before.state());
   EXPECT_TRUE(after.active());
   step(after, 3.0);
@@ -247,7 +245,7 @@ TEST(RandBET, StateRoundTripsAndBadStatesAreErrors) {
   EXPECT_EQ(after.pattern_seed(2), before.pattern_seed(2));
   EXPECT_EQ(after.state(), R"({"active":true,"active_steps":2,"perturbed_steps":2,"step":3})");
 
-  train::RandomBitErrorTraining fresh(*net, qat, o);
+  train::RandomBitErrorTraining fresh(*rig.net, rig.qat, o);
   EXPECT_ERROR_CONTAINS(fresh.restore_state("not json"), "'step' must be a count >= 0");
   EXPECT_ERROR_CONTAINS(fresh.restore_state(R"({"step":-1,"active":false,"active_steps":0,"perturbed_steps":0})"),
                         "'step' must be a count >= 0");
