@@ -233,3 +233,12 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
     EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.flags << ": " << r.output;
   }
 }
+
+TEST(CliTest, AModelFileNamingAnUnknownDataSetIsNamed) {
+  test_util::TempDir dir;
+  io::ModelFile f = io::load_model_file(write_float_model(dir));
+  f.meta["dataset"] = "imagenet";
+  io::save_model_file(dir.file("odd.pt"), f);
+  expect_failure("test --model " + dir.file("odd.pt"),
+                 "model file " + dir.file("odd.pt") + " names an unknown data set 'imagenet': pass --dataset");
+}

@@ -4,6 +4,7 @@
 
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <charconv>
 #include <cmath>
@@ -69,8 +70,13 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
 
 data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& model_path, DataOptions& options,
                                   const std::string& split, int64_t limit, at::Device device) {
-  if (options.dataset.empty()) options.dataset = file.meta.value("dataset", std::string());
-  BR_CHECK(!options.dataset.empty(), "model file ", model_path, " names no data set: pass --dataset");
+  if (options.dataset.empty()) {
+    options.dataset = file.meta.value("dataset", std::string());
+    BR_CHECK(!options.dataset.empty(), "model file ", model_path, " names no data set: pass --dataset");
+    const std::vector<std::string> known = data::dataset_names();
+    BR_CHECK(std::find(known.begin(), known.end(), options.dataset) != known.end(), "model file ", model_path,
+             " names an unknown data set '", options.dataset, "': pass --dataset");
+  }
   if (options.protocol.empty()) options.protocol = file.meta.value("cifar_protocol", std::string("holdout"));
   data::Dataset data = load_data(options, split, device);
   if (limit > 0) data = data.head(limit);
