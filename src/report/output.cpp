@@ -215,7 +215,9 @@ void commit_temp_file(const std::string& tmp, const std::string& path, const std
   unregister_live_temp(tmp);
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
+namespace {
+// A temporary file next to `path` holding `text`; on failure nothing is left and Error is thrown.
+std::string write_temp_text(const std::string& path, const std::string& text) {
   const std::string tmp = create_temp_file_for(path, "file");
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (f == nullptr) {
@@ -228,7 +230,32 @@ void write_text_atomic(const std::string& path, const std::string& text) {
     discard_temp_file(tmp);
     throw Error("cannot write " + path + ": write failed (disk full?)");
   }
-  commit_temp_file(tmp, path, "file");
+  return tmp;
+}
+}  // namespace
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  commit_temp_file(write_temp_text(path, text), path, "file");
+}
+
+void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<std::pair<std::string, std::string>> written;  // (temporary, final path)
+  try {
+    for (const auto& [path, text] : files) {
+      if (!path.empty()) written.emplace_back(write_temp_text(path, text), path);
+    }
+  } catch (...) {
+    for (const auto& item : written) discard_temp_file(item.first);
+    throw;
+  }
+  for (size_t i = 0; i < written.size(); ++i) {
+    try {
+      commit_temp_file(written[i].first, written[i].second, "file");
+    } catch (...) {  // (a rename failing after others succeeded: the rest are not left as temporaries)
+      for (size_t k = i + 1; k < written.size(); ++k) discard_temp_file(written[k].first);
+      throw;
+    }
+  }
 }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value) {

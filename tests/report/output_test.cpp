@@ -109,3 +109,16 @@ TEST(Output, AnOutputMayNeitherBeAnInputNorAnotherOutput) {
                                                 {dir.file("r.csv"), "--csv file"}},
                                                inputs));
 }
+
+TEST(Output, SeveralFilesAreWrittenAllOrNone) {
+  test_util::TempDir dir;
+  EXPECT_ERROR_CONTAINS(report::write_texts_atomic({{dir.file("r.json"), "{}\n"}, {"/proc/bitrobust_r.csv", "a,b\n"}}),
+                        "/proc/bitrobust_r.csv");
+  EXPECT_EQ(regular_files_in(dir.path()), 0) << "neither the first result nor a temporary file may stay";
+  report::write_texts_atomic({{dir.file("r.json"), "{}\n"}, {"", "skipped"}, {dir.file("r.csv"), "a,b\n"}});
+  EXPECT_EQ(regular_files_in(dir.path()), 2);
+  std::ifstream in(dir.file("r.csv"));
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "a,b");
+}

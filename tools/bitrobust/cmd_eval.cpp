@@ -155,9 +155,10 @@ Runner register_eval(CLI::App& app) {
     std::printf("%lld images x %lld patterns in %.1f s: %.0f images x patterns / s\n",
                 static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns), sweep.seconds,
                 sweep.images_patterns_per_second);
-    if (!cmd->common.json.empty()) report::write_json_atomic(cmd->common.json, j);
-    if (!cmd->csv.empty()) report::write_text_atomic(cmd->csv, report::sweep_csv(j));
-    if (!cmd->plot.empty()) report::write_text_atomic(cmd->plot, report::rerr_plot_svg({j}, "Bit error robustness"));
+    // All of them or none: a failing output does not leave the others half a result set.
+    report::write_texts_atomic({{cmd->common.json, cmd->common.json.empty() ? "" : j.dump(2) + "\n"},
+                                {cmd->csv, cmd->csv.empty() ? "" : report::sweep_csv(j)},
+                                {cmd->plot, cmd->plot.empty() ? "" : report::rerr_plot_svg({j}, "Bit error robustness")}});
     return 0;
   };
 }

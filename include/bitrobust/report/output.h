@@ -12,6 +12,11 @@ void write_text_atomic(const std::string& path, const std::string& text);
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
 
+/// Writes several files as one: each (path, text) goes to its own temporary file first, and only
+/// when all are written are they renamed into place; a failure leaves none of them (and no
+/// temporary file) behind. Paths that are "" are skipped.
+void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files);
+
 /// Throws bitrobust::Error if `path` cannot be written: empty, a folder, in a missing or read-only
 /// folder. Commands call it for every output before they start work, so that an hour of training
 /// is not lost to a typo in --out.
