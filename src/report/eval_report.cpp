@@ -146,10 +146,12 @@ std::string sweep_table(const nlohmann::json& j) {
   std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s   clean error\n", "0", pct(j["clean_error"]).c_str(), "-",
                 "-", "-");
   out << line;
+  // One pattern has no spread: its standard deviation is undefined (written as 0 in the JSON).
+  const bool one_pattern = j["patterns"].get<int64_t>() == 1;
   for (const auto& r : j["results"]) {
     if (r["rate"].get<double>() == 0) continue;
     std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s\n", rate_text(r["rate"]).c_str(),
-                  pct(r["rerr_mean"]).c_str(), pct(r["rerr_std"]).c_str(), pct(r["rerr_min"]).c_str(),
+                  pct(r["rerr_mean"]).c_str(), one_pattern ? "-" : pct(r["rerr_std"]).c_str(), pct(r["rerr_min"]).c_str(),
                   pct(r["rerr_max"]).c_str());
     out << line;
   }
@@ -185,7 +187,7 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
       std::string v = "-";
       for (const auto& r : j["results"])
         if (r["rate"].get<double>() == rate)
-          v = pct(r["rerr_mean"]) + " ±" + pct(r["rerr_std"]);
+          v = pct(r["rerr_mean"]) + (j["patterns"].get<int64_t>() == 1 ? " (1 pattern)" : " ±" + pct(r["rerr_std"]));
       std::snprintf(cell, sizeof cell, "  %22s", v.c_str());
       out << cell;
     }

@@ -98,6 +98,23 @@ TEST(BitErrorEval, BadOptionsAreErrors) {
   EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
 }
 
+// One pattern has no spread: tables say so instead of printing a standard deviation of 0.
+TEST(BitErrorEval, OnePatternShowsNoSpread) {
+  auto& t = trained();
+  const auto o = options({0.0, 0.01}, 1);
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, o);
+  report::SweepContext ctx;
+  ctx.scheme = t.q.scheme.to_string();
+  ctx.error_model = "random";
+  ctx.model_name = "mlp";
+  const auto j = report::sweep_to_json(r, o, ctx);
+  EXPECT_NO_THROW(report::validate_sweep_json(j, "test"));
+  const std::string table = report::sweep_table(j);
+  const std::string row = table.substr(table.find("  1%"));
+  EXPECT_NE(row.find(" -  "), std::string::npos) << table;
+  EXPECT_NE(report::compare_table({j}).find("(1 pattern)"), std::string::npos) << report::compare_table({j});
+}
+
 TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   auto& t = trained();
   const auto o = options({0.0, 0.01}, 3);
