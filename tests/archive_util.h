@@ -3,16 +3,19 @@
 #include <caffe2/serialize/inline_container.h>
 
 #include <cstddef>
+#include <cstring>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace bitrobust::test_util {
 
 /// Copies the Torch archive `from` to `to`, record by record; with `cut`, its largest data record
 /// (the bytes of the largest tensor storage) is cut to 16 bytes while the zip itself stays intact:
 /// what a damaged file looks like to LibTorch, which would hand out tensors reading past their data
-/// (NOTE [Damaged model files]). Returns the size the cut record had (0 without `cut`).
-inline size_t copy_archive(const std::string& from, const std::string& to, bool cut) {
+/// (NOTE [Damaged model files]). With `garble`, every data record of 64 bytes or more (weights and
+/// momentum buffers, not counters) keeps its length but holds 0xFF bytes (NaN as float32). Returns the size the cut record had (0 without `cut`).
+inline size_t copy_archive(const std::string& from, const std::string& to, bool cut, bool garble = false) {
   caffe2::serialize::PyTorchStreamReader reader(from);
   std::string largest;
   size_t largest_size = 0;
@@ -28,6 +31,11 @@ inline size_t copy_archive(const std::string& from, const std::string& to, bool 
     for (const char* record : {"version", "byteorder", "serialization_id"}) own = own || name.find(record) != std::string::npos;
     if (own) continue;
     auto [data, size] = reader.getRecord(name);
+    if (garble && name.find("data/") != std::string::npos && size >= 64) {  // tensors, not counters
+      std::vector<char> bytes(size, static_cast<char>(0xFF));
+      writer.writeRecord(name, bytes.data(), size);
+      continue;
+    }
     writer.writeRecord(name, data.get(), cut && name == largest ? 16 : size);
   }
   writer.writeEndOfFile();

@@ -58,24 +58,31 @@ std::atomic<bool> g_live_folder[kMaxLiveTemps];   // a folder of plain files, no
 // Empties and removes a folder of plain files with system calls only (async-signal-safe).
 void remove_folder_of_files(const char* path) {
 #if defined(__linux__) && defined(SYS_getdents64)
-  const int fd = ::open(path, O_RDONLY | O_DIRECTORY);
+  // O_NOFOLLOW: never empty a folder a link points to.
+  const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return;
   alignas(8) char buf[4096];
-  for (;;) {
-    const long n = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
-    if (n <= 0) break;
-    for (long pos = 0; pos < n;) {
-      // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[]
-      unsigned short reclen;
-      std::memcpy(&reclen, buf + pos + 16, sizeof reclen);
-      const char* name = buf + pos + 19;
-      if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))) ::unlinkat(fd, name, 0);
-      pos += reclen;
+  // Some file systems (NFS, FUSE) may skip entries when a folder changes while it is read: rescan.
+  for (int pass = 0; pass < 4; ++pass) {
+    ::lseek(fd, 0, SEEK_SET);
+    for (;;) {
+      const long n = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
+      if (n <= 0) break;
+      for (long pos = 0; pos < n;) {
+        // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[]
+        unsigned short reclen;
+        std::memcpy(&reclen, buf + pos + 16, sizeof reclen);
+        const char* name = buf + pos + 19;
+        if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))) ::unlinkat(fd, name, 0);
+        pos += reclen;
+      }
     }
+    if (::rmdir(path) == 0 || errno != ENOTEMPTY) break;
   }
   ::close(fd);
-#endif
+#else
   ::rmdir(path);
+#endif
 }
 
 extern "C" void remove_live_temps_and_reraise(int sig) {
@@ -132,6 +139,19 @@ std::string create_temp_file_in(const fs::path& parent, const fs::path& target, 
                                 const std::string& path);
 
 void register_temp_folder(const std::string& path) { register_live_temp(path, /*folder=*/true); }
+
+std::string create_temp_folder_for(const std::string& path, const std::string& what) {
+  const fs::path target(path);
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  BR_CHECK(::mkdtemp(name.data()) != nullptr, "cannot write ", what, " ", path, ": ", std::strerror(errno));
+  // mkdtemp makes the folder private (0700); give the result the permissions of any new folder.
+  ::chmod(name.data(), 0777 & ~process_umask());
+  register_temp_folder(name.data());
+  return std::string(name.data());
+}
 void unregister_temp_folder(const std::string& path) { unregister_live_temp(path); }
 
 void check_output_path(const std::string& path, const std::string& what) {
@@ -158,7 +178,10 @@ bool same_file(const std::string& a, const std::string& b) {
   }
   const fs::path ca = fs::weakly_canonical(fs::absolute(a, ec_a), ec_a);
   const fs::path cb = fs::weakly_canonical(fs::absolute(b, ec_b), ec_b);
-  if (ec_a || ec_b) return fs::absolute(a).lexically_normal() == fs::absolute(b).lexically_normal();
+  if (ec_a || ec_b) {
+    std::error_code ec;
+    return fs::absolute(a, ec).lexically_normal() == fs::absolute(b, ec).lexically_normal();
+  }
   return ca == cb;
 }
 }  // namespace

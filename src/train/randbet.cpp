@@ -48,7 +48,7 @@ std::string RandomBitErrorTraining::state() const {
       .dump();
 }
 
-void RandomBitErrorTraining::restore_state(const std::string& json) {
+void RandomBitErrorTraining::restore_state(const std::string& json, int64_t expected_step) {
   const nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
   auto count = [&](const char* key) {
     BR_CHECK(j.is_object() && j.contains(key) && j[key].is_number_integer() && j[key].get<int64_t>() >= 0,
@@ -60,6 +60,8 @@ void RandomBitErrorTraining::restore_state(const std::string& json) {
   const bool active = j["active"].get<bool>();
   BR_CHECK(active_steps <= step && perturbed_steps <= active_steps && (active || active_steps == 0), "RandBET state '",
            json, "' is inconsistent");
+  BR_CHECK(expected_step < 0 || step == expected_step, "RandBET state '", json, "' is for step ", step,
+           ", not for the ", expected_step, " steps the checkpoint has done");
   step_ = step;
   active_ = active;
   active_steps_ = active_steps;
@@ -152,7 +154,7 @@ StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTr
       randbet->after_backward(loss, x, y);
     };
     hooks.save_state = [randbet]() { return randbet->state(); };
-    hooks.restore_state = [randbet](const std::string& json) { randbet->restore_state(json); };
+    hooks.restore_state = [randbet](const std::string& json, int64_t steps) { randbet->restore_state(json, steps); };
   }
   return hooks;
 }

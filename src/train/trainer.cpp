@@ -82,6 +82,12 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
   const uint64_t seed = options.seed;
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   // A damaged checkpoint would otherwise resume into garbage weights (NOTE [Damaged model files]).
+  // The check runs on a CPU load: loading onto a GPU copies every storage, reading a short record
+  // past its end before any check could run.
+  if (!device.is_cpu()) {
+    torch::serialize::InputArchive on_cpu;
+    io::load_archive_checked(on_cpu, path, "checkpoint", at::Device(at::kCPU));
+  }
   io::load_archive_checked(archive, path, "checkpoint", device);
   try {
     // Settings first: a checkpoint of another model would otherwise fail on its first tensor.
@@ -125,7 +131,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
                " has no RandBET state (step count, curriculum): it was written by an older version and cannot be "
                "resumed exactly; remove it to start over");
       try {
-        hooks.restore_state(hook_state.toStringRef());
+        hooks.restore_state(hook_state.toStringRef(), steps_done);
       } catch (const Error& e) {
         throw Error("checkpoint " + path + ": " + e.what());
       }
@@ -247,6 +253,9 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9)));
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
+      // The epoch's last step may have left NaN weights behind a finite loss: keep the last good
+      // checkpoint rather than replace it with one no run can resume.
+      io::check_finite_module(net, "training after epoch " + std::to_string(epoch + 1) + " (no checkpoint written)");
       save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options, augmentation,
                       hooks);
     }

@@ -95,23 +95,37 @@ TEST(Train, DamagedCheckpointsAreRefused) {
   // Counters no run of these settings writes (here: the data set has grown, so epochs are longer).
   EXPECT_ERROR_CONTAINS(train::train(*net, test_util::synthetic_dataset(96), options),
                         "records 1 epochs and 2 steps, which a run of 2 epochs of 3 steps cannot have written");
-  // NaN weights in the checkpoint (written here by a step hook after the epoch's last loss).
-  auto nan_options = quick_options(2);
+  // NaN weights in the checkpoint (every data record overwritten with 0xFF bytes).
+  test_util::copy_archive(dir.file("run.ckpt"), dir.file("nan.ckpt"), /*cut=*/false, /*garble=*/true);
+  auto nan_options = options;
   nan_options.checkpoint = dir.file("nan.ckpt");
-  nan_options.max_steps = 2;
-  train::StepHooks poison;
-  int steps = 0;
-  poison.after_step = [&]() {
-    if (++steps == 2) net->parameters()[0].data()[0][0] = std::numeric_limits<float>::quiet_NaN();
-  };
-  train::train(*net, data, nan_options, poison);
-  nan_options.max_steps = 0;
-  nan_options.resume = true;
   const std::string message = test_util::error_of([&] { train::train(*net, data, nan_options); });
   EXPECT_TRUE(test_util::contains(message, "checkpoint " + dir.file("nan.ckpt") + ": parameter ")) << message;
   EXPECT_TRUE(test_util::contains(message, "holds NaN or infinite values")) << message;
   // The intact checkpoint still resumes.
   EXPECT_EQ(train::train(*net, data, options).epochs_done, 2);
+}
+
+// The epoch's last step may leave NaN weights behind a finite loss: the run stops and the last good
+// checkpoint is kept instead of being replaced by one no run can resume.
+TEST(Train, NanWeightsAfterAnEpochKeepTheLastGoodCheckpoint) {
+  const auto data = test_util::synthetic_dataset(64);  // 2 steps per epoch
+  test_util::TempDir dir;
+  auto options = quick_options(3);
+  options.checkpoint = dir.file("run.ckpt");
+  auto net = models::build_model(mlp_spec());
+  train::StepHooks poison;
+  int steps = 0;
+  poison.after_step = [&]() {
+    if (++steps == 4) net->parameters()[0].data()[0][0] = std::numeric_limits<float>::quiet_NaN();
+  };
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, options, poison),
+                        "training after epoch 2 (no checkpoint written): parameter ");
+  options.resume = true;
+  auto resumed = models::build_model(mlp_spec());
+  const auto r = train::train(*resumed, data, options);  // from epoch 1's checkpoint
+  EXPECT_EQ(r.epochs_done, 3);
+  EXPECT_EQ(r.steps, 6);
 }
 
 TEST(Train, ResumeWithAnotherSeedOrOtherSettingsIsAnError) {

@@ -90,11 +90,8 @@ Runner register_export(CLI::App& app) {
     BR_CHECK(fs::is_directory(parent), "export folder ", cmd->out, ": parent folder ", parent.string(),
              " does not exist");
     // Written into a temporary sibling folder and renamed once complete: nothing half-written remains.
-    const fs::path tmp = parent / (out.filename().string() + ".tmp" + std::to_string(::getpid()));
+    const fs::path tmp = report::create_temp_folder_for(cmd->out, "export folder");
     std::error_code ec;
-    fs::create_directory(tmp, ec);
-    BR_CHECK(!ec, "cannot write export folder ", cmd->out, ": ", ec.message());
-    report::register_temp_folder(tmp.string());
     try {
       nlohmann::json tensors = nlohmann::json::array();
       for (size_t i = 0; i < q.tensors.size(); ++i) {

@@ -40,9 +40,11 @@ std::string create_temp_file_for(const std::string& path, const std::string& wha
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what);
 /// Removes a temporary file after a failed write (no error if it is gone).
 void discard_temp_file(const std::string& tmp);
-/// A temporary folder of plain files being filled (an export): a run stopped by SIGINT, SIGTERM or
-/// SIGHUP removes its files and the folder, as it removes temporary files. Unregister it once it
-/// has been renamed into place or removed.
+/// A new, empty folder next to `path` with a unique name (mkdtemp: never a folder that already
+/// exists, or a link), for an output built of several files (an export) and renamed into place when
+/// complete. A run stopped by SIGINT, SIGTERM or SIGHUP removes its files and the folder, as it
+/// removes temporary files; unregister it once it has been renamed into place or removed.
+std::string create_temp_folder_for(const std::string& path, const std::string& what);
 void register_temp_folder(const std::string& path);
 void unregister_temp_folder(const std::string& path);
 

@@ -37,8 +37,9 @@ class RandomBitErrorTraining {
   /// What a resumed run must continue from (the step count that seeds the patterns, the curriculum
   /// and the alternate mode's phase), as JSON text; restore_state(state()) continues exactly.
   std::string state() const;
-  /// Throws bitrobust::Error, naming what is wrong, if `json` is not such a state.
-  void restore_state(const std::string& json);
+  /// Throws bitrobust::Error, naming what is wrong, if `json` is not such a state, or (when
+  /// expected_step >= 0) not the state after expected_step steps.
+  void restore_state(const std::string& json, int64_t expected_step = -1);
 
   bool active() const { return active_; }
   int64_t perturbed_steps() const { return perturbed_steps_; }

@@ -54,7 +54,8 @@ struct StepHooks {
   /// saved in every checkpoint and given back to restore_state on resume, so that a resumed run
   /// continues exactly. A checkpoint without it cannot resume hooks that have state.
   std::function<std::string()> save_state;
-  std::function<void(const std::string&)> restore_state;
+  /// Given the saved text and the checkpoint's step count, which the state must agree with.
+  std::function<void(const std::string&, int64_t steps)> restore_state;
 };
 
 struct TrainResult {
