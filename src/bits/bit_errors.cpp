@@ -157,7 +157,7 @@ ParamSelector::ParamSelector(const std::string& pattern) : pattern_(pattern) {
   try {
     regex_ = std::regex(pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {
-    throw Error("ParamSelector: invalid regular expression '" + pattern + "': " + e.what());
+    throw Error("--layers: invalid regular expression '" + pattern + "': " + e.what());
   }
 }
 

@@ -173,6 +173,7 @@ Dataset read_idx(const std::string& images_file, const std::string& labels_file,
   Dataset result;
   result.num_classes = num_classes;
   result.source = images_file + "," + labels_file;
+  result.files = {images_file, labels_file};
 
   InputFile images_in(images_file);
   const std::vector<uint64_t> image_dims = read_idx_header(images_in, 3, "images");
@@ -238,6 +239,7 @@ Dataset read_cifar10(const std::vector<std::string>& files) {
   result.num_classes = kCifarClasses;
   result.name = "cifar10";
   for (size_t f = 0; f < files.size(); ++f) result.source += (f ? "," : "") + files[f];
+  result.files = files;
   result.images = at::empty({total, 3, kCifarSide, kCifarSide}, at::kByte);
   result.labels = at::empty({total}, at::kLong);
   uint8_t* images = result.images.data_ptr<uint8_t>();

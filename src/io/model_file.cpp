@@ -156,7 +156,7 @@ void save_model_file(const std::string& path, const ModelFile& file) {
   file.net->save(model_archive);
   file.net->to(device);
   archive.write("bitrobust_format", at::scalar_tensor(kFormatVersion, at::kLong));
-  archive.write("meta", c10::IValue(meta.dump()));
+  archive.write("meta", c10::IValue(meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
   archive.write("model", model_archive);
   if (!file.quant_codes.empty()) {
     for (size_t i = 0; i < file.quant_codes.size(); ++i) {

@@ -123,6 +123,26 @@ void register_live_temp(const std::string& path, bool folder = false) {
   }
 }
 
+// Holds SIGINT, SIGTERM and SIGHUP back while a temporary file is made and registered, so that no
+// signal can end the process between the two (one arriving meanwhile is delivered on release,
+// when the file is in the table).
+class SignalsHeld {
+ public:
+  SignalsHeld() {
+    install_signal_cleanup();
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+    ::pthread_sigmask(SIG_BLOCK, &set, &previous_);
+  }
+  ~SignalsHeld() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  SignalsHeld(const SignalsHeld&) = delete;
+  SignalsHeld& operator=(const SignalsHeld&) = delete;
+
+ private:
+  sigset_t previous_;
+};
+
 void unregister_live_temp(const std::string& path) {
   for (int i = 0; i < kMaxLiveTemps; ++i) {
     if (g_live_ready[i].load() && path == g_live_paths[i]) {
@@ -146,10 +166,13 @@ std::string create_temp_folder_for(const std::string& path, const std::string& w
   const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
-  BR_CHECK(::mkdtemp(name.data()) != nullptr, "cannot write ", what, " ", path, ": ", std::strerror(errno));
+  {
+    const SignalsHeld held;
+    BR_CHECK(::mkdtemp(name.data()) != nullptr, "cannot write ", what, " ", path, ": ", std::strerror(errno));
+    register_temp_folder(name.data());
+  }
   // mkdtemp makes the folder private (0700); give the result the permissions of any new folder.
   ::chmod(name.data(), 0777 & ~process_umask());
-  register_temp_folder(name.data());
   return std::string(name.data());
 }
 void unregister_temp_folder(const std::string& path) { unregister_live_temp(path); }
@@ -214,12 +237,16 @@ std::string create_temp_file_in(const fs::path& parent, const fs::path& target, 
   const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
-  const int fd = ::mkstemp(name.data());
-  BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
+  int fd = -1;
+  {
+    const SignalsHeld held;
+    fd = ::mkstemp(name.data());
+    BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
+    register_live_temp(name.data());
+  }
   // mkstemp makes the file private (0600); give the result the permissions of any new file.
   ::fchmod(fd, 0666 & ~process_umask());
   ::close(fd);
-  register_live_temp(name.data());
   return std::string(name.data());
 }
 
@@ -281,8 +308,14 @@ void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& 
   }
 }
 
+std::string json_text(const nlohmann::json& value) {
+  // File names need not be UTF-8 (Linux allows any bytes): replace what JSON cannot hold rather
+  // than fail after all the work.
+  return value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
 void write_json_atomic(const std::string& path, const nlohmann::json& value) {
-  write_text_atomic(path, value.dump(2) + "\n");
+  write_text_atomic(path, json_text(value));
 }
 
 }  // namespace bitrobust::report

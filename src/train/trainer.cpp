@@ -122,9 +122,16 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     // Checkpoints are written at the end of complete epochs only.
     const int64_t epochs_done = epochs.item<int64_t>(), steps_done = steps.item<int64_t>();
     BR_CHECK(epochs_done >= 1 && epochs_done <= options.epochs && steps_done == epochs_done * steps_per_epoch,
-             "checkpoint ", path, " records ", epochs_done, " epochs and ", steps_done, " steps, which a run of ",
-             options.epochs, " epochs of ", steps_per_epoch, " steps cannot have written (damaged file)");
+             "checkpoint ", path, " records ", epochs_done, " epochs and ", steps_done, " steps, which this run (",
+             options.epochs, " epochs of ", steps_per_epoch,
+             " steps) cannot continue: it was written on a data set of another size, or is damaged");
     io::check_finite_module(net, "checkpoint " + path);
+    for (const auto& item : optimizer.state()) {
+      const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(item.second.get());
+      BR_CHECK(sgd == nullptr || !sgd->momentum_buffer().defined() ||
+                   at::isfinite(sgd->momentum_buffer()).all().item<bool>(),
+               "checkpoint ", path, ": a momentum buffer holds NaN or infinite values (damaged file)");
+    }
     if (hooks.restore_state) {
       c10::IValue hook_state;
       BR_CHECK(archive.try_read("hook_state", hook_state) && hook_state.isString(), "checkpoint ", path,

@@ -113,8 +113,8 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   // Out-of-range integers are command-line errors (status 2), not saturated or wrapped values.
   for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
            {" --patterns 0", "--patterns: must be an integer in 1..1000000, got '0'"},
-           {" --seed 99999999999999999999999", "--seed: must be an integer >= 0, got '99999999999999999999999'"},
-           {" --batch 99999999999999999999", "--batch: must be an integer >= 1, got '99999999999999999999'"},
+           {" --seed 99999999999999999999999", "--seed: must be an integer >= 0, got '99999999999999999999999', beyond the largest, 9223372036854775807"},
+           {" --batch 99999999999999999999", "--batch: must be an integer >= 1, got '99999999999999999999', beyond the largest, 9223372036854775807"},
            {" --limit -1", "--limit: must be an integer >= 0, got '-1'"}}) {
     const test_util::CliResult r = test_util::run_cli("eval --model " + q + args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
@@ -232,6 +232,18 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.flags << ": " << r.output;
   }
+  // The data files are inputs too: no output may overwrite them.
+  const auto size_before = std::filesystem::file_size(root + "/data_batch_5.bin");
+  expect_failure("test --model " + model + data + " --cifar-protocol holdout --json " + root + "/data_batch_5.bin",
+                 "cannot write --json file " + root + "/data_batch_5.bin: it is the data file this command reads");
+  expect_failure("train --dataset cifar10 --model mlp --epochs 1 --no-augment --out " + dir.file("t.pt") + data +
+                     " --checkpoint " + root + "/data_batch_1.bin",
+                 "cannot write checkpoint " + root + "/data_batch_1.bin: it is the data file");
+  EXPECT_EQ(std::filesystem::file_size(root + "/data_batch_5.bin"), size_before);
+  // BatchNorm cannot train on a last batch of one image: 1 + 2 + 3 + 4 = 10 training images, batch 3.
+  expect_failure("train --dataset cifar10 --model mlp --norm bn --epochs 1 --batch 3 --no-augment --out " +
+                     dir.file("bn.pt") + data,
+                 "--batch 3 leaves a last batch of 1 image (10 training images), which BatchNorm cannot train on");
 }
 
 TEST(CliTest, AModelFileNamingAnUnknownDataSetIsNamed) {

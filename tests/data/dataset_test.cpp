@@ -147,6 +147,8 @@ TEST(LoadDataset, MnistRawAndFashionMnistGzip) {
   EXPECT_EQ(train.name, "mnist");
   EXPECT_EQ(train.split, "train");
   EXPECT_NE(train.source.find(root / "mnist/train-images-idx3-ubyte"), std::string::npos);
+  EXPECT_EQ(train.files, (std::vector<std::string>{root / "mnist/train-images-idx3-ubyte",
+                                                   root / "mnist/train-labels-idx1-ubyte"}));
   const Dataset test = load_dataset({"fashion-mnist", "test", root.path()});
   EXPECT_EQ(test.size(), 3);
   EXPECT_EQ(test.labels[0].item<int64_t>(), 9);

@@ -122,3 +122,9 @@ TEST(Output, SeveralFilesAreWrittenAllOrNone) {
   std::getline(in, line);
   EXPECT_EQ(line, "a,b");
 }
+
+TEST(Output, JsonWithFileNamesThatAreNotUtf8IsStillWritten) {
+  // Linux file names may hold any bytes; JSON holds UTF-8 only. The byte becomes U+FFFD.
+  const nlohmann::json j = {{"model", std::string("bad\xff" "name.pt")}};
+  EXPECT_EQ(report::json_text(j), "{\n  \"model\": \"bad\xef\xbf\xbdname.pt\"\n}\n");
+}

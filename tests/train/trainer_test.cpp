@@ -94,7 +94,7 @@ TEST(Train, DamagedCheckpointsAreRefused) {
   EXPECT_ERROR_CONTAINS(train::train(*net, data, cut), "checkpoint " + dir.file("short.ckpt") + ": its tensors need");
   // Counters no run of these settings writes (here: the data set has grown, so epochs are longer).
   EXPECT_ERROR_CONTAINS(train::train(*net, test_util::synthetic_dataset(96), options),
-                        "records 1 epochs and 2 steps, which a run of 2 epochs of 3 steps cannot have written");
+                        "records 1 epochs and 2 steps, which this run (2 epochs of 3 steps) cannot continue");
   // NaN weights in the checkpoint (every data record overwritten with 0xFF bytes).
   test_util::copy_archive(dir.file("run.ckpt"), dir.file("nan.ckpt"), /*cut=*/false, /*garble=*/true);
   auto nan_options = options;

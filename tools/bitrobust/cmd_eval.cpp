@@ -103,6 +103,8 @@ Runner register_eval(CLI::App& app) {
     const quant::QuantizedModel q = quant::load_from_model_file(file);
     check_layers_select_something(q, cmd->sweep.layers);
     const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
+    check_outputs_spare_data({{cmd->common.json, "--json file"}, {cmd->csv, "--csv file"}, {cmd->plot, "--plot file"}},
+                             data);
     file.net->to(device);
     quant::QuantizedModel qd = q;
     for (auto& t : qd.tensors) {
@@ -156,7 +158,7 @@ Runner register_eval(CLI::App& app) {
                 static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns), sweep.seconds,
                 sweep.images_patterns_per_second);
     // All of them or none: a failing output does not leave the others half a result set.
-    report::write_texts_atomic({{cmd->common.json, cmd->common.json.empty() ? "" : j.dump(2) + "\n"},
+    report::write_texts_atomic({{cmd->common.json, cmd->common.json.empty() ? "" : report::json_text(j)},
                                 {cmd->csv, cmd->csv.empty() ? "" : report::sweep_csv(j)},
                                 {cmd->plot, cmd->plot.empty() ? "" : report::rerr_plot_svg({j}, "Bit error robustness")}});
     return 0;

@@ -49,6 +49,7 @@ Runner register_quantize(CLI::App& app) {
     io::ModelFile file = io::load_model_file(cmd->model);
     quant::check_finite_parameters(*file.net, "model " + cmd->model);
     const data::Dataset test = load_data_for_model(file, cmd->model, cmd->data, "test", 0, device);
+    check_outputs_spare_data({{cmd->out, "model file (--out)"}, {cmd->common.json, "--json file"}}, test);
     const double before = eval::evaluate(*file.net, test, cmd->batch).error;
     const quant::QuantizedModel q = quant::quantize_model(*file.net, scheme, cmd->quant.selector());
     quant::store_in_model_file(q, file);
@@ -84,13 +85,17 @@ Runner register_export(CLI::App& app) {
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
     namespace fs = std::filesystem;
-    const fs::path out(cmd->out);
-    BR_CHECK(!fs::exists(out), "export folder ", cmd->out, " already exists; choose a new one");
+    std::string out_text = cmd->out;  // "new/" names the folder "new"
+    while (out_text.size() > 1 && out_text.back() == '/') out_text.pop_back();
+    const fs::path out(out_text);
+    std::error_code exists_ec;
+    BR_CHECK(!fs::exists(fs::symlink_status(out, exists_ec)), "export folder ", cmd->out,
+             " already exists (or is a link); choose a new one");
     const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
     BR_CHECK(fs::is_directory(parent), "export folder ", cmd->out, ": parent folder ", parent.string(),
              " does not exist");
     // Written into a temporary sibling folder and renamed once complete: nothing half-written remains.
-    const fs::path tmp = report::create_temp_folder_for(cmd->out, "export folder");
+    const fs::path tmp = report::create_temp_folder_for(out_text, "export folder");
     std::error_code ec;
     try {
       nlohmann::json tensors = nlohmann::json::array();

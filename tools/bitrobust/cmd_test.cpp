@@ -35,6 +35,7 @@ Runner register_test(CLI::App& app) {
     report::check_distinct_paths({{cmd->common.json, "--json file"}}, {{cmd->model, "model file (--model)"}});
     io::ModelFile file = io::load_model_file(cmd->model);
     const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
+    check_outputs_spare_data({{cmd->common.json, "--json file"}}, data);
     std::string scheme = "float";
     if (file.meta.contains("quantization")) {
       // A quantized model is tested with its stored integer codes, dequantized.

@@ -105,11 +105,20 @@ Runner register_train(CLI::App& app) {
     if (cmd->data.protocol.empty()) cmd->data.protocol = "holdout";
     data::Dataset train_set = load_data(cmd->data, "train", device);
     data::Dataset test_set = load_data(cmd->data, "test", device);
+    for (const data::Dataset* set : {&train_set, &test_set}) {
+      check_outputs_spare_data({{cmd->out, "model file (--out)"}, {cmd->options.checkpoint, "checkpoint"},
+                                {cmd->common.json, "--json file"}},
+                               *set);
+    }
     cmd->spec.in_channels = train_set.channels();
     cmd->spec.height = train_set.height();
     cmd->spec.width = train_set.width();
     cmd->spec.num_classes = train_set.num_classes;
     cmd->spec.validate();
+    // BatchNorm cannot train on a batch of one image (its variance is 0/0): found now, not after an epoch.
+    BR_CHECK(!((cmd->spec.norm == "bn" || cmd->spec.norm == "rebn") && train_set.size() % cmd->options.batch_size == 1),
+             "--batch ", cmd->options.batch_size, " leaves a last batch of 1 image (", train_set.size(),
+             " training images), which BatchNorm cannot train on; choose another --batch");
     cmd->options.augment = !cmd->no_augment;
     cmd->options.autoaugment = !cmd->no_autoaugment;
     const std::string augmentation = train::training_augmentation(train_set.name, cmd->options).describe();

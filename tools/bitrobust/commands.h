@@ -12,6 +12,7 @@
 #include "bitrobust/models/models.h"
 #include "bitrobust/quant/quantizer.h"
 #include "bitrobust/quant/scheme.h"
+#include "bitrobust/report/output.h"
 
 namespace bitrobust::cli {
 
@@ -39,6 +40,8 @@ struct DataOptions {
 };
 void add_data_options(CLI::App& cmd, DataOptions& data, bool required);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);
+/// Throws bitrobust::Error if an output is one of the files a data set was read from.
+void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, const data::Dataset& data);
 /// The data a saved model is evaluated on: the data set (and CIFAR-10 protocol) named in the model
 /// file unless the options say otherwise, its first `limit` examples (0 = all); checks that the
 /// model's input shape and class count fit the data. `options` is updated to what was loaded.

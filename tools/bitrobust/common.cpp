@@ -26,6 +26,9 @@ CLI::Validator integer_in(int64_t min, int64_t max) {
         const char* end = text.data() + text.size();
         const auto [ptr, ec] = std::from_chars(text.data(), end, value);
         if (ec == std::errc() && ptr == end && value >= min && value <= max) return {};
+        if (ec == std::errc::result_out_of_range && ptr == end) {
+          return "must be " + range + ", got '" + text + "', beyond the largest, " + std::to_string(max);
+        }
         return "must be " + range + ", got '" + text + "'";
       },
       range);
@@ -66,6 +69,12 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
   request.protocol = options.protocol.empty() ? "holdout" : options.protocol;
   data::Dataset d = data::load_dataset(request);
   return device.is_cpu() ? d : d.to(device);
+}
+
+void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, const data::Dataset& data) {
+  std::vector<report::NamedPath> inputs;
+  for (const std::string& file : data.files) inputs.push_back({file, "data file"});
+  report::check_distinct_paths(outputs, inputs);
 }
 
 data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& model_path, DataOptions& options,

@@ -17,6 +17,7 @@ struct Dataset {
   std::string name;    ///< "mnist" | "fashion-mnist" | "cifar10" | custom
   std::string split;   ///< "train" | "test"
   std::string source;  ///< the files read (comma separated), for messages and metadata
+  std::vector<std::string> files;  ///< the files read, one by one (outputs must not overwrite them)
 
   int64_t size() const;  ///< N (0 when empty)
   int64_t channels() const;

@@ -11,6 +11,9 @@ namespace bitrobust::report {
 void write_text_atomic(const std::string& path, const std::string& text);
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
+/// The text write_json_atomic writes: indented, bytes that are not UTF-8 (file names may hold
+/// any) replaced by U+FFFD.
+std::string json_text(const nlohmann::json& value);
 
 /// Writes several files as one: each (path, text) goes to its own temporary file first, and only
 /// when all are written are they renamed into place; a failure leaves none of them (and no
