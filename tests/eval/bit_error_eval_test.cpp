@@ -98,16 +98,23 @@ TEST(BitErrorEval, BadOptionsAreErrors) {
   EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
 }
 
-// One pattern has no spread: tables say so instead of printing a standard deviation of 0.
-TEST(BitErrorEval, OnePatternShowsNoSpread) {
+namespace {
+/// The result JSON of a sweep at rates 0 and 1% over `patterns` patterns on the trained MLP.
+nlohmann::json sweep_json_of_trained_mlp(int64_t patterns) {
   auto& t = trained();
-  const auto o = options({0.0, 0.01}, 1);
+  const auto o = options({0.0, 0.01}, patterns);
   const auto r = eval::run_sweep(*t.net, t.q, t.data, o);
   report::SweepContext ctx;
   ctx.scheme = t.q.scheme.to_string();
   ctx.error_model = "random";
   ctx.model_name = "mlp";
-  const auto j = report::sweep_to_json(r, o, ctx);
+  return report::sweep_to_json(r, o, ctx);
+}
+}  // namespace
+
+// One pattern has no spread: tables say so instead of printing a standard deviation of 0.
+TEST(BitErrorEval, OnePatternShowsNoSpread) {
+  const auto j = sweep_json_of_trained_mlp(1);
   EXPECT_NO_THROW(report::validate_sweep_json(j, "test"));
   const std::string table = report::sweep_table(j);
   const std::string row = table.substr(table.find("  1%"));
@@ -116,14 +123,7 @@ TEST(BitErrorEval, OnePatternShowsNoSpread) {
 }
 
 TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
-  auto& t = trained();
-  const auto o = options({0.0, 0.01}, 3);
-  const auto r = eval::run_sweep(*t.net, t.q, t.data, o);
-  report::SweepContext ctx;
-  ctx.scheme = t.q.scheme.to_string();
-  ctx.error_model = "random";
-  ctx.model_name = "mlp";
-  const auto j = report::sweep_to_json(r, o, ctx);
+  const auto j = sweep_json_of_trained_mlp(3);
   EXPECT_NO_THROW(report::validate_sweep_json(j, "test"));
   EXPECT_EQ(j["patterns"], 3);
   EXPECT_EQ(j["results"][1]["per_pattern"].size(), 3u);
