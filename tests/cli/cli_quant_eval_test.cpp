@@ -202,6 +202,7 @@ TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("augmentation " + c.expected), std::string::npos) << r.output;
     EXPECT_EQ(io::load_model_file(out).meta.value("augment", std::string()), c.expected) << c.flags;
+    EXPECT_EQ(io::load_model_file(out).meta.value("steps", int64_t{-1}), 3) << "24 images, batch 8";
   }
 }
 
@@ -220,8 +221,12 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   const std::string model = dir.file("m.pt");
   const std::string data = " --data-root " + root + " --quiet";
   const test_util::CliResult trained = test_util::run_cli("train --dataset cifar10 --cifar-protocol official --model mlp "
-                                                          "--epochs 1 --batch 8 --no-augment --out " + model + data);
+                                                          "--epochs 3 --max-steps 5 --batch 8 --no-augment --out " + model + data);
   ASSERT_EQ(trained.status, 0) << trained.output;
+  // 1 + 2 + 3 + 4 + 5 = 15 training images: 2 steps per epoch; --max-steps 5 stops in epoch 3.
+  const io::ModelFile file = io::load_model_file(model);
+  EXPECT_EQ(file.meta["epochs"], 3);
+  EXPECT_EQ(file.meta["steps"], 5);
   struct Case {
     std::string flags;
     std::string expected;

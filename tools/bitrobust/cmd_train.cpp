@@ -178,6 +178,7 @@ Runner register_train(CLI::App& app) {
     file.meta = {{"dataset", train_set.name},
                  {"cifar_protocol", cmd->data.protocol},
                  {"epochs", cmd->options.epochs},
+                 {"steps", result.steps},  // all of "epochs" unless --max-steps stopped the run
                  {"batch", cmd->options.batch_size},
                  {"lr", cmd->options.lr},
                  {"seed", cmd->options.seed},
