@@ -78,6 +78,10 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
 void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   auto fail = [&](const std::string& what) { throw Error("result file " + source + ": " + what); };
   if (!j.is_object()) fail("not a JSON object");
+  if (j.contains("format") && j["format"] == "bitrobust-replay-1") {
+    fail("is the result of one replayed pattern (eval --replay), not a sweep over rates; compare takes the JSON of "
+         "`bitrobust eval --json` without --replay");
+  }
   if (!j.contains("format") || j["format"] != "bitrobust-eval-1") {
     fail("not a bitrobust eval result of format bitrobust-eval-1 (format: " +
          (j.contains("format") ? j["format"].dump() : std::string("missing")) + ")");

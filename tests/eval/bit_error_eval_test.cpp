@@ -136,6 +136,8 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken = j;
   broken["format"] = "bitrobust-eval-99";
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "not a bitrobust eval result");
+  broken["format"] = "bitrobust-replay-1";  // what `eval --replay --json` writes
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "one replayed pattern (eval --replay)");
   broken = j;
   broken["results"][1]["rerr_std"] = -1;
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_std must be a number >= 0");

@@ -124,7 +124,8 @@ Runner register_eval(CLI::App& app) {
                   pattern.flips.size(), static_cast<long long>(r.bits_changed), 100 * r.clean_error,
                   100 * r.perturbed_error, 100 * r.rerr);
       if (!cmd->common.json.empty()) {
-        report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
+        report::write_json_atomic(cmd->common.json, {{"format", "bitrobust-replay-1"},
+                                                     {"model", cmd->model},
                                                      {"pattern", cmd->replay},
                                                      {"seed", pattern.seed},
                                                      {"error_model", pattern.model.name()},
