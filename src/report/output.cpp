@@ -177,8 +177,20 @@ std::string create_temp_folder_for(const std::string& path, const std::string& w
 }
 void unregister_temp_folder(const std::string& path) { unregister_live_temp(path); }
 
-void check_output_path(const std::string& path, const std::string& what) {
-  BR_CHECK(!path.empty(), "cannot write ", what, ": empty file name");
+std::string output_file_behind(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (path.empty() || !fs::is_symlink(fs::symlink_status(path, ec))) return path;
+  // A link is written through, as `cp` and shell redirection do: replacing the link by a file
+  // would leave its target stale. A dangling link is refused, as `cp` refuses it.
+  const fs::path target = fs::canonical(path, ec);
+  BR_CHECK(!ec, "cannot write ", what, " ", path, ": it is a link to ", fs::read_symlink(path, ec).string(),
+           ", which does not exist");
+  return target.string();
+}
+
+void check_output_path(const std::string& given, const std::string& what) {
+  BR_CHECK(!given.empty(), "cannot write ", what, ": empty file name");
+  const std::string path = output_file_behind(given, what);
   const fs::path target(path);
   std::error_code ec;
   BR_CHECK(!fs::is_directory(target, ec), "cannot write ", what, " ", path, ": it is a folder");
@@ -225,8 +237,9 @@ void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vect
   }
 }
 
-std::string create_temp_file_for(const std::string& path, const std::string& what) {
-  check_output_path(path, what);
+std::string create_temp_file_for(const std::string& given, const std::string& what) {
+  check_output_path(given, what);
+  const std::string path = output_file_behind(given, what);
   const fs::path target(path);
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   return create_temp_file_in(parent, target, what, path);
@@ -257,7 +270,7 @@ void discard_temp_file(const std::string& tmp) {
 
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
   std::error_code ec;
-  fs::rename(tmp, path, ec);
+  fs::rename(tmp, output_file_behind(path, what), ec);
   if (ec) {
     discard_temp_file(tmp);
     throw Error("cannot write " + what + " " + path + ": " + ec.message());

@@ -110,6 +110,37 @@ TEST(Output, AnOutputMayNeitherBeAnInputNorAnotherOutput) {
                                                inputs));
 }
 
+TEST(Output, ALinkIsWrittenThroughAndStaysALink) {
+  test_util::TempDir dir;
+  namespace fs = std::filesystem;
+  fs::create_directory(dir.file("results"));
+  std::ofstream(dir.file("results/r1.json")) << "old\n";
+  fs::create_symlink("results/r1.json", dir.file("latest.json"));  // relative, as `ln -s` makes them
+  report::write_text_atomic(dir.file("latest.json"), "new\n");
+  EXPECT_TRUE(fs::is_symlink(dir.file("latest.json")));
+  std::string text;
+  std::getline(std::ifstream(dir.file("results/r1.json")), text);
+  EXPECT_EQ(text, "new");
+  EXPECT_EQ(regular_files_in(dir.path()), 1) << "the link (to a regular file), and no temporary file";
+  EXPECT_EQ(regular_files_in(dir.file("results")), 1) << "nor next to its target";
+  // Writers that need a file name (Torch archives) go the same way.
+  const std::string tmp = report::create_temp_file_for(dir.file("latest.json"), "model file (--out)");
+  EXPECT_EQ(fs::path(tmp).parent_path(), fs::canonical(dir.file("results")));
+  std::ofstream(tmp) << "archive\n";
+  report::commit_temp_file(tmp, dir.file("latest.json"), "model file (--out)");
+  std::getline(std::ifstream(dir.file("results/r1.json")), text);
+  EXPECT_EQ(text, "archive");
+  EXPECT_TRUE(fs::is_symlink(dir.file("latest.json")));
+  // A dangling link is refused, as `cp` refuses it, and stays as it was.
+  fs::create_symlink("results/missing.json", dir.file("dangling.json"));
+  EXPECT_ERROR_CONTAINS(report::write_text_atomic(dir.file("dangling.json"), "x"),
+                        "cannot write file " + dir.file("dangling.json") +
+                            ": it is a link to results/missing.json, which does not exist");
+  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("dangling.json"), "--json file"), "which does not exist");
+  EXPECT_TRUE(fs::is_symlink(dir.file("dangling.json")));
+  EXPECT_FALSE(fs::exists(dir.file("results/missing.json")));
+}
+
 TEST(Output, SeveralFilesAreWrittenAllOrNone) {
   test_util::TempDir dir;
   EXPECT_ERROR_CONTAINS(report::write_texts_atomic({{dir.file("r.json"), "{}\n"}, {"/proc/bitrobust_r.csv", "a,b\n"}}),

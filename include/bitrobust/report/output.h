@@ -34,6 +34,9 @@ struct NamedPath {
 /// once links and "." are resolved, or the same existing file): writing one would destroy the other.
 void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
 
+/// The file a write to `path` replaces: `path` itself, or the file a link at `path` points to (links
+/// are written through and stay links); a dangling link throws bitrobust::Error.
+std::string output_file_behind(const std::string& path, const std::string& what);
 /// For writers that need a file name (Torch archives): a new, empty file next to `path` with a
 /// unique name (mkstemp), so that no existing file (say a user's `out.pt.tmp`) is ever overwritten.
 /// `what` names the output in errors ("model file", "checkpoint"): a missing folder, `path` being a
