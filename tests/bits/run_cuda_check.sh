@@ -7,7 +7,7 @@ ARCH=${2:-sm_90}
 OUT_DIR=${BUILD_DIR:-/tmp/bitrobust_cuda_check}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 mkdir -p "$OUT_DIR"
-INC=(-I"$ROOT/include")
+INC=(-I"$ROOT/include" -I"$ROOT/src")
 # Same floating-point rules as the CMake build: NOTE [Deterministic floating point].
 g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" -o "$OUT_DIR/bit_errors_cpu.o"
 g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bitops_cpu.cpp" -o "$OUT_DIR/bitops_cpu.o"

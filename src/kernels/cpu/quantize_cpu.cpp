@@ -125,23 +125,24 @@ void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
 }
 
 // No __restrict__: src may be dst. The comparisons are clamp's: NaN stays NaN, -0 stays -0. The
-// average is an addition then a multiplication by 0.5, as at::add_ then at::mul_ compute it. Adding
-// -0.0f changes nothing (not even -0), adding +0.0f turns -0 into +0.
+// average is an addition then a multiplication by 0.5, as at::add_ then at::mul_ compute it. -0 is
+// turned into +0 by a comparison, not by adding +0.0f: a GPU's addition returns its one canonical NaN,
+// the CPU's keeps the NaN's bits, and both sides must give the same bits (QuantizerCuda tests).
 BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, const CopyClampTask& task,
                                            const float* average_with, float* dst) {
-  const float zero = task.positive_zero ? 0.0f : -0.0f;
+  const bool positive_zero = task.positive_zero;
   const float lo = task.bound > 0.0f ? -task.bound : -std::numeric_limits<float>::infinity();
   const float hi = task.bound > 0.0f ? task.bound : std::numeric_limits<float>::infinity();
   if (average_with != nullptr) {
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) {
-      const float x = src[i] + zero;
+      const float x = positive_zero && src[i] == 0.0f ? 0.0f : src[i];
       dst[i] = ((x < lo ? lo : (x > hi ? hi : x)) + average_with[i]) * 0.5f;
     }
   } else if (task.bound > 0.0f || task.positive_zero) {
 #pragma omp simd
     for (int64_t i = 0; i < count; ++i) {
-      const float x = src[i] + zero;
+      const float x = positive_zero && src[i] == 0.0f ? 0.0f : src[i];
       dst[i] = x < lo ? lo : (x > hi ? hi : x);
     }
   } else if (src != dst) {

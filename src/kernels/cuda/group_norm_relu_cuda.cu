@@ -23,8 +23,10 @@ namespace {
 
 constexpr int kBlockThreads = 256;
 constexpr int kWarp = 32;
-// Dynamic shared memory a block may use without opting in (cudaFuncSetAttribute).
-constexpr int64_t kCacheBytesMax = 48 * 1024;
+// Static and dynamic shared memory together may not pass 48 KB without opting in
+// (cudaFuncSetAttribute): the group cache gets what the kernel's reduction scratch leaves.
+constexpr int64_t kScratchBytes = (kBlockThreads / kWarp) * sizeof(float2);
+constexpr int64_t kCacheBytesMax = 48 * 1024 - kScratchBytes;
 
 /// Division of 32-bit unsigned dividends below 2^31 by a divisor fixed per launch, with a
 /// multiply-high, an add and a shift instead of the dozens of instructions of an integer division
@@ -82,7 +84,7 @@ __global__ void __launch_bounds__(kBlockThreads)
                            float* __restrict__ y) {
   constexpr int kGroupsPerBlock = kBlockThreads / kGroupThreads;
   extern __shared__ float cache[];  // kGroupsPerBlock * group_size floats when `cached`
-  __shared__ float2 scratch[kBlockThreads / kWarp];
+  __shared__ float2 scratch[kScratchBytes / sizeof(float2)];
 
   const int slot = threadIdx.x / kGroupThreads;
   const uint32_t lane = threadIdx.x % kGroupThreads;

@@ -395,10 +395,12 @@ __global__ void fake_quantize_many_kernel(__grid_constant__ const FakeQuantizeBa
 
 constexpr int kMaxCopyClampTasks = 80;
 
-// No __restrict__: src may be dst. Comparisons as in copy_clamped_segment (NaN stays NaN).
+// No __restrict__: src may be dst. Comparisons as in copy_clamped_segment: NaN stays NaN, bit for
+// bit (no arithmetic touches a value that is only copied, clamped or made +0).
 __global__ void copy_clamped_many_kernel(__grid_constant__ const ElementBatch<CopyClampTask, kMaxCopyClampTasks> batch) {
   for_block_elements(batch.tasks, batch.block_begin, batch.count, [](const CopyClampTask& task, int, int64_t i) {
-    const float x = task.src[i] + (task.positive_zero ? 0.0f : -0.0f), bound = task.bound;
+    const float v = task.src[i], bound = task.bound;
+    const float x = task.positive_zero && v == 0.0f ? 0.0f : v;
     const float clamped = bound > 0.0f ? (x < -bound ? -bound : (x > bound ? bound : x)) : x;
     task.dst[i] = task.average_with != nullptr ? (clamped + task.average_with[i]) * 0.5f : clamped;
   });
