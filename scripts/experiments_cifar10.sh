@@ -15,7 +15,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
-OUT=${OUT:-$ROOT/runs/cifar10_cpu}
+RUN_DIR=${RUN_DIR:-$ROOT/runs/cifar10_cpu}  # (not OUT: the device tool sets OUT)
 WIDTH=${WIDTH:-16}
 NORM=${NORM:-rebn}
 INIT=${INIT:-torch}
@@ -26,10 +26,13 @@ RATES=${RATES:-0.1%,1%,2.5%}
 DEVICE=${DEVICE:-cpu}
 DATA_ROOT=${DATA_ROOT:-}
 DEADLINE=${DEADLINE:-}
+QUIET=${QUIET:-1}  # 0: one progress line per training epoch (loss, error, images/s) on stderr
 MODELS=${MODELS:-normal8 clip clip_randbet1}
-mkdir -p "$OUT"
+mkdir -p "$RUN_DIR"
 data=()
 [[ -n $DATA_ROOT ]] && data=(--data-root "$DATA_ROOT")
+quiet=()
+[[ $QUIET == 1 ]] && quiet=(--quiet)
 
 # Runs "$@" under the deadline, if any; exits 3 when the deadline is (nearly) reached.
 within_deadline() {
@@ -37,8 +40,8 @@ within_deadline() {
   local left=$((DEADLINE - $(date +%s)))
   if ((left < 20)); then echo "out of time before: $*" >&2; exit 3; fi
   local rc=0
-  timeout --signal=INT "$left" "$@" || rc=$?
-  if ((rc == 124 || rc == 130)); then echo "stopped at the deadline (rerun to resume): $*" >&2; exit 3; fi
+  timeout --signal=INT -k 15 "$left" "$@" || rc=$?
+  if ((rc == 124 || rc == 130 || rc == 137)); then echo "stopped at the deadline (rerun to resume): $*" >&2; exit 3; fi
   return "$rc"
 }
 
@@ -55,20 +58,20 @@ options_of() {  # model name -> training options
 
 for name in $MODELS; do
   opts=$(options_of "$name")
-  if [[ ! -f $OUT/$name.pt ]]; then
+  if [[ ! -f $RUN_DIR/$name.pt ]]; then
     # shellcheck disable=SC2086
     within_deadline "$BIN" train --dataset cifar10 --cifar-protocol holdout "${data[@]}" --model simplenet \
-      --width "$WIDTH" --norm "$NORM" --init "$INIT" --epochs "$EPOCHS" --seed 1 --device "$DEVICE" --resume --quiet \
-      --out "$OUT/$name.pt" --json "$OUT/$name.train.json" $opts
+      --width "$WIDTH" --norm "$NORM" --init "$INIT" --epochs "$EPOCHS" --seed 1 --device "$DEVICE" --resume "${quiet[@]}" \
+      --out "$RUN_DIR/$name.pt" --json "$RUN_DIR/$name.train.json" $opts
   fi
 done
 for name in $MODELS; do
-  [[ -f $OUT/$name.eval.json ]] || within_deadline "$BIN" eval --model "$OUT/$name.pt" --cifar-protocol holdout \
+  [[ -f $RUN_DIR/$name.eval.json ]] || within_deadline "$BIN" eval --model "$RUN_DIR/$name.pt" --cifar-protocol holdout \
     "${data[@]}" --device "$DEVICE" --rates "$RATES" --patterns "$PATTERNS" --seed 100 --limit "$LIMIT" --quiet \
-    --json "$OUT/$name.eval.json" >/dev/null
+    --json "$RUN_DIR/$name.eval.json" >/dev/null
 done
 # shellcheck disable=SC2086
-python3 - "$OUT" $MODELS <<'PY'
+python3 - "$RUN_DIR" $MODELS <<'PY'
 import json, os, sys
 out, models = sys.argv[1], sys.argv[2:]
 rows = [(n, json.load(open(os.path.join(out, n + ".train.json"))), json.load(open(os.path.join(out, n + ".eval.json"))))

@@ -1,48 +1,130 @@
 #!/usr/bin/env bash
-# On a GPU machine with PyTorch 2.x: build against its CUDA LibTorch, run every test (CUDA twins
-# against their CPU kernels included), then the end-to-end benchmarks (bench/bench_end_to_end.cpp: a
-# table of each figure next to its baseline), then time the main commands on the GPU.
-# Usage: scripts/gpu_check.sh [tests|bench]   (stop after the tests, or after the benchmarks)
-# Dependencies missing there (CLI11, nlohmann-json, GoogleTest, zlib headers) can be staged in
-# .stage-deps (a copy of Debian's files, same layout); data in .stage-data (BITROBUST_DATA).
+# shellcheck disable=SC2317  # (the stage functions run through `bash -c` under `timeout`)
+# On a GPU machine with PyTorch 2.x: build against its CUDA LibTorch, run the CUDA tests (the CUDA
+# twins against their CPU kernels), the end-to-end benchmarks (bench/bench_end_to_end.cpp: a table of
+# each figure next to its baseline), the reference's 13 x 50 x 9000 suite, the main commands on the
+# GPU against the CPU, and last the whole test suite. The most valuable results come first, every
+# stage has a time limit, and every result is written as soon as it exists.
+# Usage: scripts/gpu_check.sh [tests|bench]   (stop after the CUDA tests, or after the suite)
+# Results: $OUT when set (the device tool brings its files back), else runs/gpu: gpu_check.log,
+# summary.txt (stage, exit status, seconds), bench.json, suite.json, e_cuda.json, e_cpu.json, and
+# build.log when the build fails. Stage limits can be changed with LIMIT_<STAGE>=seconds.
+# Dependencies missing there (CLI11, nlohmann-json, GoogleTest, Google Benchmark, zlib headers) can be
+# staged in .stage-deps (a copy of Debian's files, same layout); data in .stage-data (BITROBUST_DATA).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
+STOP_AFTER=${1:-}
+R=${OUT:-$ROOT/runs/gpu}
+mkdir -p "$R"
+exec > >(tee -a "$R/gpu_check.log") 2>&1
+SUMMARY=$R/summary.txt
+: >"$SUMMARY"
+START=$(date +%s)
+
+# stage NAME LIMIT COMMAND...: runs COMMAND under a time limit and records one summary line.
+stage() {
+  local name=$1 limit=$2 t0 rc=0
+  shift 2
+  t0=$(date +%s)
+  echo "=== $name (limit ${limit} s)"
+  timeout -k 10 "$limit" "$@" || rc=$?
+  local note=""
+  ((rc == 124 || rc == 137)) && note=" (stopped at its ${limit} s limit)"
+  printf '%-22s exit %-3s %5s s%s\n' "$name" "$rc" "$(($(date +%s) - t0))" "$note" | tee -a "$SUMMARY"
+  return "$rc"
+}
+finish() {
+  echo "=== summary ($(($(date +%s) - START)) s in all)"
+  cat "$SUMMARY"
+  exit "${1:-0}"
+}
+
 D=$ROOT/.stage-deps
-TP=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
+# One Python start for all three facts (importing torch takes seconds).
+mapfile -t TORCH_INFO < <(python3 -c 'import torch,os;print(torch.utils.cmake_prefix_path);print(os.path.join(os.path.dirname(torch.__file__),"lib"));print(torch.__version__, "CUDA", torch.version.cuda)')
+TP=${TORCH_INFO[0]:-}
+TORCH_LIB=${TORCH_INFO[1]:-}
+[[ -n $TP ]] || { echo "gpu_check: python3 cannot import torch" >&2; finish 1; }
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-extra=()
-[[ -d $D ]] && extra=(-DZLIB_INCLUDE_DIR=$D/include -DZLIB_LIBRARY=$D/lib/x86_64-linux-gnu/libz.a)
-time cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$D" \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DBITROBUST_BUILD_BENCHMARKS=ON "${extra[@]}" || exit 1
-time cmake --build build-gpu -j "$(nproc)" 2>&1 | grep -E "error|FAILED|warning: unused" | head -40
-[[ -x build-gpu/bitrobust_tests ]] || exit 1
+echo "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+echo "Torch: ${TORCH_INFO[2]:-?}; nvcc: $("$NVCC" --version 2>&1 | tail -1); cores: $(nproc)"
 export LD_LIBRARY_PATH=$D/lib/x86_64-linux-gnu:$TORCH_LIB:${LD_LIBRARY_PATH:-}
 export BITROBUST_DATA=${BITROBUST_DATA:-$ROOT/.stage-data}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-build-gpu/bitrobust_kernel_tests --gtest_brief=1 2>&1 | tail -3
-build-gpu/bitrobust_tests --gtest_filter="*Cuda*:*CUDA*" 2>&1 | grep -E "OK \\]|FAILED|SKIPPED|PASSED|tests ran"
-build-gpu/bitrobust_tests --gtest_brief=1 2>&1 | tail -25
-[[ ${1:-} == tests ]] && exit 0
-mkdir -p runs/gpu
-BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end --benchmark_format=json --benchmark_out=runs/gpu/bench.json \
-  --benchmark_out_format=json >/dev/null 2>runs/gpu/bench.err || tail -5 runs/gpu/bench.err
-python3 scripts/bench_table.py runs/gpu/bench.json
-build-gpu/bench_augment 2>&1 | grep BM_MakeBatch
-[[ ${1:-} == bench ]] && exit 0
-B=build-gpu/bitrobust
-mkdir -p runs/gpu
-time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --out runs/gpu/f.pt --quiet
-time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --bits 8 --scheme rquant --clip 0.1 --out runs/gpu/q.pt --quiet
-$B test --model runs/gpu/q.pt --device cuda
-$B test --model runs/gpu/q.pt --device cpu
-time $B eval --model runs/gpu/q.pt --device cuda --rates 0.1%,1%,5% --patterns 10 --quiet --json runs/gpu/e_cuda.json
-time $B eval --model runs/gpu/q.pt --device cpu --rates 0.1%,1%,5% --patterns 10 --limit 10000 --quiet --json runs/gpu/e_cpu.json
-python3 - <<'PY'
-import json
-a=json.load(open("runs/gpu/e_cuda.json")); b=json.load(open("runs/gpu/e_cpu.json"))
+
+build() {
+  local extra=()
+  [[ -d $D ]] && extra=(-DZLIB_INCLUDE_DIR="$D/include" -DZLIB_LIBRARY="$D/lib/x86_64-linux-gnu/libz.a")
+  # TORCH_CUDA_ARCH_LIST: Torch's CMake would otherwise add sm_90a and compile every .cu file twice.
+  TORCH_CUDA_ARCH_LIST=9.0 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$D" \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DBITROBUST_BUILD_BENCHMARKS=ON "${extra[@]}" \
+    >"$R/build.log" 2>&1 &&
+    cmake --build build-gpu -j "$(nproc)" --target bitrobust_cli bitrobust_tests bitrobust_kernel_tests \
+      bench_end_to_end >>"$R/build.log" 2>&1
+  local rc=$?
+  if ((rc != 0)); then
+    grep -B2 -A6 -E 'error|FAILED|CMake Error' "$R/build.log" | head -80
+    return "$rc"
+  fi
+  rm -f "$R/build.log"  # (kept only when it explains a failure: $OUT returns at most 8 files)
+}
+# A rebuild that fails must not leave the last good binaries to be tested as if they were new.
+rm -f build-gpu/bitrobust build-gpu/bitrobust_tests build-gpu/bitrobust_kernel_tests build-gpu/bench_end_to_end
+export R D TP NVCC
+export -f build
+stage build "${LIMIT_BUILD:-420}" bash -c build || finish 1
+
+cuda_tests() {
+  set -o pipefail
+  build-gpu/bitrobust_kernel_tests --gtest_brief=1 2>&1 | tail -3
+  build-gpu/bitrobust_tests --gtest_filter='*Cuda*:*CUDA*' 2>&1 | grep -E "OK \]|FAILED|SKIPPED|Skipped|PASSED|tests ran|Failure|error" | head -80
+}
+export -f cuda_tests
+stage cuda-tests "${LIMIT_CUDA_TESTS:-180}" bash -c cuda_tests
+[[ $STOP_AFTER == tests ]] && finish 0
+
+# Issue 7's table (all but the suite), then the suite in its own process: a suite that runs past its
+# limit must not take the table's figures with it.
+stage bench "${LIMIT_BENCH:-240}" build-gpu/bench_end_to_end --benchmark_filter=-BM_ReferenceSuite \
+  --benchmark_out="$R/bench.json" --benchmark_out_format=json
+python3 scripts/bench_table.py "$R/bench.json"
+stage suite "${LIMIT_SUITE:-150}" env BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end \
+  --benchmark_filter=BM_ReferenceSuite --benchmark_out="$R/suite.json" --benchmark_out_format=json
+python3 scripts/bench_table.py "$R/bench.json" "$R/suite.json"
+[[ $STOP_AFTER == bench ]] && finish 0
+
+# The main commands on the GPU (Fashion-MNIST, LeNet, 1 epoch), and the sweep's CPU/CUDA agreement.
+end_to_end() {
+  local B=build-gpu/bitrobust W=runs/gpu
+  mkdir -p "$W"
+  rm -f "$W"/*.pt "$W"/*.ckpt
+  time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --out $W/f.pt --quiet || return 1
+  time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --bits 8 --scheme rquant --clip 0.1 \
+    --out $W/q.pt --quiet || return 1
+  time $B train --dataset fashion-mnist --model lenet --epochs 1 --device cuda --bits 8 --scheme rquant --clip 0.1 \
+    --randbet 1% --randbet-start 10 --out $W/r.pt --quiet || return 1
+  $B test --model $W/q.pt --device cuda && $B test --model $W/q.pt --device cpu || return 1
+  # bits_changed depends only on the pattern, not on the images: 2000 images suffice for the comparison.
+  time $B eval --model $W/q.pt --device cuda --rates 0.1%,1%,5% --patterns 10 --limit 2000 --quiet \
+    --json "$R/e_cuda.json" >/dev/null || return 1
+  time $B eval --model $W/q.pt --device cpu --rates 0.1%,1%,5% --patterns 10 --limit 2000 --quiet \
+    --json "$R/e_cpu.json" >/dev/null || return 1
+  python3 - "$R/e_cuda.json" "$R/e_cpu.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+same = True
 for ra, rb in zip(a["results"], b["results"]):
-    print("rate", ra["rate"], "bits_changed identical:", ra["bits_changed"] == rb["bits_changed"],
-          "rerr cuda/cpu", round(ra["rerr_mean"],5), round(rb["rerr_mean"],5))
+    equal = ra["bits_changed"] == rb["bits_changed"]
+    same &= equal
+    print("rate", ra["rate"], "bits_changed identical:", equal,
+          "RErr cuda/cpu", round(ra["rerr_mean"], 5), round(rb["rerr_mean"], 5))
+sys.exit(0 if same else 1)
 PY
+}
+export -f end_to_end
+stage end-to-end "${LIMIT_END_TO_END:-150}" bash -c end_to_end
+
+# Everything else (CI runs it on the CPU with Torch 1.13; here it checks Torch 2.x and the CUDA build).
+# (--gtest_brief: failures and the count only, so a run stopped at its limit still shows them.)
+stage all-tests "${LIMIT_ALL_TESTS:-150}" build-gpu/bitrobust_tests --gtest_brief=1 --gtest_filter='-*Cuda*:*CUDA*'
+finish 0

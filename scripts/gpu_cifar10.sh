@@ -5,10 +5,17 @@
 # patterns on the first 9000 test images (the reference's protocol, on batch 5 here).
 #
 # On this side: scripts/stage_cifar10.sh, then carry .stage-cifar-a, -b, -c in three calls (one per
-# call: 64 MiB upload limit); build with `scripts/gpu_check.sh tests` (build-gpu). Then
-#   BUDGET_S=480 EPOCHS=30 MODELS="perlayer8 clip" scripts/gpu_cifar10.sh
+# call: 64 MiB upload limit) while the machine is held; build with `scripts/gpu_check.sh tests`
+# (build-gpu). Then, e.g.
+#   BUDGET_S=420 EPOCHS=30 MODELS="perlayer8 clip" scripts/gpu_cifar10.sh
 # stops every step in time (exit 3) and resumes from checkpoints when called again while the machine
-# is held. Results and checkpoints: runs/gpu-cifar10 (copy what you need to $OUT).
+# is held. EPOCHS is fixed by a model's first run (its learning-rate schedule depends on it; a
+# checkpoint refuses another value). Work: runs/gpu-cifar10. When the device tool's OUT is set, the
+# script leaves there on exit: cifar10.log (one progress line per epoch), results.tar.gz (all JSON)
+# and the newest unfinished checkpoint split into 15 MiB parts (NAME.pt.ckpt.part-aa, -ab, ...: files
+# over 16 MiB do not come back; a trained model not yet evaluated counts as unfinished too). To
+# continue in a later session, put those parts and results.tar.gz in .stage-ckpt and carry it: they
+# are joined and unpacked into runs/gpu-cifar10 (never over newer files) before any work.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -23,9 +30,46 @@ TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch
 export LD_LIBRARY_PATH=$ROOT/.stage-deps/lib/x86_64-linux-gnu:$TORCH_LIB:${LD_LIBRARY_PATH:-}
 [[ -x build-gpu/bitrobust ]] || { echo "gpu_cifar10: build-gpu/bitrobust missing: run scripts/gpu_check.sh tests first" >&2; exit 1; }
 nvidia-smi --query-gpu=name --format=csv,noheader
-export BITROBUST_BIN=$ROOT/build-gpu/bitrobust OUT=${OUT_DIR:-$ROOT/runs/gpu-cifar10} DATA_ROOT=$ROOT/.stage-data
-export WIDTH=64 NORM=regn INIT=reference DEVICE=cuda LIMIT=9000 RATES=${RATES:-0.1%,1%}
-export EPOCHS=${EPOCHS:-250} PATTERNS=${PATTERNS:-50}
+export BITROBUST_BIN=$ROOT/build-gpu/bitrobust RUN_DIR=${RUN_DIR:-$ROOT/runs/gpu-cifar10} DATA_ROOT=$ROOT/.stage-data
+export WIDTH=${WIDTH:-64} NORM=regn INIT=reference DEVICE=${DEVICE:-cuda} LIMIT=${LIMIT:-9000} RATES=${RATES:-0.1%,1%}
+export EPOCHS=${EPOCHS:-250} PATTERNS=${PATTERNS:-50} QUIET=${QUIET:-0}
 export MODELS=${MODELS:-perlayer8 clip clip_randbet0.1 clip_randbet1}
-[[ -n ${BUDGET_S:-} ]] && export DEADLINE=$(($(date +%s) + BUDGET_S))
-exec bash scripts/experiments_cifar10.sh
+if [[ -n ${BUDGET_S:-} ]]; then
+  DEADLINE=$(($(date +%s) + BUDGET_S))
+  export DEADLINE
+fi
+mkdir -p "$RUN_DIR"
+# Checkpoints brought from an earlier session (see above): joined, never over a newer one.
+if [[ -d .stage-ckpt ]]; then
+  [[ -f .stage-ckpt/results.tar.gz ]] && tar xzf .stage-ckpt/results.tar.gz -C "$RUN_DIR" --skip-old-files
+  for first in .stage-ckpt/*.part-aa; do
+    [[ -e $first ]] || continue
+    file=$(basename "${first%.part-aa}")
+    if [[ ! -e $RUN_DIR/$file ]]; then
+      cat "${first%-aa}"-* >"$RUN_DIR/$file.joining" && mv "$RUN_DIR/$file.joining" "$RUN_DIR/$file"
+      echo "gpu_cifar10: $file ($(stat -c %s "$RUN_DIR/$file") bytes) from .stage-ckpt"
+    fi
+  done
+fi
+
+# What the device tool brings back (at most 8 files of 16 MiB): the JSON, the log, one checkpoint.
+save_results() {
+  [[ -n ${OUT:-} && -d ${OUT:-} ]] || return 0
+  (cd "$RUN_DIR" && ls ./*.json >/dev/null 2>&1 && tar czf "$OUT/results.tar.gz" ./*.json)
+  # The newest piece of unfinished work: a checkpoint of a model still training, or a trained
+  # model not yet evaluated.
+  local newest="" file
+  for file in "$RUN_DIR"/*.pt.ckpt "$RUN_DIR"/*.pt; do
+    [[ -e $file ]] || continue
+    [[ $file == *.ckpt && -e ${file%.ckpt} ]] && continue
+    [[ $file == *.pt && -e ${file%.pt}.eval.json ]] && continue
+    if [[ -z $newest || $file -nt $newest ]]; then newest=$file; fi
+  done
+  if [[ -n $newest ]]; then split -b 15M "$newest" "$OUT/$(basename "$newest").part-"; fi
+  ls -l "$OUT"
+}
+trap save_results EXIT
+set -o pipefail
+rc=0
+bash scripts/experiments_cifar10.sh 2>&1 | tee -a "${OUT:-$RUN_DIR}/cifar10.log" || rc=$?
+exit "$rc"

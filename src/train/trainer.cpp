@@ -1,6 +1,7 @@
 #include "bitrobust/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 #include <torch/optim/sgd.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -244,7 +245,12 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       wrong_sum += logits.argmax(1).ne(y).sum();
       epoch_images += end - begin;
       ++result.steps;
-      if (++steps_this_call == kWarmupSteps) warm_time = std::chrono::steady_clock::now();
+      if (++steps_this_call == kWarmupSteps) {
+        // On a GPU the host runs steps ahead of the device: the steady window starts when the
+        // warm-up steps have run, not when they were queued.
+        if (device.is_cuda()) torch::cuda::synchronize();
+        warm_time = std::chrono::steady_clock::now();
+      }
       if (steps_this_call > kWarmupSteps) images_after_warmup += end - begin;
       if (bar.due(b + 1)) {
         const double mean_loss = loss_sum.item<double>() / epoch_images;
