@@ -11,15 +11,37 @@ SUITE_GOAL_S = 60.0  # 13 rates x 50 patterns x 9000 images (issue 7)
 REFERENCE_SWEEP = 10_600  # the reference implementation's images x patterns / s (issue 7)
 
 
+def parse_cut(text):
+    """The benchmarks a run stopped at its limit had finished: Google Benchmark writes its JSON as it
+    goes, so the text is whole up to the last complete benchmark object."""
+    end = len(text)
+    while True:
+        end = text.rfind("}", 0, end)
+        if end < 0:
+            return None
+        try:
+            return json.loads(text[:end + 1] + "]}")
+        except ValueError:
+            pass
+
+
 def load(paths):
     rows, context = {}, {}
     for path in paths:
         try:
             with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"({path}: not read, {e.__class__.__name__}: {e})")
+                text = f.read()
+        except OSError as e:
+            print(f"({path}: not read, {e})")
             continue
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = parse_cut(text)
+            if data is None:
+                print(f"({path}: no complete benchmark in it)")
+                continue
+            print(f"({path}: cut off, {len(data.get('benchmarks', []))} complete benchmarks read)")
         context = context or data.get("context", {})
         for b in data.get("benchmarks", []):
             if b.get("error_occurred"):

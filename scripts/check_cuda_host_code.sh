@@ -9,6 +9,7 @@ BUILD=${1:-$ROOT/build}
 CUDA_INC=${CUDA_INC:-/usr/local/cuda/include}
 [[ -f $CUDA_INC/cuda_runtime.h ]] || { echo "check_cuda_host_code: no CUDA headers in $CUDA_INC, skipped"; exit 0; }
 [[ -f $BUILD/build.ninja ]] || { echo "check_cuda_host_code: $BUILD is not a configured Ninja build" >&2; exit 1; }
+BUILD=$(cd "$BUILD" && pwd)  # as CMake wrote it into the commands (absolute)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bitrobust" "$tmp/c10/cuda/impl"
@@ -31,6 +32,8 @@ check() {  # file -> 0 if it compiles
   cmd=$(grep -F -- " -c $ROOT/$1" "$tmp/commands" | head -1 | sed 's/^.*ccache //; s| -o [^ ]*| |; s| -MD -MT [^ ]* -MF [^ ]*||')
   [[ -n $cmd ]] || { echo "check_cuda_host_code: no compile command for $1 in $BUILD" >&2; return 1; }
   cmd=${cmd/-I$BUILD\/generated/-I$tmp -I$BUILD/generated}
+  # Without the CUDA config the file would compile with CUDA off and prove nothing.
+  [[ $cmd == *"-I$tmp "* ]] || { echo "check_cuda_host_code: no -I$BUILD/generated in the command for $1" >&2; return 1; }
   if eval "$cmd -fsyntax-only -I$CUDA_INC"; then echo "ok  $1"; else echo "FAILED $1" >&2; return 1; fi
 }
 export -f check

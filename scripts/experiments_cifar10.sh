@@ -15,7 +15,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
-RUN_DIR=${RUN_DIR:-$ROOT/runs/cifar10_cpu}  # (not OUT: the device tool sets OUT)
+if [[ -n ${OUT:-} && -z ${RUN_DIR:-} ]]; then
+  echo "experiments_cifar10: OUT is no longer read (the device tool sets it for its own files): set RUN_DIR" >&2
+  exit 2
+fi
+RUN_DIR=${RUN_DIR:-$ROOT/runs/cifar10_cpu}
 WIDTH=${WIDTH:-16}
 NORM=${NORM:-rebn}
 INIT=${INIT:-torch}
@@ -56,6 +60,8 @@ options_of() {  # model name -> training options
   esac
 }
 
+# Each model is evaluated as soon as it is trained: a run stopped later leaves finished results,
+# not trained models waiting for evaluation.
 for name in $MODELS; do
   opts=$(options_of "$name")
   if [[ ! -f $RUN_DIR/$name.pt ]]; then
@@ -64,8 +70,6 @@ for name in $MODELS; do
       --width "$WIDTH" --norm "$NORM" --init "$INIT" --epochs "$EPOCHS" --seed 1 --device "$DEVICE" --resume "${quiet[@]}" \
       --out "$RUN_DIR/$name.pt" --json "$RUN_DIR/$name.train.json" $opts
   fi
-done
-for name in $MODELS; do
   [[ -f $RUN_DIR/$name.eval.json ]] || within_deadline "$BIN" eval --model "$RUN_DIR/$name.pt" --cifar-protocol holdout \
     "${data[@]}" --device "$DEVICE" --rates "$RATES" --patterns "$PATTERNS" --seed 100 --limit "$LIMIT" --quiet \
     --json "$RUN_DIR/$name.eval.json" >/dev/null

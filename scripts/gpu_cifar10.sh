@@ -14,8 +14,9 @@
 # script leaves there on exit: cifar10.log (one progress line per epoch), results.tar.gz (all JSON)
 # and the newest unfinished checkpoint split into 15 MiB parts (NAME.pt.ckpt.part-aa, -ab, ...: files
 # over 16 MiB do not come back; a trained model not yet evaluated counts as unfinished too). To
-# continue in a later session, put those parts and results.tar.gz in .stage-ckpt and carry it: they
-# are joined and unpacked into runs/gpu-cifar10 (never over newer files) before any work.
+# continue in a later session, put those parts and results.tar.gz in .stage-ckpt and carry it in a
+# call of its own (with the CIFAR-10 staging it would pass the 64 MiB upload limit): they are joined
+# and unpacked into runs/gpu-cifar10 (never over newer files) before any work.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -54,8 +55,9 @@ fi
 
 # What the device tool brings back (at most 8 files of 16 MiB): the JSON, the log, one checkpoint.
 save_results() {
+  set +e  # (an exit trap that stops at its first failure would keep the rest from coming back)
   [[ -n ${OUT:-} && -d ${OUT:-} ]] || return 0
-  (cd "$RUN_DIR" && ls ./*.json >/dev/null 2>&1 && tar czf "$OUT/results.tar.gz" ./*.json)
+  if compgen -G "$RUN_DIR/*.json" >/dev/null; then (cd "$RUN_DIR" && tar czf "$OUT/results.tar.gz" ./*.json); fi
   # The newest piece of unfinished work: a checkpoint of a model still training, or a trained
   # model not yet evaluated.
   local newest="" file

@@ -179,12 +179,29 @@ void unregister_temp_folder(const std::string& path) { unregister_live_temp(path
 
 std::string output_file_behind(const std::string& path, const std::string& what) {
   std::error_code ec;
-  if (path.empty() || !fs::is_symlink(fs::symlink_status(path, ec))) return path;
+  if (path.empty()) return path;
+  const fs::file_status own = fs::symlink_status(path, ec);
+  // Outputs are renamed into place: over a device, pipe or socket (/dev/null, /dev/stdout > log)
+  // that would replace the special file itself, as root even /dev/null.
+  auto check_regular = [&](const fs::file_status& status, const std::string& shown) {
+    BR_CHECK(!fs::exists(status) || fs::is_regular_file(status) || fs::is_directory(status), "cannot write ", what,
+             " ", path, ": ", shown, " is not a regular file (a device, pipe or socket); give a file name");
+  };
+  if (!fs::is_symlink(own)) {
+    check_regular(own, "it");
+    return path;
+  }
   // A link is written through, as `cp` and shell redirection do: replacing the link by a file
   // would leave its target stale. A dangling link is refused, as `cp` refuses it.
+  std::error_code link_ec;
+  const std::string link_text = fs::read_symlink(path, link_ec).string();
   const fs::path target = fs::canonical(path, ec);
-  BR_CHECK(!ec, "cannot write ", what, " ", path, ": it is a link to ", fs::read_symlink(path, ec).string(),
-           ", which does not exist");
+  if (ec) {
+    throw Error("cannot write " + what + " " + path + ": it is a link to " + link_text +
+                (ec == std::errc::no_such_file_or_directory ? std::string(", which does not exist")
+                                                            : ", which cannot be followed: " + ec.message()));
+  }
+  check_regular(fs::status(target, ec), "its link target " + target.string());
   return target.string();
 }
 
@@ -269,8 +286,15 @@ void discard_temp_file(const std::string& tmp) {
 }
 
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
+  std::string target;
+  try {  // (the link may have changed since the temporary file was made)
+    target = output_file_behind(path, what);
+  } catch (...) {
+    discard_temp_file(tmp);
+    throw;
+  }
   std::error_code ec;
-  fs::rename(tmp, output_file_behind(path, what), ec);
+  fs::rename(tmp, target, ec);
   if (ec) {
     discard_temp_file(tmp);
     throw Error("cannot write " + what + " " + path + ": " + ec.message());

@@ -3,6 +3,7 @@
 #include "bitrobust/report/output.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,6 +140,26 @@ TEST(Output, ALinkIsWrittenThroughAndStaysALink) {
   EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("dangling.json"), "--json file"), "which does not exist");
   EXPECT_TRUE(fs::is_symlink(dir.file("dangling.json")));
   EXPECT_FALSE(fs::exists(dir.file("results/missing.json")));
+  // A link loop is named as such.
+  fs::create_symlink("loop_b.json", dir.file("loop_a.json"));
+  fs::create_symlink("loop_a.json", dir.file("loop_b.json"));
+  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("loop_a.json"), "--json file"), "cannot be followed");
+}
+
+TEST(Output, SpecialFilesAreNeverReplaced) {
+  // Outputs are renamed into place, which would replace a device or a pipe itself (as root even
+  // /dev/null): they are refused, given directly or through a link. (A named pipe stands in for
+  // devices: making one needs no privileges and nothing outside the test folder is touched.)
+  test_util::TempDir dir;
+  namespace fs = std::filesystem;
+  ASSERT_EQ(::mkfifo(dir.file("pipe").c_str(), 0600), 0);
+  fs::create_symlink(dir.file("pipe"), dir.file("to_pipe.json"));
+  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("pipe"), "--json file"),
+                        "cannot write --json file " + dir.file("pipe") + ": it is not a regular file");
+  EXPECT_ERROR_CONTAINS(report::write_text_atomic(dir.file("to_pipe.json"), "x"), "is not a regular file");
+  EXPECT_ERROR_CONTAINS(report::check_output_path("/dev/null", "--json file"), "not a regular file");
+  EXPECT_TRUE(fs::is_fifo(dir.file("pipe")));
+  EXPECT_EQ(regular_files_in(dir.path()), 0);
 }
 
 TEST(Output, SeveralFilesAreWrittenAllOrNone) {

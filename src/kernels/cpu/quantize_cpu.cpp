@@ -128,6 +128,8 @@ void quantize_dequantize_impl(const float* w, int64_t n, int64_t channels,
 // average is an addition then a multiplication by 0.5, as at::add_ then at::mul_ compute it. -0 is
 // turned into +0 by a comparison, not by adding +0.0f: a GPU's addition returns its one canonical NaN,
 // the CPU's keeps the NaN's bits, and both sides must give the same bits (QuantizerCuda tests).
+// (Unlike the addition, the comparison keeps a denormal input's bits where the CLI's
+// denormals-are-zero mode is on; CPU training with flush-to-zero never makes denormal weights.)
 BR_VECTOR_CLONES void copy_clamped_segment(const float* src, int64_t count, const CopyClampTask& task,
                                            const float* average_with, float* dst) {
   const bool positive_zero = task.positive_zero;
