@@ -105,6 +105,22 @@ void BM_Inference(benchmark::State& state) {
 }
 BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
+// Fused inference at larger batches than `eval`'s default 500: whether a GPU has room left.
+void BM_InferenceBatch(benchmark::State& state) {
+  Bench& b = bench();
+  const int64_t batch = state.range(0);
+  b.q.load_clean_weights();
+  eval::evaluate(*b.net, b.test, batch);  // warm-up (cuDNN algorithm choice for this batch)
+  sync(b.device);
+  for (auto _ : state) {
+    const eval::EvalResult r = eval::evaluate(*b.net, b.test, batch);
+    benchmark::DoNotOptimize(r.error);
+  }
+  sync(b.device);
+  set_rate(state, "images_per_second", static_cast<double>(state.iterations()) * b.test.size());
+}
+BENCHMARK(BM_InferenceBatch)->Arg(1000)->Arg(2000)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+
 // One rate (1%), range(0) patterns; the clean pass is timed but not counted, as in `bitrobust eval`.
 void BM_Sweep(benchmark::State& state) {
   Bench& b = bench();

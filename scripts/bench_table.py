@@ -72,6 +72,9 @@ def main(paths):
     fused = get("BM_Inference/1", "images_per_second")
     sweep = get("BM_Sweep/10", "images_patterns_per_second")
     table.append(("plain inference, images/s (fused GN+ReLU)", fused, "eager LibTorch", eager, "higher"))
+    for batch in (1000, 2000):
+        table.append((f"fused inference at batch {batch}, images/s", get(f"BM_InferenceBatch/{batch}", "images_per_second"),
+                      "the same at batch 500", fused, "higher: eval --batch could be larger"))
     table.append(("eval sweep (1%, 10 patterns), images x patterns/s", sweep, "our plain inference", fused,
                   "higher (goal >= 0.9)"))
     table.append(("eval sweep, images x patterns/s", sweep, "eager LibTorch inference", eager, "higher"))
