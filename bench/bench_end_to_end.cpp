@@ -88,27 +88,10 @@ void set_rate(benchmark::State& state, const char* name, double items) {
   state.counters[name] = benchmark::Counter(items, benchmark::Counter::kIsRate);
 }
 
-// arg 0: eager LibTorch (fused path off), 1: bitrobust's fused GroupNorm+ReLU inference.
-void BM_Inference(benchmark::State& state) {
+// Clean inference over the test set at `batch`, fused GroupNorm+ReLU on or off.
+void time_inference(benchmark::State& state, bool fused, int64_t batch) {
   Bench& b = bench();
-  models::set_fused_inference(state.range(0) == 1);
-  b.q.load_clean_weights();
-  eval::evaluate(*b.net, b.test, kEvalBatch);  // warm-up (cuDNN algorithm choice)
-  sync(b.device);
-  for (auto _ : state) {
-    const eval::EvalResult r = eval::evaluate(*b.net, b.test, kEvalBatch);
-    benchmark::DoNotOptimize(r.error);
-  }
-  sync(b.device);
-  set_rate(state, "images_per_second", static_cast<double>(state.iterations()) * b.test.size());
-  models::set_fused_inference(true);
-}
-BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-
-// Fused inference at larger batches than `eval`'s default 500: whether a GPU has room left.
-void BM_InferenceBatch(benchmark::State& state) {
-  Bench& b = bench();
-  const int64_t batch = state.range(0);
+  models::set_fused_inference(fused);
   b.q.load_clean_weights();
   eval::evaluate(*b.net, b.test, batch);  // warm-up (cuDNN algorithm choice for this batch)
   sync(b.device);
@@ -118,7 +101,15 @@ void BM_InferenceBatch(benchmark::State& state) {
   }
   sync(b.device);
   set_rate(state, "images_per_second", static_cast<double>(state.iterations()) * b.test.size());
+  models::set_fused_inference(true);
 }
+
+// arg 0: eager LibTorch (fused path off), 1: bitrobust's fused GroupNorm+ReLU inference.
+void BM_Inference(benchmark::State& state) { time_inference(state, state.range(0) == 1, kEvalBatch); }
+BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// Fused inference at larger batches than `eval`'s default 500: whether a GPU has room left.
+void BM_InferenceBatch(benchmark::State& state) { time_inference(state, true, state.range(0)); }
 BENCHMARK(BM_InferenceBatch)->Arg(1000)->Arg(2000)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
 
 // One rate (1%), range(0) patterns; the clean pass is timed but not counted, as in `bitrobust eval`.
