@@ -137,6 +137,20 @@ for ra, rb in zip(a["results"], b["results"]):
           "RErr cuda/cpu", round(ra["rerr_mean"], 5), round(rb["rerr_mean"], 5))
 sys.exit(0 if same else 1)
 PY
+  # Issue 7's precision check: tf32 (the default above) and bf16 against fp32's 95% intervals.
+  for p in fp32 bf16; do
+    $B eval --model $W/q.pt --device cuda --precision $p --rates 0.1%,1%,5% --patterns 10 --limit 2000 --quiet \
+      --json "$W/e_$p.json" >/dev/null || return 1
+  done
+  python3 - "$W/e_fp32.json" "$R/e_cuda.json" "$W/e_bf16.json" <<'PY'
+import json, sys
+fp32, tf32, bf16 = (json.load(open(p)) for p in sys.argv[1:4])
+for name, other in (("tf32", tf32), ("bf16", bf16)):
+    for ra, rb in zip(fp32["results"], other["results"]):
+        lo, hi = ra["rerr_ci95"]
+        print(f"precision {name} rate {ra['rate']}: RErr {rb['rerr_mean']:.5f}, fp32 {ra['rerr_mean']:.5f} "
+              f"(95% CI {lo:.5f}-{hi:.5f}): {'inside' if lo <= rb['rerr_mean'] <= hi else 'OUTSIDE'}")
+PY
 }
 export -f end_to_end
 stage end-to-end "${LIMIT_END_TO_END:-150}" bash -c end_to_end
