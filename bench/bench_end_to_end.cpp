@@ -88,10 +88,13 @@ void set_rate(benchmark::State& state, const char* name, double items) {
   state.counters[name] = benchmark::Counter(items, benchmark::Counter::kIsRate);
 }
 
-// Clean inference over the test set at `batch`, fused GroupNorm+ReLU on or off.
-void time_inference(benchmark::State& state, bool fused, int64_t batch) {
+// Clean inference over the test set at `batch`, fused GroupNorm+ReLU on or off, the convolutions'
+// biases added by the fused op where it is the default (models::ConvBiasFusion) or by ATen.
+void time_inference(benchmark::State& state, bool fused, int64_t batch,
+                    models::ConvBiasFusion bias = models::ConvBiasFusion::Cuda) {
   Bench& b = bench();
   models::set_fused_inference(fused);
+  models::set_conv_bias_fusion(bias);
   b.q.load_clean_weights();
   eval::evaluate(*b.net, b.test, batch);  // warm-up (cuDNN algorithm choice for this batch)
   sync(b.device);
@@ -102,11 +105,17 @@ void time_inference(benchmark::State& state, bool fused, int64_t batch) {
   sync(b.device);
   set_rate(state, "images_per_second", static_cast<double>(state.iterations()) * b.test.size());
   models::set_fused_inference(true);
+  models::set_conv_bias_fusion(models::ConvBiasFusion::Cuda);
 }
 
-// arg 0: eager LibTorch (fused path off), 1: bitrobust's fused GroupNorm+ReLU inference.
-void BM_Inference(benchmark::State& state) { time_inference(state, state.range(0) == 1, kEvalBatch); }
-BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+// arg 0: eager LibTorch (fused path off), 1: bitrobust's fused GroupNorm+ReLU inference (as
+// `eval` runs it), 2: the same with the convolutions adding their own biases (ATen's extra pass on
+// CUDA; the same as 1 on the CPU).
+void BM_Inference(benchmark::State& state) {
+  const int64_t mode = state.range(0);
+  time_inference(state, mode >= 1, kEvalBatch, mode == 2 ? models::ConvBiasFusion::Never : models::ConvBiasFusion::Cuda);
+}
+BENCHMARK(BM_Inference)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
 // Fused inference at larger batches than `eval`'s default 500: whether a GPU has room left.
 void BM_InferenceBatch(benchmark::State& state) { time_inference(state, true, state.range(0)); }

@@ -104,7 +104,7 @@ void BM_FusedKernel(benchmark::State& state) {
   shape.groups = s.groups;
   for (auto _ : state) {
     bitrobust::kernels::group_norm_relu_cpu(in.x.data_ptr<float>(), shape, in.scale.data_ptr<float>(),
-                                            in.bias.data_ptr<float>(), kEps, y.data_ptr<float>());
+                                            in.bias.data_ptr<float>(), nullptr, kEps, y.data_ptr<float>());
     benchmark::ClobberMemory();
   }
   report(state, s, in.x);

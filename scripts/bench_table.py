@@ -72,6 +72,8 @@ def main(paths):
     fused = get("BM_Inference/1", "images_per_second")
     sweep = get("BM_Sweep/10", "images_patterns_per_second")
     table.append(("plain inference, images/s (fused GN+ReLU)", fused, "eager LibTorch", eager, "higher"))
+    table.append(("the same, conv biases added in the fused op", fused, "conv biases added by ATen",
+                  get("BM_Inference/2", "images_per_second"), "higher (CUDA; 1 on the CPU)"))
     for batch in (1000, 2000):
         table.append((f"fused inference at batch {batch}, images/s", get(f"BM_InferenceBatch/{batch}", "images_per_second"),
                       "the same at batch 500", fused, "higher: eval --batch could be larger"))

@@ -32,7 +32,7 @@ void check_parameter(const at::Tensor& p, const char* name, const at::Tensor& x)
 }  // namespace
 
 at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor& scale,
-                           const at::Tensor& bias, double eps) {
+                           const at::Tensor& bias, double eps, const at::Tensor& input_bias) {
   BR_CHECK(x.defined(), kOp, ": x is an undefined tensor");
   BR_CHECK(x.scalar_type() == at::kFloat, kOp, ": x has dtype ", x.scalar_type(),
            "; expected float32");
@@ -41,8 +41,10 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
            "; only CPU and CUDA tensors are supported");
   check_parameter(scale, "scale", x);
   check_parameter(bias, "bias", x);
+  if (input_bias.defined()) check_parameter(input_bias, "input_bias", x);
   BR_CHECK(!(at::GradMode::is_enabled() &&
-             (x.requires_grad() || scale.requires_grad() || bias.requires_grad())),
+             (x.requires_grad() || scale.requires_grad() || bias.requires_grad() ||
+              (input_bias.defined() && input_bias.requires_grad()))),
            kOp, ": inference only, records no gradient; an input requires grad while grad mode is "
            "on (use at::relu(at::group_norm(...)) for training)");
 
@@ -57,17 +59,19 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
   const at::Tensor input = x.contiguous();
   const at::Tensor scale_c = scale.contiguous();
   const at::Tensor bias_c = bias.contiguous();
+  const at::Tensor input_bias_c = input_bias.defined() ? input_bias.contiguous() : at::Tensor();
+  const float* input_bias_ptr = input_bias_c.defined() ? input_bias_c.data_ptr<float>() : nullptr;
   at::Tensor y = at::empty_like(input, at::MemoryFormat::Contiguous);
   if (y.numel() == 0) return y;
   if (x.is_cpu()) {
     kernels::group_norm_relu_cpu(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
-                                 bias_c.data_ptr<float>(), eps, y.data_ptr<float>());
+                                 bias_c.data_ptr<float>(), input_bias_ptr, eps, y.data_ptr<float>());
     return y;
   }
 #ifdef BITROBUST_WITH_CUDA
   const c10::cuda::CUDAGuard guard(x.device());
   kernels::group_norm_relu_cuda(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
-                                bias_c.data_ptr<float>(), eps, y.data_ptr<float>(),
+                                bias_c.data_ptr<float>(), input_bias_ptr, eps, y.data_ptr<float>(),
                                 at::cuda::getCurrentCUDAStream(x.device().index()).stream());
   return y;
 #else

@@ -21,6 +21,7 @@ namespace bitrobust::models {
 namespace {
 
 std::atomic<bool> fused_inference{true};
+std::atomic<ConvBiasFusion> conv_bias_fusion_mode{ConvBiasFusion::Cuda};
 
 // Whether the fused GroupNorm + ReLU beats eager at::relu(at::group_norm(...)) on the CPU. Measured
 // by bench/bench_group_norm_relu.cpp on LeNet's shapes at batch 500 with 2 threads: never slower,
@@ -62,6 +63,17 @@ class NormImpl : public torch::nn::Module {
     return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps);
   }
 
+  /// Whether forward_relu_with_input_bias serves an input like x (see ConvBiasFusion).
+  bool takes_input_bias(const at::Tensor& x) const {
+    const ConvBiasFusion mode = conv_bias_fusion();
+    if (batch_ || mode == ConvBiasFusion::Never || (mode == ConvBiasFusion::Cuda && !x.is_cuda())) return false;
+    return uses_fused_group_norm_relu(x, is_training());
+  }
+  /// relu(forward(x + input_bias)), input_bias per channel; only where takes_input_bias(x).
+  at::Tensor forward_relu_with_input_bias(const at::Tensor& x, const at::Tensor& input_bias) {
+    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps, input_bias);
+  }
+
  private:
   std::string kind_;
   int64_t channels_;
@@ -79,11 +91,23 @@ class NormReluImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x) { return norm_ ? norm_->forward_relu(x) : at::relu(x); }
 
+  /// forward(conv(x)). Where the fused GroupNorm takes the convolution's bias (ConvBiasFusion),
+  /// the convolution runs without it: the same cuDNN call, minus ATen's separate bias pass.
+  at::Tensor forward_after(torch::nn::Conv2d& conv, const at::Tensor& x) {
+    if (!norm_ || !conv->bias.defined() || !norm_->takes_input_bias(x)) return forward(conv->forward(x));
+    // The arguments torch::nn::Conv2d passes, as conv() below builds it: padding kernel / 2.
+    const int64_t stride = (*conv->options.stride())[0], pad = conv->weight.size(2) / 2;
+    return norm_->forward_relu_with_input_bias(at::conv2d(x, conv->weight, {}, {stride, stride}, {pad, pad}),
+                                               conv->bias);
+  }
+
  private:
   Norm norm_{nullptr};
 };
 TORCH_MODULE(NormRelu);
 
+// Square kernels, equal strides, padding kernel / 2, no dilation or groups: NormRelu::forward_after
+// relies on it.
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, bool bias = true) {
   return torch::nn::Conv2d(
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(bias));
@@ -127,8 +151,8 @@ class LeNet : public Classifier {
     fc2_ = register_module("fc2", torch::nn::Linear(256, s.num_classes));
   }
   at::Tensor forward(at::Tensor x) override {
-    x = at::max_pool2d(act1_->forward(conv1_->forward(x)), {2, 2});
-    x = at::max_pool2d(act2_->forward(conv2_->forward(x)), {2, 2});
+    x = at::max_pool2d(act1_->forward_after(conv1_, x), {2, 2});
+    x = at::max_pool2d(act2_->forward_after(conv2_, x), {2, 2});
     x = act3_->forward(fc1_->forward(x.flatten(1)));
     return fc2_->forward(x);
   }
@@ -167,7 +191,7 @@ class SimpleNet : public Classifier {
   }
   at::Tensor forward(at::Tensor x) override {
     for (size_t i = 0; i < convs_.size(); ++i) {
-      x = acts_[i]->forward(convs_[i]->forward(x));
+      x = acts_[i]->forward_after(convs_[i], x);
       if (pools_[i]) x = at::max_pool2d(x, {2, 2});
     }
     x = at::amax(x, {2, 3});
@@ -193,7 +217,7 @@ class PreActBlockImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x) {
     const at::Tensor a = act1_->forward(x);
-    at::Tensor y = conv2_->forward(act2_->forward(conv1_->forward(a)));
+    at::Tensor y = conv2_->forward(act2_->forward_after(conv1_, a));
     return y + (shortcut_ ? shortcut_->forward(a) : x);
   }
 
@@ -347,6 +371,8 @@ void initialize(torch::nn::Module& net, const std::string& init) {
 }
 
 void set_fused_inference(bool enabled) { fused_inference.store(enabled); }
+void set_conv_bias_fusion(ConvBiasFusion mode) { conv_bias_fusion_mode.store(mode); }
+ConvBiasFusion conv_bias_fusion() { return conv_bias_fusion_mode.load(); }
 bool fused_inference_enabled() { return fused_inference.load(); }
 
 bool uses_fused_group_norm_relu(const at::Tensor& x, bool training) {

@@ -74,7 +74,7 @@ Case random_case(GroupNormShape shape, uint64_t seed, float offset = 0.0f, float
 
 std::vector<float> run(const Case& c, double eps = kEps) {
   std::vector<float> y(c.x.size(), -7.0f);
-  group_norm_relu_cpu(c.x.data(), c.shape, c.scale.data(), c.bias.data(), eps, y.data());
+  group_norm_relu_cpu(c.x.data(), c.shape, c.scale.data(), c.bias.data(), nullptr, eps, y.data());
   return y;
 }
 
@@ -197,9 +197,9 @@ TEST(GroupNormReluCpu, ResultDoesNotDependOnThreadCount) {
 TEST(GroupNormReluCpu, EmptyInputWritesNothing) {
   Case c = random_case({0, 4, 3, 2}, 1);
   std::vector<float> y(4, -7.0f);
-  group_norm_relu_cpu(nullptr, c.shape, c.scale.data(), c.bias.data(), kEps, y.data());
+  group_norm_relu_cpu(nullptr, c.shape, c.scale.data(), c.bias.data(), nullptr, kEps, y.data());
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
-  group_norm_relu_cpu(nullptr, {2, 4, 0, 2}, c.scale.data(), c.bias.data(), kEps, y.data());
+  group_norm_relu_cpu(nullptr, {2, 4, 0, 2}, c.scale.data(), c.bias.data(), nullptr, kEps, y.data());
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
 }
 
@@ -208,7 +208,7 @@ TEST(GroupNormReluCpu, RejectsInvalidSizes) {
   std::vector<float> y(64);
   auto message = [&](GroupNormShape s, double eps) -> std::string {
     try {
-      group_norm_relu_cpu(x.data(), s, p.data(), p.data(), eps, y.data());
+      group_norm_relu_cpu(x.data(), s, p.data(), p.data(), nullptr, eps, y.data());
     } catch (const Error& e) {
       return e.what();
     }

@@ -112,6 +112,35 @@ TEST(GroupNormRelu, BadInputsAreClearErrors) {
                            eager(in.x, 2, in.scale, in.bias), kTol, kTol));
 }
 
+/// b of shape [C] as [1, C, 1, ...], to add to x of shape [N, C, *].
+at::Tensor per_channel(const at::Tensor& b, const at::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[1] = b.size(0);
+  return b.view(shape);
+}
+
+TEST(GroupNormRelu, InputBiasIsAddedBeforeNormalizing) {
+  uint64_t seed = 60;
+  for (const auto& c : shape_cases()) {
+    const Inputs in = random_inputs(c.shape, seed++);
+    const at::Tensor input_bias = at::rand({c.shape[1]}, at::detail::createCPUGenerator(seed++)) * 4 - 2;
+    // The same float sums as an addition before the op, so the same bits.
+    const at::Tensor y = group_norm_relu(in.x, c.groups, in.scale, in.bias, kEps, input_bias);
+    const at::Tensor expected = group_norm_relu(in.x + per_channel(input_bias, in.x), c.groups, in.scale, in.bias, kEps);
+    EXPECT_TRUE(at::equal(y, expected)) << describe(c);
+    // And what eager computes, to rounding.
+    EXPECT_TRUE(at::allclose(y, eager(in.x + per_channel(input_bias, in.x), c.groups, in.scale, in.bias), kTol, kTol))
+        << describe(c);
+  }
+  const Inputs in = random_inputs({2, 4, 3, 3}, 7);
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale, in.bias, kEps, at::rand({3})),
+                        "input_bias must have shape [4] (one value per channel of x), got [3]");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale, in.bias, kEps, at::rand({4}, at::kDouble)),
+                        "input_bias has dtype Double; expected float32");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x, 2, in.scale, in.bias, kEps, at::rand({4}).requires_grad_()),
+                        "inference only");
+}
+
 ModelSpec spec(const std::string& arch, const std::string& norm, int64_t in_channels, int64_t hw) {
   ModelSpec s;
   s.arch = arch;
@@ -164,6 +193,44 @@ TEST(GroupNormRelu, NetworksInEvalWithoutGradAgreeFusedAndEager) {
   }
 }
 
+/// Restores the convolution-bias fusion mode when a test ends, whatever it set.
+struct ConvBiasFusionGuard {
+  ConvBiasFusion saved = conv_bias_fusion();
+  ~ConvBiasFusionGuard() { set_conv_bias_fusion(saved); }
+};
+
+TEST(GroupNormRelu, ConvolutionBiasGoesIntoTheFusedOpWithoutChangingResults) {
+  const FusedInferenceGuard fused_guard;
+  const ConvBiasFusionGuard bias_guard;
+  set_fused_inference(true);
+  EXPECT_EQ(conv_bias_fusion(), ConvBiasFusion::Cuda) << "the default: on CUDA only";
+  ModelSpec resnet = spec("resnet20", "gn", 3, 32);
+  for (const ModelSpec& s : {spec("lenet", "gn", 1, 28), spec("simplenet", "regn", 3, 32), resnet}) {
+    torch::manual_seed(8);
+    auto net = build_model(s);  // LibTorch's initialisation: the convolutions' biases are not zero
+    perturb_norms(*net);
+    const at::Tensor x = torch::randn({2, s.in_channels, s.height, s.width});
+    net->eval();
+    at::Tensor in_norm, by_conv;
+    {
+      torch::NoGradGuard no_grad;
+      set_conv_bias_fusion(ConvBiasFusion::Always);  // (on the CPU only for this test)
+      in_norm = net->forward(x);
+      set_conv_bias_fusion(ConvBiasFusion::Never);
+      by_conv = net->forward(x);
+    }
+    // A bias lost or added twice would move the logits by far more than rounding.
+    EXPECT_TRUE(at::allclose(in_norm, by_conv, kTol, kTol))
+        << s.arch << ": largest difference " << (in_norm - by_conv).abs().max().item<float>();
+    // Training (and anything with gradients) never takes the fused path, bias or not.
+    net->train();
+    set_conv_bias_fusion(ConvBiasFusion::Always);
+    const at::Tensor train_always = net->forward(x);
+    set_conv_bias_fusion(ConvBiasFusion::Never);
+    EXPECT_TRUE(at::equal(train_always, net->forward(x))) << s.arch;
+  }
+}
+
 TEST(GroupNormRelu, FusedPathOnlyInEvalWithoutGradForFloat) {
   const FusedInferenceGuard guard;
   set_fused_inference(true);
@@ -209,6 +276,18 @@ TEST(GroupNormReluCuda, AgreesWithCpuAndEager) {
     EXPECT_TRUE(at::allclose(gpu.cpu(), cpu, kTol, kTol)) << describe(c);
     EXPECT_TRUE(at::allclose(gpu.cpu(), eager(in.x, c.groups, in.scale, in.bias), kTol, kTol)) << describe(c);
   }
+  // An input bias: the same bits as adding it first, on CUDA as on the CPU.
+  for (const auto& c : shape_cases()) {
+    const Inputs in = random_inputs(c.shape, seed++);
+    const at::Tensor input_bias = (at::rand({c.shape[1]}, at::detail::createCPUGenerator(seed++)) * 4 - 2).cuda();
+    const at::Tensor x = in.x.cuda(), scale = in.scale.cuda(), bias = in.bias.cuda();
+    const at::Tensor gpu = group_norm_relu(x, c.groups, scale, bias, kEps, input_bias);
+    EXPECT_TRUE(at::equal(gpu, group_norm_relu(x + per_channel(input_bias, x), c.groups, scale, bias, kEps)))
+        << describe(c);
+    EXPECT_TRUE(at::allclose(gpu.cpu(), group_norm_relu(in.x, c.groups, in.scale, in.bias, kEps, input_bias.cpu()),
+                             kTol, kTol))
+        << describe(c);
+  }
   // A large mean offset: CUDA's float statistics keep the noise as the CPU's double ones do.
   auto gen = at::detail::createCPUGenerator(9);
   const at::Tensor x = 1000 + 0.01 * at::randn({4, 32, 14, 14}, gen);
@@ -233,6 +312,13 @@ TEST(GroupNormReluCuda, AgreesWithCpuAndEager) {
   const at::Tensor fused = net->forward(images);
   set_fused_inference(false);
   EXPECT_TRUE(at::allclose(fused, net->forward(images), kTol, kTol));
+  // The convolutions' biases added by the fused op (the default on CUDA) or by ATen's own pass:
+  // the same cuDNN convolutions and the same float additions, so the same bits.
+  const ConvBiasFusionGuard bias_guard;
+  set_fused_inference(true);
+  set_conv_bias_fusion(ConvBiasFusion::Never);
+  const at::Tensor by_conv = net->forward(images);
+  EXPECT_TRUE(at::equal(fused, by_conv)) << "largest difference " << (fused - by_conv).abs().max().item<float>();
 }
 #endif
 

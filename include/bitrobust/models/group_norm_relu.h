@@ -16,7 +16,11 @@ namespace bitrobust::models {
 /// tensor of x's shape. CUDA: runs on the current stream of x's device, without synchronising.
 /// Inference only: no autograd graph is recorded, so it throws bitrobust::Error when gradient
 /// mode is on and an input requires a gradient, and for every invalid argument.
+/// input_bias (optional, C values like scale): the op computes relu(group_norm(x + input_bias))
+/// instead, the bias added per channel as x is read. A convolution followed by GroupNorm + ReLU
+/// then runs without its bias, which on CUDA saves the separate pass over the output that adds it
+/// (the values are the same float sums, so the result is too).
 at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor& scale,
-                           const at::Tensor& bias, double eps);
+                           const at::Tensor& bias, double eps, const at::Tensor& input_bias = {});
 
 }  // namespace bitrobust::models

@@ -53,19 +53,22 @@ inline void check_group_norm_shape(const char* what, const GroupNormShape& shape
   BR_CHECK(std::isfinite(eps) && eps >= 0.0, what, ": eps must be finite and >= 0, got ", eps);
 }
 
-/// y = relu(group_norm(x)) on the CPU, see NOTE [Fused GroupNorm + ReLU].
+/// y = relu(group_norm(x + input_bias)) on the CPU, see NOTE [Fused GroupNorm + ReLU].
 /// x and y: shape.numel() contiguous floats each (y must not overlap x); scale and bias:
 /// shape.channels floats each (the affine parameters, scale = weight, or 1 + weight for the
-/// re-parameterized norm). eps is added to the variance. OpenMP over the N*G groups; each group is
-/// computed by one thread in a fixed order, so results do not depend on the number of threads.
-/// Throws bitrobust::Error for invalid sizes; an empty tensor does nothing.
+/// re-parameterized norm); input_bias: nullptr, or shape.channels floats added to x per channel
+/// before normalizing (the bias of the convolution before, which then skips its own pass: the
+/// same float additions, so the same result). eps is added to the variance. OpenMP over the N*G
+/// groups; each group is computed by one thread in a fixed order, so results do not depend on the
+/// number of threads. Throws bitrobust::Error for invalid sizes; an empty tensor does nothing.
 void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
-                         const float* bias, double eps, float* y);
+                         const float* bias, const float* input_bias, double eps, float* y);
 
 /// The CUDA twin (defined only when the CUDA kernels are built): same arguments, all pointers are
 /// device memory; `stream` is a cudaStream_t, the launch is asynchronous on it (no host
 /// synchronisation). Throws bitrobust::Error for invalid sizes or a failed launch.
 void group_norm_relu_cuda(const float* x, const GroupNormShape& shape, const float* scale,
-                          const float* bias, double eps, float* y, void* stream);
+                          const float* bias, const float* input_bias, double eps, float* y,
+                          void* stream);
 
 }  // namespace bitrobust::kernels

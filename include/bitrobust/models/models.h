@@ -65,4 +65,17 @@ bool fused_inference_enabled();
 /// (where measured faster, see docs/measurements.md) on the CPU.
 bool uses_fused_group_norm_relu(const at::Tensor& x, bool training);
 
+/// Where a convolution followed by a fused GroupNorm + ReLU leaves its bias to the fused op
+/// (group_norm_relu's input_bias). On CUDA, ATen adds a convolution's bias in a pass of its own
+/// over the whole output after cuDNN; the fused op adds it as it reads, with the same float
+/// additions, so outputs are unchanged and one read and one write of every activation are saved.
+/// On the CPU oneDNN adds the bias inside the convolution, so there is nothing to save.
+enum class ConvBiasFusion {
+  Cuda,    ///< on CUDA only (default)
+  Always,  ///< also on the CPU (for tests of the plumbing)
+  Never,   ///< the convolution adds its bias (for comparisons)
+};
+void set_conv_bias_fusion(ConvBiasFusion mode);
+ConvBiasFusion conv_bias_fusion();
+
 }  // namespace bitrobust::models

@@ -5,6 +5,7 @@
 // extra read and write of the whole tensor.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "bitrobust/models/group_norm_relu_kernels.h"
 
@@ -70,6 +71,11 @@ BR_VECTOR_CLONES void normalize_relu_channels(const float* __restrict__ x, int64
   }
 }
 
+BR_VECTOR_CLONES void add_constant(const float* __restrict__ x, int64_t count, float b, float* __restrict__ y) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) y[i] = x[i] + b;
+}
+
 /// One group (n, g): `channels` consecutive channels of `spatial` values each; scale and bias point
 /// at the group's first channel.
 void group_norm_relu_group(const float* x, int64_t channels, int64_t spatial, const float* scale,
@@ -100,17 +106,31 @@ void group_norm_relu_group(const float* x, int64_t channels, int64_t spatial, co
 }  // namespace
 
 void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
-                         const float* bias, double eps, float* y) {
+                         const float* bias, const float* input_bias, double eps, float* y) {
   check_group_norm_shape("group_norm_relu_cpu", shape, eps);
   const int64_t group_count = shape.batch * shape.groups;
   const int64_t group_size = shape.group_size();
   if (group_count == 0 || group_size == 0) return;
   const int64_t channels_per_group = shape.channels / shape.groups;
-#pragma omp parallel for schedule(static) if (shape.numel() >= kParallelMin)
-  for (int64_t ng = 0; ng < group_count; ++ng) {
-    const int64_t first_channel = (ng % shape.groups) * channels_per_group;
-    group_norm_relu_group(x + ng * group_size, channels_per_group, shape.spatial,
-                          scale + first_channel, bias + first_channel, eps, y + ng * group_size);
+#pragma omp parallel if (shape.numel() >= kParallelMin)
+  {
+    // With an input bias a group is first formed as x + input_bias (the float sums the CUDA twin
+    // forms as it reads), in a buffer of the thread's own.
+    std::vector<float> biased(input_bias != nullptr ? static_cast<size_t>(group_size) : 0);
+#pragma omp for schedule(static)
+    for (int64_t ng = 0; ng < group_count; ++ng) {
+      const int64_t first_channel = (ng % shape.groups) * channels_per_group;
+      const float* xg = x + ng * group_size;
+      if (input_bias != nullptr) {
+        for (int64_t c = 0; c < channels_per_group; ++c) {
+          add_constant(xg + c * shape.spatial, shape.spatial, input_bias[first_channel + c],
+                       biased.data() + c * shape.spatial);
+        }
+        xg = biased.data();
+      }
+      group_norm_relu_group(xg, channels_per_group, shape.spatial, scale + first_channel,
+                            bias + first_channel, eps, y + ng * group_size);
+    }
   }
 }
 

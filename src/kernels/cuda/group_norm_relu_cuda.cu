@@ -80,8 +80,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     group_norm_relu_kernel(const float* __restrict__ x, int64_t group_count, int64_t groups,
                            uint32_t group_size, uint32_t channels_per_group,
                            FastDivider spatial_divider, const float* __restrict__ scale,
-                           const float* __restrict__ bias, float eps, bool cached,
-                           float* __restrict__ y) {
+                           const float* __restrict__ bias, const float* __restrict__ input_bias,
+                           float eps, bool cached, float* __restrict__ y) {
   constexpr int kGroupsPerBlock = kBlockThreads / kGroupThreads;
   extern __shared__ float cache[];  // kGroupsPerBlock * group_size floats when `cached`
   __shared__ float2 scratch[kScratchBytes / sizeof(float2)];
@@ -94,14 +94,21 @@ __global__ void __launch_bounds__(kBlockThreads)
   const float* xg = x + (active ? ng * group_size : 0);
   float* cg = cached ? cache + static_cast<size_t>(slot) * group_size : nullptr;
   const float count = static_cast<float>(group_size);
+  const int64_t first_channel = (ng % groups) * channels_per_group;
+  // The input is x + input_bias (per channel) when a convolution's bias is left to this kernel: the
+  // same float addition as the convolution's own bias pass, so the same values, without that pass.
+  const float* in_bias_g = input_bias != nullptr ? input_bias + first_channel : nullptr;
+  auto input = [&](uint32_t i) {
+    return in_bias_g != nullptr ? xg[i] + in_bias_g[spatial_divider.divide(i)] : xg[i];
+  };
 
   // Pass 1: the sum of x - shift, shift being the group's first element. Sums of deviations from a
   // value inside the data stay small where sums of x near 1000 would round away the noise.
-  const float shift = active ? xg[0] : 0.0f;
+  const float shift = active ? input(0) : 0.0f;
   float partial = 0.0f;
   if (active) {
     for (uint32_t i = lane; i < group_size; i += kGroupThreads) {
-      const float v = xg[i];
+      const float v = input(i);
       if (cached) cg[i] = v;
       partial += v - shift;
     }
@@ -116,7 +123,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   float2 deviations = make_float2(0.0f, 0.0f);
   if (active) {
     for (uint32_t i = lane; i < group_size; i += kGroupThreads) {
-      const float d = ((cached ? cg[i] : xg[i]) - mean_hi) - mean_lo;
+      const float d = ((cached ? cg[i] : input(i)) - mean_hi) - mean_lo;
       deviations.x += d;
       deviations.y += d * d;
     }
@@ -129,20 +136,20 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   // Pass 3: normalize, scale, shift, ReLU (`v < 0 ? 0 : v` lets NaN through, as at::relu does).
   if (!active) return;
-  const int64_t first_channel = (ng % groups) * channels_per_group;
   const float* scale_g = scale + first_channel;
   const float* bias_g = bias + first_channel;
   float* yg = y + ng * group_size;
   for (uint32_t i = lane; i < group_size; i += kGroupThreads) {
     const uint32_t c = spatial_divider.divide(i);
-    const float v = (((cached ? cg[i] : xg[i]) - mean_hi) - mean_lo) * (rstd * scale_g[c]) + bias_g[c];
+    const float x_c = cached ? cg[i] : (in_bias_g != nullptr ? xg[i] + in_bias_g[c] : xg[i]);
+    const float v = ((x_c - mean_hi) - mean_lo) * (rstd * scale_g[c]) + bias_g[c];
     yg[i] = v < 0.0f ? 0.0f : v;
   }
 }
 
 template <int kGroupThreads>
 void launch(const float* x, const GroupNormShape& shape, const float* scale, const float* bias,
-            float eps, float* y, cudaStream_t stream) {
+            const float* input_bias, float eps, float* y, cudaStream_t stream) {
   constexpr int64_t kGroupsPerBlock = kBlockThreads / kGroupThreads;
   const int64_t group_count = shape.batch * shape.groups;
   const int64_t blocks = (group_count + kGroupsPerBlock - 1) / kGroupsPerBlock;
@@ -154,13 +161,14 @@ void launch(const float* x, const GroupNormShape& shape, const float* scale, con
       <<<static_cast<unsigned>(blocks), kBlockThreads, cached ? static_cast<size_t>(cache_bytes) : 0,
          stream>>>(x, group_count, shape.groups, static_cast<uint32_t>(shape.group_size()),
                    static_cast<uint32_t>(shape.channels / shape.groups),
-                   FastDivider(static_cast<uint32_t>(shape.spatial)), scale, bias, eps, cached, y);
+                   FastDivider(static_cast<uint32_t>(shape.spatial)), scale, bias, input_bias, eps, cached, y);
 }
 
 }  // namespace
 
 void group_norm_relu_cuda(const float* x, const GroupNormShape& shape, const float* scale,
-                          const float* bias, double eps, float* y, void* stream) {
+                          const float* bias, const float* input_bias, double eps, float* y,
+                          void* stream) {
   check_group_norm_shape("group_norm_relu_cuda", shape, eps);
   const int64_t group_size = shape.group_size();
   if (shape.batch == 0 || group_size == 0) return;
@@ -172,12 +180,12 @@ void group_norm_relu_cuda(const float* x, const GroupNormShape& shape, const flo
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
   const float eps_f = static_cast<float>(eps);
   switch (group_threads) {
-    case 8: launch<8>(x, shape, scale, bias, eps_f, y, cuda_stream); break;
-    case 16: launch<16>(x, shape, scale, bias, eps_f, y, cuda_stream); break;
-    case 32: launch<32>(x, shape, scale, bias, eps_f, y, cuda_stream); break;
-    case 64: launch<64>(x, shape, scale, bias, eps_f, y, cuda_stream); break;
-    case 128: launch<128>(x, shape, scale, bias, eps_f, y, cuda_stream); break;
-    default: launch<kBlockThreads>(x, shape, scale, bias, eps_f, y, cuda_stream); break;
+    case 8: launch<8>(x, shape, scale, bias, input_bias, eps_f, y, cuda_stream); break;
+    case 16: launch<16>(x, shape, scale, bias, input_bias, eps_f, y, cuda_stream); break;
+    case 32: launch<32>(x, shape, scale, bias, input_bias, eps_f, y, cuda_stream); break;
+    case 64: launch<64>(x, shape, scale, bias, input_bias, eps_f, y, cuda_stream); break;
+    case 128: launch<128>(x, shape, scale, bias, input_bias, eps_f, y, cuda_stream); break;
+    default: launch<kBlockThreads>(x, shape, scale, bias, input_bias, eps_f, y, cuda_stream); break;
   }
   const cudaError_t status = cudaGetLastError();
   BR_CHECK(status == cudaSuccess, "group_norm_relu_cuda: kernel launch failed: ",
