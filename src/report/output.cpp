@@ -177,20 +177,16 @@ std::string create_temp_folder_for(const std::string& path, const std::string& w
 }
 void unregister_temp_folder(const std::string& path) { unregister_live_temp(path); }
 
+bool is_special_output(const std::string& path) {
+  std::error_code ec;
+  // status() follows links the way open() does, /proc's /dev/stdout -> pipe:[n] included.
+  const fs::file_status status = fs::status(path, ec);
+  return !ec && fs::exists(status) && !fs::is_regular_file(status) && !fs::is_directory(status);
+}
+
 std::string output_file_behind(const std::string& path, const std::string& what) {
   std::error_code ec;
-  if (path.empty()) return path;
-  const fs::file_status own = fs::symlink_status(path, ec);
-  // Outputs are renamed into place: over a device, pipe or socket (/dev/null, /dev/stdout > log)
-  // that would replace the special file itself, as root even /dev/null.
-  auto check_regular = [&](const fs::file_status& status, const std::string& shown) {
-    BR_CHECK(!fs::exists(status) || fs::is_regular_file(status) || fs::is_directory(status), "cannot write ", what,
-             " ", path, ": ", shown, " is not a regular file (a device, pipe or socket); give a file name");
-  };
-  if (!fs::is_symlink(own)) {
-    check_regular(own, "it");
-    return path;
-  }
+  if (path.empty() || is_special_output(path) || !fs::is_symlink(fs::symlink_status(path, ec))) return path;
   // A link is written through, as `cp` and shell redirection do: replacing the link by a file
   // would leave its target stale. A dangling link is refused, as `cp` refuses it.
   std::error_code link_ec;
@@ -201,12 +197,23 @@ std::string output_file_behind(const std::string& path, const std::string& what)
                 (ec == std::errc::no_such_file_or_directory ? std::string(", which does not exist")
                                                             : ", which cannot be followed: " + ec.message()));
   }
-  check_regular(fs::status(target, ec), "its link target " + target.string());
   return target.string();
 }
 
-void check_output_path(const std::string& given, const std::string& what) {
+void check_output_path(const std::string& given, const std::string& what, OutputKind kind) {
   BR_CHECK(!given.empty(), "cannot write ", what, ": empty file name");
+  if (is_special_output(given)) {
+    // NOTE [Special outputs]: renaming a result over a device, pipe or socket would replace the
+    // special file itself (as root even /dev/null); text goes straight into it instead
+    // (`--json /dev/stdout`), while archives, which Torch writes to a named file, are refused.
+    std::error_code ec;
+    const fs::file_status status = fs::status(given, ec);
+    BR_CHECK(kind == OutputKind::Text && !fs::is_socket(status), "cannot write ", what, " ", given, ": it is ",
+             fs::is_socket(status) ? "a socket" : "a device or pipe", ", not a regular file",
+             kind == OutputKind::Text ? "" : " (this output is only written to files)");
+    BR_CHECK(::access(given.c_str(), W_OK) == 0, "cannot write ", what, " ", given, ": ", std::strerror(errno));
+    return;
+  }
   const std::string path = output_file_behind(given, what);
   const fs::path target(path);
   std::error_code ec;
@@ -255,7 +262,7 @@ void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vect
 }
 
 std::string create_temp_file_for(const std::string& given, const std::string& what) {
-  check_output_path(given, what);
+  check_output_path(given, what, OutputKind::File);
   const std::string path = output_file_behind(given, what);
   const fs::path target(path);
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -319,17 +326,33 @@ std::string write_temp_text(const std::string& path, const std::string& text) {
   }
   return tmp;
 }
+
+// NOTE [Special outputs]: text for a device or pipe is written straight into it.
+void write_in_place(const std::string& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  BR_CHECK(f != nullptr, "cannot write ", path, ": ", std::strerror(errno));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const bool closed = std::fclose(f) == 0;
+  BR_CHECK(ok && closed, "cannot write ", path, ": write failed");
+}
 }  // namespace
 
 void write_text_atomic(const std::string& path, const std::string& text) {
+  if (is_special_output(path)) return write_in_place(path, text);
   commit_temp_file(write_temp_text(path, text), path, "file");
 }
 
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
   std::vector<std::pair<std::string, std::string>> written;  // (temporary, final path)
+  std::vector<const std::pair<std::string, std::string>*> special;  // written last, in place
   try {
-    for (const auto& [path, text] : files) {
-      if (!path.empty()) written.emplace_back(write_temp_text(path, text), path);
+    for (const auto& file : files) {
+      if (file.first.empty()) continue;
+      if (is_special_output(file.first)) {
+        special.push_back(&file);
+      } else {
+        written.emplace_back(write_temp_text(file.first, file.second), file.first);
+      }
     }
   } catch (...) {
     for (const auto& item : written) discard_temp_file(item.first);
@@ -343,6 +366,7 @@ void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& 
       throw;
     }
   }
+  for (const auto* file : special) write_in_place(file->first, file->second);
 }
 
 std::string json_text(const nlohmann::json& value) {

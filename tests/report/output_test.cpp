@@ -146,20 +146,45 @@ TEST(Output, ALinkIsWrittenThroughAndStaysALink) {
   EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("loop_a.json"), "--json file"), "cannot be followed");
 }
 
-TEST(Output, SpecialFilesAreNeverReplaced) {
+TEST(Output, TextGoesIntoDevicesAndPipesWhichAreNeverReplaced) {
   // Outputs are renamed into place, which would replace a device or a pipe itself (as root even
-  // /dev/null): they are refused, given directly or through a link. (A named pipe stands in for
-  // devices: making one needs no privileges and nothing outside the test folder is touched.)
+  // /dev/null): text is written into them instead, and files (Torch archives) are refused.
   test_util::TempDir dir;
   namespace fs = std::filesystem;
+  EXPECT_NO_THROW(report::check_output_path("/dev/null", "--json file"));
+  report::write_text_atomic("/dev/null", "{}\n");
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  report::write_texts_atomic({{dir.file("r.json"), "{}\n"}, {"/dev/null", "a,b\n"}});
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  EXPECT_EQ(regular_files_in(dir.path()), 1);
+  EXPECT_ERROR_CONTAINS(report::check_output_path("/dev/null", "model file (--out)", report::OutputKind::File),
+                        "cannot write model file (--out) /dev/null: it is a device or pipe, not a regular file");
+  EXPECT_ERROR_CONTAINS(report::create_temp_file_for("/dev/null", "checkpoint"), "not a regular file");
+  // A named pipe, directly or through a link: text reaches its reader.
   ASSERT_EQ(::mkfifo(dir.file("pipe").c_str(), 0600), 0);
   fs::create_symlink(dir.file("pipe"), dir.file("to_pipe.json"));
-  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("pipe"), "--json file"),
-                        "cannot write --json file " + dir.file("pipe") + ": it is not a regular file");
-  EXPECT_ERROR_CONTAINS(report::write_text_atomic(dir.file("to_pipe.json"), "x"), "is not a regular file");
-  EXPECT_ERROR_CONTAINS(report::check_output_path("/dev/null", "--json file"), "not a regular file");
+  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("to_pipe.json"), "checkpoint", report::OutputKind::File),
+                        "it is a device or pipe");
+  EXPECT_NO_THROW(report::check_output_path(dir.file("to_pipe.json"), "--json file"));
+  const pid_t writer = ::fork();
+  ASSERT_GE(writer, 0);
+  if (writer == 0) {
+    try {
+      report::write_text_atomic(dir.file("to_pipe.json"), "through the pipe\n");
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  std::string line;
+  std::getline(std::ifstream(dir.file("pipe")), line);
+  int status = 0;
+  ASSERT_EQ(::waitpid(writer, &status, 0), writer);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(line, "through the pipe");
   EXPECT_TRUE(fs::is_fifo(dir.file("pipe")));
-  EXPECT_EQ(regular_files_in(dir.path()), 0);
+  EXPECT_TRUE(fs::is_symlink(dir.file("to_pipe.json")));
+  EXPECT_EQ(regular_files_in(dir.path()), 1) << "r.json alone: no temporary file was left";
 }
 
 TEST(Output, SeveralFilesAreWrittenAllOrNone) {

@@ -42,7 +42,7 @@ Runner register_quantize(CLI::App& app) {
   sub->add_option("--batch", cmd->batch, "evaluation batch size")->check(integer_in(1));
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
-    report::check_output_path(cmd->out, "model file (--out)");
+    report::check_output_path(cmd->out, "model file (--out)", report::OutputKind::File);
     report::check_distinct_paths({{cmd->out, "model file (--out)"}, {cmd->common.json, "--json file"}},
                                  {{cmd->model, "model file (--model)"}});
     const quant::QuantScheme scheme = cmd->quant.build_scheme();

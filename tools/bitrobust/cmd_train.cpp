@@ -73,9 +73,9 @@ Runner register_train(CLI::App& app) {
                   "error model of the training patterns (as eval's --error-model)")->capture_default_str();
   return [cmd, sub]() {
     const at::Device device = setup_runtime(cmd->common);
-    report::check_output_path(cmd->out, "model file (--out)");
+    report::check_output_path(cmd->out, "model file (--out)", report::OutputKind::File);
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
-    report::check_output_path(cmd->options.checkpoint, "checkpoint");
+    report::check_output_path(cmd->options.checkpoint, "checkpoint", report::OutputKind::File);
     report::check_distinct_paths({{cmd->out, "model file (--out)"},
                                   {cmd->options.checkpoint, "checkpoint"},
                                   {cmd->common.json, "--json file"}},

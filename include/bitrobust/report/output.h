@@ -7,7 +7,8 @@
 
 namespace bitrobust::report {
 
-/// Writes `text` to `path` atomically; throws bitrobust::Error naming the path on failure.
+/// Writes `text` to `path` atomically (a temporary file renamed into place; a device or pipe is
+/// written in place); throws bitrobust::Error naming the path on failure.
 void write_text_atomic(const std::string& path, const std::string& text);
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
@@ -17,13 +18,22 @@ std::string json_text(const nlohmann::json& value);
 
 /// Writes several files as one: each (path, text) goes to its own temporary file first, and only
 /// when all are written are they renamed into place; a failure leaves none of them (and no
-/// temporary file) behind. Paths that are "" are skipped.
+/// temporary file) behind. Paths that are "" are skipped; devices and pipes are written last, in
+/// place.
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
+/// What an output may be: text (JSON, CSV, SVG, pattern files) may also go to a device or pipe
+/// (`--json /dev/stdout`), written in place; a file (Torch archives: models, checkpoints) must be
+/// a regular file. See NOTE [Special outputs] in src/report/output.cpp.
+enum class OutputKind { Text, File };
+
 /// Throws bitrobust::Error if `path` cannot be written: empty, a folder, in a missing or read-only
-/// folder. Commands call it for every output before they start work, so that an hour of training
-/// is not lost to a typo in --out.
-void check_output_path(const std::string& path, const std::string& what);
+/// folder, a socket, or (OutputKind::File) a device or pipe. Commands call it for every output
+/// before they start work, so that an hour of training is not lost to a typo in --out.
+void check_output_path(const std::string& path, const std::string& what, OutputKind kind = OutputKind::Text);
+
+/// Whether `path` (links followed) is a device, pipe or socket: an output that is written in place.
+bool is_special_output(const std::string& path);
 
 /// A file a command reads or writes, with the name the user knows it by ("--json file").
 struct NamedPath {
@@ -35,7 +45,8 @@ struct NamedPath {
 void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
 
 /// The file a write to `path` replaces: `path` itself, or the file a link at `path` points to (links
-/// are written through and stay links); a dangling link throws bitrobust::Error.
+/// are written through and stay links); a dangling link throws bitrobust::Error. A special output
+/// (is_special_output) is returned as given.
 std::string output_file_behind(const std::string& path, const std::string& what);
 /// For writers that need a file name (Torch archives): a new, empty file next to `path` with a
 /// unique name (mkstemp), so that no existing file (say a user's `out.pt.tmp`) is ever overwritten.
