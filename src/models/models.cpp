@@ -95,10 +95,11 @@ class NormReluImpl : public torch::nn::Module {
   /// the convolution runs without it: the same cuDNN call, minus ATen's separate bias pass.
   at::Tensor forward_after(torch::nn::Conv2d& conv, const at::Tensor& x) {
     if (!norm_ || !conv->bias.defined() || !norm_->takes_input_bias(x)) return forward(conv->forward(x));
-    // The arguments torch::nn::Conv2d passes, as conv() below builds it: padding kernel / 2.
-    const int64_t stride = (*conv->options.stride())[0], pad = conv->weight.size(2) / 2;
-    return norm_->forward_relu_with_input_bias(at::conv2d(x, conv->weight, {}, {stride, stride}, {pad, pad}),
-                                               conv->bias);
+    // The arguments torch::nn::Conv2d passes; padding as conv() below builds it (kernel / 2, zeros).
+    const auto& o = conv->options;
+    const int64_t stride = (*o.stride())[0], dilation = (*o.dilation())[0], pad = conv->weight.size(2) / 2;
+    return norm_->forward_relu_with_input_bias(
+        at::conv2d(x, conv->weight, {}, {stride, stride}, {pad, pad}, {dilation, dilation}, o.groups()), conv->bias);
   }
 
  private:

@@ -177,12 +177,28 @@ std::string create_temp_folder_for(const std::string& path, const std::string& w
 }
 void unregister_temp_folder(const std::string& path) { unregister_live_temp(path); }
 
-bool is_special_output(const std::string& path) {
+namespace {
+enum class Target { File, InPlace, Refused };
+
+// NOTE [Special outputs]: an output is renamed into place from a temporary file, except where that
+// would replace something that is not a file of results: a character device or a pipe (as root
+// even /dev/null), and paths naming one of this process's open files (/dev/stdout, /dev/fd/N,
+// /proc/self/fd/N), which may lead to a file the shell opened (`--json /dev/stdout > log`). Text
+// is appended to those in place; Torch archives, which need a named file, are refused there. Block
+// devices and sockets are refused for every output.
+Target target_of(const std::string& path) {
+  const std::string p = fs::path(path).lexically_normal().string();
+  if (p == "/dev/stdout" || p == "/dev/stderr" || p.rfind("/dev/fd/", 0) == 0 || p.rfind("/proc/self/fd/", 0) == 0) {
+    return Target::InPlace;
+  }
   std::error_code ec;
-  // status() follows links the way open() does, /proc's /dev/stdout -> pipe:[n] included.
-  const fs::file_status status = fs::status(path, ec);
-  return !ec && fs::exists(status) && !fs::is_regular_file(status) && !fs::is_directory(status);
+  const fs::file_status status = fs::status(path, ec);  // follows links as open() does
+  if (ec || !fs::exists(status) || fs::is_regular_file(status) || fs::is_directory(status)) return Target::File;
+  return fs::is_character_file(status) || fs::is_fifo(status) ? Target::InPlace : Target::Refused;
 }
+}  // namespace
+
+bool is_special_output(const std::string& path) { return target_of(path) == Target::InPlace; }
 
 std::string output_file_behind(const std::string& path, const std::string& what) {
   std::error_code ec;
@@ -202,17 +218,17 @@ std::string output_file_behind(const std::string& path, const std::string& what)
 
 void check_output_path(const std::string& given, const std::string& what, OutputKind kind) {
   BR_CHECK(!given.empty(), "cannot write ", what, ": empty file name");
-  if (is_special_output(given)) {
-    // NOTE [Special outputs]: renaming a result over a device, pipe or socket would replace the
-    // special file itself (as root even /dev/null); text goes straight into it instead
-    // (`--json /dev/stdout`), while archives, which Torch writes to a named file, are refused.
-    std::error_code ec;
-    const fs::file_status status = fs::status(given, ec);
-    BR_CHECK(kind == OutputKind::Text && !fs::is_socket(status), "cannot write ", what, " ", given, ": it is ",
-             fs::is_socket(status) ? "a socket" : "a device or pipe", ", not a regular file",
-             kind == OutputKind::Text ? "" : " (this output is only written to files)");
-    BR_CHECK(::access(given.c_str(), W_OK) == 0, "cannot write ", what, " ", given, ": ", std::strerror(errno));
-    return;
+  switch (target_of(given)) {  // NOTE [Special outputs]
+    case Target::InPlace:
+      BR_CHECK(kind == OutputKind::Text, "cannot write ", what, " ", given,
+               ": it is a device, a pipe or an open file descriptor, and this output is only written to a "
+               "regular file");
+      BR_CHECK(::access(given.c_str(), W_OK) == 0, "cannot write ", what, " ", given, ": ", std::strerror(errno));
+      return;
+    case Target::Refused:
+      throw Error("cannot write " + what + " " + given + ": it is a block device or a socket, not a regular file");
+    case Target::File:
+      break;
   }
   const std::string path = output_file_behind(given, what);
   const fs::path target(path);
@@ -231,6 +247,8 @@ void check_output_path(const std::string& given, const std::string& what, Output
 namespace {
 bool same_file(const std::string& a, const std::string& b) {
   std::error_code ec_a, ec_b;
+  // Two outputs to one character device (/dev/null, a terminal) do not overwrite each other.
+  if (fs::is_character_file(a, ec_a) && fs::is_character_file(b, ec_b)) return false;
   if (fs::exists(a, ec_a) && fs::exists(b, ec_b)) {
     std::error_code ec;
     if (fs::equivalent(a, b, ec)) return true;  // also hard links, and links to one file
@@ -296,6 +314,8 @@ void commit_temp_file(const std::string& tmp, const std::string& path, const std
   std::string target;
   try {  // (the link may have changed since the temporary file was made)
     target = output_file_behind(path, what);
+    BR_CHECK(target_of(target) == Target::File, "cannot write ", what, " ", path,
+             ": it has become a device, pipe or socket, which a rename would replace");
   } catch (...) {
     discard_temp_file(tmp);
     throw;
@@ -327,13 +347,21 @@ std::string write_temp_text(const std::string& path, const std::string& text) {
   return tmp;
 }
 
-// NOTE [Special outputs]: text for a device or pipe is written straight into it.
+// NOTE [Special outputs]: appended in place, after what the program printed before (stdout may be
+// the same file); a reader that has gone away is an error naming the output, not a silent SIGPIPE.
 void write_in_place(const std::string& path, const std::string& text) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  BR_CHECK(f != nullptr, "cannot write ", path, ": ", std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const bool closed = std::fclose(f) == 0;
-  BR_CHECK(ok && closed, "cannot write ", path, ": write failed");
+  std::fflush(nullptr);
+  struct sigaction ignore {}, saved {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ignore, &saved);
+  std::FILE* f = std::fopen(path.c_str(), "ab");
+  const int open_errno = errno;
+  bool ok = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const int write_errno = errno;
+  if (f != nullptr) ok = (std::fclose(f) == 0) && ok;
+  ::sigaction(SIGPIPE, &saved, nullptr);
+  BR_CHECK(f != nullptr, "cannot write ", path, ": ", std::strerror(open_errno));
+  BR_CHECK(ok, "cannot write ", path, ": ", std::strerror(write_errno));
 }
 }  // namespace
 

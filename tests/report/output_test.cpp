@@ -3,13 +3,18 @@
 #include "bitrobust/report/output.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "bitrobust/common/error.h"
@@ -147,44 +152,65 @@ TEST(Output, ALinkIsWrittenThroughAndStaysALink) {
 }
 
 TEST(Output, TextGoesIntoDevicesAndPipesWhichAreNeverReplaced) {
-  // Outputs are renamed into place, which would replace a device or a pipe itself (as root even
-  // /dev/null): text is written into them instead, and files (Torch archives) are refused.
+  // NOTE [Special outputs]. Nothing outside the test folder is written: /dev/null is only asked about.
   test_util::TempDir dir;
   namespace fs = std::filesystem;
-  EXPECT_NO_THROW(report::check_output_path("/dev/null", "--json file"));
-  report::write_text_atomic("/dev/null", "{}\n");
-  EXPECT_TRUE(fs::is_character_file("/dev/null"));
-  report::write_texts_atomic({{dir.file("r.json"), "{}\n"}, {"/dev/null", "a,b\n"}});
-  EXPECT_TRUE(fs::is_character_file("/dev/null"));
-  EXPECT_EQ(regular_files_in(dir.path()), 1);
-  EXPECT_ERROR_CONTAINS(report::check_output_path("/dev/null", "model file (--out)", report::OutputKind::File),
-                        "cannot write model file (--out) /dev/null: it is a device or pipe, not a regular file");
-  EXPECT_ERROR_CONTAINS(report::create_temp_file_for("/dev/null", "checkpoint"), "not a regular file");
-  // A named pipe, directly or through a link: text reaches its reader.
+  if (fs::is_character_file("/dev/null")) {
+    EXPECT_TRUE(report::is_special_output("/dev/null"));
+    EXPECT_NO_THROW(report::check_output_path("/dev/null", "--plot file"));
+    EXPECT_ERROR_CONTAINS(report::check_output_path("/dev/null", "model file (--out)", report::OutputKind::File),
+                          "cannot write model file (--out) /dev/null: it is a device, a pipe or an open file "
+                          "descriptor, and this output is only written to a regular file");
+    // Two outputs to one character device do not overwrite each other.
+    EXPECT_NO_THROW(report::check_distinct_paths({{"/dev/null", "--json file"}, {"/dev/null", "--csv file"}}, {}));
+  }
+  EXPECT_FALSE(report::is_special_output(dir.file("new.json")));
+
+  // A named pipe, through a link: the text reaches the reader, pipe and link stay. The read end is
+  // opened first and without blocking, so that a writer that never comes fails the test, not hangs it.
   ASSERT_EQ(::mkfifo(dir.file("pipe").c_str(), 0600), 0);
   fs::create_symlink(dir.file("pipe"), dir.file("to_pipe.json"));
   EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file("to_pipe.json"), "checkpoint", report::OutputKind::File),
-                        "it is a device or pipe");
+                        "only written to a regular file");
   EXPECT_NO_THROW(report::check_output_path(dir.file("to_pipe.json"), "--json file"));
-  const pid_t writer = ::fork();
-  ASSERT_GE(writer, 0);
-  if (writer == 0) {
-    try {
-      report::write_text_atomic(dir.file("to_pipe.json"), "through the pipe\n");
-    } catch (...) {
-      ::_exit(1);
-    }
-    ::_exit(0);
-  }
-  std::string line;
-  std::getline(std::ifstream(dir.file("pipe")), line);
-  int status = 0;
-  ASSERT_EQ(::waitpid(writer, &status, 0), writer);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  EXPECT_EQ(line, "through the pipe");
+  const int reader = ::open(dir.file("pipe").c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  report::write_texts_atomic({{dir.file("r.json"), "{}\n"}, {dir.file("to_pipe.json"), "through the pipe\n"}});
+  char buffer[64] = {};
+  const ssize_t got = ::read(reader, buffer, sizeof(buffer) - 1);
+  ::close(reader);
+  EXPECT_EQ(std::string(buffer, got > 0 ? static_cast<size_t>(got) : 0), "through the pipe\n");
   EXPECT_TRUE(fs::is_fifo(dir.file("pipe")));
   EXPECT_TRUE(fs::is_symlink(dir.file("to_pipe.json")));
   EXPECT_EQ(regular_files_in(dir.path()), 1) << "r.json alone: no temporary file was left";
+
+  // An open file descriptor naming a regular file (`--json /dev/stdout > log`): appended to, the
+  // file neither truncated nor replaced.
+  std::ofstream(dir.file("log")) << "table\n";
+  const int log = ::open(dir.file("log").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(log, 0);
+  const std::string fd_path = "/proc/self/fd/" + std::to_string(log);
+  EXPECT_TRUE(report::is_special_output(fd_path));
+  report::write_text_atomic(fd_path, "json\n");
+  ::close(log);
+  std::ifstream in(dir.file("log"));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "table\njson\n");
+
+  // A socket is refused.
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string socket_path = dir.file("s.sock");
+  if (socket_path.size() < sizeof(address.sun_path)) {
+    std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
+    ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_ERROR_CONTAINS(report::check_output_path(socket_path, "--json file"), "it is a block device or a socket");
+    EXPECT_ERROR_CONTAINS(report::write_text_atomic(socket_path, "x"), "a block device or a socket");
+    EXPECT_TRUE(fs::is_socket(socket_path));
+  }
+  ::close(sock);
 }
 
 TEST(Output, SeveralFilesAreWrittenAllOrNone) {

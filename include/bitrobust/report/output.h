@@ -8,7 +8,7 @@
 namespace bitrobust::report {
 
 /// Writes `text` to `path` atomically (a temporary file renamed into place; a device or pipe is
-/// written in place); throws bitrobust::Error naming the path on failure.
+/// appended to in place, see is_special_output); throws bitrobust::Error naming the path on failure.
 void write_text_atomic(const std::string& path, const std::string& text);
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
@@ -18,21 +18,23 @@ std::string json_text(const nlohmann::json& value);
 
 /// Writes several files as one: each (path, text) goes to its own temporary file first, and only
 /// when all are written are they renamed into place; a failure leaves none of them (and no
-/// temporary file) behind. Paths that are "" are skipped; devices and pipes are written last, in
-/// place.
+/// temporary file) behind. Paths that are "" are skipped; special outputs (is_special_output) are
+/// written last, in place, once the files are in place: a failure there leaves the files.
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
-/// What an output may be: text (JSON, CSV, SVG, pattern files) may also go to a device or pipe
-/// (`--json /dev/stdout`), written in place; a file (Torch archives: models, checkpoints) must be
-/// a regular file. See NOTE [Special outputs] in src/report/output.cpp.
+/// What an output may be: text (JSON, CSV, SVG, pattern files) may also go to a character device,
+/// a pipe or an open file descriptor (`--json /dev/stderr`), appended in place; a file (Torch
+/// archives: models, checkpoints) must be a regular file. Block devices and sockets are refused.
+/// See NOTE [Special outputs] in src/report/output.cpp.
 enum class OutputKind { Text, File };
 
 /// Throws bitrobust::Error if `path` cannot be written: empty, a folder, in a missing or read-only
-/// folder, a socket, or (OutputKind::File) a device or pipe. Commands call it for every output
+/// folder, a block device or socket, or (OutputKind::File) a device, pipe or file descriptor. Commands call it for every output
 /// before they start work, so that an hour of training is not lost to a typo in --out.
 void check_output_path(const std::string& path, const std::string& what, OutputKind kind = OutputKind::Text);
 
-/// Whether `path` (links followed) is a device, pipe or socket: an output that is written in place.
+/// Whether `path` is written in place rather than renamed over: a character device or a pipe (links
+/// followed), or a name of an open file descriptor (/dev/stdout, /dev/fd/N, /proc/self/fd/N).
 bool is_special_output(const std::string& path);
 
 /// A file a command reads or writes, with the name the user knows it by ("--json file").
