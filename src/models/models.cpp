@@ -107,8 +107,7 @@ class NormReluImpl : public torch::nn::Module {
 };
 TORCH_MODULE(NormRelu);
 
-// Square kernels, equal strides, padding kernel / 2, no dilation or groups: NormRelu::forward_after
-// relies on it.
+// Square kernels, equal strides and zero padding of kernel / 2: NormRelu::forward_after relies on it.
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, bool bias = true) {
   return torch::nn::Conv2d(
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(bias));

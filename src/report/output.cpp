@@ -160,9 +160,13 @@ std::string create_temp_file_in(const fs::path& parent, const fs::path& target, 
 
 void register_temp_folder(const std::string& path) { register_live_temp(path, /*folder=*/true); }
 
+namespace {
+fs::path parent_of(const fs::path& target) { return target.has_parent_path() ? target.parent_path() : fs::path("."); }
+}  // namespace
+
 std::string create_temp_folder_for(const std::string& path, const std::string& what) {
   const fs::path target(path);
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const fs::path parent = parent_of(target);
   const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
@@ -216,7 +220,10 @@ std::string output_file_behind(const std::string& path, const std::string& what)
   return target.string();
 }
 
-void check_output_path(const std::string& given, const std::string& what, OutputKind kind) {
+namespace {
+// The checks of check_output_path short of its probe file: "" for an output written in place, else
+// the file a rename will replace (links resolved).
+std::string checked_output_file(const std::string& given, const std::string& what, OutputKind kind) {
   BR_CHECK(!given.empty(), "cannot write ", what, ": empty file name");
   switch (target_of(given)) {  // NOTE [Special outputs]
     case Target::InPlace:
@@ -224,7 +231,7 @@ void check_output_path(const std::string& given, const std::string& what, Output
                ": it is a device, a pipe or an open file descriptor, and this output is only written to a "
                "regular file");
       BR_CHECK(::access(given.c_str(), W_OK) == 0, "cannot write ", what, " ", given, ": ", std::strerror(errno));
-      return;
+      return "";
     case Target::Refused:
       throw Error("cannot write " + what + " " + given + ": it is a block device or a socket, not a regular file");
     case Target::File:
@@ -239,9 +246,16 @@ void check_output_path(const std::string& given, const std::string& what, Output
            " does not exist");
   BR_CHECK(::access(parent.c_str(), W_OK) == 0, "cannot write ", what, " ", path, ": folder ", parent.string(),
            " is not writable");
+  return path;
+}
+}  // namespace
+
+void check_output_path(const std::string& given, const std::string& what, OutputKind kind) {
+  const std::string path = checked_output_file(given, what, kind);
+  if (path.empty()) return;
   // access() says yes to root everywhere (/proc included) and knows nothing of name lengths: the
   // temporary file the write will need is made and removed now, before any work.
-  discard_temp_file(create_temp_file_in(parent, target, what, path));
+  discard_temp_file(create_temp_file_in(parent_of(path), path, what, path));
 }
 
 namespace {
@@ -280,11 +294,9 @@ void check_distinct_paths(const std::vector<NamedPath>& outputs, const std::vect
 }
 
 std::string create_temp_file_for(const std::string& given, const std::string& what) {
-  check_output_path(given, what, OutputKind::File);
-  const std::string path = output_file_behind(given, what);
-  const fs::path target(path);
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  return create_temp_file_in(parent, target, what, path);
+  // (The same checks as check_output_path; the file made here is its own probe.)
+  const std::string path = checked_output_file(given, what, OutputKind::File);
+  return create_temp_file_in(parent_of(path), path, what, path);
 }
 
 std::string create_temp_file_in(const fs::path& parent, const fs::path& target, const std::string& what,
@@ -366,8 +378,8 @@ void write_in_place(const std::string& path, const std::string& text) {
 }  // namespace
 
 void write_text_atomic(const std::string& path, const std::string& text) {
-  if (is_special_output(path)) return write_in_place(path, text);
-  commit_temp_file(write_temp_text(path, text), path, "file");
+  BR_CHECK(!path.empty(), "cannot write file: empty file name");
+  write_texts_atomic({{path, text}});
 }
 
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
