@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Times the CPU bit error kernel (src/kernels/cpu/bit_errors_cpu.cpp and the headers it uses) of two
+# Times the CPU bit error kernel (src/kernels/cpu/bit_errors_cpu.cpp, the quantization kernels it
+# calls since the incremental injection, and the headers they use) of two
 # git revisions in one run, alternating, with bench/inject_kernel_timing.cpp; no Torch needed.
 # Usage: scripts/bench_sampler_revisions.sh OLD_REV [NEW_REV (default: the working tree)] [ROUNDS]
 set -euo pipefail
@@ -14,11 +15,14 @@ build() {  # build NAME REV|""
   local tree="$WORK/$1"
   mkdir -p "$tree"
   if [[ -n "$2" ]]; then
-    git -C "$ROOT" archive "$2" include src/kernels/cpu/bit_errors_cpu.cpp | tar -x -C "$tree"
+    git -C "$ROOT" archive "$2" include src/kernels/cpu/bit_errors_cpu.cpp src/kernels/cpu/quantize_cpu.cpp |
+      tar -x -C "$tree"
   else
-    cp -r "$ROOT/include" "$tree/" && mkdir -p "$tree/src/kernels/cpu" && cp "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" "$tree/src/kernels/cpu/"
+    cp -r "$ROOT/include" "$tree/" && mkdir -p "$tree/src/kernels/cpu" &&
+      cp "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" "$ROOT/src/kernels/cpu/quantize_cpu.cpp" "$tree/src/kernels/cpu/"
   fi
-  g++ "${FLAGS[@]}" -I"$tree/include" "$tree/src/kernels/cpu/bit_errors_cpu.cpp" "$ROOT/bench/inject_kernel_timing.cpp" -o "$WORK/$1.bin"
+  g++ "${FLAGS[@]}" -I"$tree/include" "$tree/src/kernels/cpu/bit_errors_cpu.cpp" "$tree/src/kernels/cpu/quantize_cpu.cpp" \
+    "$ROOT/bench/inject_kernel_timing.cpp" -o "$WORK/$1.bin"
 }
 build old "$OLD"
 build new "$NEW"

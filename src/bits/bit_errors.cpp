@@ -200,8 +200,10 @@ int64_t run_tasks(const char* what, const std::vector<InjectTask>& tasks, const 
   return count ? changed.item<int64_t>() : 0;
 }
 
-std::vector<InjectTask> tasks_of(const std::vector<CodeTensor>& tensors, const ErrorModel& model,
-                                 const ParamSelector& selector) {
+}  // namespace
+
+std::vector<InjectTask> inject_tasks(const std::vector<CodeTensor>& tensors, const ErrorModel& model,
+                                     const ParamSelector& selector) {
   model.validate();
   std::vector<InjectTask> tasks;
   tasks.reserve(tensors.size());
@@ -218,8 +220,6 @@ std::vector<InjectTask> tasks_of(const std::vector<CodeTensor>& tensors, const E
   return tasks;
 }
 
-}  // namespace
-
 int64_t inject_bit_errors(const at::Tensor& clean_codes, int bits, const ErrorModel& model, uint64_t seed,
                           int64_t param_index, at::Tensor& out) {
   const int eb = detail::check_bit_tensor("inject_bit_errors", "clean codes", clean_codes);
@@ -230,13 +230,13 @@ int64_t inject_bit_errors(const at::Tensor& clean_codes, int bits, const ErrorMo
 
 int64_t inject_bit_errors(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
                           const ParamSelector& selector) {
-  const std::vector<InjectTask> tasks = tasks_of(tensors, model, selector);
+  const std::vector<InjectTask> tasks = inject_tasks(tensors, model, selector);
   return tensors.empty() ? 0 : run_tasks("inject_bit_errors", tasks, tensors.front().clean, seed);
 }
 
 void inject_bit_errors_async(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
                              const ParamSelector& selector) {
-  const std::vector<InjectTask> tasks = tasks_of(tensors, model, selector);
+  const std::vector<InjectTask> tasks = inject_tasks(tensors, model, selector);
   if (!tensors.empty()) run_tasks("inject_bit_errors", tasks, tensors.front().clean, seed, /*count=*/false);
 }
 

@@ -10,6 +10,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/evaluate.h"
+#include "bitrobust/eval/weight_injector.h"
 #include "bitrobust/report/progress.h"
 
 namespace bitrobust::eval {
@@ -17,9 +18,10 @@ namespace bitrobust::eval {
 // NOTE [RErr protocol]: as the reference's. Ranges come from the clean quantized model and stay
 // fixed. For each pattern seed s (one simulated chip) and each rate p, the pattern of (s, p) is
 // injected into the clean codes, the codes are dequantized into the network's weights (one
-// preallocated set, refilled per pattern), and the test set is evaluated. RErr is the fraction of
-// examples misclassified by the clean model OR the perturbed one. Patterns are nested in p for a
-// seed (see bits/bit_errors.h), so each seed acts as one chip evaluated at every rate.
+// preallocated set; on the CPU only the elements that change are rewritten, see WeightInjector),
+// and the test set is evaluated. RErr is the fraction of examples misclassified by the clean model
+// OR the perturbed one. Patterns are nested in p for a seed (see bits/bit_errors.h), so each seed
+// acts as one chip evaluated at every rate.
 
 namespace {
 
@@ -129,15 +131,13 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
 
   torch::NoGradGuard no_grad;
   net.eval();
-  q.load_clean_weights();
+  WeightInjector injector(q);  // loads the clean weights
   const EvalResult clean = evaluate(net, test, options.batch_size);
   const at::Tensor clean_wrong = clean.correct.logical_not();
 
   SweepResult sweep;
   sweep.clean_error = clean.error;
   sweep.examples = clean.examples;
-  std::vector<bits::CodeTensor> codes = perturbable_codes(q);
-  const std::vector<quant::QuantizedTensor> perturbed = with_perturbed_codes(q, codes);
   for (double p : options.rates) {
     RateResult r;
     r.rate = p;
@@ -155,8 +155,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
         continue;
       }
       const bits::ErrorModel model = bits::ErrorModel::parse(options.error_model, r.rate);
-      const int64_t changed = bits::inject_bit_errors(codes, model, seed, selector);
-      q.load_weights(perturbed);
+      const int64_t changed = injector.inject(model, seed, selector);
       const EvalResult pert = evaluate(net, test, options.batch_size);
       const double rerr = clean_wrong.logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();
       r.rerr.push_back(rerr);
@@ -171,7 +170,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
       bar.update(s + 1, buf);
     }
   }
-  q.load_clean_weights();
+  injector.load_clean();
   for (auto& r : sweep.results) summarize(r);
   sweep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   sweep.images_patterns_per_second = static_cast<double>(evaluations) * clean.examples / std::max(sweep.seconds, 1e-9);

@@ -16,6 +16,8 @@
 
 #include "bitrobust/bits/bit_errors_kernels.h"
 #include "bitrobust/common/detmath.h"
+#include "bitrobust/common/error.h"
+#include "bitrobust/quant/quantize_kernels.h"
 
 namespace bitrobust::bits {
 namespace {
@@ -485,6 +487,103 @@ TEST(BitErrorKernel, StuckAtFaultsForceTheSelectedBits) {
   EXPECT_EQ(changed0, expect0);
   EXPECT_EQ(changed1, expect1);
   EXPECT_GT(changed0, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incremental injection (NOTE [Incremental injection])
+
+// One tensor of codes with per-channel ranges, injected incrementally pattern after pattern; after
+// each pattern the codes and weights equal a dense injection and a full dequantization.
+TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization) {
+  // 500,000 per channel: channels cut through chunks; large enough for two threads at low rates.
+  const int64_t n = 3000000, channels = 6;
+  const auto clean = random_codes<uint8_t>(n, 6, 3);
+  std::vector<kernels::QuantRange> ranges;
+  for (int64_t c = 0; c < channels; ++c) ranges.push_back({-0.1f * static_cast<float>(c + 1), 0.05f * static_cast<float>(c + 2)});
+  kernels::QuantFormat format;
+  format.bits = 6;
+  format.asymmetric = true;
+  std::vector<uint8_t> out = clean;
+  std::vector<float> weights(n);
+  const kernels::DequantizeTask clean_dequantize{clean.data(), n, channels, ranges.data(), format, weights.data()};
+  kernels::dequantize_many_cpu(&clean_dequantize, 1);
+  IncrementalInjectTask task;
+  task.inject.clean = clean.data();
+  task.inject.out = out.data();
+  task.inject.numel = n;
+  task.inject.param_index = 4;
+  task.inject.elem_bytes = 1;
+  task.weights = weights.data();
+  task.channels = channels;
+  task.ranges = ranges.data();
+  task.format = format;
+  IncrementalInjectState state;
+  const int threads = omp_get_max_threads();
+  int step = 0;
+  // Dense patterns and sparse ones (elements listed, below 1 in 100 elements), in every order.
+  for (const BitErrorParams& params :
+       {symmetric(6, 0.01), symmetric(6, 0.0001), symmetric(6, 0.0002), BitErrorParams{}, symmetric(6, 0.0005),
+        make_bit_error_params(0, 6, 0.0, 0.3), symmetric(6, 0.0001), make_bit_error_params(5, 1, 0.5, 0.5),
+        symmetric(6, 0.1), make_bit_error_params(0, 6, 0.0002, 0.0), symmetric(6, 0.0002), symmetric(6, 0.0015)}) {
+    omp_set_num_threads(step % 2 + 1);
+    task.inject.params = params;
+    const uint64_t seed = 7 + static_cast<uint64_t>(step++);
+    const int64_t changed = inject_dequantize_incremental_cpu(&task, 1, seed, state);
+    std::vector<uint8_t> expected_codes;
+    const int64_t expected_changed = inject(clean, expected_codes, params, seed, 4);
+    std::vector<float> expected_weights(n);
+    const kernels::DequantizeTask dense{expected_codes.data(), n, channels, ranges.data(), format, expected_weights.data()};
+    kernels::dequantize_many_cpu(&dense, 1);
+    EXPECT_EQ(changed, expected_changed) << "step " << step;
+    EXPECT_TRUE(out == expected_codes) << "step " << step;
+    EXPECT_EQ(std::memcmp(weights.data(), expected_weights.data(), n * sizeof(float)), 0) << "step " << step;
+    // A sparse pattern is listed: each element it changed, once.
+    const bool sparse = !params.active() || 6.0 * params.threshold_max() * 100 < 1;
+    EXPECT_EQ(state.dense, !sparse) << "step " << step;
+    if (!sparse) continue;
+    const int64_t item_elements = int64_t{32} * kChunkElements;
+    ASSERT_EQ(static_cast<int64_t>(state.touched.size()), (n + item_elements - 1) / item_elements);
+    for (int64_t item = 0; item < static_cast<int64_t>(state.touched.size()); ++item) {
+      std::vector<uint32_t> differing;
+      for (int64_t i = item * item_elements; i < std::min(n, (item + 1) * item_elements); ++i) {
+        if (out[i] != clean[i]) differing.push_back(static_cast<uint32_t>(i - item * item_elements));
+      }
+      std::vector<uint32_t> listed = state.touched[static_cast<size_t>(item)];
+      std::sort(listed.begin(), listed.end());
+      EXPECT_EQ(listed, differing) << "step " << step << " item " << item;
+    }
+  }
+  omp_set_num_threads(threads);
+}
+
+TEST(BitErrorKernel, IncrementalInjectionChecksItsInputs) {
+  std::vector<uint8_t> clean(1000, 3), out(1000, 3);
+  std::vector<float> weights(1000);
+  const kernels::QuantRange range{-1.0f, 1.0f};
+  IncrementalInjectTask task;
+  task.inject.clean = clean.data();
+  task.inject.out = out.data();
+  task.inject.numel = 1000;
+  task.inject.elem_bytes = 1;
+  task.inject.params = symmetric(8, 0.01);
+  task.weights = weights.data();
+  task.ranges = &range;
+  IncrementalInjectState state;
+  EXPECT_NO_THROW(inject_dequantize_incremental_cpu(&task, 1, 1, state));
+  IncrementalInjectTask shorter = task;
+  shorter.inject.numel = 999;  // the state's lists belong to 1000 elements
+  EXPECT_THROW(inject_dequantize_incremental_cpu(&shorter, 1, 2, state), std::invalid_argument);
+  IncrementalInjectState fresh;
+  IncrementalInjectTask in_place = task;
+  in_place.inject.out = clean.data();
+  EXPECT_THROW(inject_dequantize_incremental_cpu(&in_place, 1, 2, fresh), std::invalid_argument);
+  IncrementalInjectTask wide = task;
+  wide.format.bits = 12;  // 12-bit codes live in 2 bytes
+  wide.inject.params = symmetric(8, 0.01);
+  EXPECT_THROW(inject_dequantize_incremental_cpu(&wide, 1, 2, fresh), std::invalid_argument);
+  IncrementalInjectTask uneven = task;
+  uneven.channels = 3;  // 1000 elements do not split into 3 channels
+  EXPECT_THROW(inject_dequantize_incremental_cpu(&uneven, 1, 2, fresh), Error);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bitrobust/bits/bit_error_sampler.h"
+#include "bitrobust/bits/bit_errors_kernels.h"
 
 namespace bitrobust::bits {
 
@@ -97,5 +98,11 @@ int64_t inject_bit_errors(const std::vector<CodeTensor>& tensors, const ErrorMod
 /// the count. The patterns are those of inject_bit_errors.
 void inject_bit_errors_async(const std::vector<CodeTensor>& tensors, const ErrorModel& model, uint64_t seed,
                              const ParamSelector& selector = ParamSelector());
+
+/// The kernel tasks inject_bit_errors(tensors, model, seed, selector) runs, after its checks
+/// (unselected tensors get inactive parameters): for callers with their own kernel, such as the
+/// incremental injection of eval::WeightInjector.
+std::vector<InjectTask> inject_tasks(const std::vector<CodeTensor>& tensors, const ErrorModel& model,
+                                     const ParamSelector& selector = ParamSelector());
 
 }  // namespace bitrobust::bits

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bitrobust/bits/bit_errors_kernels.h"
+#include "bitrobust/quant/quantize_math.h"
 
 namespace bitrobust::bits {
 
@@ -39,6 +40,7 @@ namespace {
 // Chunks per OpenMP work item: large enough that the copy is one long memcpy, small enough to stay
 // in L2 between the copy and the flips and to balance two threads on small tensors.
 constexpr int64_t kChunksPerItem = 32;
+static_assert(kChunksPerItem * kChunkElements <= 65536, "incremental injection notes element offsets in 16 bits");
 // Spacings computed ahead per chunk (NOTE [Bit error sampling]): one 512-bit vector of doubles.
 constexpr int kCpuLanes = 8;
 
@@ -48,13 +50,22 @@ struct WorkItem {
   int64_t num_chunks;
 };
 
-template <typename T>
-int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed) {
+// Incremental injection (NOTE [Incremental injection]): with `restore`, out already holds clean
+// except at the item's elements listed there (offsets from the item's first element), and only
+// those are restored instead of copying the item. kRecord: the elements this pattern changes are
+// appended to *record (which may be `restore`), each once.
+template <typename T, bool kRecord = false>
+int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
+                    const std::vector<uint32_t>* restore = nullptr, std::vector<uint32_t>* record = nullptr) {
   const int64_t begin = item.first_chunk * kChunkElements;
   const int64_t end = std::min(task.numel, (item.first_chunk + item.num_chunks) * kChunkElements);
   const T* clean = static_cast<const T*>(task.clean);
   T* out = static_cast<T*>(task.out);
-  if (clean != out) std::memcpy(out + begin, clean + begin, static_cast<size_t>(end - begin) * sizeof(T));
+  if (restore != nullptr) {
+    for (const uint32_t offset : *restore) out[begin + offset] = clean[begin + offset];
+  } else if (clean != out) {
+    std::memcpy(out + begin, clean + begin, static_cast<size_t>(end - begin) * sizeof(T));
+  }
   const BitErrorParams& params = task.params;
   if (!params.active()) return 0;
   // First uniform of every chunk in one pass of independent work (no branches between chunks), so
@@ -75,23 +86,92 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed)
   philox4x32_lanes<kChunksPerItem>(kChunksPerItem, counter0, key_lo, key_hi, words);
   for (int64_t k = 0; k < kChunksPerItem; ++k) first_v[k] = uniform_open01(words[0][k], words[1][k]);
   int64_t changed = 0;
+  const bool symmetric = params.threshold_0to1 == params.threshold_1to0;
+  thread_local std::vector<uint32_t> pending;  // kRecord: the selected bits, noted (kept from call to call)
+  if constexpr (kRecord) pending.clear();
   for (int64_t k = 0; k < item.num_chunks; ++k) {
     if (first_v[k] <= params.empty_chunk_v_max) continue;  // NOTE [Empty chunk shortcut]
     const int64_t c = item.first_chunk + k;
     T* chunk = out + c * kChunkElements;
+    const T* clean_chunk = clean + c * kChunkElements;
+    const uint32_t chunk_offset = static_cast<uint32_t>(k * kChunkElements);
     const int64_t valid = std::min<int64_t>(kChunkElements, task.numel - c * kChunkElements);
     for_each_selected_bit<chunk_bitmap_words(8 * sizeof(T)), 0, kCpuLanes, true>(
         params, keys[k], [&](int32_t element, int32_t bit, double s) {
           if (element >= valid) return;
+          if constexpr (kRecord) {
+            // The codes were not just copied, so they are rarely in cache: the bit is noted and
+            // its cache lines fetched now, and the change made once the item's pattern is drawn.
+            __builtin_prefetch(chunk + element, 1);
+            __builtin_prefetch(clean_chunk + element);
+            pending.push_back(chunk_offset + static_cast<uint32_t>(element) | static_cast<uint32_t>(bit) << 16 |
+                              static_cast<uint32_t>(params.kind_of(s)) << 24);
+            return;
+          }
           const T mask = static_cast<T>(T{1} << bit);
-          const bool one = (chunk[element] & mask) != 0;
-          if (one ? s < params.threshold_1to0 : s < params.threshold_0to1) {
+          // With equal thresholds every selected bit flips, whatever its value: no branch waits
+          // for the code's load.
+          if (symmetric || ((chunk[element] & mask) != 0 ? s < params.threshold_1to0 : s < params.threshold_0to1)) {
             chunk[element] = static_cast<T>(chunk[element] ^ mask);
             ++changed;
           }
         });
   }
+  if constexpr (kRecord) {
+    // A selected bit changes when it flips whatever its value, or when it is set to the value it
+    // does not hold (FlipKind; NOTE [Bit error sampling]). Selected bits are distinct, so an
+    // element differs from clean after its first change and stays different: each is listed once.
+    T* item_out = out + begin;
+    const T* item_clean = clean + begin;
+    for (const uint32_t note : pending) {
+      const uint32_t offset = note & 0xFFFFu;
+      const T mask = static_cast<T>(T{1} << ((note >> 16) & 0xFFu));
+      const auto kind = static_cast<FlipKind>(note >> 24);
+      const T code = item_out[offset];
+      if (kind == FlipKind::Flip || (kind == FlipKind::Set1) == ((code & mask) == 0)) {
+        if (code == item_clean[offset]) record->push_back(offset);
+        item_out[offset] = static_cast<T>(code ^ mask);
+        ++changed;
+      }
+    }
+  }
   return changed;
+}
+
+// weights[e] = the dequantized value of out[e], for the listed elements of the item starting at
+// `begin`: dequantize_segment's formulas (quantize_cpu.cpp) for one element at a time.
+template <typename T, bool kSigned, bool kAsymmetric>
+void dequantize_listed(const IncrementalInjectTask& task, int64_t begin, const std::vector<uint32_t>& listed) {
+  const T* out = static_cast<const T*>(task.inject.out);
+  const int64_t per_channel = task.inject.numel / task.channels;
+  // Listed elements are mostly in one channel (channels span hundreds of elements or more), so the
+  // channel's parameters are recomputed only when it changes.
+  int64_t channel_begin = 0, channel_end = 0;
+  kernels::QuantParams p{};
+  const size_t count = listed.size();
+  for (size_t j = 0; j < count; ++j) {
+    if (j + 8 < count) __builtin_prefetch(task.weights + begin + listed[j + 8], 1);
+    const int64_t e = begin + listed[j];
+    if (e < channel_begin || e >= channel_end) {
+      const int64_t channel = e / per_channel;
+      channel_begin = channel * per_channel;
+      channel_end = channel_begin + per_channel;
+      p = kernels::make_quant_params(task.ranges[channel], task.format);
+    }
+    task.weights[e] = kernels::dequantize_value<kAsymmetric>(kernels::value_of_pattern<kSigned>(out[e], p), p);
+  }
+}
+
+template <typename T>
+void dequantize_listed(const IncrementalInjectTask& task, int64_t begin, const std::vector<uint32_t>& listed) {
+  const kernels::QuantFormat& f = task.format;
+  if (f.is_signed) {
+    f.asymmetric ? dequantize_listed<T, true, true>(task, begin, listed)
+                 : dequantize_listed<T, true, false>(task, begin, listed);
+  } else {
+    f.asymmetric ? dequantize_listed<T, false, true>(task, begin, listed)
+                 : dequantize_listed<T, false, false>(task, begin, listed);
+  }
 }
 
 // Per-chunk work over all chunks of a tensor for draw_selected_bits.
@@ -122,6 +202,8 @@ struct SamplerIsa {
   const char* name;
   bool (*supported)();
   int64_t (*inject_item[3])(const InjectTask&, const WorkItem&, uint64_t);  // 1, 2, 4 bytes
+  int64_t (*incremental_item[2])(const InjectTask&, const WorkItem&, uint64_t, const std::vector<uint32_t>*,
+                                 std::vector<uint32_t>*);  // 1, 2 bytes
   void (*draw)(int64_t, const BitErrorParams&, uint64_t, int64_t, std::vector<SelectedBit>&);
 };
 
@@ -134,6 +216,16 @@ struct SamplerIsa {
   }                                                                                                   \
   attributes int64_t inject_item_32##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed) { \
     return inject_item<uint32_t>(t, w, seed);                                                         \
+  }                                                                                                   \
+  attributes int64_t incremental_item_8##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed,     \
+                                                const std::vector<uint32_t>* restore,                  \
+                                                std::vector<uint32_t>* record) {                       \
+    return inject_item<uint8_t, true>(t, w, seed, restore, record);                                   \
+  }                                                                                                   \
+  attributes int64_t incremental_item_16##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed,    \
+                                                 const std::vector<uint32_t>* restore,                 \
+                                                 std::vector<uint32_t>* record) {                      \
+    return inject_item<uint16_t, true>(t, w, seed, restore, record);                                  \
   }                                                                                                   \
   attributes void draw_chunks##suffix(int64_t numel, const BitErrorParams& params, uint64_t seed,     \
                                       int64_t param_index, std::vector<SelectedBit>& selected) {      \
@@ -160,14 +252,18 @@ bool has_avx512() {
 }
 #endif
 const SamplerIsa kSamplerIsas[] = {
-    {"avx512", has_avx512, {inject_item_8_avx512, inject_item_16_avx512, inject_item_32_avx512}, draw_chunks_avx512},
-    {"avx2", has_avx2, {inject_item_8_avx2, inject_item_16_avx2, inject_item_32_avx2}, draw_chunks_avx2},
+    {"avx512", has_avx512, {inject_item_8_avx512, inject_item_16_avx512, inject_item_32_avx512},
+     {incremental_item_8_avx512, incremental_item_16_avx512}, draw_chunks_avx512},
+    {"avx2", has_avx2, {inject_item_8_avx2, inject_item_16_avx2, inject_item_32_avx2},
+     {incremental_item_8_avx2, incremental_item_16_avx2}, draw_chunks_avx2},
     {"baseline", always, {inject_item_8_baseline, inject_item_16_baseline, inject_item_32_baseline},
+     {incremental_item_8_baseline, incremental_item_16_baseline},
      draw_chunks_baseline},
 };
 #else
 const SamplerIsa kSamplerIsas[] = {
     {"baseline", always, {inject_item_8_baseline, inject_item_16_baseline, inject_item_32_baseline},
+     {incremental_item_8_baseline, incremental_item_16_baseline},
      draw_chunks_baseline},
 };
 #endif
@@ -205,33 +301,48 @@ void check_task(const InjectTask& task) {
 
 }  // namespace
 
-int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64_t seed) {
+namespace {
+
+// Work items of kChunksPerItem chunks over all tasks, in task order.
+template <typename Task, typename InjectTaskOf>
+std::vector<WorkItem> work_items(const Task* tasks, int64_t num_tasks, InjectTaskOf inject_task_of) {
   std::vector<WorkItem> items;
   for (int64_t t = 0; t < num_tasks; ++t) {
-    check_task(tasks[t]);
-    const int64_t chunks = (tasks[t].numel + kChunkElements - 1) / kChunkElements;
+    const int64_t chunks = (inject_task_of(tasks[t]).numel + kChunkElements - 1) / kChunkElements;
     for (int64_t c = 0; c < chunks; c += kChunksPerItem) {
       items.push_back({t, c, std::min(kChunksPerItem, chunks - c)});
     }
   }
+  return items;
+}
+
+// Rough cost in ns of drawing a task's pattern: one Philox block per chunk, ~25 ns per selected bit.
+double sampling_cost_ns(const InjectTask& task) {
+  if (!task.params.active()) return 0.0;
+  const double t_max = task.params.threshold_max();
+  return 10.0 * static_cast<double>(task.numel) / kChunkElements +
+         25.0 * static_cast<double>(task.numel) * task.params.bit_count * (t_max < 1.0 ? t_max : 1.0);
+}
+
+// Below ~50 us of estimated work a second thread costs more to wake and join than it saves. (At
+// 0.2 ms, SimpleNet's 5.5 MB of codes at p = 0 were copied by one thread, and copying plus
+// dequantizing took longer than with two threads: 0.99-1.9 ms against 0.87-0.88 ms,
+// bench_end_to_end, 2026-11-28.)
+constexpr double kParallelCostNs = 5e4;
+
+}  // namespace
+
+int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64_t seed) {
+  for (int64_t t = 0; t < num_tasks; ++t) check_task(tasks[t]);
+  const std::vector<WorkItem> items = work_items(tasks, num_tasks, [](const InjectTask& t) -> const InjectTask& { return t; });
   const int64_t num_items = static_cast<int64_t>(items.size());
-  // Rough cost in ns (copy, one Philox block per chunk, ~25 ns per selected bit): below ~50 us a
-  // second thread costs more to wake and join than it saves. (At 0.2 ms, SimpleNet's 5.5 MB of codes
-  // at p = 0 were copied by one thread, and copying plus dequantizing took longer than with
-  // two threads: 0.99-1.9 ms against 0.87-0.88 ms, bench_end_to_end, 2026-11-28.)
-  double cost_ns = 0.0;
+  double cost_ns = 0.0;  // the copy, then the sampler
   for (int64_t t = 0; t < num_tasks; ++t) {
-    const InjectTask& task = tasks[t];
-    cost_ns += 0.025 * static_cast<double>(task.numel * task.elem_bytes);
-    if (task.params.active()) {
-      const double t_max = task.params.threshold_max();
-      cost_ns += 10.0 * static_cast<double>(task.numel) / kChunkElements +
-                 25.0 * static_cast<double>(task.numel) * task.params.bit_count * (t_max < 1.0 ? t_max : 1.0);
-    }
+    cost_ns += 0.025 * static_cast<double>(tasks[t].numel * tasks[t].elem_bytes) + sampling_cost_ns(tasks[t]);
   }
   const SamplerIsa& isa = sampler_isa();
   int64_t changed = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > 5e4)
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
   for (int64_t i = 0; i < num_items; ++i) {
     const InjectTask& task = tasks[items[i].task];
     switch (task.elem_bytes) {
@@ -239,6 +350,101 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
       case 2: changed += isa.inject_item[1](task, items[i], seed); break;
       default: changed += isa.inject_item[2](task, items[i], seed); break;
     }
+  }
+  return changed;
+}
+
+namespace {
+
+// A pattern is applied by listing its elements while it is expected to change fewer than 1 in
+// kListedFraction of the model's elements. Listed elements are changed, restored and dequantized
+// one by one at random places in memory, where the dense path streams through all of it: measured
+// on SimpleNet (5.5 M 8-bit codes, bench_end_to_end, every pattern listed, 2026-11-28), listing took
+// 0.66x the time of the dense path at p = 0.05% (0.4% of the codes change), 0.88x at 0.1% and 1.09x
+// at 0.2%: break-even near 1.2% of the elements.
+constexpr double kListedFraction = 100.0;
+
+// Upper bound of the elements a pattern changes among `elements`: its expected selected bits.
+double expected_changes(const BitErrorParams& params, int64_t elements) {
+  if (!params.active()) return 0.0;
+  const double t_max = params.threshold_max();
+  return static_cast<double>(elements) * params.bit_count * (t_max < 1.0 ? t_max : 1.0);
+}
+
+// Every task's codes copied from clean with the pattern applied, and every weight dequantized.
+int64_t inject_dequantize_dense(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed) {
+  std::vector<InjectTask> injects(static_cast<size_t>(num_tasks));
+  std::vector<kernels::DequantizeTask> dequantizes(static_cast<size_t>(num_tasks));
+  for (int64_t t = 0; t < num_tasks; ++t) {
+    const IncrementalInjectTask& task = tasks[t];
+    injects[t] = task.inject;
+    dequantizes[t] = {task.inject.out, task.inject.numel, task.channels, task.ranges, task.format, task.weights};
+  }
+  const int64_t changed = inject_bit_errors_cpu(injects.data(), num_tasks, seed);
+  kernels::dequantize_many_cpu(dequantizes.data(), num_tasks);
+  return changed;
+}
+
+}  // namespace
+
+int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed,
+                                          IncrementalInjectState& state) {
+  std::vector<int64_t> numel(static_cast<size_t>(num_tasks));
+  double total = 0.0, expected = 0.0, cost_ns = 0.0;
+  for (int64_t t = 0; t < num_tasks; ++t) {
+    const IncrementalInjectTask& task = tasks[t];
+    check_task(task.inject);
+    kernels::check_quant_kernel_args("inject_dequantize_incremental_cpu", task.inject.numel, task.channels, task.format);
+    if (task.inject.elem_bytes != kernels::code_container_bytes(task.format.bits) || task.inject.clean == task.inject.out) {
+      throw std::invalid_argument(
+          "inject_dequantize_incremental_cpu: codes must be in their format's container, with out apart from clean");
+    }
+    numel[t] = task.inject.numel;
+    total += static_cast<double>(task.inject.numel);
+    expected += expected_changes(task.inject.params, task.inject.numel);
+    cost_ns += sampling_cost_ns(task.inject);
+  }
+  if (state.numel.empty() && state.touched.empty() && !state.dense) state.numel = numel;
+  if (state.numel != numel) {
+    throw std::invalid_argument("inject_dequantize_incremental_cpu: the tasks' sizes differ from the state's");
+  }
+  const std::vector<WorkItem> items =
+      work_items(tasks, num_tasks, [](const IncrementalInjectTask& t) -> const InjectTask& { return t.inject; });
+  const int64_t num_items = static_cast<int64_t>(items.size());
+  state.touched.resize(items.size());
+  if (expected * kListedFraction >= total) {  // a dense pattern: the dense path, nothing listed
+    for (auto& touched : state.touched) touched.clear();
+    state.dense = true;
+    return inject_dequantize_dense(tasks, num_tasks, seed);
+  }
+  if (state.dense) {
+    // After a dense pattern nothing is listed: this pattern starts from clean codes and weights,
+    // copied and dequantized whole (the dense path with no errors).
+    std::vector<IncrementalInjectTask> clean(tasks, tasks + num_tasks);
+    for (auto& task : clean) task.inject.params = BitErrorParams{};
+    inject_dequantize_dense(clean.data(), num_tasks, seed);
+    state.dense = false;
+  }
+  for (const auto& touched : state.touched) cost_ns += 5.0 * static_cast<double>(touched.size());
+  const SamplerIsa& isa = sampler_isa();
+  int64_t changed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
+  for (int64_t i = 0; i < num_items; ++i) {
+    const WorkItem& item = items[i];
+    const IncrementalInjectTask& task = tasks[item.task];
+    const int64_t begin = item.first_chunk * kChunkElements;
+    std::vector<uint32_t>& touched = state.touched[static_cast<size_t>(i)];
+    // Restores the previous pattern's elements and appends the new pattern's, then dequantizes
+    // both: the first get their clean weights back (or the new pattern's, if it changes them too).
+    const size_t previous = touched.size();
+    if (task.inject.elem_bytes == 1) {
+      changed += isa.incremental_item[0](task.inject, item, seed, &touched, &touched);
+      dequantize_listed<uint8_t>(task, begin, touched);
+    } else {
+      changed += isa.incremental_item[1](task.inject, item, seed, &touched, &touched);
+      dequantize_listed<uint16_t>(task, begin, touched);
+    }
+    touched.erase(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(previous));
   }
   return changed;
 }

@@ -1,0 +1,51 @@
+#pragma once
+// Bit error patterns put into a quantized network's weights, one pattern after another: the inner
+// step of the RErr sweep (NOTE [RErr protocol] in bit_error_eval.cpp).
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "bitrobust/bits/bit_errors.h"
+#include "bitrobust/quant/model_quantization.h"
+
+namespace bitrobust::eval {
+
+/// Owns the perturbed codes of a quantized model and keeps the network's parameters equal to their
+/// dequantized values. With every code and parameter on the CPU and every parameter a contiguous
+/// float32 tensor, it works incrementally (NOTE [Incremental injection] in
+/// bitrobust/bits/bit_errors_kernels.h): a pattern costs its draw and the elements it and the
+/// previous pattern changed, not a pass over the model. Otherwise (CUDA, a bf16 or double network)
+/// it injects into every code and dequantizes every weight. Both give the same weights bit for bit.
+///
+/// Nothing else may write the network's quantized parameters while an injector is in use, except
+/// through load_clean().
+class WeightInjector {
+ public:
+  /// Loads q's clean weights into the network. q must outlive the injector.
+  explicit WeightInjector(const quant::QuantizedModel& q);
+
+  /// The network's quantized parameters become the clean model's with the pattern of (model, seed)
+  /// in the parameters `selector` selects (the patterns of bits::inject_bit_errors). Returns the
+  /// number of bits changed.
+  int64_t inject(const bits::ErrorModel& model, uint64_t seed, const bits::ParamSelector& selector = {});
+
+  /// Loads the clean weights again.
+  void load_clean();
+
+  /// The codes with the last pattern applied (clean before the first inject and after load_clean).
+  const std::vector<bits::CodeTensor>& codes() const { return codes_; }
+
+  /// Whether patterns are applied incrementally (see the class comment).
+  bool incremental() const { return incremental_; }
+
+ private:
+  const quant::QuantizedModel& q_;
+  std::vector<bits::CodeTensor> codes_;
+  std::vector<quant::QuantizedTensor> perturbed_;  ///< q's formats and ranges over codes_[i].out
+  bool incremental_ = false;
+  std::vector<at::Tensor> ranges_;                 ///< contiguous ranges, for the incremental kernel
+  bits::IncrementalInjectState state_;
+};
+
+}  // namespace bitrobust::eval
