@@ -148,13 +148,15 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   for (int64_t s = 0; s < options.patterns; ++s) {
     const uint64_t seed = options.seed + static_cast<uint64_t>(s);
     for (auto& r : sweep.results) {
-      if (r.rate == 0) {  // no pattern: the clean model itself
+      const bits::ErrorModel model = bits::ErrorModel::parse(options.error_model, r.rate);
+      // No errors in either direction: the clean model itself. (Rate 0 of "random,0to1=0.02" still
+      // has errors, from 0 to 1.)
+      if (model.effective_rate_0to1() == 0 && model.effective_rate_1to0() == 0) {
         r.rerr.push_back(clean.error);
         r.perturbed_error.push_back(clean.error);
         r.bits_changed.push_back(0);
         continue;
       }
-      const bits::ErrorModel model = bits::ErrorModel::parse(options.error_model, r.rate);
       const int64_t changed = injector.inject(model, seed, selector);
       const EvalResult pert = evaluate(net, test, options.batch_size);
       const double rerr = clean_wrong.logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();

@@ -43,6 +43,8 @@ const Step kSteps[] = {
     {"msb", 0.1, 5, ""},        {"random,0to1=0.0002,1to0=0.00005", 0.0001, 6, ""},
     {"lsb2", 0.2, 7, "bias"},   {"random", 0.3, 8, "^fc1\\."},  {"stuck_at_0", 0.5, 9, ""},
     {"random", 0.001, 10, ""},  {"random", 0.0002, 11, "^fc_out\\."}, {"random", 0.0001, 12, ""},
+    {"random", 1.0, 13, "^fc_out\\.bias$"},  // every bit of 4 elements: listed, at rate 1
+    {"random", 0.0001, 14, ""},
 };
 
 // The dense path: every code injected into a fresh copy, every weight dequantized from it.
@@ -101,6 +103,24 @@ TEST(WeightInjector, IncrementalEqualsDenseForEveryFormat) {
   }
 }
 
+// Parameters cast after the injector was made (their storage replaced) are noticed: the next
+// pattern takes the dense path, with the same values.
+TEST(WeightInjector, ParametersReplacedAfterConstructionAreNoticed) {
+  auto net = mlp();
+  const quant::QuantizedModel q = quant::quantize_model(*net, quant::QuantScheme::parse("s8-sym-tensor-round"));
+  eval::WeightInjector injector(q);
+  injector.inject(bits::ErrorModel::parse("random", 0.0002), 1);  // listed
+  EXPECT_TRUE(injector.incremental());
+  net->to(at::kDouble);
+  const Step step{"random", 0.0001, 2, ""};
+  const Dense d = dense(q, step);
+  EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
+  EXPECT_FALSE(injector.incremental());
+  for (size_t i = 0; i < q.params.size(); ++i) {
+    EXPECT_TRUE(same_bits(q.params[i], d.weights[i].to(at::kDouble))) << q.names[i];
+  }
+}
+
 // Parameters that are not float32 take the dense path, and receive the same values.
 TEST(WeightInjector, DoubleNetworkTakesTheDensePathWithTheSameWeights) {
   auto net = mlp();
@@ -136,4 +156,17 @@ TEST(WeightInjector, SweepMatchesDenseEvaluation) {
     }
   }
   t.q.load_clean_weights();
+}
+
+// Rate 0 with an explicit rate for one direction still has errors in that direction.
+TEST(WeightInjector, SweepAtRateZeroWithAnExplicitDirectionInjects) {
+  auto& t = test_util::trained();
+  auto o = test_util::quiet_sweep_options({0.0}, 2);
+  o.error_model = "random,0to1=0.05";
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, o);
+  for (int64_t s = 0; s < 2; ++s) {
+    const Dense d = dense(t.q, {"random,0to1=0.05", 0.0, 100 + static_cast<uint64_t>(s), ""});
+    EXPECT_GT(d.changed, 0);
+    EXPECT_EQ(r.results[0].bits_changed[s], d.changed);
+  }
 }

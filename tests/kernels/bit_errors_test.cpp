@@ -492,67 +492,120 @@ TEST(BitErrorKernel, StuckAtFaultsForceTheSelectedBits) {
 // ---------------------------------------------------------------------------------------------
 // Incremental injection (NOTE [Incremental injection])
 
-// One tensor of codes with per-channel ranges, injected incrementally pattern after pattern; after
-// each pattern the codes and weights equal a dense injection and a full dequantization.
-TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization) {
-  // 500,000 per channel: channels cut through chunks; large enough for two threads at low rates.
-  const int64_t n = 3000000, channels = 6;
-  const auto clean = random_codes<uint8_t>(n, 6, 3);
+// One tensor of an incremental injection with everything it points to.
+template <typename T>
+struct IncrementalTensor {
+  std::vector<T> clean, out;
+  std::vector<float> weights;
   std::vector<kernels::QuantRange> ranges;
-  for (int64_t c = 0; c < channels; ++c) ranges.push_back({-0.1f * static_cast<float>(c + 1), 0.05f * static_cast<float>(c + 2)});
-  kernels::QuantFormat format;
-  format.bits = 6;
-  format.asymmetric = true;
-  std::vector<uint8_t> out = clean;
-  std::vector<float> weights(n);
-  const kernels::DequantizeTask clean_dequantize{clean.data(), n, channels, ranges.data(), format, weights.data()};
-  kernels::dequantize_many_cpu(&clean_dequantize, 1);
   IncrementalInjectTask task;
-  task.inject.clean = clean.data();
-  task.inject.out = out.data();
-  task.inject.numel = n;
-  task.inject.param_index = 4;
-  task.inject.elem_bytes = 1;
-  task.weights = weights.data();
-  task.channels = channels;
-  task.ranges = ranges.data();
-  task.format = format;
-  IncrementalInjectState state;
-  const int threads = omp_get_max_threads();
-  int step = 0;
-  // Dense patterns and sparse ones (elements listed, below 1 in 100 elements), in every order.
-  for (const BitErrorParams& params :
-       {symmetric(6, 0.01), symmetric(6, 0.0001), symmetric(6, 0.0002), BitErrorParams{}, symmetric(6, 0.0005),
-        make_bit_error_params(0, 6, 0.0, 0.3), symmetric(6, 0.0001), make_bit_error_params(5, 1, 0.5, 0.5),
-        symmetric(6, 0.1), make_bit_error_params(0, 6, 0.0002, 0.0), symmetric(6, 0.0002), symmetric(6, 0.0015)}) {
-    omp_set_num_threads(step % 2 + 1);
-    task.inject.params = params;
-    const uint64_t seed = 7 + static_cast<uint64_t>(step++);
-    const int64_t changed = inject_dequantize_incremental_cpu(&task, 1, seed, state);
-    std::vector<uint8_t> expected_codes;
-    const int64_t expected_changed = inject(clean, expected_codes, params, seed, 4);
-    std::vector<float> expected_weights(n);
-    const kernels::DequantizeTask dense{expected_codes.data(), n, channels, ranges.data(), format, expected_weights.data()};
-    kernels::dequantize_many_cpu(&dense, 1);
-    EXPECT_EQ(changed, expected_changed) << "step " << step;
-    EXPECT_TRUE(out == expected_codes) << "step " << step;
-    EXPECT_EQ(std::memcmp(weights.data(), expected_weights.data(), n * sizeof(float)), 0) << "step " << step;
-    // A sparse pattern is listed: each element it changed, once.
-    const bool sparse = !params.active() || 6.0 * params.threshold_max() * 100 < 1;
-    EXPECT_EQ(state.dense, !sparse) << "step " << step;
-    if (!sparse) continue;
-    const int64_t item_elements = int64_t{32} * kChunkElements;
-    ASSERT_EQ(static_cast<int64_t>(state.touched.size()), (n + item_elements - 1) / item_elements);
-    for (int64_t item = 0; item < static_cast<int64_t>(state.touched.size()); ++item) {
+
+  IncrementalTensor(int64_t n, int64_t channels, int bits, bool is_signed, int64_t param_index, uint64_t seed)
+      : clean(random_codes<T>(n, bits, seed)), out(clean), weights(static_cast<size_t>(n)) {
+    for (int64_t c = 0; c < channels; ++c) {
+      ranges.push_back({-0.1f * static_cast<float>(c + 1), 0.05f * static_cast<float>(c + 2)});
+    }
+    task.inject.clean = clean.data();
+    task.inject.out = out.data();
+    task.inject.numel = n;
+    task.inject.param_index = param_index;
+    task.inject.elem_bytes = sizeof(T);
+    task.weights = weights.data();
+    task.channels = channels;
+    task.ranges = ranges.data();
+    task.format.bits = bits;
+    task.format.is_signed = is_signed;
+    task.format.asymmetric = !is_signed;
+    const kernels::DequantizeTask dequantize{clean.data(), n, channels, ranges.data(), task.format, weights.data()};
+    kernels::dequantize_many_cpu(&dequantize, 1);  // clean weights, as the state requires
+  }
+
+  // The dense path's codes, weights and count for the task's current parameters.
+  void expect_dense_result(int64_t changed, uint64_t seed, const std::string& what) const {
+    std::vector<T> codes;
+    const int64_t expected_changed = inject(clean, codes, task.inject.params, seed, task.inject.param_index);
+    std::vector<float> expected(weights.size());
+    const kernels::DequantizeTask dequantize{codes.data(), task.inject.numel, task.channels, ranges.data(), task.format,
+                                             expected.data()};
+    kernels::dequantize_many_cpu(&dequantize, 1);
+    EXPECT_EQ(changed, expected_changed) << what;
+    EXPECT_TRUE(out == codes) << what;
+    EXPECT_EQ(std::memcmp(weights.data(), expected.data(), weights.size() * sizeof(float)), 0) << what;
+  }
+
+  // Listed elements of a task that starts at work item `first_item`: each element that differs, once.
+  void expect_listed(const IncrementalInjectState& state, size_t first_item, const std::string& what) const {
+    const int64_t item_elements = int64_t{32} * kChunkElements, n = task.inject.numel;
+    for (int64_t item = 0; item * item_elements < n; ++item) {
       std::vector<uint32_t> differing;
       for (int64_t i = item * item_elements; i < std::min(n, (item + 1) * item_elements); ++i) {
         if (out[i] != clean[i]) differing.push_back(static_cast<uint32_t>(i - item * item_elements));
       }
-      std::vector<uint32_t> listed = state.touched[static_cast<size_t>(item)];
+      std::vector<uint32_t> listed = state.touched[first_item + static_cast<size_t>(item)];
       std::sort(listed.begin(), listed.end());
-      EXPECT_EQ(listed, differing) << "step " << step << " item " << item;
+      EXPECT_EQ(listed, differing) << what << " item " << item;
     }
   }
+};
+
+// Two tensors (6-bit codes in bytes, 12-bit codes in 16-bit words, per-channel ranges cutting
+// through chunks) and an empty one, injected incrementally pattern after pattern, dense and sparse
+// patterns in every order, one and two threads in turn, on every instruction set the CPU has: after
+// each pattern the codes, weights and count equal a dense injection and a full dequantization, and
+// a sparse pattern lists each element it changed, once.
+TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization) {
+  IncrementalTensor<uint8_t> a(3000000, 6, 6, false, 4, 3);  // large enough for two threads at low rates
+  IncrementalTensor<uint16_t> b(400001, 7, 12, true, 9, 5);  // 57,143 per channel
+  IncrementalInjectTask empty = a.task;  // 0 elements, no pointers, no channels
+  empty.inject = InjectTask{};
+  empty.inject.param_index = 2;
+  empty.weights = nullptr;
+  empty.channels = 0;
+  empty.ranges = nullptr;
+  struct Rates {
+    double r01, r10;
+    bool msb;
+  };
+  const Rates steps[] = {{0.01, 0.01, false},    {0.0001, 0.0001, false}, {0.0002, 0.0002, false}, {0, 0, false},
+                         {0.0005, 0.0005, false}, {0.0, 0.3, false},       {0.0001, 0.0001, false}, {0.5, 0.5, true},
+                         {0.1, 0.1, false},       {0.0002, 0.0, false},    {0.0002, 0.0002, false}, {0.0008, 0.0008, false},
+                         {1.0, 1.0, true}};
+  const std::string previous_isa = cpu_sampler_isa();
+  const int threads = omp_get_max_threads();
+  for (const std::string& isa : cpu_sampler_isas()) {
+    set_cpu_sampler_isa(isa);
+    IncrementalInjectState state;
+    int step = 0;
+    for (const Rates& r : steps) {
+      omp_set_num_threads(step % 2 + 1);
+      const std::string what = isa + " step " + std::to_string(step);
+      auto params = [&](int bits) {
+        return make_bit_error_params(r.msb ? bits - 1 : 0, r.msb ? 1 : bits, r.r01, r.r10);
+      };
+      a.task.inject.params = params(6);
+      b.task.inject.params = params(12);
+      empty.inject.params = params(6);
+      const IncrementalInjectTask tasks[] = {a.task, empty, b.task};
+      const uint64_t seed = 7 + static_cast<uint64_t>(step++);
+      const int64_t changed = inject_dequantize_incremental_cpu(tasks, 3, seed, state);
+      std::vector<uint8_t> a_codes;
+      const int64_t a_changed = inject(a.clean, a_codes, a.task.inject.params, seed, a.task.inject.param_index);
+      a.expect_dense_result(a_changed, seed, what + " (a)");
+      b.expect_dense_result(changed - a_changed, seed, what + " (b)");
+      double expected = 0.0;
+      for (const IncrementalInjectTask& t : {a.task, b.task}) {
+        const BitErrorParams& p = t.inject.params;
+        expected += p.active() ? static_cast<double>(t.inject.numel) * p.bit_count * std::min(p.threshold_max(), 1.0) : 0.0;
+      }
+      const bool sparse = expected * 100 < 3400001;
+      EXPECT_EQ(state.dense, !sparse) << what;
+      if (!sparse) continue;
+      const size_t a_items = (3000000 + 32 * kChunkElements - 1) / (32 * kChunkElements);
+      a.expect_listed(state, 0, what + " (a)");
+      b.expect_listed(state, a_items, what + " (b)");
+    }
+  }
+  set_cpu_sampler_isa(previous_isa);
   omp_set_num_threads(threads);
 }
 
@@ -573,6 +626,13 @@ TEST(BitErrorKernel, IncrementalInjectionChecksItsInputs) {
   IncrementalInjectTask shorter = task;
   shorter.inject.numel = 999;  // the state's lists belong to 1000 elements
   EXPECT_THROW(inject_dequantize_incremental_cpu(&shorter, 1, 2, state), std::invalid_argument);
+  // A refused call changes nothing: the next one still undoes the first pattern.
+  task.inject.params = symmetric(8, 0.0001);
+  const int64_t changed = inject_dequantize_incremental_cpu(&task, 1, 3, state);
+  std::vector<uint8_t> expected;
+  EXPECT_EQ(changed, inject(clean, expected, task.inject.params, 3));
+  EXPECT_TRUE(out == expected);
+  task.inject.params = symmetric(8, 0.01);
   IncrementalInjectState fresh;
   IncrementalInjectTask in_place = task;
   in_place.inject.out = clean.data();

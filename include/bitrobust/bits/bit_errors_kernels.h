@@ -75,8 +75,10 @@ struct IncrementalInjectState {
 /// return each out holds clean with the pattern applied and each weight the dequantized value of
 /// its out code. Requires what `state` records to be true (out == clean and weights clean except
 /// at the recorded elements); the caller keeps out, weights and state together. Returns the number
-/// of bits changed. Throws std::invalid_argument if the tasks' sizes differ from the state's, or
-/// bitrobust::Error for a format or container no dequantization accepts.
+/// of bits changed. Throws, before changing anything, std::invalid_argument if the tasks' sizes
+/// differ from the state's, if a task's codes are not in its format's container or out is clean
+/// itself, or for a bad element size or bit range (as inject_bit_errors_cpu); bitrobust::Error for a
+/// format or channel count no dequantization accepts. Tasks of 0 elements are skipped.
 int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed,
                                           IncrementalInjectState& state);
 

@@ -19,11 +19,15 @@ namespace bitrobust::eval {
 /// it injects into every code and dequantizes every weight. Both give the same weights bit for bit.
 ///
 /// Nothing else may write the network's quantized parameters while an injector is in use, except
-/// through load_clean().
+/// through load_clean(). A parameter moved, cast or given new storage after construction (say by
+/// net.to(device)) is noticed at the next inject(), which then takes the dense path.
 class WeightInjector {
  public:
   /// Loads q's clean weights into the network. q must outlive the injector.
   explicit WeightInjector(const quant::QuantizedModel& q);
+  // A copy would share the perturbed codes but not the record of what they hold.
+  WeightInjector(const WeightInjector&) = delete;
+  WeightInjector& operator=(const WeightInjector&) = delete;
 
   /// The network's quantized parameters become the clean model's with the pattern of (model, seed)
   /// in the parameters `selector` selects (the patterns of bits::inject_bit_errors). Returns the
@@ -44,6 +48,7 @@ class WeightInjector {
   std::vector<bits::CodeTensor> codes_;
   std::vector<quant::QuantizedTensor> perturbed_;  ///< q's formats and ranges over codes_[i].out
   bool incremental_ = false;
+  std::vector<void*> param_data_;                  ///< the parameters' storage the incremental state refers to
   std::vector<at::Tensor> ranges_;                 ///< contiguous ranges, for the incremental kernel
   bits::IncrementalInjectState state_;
 };

@@ -374,14 +374,16 @@ double expected_changes(const BitErrorParams& params, int64_t elements) {
 // Every task's codes copied from clean with the pattern applied, and every weight dequantized.
 int64_t inject_dequantize_dense(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed) {
   std::vector<InjectTask> injects(static_cast<size_t>(num_tasks));
-  std::vector<kernels::DequantizeTask> dequantizes(static_cast<size_t>(num_tasks));
+  std::vector<kernels::DequantizeTask> dequantizes;
   for (int64_t t = 0; t < num_tasks; ++t) {
     const IncrementalInjectTask& task = tasks[t];
     injects[t] = task.inject;
-    dequantizes[t] = {task.inject.out, task.inject.numel, task.channels, task.ranges, task.format, task.weights};
+    // An empty tensor has nothing to dequantize (and may have 0 channels).
+    if (task.inject.numel == 0) continue;
+    dequantizes.push_back({task.inject.out, task.inject.numel, task.channels, task.ranges, task.format, task.weights});
   }
   const int64_t changed = inject_bit_errors_cpu(injects.data(), num_tasks, seed);
-  kernels::dequantize_many_cpu(dequantizes.data(), num_tasks);
+  kernels::dequantize_many_cpu(dequantizes.data(), static_cast<int64_t>(dequantizes.size()));
   return changed;
 }
 
@@ -394,12 +396,13 @@ int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, in
   for (int64_t t = 0; t < num_tasks; ++t) {
     const IncrementalInjectTask& task = tasks[t];
     check_task(task.inject);
+    numel[t] = task.inject.numel;
+    if (task.inject.numel == 0) continue;  // no codes (their pointers may be null), no channels
     kernels::check_quant_kernel_args("inject_dequantize_incremental_cpu", task.inject.numel, task.channels, task.format);
     if (task.inject.elem_bytes != kernels::code_container_bytes(task.format.bits) || task.inject.clean == task.inject.out) {
       throw std::invalid_argument(
           "inject_dequantize_incremental_cpu: codes must be in their format's container, with out apart from clean");
     }
-    numel[t] = task.inject.numel;
     total += static_cast<double>(task.inject.numel);
     expected += expected_changes(task.inject.params, task.inject.numel);
     cost_ns += sampling_cost_ns(task.inject);
