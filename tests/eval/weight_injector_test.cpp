@@ -1,10 +1,12 @@
 #include "bitrobust/eval/weight_injector.h"
 
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cstring>
 
+#include "bitrobust/config.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/eval/evaluate.h"
 #include "model_fixtures.h"
@@ -170,3 +172,28 @@ TEST(WeightInjector, SweepAtRateZeroWithAnExplicitDirectionInjects) {
     EXPECT_EQ(r.results[0].bits_changed[s], d.changed);
   }
 }
+
+#ifdef BITROBUST_WITH_CUDA
+// On CUDA the injector takes the dense path; its weights equal the CPU's incremental ones, pattern
+// after pattern (the CPU listing some patterns, applying others densely).
+TEST(WeightInjectorCuda, CudaWeightsEqualTheCpuIncrementalOnes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto cpu_net = mlp();
+  auto gpu_net = mlp();  // the same weights: same seed
+  gpu_net->to(at::kCUDA);
+  const auto scheme = quant::QuantScheme::parse("u8-asym-channel-round");
+  const quant::QuantizedModel cpu_q = quant::quantize_model(*cpu_net, scheme);
+  const quant::QuantizedModel gpu_q = quant::quantize_model(*gpu_net, scheme);
+  eval::WeightInjector cpu(cpu_q), gpu(gpu_q);
+  EXPECT_TRUE(cpu.incremental());
+  EXPECT_FALSE(gpu.incremental());
+  for (const Step& step : kSteps) {
+    const bits::ErrorModel model = bits::ErrorModel::parse(step.model, step.rate);
+    const bits::ParamSelector selector(step.layers);
+    EXPECT_EQ(cpu.inject(model, step.seed, selector), gpu.inject(model, step.seed, selector)) << step.model << " " << step.rate;
+    for (size_t i = 0; i < cpu_q.params.size(); ++i) {
+      EXPECT_TRUE(same_bits(cpu_q.params[i], gpu_q.params[i].cpu())) << step.model << " " << step.rate << " " << cpu_q.names[i];
+    }
+  }
+}
+#endif
