@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 
@@ -22,6 +23,18 @@ std::string rate_text(double r) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.4g%%", 100 * r);
   return buf;
+}
+// Whether the results of sweep j at `rate` had bit errors: every rate above 0, and rate 0 of a
+// model with an explicit rate for one direction ("random,0to1=0.02"). A rate without errors is the
+// clean model, shown as the clean row. (A name this version does not know: as before, no errors.)
+bool has_errors(const nlohmann::json& j, double rate) {
+  if (rate > 0) return true;
+  try {
+    const bits::ErrorModel m = bits::ErrorModel::parse(j["error_model"].get<std::string>(), rate);
+    return m.effective_rate_0to1() > 0 || m.effective_rate_1to0() > 0;
+  } catch (const Error&) {
+    return false;
+  }
 }
 std::string xml_escape(const std::string& s) {
   std::string out;
@@ -147,13 +160,15 @@ std::string sweep_table(const nlohmann::json& j) {
                 static_cast<long long>(j["seed"].get<int64_t>()));
   out << line;
   out << "  rate        RErr mean   std     min     max    (%)\n";
-  std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s   clean error\n", "0", pct(j["clean_error"]).c_str(), "-",
-                "-", "-");
+  // The clean error is the p = 0 row, unless rate 0 had errors in one direction: then it has a row of its own.
+  const bool zero_has_errors = has_errors(j, 0.0);
+  std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s   clean error\n", zero_has_errors ? "clean" : "0",
+                pct(j["clean_error"]).c_str(), "-", "-", "-");
   out << line;
   // One pattern has no spread: its standard deviation is undefined (written as 0 in the JSON).
   const bool one_pattern = j["patterns"].get<int64_t>() == 1;
   for (const auto& r : j["results"]) {
-    if (r["rate"].get<double>() == 0) continue;
+    if (r["rate"].get<double>() == 0 && !zero_has_errors) continue;
     std::snprintf(line, sizeof line, "  %-10s  %7s  %6s  %6s  %6s\n", rate_text(r["rate"]).c_str(),
                   pct(r["rerr_mean"]).c_str(), one_pattern ? "-" : pct(r["rerr_std"]).c_str(), pct(r["rerr_min"]).c_str(),
                   pct(r["rerr_max"]).c_str());
@@ -184,7 +199,9 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
   }
   out << '\n';
   for (double rate : rates) {
-    if (rate == 0) continue;
+    if (rate == 0 && std::none_of(results.begin(), results.end(), [](const nlohmann::json& j) { return has_errors(j, 0.0); })) {
+      continue;  // the clean row
+    }
     std::snprintf(cell, sizeof cell, "%-10s", rate_text(rate).c_str());
     out << cell;
     for (const auto& j : results) {

@@ -9,6 +9,7 @@
 #include "bitrobust/config.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/eval/evaluate.h"
+#include "bitrobust/report/eval_report.h"
 #include "model_fixtures.h"
 
 using namespace bitrobust;
@@ -123,6 +124,24 @@ TEST(WeightInjector, ParametersReplacedAfterConstructionAreNoticed) {
   }
 }
 
+// A parameter given new storage of the same type is noticed too.
+TEST(WeightInjector, ParameterWithNewStorageIsNoticed) {
+  auto net = mlp();
+  const quant::QuantizedModel q = quant::quantize_model(*net, quant::QuantScheme::parse("s8-sym-tensor-round"));
+  eval::WeightInjector injector(q);
+  injector.inject(bits::ErrorModel::parse("random", 0.0002), 1);  // listed
+  {
+    torch::NoGradGuard no_grad;
+    at::Tensor p = q.params[0];
+    p.set_data(p.clone());  // same values, new storage: the state's elements are elsewhere now
+  }
+  const Step step{"random", 0.0001, 2, ""};
+  const Dense d = dense(q, step);
+  EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
+  EXPECT_FALSE(injector.incremental());
+  for (size_t i = 0; i < q.params.size(); ++i) EXPECT_TRUE(same_bits(q.params[i], d.weights[i])) << q.names[i];
+}
+
 // Parameters that are not float32 take the dense path, and receive the same values.
 TEST(WeightInjector, DoubleNetworkTakesTheDensePathWithTheSameWeights) {
   auto net = mlp();
@@ -171,6 +190,20 @@ TEST(WeightInjector, SweepAtRateZeroWithAnExplicitDirectionInjects) {
     EXPECT_GT(d.changed, 0);
     EXPECT_EQ(r.results[0].bits_changed[s], d.changed);
   }
+  // The tables show that rate's RErr in a row of its own, next to the clean error.
+  report::SweepContext ctx;
+  ctx.scheme = t.q.scheme.to_string();
+  ctx.error_model = o.error_model;
+  const nlohmann::json j = report::sweep_to_json(r, o, ctx);
+  const std::string table = report::sweep_table(j);
+  EXPECT_NE(table.find("\n  clean "), std::string::npos) << table;
+  EXPECT_NE(table.find("  0%  "), std::string::npos) << table;
+  EXPECT_NE(report::compare_table({j}).find("\n0%  "), std::string::npos) << report::compare_table({j});
+  // Without errors at rate 0, the clean error is the 0 row and there is no other.
+  ctx.error_model = "random";
+  const std::string plain = report::sweep_table(report::sweep_to_json(r, o, ctx));
+  EXPECT_EQ(plain.find("  0%  "), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("\n  clean "), std::string::npos) << plain;
 }
 
 #ifdef BITROBUST_WITH_CUDA
@@ -180,19 +213,27 @@ TEST(WeightInjectorCuda, CudaWeightsEqualTheCpuIncrementalOnes) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   auto cpu_net = mlp();
   auto gpu_net = mlp();  // the same weights: same seed
+  const quant::QuantizedModel cpu_q = quant::quantize_model(*cpu_net, quant::QuantScheme::parse("u8-asym-channel-round"));
+  // As `bitrobust eval --device cuda` does: codes and ranges from the CPU, moved with the network.
+  quant::QuantizedModel gpu_q = quant::quantize_model(*gpu_net, cpu_q.scheme);
   gpu_net->to(at::kCUDA);
-  const auto scheme = quant::QuantScheme::parse("u8-asym-channel-round");
-  const quant::QuantizedModel cpu_q = quant::quantize_model(*cpu_net, scheme);
-  const quant::QuantizedModel gpu_q = quant::quantize_model(*gpu_net, scheme);
+  auto named = gpu_net->named_parameters();
+  for (size_t i = 0; i < gpu_q.names.size(); ++i) {
+    gpu_q.params[i] = named[gpu_q.names[i]];
+    gpu_q.tensors[i].codes = cpu_q.tensors[i].codes.to(at::kCUDA);
+    gpu_q.tensors[i].ranges = cpu_q.tensors[i].ranges.to(at::kCUDA);
+  }
   eval::WeightInjector cpu(cpu_q), gpu(gpu_q);
   EXPECT_TRUE(cpu.incremental());
   EXPECT_FALSE(gpu.incremental());
   for (const Step& step : kSteps) {
     const bits::ErrorModel model = bits::ErrorModel::parse(step.model, step.rate);
     const bits::ParamSelector selector(step.layers);
-    EXPECT_EQ(cpu.inject(model, step.seed, selector), gpu.inject(model, step.seed, selector)) << step.model << " " << step.rate;
+    const std::string what = std::string(step.model) + " p=" + std::to_string(step.rate);
+    EXPECT_EQ(cpu.inject(model, step.seed, selector), gpu.inject(model, step.seed, selector)) << what;
     for (size_t i = 0; i < cpu_q.params.size(); ++i) {
-      EXPECT_TRUE(same_bits(cpu_q.params[i], gpu_q.params[i].cpu())) << step.model << " " << step.rate << " " << cpu_q.names[i];
+      EXPECT_TRUE(same_bits(cpu.codes()[i].out, gpu.codes()[i].out.cpu())) << what << " " << cpu_q.names[i];
+      EXPECT_TRUE(same_bits(cpu_q.params[i], gpu_q.params[i].cpu())) << what << " " << cpu_q.names[i];
     }
   }
 }

@@ -572,9 +572,11 @@ TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization)
                          {1.0, 1.0, true}};
   const std::string previous_isa = cpu_sampler_isa();
   const int threads = omp_get_max_threads();
+  IncrementalInjectState state;  // one for all: each instruction set starts from the last one's pattern
+  const size_t a_items = (3000000 + 32 * kChunkElements - 1) / (32 * kChunkElements);
+  const size_t b_items = (400001 + 32 * kChunkElements - 1) / (32 * kChunkElements);
   for (const std::string& isa : cpu_sampler_isas()) {
     set_cpu_sampler_isa(isa);
-    IncrementalInjectState state;
     int step = 0;
     for (const Rates& r : steps) {
       omp_set_num_threads(step % 2 + 1);
@@ -600,7 +602,7 @@ TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization)
       const bool sparse = expected * 100 < 3400001;
       EXPECT_EQ(state.dense, !sparse) << what;
       if (!sparse) continue;
-      const size_t a_items = (3000000 + 32 * kChunkElements - 1) / (32 * kChunkElements);
+      ASSERT_EQ(state.touched.size(), a_items + b_items) << what;
       a.expect_listed(state, 0, what + " (a)");
       b.expect_listed(state, a_items, what + " (b)");
     }
@@ -618,21 +620,27 @@ TEST(BitErrorKernel, IncrementalInjectionChecksItsInputs) {
   task.inject.out = out.data();
   task.inject.numel = 1000;
   task.inject.elem_bytes = 1;
-  task.inject.params = symmetric(8, 0.01);
+  task.inject.params = symmetric(8, 0.0005);  // sparse: about 4 of the 1000 elements listed
   task.weights = weights.data();
   task.ranges = &range;
+  const kernels::DequantizeTask clean_weights{clean.data(), 1000, 1, &range, task.format, weights.data()};
+  kernels::dequantize_many_cpu(&clean_weights, 1);
   IncrementalInjectState state;
-  EXPECT_NO_THROW(inject_dequantize_incremental_cpu(&task, 1, 1, state));
+  EXPECT_GT(inject_dequantize_incremental_cpu(&task, 1, 1, state), 0);
+  EXPECT_FALSE(state.dense);
   IncrementalInjectTask shorter = task;
   shorter.inject.numel = 999;  // the state's lists belong to 1000 elements
   EXPECT_THROW(inject_dequantize_incremental_cpu(&shorter, 1, 2, state), std::invalid_argument);
-  // A refused call changes nothing: the next one still undoes the first pattern.
+  // A refused call changes nothing: the next one still undoes the first pattern from its list.
   task.inject.params = symmetric(8, 0.0001);
   const int64_t changed = inject_dequantize_incremental_cpu(&task, 1, 3, state);
   std::vector<uint8_t> expected;
   EXPECT_EQ(changed, inject(clean, expected, task.inject.params, 3));
   EXPECT_TRUE(out == expected);
-  task.inject.params = symmetric(8, 0.01);
+  std::vector<float> expected_weights(1000);
+  const kernels::DequantizeTask dense{expected.data(), 1000, 1, &range, task.format, expected_weights.data()};
+  kernels::dequantize_many_cpu(&dense, 1);
+  EXPECT_EQ(std::memcmp(weights.data(), expected_weights.data(), sizeof(float) * 1000), 0);
   IncrementalInjectState fresh;
   IncrementalInjectTask in_place = task;
   in_place.inject.out = clean.data();

@@ -20,7 +20,9 @@ namespace bitrobust::eval {
 ///
 /// Nothing else may write the network's quantized parameters while an injector is in use, except
 /// through load_clean(). A parameter moved, cast or given new storage after construction (say by
-/// net.to(device)) is noticed at the next inject(), which then takes the dense path.
+/// net.to(device)) is noticed at the next inject(), which then takes the dense path; what is
+/// compared is the storage's address, type and device, so storage replaced between two patterns
+/// and given back at the same address with other values is not noticed.
 class WeightInjector {
  public:
   /// Loads q's clean weights into the network. q must outlive the injector.

@@ -19,7 +19,8 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
 /// Checks a result file against the documented schema; throws bitrobust::Error naming `source` and the problem.
 void validate_sweep_json(const nlohmann::json& j, const std::string& source);
 std::string sweep_csv(const nlohmann::json& j);
-/// Table: rate, mean RErr, std, min, max (in %), with the clean error as the p = 0 row.
+/// Table: rate, mean RErr, std, min, max (in %), with the clean error as the p = 0 row (a row of
+/// its own, "clean", when rate 0 had errors in one direction, as with "random,0to1=0.02").
 std::string sweep_table(const nlohmann::json& j);
 /// Several results side by side: one column per model, mean RErr (%) per rate.
 std::string compare_table(const std::vector<nlohmann::json>& results);
