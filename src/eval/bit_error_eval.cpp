@@ -149,9 +149,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
     const uint64_t seed = options.seed + static_cast<uint64_t>(s);
     for (auto& r : sweep.results) {
       const bits::ErrorModel model = bits::ErrorModel::parse(options.error_model, r.rate);
-      // No errors in either direction: the clean model itself. (Rate 0 of "random,0to1=0.02" still
-      // has errors, from 0 to 1.)
-      if (model.effective_rate_0to1() == 0 && model.effective_rate_1to0() == 0) {
+      if (!model.has_errors()) {  // the clean model itself
         r.rerr.push_back(clean.error);
         r.perturbed_error.push_back(clean.error);
         r.bits_changed.push_back(0);

@@ -48,6 +48,15 @@ TEST(ErrorModel, ParsesNamesAndRoundTrips) {
   EXPECT_EQ(ErrorModel::parse("stuck_at_0", 0.3).effective_rate_1to0(), 0.3);
 }
 
+// Rate 0 is error-free only when no direction has a rate of its own.
+TEST(ErrorModel, HasErrorsUnlessBothDirectionsAreZero) {
+  EXPECT_FALSE(ErrorModel::parse("random", 0.0).has_errors());
+  EXPECT_FALSE(ErrorModel::parse("stuck_at_1", 0.0).has_errors());
+  EXPECT_TRUE(ErrorModel::parse("random,0to1=0.02", 0.0).has_errors());
+  EXPECT_TRUE(ErrorModel::parse("msb", 1e-6).has_errors());
+  EXPECT_FALSE(ErrorModel::parse("random,0to1=0,1to0=0", 0.5).has_errors());
+}
+
 TEST(ErrorModel, RejectsBadNamesAndRates) {
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("gaussian", 0.1), "unknown error model 'gaussian'");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("lsb", 0.1), "unknown error model");

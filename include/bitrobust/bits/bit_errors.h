@@ -50,6 +50,9 @@ struct ErrorModel {
 
   double effective_rate_0to1() const;  ///< rate at which a bit holding 0 becomes 1
   double effective_rate_1to0() const;  ///< rate at which a bit holding 1 becomes 0
+  /// Whether any bit can change: false only when both effective rates are 0 (rate 0 of
+  /// "random,0to1=0.02" still has errors from 0 to 1).
+  bool has_errors() const { return effective_rate_0to1() > 0 || effective_rate_1to0() > 0; }
   /// Kernel parameters for m-bit codes in a container of container_bits bits; Error if bits does
   /// not fit or an Lsb model asks for more than m bits.
   BitErrorParams kernel_params(int bits, int container_bits = 32) const;

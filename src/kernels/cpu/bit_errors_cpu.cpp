@@ -316,12 +316,18 @@ std::vector<WorkItem> work_items(const Task* tasks, int64_t num_tasks, InjectTas
   return items;
 }
 
+// About the number of bits a pattern selects among `elements` (fewer at high rates), so at most
+// the elements it changes.
+double expected_changes(const BitErrorParams& params, int64_t elements) {
+  if (!params.active()) return 0.0;
+  const double t_max = params.threshold_max();
+  return static_cast<double>(elements) * params.bit_count * (t_max < 1.0 ? t_max : 1.0);
+}
+
 // Rough cost in ns of drawing a task's pattern: one Philox block per chunk, ~25 ns per selected bit.
 double sampling_cost_ns(const InjectTask& task) {
   if (!task.params.active()) return 0.0;
-  const double t_max = task.params.threshold_max();
-  return 10.0 * static_cast<double>(task.numel) / kChunkElements +
-         25.0 * static_cast<double>(task.numel) * task.params.bit_count * (t_max < 1.0 ? t_max : 1.0);
+  return 10.0 * static_cast<double>(task.numel) / kChunkElements + 25.0 * expected_changes(task.params, task.numel);
 }
 
 // Below ~50 us of estimated work a second thread costs more to wake and join than it saves. (At
@@ -363,13 +369,6 @@ namespace {
 // 0.66x the time of the dense path at p = 0.05% (0.4% of the codes change), 0.88x at 0.1% and 1.09x
 // at 0.2%: break-even near 1.2% of the elements.
 constexpr double kListedFraction = 100.0;
-
-// Upper bound of the elements a pattern changes among `elements`: its expected selected bits.
-double expected_changes(const BitErrorParams& params, int64_t elements) {
-  if (!params.active()) return 0.0;
-  const double t_max = params.threshold_max();
-  return static_cast<double>(elements) * params.bit_count * (t_max < 1.0 ? t_max : 1.0);
-}
 
 // Every task's codes copied from clean with the pattern applied, and every weight dequantized.
 int64_t inject_dequantize_dense(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed) {
