@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -142,7 +143,8 @@ nlohmann::json version_info() {
   };
 }
 
-void save_model_file(const std::string& path, const ModelFile& file) {
+void save_model_file(const std::string& path, const ModelFile& file,
+                     const std::vector<std::pair<std::string, std::string>>& texts) {
   BR_CHECK(file.net != nullptr, "save_model_file: no network");
   BR_CHECK(file.quant_codes.size() == file.quant_ranges.size(), "save_model_file: codes and ranges differ in count");
   nlohmann::json meta = file.meta;
@@ -166,13 +168,16 @@ void save_model_file(const std::string& path, const ModelFile& file) {
     archive.write("quant_codes", codes_archive);
     archive.write("quant_ranges", ranges_archive);
   }
-  save_archive_atomic(archive, path, "model file");
+  save_archive_atomic(archive, path, "model file", texts);
 }
 
-void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what) {
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
+                         const std::vector<std::pair<std::string, std::string>>& texts) {
   const std::string tmp = report::create_temp_file_for(path, what);
+  std::optional<report::StagedTexts> staged;
   try {
     archive.save_to(tmp);
+    staged.emplace(texts);
   } catch (const c10::Error& e) {
     report::discard_temp_file(tmp);
     throw Error("cannot write " + what + " " + path + ": " + e.what_without_backtrace());
@@ -180,7 +185,8 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
     report::discard_temp_file(tmp);
     throw;
   }
-  report::commit_temp_file(tmp, path, what);
+  report::commit_temp_file(tmp, path, what);  // on failure `staged` removes the texts' temporaries
+  staged->commit();
 }
 
 ModelFile load_model_file(const std::string& path) {

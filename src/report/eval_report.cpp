@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/common/error.h"
@@ -215,21 +216,32 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
 std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title) {
   const double W = 800, H = 440, left = 70, right = 310, top = 40, bottom = 60;
   const double pw = W - left - right, ph = H - top - bottom;
+  // Rate 0 has no place on a log axis. It is the clean model (shown in the legend) unless the error
+  // model has errors there ("random,0to1=0.02"): then it gets a column of its own left of the axis.
+  bool zero_column = false;
   double rmin = 1, rmax = 0, ymax = 0;
   for (const auto& j : results) {
+    const bool zero_has_errors = zero_rate_has_errors(j);
     for (const auto& r : j["results"]) {
       const double rate = r["rate"].get<double>();
-      if (rate <= 0) continue;
+      if (rate <= 0 && !zero_has_errors) continue;
+      ymax = std::max(ymax, r["rerr_max"].get<double>());
+      if (rate <= 0) {
+        zero_column = true;
+        continue;
+      }
       rmin = std::min(rmin, rate);
       rmax = std::max(rmax, rate);
-      ymax = std::max(ymax, r["rerr_max"].get<double>());
     }
   }
   if (rmax <= 0) { rmin = 1e-4; rmax = 1e-2; }
   double lx0 = std::floor(std::log10(rmin)), lx1 = std::ceil(std::log10(rmax));
   if (lx1 <= lx0) lx1 = lx0 + 1;
   ymax = std::min(1.0, std::ceil(std::max(ymax, 0.05) * 10 + 1e-9) / 10);
-  auto X = [&](double rate) { return left + (std::log10(rate) - lx0) / (lx1 - lx0) * pw; };
+  const double zero_x = left + 20, axis_left = zero_column ? left + 50 : left, axis_width = left + pw - axis_left;
+  auto X = [&](double rate) {
+    return rate <= 0 ? zero_x : axis_left + (std::log10(rate) - lx0) / (lx1 - lx0) * axis_width;
+  };
   auto Y = [&](double v) { return top + ph - v / ymax * ph; };
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
   std::ostringstream s;
@@ -245,11 +257,19 @@ std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std:
       << "\" stroke=\"#ddd\"/>\n<text x=\"" << left - 8 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">" << pct(v, 0)
       << "</text>\n";
   }
-  for (int e = static_cast<int>(lx0); e <= static_cast<int>(lx1); ++e) {  // x decades
-    const double x = X(std::pow(10.0, e));
+  std::vector<double> ticks;
+  if (zero_column) ticks.push_back(0.0);
+  for (int e = static_cast<int>(lx0); e <= static_cast<int>(lx1); ++e) ticks.push_back(std::pow(10.0, e));
+  for (double tick : ticks) {  // x decades, and p = 0 when it has its column
+    const double x = X(tick);
     s << "<line x1=\"" << x << "\" y1=\"" << top << "\" x2=\"" << x << "\" y2=\"" << top + ph
       << "\" stroke=\"#ddd\"/>\n<text x=\"" << x << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
-      << rate_text(std::pow(10.0, e)) << "</text>\n";
+      << (tick == 0 ? std::string("0") : rate_text(tick)) << "</text>\n";
+  }
+  if (zero_column) {  // the axis is broken between p = 0 and the first decade
+    const double x = (zero_x + axis_left) / 2, y = top + ph;
+    s << "<path d=\"M" << x - 6 << ' ' << y + 5 << " L" << x - 2 << ' ' << y - 5 << " M" << x + 2 << ' ' << y + 5 << " L"
+      << x + 6 << ' ' << y - 5 << "\" stroke=\"black\"/>\n";
   }
   s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
     << "\" fill=\"none\" stroke=\"black\"/>\n";
@@ -258,12 +278,19 @@ std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std:
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& j = results[i];
     const char* color = colors[i % 8];
+    const bool zero_has_errors = zero_rate_has_errors(j);
+    std::vector<const nlohmann::json*> points;  // in increasing rate, so the line runs left to right
+    for (const auto& r : j["results"]) {
+      if (r["rate"].get<double>() > 0 || zero_has_errors) points.push_back(&r);
+    }
+    std::stable_sort(points.begin(), points.end(), [](const nlohmann::json* a, const nlohmann::json* b) {
+      return (*a)["rate"].get<double>() < (*b)["rate"].get<double>();
+    });
     std::ostringstream path;
     bool first = true;
-    for (const auto& r : j["results"]) {
-      const double rate = r["rate"].get<double>();
-      if (rate <= 0) continue;
-      const double x = X(rate);
+    for (const nlohmann::json* point : points) {
+      const auto& r = *point;
+      const double x = X(r["rate"].get<double>());
       s << "<line x1=\"" << x << "\" y1=\"" << Y(r["rerr_min"]) << "\" x2=\"" << x << "\" y2=\"" << Y(r["rerr_max"])
         << "\" stroke=\"" << color << "\" stroke-width=\"1.5\"/>\n";
       s << "<circle cx=\"" << x << "\" cy=\"" << Y(r["rerr_mean"]) << "\" r=\"3.5\" fill=\"" << color << "\"/>\n";

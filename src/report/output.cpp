@@ -383,30 +383,44 @@ void write_text_atomic(const std::string& path, const std::string& text) {
 }
 
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
-  std::vector<std::pair<std::string, std::string>> written;  // (temporary, final path)
-  std::vector<const std::pair<std::string, std::string>*> special;  // written last, in place
+  StagedTexts(files).commit();
+}
+
+StagedTexts::StagedTexts(const std::vector<std::pair<std::string, std::string>>& files) {
   try {
     for (const auto& file : files) {
       if (file.first.empty()) continue;
       if (is_special_output(file.first)) {
-        special.push_back(&file);
+        special_.push_back(file);
       } else {
-        written.emplace_back(write_temp_text(file.first, file.second), file.first);
+        staged_.emplace_back(write_temp_text(file.first, file.second), file.first);
       }
     }
   } catch (...) {
-    for (const auto& item : written) discard_temp_file(item.first);
+    for (const auto& item : staged_) discard_temp_file(item.first);
     throw;
   }
-  for (size_t i = 0; i < written.size(); ++i) {
+}
+
+StagedTexts::~StagedTexts() {
+  for (const auto& item : staged_) discard_temp_file(item.first);
+}
+
+void StagedTexts::commit() {
+  // Moved out first: whatever happens below, the destructor has nothing left to discard twice.
+  const auto staged = std::move(staged_);
+  staged_.clear();
+  for (size_t i = 0; i < staged.size(); ++i) {
     try {
-      commit_temp_file(written[i].first, written[i].second, "file");
+      commit_temp_file(staged[i].first, staged[i].second, "file");
     } catch (...) {  // (a rename failing after others succeeded: the rest are not left as temporaries)
-      for (size_t k = i + 1; k < written.size(); ++k) discard_temp_file(written[k].first);
+      for (size_t k = i + 1; k < staged.size(); ++k) discard_temp_file(staged[k].first);
       throw;
     }
   }
-  for (const auto* file : special) write_in_place(file->first, file->second);
+  const auto special = std::move(special_);
+  special_.clear();
+  for (const auto& file : special) write_in_place(file.first, file.second);
 }
 
 std::string json_text(const nlohmann::json& value) {

@@ -221,8 +221,15 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   const std::string model = dir.file("m.pt");
   const std::string data = " --data-root " + root + " --quiet";
   const test_util::CliResult trained = test_util::run_cli("train --dataset cifar10 --cifar-protocol official --model mlp "
-                                                          "--epochs 3 --max-steps 5 --batch 8 --no-augment --out " + model + data);
+                                                          "--epochs 3 --max-steps 5 --batch 8 --no-augment --out " + model + data +
+                                                          " --json /dev/stdout");
   ASSERT_EQ(trained.status, 0) << trained.output;
+  // A --json that is a pipe is written in place after the result line, as eval's follows its table.
+  const size_t saved = trained.output.find("; saved " + model), json = trained.output.find("\n{\n");
+  ASSERT_NE(saved, std::string::npos) << trained.output;
+  ASSERT_NE(json, std::string::npos) << trained.output;
+  EXPECT_LT(saved, json);
+  EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["steps"], 5);
   // 1 + 2 + 3 + 4 + 5 = 15 training images: 2 steps per epoch; --max-steps 5 stops in epoch 3.
   const io::ModelFile file = io::load_model_file(model);
   EXPECT_EQ(file.meta["epochs"], 3);

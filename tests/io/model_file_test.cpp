@@ -233,3 +233,34 @@ TEST(ModelFile, SavingNeverTouchesOtherFilesAndFailsBeforeWriting) {
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) files += entry.is_regular_file();
   EXPECT_EQ(files, 2);  // m.pt and m.pt.tmp
 }
+
+// A run's model file and its --json are written as one: a JSON that cannot be written leaves the
+// model file as it was, and no temporary file; a model file that cannot be written leaves no JSON.
+TEST(ModelFile, TextsSavedWithTheModelAreWrittenWithItOrNotAtAll) {
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  const auto regular_files = [&] {
+    int files = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) files += entry.is_regular_file();
+    return files;
+  };
+  EXPECT_ERROR_CONTAINS(io::save_model_file(dir.file("m.pt"), f, {{dir.file("no/such/dir/m.json"), "{}\n"}}),
+                        "no/such/dir/m.json");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
+  EXPECT_EQ(regular_files(), 0);
+
+  std::filesystem::create_directory(dir.file("taken.pt"));
+  EXPECT_THROW(io::save_model_file(dir.file("taken.pt"), f, {{dir.file("m.json"), "{}\n"}}), Error);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("m.json")));
+  EXPECT_EQ(regular_files(), 0);
+
+  io::save_model_file(dir.file("m.pt"), f, {{dir.file("m.json"), "{\"a\": 1}\n"}, {"", "skipped"}});
+  EXPECT_EQ(regular_files(), 2);
+  std::ifstream json(dir.file("m.json"));
+  std::string line;
+  std::getline(json, line);
+  EXPECT_EQ(line, "{\"a\": 1}");
+  EXPECT_NO_THROW(io::load_model_file(dir.file("m.pt")));
+}

@@ -59,19 +59,15 @@ Runner register_quantize(CLI::App& app) {
     floats.restore();
     file.meta["float_test_error"] = before;
     file.meta["test_error"] = after;
-    io::save_model_file(cmd->out, file);
-    std::printf("scheme %s: test error %.2f%% float -> %.2f%% quantized (%+.2f points); %lld weights in %zu tensors; "
-                "saved %s\n",
-                scheme.to_string().c_str(), 100 * before, 100 * after, 100 * (after - before),
-                static_cast<long long>(q.total_weights()), q.tensors.size(), cmd->out.c_str());
-    if (!cmd->common.json.empty()) {
-      report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
-                                                   {"out", cmd->out},
-                                                   {"scheme", scheme.to_string()},
-                                                   {"float_test_error", before},
-                                                   {"test_error", after},
-                                                   {"versions", io::version_info()}});
-    }
+    const nlohmann::json summary = {{"model", cmd->model},         {"out", cmd->out},
+                                    {"scheme", scheme.to_string()}, {"float_test_error", before},
+                                    {"test_error", after},          {"versions", io::version_info()}};
+    save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {
+      std::printf("scheme %s: test error %.2f%% float -> %.2f%% quantized (%+.2f points); %lld weights in %zu "
+                  "tensors; saved %s\n",
+                  scheme.to_string().c_str(), 100 * before, 100 * after, 100 * (after - before),
+                  static_cast<long long>(q.total_weights()), q.tensors.size(), cmd->out.c_str());
+    });
     return 0;
   };
 }

@@ -198,20 +198,19 @@ Runner register_train(CLI::App& app) {
                               {"perturbed_steps", rbet->perturbed_steps()}};
     }
     io::check_finite_module(*net, "trained model");  // e.g. resumed at its last epoch: never save NaN
-    io::save_model_file(cmd->out, file);
-    std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
-                100 * test.error, test_set.name.c_str(), test_set.split.c_str(),
-                static_cast<long long>(test.examples), result.seconds, result.images_per_second, cmd->out.c_str());
-    if (!cmd->common.json.empty()) {
-      nlohmann::json j = file.meta;
-      j["model"] = cmd->out;
-      j["spec"] = cmd->spec.to_json();
-      j["final_train_loss"] = result.final_loss;
-      j["device"] = device.str();
-      j["versions"] = io::version_info();
-      j["scheme"] = quantized ? scheme.to_string() : "float";
-      report::write_json_atomic(cmd->common.json, j);
-    }
+    nlohmann::json summary = file.meta;
+    summary["model"] = cmd->out;
+    summary["spec"] = cmd->spec.to_json();
+    summary["final_train_loss"] = result.final_loss;
+    summary["device"] = device.str();
+    summary["versions"] = io::version_info();
+    summary["scheme"] = quantized ? scheme.to_string() : "float";
+    save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {
+      std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
+                  100 * test.error, test_set.name.c_str(), test_set.split.c_str(),
+                  static_cast<long long>(test.examples), result.seconds, result.images_per_second,
+                  cmd->out.c_str());
+    });
     return 0;
   };
 }

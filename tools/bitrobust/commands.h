@@ -61,6 +61,12 @@ struct QuantOptions {
 };
 void add_quant_options(CLI::App& cmd, QuantOptions& q);
 
+/// Writes the model file `out` and the --json `summary` (json_path "" = none) as one: both or
+/// neither. A --json that is a pipe or device (`--json /dev/stdout`) is written after `announce`
+/// prints the result line, as every command prints its result before its JSON.
+void save_model_and_json(const std::string& out, const io::ModelFile& file, const std::string& json_path,
+                         const nlohmann::json& summary, const std::function<void()>& announce);
+
 /// Saves a network's parameters and puts them back (e.g. around evaluating quantized weights).
 class WeightBackup {
  public:

@@ -144,4 +144,13 @@ void WeightBackup::restore() const {
   for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(saved_[i]);
 }
 
+void save_model_and_json(const std::string& out, const io::ModelFile& file, const std::string& json_path,
+                         const nlohmann::json& summary, const std::function<void()>& announce) {
+  const bool json_in_place = !json_path.empty() && report::is_special_output(json_path);
+  const std::string json = json_path.empty() ? "" : report::json_text(summary);
+  io::save_model_file(out, file, {{json_in_place ? "" : json_path, json}});
+  announce();
+  if (json_in_place) report::write_text_atomic(json_path, json);
+}
+
 }  // namespace bitrobust::cli

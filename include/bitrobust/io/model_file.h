@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bitrobust/models/models.h"
@@ -29,12 +30,18 @@ struct ModelFile {
   std::vector<at::Tensor> quant_ranges;
 };
 
-/// Writes atomically: a temporary file next to `path`, renamed over it once complete.
-void save_model_file(const std::string& path, const ModelFile& file);
+/// Writes atomically: a temporary file next to `path`, renamed over it once complete. `texts`
+/// ((path, text); "" paths skipped) are written as one with it: the model file is renamed into
+/// place only once every text is in its temporary file, so a run's --json and its model file are
+/// both written or neither.
+void save_model_file(const std::string& path, const ModelFile& file,
+                     const std::vector<std::pair<std::string, std::string>>& texts = {});
 
 /// Writes a Torch archive atomically through a uniquely named temporary file next to `path`
-/// (report::create_temp_file_for); `what` names it in errors ("model file", "checkpoint").
-void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what);
+/// (report::create_temp_file_for); `what` names it in errors ("model file", "checkpoint"). `texts`:
+/// as in save_model_file.
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
+                         const std::vector<std::pair<std::string, std::string>>& texts = {});
 
 /// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, a
 /// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).

@@ -22,6 +22,23 @@ std::string json_text(const nlohmann::json& value);
 /// written last, in place, once the files are in place: a failure there leaves the files.
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
+/// write_texts_atomic in two steps, for outputs written together with a file another writer makes
+/// (a Torch archive, io::save_model_file): the constructor writes every text to its temporary file
+/// (a failure leaves none), commit() renames them into place and then writes the special outputs.
+/// Destroyed uncommitted (the other file failed), it removes its temporary files.
+class StagedTexts {
+ public:
+  explicit StagedTexts(const std::vector<std::pair<std::string, std::string>>& files);
+  ~StagedTexts();
+  StagedTexts(const StagedTexts&) = delete;
+  StagedTexts& operator=(const StagedTexts&) = delete;
+  void commit();
+
+ private:
+  std::vector<std::pair<std::string, std::string>> staged_;   // (temporary, final path)
+  std::vector<std::pair<std::string, std::string>> special_;  // (path, text), written in place
+};
+
 /// What an output may be: text (JSON, CSV, SVG, pattern files) may also go to a character device,
 /// a pipe or an open file descriptor (`--json /dev/stderr`), appended in place; a file (Torch
 /// archives: models, checkpoints) must be a regular file. Block devices and sockets are refused.

@@ -1,0 +1,73 @@
+// The RErr plot (report::rerr_plot_svg): where each point lands, read back from the SVG.
+#include "bitrobust/report/eval_report.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace bitrobust {
+namespace {
+
+struct Point {
+  double x, y;
+};
+
+/// The points drawn (one circle per rate and sweep), in drawing order.
+std::vector<Point> circles(const std::string& svg) {
+  static const std::regex circle(R"re(<circle cx="([-0-9.e]+)" cy="([-0-9.e]+)")re");
+  std::vector<Point> points;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator(); ++it) {
+    points.push_back({std::stod((*it)[1]), std::stod((*it)[2])});
+  }
+  return points;
+}
+
+/// A sweep result as `eval --json` writes it, with only what the plot reads; rerr by rate.
+nlohmann::json sweep(const std::string& error_model, const std::vector<std::pair<double, double>>& rerr) {
+  nlohmann::json results = nlohmann::json::array();
+  for (const auto& [rate, mean] : rerr) {
+    results.push_back({{"rate", rate}, {"rerr_mean", mean}, {"rerr_min", mean - 0.01}, {"rerr_max", mean + 0.01}});
+  }
+  return {{"error_model", error_model}, {"scheme", "u8-asym-tensor-round"}, {"model_name", "net"},
+          {"clean_error", 0.05}, {"results", results}};
+}
+
+TEST(RerrPlot, RatesLieOnALogAxisAndRateZeroIsTheCleanModelInTheLegend) {
+  // Listed out of order: the line still runs from the lowest rate to the highest.
+  const auto j = sweep("random", {{0.01, 0.30}, {0.0, 0.05}, {1e-4, 0.06}, {1e-3, 0.10}});
+  const std::string svg = report::rerr_plot_svg({j}, "t");
+  const auto points = circles(svg);
+  ASSERT_EQ(points.size(), 3u) << svg;  // rate 0 without errors is not a point
+  EXPECT_LT(points[0].x, points[1].x);
+  EXPECT_LT(points[1].x, points[2].x);
+  EXPECT_NEAR(points[1].x - points[0].x, points[2].x - points[1].x, 1e-3);  // one decade each
+  // Higher RErr is drawn higher (smaller y), linearly: 0.06 -> 0.10 -> 0.30.
+  EXPECT_GT(points[0].y, points[1].y);
+  EXPECT_GT(points[1].y, points[2].y);
+  EXPECT_NEAR((points[0].y - points[1].y) / (points[1].y - points[2].y), 0.04 / 0.20, 1e-3);
+  EXPECT_NE(svg.find(", clean 5.00%"), std::string::npos);
+  EXPECT_EQ(svg.find("text-anchor=\"middle\">0</text>"), std::string::npos);  // no column for p = 0
+}
+
+TEST(RerrPlot, RateZeroWithErrorsInOneDirectionGetsItsOwnColumnLeftOfTheAxis) {
+  // "random,0to1=0.02": at p = 0 bits still flip from 0 to 1, so that RErr is a result to plot.
+  const auto with_errors = sweep("random,0to1=0.02", {{0.0, 0.20}, {1e-3, 0.22}, {1e-2, 0.40}});
+  const auto clean_at_zero = sweep("random", {{0.0, 0.05}, {1e-3, 0.07}, {1e-2, 0.35}});
+  const std::string svg = report::rerr_plot_svg({with_errors, clean_at_zero}, "t");
+  const auto points = circles(svg);
+  ASSERT_EQ(points.size(), 5u) << svg;
+  const Point zero = points[0], first = points[1], second = points[2];
+  EXPECT_LT(zero.x, first.x);
+  EXPECT_LT(first.x, second.x);
+  EXPECT_GT(zero.y, first.y);  // RErr 20% below 22%
+  // The second sweep's rates share the axis; its rate 0 is the clean model, not a point.
+  EXPECT_DOUBLE_EQ(points[3].x, first.x);
+  EXPECT_DOUBLE_EQ(points[4].x, second.x);
+  EXPECT_NE(svg.find("text-anchor=\"middle\">0</text>"), std::string::npos) << svg;
+}
+
+}  // namespace
+}  // namespace bitrobust
