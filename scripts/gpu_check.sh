@@ -19,6 +19,7 @@ STOP_AFTER=${1:-}
 R=${OUT:-$ROOT/runs/gpu}
 mkdir -p "$R"
 exec > >(tee -a "$R/gpu_check.log") 2>&1
+TEE_PID=$!
 SUMMARY=$R/summary.txt
 : >"$SUMMARY"
 START=$(date +%s)
@@ -49,6 +50,9 @@ stage() {
 finish() {
   echo "=== summary ($(($(date +%s) - START)) s in all)"
   cat "$SUMMARY"
+  # tee writes the log's last lines only once our output is closed: wait for it before exiting.
+  exec >&- 2>&-
+  wait "$TEE_PID" 2>/dev/null
   exit "${1:-0}"
 }
 
@@ -106,10 +110,10 @@ stage cuda-tests "${LIMIT_CUDA_TESTS:-180}" bash -c cuda_tests
 stage bench "${LIMIT_BENCH:-240}" build-gpu/bench_end_to_end \
   '--benchmark_filter=-BM_ReferenceSuite|BM_InjectDequantizeIncremental' \
   --benchmark_out="$R/bench.json" --benchmark_out_format=json
-python3 scripts/bench_table.py "$R/bench.json"
+[[ -s $R/bench.json ]] && python3 scripts/bench_table.py "$R/bench.json"
 stage suite "${LIMIT_SUITE:-150}" env BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end \
   --benchmark_filter=BM_ReferenceSuite --benchmark_out="$R/suite.json" --benchmark_out_format=json
-python3 scripts/bench_table.py "$R/bench.json" "$R/suite.json"
+[[ -s $R/bench.json && -s $R/suite.json ]] && python3 scripts/bench_table.py "$R/bench.json" "$R/suite.json"
 [[ $STOP_AFTER == bench ]] && finish 0
 
 # The main commands on the GPU (Fashion-MNIST, LeNet, 1 epoch), and the sweep's CPU/CUDA agreement.

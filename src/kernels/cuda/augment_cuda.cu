@@ -45,7 +45,8 @@ __global__ void make_batch_kernel(const uint8_t* __restrict__ images, int channe
 
 __global__ void make_batch_autoaugment_kernel(const uint8_t* __restrict__ images, int height, int width,
                                               const int64_t* __restrict__ indices, ChannelConstants constants,
-                                              AugmentSpec spec, AutoAugmentPolicy policy, uint64_t seed,
+                                              __grid_constant__ const AugmentSpec spec,
+                                              __grid_constant__ const AutoAugmentPolicy policy, uint64_t seed,
                                               uint64_t epoch, float* __restrict__ out) {
   __shared__ uint32_t histograms[3 * 256];
   __shared__ uint8_t luts[3 * 256];
