@@ -10,7 +10,7 @@ for round in 1 2 3; do
   /usr/bin/python3 "$ROOT/scripts/bench_pytorch_lenet.py" --steps "$STEPS" --threads 2
   # The same, with glibc told to keep freed memory as bitrobust does itself (malloc_tuning.h).
   echo -n "(glibc tunables) "
-  GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824 \
+  GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824 \
     /usr/bin/python3 "$ROOT/scripts/bench_pytorch_lenet.py" --steps "$STEPS" --threads 2
   "$BIN" train --dataset fashion-mnist --model lenet --epochs 1 --max-steps "$STEPS" --threads 2 --quiet \
     --out "$tmp/f.pt" --json "$tmp/f.json" >/dev/null 2>&1

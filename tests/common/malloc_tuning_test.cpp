@@ -26,6 +26,17 @@ TEST(MallocTuning, TrainingSizedBuffersComeFromTheHeapNotFreshMappings) {
     EXPECT_EQ(mallinfo2().hblks, mapped_before) << "the buffer was served by mmap in round " << round;
     std::free(buffer);
   }
+  // 50 MB, LeNet's first activation at evaluation batch 500: above the largest mmap threshold glibc
+  // accepts (32 MiB), so only switching mmap off keeps it on the heap.
+  constexpr size_t kEvalBytes = 500 * 32 * 28 * 28 * 4;
+  for (int round = 0; round < 2; ++round) {
+    const size_t mapped_before = mallinfo2().hblks;
+    void* buffer = std::malloc(kEvalBytes);
+    ASSERT_NE(buffer, nullptr);
+    std::memset(buffer, round, kEvalBytes);
+    EXPECT_EQ(mallinfo2().hblks, mapped_before) << "the 50 MB buffer was served by mmap in round " << round;
+    std::free(buffer);
+  }
 }
 #else
 TEST(MallocTuning, ReportsThatNothingChangedOutsideGlibc) { EXPECT_FALSE(keep_freed_memory_in_process()); }
