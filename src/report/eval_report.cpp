@@ -34,6 +34,10 @@ bool zero_rate_has_errors(const nlohmann::json& j) {
     return false;
   }
 }
+// Characters a terminal shows for UTF-8 text ("±" is two bytes, one character).
+size_t display_width(const std::string& s) {
+  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
 std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -179,34 +183,35 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
   std::set<double> rates;
   for (const auto& j : results)
     for (const auto& r : j["results"]) rates.insert(r["rate"].get<double>());
+  // A column is as wide as its model's name (at least 22 characters), so no name is cut.
+  std::vector<size_t> widths;
+  for (const auto& j : results) widths.push_back(std::max<size_t>(22, display_width(j.value("model_name", std::string("model")))));
+  const auto right = [](const std::string& text, size_t width) {
+    const size_t shown = display_width(text);
+    return "  " + std::string(width > shown ? width - shown : 0, ' ') + text;
+  };
   std::ostringstream out;
   char cell[64];
   out << "mean RErr in % (clean error in the first row)\n";
   std::snprintf(cell, sizeof cell, "%-10s", "rate");
   out << cell;
-  for (const auto& j : results) {
-    std::snprintf(cell, sizeof cell, "  %22.22s", j.value("model_name", std::string("model")).c_str());
-    out << cell;
-  }
+  for (size_t i = 0; i < results.size(); ++i) out << right(results[i].value("model_name", std::string("model")), widths[i]);
   out << '\n';
   std::snprintf(cell, sizeof cell, "%-10s", "clean");
   out << cell;
-  for (const auto& j : results) {
-    std::snprintf(cell, sizeof cell, "  %22s", pct(j["clean_error"]).c_str());
-    out << cell;
-  }
+  for (size_t i = 0; i < results.size(); ++i) out << right(pct(results[i]["clean_error"]), widths[i]);
   out << '\n';
   for (double rate : rates) {
     if (rate == 0 && std::none_of(results.begin(), results.end(), zero_rate_has_errors)) continue;  // the clean row
     std::snprintf(cell, sizeof cell, "%-10s", rate_text(rate).c_str());
     out << cell;
-    for (const auto& j : results) {
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto& j = results[i];
       std::string v = "-";
       for (const auto& r : j["results"])
         if (r["rate"].get<double>() == rate)
           v = pct(r["rerr_mean"]) + (j["patterns"].get<int64_t>() == 1 ? " (1 pattern)" : " ±" + pct(r["rerr_std"]));
-      std::snprintf(cell, sizeof cell, "  %22s", v.c_str());
-      out << cell;
+      out << right(v, widths[i]);
     }
     out << '\n';
   }

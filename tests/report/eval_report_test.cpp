@@ -69,5 +69,30 @@ TEST(RerrPlot, RateZeroWithErrorsInOneDirectionGetsItsOwnColumnLeftOfTheAxis) {
   EXPECT_NE(svg.find("text-anchor=\"middle\">0</text>"), std::string::npos) << svg;
 }
 
+// Compare's table: no model name is cut, and every row is as wide as the header ("±" counted as
+// the one character a terminal shows).
+TEST(CompareTable, ColumnsFitTheirModelNamesAndStayAligned) {
+  auto long_named = sweep("random", {{0.0, 0.05}, {1e-3, 0.06}, {1e-2, 0.10}});
+  long_named["model_name"] = "rquant8_clip0.1_randbet1_seed7";  // 30 characters
+  long_named["patterns"] = 25;
+  for (auto& r : long_named["results"]) r["rerr_std"] = 0.01;
+  auto short_named = long_named;
+  short_named["model_name"] = "normal8";
+  const std::string table = report::compare_table({long_named, short_named});
+  EXPECT_NE(table.find("rquant8_clip0.1_randbet1_seed7"), std::string::npos) << table;
+  std::vector<std::string> lines;
+  for (size_t begin = table.find('\n') + 1, end; (end = table.find('\n', begin)) != std::string::npos; begin = end + 1) {
+    lines.push_back(table.substr(begin, end - begin));
+  }
+  ASSERT_EQ(lines.size(), 4u) << table;  // names, clean, 0.1%, 1%
+  const auto shown = [](const std::string& s) {
+    size_t n = 0;
+    for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return n;
+  };
+  for (const std::string& line : lines) EXPECT_EQ(shown(line), 10u + 2 + 30 + 2 + 22) << table;
+  EXPECT_NE(lines[2].find("6.00 ±1.00"), std::string::npos) << table;
+}
+
 }  // namespace
 }  // namespace bitrobust
