@@ -64,7 +64,9 @@ options_of() {  # model name -> training options
 # not trained models waiting for evaluation.
 for name in $MODELS; do
   opts=$(options_of "$name")
-  if [[ ! -f $RUN_DIR/$name.pt ]]; then
+  # (A model evaluated in an earlier session comes back as its JSON alone: gpu_cifar10.sh carries no
+  # finished model files, and it is not trained again.)
+  if [[ ! -f $RUN_DIR/$name.pt && ! -f $RUN_DIR/$name.eval.json ]]; then
     # shellcheck disable=SC2086
     within_deadline "$BIN" train --dataset cifar10 --cifar-protocol holdout "${data[@]}" --model simplenet \
       --width "$WIDTH" --norm "$NORM" --init "$INIT" --epochs "$EPOCHS" --seed 1 --device "$DEVICE" --resume "${quiet[@]}" \
