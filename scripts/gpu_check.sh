@@ -157,6 +157,16 @@ for name, other in (("tf32", tf32), ("bf16", bf16)):
         print(f"precision {name} rate {ra['rate']}: RErr {rb['rerr_mean']:.5f}, fp32 {ra['rerr_mean']:.5f} "
               f"(95% CI {lo:.5f}-{hi:.5f}): {'inside' if lo <= rb['rerr_mean'] <= hi else 'OUTSIDE'}")
 PY
+  # A model file written by our C++ opens in this PyTorch (README: "Model files").
+  python3 - "$W/q.pt" <<'PY'
+import json, sys, torch
+m = torch.jit.load(sys.argv[1], map_location="cpu")
+meta = json.loads(m.meta)
+params, codes = dict(m.model.named_parameters()), dict(m.quant_codes.named_buffers())
+assert int(m.bitrobust_format) == 1 and len(codes) == len(meta["quantization"]["params"]) > 0
+print(f"PyTorch {torch.__version__} torch.jit.load {sys.argv[1]}: {len(params)} parameters, "
+      f"{len(codes)} code tensors, scheme {meta['quantization']['scheme']}")
+PY
 }
 export -f end_to_end
 stage end-to-end "${LIMIT_END_TO_END:-150}" bash -c end_to_end

@@ -2,8 +2,12 @@
 // Test helper: copies of Torch archives (model files, checkpoints) with one data record damaged.
 #include <caffe2/serialize/inline_container.h>
 
+#include "bitrobust/io/zip_checksums.h"
+
 #include <cstddef>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -40,6 +44,21 @@ inline size_t copy_archive(const std::string& from, const std::string& to, bool 
   }
   writer.writeEndOfFile();
   return cut ? largest_size : 0;
+}
+
+/// Copies `from` to `to` byte for byte, but for one bit flipped in the middle of its largest record:
+/// a file damaged at rest, its zip structure intact (NOTE [Record checksums]). Returns that record's
+/// name as stored.
+inline std::string copy_with_flipped_bit(const std::string& from, const std::string& to) {
+  io::ZipRecord largest;
+  for (const io::ZipRecord& record : io::read_zip_directory(from, "archive")) {
+    if (record.size > largest.size) largest = record;
+  }
+  std::ifstream in(from, std::ios::binary);
+  std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  bytes.at(largest.data_offset + largest.size / 2) ^= 0x10;
+  std::ofstream(to, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return largest.name;
 }
 
 }  // namespace bitrobust::test_util

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "bitrobust/eval/bit_error_eval.h"
+#include "bitrobust/io/model_file.h"
 #include "bitrobust/models/models.h"
 #include "bitrobust/quant/model_quantization.h"
 #include "bitrobust/train/trainer.h"
@@ -21,6 +22,17 @@ inline models::ModelSpec tiny_mlp_spec(int64_t hidden = 16, const std::string& n
   s.num_classes = 4;
   s.units = {hidden};
   return s;
+}
+
+/// An untrained tiny_mlp_spec(8) quantized with the rquant preset, as `bitrobust quantize` would
+/// store it in a model file.
+inline io::ModelFile quantized_model_file(int bits) {
+  io::ModelFile f;
+  f.spec = tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  const quant::QuantizedModel q = quant::quantize_model(*f.net, quant::QuantScheme::preset("rquant", bits));
+  quant::store_in_model_file(q, f);
+  return f;
 }
 
 /// tiny_mlp_spec(32) trained for 2 epochs on 400 synthetic examples, quantized to 8 bits (rquant).

@@ -14,6 +14,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "bitrobust/io/zip_checksums.h"
 #include "bitrobust/report/output.h"
 
 namespace bitrobust::io {
@@ -116,6 +117,8 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
   const std::string file = what + " " + path;
   BR_CHECK(std::filesystem::exists(path), file, " does not exist");
   BR_CHECK(std::filesystem::is_regular_file(path), file, " is not a regular file");
+  // NOTE [Record checksums]: before LibTorch reads any record, which it does not check.
+  verify_zip_checksums(path, what);
   try {
     archive.load_from(path, device);
   } catch (const std::exception&) {  // c10::Error, and TorchScript's own errors for damaged code records
@@ -176,7 +179,16 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
   const std::string tmp = report::create_temp_file_for(path, what);
   std::optional<report::StagedTexts> staged;
   try {
-    archive.save_to(tmp);
+    // Through a writer function, not save_to(tmp): the archive's folder is then "archive" (as in
+    // PyTorch's torch.save), not the temporary file's name, so the bytes do not depend on where the
+    // file is saved, and the same model saved twice gives the same file.
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    archive.save_to([&out](const void* data, size_t size) -> size_t {
+      out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+      return out ? size : 0;
+    });
+    out.close();
+    BR_CHECK(out, "cannot write ", what, " ", path, ": writing ", tmp, " failed (disk full?)");
     staged.emplace(texts);
   } catch (const c10::Error& e) {
     report::discard_temp_file(tmp);

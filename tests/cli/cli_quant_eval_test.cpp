@@ -1,5 +1,6 @@
 // The quantize / export / eval / pattern commands end to end on small models and Fashion-MNIST.
 #include <gtest/gtest.h>
+#include <zlib.h>
 #include <torch/torch.h>
 
 #include <array>
@@ -85,6 +86,7 @@ TEST_F(CliQuantEval, QuantizeExportReadsBackTheCodes) {
     const at::Tensor codes = qm.tensors[i].codes.contiguous();
     ASSERT_EQ(static_cast<int64_t>(bytes.size()), codes.numel());
     EXPECT_EQ(std::memcmp(bytes.data(), codes.data_ptr(), bytes.size()), 0) << qm.names[i];
+    EXPECT_EQ(t["crc32"].get<uint32_t>(), crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
     for (unsigned char b : bytes) ASSERT_LT(b, 64) << "bits above m are set";
   }
   // An existing folder is refused and left as it was; nothing half-written appears.

@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
+#include "archive_util.h"
+#include "model_fixtures.h"
 #include "test_util.h"
 
 using namespace bitrobust;
@@ -47,6 +50,14 @@ TEST(Cli, MissingAndCorruptModelFilesFailCleanly) {
   expect_clean_failure("test --model " + dir.file("missing.pt"), "does not exist");
   { std::ofstream(dir.file("junk.pt")) << "junk"; }
   expect_clean_failure("test --model " + dir.file("junk.pt") + " --dataset fashion-mnist", "junk.pt");
+  // A real model file with one bit flipped in its largest record (NOTE [Record checksums]).
+  io::ModelFile f = test_util::quantized_model_file(8);
+  io::save_model_file(dir.file("good.pt"), f);
+  const std::string record = test_util::copy_with_flipped_bit(dir.file("good.pt"), dir.file("flipped.pt"));
+  for (const std::string& command : std::vector<std::string>{"test", "eval", "export --out " + dir.file("codes")}) {
+    expect_clean_failure(command + " --model " + dir.file("flipped.pt"),
+                         "model file " + dir.file("flipped.pt") + " is damaged: its record " + record);
+  }
 }
 
 TEST(Cli, MissingDataFolderFailsCleanly) {

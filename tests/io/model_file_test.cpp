@@ -5,10 +5,12 @@
 
 
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <tuple>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/io/zip_checksums.h"
 #include "bitrobust/quant/model_quantization.h"
 #include "archive_util.h"
 #include "model_fixtures.h"
@@ -92,15 +94,7 @@ void expect_load_error(const std::string& path, const std::string& part, bool qu
   }
 }
 
-// A tiny quantized model file, as `bitrobust quantize` writes it.
-io::ModelFile quantized_file() {
-  io::ModelFile f;
-  f.spec = test_util::tiny_mlp_spec(8);
-  f.net = models::build_model(f.spec);
-  const quant::QuantizedModel q = quant::quantize_model(*f.net, quant::QuantScheme::preset("rquant", 4));
-  quant::store_in_model_file(q, f);
-  return f;
-}
+io::ModelFile quantized_file() { return test_util::quantized_model_file(4); }
 }  // namespace
 
 TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
@@ -263,4 +257,22 @@ TEST(ModelFile, TextsSavedWithTheModelAreWrittenWithItOrNotAtAll) {
   std::getline(json, line);
   EXPECT_EQ(line, "{\"a\": 1}");
   EXPECT_NO_THROW(io::load_model_file(dir.file("m.pt")));
+}
+
+// Saving is a function of the model alone: the same model saved under two names, in two folders,
+// gives the same bytes (the archive's folder is "archive", not the temporary file's name).
+TEST(ModelFile, TheSameModelSavedTwiceGivesTheSameBytes) {
+  test_util::TempDir dir;
+  const io::ModelFile f = test_util::quantized_model_file(8);
+  std::filesystem::create_directory(dir.file("sub"));
+  io::save_model_file(dir.file("a.pt"), f);
+  io::save_model_file(dir.file("sub/other_name.pt"), f);
+  const auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(bytes(dir.file("a.pt")), bytes(dir.file("sub/other_name.pt")));
+  for (const io::ZipRecord& record : io::read_zip_directory(dir.file("a.pt"), "model file")) {
+    EXPECT_EQ(record.name.rfind("archive/", 0), 0u) << record.name;
+  }
 }

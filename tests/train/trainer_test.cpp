@@ -102,6 +102,12 @@ TEST(Train, DamagedCheckpointsAreRefused) {
   const std::string message = test_util::error_of([&] { train::train(*net, data, nan_options); });
   EXPECT_TRUE(test_util::contains(message, "checkpoint " + dir.file("nan.ckpt") + ": parameter ")) << message;
   EXPECT_TRUE(test_util::contains(message, "holds NaN or infinite values")) << message;
+  // One bit flipped in a weight, the archive otherwise intact (NOTE [Record checksums]).
+  const std::string record = test_util::copy_with_flipped_bit(dir.file("run.ckpt"), dir.file("flipped.ckpt"));
+  auto flipped = options;
+  flipped.checkpoint = dir.file("flipped.ckpt");
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, flipped),
+                        "checkpoint " + dir.file("flipped.ckpt") + " is damaged: its record " + record + " does not match");
   // The intact checkpoint still resumes.
   EXPECT_EQ(train::train(*net, data, options).epochs_done, 2);
 }

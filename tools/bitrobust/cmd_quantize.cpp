@@ -1,6 +1,7 @@
 // bitrobust quantize: post-training quantization of a float model; bitrobust export: the integer
 // codes as raw files plus a JSON manifest for hardware tools.
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -102,8 +103,12 @@ Runner register_export(CLI::App& app) {
         const std::string file_name = q.names[i] + ".bin";
         std::ofstream f(tmp / file_name, std::ios::binary);
         // Little-endian machines only write their native order; bitrobust targets x86-64 and aarch64.
-        f.write(static_cast<const char*>(codes.data_ptr()), codes.numel() * codes.element_size());
+        const auto* bytes = static_cast<const unsigned char*>(codes.data_ptr());
+        const size_t size = static_cast<size_t>(codes.numel() * codes.element_size());
+        f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
         BR_CHECK(f.good(), "cannot write ", (tmp / file_name).string());
+        // As zip and gzip compute it (Python: zlib.crc32), for tools loading the codes elsewhere.
+        const uint32_t crc = static_cast<uint32_t>(crc32_z(crc32_z(0L, Z_NULL, 0), bytes, size));
         nlohmann::json r = nlohmann::json::array(), steps = nlohmann::json::array();
         const float* rp = ranges.data_ptr<float>();
         for (int64_t c = 0; c < t.channels; ++c) {
@@ -112,6 +117,7 @@ Runner register_export(CLI::App& app) {
         }
         tensors.push_back({{"name", q.names[i]},
                            {"file", file_name},
+                           {"crc32", crc},
                            {"shape", codes.sizes().vec()},
                            {"bits", t.format.bits},
                            {"container", t.format.bits <= 8 ? "uint8" : "uint16"},

@@ -1,0 +1,235 @@
+// The zip layout read here (central directory, zip64 extensions, local headers) is that of PKWARE's
+// APPNOTE.TXT, sections 4.3.7-4.3.16; only what locating and checking the records needs.
+#include "bitrobust/io/zip_checksums.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "bitrobust/common/error.h"
+
+namespace bitrobust::io {
+namespace {
+
+constexpr uint32_t kEndOfDirectory = 0x06054b50;
+constexpr uint32_t kZip64Locator = 0x07064b50;
+constexpr uint32_t kZip64EndOfDirectory = 0x06064b50;
+constexpr uint32_t kDirectoryEntry = 0x02014b50;
+constexpr uint32_t kLocalHeader = 0x04034b50;
+constexpr size_t kEndOfDirectorySize = 22;
+constexpr size_t kMaxCommentSize = 0xFFFF;
+
+/// Random-access reads of one file; every failure names the file.
+class ZipFile {
+ public:
+  ZipFile(const std::string& path, const std::string& what) : name_(what + " " + path) {
+    std::error_code ec;
+    size_ = std::filesystem::file_size(path, ec);
+    BR_CHECK(!ec, name_, ": cannot read the file size: ", ec.message());
+    file_.reset(std::fopen(path.c_str(), "rb"));
+    BR_CHECK(file_ != nullptr, name_, ": cannot open");
+  }
+  const std::string& name() const { return name_; }
+  uint64_t size() const { return size_; }
+
+  std::vector<unsigned char> read(uint64_t offset, uint64_t count) const {
+    BR_CHECK(offset <= size_ && count <= size_ - offset, name_, " is damaged: its zip directory points past the end of the file");
+    std::vector<unsigned char> bytes(count);
+    read_into(offset, bytes.data(), count);
+    return bytes;
+  }
+  void read_into(uint64_t offset, unsigned char* out, uint64_t count) const {
+    BR_CHECK(fseeko(file_.get(), static_cast<off_t>(offset), SEEK_SET) == 0 &&
+                 std::fread(out, 1, count, file_.get()) == count,
+             name_, ": cannot read ", count, " bytes at offset ", offset);
+  }
+
+ private:
+  struct Close {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  std::string name_;
+  uint64_t size_ = 0;
+  std::unique_ptr<std::FILE, Close> file_;
+};
+
+/// Little-endian fields of a byte block; reading past its end is the file's fault, not ours.
+class Fields {
+ public:
+  Fields(const std::vector<unsigned char>& bytes, const std::string& file) : bytes_(bytes), file_(file) {}
+  template <typename T>
+  T at(size_t offset) const {
+    BR_CHECK(offset <= bytes_.size() && sizeof(T) <= bytes_.size() - offset, file_,
+             " is damaged: a zip directory entry is cut short");
+    T value = 0;
+    for (size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<T>(bytes_[offset + i]) << (8 * i));
+    return value;
+  }
+
+ private:
+  const std::vector<unsigned char>& bytes_;
+  const std::string& file_;
+};
+
+/// A record name as messages show it: a damaged directory may hold any bytes in it.
+std::string printable(const std::string& name) {
+  std::string text;
+  for (const char c : name) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7F && byte != '\\') {
+      text += c;
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02X", byte);
+      text += escaped;
+    }
+  }
+  return text;
+}
+
+struct Directory {
+  uint64_t entries = 0, size = 0, offset = 0;
+};
+
+Directory find_directory(const ZipFile& zip) {
+  BR_CHECK(zip.size() >= kEndOfDirectorySize, zip.name(), " is not a readable archive (too short to be a zip file)");
+  const uint64_t tail_size = std::min<uint64_t>(zip.size(), kEndOfDirectorySize + kMaxCommentSize);
+  const uint64_t tail_start = zip.size() - tail_size;
+  const std::vector<unsigned char> tail = zip.read(tail_start, tail_size);
+  const Fields fields(tail, zip.name());
+  // The record ends the file, followed only by a comment of the length it declares.
+  for (size_t pos = tail_size - kEndOfDirectorySize + 1; pos-- > 0;) {
+    if (fields.at<uint32_t>(pos) != kEndOfDirectory) continue;
+    if (pos + kEndOfDirectorySize + fields.at<uint16_t>(pos + 20) != tail_size) continue;
+    Directory dir{fields.at<uint16_t>(pos + 10), fields.at<uint32_t>(pos + 12), fields.at<uint32_t>(pos + 16)};
+    const uint64_t end_record = tail_start + pos;
+    if (end_record >= 20) {
+      const std::vector<unsigned char> locator_bytes = zip.read(end_record - 20, 20);
+      const Fields locator(locator_bytes, zip.name());
+      if (locator.at<uint32_t>(0) == kZip64Locator) {
+        const std::vector<unsigned char> record_bytes = zip.read(locator.at<uint64_t>(8), 56);
+        const Fields record(record_bytes, zip.name());
+        BR_CHECK(record.at<uint32_t>(0) == kZip64EndOfDirectory, zip.name(),
+                 " is damaged: its zip64 directory record is missing");
+        dir = {record.at<uint64_t>(32), record.at<uint64_t>(40), record.at<uint64_t>(48)};
+      }
+    }
+    return dir;
+  }
+  throw Error(zip.name() + " is not a readable archive (no zip directory at its end: truncated, or not a Torch archive)");
+}
+
+}  // namespace
+
+std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::string& what) {
+  const ZipFile zip(path, what);
+  const Directory dir = find_directory(zip);
+  const std::vector<unsigned char> bytes = zip.read(dir.offset, dir.size);
+  const Fields fields(bytes, zip.name());
+  std::vector<ZipRecord> records;
+  size_t pos = 0;
+  for (uint64_t i = 0; i < dir.entries; ++i) {
+    BR_CHECK(fields.at<uint32_t>(pos) == kDirectoryEntry, zip.name(), " is damaged: zip directory entry ", i,
+             " of ", dir.entries, " is not where the directory says");
+    ZipRecord record;
+    record.method = fields.at<uint16_t>(pos + 10);
+    record.crc32 = fields.at<uint32_t>(pos + 16);
+    record.size = fields.at<uint32_t>(pos + 20);
+    record.uncompressed_size = fields.at<uint32_t>(pos + 24);
+    const size_t name_size = fields.at<uint16_t>(pos + 28), extra_size = fields.at<uint16_t>(pos + 30);
+    const size_t comment_size = fields.at<uint16_t>(pos + 32);
+    uint64_t local_offset = fields.at<uint32_t>(pos + 42);
+    BR_CHECK(pos + 46 + name_size + extra_size + comment_size <= bytes.size(), zip.name(),
+             " is damaged: zip directory entry ", i, " is cut short");
+    record.name = printable(std::string(reinterpret_cast<const char*>(bytes.data()) + pos + 46, name_size));
+    // Sizes and offsets past 4 GiB live in the zip64 extra field, in this order, for those saturated.
+    for (size_t e = pos + 46 + name_size; e + 4 <= pos + 46 + name_size + extra_size;) {
+      const uint16_t id = fields.at<uint16_t>(e), length = fields.at<uint16_t>(e + 2);
+      if (id == 0x0001) {
+        size_t field = e + 4;
+        for (uint64_t* value : {&record.uncompressed_size, &record.size, &local_offset}) {
+          if (*value != 0xFFFFFFFFu) continue;
+          BR_CHECK(field + 8 <= e + 4 + length, zip.name(), " is damaged: a zip64 field of ", record.name, " is cut short");
+          *value = fields.at<uint64_t>(field);
+          field += 8;
+        }
+      }
+      e += 4 + static_cast<size_t>(length);
+    }
+    const std::vector<unsigned char> header_bytes = zip.read(local_offset, 30);
+    const Fields header(header_bytes, zip.name());
+    BR_CHECK(header.at<uint32_t>(0) == kLocalHeader, zip.name(), " is damaged: record ", record.name,
+             " is not where its directory entry says");
+    record.data_offset = local_offset + 30 + header.at<uint16_t>(26) + header.at<uint16_t>(28);
+    BR_CHECK(record.data_offset <= zip.size() && record.size <= zip.size() - record.data_offset, zip.name(),
+             " is damaged: record ", record.name, " reaches past the end of the file");
+    records.push_back(std::move(record));
+    pos += 46 + name_size + extra_size + comment_size;
+  }
+  return records;
+}
+
+namespace {
+
+/// The CRC-32 of a deflated record's inflated bytes; nullopt if they do not inflate to `size` bytes.
+std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in) {
+  z_stream stream{};
+  BR_CHECK(inflateInit2(&stream, -MAX_WBITS) == Z_OK, "zlib: cannot start inflating");  // raw deflate, no header
+  std::vector<unsigned char> out(1 << 16);
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  uint64_t read = 0, inflated = 0;
+  int status = Z_OK;
+  while (status == Z_OK) {
+    if (stream.avail_in == 0 && read < record.size) {
+      const uint64_t count = std::min<uint64_t>(in.size(), record.size - read);
+      zip.read_into(record.data_offset + read, in.data(), count);
+      read += count;
+      stream.next_in = in.data();
+      stream.avail_in = static_cast<uInt>(count);
+    }
+    stream.next_out = out.data();
+    stream.avail_out = static_cast<uInt>(out.size());
+    status = inflate(&stream, Z_NO_FLUSH);
+    const size_t produced = out.size() - stream.avail_out;
+    crc = crc32_z(crc, out.data(), produced);
+    inflated += produced;
+    if (status == Z_BUF_ERROR && stream.avail_in == 0 && read == record.size) break;  // data ends early
+    if (status == Z_BUF_ERROR) status = Z_OK;  // no progress possible this round only
+  }
+  inflateEnd(&stream);
+  if (status != Z_STREAM_END || inflated != record.uncompressed_size) return std::nullopt;
+  return static_cast<uint32_t>(crc);
+}
+
+}  // namespace
+
+void verify_zip_checksums(const std::string& path, const std::string& what) {
+  const std::vector<ZipRecord> records = read_zip_directory(path, what);
+  const ZipFile zip(path, what);
+  std::vector<unsigned char> buffer(std::max<uint64_t>(1, std::min<uint64_t>(zip.size(), uint64_t{1} << 20)));
+  for (const ZipRecord& record : records) {
+    std::optional<uint32_t> crc;
+    if (record.method == 0) {
+      uLong sum = crc32_z(0L, Z_NULL, 0);
+      for (uint64_t done = 0; done < record.size;) {
+        const uint64_t count = std::min<uint64_t>(buffer.size(), record.size - done);
+        zip.read_into(record.data_offset + done, buffer.data(), count);
+        sum = crc32_z(sum, buffer.data(), count);
+        done += count;
+      }
+      if (record.size == record.uncompressed_size) crc = static_cast<uint32_t>(sum);
+    } else {
+      BR_CHECK(record.method == 8, zip.name(), ": record ", record.name, " uses zip compression method ",
+               record.method, ", which Torch archives do not (damaged file?)");
+      crc = inflated_crc32(zip, record, buffer);
+    }
+    BR_CHECK(crc == record.crc32, zip.name(), " is damaged: its record ", record.name,
+             " does not match the checksum written with it (the file changed after it was saved)");
+  }
+}
+
+}  // namespace bitrobust::io
