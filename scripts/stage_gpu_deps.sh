@@ -39,7 +39,7 @@ if dangling=$(find "$DEPS" -xtype l) && [[ -n $dangling ]]; then
 fi
 
 cp /usr/share/datasets/fashion-mnist/*-ubyte.gz "$DATA/fashion-mnist/"
-(cd "$DATA/fashion-mnist" && ls ./*.gz | wc -l | grep -qx 4) ||
+[[ $(find "$DATA/fashion-mnist" -name '*-ubyte.gz' | wc -l) == 4 ]] ||
   { echo "stage_gpu_deps: expected the four Fashion-MNIST files of dataset-fashion-mnist" >&2; exit 1; }
 
 du -sh "$DEPS" "$DATA"
