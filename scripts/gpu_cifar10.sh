@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # (save_results runs from the EXIT trap)
 # Issue 6's CIFAR-10 reproduction on a GPU machine: SimpleNet at width 64 with re-parameterized
 # GroupNorm and the reference's initialisation (Kaiming normal, zero biases), 8-bit; per-layer (the
 # reference's "normal" row), clipping 0.1, clipping + RandBET 0.1% and 1%; hold-out protocol; RErr at 0.1% and 1% over PATTERNS
 # patterns on the first 9000 test images (the reference's protocol, on batch 5 here).
 #
-# On this side: scripts/stage_cifar10.sh, then carry .stage-cifar-a, -b, -c in three calls (one per
-# call: 64 MiB upload limit) while the machine is held; build with `scripts/gpu_check.sh tests`
-# (build-gpu). Then, e.g.
+# On this side: scripts/stage_gpu_deps.sh and scripts/stage_cifar10.sh; then carry .stage-deps and
+# .stage-cifar-a in a first call that builds with `scripts/gpu_check.sh tests` (build-gpu), and
+# .stage-cifar-b in a second while the machine is held (64 MiB upload limit per call), running e.g.
 #   BUDGET_S=420 EPOCHS=30 MODELS="perlayer8 clip" scripts/gpu_cifar10.sh
 # stops every step in time (exit 3) and resumes from checkpoints when called again while the machine
 # is held. EPOCHS is fixed by a model's first run (its learning-rate schedule depends on it; a
@@ -21,12 +22,22 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 DATA=$ROOT/.stage-data/cifar10
+SUMS=$ROOT/.stage-cifar-a/SHA256SUMS
 mkdir -p "$DATA"
-for f in data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5 test_batch_jpeg; do
-  src=$(ls "$ROOT"/.stage-cifar-*/"$f.bin.gz" 2>/dev/null | head -1 || true)
-  [[ -n $src ]] || { echo "gpu_cifar10: $f.bin.gz is not staged (scripts/stage_cifar10.sh, then carry .stage-cifar-a/b/c)" >&2; exit 1; }
-  ln -sf "$src" "$DATA/$f.bin.gz"
-done
+# The five training batches, from the two halves of stage_cifar10.sh's archive; unpacked once per
+# machine (python3's lzma: the machine may have no xz), then checked.
+if ! [[ -f $SUMS ]] || ! (cd "$DATA" && sha256sum --quiet -c "$SUMS" >/dev/null 2>&1); then
+  parts=("$ROOT"/.stage-cifar-a/train.tar.xz.part-* "$ROOT"/.stage-cifar-b/train.tar.xz.part-*)
+  [[ -f $SUMS && -e ${parts[0]} && -e ${parts[1]:-} ]] ||
+    { echo "gpu_cifar10: CIFAR-10 is not staged (scripts/stage_cifar10.sh, then carry .stage-cifar-a and -b)" >&2; exit 1; }
+  cat "${parts[@]}" | python3 -c '
+import sys, tarfile
+archive = tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz")
+archive.extractall(sys.argv[1], **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))' "$DATA"
+  (cd "$DATA" && sha256sum --quiet -c "$SUMS") || { echo "gpu_cifar10: unpacked batches fail their sha256" >&2; exit 1; }
+  echo "gpu_cifar10: CIFAR-10 training batches unpacked into $DATA"
+fi
+[[ -f $ROOT/.stage-cifar-c/test_batch_jpeg.bin.gz ]] && ln -sf "$ROOT/.stage-cifar-c/test_batch_jpeg.bin.gz" "$DATA/"
 TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
 export LD_LIBRARY_PATH=$ROOT/.stage-deps/lib/x86_64-linux-gnu:$TORCH_LIB:${LD_LIBRARY_PATH:-}
 [[ -x build-gpu/bitrobust ]] || { echo "gpu_cifar10: build-gpu/bitrobust missing: run scripts/gpu_check.sh tests first" >&2; exit 1; }
