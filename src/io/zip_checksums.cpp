@@ -197,8 +197,12 @@ std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& reco
     const size_t produced = out.size() - stream.avail_out;
     crc = crc32_z(crc, out.data(), produced);
     inflated += produced;
-    if (status == Z_BUF_ERROR && stream.avail_in == 0 && read == record.size) break;  // data ends early
-    if (status == Z_BUF_ERROR) status = Z_OK;  // no progress possible this round only
+    // More than the directory promises: damaged (and a damaged stream could expand a thousandfold).
+    if (inflated > record.uncompressed_size) break;
+    if (status == Z_BUF_ERROR) {  // no progress: only more input can help
+      if (stream.avail_in != 0 || read == record.size) break;  // none left: the data ends early
+      status = Z_OK;
+    }
   }
   inflateEnd(&stream);
   if (status != Z_STREAM_END || inflated != record.uncompressed_size) return std::nullopt;

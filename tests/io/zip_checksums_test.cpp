@@ -37,28 +37,53 @@ void put(std::string& out, uint64_t value, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
 }
 
-// A zip of stored records built byte by byte, with every size and offset in zip64 fields: Torch
-// writes those only for records and files past 4 GiB, too large for a test.
-std::string zip64_archive(const std::vector<std::pair<std::string, std::string>>& records) {
+struct TestRecord {
+  std::string name, data;
+  bool deflate = false;
+  int64_t declared_size_delta = 0;  ///< the directory's uncompressed size is data.size() plus this
+  size_t cut = 0;                   ///< bytes dropped from the end of the stored (compressed) data
+};
+
+std::string raw_deflate(const std::string& data) {
+  z_stream stream{};
+  EXPECT_EQ(deflateInit2(&stream, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&stream, data.size()), '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  stream.avail_in = static_cast<uInt>(data.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
+  return out;
+}
+
+// A zip built byte by byte, with every size and offset in zip64 fields: Torch writes those only for
+// records and files past 4 GiB, too large for a test.
+std::string zip64_archive(const std::vector<TestRecord>& records) {
   std::string file, directory;
-  for (const auto& [name, data] : records) {
+  for (const TestRecord& r : records) {
     const uint64_t local_offset = file.size();
-    const uint32_t crc = crc_of(data.data(), data.size());
+    const uint32_t crc = crc_of(r.data.data(), r.data.size());
+    std::string stored = r.deflate ? raw_deflate(r.data) : r.data;
+    stored.resize(stored.size() - r.cut);
+    const uint64_t declared = r.data.size() + r.declared_size_delta;
+    const int method = r.deflate ? 8 : 0;
     put(file, 0x04034b50, 4);
-    put(file, 45, 2), put(file, 0, 2), put(file, 0, 2), put(file, 0, 4);  // version, flags, method, time
+    put(file, 45, 2), put(file, 0, 2), put(file, method, 2), put(file, 0, 4);  // version, flags, method, time
     put(file, crc, 4), put(file, 0xFFFFFFFF, 4), put(file, 0xFFFFFFFF, 4);
-    put(file, name.size(), 2), put(file, 20, 2);
-    file += name;
-    put(file, 1, 2), put(file, 16, 2), put(file, data.size(), 8), put(file, data.size(), 8);
-    file += data;
+    put(file, r.name.size(), 2), put(file, 20, 2);
+    file += r.name;
+    put(file, 1, 2), put(file, 16, 2), put(file, declared, 8), put(file, stored.size(), 8);
+    file += stored;
     put(directory, 0x02014b50, 4);
-    put(directory, 45, 2), put(directory, 45, 2), put(directory, 0, 2), put(directory, 0, 2), put(directory, 0, 4);
+    put(directory, 45, 2), put(directory, 45, 2), put(directory, 0, 2), put(directory, method, 2), put(directory, 0, 4);
     put(directory, crc, 4), put(directory, 0xFFFFFFFF, 4), put(directory, 0xFFFFFFFF, 4);
-    put(directory, name.size(), 2), put(directory, 28, 2), put(directory, 0, 2);
+    put(directory, r.name.size(), 2), put(directory, 28, 2), put(directory, 0, 2);
     put(directory, 0, 2), put(directory, 0, 2), put(directory, 0, 4), put(directory, 0xFFFFFFFF, 4);
-    directory += name;
+    directory += r.name;
     put(directory, 1, 2), put(directory, 24, 2);
-    put(directory, data.size(), 8), put(directory, data.size(), 8), put(directory, local_offset, 8);
+    put(directory, declared, 8), put(directory, stored.size(), 8), put(directory, local_offset, 8);
   }
   const uint64_t directory_offset = file.size();
   file += directory;
@@ -108,17 +133,17 @@ TEST(ZipChecksums, DirectoryAgreesWithTorchsReaderOnAModelFile) {
 TEST(ZipChecksums, Zip64FieldsAreReadAndChecked) {
   test_util::TempDir dir;
   const std::string path = dir.file("z64.zip");
-  const std::vector<std::pair<std::string, std::string>> contents = {
+  const std::vector<TestRecord> contents = {
       {"a/data/0", std::string(1000, 'x')}, {"a/data.pkl", "pickle"}, {"a/empty", ""}, {"a/\xBB\\\n", "?"}};
   write_bytes(path, zip64_archive(contents));
   const std::vector<io::ZipRecord> records = io::read_zip_directory(path, "archive");
   ASSERT_EQ(records.size(), contents.size());
   const std::string bytes = read_bytes(path);
   for (size_t i = 0; i < contents.size(); ++i) {
-    EXPECT_EQ(records[i].name, i < 3 ? contents[i].first : "a/\\xBB\\x5C\\x0A");  // printable in messages
-    EXPECT_EQ(records[i].size, contents[i].second.size());
-    EXPECT_EQ(records[i].uncompressed_size, contents[i].second.size());
-    EXPECT_EQ(bytes.substr(records[i].data_offset, records[i].size), contents[i].second);
+    EXPECT_EQ(records[i].name, i < 3 ? contents[i].name : "a/\\xBB\\x5C\\x0A");  // printable in messages
+    EXPECT_EQ(records[i].size, contents[i].data.size());
+    EXPECT_EQ(records[i].uncompressed_size, contents[i].data.size());
+    EXPECT_EQ(bytes.substr(records[i].data_offset, records[i].size), contents[i].data);
   }
   EXPECT_NO_THROW(io::verify_zip_checksums(path, "archive"));
   std::string damaged = bytes;
@@ -126,6 +151,34 @@ TEST(ZipChecksums, Zip64FieldsAreReadAndChecked) {
   write_bytes(path, damaged);
   EXPECT_ERROR_CONTAINS(io::verify_zip_checksums(path, "archive"),
                         "archive " + path + " is damaged: its record a/data.pkl does not match the checksum");
+}
+
+// Deflated records (TorchScript code in Torch's archives) are inflated and checked: their bytes, and
+// the sizes the directory gives, whatever is wrong with them.
+TEST(ZipChecksums, DeflatedRecordsAreInflatedAndChecked) {
+  test_util::TempDir dir;
+  const std::string path = dir.file("deflated.zip");
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "def forward(self, x):\n    return x + " + std::to_string(i % 97) + "\n";
+  const auto check = [&](TestRecord record) {
+    write_bytes(path, zip64_archive({{"a/plain", "stored"}, std::move(record)}));
+    return test_util::error_of([&] { io::verify_zip_checksums(path, "archive"); });
+  };
+  EXPECT_EQ(check({"a/code.py", text, true}), "");
+  ASSERT_LT(raw_deflate(text).size(), text.size() / 4);  // (it is compressed, and read in several pieces)
+  const std::string damaged = "archive " + path + " is damaged: its record a/code.py does not match";
+  EXPECT_TRUE(test_util::contains(check({"a/code.py", text, true, 0, 5}), damaged));  // data cut short
+  EXPECT_TRUE(test_util::contains(check({"a/code.py", text, true, -1}), damaged));  // inflates to more
+  EXPECT_TRUE(test_util::contains(check({"a/code.py", text, true, +1}), damaged));  // inflates to less
+  EXPECT_TRUE(test_util::contains(check({"a/code.py", text, true, -int64_t(text.size())}), damaged));
+  EXPECT_EQ(check({"a/code.py", "", true}), "");  // empty, deflated
+  // Stored bytes that are no deflate stream at all.
+  write_bytes(path, zip64_archive({{"a/code.py", text, true}}));
+  std::string bytes = read_bytes(path);
+  const io::ZipRecord record = io::read_zip_directory(path, "archive").at(0);
+  for (uint64_t i = 0; i < 16; ++i) bytes[record.data_offset + i] = static_cast<char>(0xFF);
+  write_bytes(path, bytes);
+  EXPECT_ERROR_CONTAINS(io::verify_zip_checksums(path, "archive"), damaged);
 }
 
 // NOTE [Record checksums]: one flipped bit anywhere in any record of a model file (weights, codes,
