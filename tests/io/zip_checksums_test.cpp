@@ -165,7 +165,7 @@ TEST(ZipChecksums, DeflatedRecordsAreInflatedAndChecked) {
     return test_util::error_of([&] { io::verify_zip_checksums(path, "archive"); });
   };
   EXPECT_EQ(check({"a/code.py", text, true}), "");
-  ASSERT_LT(raw_deflate(text).size(), text.size() / 4);  // (it is compressed, and read in several pieces)
+  ASSERT_LT(raw_deflate(text).size(), text.size() / 4);  // (compressed, and inflated in several 64 KiB pieces)
   const std::string damaged = "archive " + path + " is damaged: its record a/code.py does not match";
   EXPECT_TRUE(test_util::contains(check({"a/code.py", text, true, 0, 5}), damaged));  // data cut short
   EXPECT_TRUE(test_util::contains(check({"a/code.py", text, true, -1}), damaged));  // inflates to more
