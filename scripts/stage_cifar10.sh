@@ -20,8 +20,11 @@ SRC=${1:-$ROOT/../shared/datasets/cifar10}
 LIMIT=$((64 * 1024 * 1024))
 BATCHES=(data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5)
 
-(cd "$SRC" && grep -E "($(IFS='|'; echo "${BATCHES[*]}"))\.bin\.gz" SHA256SUMS | sha256sum --quiet -c -) ||
-  { echo "stage_cifar10: the training batches in $SRC do not match its SHA256SUMS" >&2; exit 1; }
+sums=$(cd "$SRC" && grep -E "($(IFS='|'; echo "${BATCHES[*]}"))\.bin\.gz" SHA256SUMS)
+if [[ $(wc -l <<<"$sums") != "${#BATCHES[@]}" ]] || ! (cd "$SRC" && sha256sum --quiet -c - <<<"$sums"); then
+  echo "stage_cifar10: the training batches in $SRC do not match its SHA256SUMS" >&2
+  exit 1
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for b in "${BATCHES[@]}"; do
@@ -45,8 +48,10 @@ du -sh "$ROOT"/.stage-cifar-*
 
 # The first call carries .stage-cifar-a with .stage-deps and the tracked files.
 bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
-tracked=$(cd "$ROOT" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-first=$(($(bytes "$ROOT/.stage-cifar-a") + tracked))
-[[ -d $ROOT/.stage-deps ]] && first=$((first + $(bytes "$ROOT/.stage-deps")))
-echo "stage_cifar10: first call (.stage-cifar-a, .stage-deps, tracked files): $first bytes of $LIMIT"
+[[ -d $ROOT/.stage-deps ]] || { echo "stage_cifar10: no .stage-deps to size the first call with (scripts/stage_gpu_deps.sh)" >&2; exit 1; }
+# What a call uploads besides the carried folders: tracked files and untracked ones git does not ignore.
+tree=$(cd "$ROOT" && { git ls-files -co --exclude-standard -z | xargs -0 -r stat -c %s -- 2>/dev/null || true; } |
+  awk '{s += $1} END {print s + 0}')
+first=$(($(bytes "$ROOT/.stage-cifar-a") + $(bytes "$ROOT/.stage-deps") + tree))
+echo "stage_cifar10: first call (.stage-cifar-a, .stage-deps, working tree): $first bytes of $LIMIT"
 ((first < LIMIT)) || { echo "stage_cifar10: the first call would pass the upload limit" >&2; exit 1; }

@@ -182,10 +182,12 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
     // Through a writer function, not save_to(tmp): the archive's folder is then "archive" (as in
     // PyTorch's torch.save), not the temporary file's name, so the bytes do not depend on where the
     // file is saved, and the same model saved twice gives the same file.
+    // A failed write is reported after save_to returns: a writer function returning less than asked
+    // makes LibTorch throw, and throw again from its writer's destructor (std::terminate).
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     archive.save_to([&out](const void* data, size_t size) -> size_t {
-      out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-      return out ? size : 0;
+      if (out) out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+      return size;
     });
     out.close();
     BR_CHECK(out, "cannot write ", what, " ", path, ": writing ", tmp, " failed (disk full?)");

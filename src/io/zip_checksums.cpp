@@ -147,8 +147,11 @@ std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::st
              " is damaged: zip directory entry ", i, " is cut short");
     record.name = printable(std::string(reinterpret_cast<const char*>(bytes.data()) + pos + 46, name_size));
     // Sizes and offsets past 4 GiB live in the zip64 extra field, in this order, for those saturated.
-    for (size_t e = pos + 46 + name_size; e + 4 <= pos + 46 + name_size + extra_size;) {
+    const size_t extra_end = pos + 46 + name_size + extra_size;
+    for (size_t e = pos + 46 + name_size; e + 4 <= extra_end;) {
       const uint16_t id = fields.at<uint16_t>(e), length = fields.at<uint16_t>(e + 2);
+      BR_CHECK(e + 4 + length <= extra_end, zip.name(), " is damaged: an extra field of ", record.name,
+               " reaches past its entry");
       if (id == 0x0001) {
         size_t field = e + 4;
         for (uint64_t* value : {&record.uncompressed_size, &record.size, &local_offset}) {
@@ -170,15 +173,43 @@ std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::st
     records.push_back(std::move(record));
     pos += 46 + name_size + extra_size + comment_size;
   }
+  // Every entry read, and no entry sharing another's bytes: each byte is checked at most once, so a
+  // damaged directory cannot multiply the work (nor make records overlap, which no writer does).
+  BR_CHECK(!records.empty(), zip.name(), " is damaged: its zip directory lists no records");
+  BR_CHECK(pos == bytes.size(), zip.name(), " is damaged: its zip directory holds ", bytes.size(), " bytes but its ",
+           dir.entries, " entries fill ", pos);
+  std::vector<const ZipRecord*> by_offset;
+  for (const ZipRecord& record : records) by_offset.push_back(&record);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const ZipRecord* a, const ZipRecord* b) { return a->data_offset < b->data_offset; });
+  uint64_t end = 0;
+  for (const ZipRecord* record : by_offset) {
+    BR_CHECK(record->data_offset >= end + 30, zip.name(), " is damaged: record ", record->name,
+             " overlaps the one before it");
+    end = record->data_offset + record->size;
+  }
+  BR_CHECK(end <= dir.offset, zip.name(), " is damaged: a record overlaps the zip directory");
   return records;
 }
 
 namespace {
 
-/// The CRC-32 of a deflated record's inflated bytes; nullopt if they do not inflate to `size` bytes.
+// Torch deflates only TorchScript code and its debug records (kilobytes); a larger size can only be
+// damage, or a stream made to expand a thousandfold.
+constexpr uint64_t kMaxInflatedSize = uint64_t{256} << 20;
+
+/// The CRC-32 of a deflated record's inflated bytes; nullopt if they are no deflate stream of exactly
+/// the record's bytes inflating to exactly its uncompressed size.
 std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in) {
+  BR_CHECK(record.uncompressed_size <= kMaxInflatedSize, zip.name(), " is damaged: its deflated record ",
+           record.name, " claims ", record.uncompressed_size, " bytes");
   z_stream stream{};
-  BR_CHECK(inflateInit2(&stream, -MAX_WBITS) == Z_OK, "zlib: cannot start inflating");  // raw deflate, no header
+  const int started = inflateInit2(&stream, -MAX_WBITS);  // raw deflate, no header
+  BR_CHECK(started == Z_OK, zip.name(), ": zlib cannot inflate record ", record.name, " (", started, ")");
+  struct End {
+    z_stream* stream;
+    ~End() { inflateEnd(stream); }
+  } end{&stream};
   std::vector<unsigned char> out(1 << 16);
   uLong crc = crc32_z(0L, Z_NULL, 0);
   uint64_t read = 0, inflated = 0;
@@ -204,8 +235,10 @@ std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& reco
       status = Z_OK;
     }
   }
-  inflateEnd(&stream);
-  if (status != Z_STREAM_END || inflated != record.uncompressed_size) return std::nullopt;
+  BR_CHECK(status != Z_MEM_ERROR, zip.name(), ": out of memory inflating record ", record.name);
+  if (status != Z_STREAM_END || inflated != record.uncompressed_size || read != record.size || stream.avail_in != 0) {
+    return std::nullopt;
+  }
   return static_cast<uint32_t>(crc);
 }
 

@@ -1,12 +1,13 @@
 #include "bitrobust/io/model_file.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 
-
+#include <csignal>
 #include <fstream>
-#include <iterator>
 #include <functional>
+#include <iterator>
 #include <tuple>
 
 #include "bitrobust/common/error.h"
@@ -275,4 +276,28 @@ TEST(ModelFile, TheSameModelSavedTwiceGivesTheSameBytes) {
   for (const io::ZipRecord& record : io::read_zip_directory(dir.file("a.pt"), "model file")) {
     EXPECT_EQ(record.name.rfind("archive/", 0), 0u) << record.name;
   }
+}
+
+// A full disk while the archive is written: one error naming the file, no temporary file left, and
+// no std::terminate (LibTorch throws again from its writer's destructor when a write comes up short).
+TEST(ModelFile, AFullDiskIsAnErrorAndLeavesNothingBehind) {
+  test_util::TempDir dir;
+  const io::ModelFile f = test_util::quantized_model_file(8);
+  io::save_model_file(dir.file("whole.pt"), f);
+  const auto size = std::filesystem::file_size(dir.file("whole.pt"));
+  ASSERT_GT(size, 8192u);
+  std::filesystem::remove(dir.file("whole.pt"));
+  // A file size limit stands in for the full disk: once SIGXFSZ is ignored, writes past it fail.
+  rlimit before{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &before), 0);
+  const auto handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit limited = before;
+  limited.rlim_cur = size / 2;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &limited), 0);
+  const std::string message = test_util::error_of([&] { io::save_model_file(dir.file("m.pt"), f); });
+  setrlimit(RLIMIT_FSIZE, &before);
+  std::signal(SIGXFSZ, handler);
+  EXPECT_TRUE(test_util::contains(message, "cannot write model file " + dir.file("m.pt"))) << message;
+  EXPECT_TRUE(test_util::contains(message, "failed (disk full?)")) << message;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
