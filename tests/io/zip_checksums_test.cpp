@@ -181,6 +181,43 @@ TEST(ZipChecksums, DeflatedRecordsAreInflatedAndChecked) {
   EXPECT_ERROR_CONTAINS(io::verify_zip_checksums(path, "archive"), damaged);
 }
 
+// A directory that lists fewer records than it holds, or two entries for the same bytes (which would
+// make the checking work grow with the square of the file size): errors, before any CRC is computed.
+TEST(ZipChecksums, DirectoriesThatHideOrRepeatRecordsAreErrors) {
+  test_util::TempDir dir;
+  const std::string path = dir.file("z.zip");
+  const std::string good = zip64_archive({{"a/data/0", std::string(300, 'x')}, {"a/data/1", std::string(200, 'y')}});
+  const auto nth = [&](const std::string& signature, int n) {
+    size_t at = std::string::npos;
+    for (int i = 0; i <= n; ++i) at = good.find(signature, at == std::string::npos ? 0 : at + 1);
+    return at;
+  };
+  write_bytes(path, good);
+  ASSERT_EQ(io::read_zip_directory(path, "archive").size(), 2u);
+  {  // The zip64 end record says 1 entry (entries on this disk, and in all).
+    std::string bytes = good;
+    const size_t end64 = nth("PK\x06\x06", 0);
+    for (const size_t field : {end64 + 24, end64 + 32}) bytes[field] = 1;
+    write_bytes(path, bytes);
+    EXPECT_ERROR_CONTAINS(io::read_zip_directory(path, "archive"), "its 1 entries fill");
+  }
+  {  // The second entry's zip64 local header offset (after sizes) points at the first record.
+    std::string bytes = good;
+    const size_t entry = nth("PK\x01\x02", 1);
+    const size_t offset_field = entry + 46 + std::string("a/data/1").size() + 4 + 16;
+    for (size_t i = 0; i < 8; ++i) bytes[offset_field + i] = 0;
+    write_bytes(path, bytes);
+    EXPECT_ERROR_CONTAINS(io::read_zip_directory(path, "archive"), "overlaps the one before it");
+  }
+  {  // An extra field whose length runs past its entry.
+    std::string bytes = good;
+    const size_t entry = nth("PK\x01\x02", 0);
+    bytes[entry + 46 + std::string("a/data/0").size() + 2] = 100;
+    write_bytes(path, bytes);
+    EXPECT_ERROR_CONTAINS(io::read_zip_directory(path, "archive"), "an extra field of a/data/0 reaches past its entry");
+  }
+}
+
 // NOTE [Record checksums]: one flipped bit anywhere in any record of a model file (weights, codes,
 // ranges, the pickles holding the metadata, the deflated TorchScript code) makes loading it an error naming the file and record.
 TEST(ZipChecksums, OneFlippedBitInAnyRecordOfAModelFileIsAnError) {
