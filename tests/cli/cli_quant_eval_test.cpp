@@ -96,6 +96,37 @@ TEST_F(CliQuantEval, QuantizeExportReadsBackTheCodes) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("codes2")));
 }
 
+// `info` shows what a model file holds without any data set: the network, the quantization and
+// every quantized parameter's range, as the file stores them.
+TEST_F(CliQuantEval, InfoDescribesTheModelFile) {
+  const std::string model = write_float_model(dir);
+  const test_util::CliResult plain = test_util::run_cli("info --model " + model);
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_NE(plain.output.find("mlp, normalization none, input 1x28x28, 10 classes"), std::string::npos) << plain.output;
+  EXPECT_NE(plain.output.find("float model: not quantized"), std::string::npos) << plain.output;
+  const std::string q = dir.file("q.pt");
+  ASSERT_EQ(test_util::run_cli("quantize --model " + model + " --scheme u6-sym-channel-round --out " + q).status, 0);
+  const test_util::CliResult r = test_util::run_cli("info --model " + q + " --json " + dir.file("info.json"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("quantized   u6-sym-channel-round"), std::string::npos) << r.output;
+  const auto info = read_json(dir.file("info.json"));
+  io::ModelFile file = io::load_model_file(q);
+  EXPECT_EQ(info["meta"], file.meta);
+  const auto qm = quant::load_from_model_file(file);
+  ASSERT_EQ(info["quantized_parameters"].size(), qm.tensors.size());
+  for (size_t i = 0; i < qm.tensors.size(); ++i) {
+    const auto& p = info["quantized_parameters"][i];
+    EXPECT_EQ(p["name"], qm.names[i]);
+    EXPECT_NE(r.output.find(qm.names[i]), std::string::npos);
+    EXPECT_EQ(p["bits"], 6);
+    EXPECT_EQ(p["channels"].get<int64_t>(), qm.tensors[i].channels);
+    EXPECT_EQ(p["lo"].get<double>(), qm.tensors[i].ranges.select(1, 0).min().item<double>());
+    EXPECT_EQ(p["hi"].get<double>(), qm.tensors[i].ranges.select(1, 1).max().item<double>());
+  }
+  expect_failure("info --model " + dir.file("missing.pt"), "does not exist");
+  expect_failure("info --model " + q + " --json " + q, "model file");  // an output that is the input
+}
+
 TEST_F(CliQuantEval, QuantizeRejectsNanWeightsAndBadSchemes) {
   expect_failure("quantize --model " + write_float_model(dir, 10, true) + " --out " + dir.file("x.pt"), "fc1.bias");
   EXPECT_FALSE(std::filesystem::exists(dir.file("x.pt")));

@@ -85,5 +85,6 @@ Runner register_export(CLI::App& app);
 Runner register_eval(CLI::App& app);
 Runner register_compare(CLI::App& app);
 Runner register_pattern(CLI::App& app);
+Runner register_info(CLI::App& app);
 
 }  // namespace bitrobust::cli

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   add(bitrobust::cli::register_eval);
   add(bitrobust::cli::register_compare);
   add(bitrobust::cli::register_pattern);
+  add(bitrobust::cli::register_info);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
