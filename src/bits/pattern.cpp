@@ -28,13 +28,6 @@ char kind_letter(FlipKind kind) {
   }
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  if (shape.empty()) return "scalar";
-  std::string text;
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "x" : "") + std::to_string(shape[i]);
-  return text;
-}
-
 std::string rate_text(double rate) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.17g", rate);
@@ -48,6 +41,13 @@ bool flip_less(const BitFlip& a, const BitFlip& b) {
 }
 
 }  // namespace
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  if (shape.empty()) return "scalar";
+  std::string text;
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? "x" : "") + std::to_string(shape[i]);
+  return text;
+}
 
 int64_t ParamSpec::numel() const {
   int64_t n = 1;

@@ -1,7 +1,6 @@
 #include "bitrobust/io/model_file.h"
 
 #include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/version.h>
@@ -10,7 +9,6 @@
 #include <fstream>
 #include <optional>
 #include <set>
-#include <tuple>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
@@ -48,18 +46,12 @@ struct StorageTally {
              " of shape ", t.sizes(), " lies outside its data (damaged file)");
   }
 
-  void check_against_records(const std::string& path) const {
+  /// `records`: the archive's zip directory, already checked (NOTE [Record checksums]).
+  void check_against_records(const std::vector<ZipRecord>& records) const {
     int64_t held = 0;
-    try {
-      caffe2::serialize::PyTorchStreamReader reader(path);
-      for (const std::string& name : reader.getAllRecords()) {
-        // "data/<key>" (LibTorch strips the archive's folder name; also accept it kept).
-        if (name.rfind("data/", 0) == 0 || name.find("/data/") != std::string::npos) {
-          held += static_cast<int64_t>(std::get<1>(reader.getRecord(name)));
-        }
-      }
-    } catch (const c10::Error&) {
-      throw Error(file + " is not a readable archive (truncated or damaged)");
+    for (const ZipRecord& record : records) {
+      // "<archive>/data/<key>": the storages (not "<archive>/.data/..." that Torch 2.x adds).
+      if (record.name.find("/data/") != std::string::npos) held += static_cast<int64_t>(record.uncompressed_size);
     }
     BR_CHECK(held >= bytes, file, ": its tensors need ", bytes, " bytes of data but the file holds ",
              held, " (damaged file)");
@@ -118,7 +110,7 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
   BR_CHECK(std::filesystem::exists(path), file, " does not exist");
   BR_CHECK(std::filesystem::is_regular_file(path), file, " is not a regular file");
   // NOTE [Record checksums]: before LibTorch reads any record, which it does not check.
-  verify_zip_checksums(path, what);
+  const std::vector<ZipRecord> records = verify_zip_checksums(path, what);
   try {
     archive.load_from(path, device);
   } catch (const std::exception&) {  // c10::Error, and TorchScript's own errors for damaged code records
@@ -127,7 +119,7 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
   StorageTally tally;  // NOTE [Damaged model files], before any tensor's values are read
   tally.file = file;
   tally_archive(archive, tally, "");
-  tally.check_against_records(path);
+  tally.check_against_records(records);
 }
 
 void check_finite_module(const torch::nn::Module& net, const std::string& file) {

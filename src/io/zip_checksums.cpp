@@ -244,7 +244,7 @@ std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& reco
 
 }  // namespace
 
-void verify_zip_checksums(const std::string& path, const std::string& what) {
+std::vector<ZipRecord> verify_zip_checksums(const std::string& path, const std::string& what) {
   const std::vector<ZipRecord> records = read_zip_directory(path, what);
   const ZipFile zip(path, what);
   std::vector<unsigned char> buffer(std::max<uint64_t>(1, std::min<uint64_t>(zip.size(), uint64_t{1} << 20)));
@@ -267,6 +267,7 @@ void verify_zip_checksums(const std::string& path, const std::string& what) {
     BR_CHECK(crc == record.crc32, zip.name(), " is damaged: its record ", record.name,
              " does not match the checksum written with it (the file changed after it was saved)");
   }
+  return records;
 }
 
 }  // namespace bitrobust::io

@@ -4,8 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <sstream>
 
+#include "bitrobust/bits/pattern.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/model_quantization.h"
@@ -19,13 +19,6 @@ struct InfoCommand {
   std::string model;
   std::string json;
 };
-
-std::string shape_text(at::IntArrayRef sizes) {
-  if (sizes.empty()) return "scalar";
-  std::ostringstream out;
-  for (size_t d = 0; d < sizes.size(); ++d) out << (d ? "x" : "") << sizes[d];
-  return out.str();
-}
 
 /// 1234567 -> "1,234,567": parameter and bit counts are read, not parsed.
 std::string grouped(int64_t value) {
@@ -107,7 +100,7 @@ Runner register_info(CLI::App& app) {
         const quant::QuantizedTensor& t = q.tensors[i];
         const at::Tensor ranges = t.ranges.cpu();
         const double lo = ranges.select(1, 0).min().item<double>(), hi = ranges.select(1, 1).max().item<double>();
-        const std::string shape = shape_text(t.codes.sizes());
+        const std::string shape = bits::shape_text(t.codes.sizes().vec());
         std::printf("  %-28s %-14s %4d %8lld  [%.6g, %.6g]\n", q.names[i].c_str(), shape.c_str(), t.format.bits,
                     static_cast<long long>(t.channels), lo, hi);
         params.push_back({{"name", q.names[i]}, {"shape", t.codes.sizes().vec()}, {"bits", t.format.bits},

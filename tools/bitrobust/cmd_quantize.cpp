@@ -108,7 +108,7 @@ Runner register_export(CLI::App& app) {
         f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
         BR_CHECK(f.good(), "cannot write ", (tmp / file_name).string());
         // As zip and gzip compute it (Python: zlib.crc32), for tools loading the codes elsewhere.
-        const uint32_t crc = static_cast<uint32_t>(crc32_z(crc32_z(0L, Z_NULL, 0), bytes, size));
+        const uint32_t crc = static_cast<uint32_t>(crc32_z(0L, bytes, size));
         nlohmann::json r = nlohmann::json::array(), steps = nlohmann::json::array();
         const float* rp = ranges.data_ptr<float>();
         for (int64_t c = 0; c < t.channels; ++c) {

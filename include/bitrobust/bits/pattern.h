@@ -33,6 +33,9 @@ struct ParamSpec {
   std::string to_string() const;  ///< e.g. "conv1.weight [64, 3, 3, 3] 8 bits"
 };
 
+/// A shape as pattern files (and `bitrobust info`) write it: "64x3x3x3", or "scalar".
+std::string shape_text(const std::vector<int64_t>& shape);
+
 struct BitPattern {
   uint64_t seed = 0;
   ErrorModel model;

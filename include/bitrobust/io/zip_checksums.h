@@ -27,7 +27,7 @@ std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::st
 
 /// Compares every record's bytes (inflated, for deflated records) with its CRC-32 and its size;
 /// throws bitrobust::Error "<what> <path> is damaged: its record NAME does not match the checksum
-/// written with it" at the first that differs.
-void verify_zip_checksums(const std::string& path, const std::string& what);
+/// written with it" at the first that differs. Returns the records, all checked.
+std::vector<ZipRecord> verify_zip_checksums(const std::string& path, const std::string& what);
 
 }  // namespace bitrobust::io
