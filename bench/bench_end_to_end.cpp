@@ -194,6 +194,17 @@ void BM_InjectDequantizeIncremental(benchmark::State& state) {
 BENCHMARK(BM_InjectDequantizeIncremental)->ArgName("p_e4")->Arg(1)->Arg(2)->Arg(5)->Arg(10)->Arg(20)->Arg(100)->Arg(1000)
     ->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(1.0);
 
+// The host's share of a pattern, no kernel run: the task table of every code tensor (checks and
+// per-tensor kernel parameters). On a GPU the launches of BM_InjectDequantize wait for it.
+void BM_InjectTasksHost(benchmark::State& state) {
+  Bench& b = bench();
+  const std::vector<bits::CodeTensor> codes = eval::perturbable_codes(b.q);
+  const bits::ErrorModel model = bits::ErrorModel::parse("random", 0.01);
+  for (auto _ : state) benchmark::DoNotOptimize(bits::inject_tasks(codes, model));
+  state.counters["tensors"] = static_cast<double>(codes.size());
+}
+BENCHMARK(BM_InjectTasksHost)->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(0.5);
+
 // The floor of the above that no sampler can lower: dequantize every code into the float weights
 // the network reads (4 bytes written per 8-bit code), with no pattern drawn.
 void BM_DequantizeOnly(benchmark::State& state) { time_inject_dequantize(state, -1.0); }

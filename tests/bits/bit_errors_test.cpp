@@ -204,8 +204,9 @@ TEST(InjectBitErrorsCuda, BitIdenticalToCpu) {
   for (const auto& name : names) {
     for (double p : {1e-4, 1e-2, 0.3}) {
       const ErrorModel model = ErrorModel::parse(name, p);
-      for (int bits : {4, 8, 12}) {
-        const at::Tensor clean = random_codes({100003}, bits, bits > 8 ? at::kShort : at::kByte, bits);
+      for (int bits : {4, 8, 12, 24}) {
+        const at::ScalarType dtype = bits > 16 ? at::kInt : (bits > 8 ? at::kShort : at::kByte);
+        const at::Tensor clean = random_codes({100003}, bits, dtype, bits);
         at::Tensor cpu_out = at::empty_like(clean);
         const int64_t cpu_count = inject_bit_errors(clean, bits, model, 77, 5, cpu_out);
         const at::Tensor gpu_clean = clean.cuda();

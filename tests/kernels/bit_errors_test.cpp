@@ -12,6 +12,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bitrobust/bits/bit_errors_kernels.h"
@@ -309,9 +310,9 @@ TEST(BitErrorKernel, StreamIsFrozenOnEveryInstructionSet) {
 }
 
 TEST(BitErrorKernel, LanesAheadAndListSizeNeverChangeTheResult) {
-  // The CUDA kernels run the sampler with 4 lanes, shrinking batches and a list before the bitmap;
-  // the CPU with 8 full lanes and a bitmap. Both configurations, run here on the host, must visit
-  // the same bits with the same sums, in the same order.
+  // The sampler's defaults (4 lanes, shrinking batches, a list before the bitmap) and the CPU's
+  // configuration (8 full lanes and a bitmap), run here on the host, must visit the same bits with
+  // the same sums, in the same order.
   struct Visit {
     int32_t element, bit;
     double s;
@@ -334,6 +335,52 @@ TEST(BitErrorKernel, LanesAheadAndListSizeNeverChangeTheResult) {
       }
     }
   }
+}
+
+// The CUDA kernel's flow (flip_chunk_warp in src/kernels/cuda/bit_errors_cuda.cu), with the lanes of
+// a group run one after the other: empty-chunk check, cleared bitmap, then rounds of group_draw by
+// every lane and group_select by one. NOTE [Group sampler]
+template <int kGroup>
+std::vector<std::tuple<int32_t, int32_t, double>> group_rounds(const BitErrorParams& params, uint64_t key) {
+  std::vector<std::tuple<int32_t, int32_t, double>> visits;
+  if (!params.active() || first_chunk_uniform(key) <= params.empty_chunk_v_max) return visits;
+  const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
+  std::vector<uint64_t> words(n >> 6, 0);
+  BitmapView chosen{words.data()};
+  GroupRound<kGroup> round{};
+  double s = 0.0;
+  for (uint32_t j0 = 0;; j0 += kGroup) {
+    for (int lane = 0; lane < kGroup; ++lane) group_draw(round, lane, key, j0, n);
+    group_select(round, key, j0, n, params.threshold_max(), s, chosen);
+    for (int lane = 0; lane < round.count; ++lane) {
+      const uint32_t b = round.position[lane];
+      visits.emplace_back(static_cast<int32_t>(b & (kChunkElements - 1)),
+                          params.bit_lo + static_cast<int32_t>(b >> kChunkShift), round.s[lane]);
+    }
+    if (round.done) break;
+  }
+  return visits;
+}
+
+TEST(BitErrorKernel, GroupRoundsSelectTheSameBits) {
+  // Rates from empty chunks to every bit (p = 1: t_max = inf, all n bits in n / kGroup rounds, with
+  // many rejected position attempts), bit counts up to the 32-bit container, both directions' rates.
+  int64_t compared = 0;
+  for (double p : {1e-5, 1e-3, 1e-2, 0.3, 1.0}) {
+    for (int bits : {1, 3, 8, 16, 32}) {
+      const BitErrorParams params = make_bit_error_params(32 - bits, bits, p, p / 3);
+      for (int64_t chunk = 0; chunk < (p == 1.0 ? 8 : 200); ++chunk) {
+        const uint64_t key = chunk_key(param_key_prefix(91, 4), chunk);
+        std::vector<std::tuple<int32_t, int32_t, double>> reference;
+        for_each_selected_bit<chunk_bitmap_words(32), 0, 8, true>(
+            params, key, [&](int32_t e, int32_t b, double s) { reference.emplace_back(e, b, s); });
+        ASSERT_TRUE(group_rounds<32>(params, key) == reference) << "p=" << p << " bits=" << bits << " chunk " << chunk;
+        ASSERT_TRUE(group_rounds<7>(params, key) == reference) << "p=" << p << " bits=" << bits << " chunk " << chunk;
+        compared += static_cast<int64_t>(reference.size());
+      }
+    }
+  }
+  EXPECT_GT(compared, 100000);  // (the comparison is not vacuous)
 }
 
 TEST(BitErrorKernel, UnknownInstructionSetIsAnError) {

@@ -138,6 +138,38 @@ BR_HOST_DEVICE double first_chunk_uniform(uint64_t key) {
   return uniform_open01(r.v[0], r.v[1]);
 }
 
+/// The bit of order statistic j (0-based) among the chunk's n bits: the first of its position
+/// attempts that `chosen` does not hold yet (words 2 and 3 of Philox counter (j, 0), then the four
+/// words of (j, r) for r = 1, 2, ...), inserted into `chosen`. Chosen: anything with
+/// `bool insert(uint32_t)` that returns false for a bit it holds already.
+// (Rare, after a collision: kept out of the sampler's inner loop, where inlining it made the CPU
+// sampler 13-17% slower at p = 1% in bench_bits.)
+#if defined(__CUDACC__)
+#define BR_SAMPLER_COLD BR_HOST_DEVICE  // (a call there cost the CUDA kernel 18 registers)
+#else
+#define BR_SAMPLER_COLD __attribute__((noinline))
+#endif
+template <typename Chosen>
+BR_SAMPLER_COLD uint32_t choose_position_after_collisions(uint32_t j, uint32_t n, uint64_t key, Chosen& chosen) {
+  for (uint64_t round = 1;; ++round) {
+    const Philox4x32 r = philox4x32(j, round, key);
+    for (int w = 0; w < 4; ++w) {
+      const uint32_t b = uniform_below(r.v[w], n);
+      if (chosen.insert(b)) return b;
+    }
+  }
+}
+
+template <typename Chosen>
+BR_HOST_DEVICE uint32_t choose_position(uint32_t attempt2, uint32_t attempt3, uint32_t j, uint32_t n, uint64_t key,
+                                        Chosen& chosen) {
+  uint32_t b = uniform_below(attempt2, n);
+  if (chosen.insert(b)) return b;
+  b = uniform_below(attempt3, n);
+  if (chosen.insert(b)) return b;
+  return choose_position_after_collisions(j, n, key, chosen);
+}
+
 /// Order statistics j0 .. j0 + lanes - 1 of one chunk, computed ahead of their use: the Philox
 /// words of counter (j, 0) (words 0 and 1 give V_j, words 2 and 3 the first position attempts),
 /// V_j, and log(V_j) / (n - j), the negated exponential spacing.
@@ -200,24 +232,83 @@ BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t
     for (uint32_t i = 0; i < batch; ++i, ++j) {
       s -= ahead.spacing[i];
       if (!(s < t_max)) return;
-      uint32_t attempts[4] = {ahead.words[0][i], ahead.words[1][i], ahead.words[2][i], ahead.words[3][i]};
-      uint32_t b;
-      uint64_t round = 0;
-      int word = 2;
-      for (;;) {
-        b = uniform_below(attempts[word], n);
-        if (chosen.insert(b)) break;
-        if (++word == 4) {
-          const Philox4x32 r = philox4x32(j, ++round, key);
-          for (int w = 0; w < 4; ++w) attempts[w] = r.v[w];
-          word = 0;
-        }
-      }
+      const uint32_t b = choose_position(ahead.words[2][i], ahead.words[3][i], j, n, key, chosen);
       visit(static_cast<int32_t>(b & (kChunkElements - 1)),
             params.bit_lo + static_cast<int32_t>(b >> kChunkShift), s);
     }
   }
 }
+
+// NOTE [Group sampler]
+// for_each_selected_bit in rounds of kGroup order statistics for a group of threads (a CUDA warp):
+// each lane computes one spacing and its first two position attempts (group_draw, the costly part:
+// a Philox block, a logarithm and a division), then one lane adds the spacings up in order and
+// chooses the positions (group_select: a subtraction, a compare and usually one bitmap probe per
+// bit), and the lanes apply the selected bits in parallel. The sum is accumulated in the same order
+// and every spacing and attempt depends only on (key, j), so the selection is
+// for_each_selected_bit's, bit for bit (test BitErrorSampler.GroupRoundsSelectTheSameBits). One
+// thread per chunk, drawing ~20 bits one after the other at p = 1%, left an H200 mostly idle
+// (docs/bit_errors.md).
+
+/// One round's exchange between the lanes of a group.
+template <int kGroup>
+struct GroupRound {
+  double spacing[kGroup];
+  uint32_t attempt2[kGroup], attempt3[kGroup];
+  uint32_t position[kGroup];  ///< chosen bits of this round, [0, count)
+  double s[kGroup];           ///< their sums, for FlipKind
+  int count;
+  bool done;                  ///< no round after this one
+};
+
+/// Lane `lane`'s share of a round starting at order statistic j0: spacing and first attempts of
+/// j = j0 + lane (nothing for j >= n).
+template <int kGroup>
+BR_HOST_DEVICE void group_draw(GroupRound<kGroup>& round, int lane, uint64_t key, uint32_t j0, uint32_t n) {
+  const uint32_t j = j0 + static_cast<uint32_t>(lane);
+  if (j >= n) return;
+  SpacingLanes<1> one;
+  one.compute(1, key, j, n);
+  round.spacing[lane] = one.spacing[0];
+  round.attempt2[lane] = one.words[2][0];
+  round.attempt3[lane] = one.words[3][0];
+}
+
+/// One lane's share after group_draw: continues the running sum `s` (0 before the first round)
+/// through the round's spacings, chooses the positions of those below t_max, and says whether
+/// another round follows. The caller has checked the chunk is not empty (NOTE [Empty chunk
+/// shortcut]) and cleared `chosen`.
+template <int kGroup, typename Chosen>
+BR_HOST_DEVICE void group_select(GroupRound<kGroup>& round, uint64_t key, uint32_t j0, uint32_t n, double t_max,
+                                 double& s, Chosen& chosen) {
+  const uint32_t batch = n - j0 < static_cast<uint32_t>(kGroup) ? n - j0 : static_cast<uint32_t>(kGroup);
+  int count = 0;
+  bool stop = false;
+  for (uint32_t i = 0; i < batch; ++i) {
+    s -= round.spacing[i];
+    if (!(s < t_max)) {
+      stop = true;
+      break;
+    }
+    round.position[count] = choose_position(round.attempt2[i], round.attempt3[i], j0 + i, n, key, chosen);
+    round.s[count] = s;
+    ++count;
+  }
+  round.count = count;
+  round.done = stop || j0 + batch >= n;
+}
+
+/// A chunk's chosen bits as a bitmap over caller-owned words (CUDA shared memory), cleared by the caller.
+struct BitmapView {
+  uint64_t* words;
+  BR_HOST_DEVICE bool insert(uint32_t b) {
+    const uint64_t mask = uint64_t{1} << (b & 63);
+    uint64_t& word = words[b >> 6];
+    if (word & mask) return false;
+    word |= mask;
+    return true;
+  }
+};
 
 /// The same for chunk `chunk_index` of parameter `param_index` under `seed`.
 template <int kMaxWords, int kListSize = 16, int kLanes = 4, bool kAllLanes = false, typename Visit>

@@ -1,8 +1,9 @@
 // CUDA kernels for bit error injection, bit-identical to bit_errors_cpu.cpp; see
 // NOTE [Bit error sampling]. Built with --fmad=false (NOTE [Deterministic math]).
 //
-// Two kernels per batch of tensors, on the caller's stream: a coalesced copy clean -> out (one warp
-// per chunk, 16-byte accesses when aligned), then the flips (one thread per chunk, in place on out).
+// One kernel per batch of tensors, on the caller's stream, one warp per chunk: the warp copies the
+// chunk clean -> out (16-byte accesses when aligned), then draws its selected bits in rounds of 32
+// (NOTE [Group sampler]) and applies them with 32-bit atomics (lanes may hit bits of one word).
 // Task tables travel by value as __grid_constant__ kernel parameters (kMaxTasksPerLaunch per launch),
 // so nothing is allocated, nothing is copied per thread, and the host never synchronises.
 #include <cuda_runtime.h>
@@ -34,14 +35,16 @@ __device__ __forceinline__ int find_task(const TaskBatch& batch, int64_t global_
   return lo;
 }
 
-__global__ void copy_chunks_kernel(__grid_constant__ const TaskBatch batch) {
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (warp >= batch.chunk_begin[batch.count]) return;
-  const int t = find_task(batch, warp);
-  const InjectTask& task = batch.tasks[t];
-  if (task.clean == task.out) return;
-  const int64_t chunk = warp - batch.chunk_begin[t];
+constexpr int kWarpsPerBlock = 8;
+
+// A warp's share of the block's shared memory: the round exchange and the chunk's chosen-bit bitmap
+// (kChunkElements * 32 bits for 32-bit codes; fewer words are used for narrower ones).
+struct WarpScratch {
+  GroupRound<32> round;
+  uint64_t chosen[chunk_bitmap_words(32)];
+};
+
+__device__ void copy_chunk(const InjectTask& task, int64_t chunk, int lane) {
   const int64_t total_bytes = task.numel * task.elem_bytes;
   const int64_t begin = chunk * kChunkElements * task.elem_bytes;
   const int64_t end = min(total_bytes, begin + kChunkElements * task.elem_bytes);
@@ -58,42 +61,82 @@ __global__ void copy_chunks_kernel(__grid_constant__ const TaskBatch batch) {
   }
 }
 
+// Device-side 32-bit atomics on the aligned word that holds the element: there are no byte atomics.
+__device__ __forceinline__ unsigned int* containing_word(void* element_ptr, int& shift) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(element_ptr);
+  shift = static_cast<int>(address & 3) * 8;  // little-endian
+  return reinterpret_cast<unsigned int*>(address & ~uintptr_t{3});
+}
+
+// Applies one selected bit; returns whether it changed. A selected bit flips, or is set to the value
+// its kind names (FlipKind), which is the CPU's test of the bit's value against the two thresholds.
+__device__ __forceinline__ bool apply_bit(void* element_ptr, int bit, FlipKind kind) {
+  int shift;
+  unsigned int* word = containing_word(element_ptr, shift);
+  const unsigned int mask = 1u << (shift + bit);
+  switch (kind) {
+    case FlipKind::Flip: atomicXor(word, mask); return true;
+    case FlipKind::Set0: return (atomicAnd(word, ~mask) & mask) != 0;
+    default: return (atomicOr(word, mask) & mask) == 0;
+  }
+}
+
+// The warp's selected bits of one chunk, applied to out (copied already); returns this lane's count.
 template <typename T>
-__device__ int64_t flip_chunk(const InjectTask& task, int64_t chunk, uint64_t seed) {
+__device__ int flip_chunk_warp(const InjectTask& task, int64_t chunk, uint64_t seed, WarpScratch& scratch, int lane) {
+  const BitErrorParams& params = task.params;
+  const uint64_t key = chunk_key(param_key_prefix(seed, task.param_index), chunk);
+  // NOTE [Empty chunk shortcut]: the same value in every lane, so the whole warp leaves together.
+  if (first_chunk_uniform(key) <= params.empty_chunk_v_max) return 0;
+  const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
+  for (uint32_t w = lane; w < (n >> 6); w += 32) scratch.chosen[w] = 0;
   T* codes = static_cast<T*>(task.out) + chunk * kChunkElements;
   const int64_t valid = min(kChunkElements, task.numel - chunk * kChunkElements);
-  const BitErrorParams params = task.params;
-  int64_t changed = 0;
-  for_each_selected_bit<chunk_bitmap_words(8 * sizeof(T))>(
-      params, seed, task.param_index, chunk, [&](int32_t element, int32_t bit, double s) {
-        if (element >= valid) return;
-        const T mask = static_cast<T>(T{1} << bit);
-        const T code = codes[element];
-        const bool one = (code & mask) != 0;
-        if (one ? s < params.threshold_1to0 : s < params.threshold_0to1) {
-          codes[element] = static_cast<T>(code ^ mask);
-          ++changed;
-        }
-      });
+  const double t_max = params.threshold_max();
+  GroupRound<32>& round = scratch.round;
+  BitmapView chosen{scratch.chosen};
+  double s = 0.0;  // lane 0's running sum
+  int changed = 0;
+  for (uint32_t j0 = 0;; j0 += 32) {
+    group_draw(round, lane, key, j0, n);
+    __syncwarp();  // (also orders the bitmap's clearing and the last round's reads before lane 0 writes)
+    if (lane == 0) group_select(round, key, j0, n, t_max, s, chosen);
+    __syncwarp();
+    if (lane < round.count) {
+      const uint32_t b = round.position[lane];
+      const int32_t element = static_cast<int32_t>(b & (kChunkElements - 1));
+      if (element < valid) {
+        changed += apply_bit(codes + element, params.bit_lo + static_cast<int>(b >> kChunkShift),
+                             params.kind_of(round.s[lane]));
+      }
+    }
+    if (round.done) break;
+  }
   return changed;
 }
 
-__global__ void flip_chunks_kernel(__grid_constant__ const TaskBatch batch, uint64_t seed, unsigned long long* changed_count) {
-  const int64_t global_chunk = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (global_chunk >= batch.chunk_begin[batch.count]) return;
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    inject_chunks_kernel(__grid_constant__ const TaskBatch batch, uint64_t seed, unsigned long long* changed_count) {
+  __shared__ WarpScratch scratch[kWarpsPerBlock];
+  const int warp_in_block = static_cast<int>(threadIdx.x / 32);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const int64_t global_chunk = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp_in_block;
+  if (global_chunk >= batch.chunk_begin[batch.count]) return;  // (whole warps)
   const int t = find_task(batch, global_chunk);
   const InjectTask& task = batch.tasks[t];
-  if (!task.params.active()) return;
   const int64_t chunk = global_chunk - batch.chunk_begin[t];
-  int64_t changed;
+  if (task.clean != task.out) copy_chunk(task, chunk, lane);
+  if (!task.params.active()) return;
+  __syncwarp();  // the chunk's copy is visible to every lane before any flip
+  int changed;
   switch (task.elem_bytes) {
-    case 1: changed = flip_chunk<uint8_t>(task, chunk, seed); break;
-    case 2: changed = flip_chunk<uint16_t>(task, chunk, seed); break;
-    default: changed = flip_chunk<uint32_t>(task, chunk, seed); break;
+    case 1: changed = flip_chunk_warp<uint8_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
+    case 2: changed = flip_chunk_warp<uint16_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
+    default: changed = flip_chunk_warp<uint32_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
   }
-  if (changed_count != nullptr && changed > 0) {
-    atomicAdd(changed_count, static_cast<unsigned long long>(changed));
-  }
+  if (changed_count == nullptr) return;
+  for (int offset = 16; offset > 0; offset /= 2) changed += __shfl_down_sync(0xffffffffu, changed, offset);
+  if (lane == 0 && changed > 0) atomicAdd(changed_count, static_cast<unsigned long long>(changed));
 }
 
 void check_launch(const char* what) {
@@ -103,28 +146,12 @@ void check_launch(const char* what) {
   }
 }
 
-// Device-side 32-bit atomics on the aligned word that holds the element: there are no byte atomics.
-__device__ __forceinline__ unsigned int* containing_word(void* element_ptr, int& shift) {
-  const uintptr_t address = reinterpret_cast<uintptr_t>(element_ptr);
-  shift = static_cast<int>(address & 3) * 8;  // little-endian
-  return reinterpret_cast<unsigned int*>(address & ~uintptr_t{3});
-}
-
 __global__ void apply_selected_kernel(char* codes, int32_t elem_bytes, const SelectedBit* bits,
                                       int64_t count, unsigned long long* changed_count) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= count) return;
   const SelectedBit selected = bits[i];
-  int shift;
-  unsigned int* word = containing_word(codes + selected.element * elem_bytes, shift);
-  const unsigned int mask = 1u << (shift + selected.bit);
-  unsigned int before;
-  bool changed;
-  switch (selected.kind) {
-    case FlipKind::Flip: atomicXor(word, mask); changed = true; break;
-    case FlipKind::Set0: before = atomicAnd(word, ~mask); changed = (before & mask) != 0; break;
-    default: before = atomicOr(word, mask); changed = (before & mask) == 0; break;
-  }
+  const bool changed = apply_bit(codes + selected.element * elem_bytes, selected.bit, selected.kind);
   if (changed_count != nullptr && changed) atomicAdd(changed_count, 1ull);
 }
 
@@ -137,7 +164,7 @@ void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t
     TaskBatch batch{};
     batch.count = static_cast<int>(std::min<int64_t>(kMaxTasksPerLaunch, num_tasks - first));
     batch.chunk_begin[0] = 0;
-    bool any_copy = false;
+    bool any_copy = false, any_active = false;
     for (int t = 0; t < batch.count; ++t) {
       const InjectTask& task = tasks[first + t];
       if (task.elem_bytes != 1 && task.elem_bytes != 2 && task.elem_bytes != 4) {
@@ -150,19 +177,15 @@ void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t
       batch.tasks[t] = task;
       batch.chunk_begin[t + 1] = batch.chunk_begin[t] + (task.numel + kChunkElements - 1) / kChunkElements;
       any_copy = any_copy || (task.clean != task.out && task.numel > 0);
+      any_active = any_active || task.params.active();
     }
     const int64_t chunks = batch.chunk_begin[batch.count];
     if (chunks == 0) continue;
-    if (any_copy) {
-      constexpr int kThreads = 256;  // 8 chunks per block
-      const int64_t blocks = (chunks * 32 + kThreads - 1) / kThreads;
-      copy_chunks_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, cuda_stream>>>(batch);
-      check_launch("inject_bit_errors_cuda (copy)");
-    }
-    constexpr int kThreads = 128;
-    const int64_t blocks = (chunks + kThreads - 1) / kThreads;
-    flip_chunks_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, cuda_stream>>>(batch, seed, changed_count);
-    check_launch("inject_bit_errors_cuda (flips)");
+    if (!any_copy && !any_active) continue;
+    const int64_t blocks = (chunks + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    inject_chunks_kernel<<<static_cast<unsigned int>(blocks), kWarpsPerBlock * 32, 0, cuda_stream>>>(batch, seed,
+                                                                                                    changed_count);
+    check_launch("inject_bit_errors_cuda");
   }
 }
 
