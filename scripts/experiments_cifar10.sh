@@ -32,6 +32,10 @@ DATA_ROOT=${DATA_ROOT:-}
 DEADLINE=${DEADLINE:-}
 QUIET=${QUIET:-1}  # 0: one progress line per training epoch (loss, error, images/s) on stderr
 MODELS=${MODELS:-normal8 clip clip_randbet1}
+# Issue 7's precision check: each model evaluated again at these precisions (e.g. "fp32 bf16"), the
+# same patterns; the table's end says whether the default precision's RErr and each other one lie
+# inside the fp32 run's 95% interval.
+PRECISIONS=${PRECISIONS:-}
 mkdir -p "$RUN_DIR"
 data=()
 [[ -n $DATA_ROOT ]] && data=(--data-root "$DATA_ROOT")
@@ -75,6 +79,13 @@ for name in $MODELS; do
   [[ -f $RUN_DIR/$name.eval.json ]] || within_deadline "$BIN" eval --model "$RUN_DIR/$name.pt" --cifar-protocol holdout \
     "${data[@]}" --device "$DEVICE" --rates "$RATES" --patterns "$PATTERNS" --seed 100 --limit "$LIMIT" --quiet \
     --json "$RUN_DIR/$name.eval.json" >/dev/null
+  for precision in $PRECISIONS; do
+    # (A model that came back from an earlier session as its JSON alone has no file to evaluate.)
+    [[ -f $RUN_DIR/$name.pt && ! -f $RUN_DIR/$name.eval_$precision.json ]] || continue
+    within_deadline "$BIN" eval --model "$RUN_DIR/$name.pt" --cifar-protocol holdout "${data[@]}" --device "$DEVICE" \
+      --precision "$precision" --rates "$RATES" --patterns "$PATTERNS" --seed 100 --limit "$LIMIT" --quiet \
+      --json "$RUN_DIR/$name.eval_$precision.json" >/dev/null
+  done
 done
 # shellcheck disable=SC2086
 python3 - "$RUN_DIR" $MODELS <<'PY'
@@ -89,4 +100,17 @@ print("|---|---|---|" + "---|" * len(rates) + "---|")
 for n, t, e in rows:
     cells = " | ".join(f"{100*r['rerr_mean']:.2f} ± {100*r['rerr_std']:.2f}" for r in e["results"])
     print(f"| {n} ({e['scheme']}) | {100*t['test_error']:.2f} | {100*e['clean_error']:.2f} | {cells} | {t['train_seconds']:.0f} |")
+for n, t, e in rows:
+    path = os.path.join(out, n + ".eval_fp32.json")
+    if not os.path.exists(path):
+        continue
+    fp32 = json.load(open(path))
+    others = [e] + [json.load(open(os.path.join(out, f))) for f in sorted(os.listdir(out))
+                    if f.startswith(n + ".eval_") and f.endswith(".json") and f != n + ".eval_fp32.json"]
+    for other in others:
+        for ra, rb in zip(fp32["results"], other["results"]):
+            lo, hi = ra["rerr_ci95"]
+            inside = lo <= rb["rerr_mean"] <= hi
+            print(f"precision {n} {other['precision']} at {100*ra['rate']:g}%: RErr {100*rb['rerr_mean']:.2f}, fp32 "
+                  f"{100*ra['rerr_mean']:.2f} (95% {100*lo:.2f}-{100*hi:.2f}): {'inside' if inside else 'OUTSIDE'}")
 PY

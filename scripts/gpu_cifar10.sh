@@ -46,6 +46,7 @@ export BITROBUST_BIN=$ROOT/build-gpu/bitrobust RUN_DIR=${RUN_DIR:-$ROOT/runs/gpu
 export WIDTH=${WIDTH:-64} NORM=regn INIT=reference DEVICE=${DEVICE:-cuda} LIMIT=${LIMIT:-9000} RATES=${RATES:-0.1%,1%}
 export EPOCHS=${EPOCHS:-250} PATTERNS=${PATTERNS:-50} QUIET=${QUIET:-0}
 export MODELS=${MODELS:-perlayer8 clip clip_randbet0.1 clip_randbet1}
+export PRECISIONS=${PRECISIONS-fp32 bf16}  # (issue 7: RErr at each precision against fp32's interval)
 if [[ -n ${BUDGET_S:-} ]]; then
   DEADLINE=$(($(date +%s) + BUDGET_S))
   export DEADLINE
