@@ -97,7 +97,11 @@ cuda_tests() {
   tail -3 "$R/kernel_tests.txt"
   build-gpu/bitrobust_tests --gtest_filter='*Cuda*:*CUDA*' >"$R/cuda_tests.txt" 2>&1 || rc=1
   grep -E "OK \]|FAILED|SKIPPED|Skipped|PASSED|tests ran|Failure|error" "$R/cuda_tests.txt" | awk 'NR <= 80'
-  rm -f "$R/kernel_tests.txt" "$R/cuda_tests.txt"  # (the log holds what matters; $OUT returns 8 files)
+  # The bit layer's Torch-free CPU/CUDA identity check (in place, misaligned pointers, 1- to 32-bit
+  # codes, p up to 1) and its kernel-alone timings (docs/bit_errors.md).
+  BUILD_DIR=$PWD/build-gpu/cuda_identity_check bash tests/bits/run_cuda_check.sh "$PWD" sm_90 >"$R/identity.txt" 2>&1 || rc=1
+  grep -E "MISMATCH|CUDA error|error:|checks,|passed,|TIMING" "$R/identity.txt" | awk 'NR <= 40'
+  rm -f "$R/kernel_tests.txt" "$R/cuda_tests.txt" "$R/identity.txt"  # (the log holds what matters; $OUT returns 8 files)
   return "$rc"
 }
 export -f cuda_tests

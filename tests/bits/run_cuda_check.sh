@@ -9,12 +9,22 @@ NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 mkdir -p "$OUT_DIR"
 INC=(-I"$ROOT/include" -I"$ROOT/src")
 # Same floating-point rules as the CMake build: NOTE [Deterministic floating point].
-g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" -o "$OUT_DIR/bit_errors_cpu.o"
-g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bitops_cpu.cpp" -o "$OUT_DIR/bitops_cpu.o"
+# The objects compile in parallel (a device session's minutes are counted); any failure stops.
+pids=()
+g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" -o "$OUT_DIR/bit_errors_cpu.o" &
+pids+=($!)
+# (quantize_cpu: the incremental injection in bit_errors_cpu dequantizes what it changes)
+for f in bitops_cpu quantize_cpu; do
+  g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/$f.cpp" -o "$OUT_DIR/$f.o" &
+  pids+=($!)
+done
 for f in bit_errors_cuda bitops_cuda; do
-  "$NVCC" -std=c++17 -O3 --fmad=false -arch="$ARCH" "${INC[@]}" -c "$ROOT/src/kernels/cuda/$f.cu" -o "$OUT_DIR/$f.o"
+  "$NVCC" -std=c++17 -O3 --fmad=false -arch="$ARCH" "${INC[@]}" -c "$ROOT/src/kernels/cuda/$f.cu" -o "$OUT_DIR/$f.o" &
+  pids+=($!)
 done
 "$NVCC" -std=c++17 -O3 --fmad=false -arch="$ARCH" -Xcompiler -ffp-contract=off "${INC[@]}" \
-  -c "$ROOT/tests/bits/cuda_identity_check.cu" -o "$OUT_DIR/check.o"
+  -c "$ROOT/tests/bits/cuda_identity_check.cu" -o "$OUT_DIR/check.o" &
+pids+=($!)
+for pid in "${pids[@]}"; do wait "$pid"; done
 "$NVCC" -arch="$ARCH" "$OUT_DIR"/*.o -Xcompiler -fopenmp -o "$OUT_DIR/cuda_identity_check"
 "$OUT_DIR/cuda_identity_check"

@@ -80,7 +80,8 @@ struct BitErrorParams {
 };
 
 /// Chosen bits of one chunk: a list of up to kListSize bits (no clearing cost when few bits are
-/// selected: used on CUDA, where the bitmap lives in local memory), then a bitmap of kMaxWords
+/// selected: for one GPU thread drawing a chunk alone, whose bitmap would live in local memory; the
+/// CUDA kernel did so until NOTE [Group sampler]), then a bitmap of kMaxWords
 /// 64-bit words. kListSize = 0: bitmap from the start (used on the CPU, where clearing it is cheap).
 template <int kMaxWords, int kListSize>
 struct ChosenBits {
@@ -204,11 +205,12 @@ struct SpacingLanes {
 /// the result).
 ///
 /// The exponential spacings are computed kLanes at a time ahead of their use (independent work:
-/// SIMD lanes on the CPU, instruction-level parallelism on CUDA), then consumed in order; how many
+/// SIMD lanes on the CPU, instruction-level parallelism in one GPU thread), then consumed in order; how many
 /// are computed ahead never changes the result, since each spacing depends only on (key, j) and the
 /// sum is accumulated in the same order. kAllLanes: always compute all kLanes (constant trip counts
 /// for the CPU's vector units); otherwise compute no further ahead than about the expected number
-/// of selected bits (a CUDA thread pays for every spacing it computes).
+/// of selected bits (a GPU thread pays for every spacing it computes; the CUDA kernel now draws
+/// spacings a warp at a time instead, NOTE [Group sampler]).
 template <int kMaxWords, int kListSize = 16, int kLanes = 4, bool kAllLanes = false, typename Visit>
 BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t key, Visit&& visit) {
   static_assert(kAllLanes || kLanes >= 2, "shrinking batches compute up to 2 lanes");
@@ -246,7 +248,7 @@ BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t
 // chooses the positions (group_select: a subtraction, a compare and usually one bitmap probe per
 // bit), and the lanes apply the selected bits in parallel. The sum is accumulated in the same order
 // and every spacing and attempt depends only on (key, j), so the selection is
-// for_each_selected_bit's, bit for bit (test BitErrorSampler.GroupRoundsSelectTheSameBits). One
+// for_each_selected_bit's, bit for bit (test BitErrorKernel.GroupRoundsSelectTheSameBits). One
 // thread per chunk, drawing ~20 bits one after the other at p = 1%, left an H200 mostly idle
 // (docs/bit_errors.md).
 
