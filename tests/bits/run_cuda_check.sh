@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Builds and runs tests/bits/cuda_identity_check.cu (CPU vs CUDA bit-identity of the bit layer, and
-# CUDA timings) on a machine with nvcc and a GPU; needs no Torch. Usage: run_cuda_check.sh [ROOT] [ARCH]
+# CUDA timings) on a machine with nvcc and a GPU; needs no Torch.
+# Usage: run_cuda_check.sh [--build-only] [ROOT] [ARCH]   (--build-only: compile and link, for CI)
 set -euo pipefail
+BUILD_ONLY=0
+if [[ ${1:-} == --build-only ]]; then
+  BUILD_ONLY=1
+  shift
+fi
 ROOT=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
 ARCH=${2:-sm_90}
 OUT_DIR=${BUILD_DIR:-/tmp/bitrobust_cuda_check}
@@ -27,4 +33,5 @@ done
 pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid"; done
 "$NVCC" -arch="$ARCH" "$OUT_DIR"/*.o -Xcompiler -fopenmp -o "$OUT_DIR/cuda_identity_check"
+((BUILD_ONLY)) && { echo "run_cuda_check: built $OUT_DIR/cuda_identity_check"; exit 0; }
 "$OUT_DIR/cuda_identity_check"
