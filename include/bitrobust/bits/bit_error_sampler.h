@@ -79,6 +79,19 @@ struct BitErrorParams {
   }
 };
 
+/// A chunk's chosen bits as a bitmap over caller-owned words (ChosenBits' own,
+/// or CUDA shared memory), cleared by the caller.
+struct BitmapView {
+  uint64_t* words;
+  BR_HOST_DEVICE bool insert(uint32_t b) {
+    const uint64_t mask = uint64_t{1} << (b & 63);
+    uint64_t& word = words[b >> 6];
+    if (word & mask) return false;
+    word |= mask;
+    return true;
+  }
+};
+
 /// Chosen bits of one chunk: a list of up to kListSize bits (no clearing cost when few bits are
 /// selected: for one GPU thread drawing a chunk alone, whose bitmap would live in local memory; the
 /// CUDA kernel did so until NOTE [Group sampler]), then a bitmap of kMaxWords
@@ -111,11 +124,7 @@ struct ChosenBits {
       for (int i = 0; i < count; ++i) words[list[i] >> 6] |= uint64_t{1} << (list[i] & 63);
       use_bitmap = true;
     }
-    const uint64_t mask = uint64_t{1} << (b & 63);
-    uint64_t& word = words[b >> 6];
-    if (word & mask) return false;
-    word |= mask;
-    return true;
+    return BitmapView{words}.insert(b);
   }
 };
 
@@ -299,18 +308,6 @@ BR_HOST_DEVICE void group_select(GroupRound<kGroup>& round, uint64_t key, uint32
   round.count = count;
   round.done = stop || j0 + batch >= n;
 }
-
-/// A chunk's chosen bits as a bitmap over caller-owned words (CUDA shared memory), cleared by the caller.
-struct BitmapView {
-  uint64_t* words;
-  BR_HOST_DEVICE bool insert(uint32_t b) {
-    const uint64_t mask = uint64_t{1} << (b & 63);
-    uint64_t& word = words[b >> 6];
-    if (word & mask) return false;
-    word |= mask;
-    return true;
-  }
-};
 
 /// The same for chunk `chunk_index` of parameter `param_index` under `seed`.
 template <int kMaxWords, int kListSize = 16, int kLanes = 4, bool kAllLanes = false, typename Visit>
