@@ -70,7 +70,8 @@ def main(paths):
     table = []
     eager = get("BM_Inference/0", "images_per_second")
     fused = get("BM_Inference/1", "images_per_second")
-    sweep = get("BM_Sweep/10", "images_patterns_per_second")
+    # (runs recorded before 2026-12-05 named it BM_Sweep/10)
+    sweep = get("BM_Sweep/10/500", "images_patterns_per_second") or get("BM_Sweep/10", "images_patterns_per_second")
     table.append(("plain inference, images/s (fused GN+ReLU)", fused, "eager LibTorch", eager, "higher"))
     table.append(("the same, conv biases added in the fused op", fused, "conv biases added by ATen",
                   get("BM_Inference/2", "images_per_second"), "higher (CUDA; 1 on the CPU)"))
@@ -78,11 +79,18 @@ def main(paths):
         table.append((f"fused inference at batch {batch}, images/s", get(f"BM_InferenceBatch/{batch}", "images_per_second"),
                       "the same at batch 500", fused, "higher: eval --batch could be larger"))
     table.append(("eval sweep (1%, 10 patterns), images x patterns/s", sweep, "our plain inference", fused,
-                  "higher (goal >= 0.9)"))
-    table.append(("eval sweep, images x patterns/s", sweep, "eager LibTorch inference", eager, "higher"))
-    table.append(("eval sweep, images x patterns/s", sweep, "goal", SWEEP_GOAL, "higher (goal >= 1)"))
-    table.append(("eval sweep, images x patterns/s", sweep, "reference implementation", REFERENCE_SWEEP,
-                  "higher (goal >= 9)"))
+                  "higher (goal >= 0.9; at most 10/11 = 0.909)"))
+    sweep50 = get("BM_Sweep/50/500", "images_patterns_per_second")
+    table.append(("eval sweep (1%, 50 patterns), images x patterns/s", sweep50, "our plain inference", fused,
+                  "higher (goal >= 0.9; at most 50/51 = 0.980)"))
+    table.append(("eval sweep (50 patterns, batch 1000)", get("BM_Sweep/50/1000", "images_patterns_per_second"),
+                  "the same at batch 500", sweep50, "higher: eval --batch could be larger"))
+    label = "eval sweep (10 patterns), images x patterns/s"
+    if sweep50 is not None:  # the reference's protocol: 50 patterns per rate
+        sweep, label = sweep50, "eval sweep (50 patterns), images x patterns/s"
+    table.append((label, sweep, "eager LibTorch inference", eager, "higher"))
+    table.append((label, sweep, "goal", SWEEP_GOAL, "higher (goal >= 1)"))
+    table.append((label, sweep, "reference implementation", REFERENCE_SWEEP, "higher (goal >= 9)"))
     copy = us("BM_CopyCodes")
     for rate_e4, label in ((1, "0.01%"), (10, "0.1%"), (100, "1%"), (1000, "10%")):
         inject = us(f"BM_InjectDequantize/p_e4:{rate_e4}")

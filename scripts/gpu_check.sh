@@ -2,10 +2,11 @@
 # shellcheck disable=SC2317  # (the stage functions run through `bash -c` under `timeout`)
 # On a GPU machine with PyTorch 2.x: build against its CUDA LibTorch, run the CUDA tests (the CUDA
 # twins against their CPU kernels), the end-to-end benchmarks (bench/bench_end_to_end.cpp: a table of
-# each figure next to its baseline), the reference's 13 x 50 x 9000 suite, the main commands on the
-# GPU against the CPU, and last the whole test suite. The most valuable results come first, every
-# stage has a time limit, and every result is written as soon as it exists.
-# Usage: scripts/gpu_check.sh [tests|bench]   (stop after the CUDA tests, or after the suite)
+# each figure next to its baseline), the reference's 13 x 50 x 9000 suite, compute-sanitizer on the
+# bit layer's kernels, the main commands on the GPU against the CPU, and last the whole test suite.
+# The most valuable results come first, every stage has a time limit, and every result is written as
+# soon as it exists.
+# Usage: scripts/gpu_check.sh [tests|bench]   (stop after the CUDA tests, or after the sanitizer runs)
 # Results: $OUT when set (the device tool brings its files back), else runs/gpu: gpu_check.log,
 # summary.txt (stage, exit status, seconds), bench.json, suite.json, e_cuda.json, e_cpu.json, and
 # build.log when the build fails. Stage limits can be changed with LIMIT_<STAGE>=seconds, the whole
@@ -118,6 +119,17 @@ stage bench "${LIMIT_BENCH:-240}" build-gpu/bench_end_to_end \
 stage suite "${LIMIT_SUITE:-150}" env BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end \
   --benchmark_filter=BM_ReferenceSuite --benchmark_out="$R/suite.json" --benchmark_out_format=json
 [[ -s $R/bench.json && -s $R/suite.json ]] && python3 scripts/bench_table.py "$R/bench.json" "$R/suite.json"
+
+# The identity check's kernels again, on small problems, under compute-sanitizer (shared-memory races
+# in the warp-per-chunk injection kernel, out-of-bounds accesses). Runs only where the sanitizer
+# accepts the device (Firecracker machines; gVisor ones refuse it, which is reported, not failed).
+sanitize() {
+  [[ -x build-gpu/cuda_identity_check/cuda_identity_check ]] || { echo "no identity check built"; return 1; }
+  BUILD_DIR=$PWD/build-gpu/cuda_identity_check SANITIZE=${SANITIZE-racecheck memcheck} \
+    SANITIZE_LIMIT_S=${SANITIZE_LIMIT_S:-40} bash tests/bits/run_cuda_check.sh --sanitize-only "$PWD" sm_90
+}
+export -f sanitize
+stage sanitize "${LIMIT_SANITIZE:-90}" bash -c sanitize
 [[ $STOP_AFTER == bench ]] && finish 0
 
 # The main commands on the GPU (Fashion-MNIST, LeNet, 1 epoch), and the sweep's CPU/CUDA agreement.

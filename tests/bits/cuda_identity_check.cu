@@ -1,9 +1,12 @@
 // Standalone, Torch-free check that the CUDA kernels of the bit layer are bit-identical to the CPU
 // kernels, plus CUDA timings. Not part of the CMake build (which needs Torch with CUDA for the
 // torch-facing CUDA tests); build and run it on a GPU machine with tests/bits/run_cuda_check.sh.
-// Exit status 0 iff every comparison matched.
+// Exit status 0 iff every comparison matched. `--small` shrinks every problem (keeping the odd sizes
+// and all code widths, models and rates) and skips the timings, for runs under compute-sanitizer,
+// which slows shared-memory-heavy kernels by orders of magnitude.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -20,6 +23,10 @@ using namespace bitrobust::bits;
 namespace {
 
 int failures = 0, checks = 0;
+bool small_sizes = false;
+
+// Problem sizes: odd, as given, or a fiftieth of them (still odd, at least 1001) with --small.
+int64_t sized(int64_t n) { return small_sizes ? std::max<int64_t>(1001, n / 50) | 1 : n; }
 
 #define CUDA_OK(call)                                                                        \
   do {                                                                                       \
@@ -147,7 +154,7 @@ void check_injection_identity() {
         if (m.lo_from_top == 0) { lo = bits - 1; count = 1; }
         if (m.lo_from_top > 0) count = std::min(bits, m.lo_from_top);
         const auto params = make_bit_error_params(lo, count, m.p01 * p, m.p10 * p);
-        const int64_t numel = p < 1e-3 ? 1000003 : (p >= 0.5 ? 20011 : 200003);
+        const int64_t numel = sized(p < 1e-3 ? 1000003 : (p >= 0.5 ? 20011 : 200003));
         const std::string label = std::string(m.name) + " p=" + std::to_string(p) + " eb=" + std::to_string(eb) +
                                   " bits=" + std::to_string(bits);
         check_inject(numel, eb, bits, params, 1000 + k, k % 7, (k % 3) == 1 ? 1 : 0, k % 5 == 4, label);
@@ -164,7 +171,7 @@ void check_multi_task() {
   size_t total_bytes = 0;
   for (int i = 0; i < 61; ++i) {
     const int eb = i % 3 == 0 ? 2 : 1, bits = eb == 2 ? 9 + i % 8 : 1 + i % 8;
-    const int64_t numel = 100 + 9973 * (i % 11);
+    const int64_t numel = 100 + sized(9973) * (i % 11);
     cleans.push_back(random_codes(numel, eb, bits, 500 + i));
     InjectTask t;
     t.numel = numel;
@@ -209,7 +216,7 @@ void check_multi_task() {
 void check_apply() {
   for (int eb : {1, 2, 4}) {
     const int bits = eb == 1 ? 7 : (eb == 2 ? 16 : 27);
-    const int64_t numel = 50001;
+    const int64_t numel = sized(50001);
     const auto clean = random_codes(numel, eb, bits, 77 + eb);
     const auto selected = draw_selected_bits(numel, make_bit_error_params(0, bits, 0.2, 0.05), 5, 1);
     std::vector<uint8_t> cpu = clean;
@@ -230,7 +237,7 @@ void check_apply() {
 
 void check_bitops() {
   for (int eb : {1, 2, 4}) {
-    const int64_t n = 1000003;
+    const int64_t n = sized(1000003);
     const auto a = random_bytes(n * eb, 10 + eb);
     auto b = random_bytes(n * eb, 20 + eb);
     std::memcpy(b.data(), a.data(), 1000 * eb);  // some equal elements
@@ -308,7 +315,8 @@ void time_injection() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  small_sizes = argc > 1 && std::strcmp(argv[1], "--small") == 0;
   int device = 0;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDevice(&device));
@@ -320,7 +328,7 @@ int main() {
   check_apply();
   check_bitops();
   std::printf("%d checks, %d mismatches\n", checks, failures);
-  time_injection();
+  if (!small_sizes) time_injection();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
