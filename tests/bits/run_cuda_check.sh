@@ -36,7 +36,7 @@ sanitize() {
       0) echo "SANITIZER $tool: clean (${summary:-no summary line})" ;;
       3)
         echo "SANITIZER $tool: ERRORS (${summary:-see $log})"
-        grep -E "^========= +(Invalid|Race|Error|Barrier|Uninitialized|at |by )" "$log" | awk 'NR <= 20' || true
+        grep -E "^========= +(Invalid|Race|Error|Barrier|Uninitialized|at |by |in )" "$log" | awk 'NR <= 20' || true
         rc=1
         ;;
       124) echo "SANITIZER $tool: not finished within ${SANITIZE_LIMIT_S:-60} s" ;;
