@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 
 #include "bits/device_dispatch.h"
 #include "bitrobust/bits/bit_errors_kernels.h"
@@ -134,6 +136,8 @@ class LineReader {
  public:
   explicit LineReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
     BR_CHECK(in_.good(), "load_pattern: cannot open '", path, "'");
+    std::error_code ec;  // (an ifstream opens a folder, and then reads nothing)
+    BR_CHECK(!std::filesystem::is_directory(path, ec), "load_pattern: '", path, "' is a folder, not a pattern file");
   }
   std::istringstream next(const char* expecting) {
     std::string line;
@@ -160,7 +164,10 @@ class LineReader {
     std::istringstream line = next(key);
     std::string word;
     T value{};
-    if (!(line >> word) || word != key || !(line >> value)) fail("expected '", key, " <value>'");
+    if (!(line >> word) || word != key) fail("expected '", key, " <value>'");
+    // (an istream reads "-5" into an unsigned type as 2^64 - 5)
+    if (std::is_unsigned_v<T> && (line >> std::ws).peek() == '-') fail(key, " must not be negative");
+    if (!(line >> value)) fail("expected '", key, " <value>'");
     std::string rest;
     if (line >> rest) fail("unexpected '", rest, "' after ", key);
     return value;

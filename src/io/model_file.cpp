@@ -13,6 +13,7 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
 #include "bitrobust/io/zip_checksums.h"
+#include "bitrobust/quant/quantize_math.h"
 #include "bitrobust/report/output.h"
 
 namespace bitrobust::io {
@@ -74,6 +75,9 @@ void tally_archive(torch::serialize::InputArchive& archive, StorageTally& tally,
 void check_finite(const at::Tensor& t, const std::string& file, const std::string& what) {
   if (!t.defined() || !at::isFloatingType(t.scalar_type()) || t.numel() == 0) return;
   BR_CHECK(at::isfinite(t).all().item<bool>(), file, ": ", what, " holds NaN or infinite values");
+  const double largest = t.abs().max().item<double>();
+  BR_CHECK(largest <= kernels::kMaxQuantMagnitude, file, ": ", what, " holds values beyond ±1e30 (largest magnitude ",
+           largest, "; damaged file)");
 }
 // The metadata fields later code reads, with the types it reads them as: a file edited by hand gets
 // one error naming the file and the field, not a JSON library message.
@@ -83,6 +87,35 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   for (const char* key : {"dataset", "cifar_protocol", "augment"}) {
     BR_CHECK(!meta.contains(key) || meta[key].is_string(), file, ": metadata field '", key, "' must be a string, got ",
              meta[key].dump());
+  }
+  // Values shown or compared later: an error rate outside [0, 1] or a negative step count would be
+  // printed as if it were a result.
+  const auto check_number = [&](const nlohmann::json& object, const char* key, const std::string& label, double lo,
+                                double hi, bool integer) {
+    if (!object.contains(key) || object[key].is_null()) return;
+    const nlohmann::json& v = object[key];
+    const bool ok = (integer ? v.is_number_integer() : v.is_number()) && v.get<double>() >= lo && v.get<double>() <= hi;
+    BR_CHECK(ok, file, ": metadata field '", label, "' must be ", integer ? "an integer" : "a number", " in [", lo, ", ",
+             hi, "], got ", v.dump());
+  };
+  const double kMany = 9.2e18;  // (int64's range, as a double)
+  check_number(meta, "test_error", "test_error", 0, 1, false);
+  check_number(meta, "float_test_error", "float_test_error", 0, 1, false);
+  check_number(meta, "epochs", "epochs", 1, kMany, true);
+  check_number(meta, "steps", "steps", 0, kMany, true);
+  check_number(meta, "batch", "batch", 1, kMany, true);
+  check_number(meta, "seed", "seed", 0, 1.9e19, true);
+  check_number(meta, "lr", "lr", 0, 1e30, false);
+  check_number(meta, "train_seconds", "train_seconds", 0, 1e30, false);
+  if (meta.contains("randbet")) {
+    const nlohmann::json& r = meta["randbet"];
+    BR_CHECK(r.is_object(), file, ": metadata field 'randbet' must be an object, got ", r.dump());
+    check_number(r, "rate", "randbet.rate", 0, 1, false);
+    check_number(r, "perturbed_steps", "randbet.perturbed_steps", 0, kMany, true);
+    for (const char* key : {"mode", "error_model"}) {
+      BR_CHECK(!r.contains(key) || r[key].is_string(), file, ": metadata field 'randbet.", key,
+               "' must be a string, got ", r[key].dump());
+    }
   }
   if (!meta.contains("quantization")) return;
   const nlohmann::json& q = meta["quantization"];
@@ -125,6 +158,37 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
 void check_finite_module(const torch::nn::Module& net, const std::string& file) {
   for (const auto& p : net.named_parameters()) check_finite(p.value(), file, "parameter " + p.key());
   for (const auto& b : net.named_buffers()) check_finite(b.value(), file, "buffer " + b.key());
+}
+
+// NOTE [Shapes after load]: Module::load reads each tensor with InputArchive::read, which set_()s
+// the module's tensor to the stored one: shape and dtype come from the file. A model description
+// edited by hand (or weights of another architecture) would then run with layers whose shapes
+// disagree with the description, without an error, and compute garbage.
+void load_module_checked(torch::nn::Module& net, torch::serialize::InputArchive& archive, const std::string& file) {
+  struct Expected {
+    std::string what;
+    std::vector<int64_t> shape;
+    at::ScalarType dtype;
+  };
+  std::vector<Expected> expected;
+  for (const auto& p : net.named_parameters()) {
+    expected.push_back({"parameter " + p.key(), p.value().sizes().vec(), p.value().scalar_type()});
+  }
+  for (const auto& b : net.named_buffers()) {
+    expected.push_back({"buffer " + b.key(), b.value().sizes().vec(), b.value().scalar_type()});
+  }
+  net.load(archive);
+  std::vector<at::Tensor> loaded;
+  for (const auto& p : net.named_parameters()) loaded.push_back(p.value());
+  for (const auto& b : net.named_buffers()) loaded.push_back(b.value());
+  BR_CHECK(loaded.size() == expected.size(), file, ": the weights hold ", loaded.size(),
+           " tensors, the model description ", expected.size());
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    BR_CHECK(loaded[i].sizes().vec() == expected[i].shape && loaded[i].scalar_type() == expected[i].dtype, file, ": ",
+             expected[i].what, " is stored as ", at::toString(loaded[i].scalar_type()), " ", loaded[i].sizes(),
+             " but the model description makes it ", at::toString(expected[i].dtype), " ",
+             at::IntArrayRef(expected[i].shape), " (the weights belong to another network, or the file was edited)");
+  }
 }
 
 nlohmann::json version_info() {
@@ -225,7 +289,7 @@ ModelFile load_model_file(const std::string& path) {
   try {
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
-    file.net->load(model_archive);
+    load_module_checked(*file.net, model_archive, "model file " + path);
     if (file.meta.contains("quantization")) {
       torch::serialize::InputArchive codes_archive, ranges_archive;
       archive.read("quant_codes", codes_archive);

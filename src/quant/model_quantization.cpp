@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
+
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/quantize_math.h"
@@ -22,6 +24,28 @@ std::vector<std::pair<std::string, at::Tensor>> selected_parameters(models::Clas
   BR_CHECK(!out.empty(), "no parameter matches the quantization selection (--quant-include ",
            nlohmann::json(sel.include).dump(), ", --quant-exclude ", nlohmann::json(sel.exclude).dump(), ")");
   return out;
+}
+
+/// Stored ranges must be ones the scheme can produce (NOTE [Range rows]: kernels::range_of_channel):
+/// a range edited in the file, or read under another scheme, would otherwise dequantize every code
+/// of its tensor to other weights without an error.
+void check_ranges_follow_scheme(const at::Tensor& ranges, const QuantScheme& s, const std::string& what) {
+  if (ranges.size(0) == 0) return;
+  const at::Tensor lo = ranges.select(1, 0), hi = ranges.select(1, 1);
+  const bool clipped = s.clip > 0.0f;
+  if (s.source == RangeSource::Global) {
+    const float q = clipped ? std::min(s.global_q, s.clip) : s.global_q;
+    BR_CHECK((lo == -q).all().item<bool>() && (hi == q).all().item<bool>(), what, " are not [", -q, ", ", q,
+             "], the global range of the scheme ", s.to_string(), " (damaged or edited file)");
+    return;
+  }
+  if (!s.asymmetric) {
+    BR_CHECK((lo == -hi).all().item<bool>() && (hi > 0).all().item<bool>(), what,
+             " are not symmetric ranges [-q, q] with q > 0, as the scheme ", s.to_string(),
+             " makes them (damaged or edited file)");
+  }
+  BR_CHECK(!clipped || ((lo >= -s.clip).all().item<bool>() && (hi <= s.clip).all().item<bool>()), what,
+           " reach beyond the clip bound ", s.clip, " of the scheme ", s.to_string(), " (damaged or edited file)");
 }
 }  // namespace
 
@@ -166,6 +190,7 @@ QuantizedModel load_from_model_file(io::ModelFile& file) {
              ": ranges of ", name, " reach beyond ±1e30 (damaged file)");
     BR_CHECK(t.channels == 0 || (t.ranges.select(1, 0) <= t.ranges.select(1, 1)).all().item<bool>(), where,
              ": ranges of ", name, " have a lower bound above the upper bound");
+    check_ranges_follow_scheme(t.ranges, q.scheme, where + ": ranges of " + name);
     q.names.push_back(name);
     q.params.push_back(*p);
     q.tensors.push_back(std::move(t));

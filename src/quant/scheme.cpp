@@ -48,15 +48,18 @@ std::vector<std::string> split_parts(const std::string& text) {
   return parts;
 }
 
+/// A part that begins like a number: after a bare "clip" or "global" it was a negative bound.
+bool starts_numeric(const std::string& part) {
+  return !part.empty() && (std::isdigit(static_cast<unsigned char>(part[0])) || part[0] == '.');
+}
+
 bool starts_with(const std::string& s, std::string_view prefix) {
   return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
 }
 
 /// A finite float written in full ("0.1", "1e-05", no sign); false if `digits` is anything else.
 bool parse_bound(const std::string& digits, float& value) {
-  if (digits.empty() || !(std::isdigit(static_cast<unsigned char>(digits[0])) || digits[0] == '.')) {
-    return false;
-  }
+  if (!starts_numeric(digits)) return false;
   const char* end = digits.data() + digits.size();
   const auto result = std::from_chars(digits.data(), end, value);
   return result.ec == std::errc() && result.ptr == end && std::isfinite(value);
@@ -122,6 +125,9 @@ QuantScheme QuantScheme::parse(const std::string& text) {
       fail(text, detail::concat("part ", index + 1, " '", part, "' must be clip<w_max>"));
     }
     float clip = 0.0f;
+    if (part == "clip" && index + 1 < parts.size() && starts_numeric(parts[index + 1])) {  // "clip-1"
+      fail(text, detail::concat("the clip bound must be > 0 and at most 1e30, got -", parts[index + 1]));
+    }
     if (!parse_bound(part.substr(4), clip)) {
       fail(text, detail::concat("the clip bound '", part.substr(4), "' is not a finite float"));
     }
@@ -185,6 +191,9 @@ QuantScheme QuantScheme::parse(const std::string& text) {
     scheme.source = RangeSource::Channel;
   } else if (starts_with(source, "global")) {
     scheme.source = RangeSource::Global;
+    if (source == "global" && starts_numeric(parts[3])) {  // "global-1": split at the sign
+      fail(text, detail::concat("the global bound must be > 0 and at most 1e30, got -", parts[3]));
+    }
     if (!parse_bound(source.substr(6), scheme.global_q)) {
       fail(text, detail::concat("the global bound '", source.substr(6),
                                 "' is not a finite float (write global<q>, e.g. global1.0)"));

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -90,6 +91,16 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     io::load_archive_checked(on_cpu, path, "checkpoint", at::Device(at::kCPU));
   }
   io::load_archive_checked(archive, path, "checkpoint", device);
+  {
+    const std::vector<std::string> keys = archive.keys();
+    const auto has = [&keys](const char* key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };
+    BR_CHECK(!has("bitrobust_format"), "checkpoint ", path,
+             " is a model file, not a training checkpoint (train writes its checkpoint, the model file's name + "
+             "'.ckpt' unless --checkpoint says otherwise, at the end of each epoch)");
+    for (const char* key : {"model", "optimizer", "epochs_done", "steps", "seed"}) {
+      BR_CHECK(has(key), "checkpoint ", path, " is not a bitrobust training checkpoint (it has no '", key, "' record)");
+    }
+  }
   try {
     // Settings first: a checkpoint of another model would otherwise fail on its first tensor.
     c10::IValue saved_settings;
@@ -112,7 +123,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     }
     archive.read("model", model_archive);
     archive.read("optimizer", optimizer_archive);
-    net.load(model_archive);
+    io::load_module_checked(net, model_archive, "checkpoint " + path);
     optimizer.load(optimizer_archive);
     at::Tensor epochs, steps, saved_seed;
     archive.read("epochs_done", epochs);
@@ -168,10 +179,10 @@ std::string stats_text(double loss, double error, double images_per_second) {
 void TrainOptions::validate() const {
   BR_CHECK(epochs > 0, "--epochs must be positive, got ", epochs);
   BR_CHECK(batch_size > 0, "--batch must be positive, got ", batch_size);
-  BR_CHECK(lr > 0 && std::isfinite(lr), "--lr must be positive and finite, got ", lr);
+  // (bounded as quantization bounds are: Torch applies them as float scalars, and larger ones overflow)
+  BR_CHECK(lr > 0 && lr <= 1e30, "--lr must be positive and at most 1e30, got ", lr);
   BR_CHECK(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got ", momentum);
-  BR_CHECK(weight_decay >= 0 && std::isfinite(weight_decay), "--weight-decay must be >= 0 and finite, got ",
-           weight_decay);
+  BR_CHECK(weight_decay >= 0 && weight_decay <= 1e30, "--weight-decay must be in [0, 1e30], got ", weight_decay);
   BR_CHECK(max_steps >= 0, "--max-steps must be >= 0 (0 = no limit), got ", max_steps);
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -170,6 +171,12 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   EXPECT_ERROR_CONTAINS(
       load_pattern(write("i", "bitrobust-bit-pattern 1\nseed 5\nmodel weird\nrate 0.01\n")), "unknown error model");
   EXPECT_ERROR_CONTAINS(load_pattern(write("j", "bitrobust-bit-pattern 2\n")), "unsupported version 2");
+  // An istream reads "-5" into the unsigned seed as 2^64 - 5.
+  EXPECT_ERROR_CONTAINS(load_pattern(write("n", "bitrobust-bit-pattern 1\nseed -5\nmodel random\nrate 0.01\n")),
+                        "line 2: seed must not be negative");
+  const std::string folder = dir.file("folder");  // (removed with the files: std::remove takes empty folders)
+  ASSERT_EQ(mkdir(folder.c_str(), 0700), 0);
+  EXPECT_ERROR_CONTAINS(load_pattern(folder), "is a folder, not a pattern file");
   // A hand-written valid file.
   const BitPattern ok = load_pattern(write("k", header + "flips 2\n0 15 7 1\n0 0 0 f\nend\n"));
   ASSERT_EQ(ok.flips.size(), 2u);

@@ -3,6 +3,7 @@
 #include <zlib.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -125,6 +126,18 @@ TEST_F(CliQuantEval, InfoDescribesTheModelFile) {
   }
   expect_failure("info --model " + dir.file("missing.pt"), "does not exist");
   expect_failure("info --model " + q + " --json " + q, "model file");  // an output that is the input
+  // Every check runs before the report: a file that fails one prints its error and nothing else,
+  // and so does an output that cannot be written.
+  file.quant_ranges[0][0][0] = 1.0f;
+  file.quant_ranges[0][0][1] = -1.0f;
+  io::save_model_file(dir.file("bad.pt"), file);
+  for (const std::string& args : {"info --model " + dir.file("bad.pt"),
+                                  "info --model " + q + " --json " + dir.file("nowhere/info.json")}) {
+    const test_util::CliResult bad = test_util::run_cli(args);
+    EXPECT_EQ(bad.status, 1) << bad.output;
+    EXPECT_EQ(bad.output.rfind("bitrobust: error: ", 0), 0u) << "printed before the error:\n" << bad.output;
+    EXPECT_EQ(std::count(bad.output.begin(), bad.output.end(), '\n'), 1) << bad.output;
+  }
 }
 
 TEST_F(CliQuantEval, QuantizeRejectsNanWeightsAndBadSchemes) {
@@ -154,7 +167,7 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
     EXPECT_EQ(r.output, "bitrobust: error: " + message + " (see --help)\n") << args;
   }
   expect_failure("eval --model " + q + " --seed 9223372036854775807 --patterns 2", "runs past the largest seed");
-  expect_failure("eval --model " + q + " --error-model cosmic", "unknown error model");
+  expect_failure("eval --model " + q + " --error-model cosmic", "--error-model: unknown error model 'cosmic'");
   expect_failure("eval --model " + write_float_model(dir), "not quantized");
   expect_failure("eval --model " + q + " --precision fp16", "unknown precision 'fp16'");
   expect_failure("eval --model " + q + " --precision tf32", "TF32 is a CUDA tensor-core format");

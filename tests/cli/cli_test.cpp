@@ -113,7 +113,9 @@ TEST(Cli, TrainOptionsWithoutWhatTheyModifyAreErrorsBeforeAnyWork) {
   expect_clean_failure(base + " --quant-include 'conv*'", "--quant-include/--quant-exclude choose what");
   expect_clean_failure(base + " --randbet-mode alternate", "--randbet-mode sets up random bit error training");
   expect_clean_failure(base + " --scheme rquant --randbet-start 2", "--randbet-start sets up random bit error training");
-  expect_clean_failure(base + " --lr nan", "--lr must be positive and finite, got nan");
+  expect_clean_failure(base + " --lr nan", "--lr must be positive and at most 1e30, got nan");
+  expect_clean_failure(base + " --lr 1e39", "--lr must be positive and at most 1e30, got 1e+39");
+  expect_clean_failure(base + " --weight-decay 1e39", "--weight-decay must be in [0, 1e30], got 1e+39");
   expect_clean_failure(base + " --momentum 2", "--momentum must be in [0, 1)");
 }
 

@@ -113,17 +113,36 @@ TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
   EXPECT_NO_THROW(io::load_model_file(dir.file("whole.pt")));
 }
 
-TEST(ModelFile, NanOrInfiniteWeightsAreAnError) {
+// NaN or infinite weights, and finite ones beyond the README's limit of ±1e30 (3.4e38 is still a
+// float, and overflows every layer it touches to infinity and NaN).
+TEST(ModelFile, NanInfiniteOrHugeWeightsAreAnError) {
+  test_util::TempDir dir;
+  const std::pair<float, const char*> cases[] = {
+      {std::numeric_limits<float>::quiet_NaN(), "holds NaN or infinite values"}, {3.4e38f, "holds values beyond ±1e30"}};
+  for (const auto& [value, message] : cases) {
+    io::ModelFile f;
+    f.spec = test_util::tiny_mlp_spec(8);
+    f.net = models::build_model(f.spec);
+    io::save_model_file(dir.file("ok.pt"), f);
+    EXPECT_NO_THROW(io::load_model_file(dir.file("ok.pt")));
+    {
+      torch::NoGradGuard g;
+      f.net->named_parameters()["fc_out.bias"][1] = value;
+    }
+    io::save_model_file(dir.file("bad.pt"), f);
+    expect_load_error(dir.file("bad.pt"), std::string("parameter fc_out.bias ") + message);
+  }
+}
+
+// NOTE [Shapes after load]: LibTorch's Module::load takes each tensor's shape from the file.
+TEST(ModelFile, WeightsOfAnotherShapeThanTheDescriptionAreAnError) {
   test_util::TempDir dir;
   io::ModelFile f;
   f.spec = test_util::tiny_mlp_spec(8);
-  f.net = models::build_model(f.spec);
-  {
-    torch::NoGradGuard g;
-    f.net->named_parameters()["fc_out.bias"][1] = std::numeric_limits<float>::quiet_NaN();
-  }
-  io::save_model_file(dir.file("nan.pt"), f);
-  expect_load_error(dir.file("nan.pt"), "parameter fc_out.bias holds NaN or infinite values");
+  f.net = models::build_model(test_util::tiny_mlp_spec(16));  // weights of one network, description of another
+  io::save_model_file(dir.file("wider.pt"), f);
+  expect_load_error(dir.file("wider.pt"),
+                    "parameter fc1.weight is stored as Float [16, 64] but the model description makes it Float [8, 64]");
 }
 
 TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
@@ -172,6 +191,39 @@ TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
     io::save_model_file(dir.file("huge.pt"), f);
     expect_load_error(dir.file("huge.pt"), "reach beyond ±1e30 (damaged file)", true);
   }
+  {  // Ranges the scheme cannot produce (NOTE [Range rows]): a clipped scheme's range beyond the clip bound,
+     // a symmetric scheme's range that is not [-q, q], a global range other than the scheme's.
+    struct Case {
+      const char* scheme;
+      float lo, hi;
+      const char* message;
+    };
+    const Case cases[] = {
+        {"u8-asym-tensor-round-clip0.1", 5.0f, 5.0f, "reach beyond the clip bound 0.1"},
+        {"u8-asym-tensor-round-clip0.1", -0.2f, 0.05f, "reach beyond the clip bound 0.1"},
+        {"u8-sym-tensor-round", -0.5f, 1.0f, "are not symmetric ranges [-q, q] with q > 0"},
+        {"u8-sym-channel-round", 0.0f, 0.0f, "are not symmetric ranges [-q, q] with q > 0"},
+        {"u8-sym-global1.0-trunc", 1.0f, 1.0f, "are not [-1, 1], the global range"},
+        {"u8-sym-global1.0-trunc", -0.5f, 0.5f, "are not [-1, 1], the global range"},
+        {"u8-sym-tensor-round-clip0.1", -0.2f, 0.2f, "reach beyond the clip bound 0.1"},
+    };
+    for (const Case& c : cases) {
+      io::ModelFile f;
+      f.spec = test_util::tiny_mlp_spec(8);
+      f.net = models::build_model(f.spec);
+      quant::store_in_model_file(quant::quantize_model(*f.net, quant::QuantScheme::parse(c.scheme)), f);
+      const std::string good = dir.file(std::string("good-") + c.scheme + ".pt");
+      io::save_model_file(good, f);
+      io::ModelFile g = io::load_model_file(good);
+      EXPECT_NO_THROW(quant::load_from_model_file(g)) << c.scheme;
+      f.quant_ranges[0][0][0] = c.lo;
+      f.quant_ranges[0][0][1] = c.hi;
+      const std::string bad = dir.file(std::string("bad-") + c.scheme + ".pt");
+      io::save_model_file(bad, f);
+      SCOPED_TRACE(c.scheme);
+      expect_load_error(bad, c.message, true);
+    }
+  }
   {  // More code tensors stored than described: none may be silently ignored.
     io::ModelFile f = quantized_file();
     f.quant_codes.push_back(f.quant_codes[0]);
@@ -197,6 +249,14 @@ TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
       {[](nlohmann::json& m) { m["quantization"]["params"] = nlohmann::json::object(); }, "a 'params' list"},
       {[](nlohmann::json& m) { m["quantization"]["params"][0]["name"] = 3; }, "needs a 'name' string"},
       {[](nlohmann::json& m) { m["quantization"]["include"] = "fc*"; }, "'quantization.include' must be a list"},
+      // Values that would be shown as results: an error rate outside [0, 1], impossible counts.
+      {[](nlohmann::json& m) { m["test_error"] = "0.09"; }, "metadata field 'test_error' must be a number in [0, 1]"},
+      {[](nlohmann::json& m) { m["test_error"] = 9.1; }, "field 'test_error' must be a number in [0, 1], got 9.1"},
+      {[](nlohmann::json& m) { m["steps"] = -38; }, "metadata field 'steps' must be an integer"},
+      {[](nlohmann::json& m) { m["batch"] = -28; }, "metadata field 'batch' must be an integer"},
+      {[](nlohmann::json& m) { m["epochs"] = 0; }, "metadata field 'epochs' must be an integer"},
+      {[](nlohmann::json& m) { m["epochs"] = 2.5; }, "metadata field 'epochs' must be an integer"},
+      {[](nlohmann::json& m) { m["randbet"] = {{"rate", 2}}; }, "field 'randbet.rate' must be a number in [0, 1]"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     io::ModelFile f = quantized_file();

@@ -108,6 +108,15 @@ TEST(Train, DamagedCheckpointsAreRefused) {
   flipped.checkpoint = dir.file("flipped.ckpt");
   EXPECT_ERROR_CONTAINS(train::train(*net, data, flipped),
                         "checkpoint " + dir.file("flipped.ckpt") + " is damaged: its record " + record + " does not match");
+  // A model file given as the checkpoint (they are both Torch archives).
+  io::ModelFile model_file;
+  model_file.spec = mlp_spec();
+  model_file.net = net;
+  io::save_model_file(dir.file("model.pt"), model_file);
+  auto not_checkpoint = options;
+  not_checkpoint.checkpoint = dir.file("model.pt");
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, not_checkpoint),
+                        "checkpoint " + dir.file("model.pt") + " is a model file, not a training checkpoint");
   // The intact checkpoint still resumes.
   EXPECT_EQ(train::train(*net, data, options).epochs_done, 2);
 }
@@ -225,9 +234,15 @@ TEST(Train, BadOptionsAreErrors) {
     options.momentum = momentum;
     expect_message(options, "--momentum must be in [0, 1)");
   }
-  for (double decay : {-1.0, std::numeric_limits<double>::infinity(), std::nan("")}) {
+  for (double decay : {-1.0, 1e39, std::numeric_limits<double>::infinity(), std::nan("")}) {
     options = quick_options(1);
     options.weight_decay = decay;
-    expect_message(options, "--weight-decay must be >= 0");
+    expect_message(options, "--weight-decay must be in [0, 1e30]");
+  }
+  // (Torch applies both as float scalars: beyond float's range it fails mid-run with its own message)
+  for (double lr : {0.0, -1.0, 1e39, std::numeric_limits<double>::infinity(), std::nan("")}) {
+    options = quick_options(1);
+    options.lr = lr;
+    expect_message(options, "--lr must be positive and at most 1e30");
   }
 }

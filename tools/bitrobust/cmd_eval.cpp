@@ -97,7 +97,7 @@ Runner register_eval(CLI::App& app) {
     BR_CHECK(cmd->sweep.seed <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max() - cmd->sweep.patterns + 1),
              "--seed ", cmd->sweep.seed, " + --patterns ", cmd->sweep.patterns, " runs past the largest seed, 2^63 - 1");
     // Recorded in the results under its canonical name, whichever accepted spelling was typed.
-    cmd->sweep.error_model = bits::ErrorModel::parse(cmd->sweep.error_model, 0.0).name();
+    cmd->sweep.error_model = parse_error_model_option(cmd->sweep.error_model, 0.0, "--error-model").name();
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
@@ -180,11 +180,12 @@ Runner register_pattern(CLI::App& app) {
     BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
     report::check_output_path(cmd->out, "pattern file (--out)");
     report::check_distinct_paths({{cmd->out, "pattern file (--out)"}}, {{cmd->model, "model file (--model)"}});
+    const bits::ErrorModel model = parse_error_model_option(cmd->error_model, rate[0], "--error-model");
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
     check_layers_select_something(q, cmd->layers);
-    const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), bits::ErrorModel::parse(cmd->error_model, rate[0]),
-                                                        cmd->seed, bits::ParamSelector(cmd->layers));
+    const bits::BitPattern pattern =
+        bits::draw_pattern(eval::param_specs(q), model, cmd->seed, bits::ParamSelector(cmd->layers));
     bits::save_pattern(cmd->out, pattern);
     std::printf("pattern of seed %llu at %s: %zu bits selected in %zu tensors; saved %s\n",
                 static_cast<unsigned long long>(cmd->seed), pattern.model.to_string().c_str(), pattern.flips.size(),

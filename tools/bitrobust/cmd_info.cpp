@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "bitrobust/bits/pattern.h"
 #include "bitrobust/common/error.h"
@@ -51,8 +52,12 @@ Runner register_info(CLI::App& app) {
   sub->add_option("--model", cmd->model, "model file")->required();
   sub->add_option("--json", cmd->json, "also write it as JSON: the file's metadata and every quantized parameter");
   return [cmd]() {
+    if (!cmd->json.empty()) report::check_output_path(cmd->json, "--json file");
     report::check_distinct_paths({{cmd->json, "--json file"}}, {{cmd->model, "model file (--model)"}});
     io::ModelFile file = io::load_model_file(cmd->model);
+    // Every check runs before the first line is printed: a damaged file prints only its error.
+    std::optional<quant::QuantizedModel> q;
+    if (file.meta.contains("quantization")) q = quant::load_from_model_file(file);  // checks codes against ranges
     const nlohmann::json& meta = file.meta;
     int64_t parameters = 0;
     for (const at::Tensor& p : file.net->parameters()) parameters += p.numel();
@@ -88,22 +93,21 @@ Runner register_info(CLI::App& app) {
     std::printf("\n");
 
     nlohmann::json params = nlohmann::json::array();
-    if (!meta.contains("quantization")) {
+    if (!q) {
       std::printf("  float model: not quantized (bitrobust quantize makes a quantized copy)\n");
     } else {
-      const quant::QuantizedModel q = quant::load_from_model_file(file);  // checks codes against ranges
-      std::printf("  quantized   %s: %zu of %zu parameter tensors, %s weights, %s bits\n", q.scheme.to_string().c_str(),
-                  q.tensors.size(), file.net->parameters().size(), grouped(q.total_weights()).c_str(),
-                  grouped(q.total_bits()).c_str());
+      std::printf("  quantized   %s: %zu of %zu parameter tensors, %s weights, %s bits\n", q->scheme.to_string().c_str(),
+                  q->tensors.size(), file.net->parameters().size(), grouped(q->total_weights()).c_str(),
+                  grouped(q->total_bits()).c_str());
       std::printf("  %-28s %-14s %4s %8s  %s\n", "parameter", "shape", "bits", "ranges", "range (lowest lo, highest hi)");
-      for (size_t i = 0; i < q.tensors.size(); ++i) {
-        const quant::QuantizedTensor& t = q.tensors[i];
+      for (size_t i = 0; i < q->tensors.size(); ++i) {
+        const quant::QuantizedTensor& t = q->tensors[i];
         const at::Tensor ranges = t.ranges.cpu();
         const double lo = ranges.select(1, 0).min().item<double>(), hi = ranges.select(1, 1).max().item<double>();
         const std::string shape = bits::shape_text(t.codes.sizes().vec());
-        std::printf("  %-28s %-14s %4d %8lld  [%.6g, %.6g]\n", q.names[i].c_str(), shape.c_str(), t.format.bits,
+        std::printf("  %-28s %-14s %4d %8lld  [%.6g, %.6g]\n", q->names[i].c_str(), shape.c_str(), t.format.bits,
                     static_cast<long long>(t.channels), lo, hi);
-        params.push_back({{"name", q.names[i]}, {"shape", t.codes.sizes().vec()}, {"bits", t.format.bits},
+        params.push_back({{"name", q->names[i]}, {"shape", t.codes.sizes().vec()}, {"bits", t.format.bits},
                           {"channels", t.channels}, {"lo", lo}, {"hi", hi}});
       }
     }

@@ -95,7 +95,8 @@ Runner register_train(CLI::App& app) {
       const std::vector<double> rate = eval::parse_rates(cmd->randbet, "--randbet");
       BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
       cmd->randbet_options.rate = rate[0];
-      cmd->randbet_options.error_model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0).name();
+      cmd->randbet_options.error_model =
+          parse_error_model_option(cmd->randbet_options.error_model, 0.0, "--randbet-error-model").name();
       cmd->randbet_options.seed = cmd->options.seed;
       cmd->randbet_options.validate();
     }

@@ -7,6 +7,7 @@
 #include <limits>
 #include <string>
 
+#include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/data/dataset.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/models/models.h"
@@ -47,6 +48,9 @@ void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, con
 /// model's input shape and class count fit the data. `options` is updated to what was loaded.
 data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& model_path, DataOptions& options,
                                   const std::string& split, int64_t limit, at::Device device);
+
+/// The error model `name` at `rate` (ErrorModel::parse); an error names `option`, the option it came from.
+bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option);
 
 /// Quantization options shared by train and quantize: a preset (--scheme normal|rquant with
 /// --bits and --clip) or an explicit scheme string (--scheme u8-asym-tensor-round-clip0.1).

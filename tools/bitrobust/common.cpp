@@ -98,6 +98,17 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
   return data;
 }
 
+bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option) {
+  try {
+    return bits::ErrorModel::parse(name, rate);
+  } catch (const Error& e) {
+    std::string message = e.what();
+    const std::string prefix = "ErrorModel: ";
+    if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
+    throw Error(std::string(option) + ": " + message);
+  }
+}
+
 void add_quant_options(CLI::App& cmd, QuantOptions& q) {
   cmd.add_option("--scheme", q.scheme,
                  "quantization scheme: normal | rquant (with --bits, --clip) or a scheme string such as "

@@ -52,8 +52,13 @@ ModelFile load_model_file(const std::string& path);
 /// (NOTE [Damaged model files]). Errors read "<what> <path>: ...".
 void load_archive_checked(torch::serialize::InputArchive& archive, const std::string& path, const std::string& what,
                           at::Device device);
-/// Throws bitrobust::Error "<file>: parameter NAME holds NaN or infinite values" (or buffer NAME).
+/// Throws bitrobust::Error "<file>: parameter NAME holds NaN or infinite values" (or buffer NAME), or
+/// "... holds values beyond ±1e30" (README: the limit of weights in model files).
 void check_finite_module(const torch::nn::Module& net, const std::string& file);
+/// net->load(archive), and then a check that every parameter and buffer kept the shape and dtype
+/// the network was built with: LibTorch replaces each tensor by the stored one, whatever its shape,
+/// so weights of another architecture would load without an error (NOTE [Shapes after load]).
+void load_module_checked(torch::nn::Module& net, torch::serialize::InputArchive& archive, const std::string& file);
 
 /// Versions of bitrobust and Torch, recorded in every result.
 nlohmann::json version_info();
