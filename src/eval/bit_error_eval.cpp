@@ -62,23 +62,36 @@ std::vector<quant::QuantizedTensor> with_perturbed_codes(const quant::QuantizedM
 void summarize(RateResult& r) {
   const auto n = static_cast<int64_t>(r.rerr.size());
   if (n == 0) return;
-  double sum = 0, sum_pert = 0;
+  double sum_pert = 0;
   r.rerr_min = 1;
   r.rerr_max = 0;
   for (int64_t i = 0; i < n; ++i) {
-    sum += r.rerr[i];
     sum_pert += r.perturbed_error[i];
     r.rerr_min = std::min(r.rerr_min, r.rerr[i]);
     r.rerr_max = std::max(r.rerr_max, r.rerr[i]);
   }
-  r.rerr_mean = sum / n;
   r.perturbed_error_mean = sum_pert / n;
+  const MeanInterval m = mean_interval(r.rerr);
+  r.rerr_mean = m.mean;
+  r.rerr_std = m.std;
+  r.rerr_ci95_low = m.low;
+  r.rerr_ci95_high = m.high;
+}
+
+MeanInterval mean_interval(const std::vector<double>& values) {
+  MeanInterval m;
+  const auto n = static_cast<int64_t>(values.size());
+  if (n == 0) return m;
+  double sum = 0;
+  for (double v : values) sum += v;
+  m.mean = sum / n;
   double ss = 0;
-  for (double v : r.rerr) ss += (v - r.rerr_mean) * (v - r.rerr_mean);
-  r.rerr_std = n > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
-  const double half = n > 1 ? t_quantile_975(n - 1) * r.rerr_std / std::sqrt(static_cast<double>(n)) : 0.0;
-  r.rerr_ci95_low = r.rerr_mean - half;
-  r.rerr_ci95_high = r.rerr_mean + half;
+  for (double v : values) ss += (v - m.mean) * (v - m.mean);
+  m.std = n > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
+  const double half = n > 1 ? t_quantile_975(n - 1) * m.std / std::sqrt(static_cast<double>(n)) : 0.0;
+  m.low = m.mean - half;
+  m.high = m.mean + half;
+  return m;
 }
 
 std::vector<double> parse_rates(const std::string& text, const std::string& option) {

@@ -218,6 +218,75 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
   return out.str();
 }
 
+namespace {
+// Why sweeps a and b did not meet the same bit errors on the same images ("" if they did).
+std::string unpaired_reason(const nlohmann::json& a, const nlohmann::json& b) {
+  for (const char* key : {"seed", "patterns", "error_model", "layers", "dataset", "split", "cifar_protocol", "limit",
+                          "examples"}) {
+    const nlohmann::json va = a.value(key, nlohmann::json()), vb = b.value(key, nlohmann::json());
+    if (va != vb) return detail::concat(key, " ", va.dump(), " against ", vb.dump());
+  }
+  // The same seeds select the same bits only in parameters of the same shapes and bit widths. Error
+  // models that change every selected bit record it: their counts of changed bits must agree.
+  bits::ErrorModel model;
+  try {
+    model = bits::ErrorModel::parse(a["error_model"].get<std::string>(), 0.0);
+  } catch (const Error&) {
+    return "an error model this version does not know";
+  }
+  const bool flips_every_selected = model.kind != bits::ErrorKind::StuckAt0 && model.kind != bits::ErrorKind::StuckAt1 &&
+                                    model.rate_0to1 < 0 && model.rate_1to0 < 0;
+  if (!flips_every_selected) return "";
+  for (const auto& ra : a["results"]) {
+    for (const auto& rb : b["results"]) {
+      if (ra["rate"] == rb["rate"] && ra.contains("bits_changed") && rb.contains("bits_changed") &&
+          ra["bits_changed"] != rb["bits_changed"]) {
+        return "their patterns changed other numbers of bits: other parameter shapes or bit widths";
+      }
+    }
+  }
+  return "";
+}
+}  // namespace
+
+std::string paired_table(const std::vector<nlohmann::json>& results) {
+  if (results.size() < 2) return "";
+  const nlohmann::json& base = results[0];
+  std::ostringstream out;
+  char line[200];
+  out << "paired with " << base.value("model_name", std::string("model"))
+      << " (same patterns, same images): RErr difference in points, mean [95% interval], patterns lower / higher\n";
+  for (size_t i = 1; i < results.size(); ++i) {
+    const nlohmann::json& j = results[i];
+    const std::string name = j.value("model_name", std::string("model"));
+    const std::string reason = unpaired_reason(base, j);
+    if (!reason.empty()) {
+      out << "  " << name << ": not paired (" << reason << ")\n";
+      continue;
+    }
+    out << "  " << name << "\n";
+    for (const auto& r : j["results"]) {
+      const double rate = r["rate"].get<double>();
+      if (rate == 0 && !zero_rate_has_errors(j)) continue;  // the clean models: no patterns
+      for (const auto& rb : base["results"]) {
+        if (rb["rate"] != r["rate"]) continue;
+        std::vector<double> diff;
+        int lower = 0, higher = 0;
+        for (size_t k = 0; k < r["per_pattern"].size(); ++k) {
+          diff.push_back(r["per_pattern"][k].get<double>() - rb["per_pattern"][k].get<double>());
+          lower += diff.back() < 0;
+          higher += diff.back() > 0;
+        }
+        const eval::MeanInterval m = eval::mean_interval(diff);
+        std::snprintf(line, sizeof line, "    %-10s %+7.2f  [%+.2f, %+.2f]  %d / %d of %zu\n", rate_text(rate).c_str(),
+                      100 * m.mean, 100 * m.low, 100 * m.high, lower, higher, diff.size());
+        out << line;
+      }
+    }
+  }
+  return out.str();
+}
+
 std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title) {
   const double W = 800, H = 440, left = 70, right = 310, top = 40, bottom = 60;
   const double pw = W - left - right, ph = H - top - bottom;

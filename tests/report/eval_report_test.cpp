@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
 #include <regex>
 #include <string>
@@ -92,6 +93,38 @@ TEST(CompareTable, ColumnsFitTheirModelNamesAndStayAligned) {
   };
   for (const std::string& line : lines) EXPECT_EQ(shown(line), 10u + 2 + 30 + 2 + 22) << table;
   EXPECT_NE(lines[2].find("6.00 ±1.00"), std::string::npos) << table;
+}
+
+// NOTE [Paired comparison]: per pattern differences, their mean and Student t interval, and the
+// counts of lower and higher patterns; results that did not meet the same patterns say why.
+TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
+  const auto with = [](std::vector<double> rerr, std::vector<int64_t> bits, const std::string& name) {
+    nlohmann::json j = sweep("random", {{0.0, 0.05}, {1e-2, 0.10}});
+    j["model_name"] = name;
+    j["seed"] = 100;
+    j["patterns"] = rerr.size();
+    j["results"][0]["per_pattern"] = std::vector<double>(rerr.size(), 0.05);
+    j["results"][1]["per_pattern"] = rerr;
+    j["results"][1]["bits_changed"] = bits;
+    return j;
+  };
+  const auto base = with({0.10, 0.12, 0.11, 0.13}, {5, 6, 7, 8}, "clip");
+  // Differences -0.01, -0.03, +0.01, -0.02: mean -0.0125, sample std 0.0170783, t(3) = 3.182.
+  const auto better = with({0.09, 0.09, 0.12, 0.11}, {5, 6, 7, 8}, "randbet");
+  auto other_seed = better;
+  other_seed["seed"] = 200;
+  other_seed["model_name"] = "seed200";
+  const auto other_shapes = with({0.09, 0.09, 0.12, 0.11}, {5, 6, 7, 9}, "wider");
+  const std::string table = report::paired_table({base, better, other_seed, other_shapes});
+  const double half = 3.182 * 0.0170783 / 2;
+  char expected[128];
+  std::snprintf(expected, sizeof expected, "    1%%           -1.25  [%+.2f, %+.2f]  3 / 1 of 4\n", 100 * (-0.0125 - half),
+                100 * (-0.0125 + half));
+  EXPECT_NE(table.find(std::string("  randbet\n") + expected), std::string::npos) << table << "expected " << expected;
+  EXPECT_NE(table.find("  seed200: not paired (seed 100 against 200)"), std::string::npos) << table;
+  EXPECT_NE(table.find("  wider: not paired (their patterns changed other numbers of bits"), std::string::npos) << table;
+  EXPECT_EQ(table.find("0%  "), std::string::npos) << "rate 0 is the clean model, not a pattern:\n" << table;
+  EXPECT_EQ(report::paired_table({base}), "");
 }
 
 }  // namespace

@@ -223,6 +223,7 @@ Runner register_compare(CLI::App& app) {
       results.push_back(j);
     }
     std::printf("%s", report::compare_table(results).c_str());
+    std::printf("%s", report::paired_table(results).c_str());
     if (!cmd->plot.empty()) {
       report::write_text_atomic(cmd->plot, report::rerr_plot_svg(results, cmd->title));
       std::printf("plot written to %s\n", cmd->plot.c_str());

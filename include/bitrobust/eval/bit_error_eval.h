@@ -71,6 +71,13 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
 /// Mean, sample standard deviation, min, max and the 95% confidence interval of the mean.
 void summarize(RateResult& r);
 
+/// Sample mean, standard deviation and the 95% interval of the mean (Student t) of `values`; with
+/// one value the spread is undefined: std 0 and the interval [mean, mean].
+struct MeanInterval {
+  double mean = 0, std = 0, low = 0, high = 0;
+};
+MeanInterval mean_interval(const std::vector<double>& values);
+
 /// Parses "0.01%,0.1%,1%" or "0.0001,0.001" (fractions, or percentages with '%'); each in [0, 1].
 /// `option` names the input in errors.
 std::vector<double> parse_rates(const std::string& text, const std::string& option = "--rates");

@@ -24,6 +24,15 @@ std::string sweep_csv(const nlohmann::json& j);
 std::string sweep_table(const nlohmann::json& j);
 /// Several results side by side: one column per model, mean RErr (%) per rate.
 std::string compare_table(const std::vector<nlohmann::json>& results);
+/// NOTE [Paired comparison]: a pattern depends only on (seed, parameter, element, bit) (bits/bit_errors.h),
+/// so models with the same parameter shapes and bit widths, evaluated from the same seed on the same
+/// images, meet the same faulty bits: the same chips. Their RErr can then be compared chip by chip,
+/// which takes the spread between chips out of the comparison (two models' own intervals may overlap
+/// where the paired difference's does not). Each result after the first against the first: per
+/// rate, the mean difference in RErr with its 95% interval (Student t) and the number of patterns
+/// where it is lower and higher; a result that did not meet the same patterns says why. "" for
+/// fewer than two results.
+std::string paired_table(const std::vector<nlohmann::json>& results);
 /// RErr against the bit error rate (logarithmic axis), mean with min/max bars, one series per result.
 std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title);
 
