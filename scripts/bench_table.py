@@ -70,7 +70,7 @@ def main(paths):
     table = []
     eager = get("BM_Inference/0", "images_per_second")
     fused = get("BM_Inference/1", "images_per_second")
-    # (runs recorded before 2026-12-05 named it BM_Sweep/10)
+    # (runs recorded up to 2026-12-04 named it BM_Sweep/10)
     sweep = get("BM_Sweep/10/500", "images_patterns_per_second") or get("BM_Sweep/10", "images_patterns_per_second")
     table.append(("plain inference, images/s (fused GN+ReLU)", fused, "eager LibTorch", eager, "higher"))
     table.append(("the same, conv biases added in the fused op", fused, "conv biases added by ATen",
