@@ -28,4 +28,6 @@ for name in normal8 rquant8_clip0.1 rquant8_clip0.1_randbet1; do
     --json "$OUT/$name.eval.json" --quiet
   results+=("$OUT/$name.eval.json")
 done
-"$BIN" compare "${results[@]}" --plot "$OUT/compare.svg" --title "LeNet on Fashion-MNIST: RErr vs bit error rate"
+# (paired with the clipped model: what RandBET adds to clipping, and what clipping adds to normal8)
+"$BIN" compare "${results[@]}" --paired-with 2 --plot "$OUT/compare.svg" \
+  --title "LeNet on Fashion-MNIST: RErr vs bit error rate"

@@ -249,14 +249,16 @@ std::string unpaired_reason(const nlohmann::json& a, const nlohmann::json& b) {
 }
 }  // namespace
 
-std::string paired_table(const std::vector<nlohmann::json>& results) {
+std::string paired_table(const std::vector<nlohmann::json>& results, size_t base_index) {
   if (results.size() < 2) return "";
-  const nlohmann::json& base = results[0];
+  BR_CHECK(base_index < results.size(), "paired_table: no result ", base_index + 1, " among ", results.size());
+  const nlohmann::json& base = results[base_index];
   std::ostringstream out;
   char line[200];
   out << "paired with " << base.value("model_name", std::string("model"))
       << " (same patterns, same images): RErr difference in points, mean [95% interval], patterns lower / higher\n";
-  for (size_t i = 1; i < results.size(); ++i) {
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (i == base_index) continue;
     const nlohmann::json& j = results[i];
     const std::string name = j.value("model_name", std::string("model"));
     const std::string reason = unpaired_reason(base, j);

@@ -125,6 +125,12 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
   EXPECT_NE(table.find("  wider: not paired (their patterns changed other numbers of bits"), std::string::npos) << table;
   EXPECT_EQ(table.find("0%  "), std::string::npos) << "rate 0 is the clean model, not a pattern:\n" << table;
   EXPECT_EQ(report::paired_table({base}), "");
+  // Against another result: the differences change sign.
+  const std::string reversed = report::paired_table({base, better}, 1);
+  std::snprintf(expected, sizeof expected, "    1%%           +1.25  [%+.2f, %+.2f]  1 / 3 of 4\n", 100 * (0.0125 - half),
+                100 * (0.0125 + half));
+  EXPECT_NE(reversed.find("paired with randbet"), std::string::npos) << reversed;
+  EXPECT_NE(reversed.find(std::string("  clip\n") + expected), std::string::npos) << reversed << "expected " << expected;
 }
 
 }  // namespace

@@ -42,6 +42,7 @@ struct PatternCommand {
 struct CompareCommand {
   std::vector<std::string> files;
   std::string plot, title = "Bit error robustness";
+  int64_t paired_with = 1;
 };
 }  // namespace
 
@@ -200,7 +201,13 @@ Runner register_compare(CLI::App& app) {
   sub->add_option("results", cmd->files, "result JSON files")->required();
   sub->add_option("--plot", cmd->plot, "write the comparison plot (SVG)");
   sub->add_option("--title", cmd->title, "plot title");
+  sub->add_option("--paired-with", cmd->paired_with,
+                  "which result (1 = the first) the others are compared with pattern by pattern")
+      ->check(integer_in(1))
+      ->capture_default_str();
   return [cmd]() {
+    BR_CHECK(cmd->paired_with <= static_cast<int64_t>(cmd->files.size()), "--paired-with ", cmd->paired_with,
+             " names a result beyond the ", cmd->files.size(), " given");
     if (!cmd->plot.empty()) {
       report::check_output_path(cmd->plot, "--plot file");
       std::vector<report::NamedPath> inputs;
@@ -223,7 +230,7 @@ Runner register_compare(CLI::App& app) {
       results.push_back(j);
     }
     std::printf("%s", report::compare_table(results).c_str());
-    std::printf("%s", report::paired_table(results).c_str());
+    std::printf("%s", report::paired_table(results, static_cast<size_t>(cmd->paired_with - 1)).c_str());
     if (!cmd->plot.empty()) {
       report::write_text_atomic(cmd->plot, report::rerr_plot_svg(results, cmd->title));
       std::printf("plot written to %s\n", cmd->plot.c_str());

@@ -28,11 +28,11 @@ std::string compare_table(const std::vector<nlohmann::json>& results);
 /// so models with the same parameter shapes and bit widths, evaluated from the same seed on the same
 /// images, meet the same faulty bits: the same chips. Their RErr can then be compared chip by chip,
 /// which takes the spread between chips out of the comparison (two models' own intervals may overlap
-/// where the paired difference's does not). Each result after the first against the first: per
-/// rate, the mean difference in RErr with its 95% interval (Student t) and the number of patterns
-/// where it is lower and higher; a result that did not meet the same patterns says why. "" for
-/// fewer than two results.
-std::string paired_table(const std::vector<nlohmann::json>& results);
+/// where the paired difference's does not). Every other result against results[base]: per rate,
+/// the mean difference in RErr with its 95% interval (Student t) and the number of patterns where
+/// it is lower and higher; a result that did not meet the same patterns says why. "" for fewer than
+/// two results.
+std::string paired_table(const std::vector<nlohmann::json>& results, size_t base = 0);
 /// RErr against the bit error rate (logarithmic axis), mean with min/max bars, one series per result.
 std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title);
 
