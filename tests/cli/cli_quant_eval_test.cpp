@@ -191,7 +191,12 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   EXPECT_EQ(j["precision"], "fp32");  // the CPU's default
   EXPECT_EQ(j["results"][0]["rerr_mean"].get<double>(), j["clean_error"].get<double>());
   EXPECT_TRUE(std::filesystem::exists(dir.file("e.svg")));
-  EXPECT_EQ(test_util::run_cli("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg")).status, 0);
+  const test_util::CliResult compared =
+      test_util::run_cli("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg"));
+  EXPECT_EQ(compared.status, 0) << compared.output;
+  // The same result twice: paired, every difference 0 (NOTE [Paired comparison]).
+  EXPECT_NE(compared.output.find("+0.00  [+0.00, +0.00]  0 / 0 of 3"), std::string::npos) << compared.output;
+  expect_failure("compare " + dir.file("e.json") + " --paired-with 2", "--paired-with 2 names a result beyond the 1 given");
   // The pattern of seed 8 (the second) at 5%, saved and replayed, gives the sweep's value exactly.
   ASSERT_EQ(test_util::run_cli("pattern --model " + q + " --rate 5% --seed 8 --out " + dir.file("p.txt")).status, 0);
   ASSERT_EQ(test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("p.txt") + " --json " + dir.file("r.json")).status, 0);
