@@ -86,7 +86,8 @@ build() {
   rm -f "$R/build.log"  # (kept only when it explains a failure: $OUT returns at most 8 files)
 }
 # A rebuild that fails must not leave the last good binaries to be tested as if they were new.
-rm -f build-gpu/bitrobust build-gpu/bitrobust_tests build-gpu/bitrobust_kernel_tests build-gpu/bench_end_to_end
+rm -f build-gpu/bitrobust build-gpu/bitrobust_tests build-gpu/bitrobust_kernel_tests build-gpu/bench_end_to_end \
+  build-gpu/cuda_identity_check/cuda_identity_check
 export R D TP NVCC
 export -f build
 stage build "${LIMIT_BUILD:-420}" bash -c build || finish 1
@@ -100,7 +101,9 @@ cuda_tests() {
   grep -E "OK \]|FAILED|SKIPPED|Skipped|PASSED|tests ran|Failure|error" "$R/cuda_tests.txt" | awk 'NR <= 80'
   # The bit layer's Torch-free CPU/CUDA identity check (in place, misaligned pointers, 1- to 32-bit
   # codes, p up to 1) and its kernel-alone timings (docs/bit_errors.md).
-  BUILD_DIR=$PWD/build-gpu/cuda_identity_check bash tests/bits/run_cuda_check.sh "$PWD" sm_90 >"$R/identity.txt" 2>&1 || rc=1
+  # (SANITIZE emptied: the sanitizers have a stage of their own)
+  SANITIZE="" BUILD_DIR=$PWD/build-gpu/cuda_identity_check bash tests/bits/run_cuda_check.sh "$PWD" sm_90 \
+    >"$R/identity.txt" 2>&1 || rc=1
   grep -E "MISMATCH|CUDA error|error:|checks,|passed,|TIMING" "$R/identity.txt" | awk 'NR <= 40'
   rm -f "$R/kernel_tests.txt" "$R/cuda_tests.txt" "$R/identity.txt"  # (the log holds what matters; $OUT returns 8 files)
   return "$rc"

@@ -11,6 +11,7 @@
 #include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
+#include "bitrobust/quant/scheme.h"
 
 namespace bitrobust::report {
 
@@ -226,8 +227,16 @@ std::string unpaired_reason(const nlohmann::json& a, const nlohmann::json& b) {
     const nlohmann::json va = a.value(key, nlohmann::json()), vb = b.value(key, nlohmann::json());
     if (va != vb) return detail::concat(key, " ", va.dump(), " against ", vb.dump());
   }
-  // The same seeds select the same bits only in parameters of the same shapes and bit widths. Error
-  // models that change every selected bit record it: their counts of changed bits must agree.
+  // The same seeds select the same bits only in parameters of the same shapes and bit widths. The
+  // widths are in the schemes; error models that change every selected bit also record the layout:
+  // their counts of changed bits must agree.
+  try {
+    const int bits_a = quant::QuantScheme::parse(a["scheme"].get<std::string>()).bits;
+    const int bits_b = quant::QuantScheme::parse(b["scheme"].get<std::string>()).bits;
+    if (bits_a != bits_b) return detail::concat(bits_a, "-bit codes against ", bits_b, "-bit codes");
+  } catch (const Error&) {
+    return "a scheme this version does not know";
+  }
   bits::ErrorModel model;
   try {
     model = bits::ErrorModel::parse(a["error_model"].get<std::string>(), 0.0);
@@ -280,8 +289,10 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
           higher += diff.back() > 0;
         }
         const eval::MeanInterval m = eval::mean_interval(diff);
-        std::snprintf(line, sizeof line, "    %-10s %+7.2f  [%+.2f, %+.2f]  %d / %d of %zu\n", rate_text(rate).c_str(),
-                      100 * m.mean, 100 * m.low, 100 * m.high, lower, higher, diff.size());
+        char interval[48] = "[-]";  // (one pattern has no spread, as in sweep_table)
+        if (diff.size() > 1) std::snprintf(interval, sizeof interval, "[%+.2f, %+.2f]", 100 * m.low, 100 * m.high);
+        std::snprintf(line, sizeof line, "    %-10s %+7.2f  %s  %d / %d of %zu\n", rate_text(rate).c_str(), 100 * m.mean,
+                      interval, lower, higher, diff.size());
         out << line;
       }
     }

@@ -6,8 +6,9 @@
 #   program an earlier run built in BUILD_DIR.
 # SANITIZE="memcheck racecheck synccheck initcheck" (any of them) then reruns the check with small
 # problems under each compute-sanitizer tool, SANITIZE_LIMIT_S seconds each (default 60). A tool that
-# reports an error fails the run; one that cannot run on this machine (compute-sanitizer refuses
-# the device under some virtual machines) or runs out of time is reported and does not.
+# reports an error, or under which the check fails or crashes, fails the run; one that cannot run on
+# this machine (compute-sanitizer refuses the device under some virtual machines, "Device not
+# supported") or runs out of time is reported and does not.
 set -euo pipefail
 BUILD_ONLY=0 SANITIZE_ONLY=0
 case ${1:-} in
@@ -40,7 +41,15 @@ sanitize() {
         rc=1
         ;;
       124) echo "SANITIZER $tool: not finished within ${SANITIZE_LIMIT_S:-60} s" ;;
-      *) echo "SANITIZER $tool: could not run (exit $trc): $(grep -v '^device:' "$log" | awk 'NR <= 3' | tr '\n' ' ')" ;;
+      *)
+        if grep -q "not supported" "$log"; then
+          echo "SANITIZER $tool: could not run here: $(grep -m1 "not supported" "$log")"
+        else  # (a mismatch under the sanitizer, or a crash)
+          echo "SANITIZER $tool: the check failed under it (exit $trc):"
+          awk 'NR <= 20' "$log"
+          rc=1
+        fi
+        ;;
     esac
   done
   return "$rc"

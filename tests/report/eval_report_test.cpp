@@ -115,7 +115,10 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
   other_seed["seed"] = 200;
   other_seed["model_name"] = "seed200";
   const auto other_shapes = with({0.09, 0.09, 0.12, 0.11}, {5, 6, 7, 9}, "wider");
-  const std::string table = report::paired_table({base, better, other_seed, other_shapes});
+  auto other_bits = better;  // stuck-at errors change only some selected bits: the scheme tells the widths
+  other_bits["scheme"] = "u4-asym-tensor-round";
+  other_bits["model_name"] = "four";
+  const std::string table = report::paired_table({base, better, other_seed, other_shapes, other_bits});
   const double half = 3.182 * 0.0170783 / 2;
   char expected[128];
   std::snprintf(expected, sizeof expected, "    1%%           -1.25  [%+.2f, %+.2f]  3 / 1 of 4\n", 100 * (-0.0125 - half),
@@ -123,6 +126,7 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
   EXPECT_NE(table.find(std::string("  randbet\n") + expected), std::string::npos) << table << "expected " << expected;
   EXPECT_NE(table.find("  seed200: not paired (seed 100 against 200)"), std::string::npos) << table;
   EXPECT_NE(table.find("  wider: not paired (their patterns changed other numbers of bits"), std::string::npos) << table;
+  EXPECT_NE(table.find("  four: not paired (8-bit codes against 4-bit codes)"), std::string::npos) << table;
   EXPECT_EQ(table.find("0%  "), std::string::npos) << "rate 0 is the clean model, not a pattern:\n" << table;
   EXPECT_EQ(report::paired_table({base}), "");
   // Against another result: the differences change sign.
@@ -131,6 +135,9 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
                 100 * (0.0125 + half));
   EXPECT_NE(reversed.find("paired with randbet"), std::string::npos) << reversed;
   EXPECT_NE(reversed.find(std::string("  clip\n") + expected), std::string::npos) << reversed << "expected " << expected;
+  // One pattern: a difference, but no interval.
+  const std::string one = report::paired_table({with({0.10}, {5}, "a"), with({0.12}, {5}, "b")});
+  EXPECT_NE(one.find("    1%           +2.00  [-]  0 / 1 of 1\n"), std::string::npos) << one;
 }
 
 }  // namespace
