@@ -60,15 +60,17 @@ struct StorageTally {
   }
 };
 
-// Tallies every tensor of a module archive and its submodule archives.
-void tally_archive(torch::serialize::InputArchive& archive, StorageTally& tally, const std::string& prefix) {
+// Calls fn(name, tensor) for every tensor of a module archive and its submodule archives, named as
+// Module::named_parameters names them ("conv1.weight").
+template <typename Fn>
+void for_each_archive_tensor(torch::serialize::InputArchive& archive, const std::string& prefix, const Fn& fn) {
   for (const std::string& key : archive.keys()) {
     at::Tensor t;
     torch::serialize::InputArchive child;
     if (archive.try_read(key, t)) {
-      tally.add(t, prefix + key);
+      fn(prefix + key, t);
     } else if (archive.try_read(key, child)) {
-      tally_archive(child, tally, prefix + key + ".");
+      for_each_archive_tensor(child, prefix + key + ".", fn);
     }
   }
 }
@@ -153,7 +155,7 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
   }
   StorageTally tally;  // NOTE [Damaged model files], before any tensor's values are read
   tally.file = file;
-  tally_archive(archive, tally, "");
+  for_each_archive_tensor(archive, "", [&tally](const std::string& name, const at::Tensor& t) { tally.add(t, name); });
   tally.check_against_records(records);
 }
 
@@ -173,12 +175,21 @@ void load_module_checked(torch::nn::Module& net, torch::serialize::InputArchive&
     at::ScalarType dtype;
   };
   std::vector<Expected> expected;
+  std::set<std::string> names;
   for (const auto& p : net.named_parameters()) {
     expected.push_back({"parameter " + p.key(), p.value().sizes().vec(), p.value().scalar_type()});
+    names.insert(p.key());
   }
   for (const auto& b : net.named_buffers()) {
     expected.push_back({"buffer " + b.key(), b.value().sizes().vec(), b.value().scalar_type()});
+    names.insert(b.key());
   }
+  // Tensors the described network lacks would be skipped (a layer dropped from the description).
+  for_each_archive_tensor(archive, "", [&](const std::string& name, const at::Tensor& t) {
+    BR_CHECK(!t.defined() || names.count(name) > 0, file, ": the weights hold ", name,
+             ", which the network of the model description does not have (the weights belong to another network, "
+             "or the file was edited)");
+  });
   net.load(archive);
   std::vector<at::Tensor> loaded;
   for (const auto& p : net.named_parameters()) loaded.push_back(p.value());

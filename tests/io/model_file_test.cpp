@@ -143,6 +143,13 @@ TEST(ModelFile, WeightsOfAnotherShapeThanTheDescriptionAreAnError) {
   io::save_model_file(dir.file("wider.pt"), f);
   expect_load_error(dir.file("wider.pt"),
                     "parameter fc1.weight is stored as Float [16, 64] but the model description makes it Float [8, 64]");
+  // A hidden layer more in the weights than in the description: every described tensor has its
+  // shape, and the extra layer would be skipped.
+  models::ModelSpec deeper = f.spec;
+  deeper.units = {8, 8};
+  f.net = models::build_model(deeper);
+  io::save_model_file(dir.file("deeper.pt"), f);
+  expect_load_error(dir.file("deeper.pt"), "the weights hold fc2.weight, which the network of the model description");
 }
 
 TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
