@@ -3,11 +3,12 @@
 // torch-facing CUDA tests); build and run it on a GPU machine with tests/bits/run_cuda_check.sh.
 // Exit status 0 iff every comparison matched. `--small` shrinks every problem (keeping the odd sizes
 // and all code widths, models and rates) and skips the timings, for runs under compute-sanitizer,
-// which slows shared-memory-heavy kernels by orders of magnitude.
-#include <cuda_runtime.h>
-
+// which slows shared-memory-heavy kernels by orders of magnitude. ctest also runs it with --small on
+// the CPU, compiled as C++ over the CUDA emulation (NOTE [CUDA emulation]; test CudaIdentityCheckEmulated).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -16,6 +17,7 @@
 #include "bitrobust/bits/bit_errors_kernels.h"
 #include "bitrobust/bits/bitops_kernels.h"
 #include "bitrobust/common/detmath.h"
+#include "kernels/cuda/cuda_launch.h"
 
 using namespace bitrobust;
 using namespace bitrobust::bits;
@@ -91,7 +93,7 @@ void check_det_log() {
   const int n = static_cast<int>(x.size());
   DeviceBuffer dx(n * sizeof(double)), dy(n * sizeof(double));
   CUDA_OK(cudaMemcpy(dx.ptr, x.data(), n * sizeof(double), cudaMemcpyHostToDevice));
-  det_log_kernel<<<(n + 255) / 256, 256>>>(static_cast<double*>(dx.ptr), static_cast<double*>(dy.ptr), n);
+  BR_LAUNCH(det_log_kernel, (n + 255) / 256, 256, 0, nullptr)(static_cast<double*>(dx.ptr), static_cast<double*>(dy.ptr), n);
   std::vector<double> y(n);
   CUDA_OK(cudaMemcpy(y.data(), dy.ptr, n * sizeof(double), cudaMemcpyDeviceToHost));
   int mismatches = 0;

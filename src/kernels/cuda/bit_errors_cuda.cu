@@ -6,13 +6,12 @@
 // (NOTE [Group sampler]) and applies them with 32-bit atomics (lanes may hit bits of one word).
 // Task tables travel by value as __grid_constant__ kernel parameters (kMaxTasksPerLaunch per launch),
 // so nothing is allocated, nothing is copied per thread, and the host never synchronises.
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "bitrobust/bits/bit_errors_kernels.h"
+#include "kernels/cuda/cuda_launch.h"
 
 namespace bitrobust::bits {
 namespace {
@@ -183,8 +182,8 @@ void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t
     if (chunks == 0) continue;
     if (!any_copy && !any_active) continue;
     const int64_t blocks = (chunks + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    inject_chunks_kernel<<<static_cast<unsigned int>(blocks), kWarpsPerBlock * 32, 0, cuda_stream>>>(batch, seed,
-                                                                                                    changed_count);
+    BR_LAUNCH(inject_chunks_kernel, static_cast<unsigned int>(blocks), kWarpsPerBlock * 32, 0, cuda_stream)(
+        batch, seed, changed_count);
     check_launch("inject_bit_errors_cuda");
   }
 }
@@ -197,7 +196,7 @@ void apply_selected_bits_cuda(void* codes, int32_t elem_bytes, const SelectedBit
   if (count == 0) return;
   constexpr int kThreads = 256;
   const int64_t blocks = (count + kThreads - 1) / kThreads;
-  apply_selected_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  BR_LAUNCH(apply_selected_kernel, static_cast<unsigned int>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream))(
       static_cast<char*>(codes), elem_bytes, bits, count, changed_count);
   check_launch("apply_selected_bits_cuda");
 }

@@ -1,10 +1,9 @@
 // CUDA element-wise bit operations, bit-identical to bitops_cpu.cpp (integer work only).
-#include <cuda_runtime.h>
-
 #include <stdexcept>
 #include <string>
 
 #include "bitrobust/bits/bitops_kernels.h"
+#include "kernels/cuda/cuda_launch.h"
 #include "kernels/elem_dispatch.h"
 
 namespace bitrobust::bits {
@@ -103,7 +102,7 @@ void bitops_binary_cuda(BitBinaryOp op, const void* a, const void* b, void* out,
   if (static_cast<int>(op) < 0 || static_cast<int>(op) > 4) throw std::invalid_argument("bitops_binary_cuda: unknown operation");
   if (n == 0) return;
   BR_DISPATCH_ELEM("bitops_binary_cuda", elem_bytes,
-                   (binary_kernel<T><<<grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+                   (BR_LAUNCH(binary_kernel<T>, grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream))(
                        op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n)));
   check_launch("bitops_binary_cuda");
 }
@@ -111,7 +110,7 @@ void bitops_binary_cuda(BitBinaryOp op, const void* a, const void* b, void* out,
 void bitops_not_cuda(const void* a, void* out, int64_t n, int elem_bytes, void* stream) {
   if (n == 0) return;
   BR_DISPATCH_ELEM("bitops_not_cuda", elem_bytes,
-                   (not_kernel<T><<<grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+                   (BR_LAUNCH(not_kernel<T>, grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream))(
                        static_cast<const T*>(a), static_cast<T*>(out), n)));
   check_launch("bitops_not_cuda");
 }
@@ -119,7 +118,7 @@ void bitops_not_cuda(const void* a, void* out, int64_t n, int elem_bytes, void* 
 void bitops_popcount_cuda(const void* a, uint8_t* out, int64_t n, int elem_bytes, void* stream) {
   if (n == 0) return;
   BR_DISPATCH_ELEM("bitops_popcount_cuda", elem_bytes,
-                   (popcount_kernel<T><<<grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+                   (BR_LAUNCH(popcount_kernel<T>, grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream))(
                        static_cast<const T*>(a), nullptr, out, n)));
   check_launch("bitops_popcount_cuda");
 }
@@ -127,7 +126,7 @@ void bitops_popcount_cuda(const void* a, uint8_t* out, int64_t n, int elem_bytes
 void bitops_hamming_cuda(const void* a, const void* b, uint8_t* out, int64_t n, int elem_bytes, void* stream) {
   if (n == 0) return;
   BR_DISPATCH_ELEM("bitops_hamming_cuda", elem_bytes,
-                   (popcount_kernel<T><<<grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+                   (BR_LAUNCH(popcount_kernel<T>, grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream))(
                        static_cast<const T*>(a), static_cast<const T*>(b), out, n)));
   check_launch("bitops_hamming_cuda");
 }
@@ -137,7 +136,7 @@ void bitops_hamming_total_cuda(const void* a, const void* b, int64_t n, int elem
   if (n == 0) return;
   const unsigned int grid = grid_for(n) < 1024 ? grid_for(n) : 1024;
   BR_DISPATCH_ELEM("bitops_hamming_total_cuda", elem_bytes,
-                   (hamming_total_kernel<T><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+                   (BR_LAUNCH(hamming_total_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream))(
                        static_cast<const T*>(a), static_cast<const T*>(b), n, total)));
   check_launch("bitops_hamming_total_cuda");
 }
@@ -146,7 +145,7 @@ void bitops_extract_cuda(const void* a, uint8_t* out, int64_t n, int elem_bytes,
   if (bits < 1 || bits > 8 * elem_bytes) throw std::invalid_argument("bitops_extract_cuda: bits out of range");
   if (n == 0) return;
   BR_DISPATCH_ELEM("bitops_extract_cuda", elem_bytes,
-                   (extract_kernel<T><<<grid_for(n * bits), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+                   (BR_LAUNCH(extract_kernel<T>, grid_for(n * bits), kThreads, 0, static_cast<cudaStream_t>(stream))(
                        static_cast<const T*>(a), out, n, bits)));
   check_launch("bitops_extract_cuda");
 }

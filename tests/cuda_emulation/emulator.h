@@ -1,0 +1,103 @@
+#pragma once
+// NOTE [CUDA emulation]
+// A GPU is lent to a few sessions for a few minutes, so a CUDA kernel written in a session without
+// one would otherwise first run on hardware with little time left to debug it. The tests therefore
+// compile a kernel's .cu source as plain C++ (the stand-in <cuda_runtime.h> in include/ supplies the
+// CUDA keywords, built-in variables and intrinsics) and run its grid on the CPU, against the CPU twin.
+//
+// How a grid runs: block after block; in a block every thread is a fiber (ucontext) on one OS thread,
+// and a thread runs until it reaches a barrier (__syncwarp, __syncthreads, a shuffle) or ends. When no
+// thread can run, the barriers whose threads have all arrived are released. The order in which the
+// threads of a block run between barriers is shuffled with a seed (set_schedule_seed): on Volta and
+// later the threads of a warp may interleave in any order between barriers, so a kernel that reads
+// another thread's write without a barrier in between gives wrong results under some seeds.
+// Shared memory (`__shared__`, a static) is shared by every thread of the block, and keeps the last
+// block's contents, as hardware may. Atomics are plain read-modify-writes: threads switch only at
+// barriers, so no other thread can come in between.
+//
+// Checked, as errors thrown by the launch: a warp barrier some of whose lanes have exited (undefined
+// on hardware) and a deadlock (threads waiting at barriers no one else reaches).
+//
+// What this does not check: device-only code paths (`#if defined(__CUDA_ARCH__)`: intrinsics such as
+// __umulhi, which are tested on hardware), the memory model beyond barrier order, timing, and launch
+// limits other than the block size.
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+struct dim3 {
+  unsigned int x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+namespace bitrobust::cuda_emulation {
+
+constexpr int kWarpSize = 32;
+constexpr int kMaxThreadsPerBlock = 1024;
+
+struct ThreadIndex {
+  dim3 thread_idx, block_idx, block_dim, grid_dim;
+  int linear = 0;  ///< thread index within the block, x fastest
+};
+
+/// The running thread's indices (only valid inside a kernel run by run_grid).
+const ThreadIndex& current_thread();
+
+/// Barrier of the lanes of the calling thread's warp named by mask (bit i: lane i).
+void warp_barrier(unsigned int mask);
+/// Barrier of all threads of the block (threads that have exited count as arrived).
+void block_barrier();
+/// The calling thread's 8-byte slot for exchanges within its warp (shuffles).
+uint64_t& exchange_slot(int linear_thread);
+
+/// Order of the threads between barriers; see NOTE [CUDA emulation]. Applies to later launches.
+/// The environment variable BITROBUST_EMULATION_SCHEDULE_SEED sets the first (default 1).
+void set_schedule_seed(uint64_t seed);
+
+/// Runs body once per thread of the grid; throws std::runtime_error on a deadlock, a warp barrier
+/// with exited lanes, or an exception thrown by a thread (after the block ends).
+void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+
+struct Counters {
+  int64_t launches = 0, blocks = 0, barriers_released = 0;
+};
+Counters counters();  ///< since the process started
+
+template <typename Kernel>
+struct Launch {
+  dim3 grid, block;
+  size_t dynamic_shared_bytes;
+  Kernel kernel;
+  template <typename... Args>
+  void operator()(Args... args) const {
+    run_grid(grid, block, dynamic_shared_bytes, [&] { kernel(args...); });
+  }
+};
+
+template <typename Kernel>
+Launch<Kernel> launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, Kernel kernel) {
+  return {grid, block, dynamic_shared_bytes, kernel};
+}
+
+template <typename T>
+T exchange_in_warp(unsigned int mask, T value, int source_lane, int width) {
+  static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable<T>::value,
+                "shuffles exchange values of at most 8 bytes");
+  const int me = current_thread().linear;
+  const int warp_base = me - me % kWarpSize;
+  const int segment_base = me - me % width;
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  exchange_slot(me) = bits;
+  warp_barrier(mask);
+  T result = value;
+  if (source_lane >= 0 && source_lane < width && segment_base + source_lane >= warp_base) {
+    const uint64_t source = exchange_slot(segment_base + source_lane);
+    std::memcpy(&result, &source, sizeof(T));
+  }
+  warp_barrier(mask);
+  return result;
+}
+
+}  // namespace bitrobust::cuda_emulation
