@@ -1,9 +1,13 @@
 // Fiber scheduler behind the CUDA emulation: NOTE [CUDA emulation] in emulator.h.
 #include "emulator.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <boost/context/fiber.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -26,28 +30,45 @@ struct Thread {
   ThreadIndex index;
   Wait wait = Wait::Running;
   unsigned int warp_mask = 0;
+  WarpBarrier warp_kind = WarpBarrier::Syncwarp;
 };
 
-// Fiber stacks, reused from block to block: a fresh stack per emulated thread would cost a mapping
-// (and its page faults) for each of a launch's threads.
+// Fiber stacks with a guard page below each (an overflow faults instead of corrupting the heap),
+// reused from block to block: a fresh mapping per emulated thread would cost system calls and page
+// faults for each of a launch's threads.
 class RecyclingStacks {
  public:
   static constexpr size_t kBytes = 64 * 1024;
+  RecyclingStacks() = default;
+  RecyclingStacks(const RecyclingStacks&) = delete;
+  RecyclingStacks& operator=(const RecyclingStacks&) = delete;
+  ~RecyclingStacks() {
+    for (char* base : free_) munmap(base, page() + kBytes);
+  }
   ctx::stack_context allocate() {
-    if (free_.empty()) free_.push_back(std::make_unique<char[]>(kBytes));
-    std::unique_ptr<char[]> stack = std::move(free_.back());
-    free_.pop_back();
+    char* base;
+    if (free_.empty()) {
+      void* mapped = mmap(nullptr, page() + kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (mapped == MAP_FAILED) throw std::bad_alloc();
+      base = static_cast<char*>(mapped);
+      mprotect(base, page(), PROT_NONE);
+    } else {
+      base = free_.back();
+      free_.pop_back();
+    }
     ctx::stack_context sc;
     sc.size = kBytes;
-    sc.sp = stack.release() + kBytes;  // stacks grow down
+    sc.sp = base + page() + kBytes;  // stacks grow down, toward the guard page
     return sc;
   }
-  void deallocate(ctx::stack_context& sc) {
-    free_.emplace_back(static_cast<char*>(sc.sp) - sc.size);
-  }
+  void deallocate(ctx::stack_context& sc) { free_.push_back(static_cast<char*>(sc.sp) - sc.size - page()); }
 
  private:
-  std::vector<std::unique_ptr<char[]>> free_;
+  static size_t page() {
+    static const size_t bytes = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    return bytes;
+  }
+  std::vector<char*> free_;
 };
 
 // Stack allocator handle for ctx::fiber (which copies it).
@@ -71,11 +92,12 @@ struct Scheduler {
 };
 
 Scheduler& scheduler() {
-  static Scheduler s = [] {
-    Scheduler first;
-    if (const char* seed = std::getenv("BITROBUST_EMULATION_SCHEDULE_SEED")) first.schedule_seed = std::stoull(seed);
-    return first;
+  static Scheduler s;
+  static const bool seeded = [] {
+    if (const char* seed = std::getenv("BITROBUST_EMULATION_SCHEDULE_SEED")) s.schedule_seed = std::stoull(seed);
+    return true;
   }();
+  (void)seeded;
   return s;
 }
 
@@ -100,11 +122,20 @@ ctx::fiber thread_body(ctx::fiber&& sink, int i) {
   return std::move(t.sink);
 }
 
-void wait_at(Wait kind, unsigned int mask) {
+void wait_at(Wait kind, unsigned int mask, WarpBarrier warp_kind) {
   Thread& t = running_thread("a barrier");
   t.wait = kind;
   t.warp_mask = mask;
+  t.warp_kind = warp_kind;
   t.sink = std::move(t.sink).resume();
+}
+
+const char* name_of(WarpBarrier kind) { return kind == WarpBarrier::Syncwarp ? "__syncwarp" : "a shuffle"; }
+
+std::string hex(unsigned int mask) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%08x", mask);
+  return text;
 }
 
 std::string where(const ThreadIndex& index) {
@@ -112,7 +143,8 @@ std::string where(const ThreadIndex& index) {
          std::to_string(index.block_idx.z) + ") thread " + std::to_string(index.linear);
 }
 
-// Releases the warp barriers whose lanes have all arrived; throws for lanes that never will.
+// Releases the warp barriers whose lanes have all arrived; throws for lanes that never will and for
+// lanes that meet with different masks or at different kinds of barrier.
 bool release_warp_barriers(Scheduler& s, int num_threads) {
   bool released = false;
   for (int warp_base = 0; warp_base < num_threads; warp_base += kWarpSize) {
@@ -122,18 +154,22 @@ bool release_warp_barriers(Scheduler& s, int num_threads) {
       const Thread& t = s.threads[static_cast<size_t>(warp_base + lane)];
       if (t.wait != Wait::Warp) continue;
       any_waiting = true;
+      const std::string at = "CUDA emulation: " + where(t.index) + " at " + name_of(t.warp_kind) + " (mask " +
+                             hex(t.warp_mask) + ")";
+      if (!(t.warp_mask >> lane & 1u)) throw std::runtime_error(at + ": the mask does not name the lane itself");
       for (int other = 0; other < lanes; ++other) {
         if (!(t.warp_mask >> other & 1u)) continue;
-        const Wait w = s.threads[static_cast<size_t>(warp_base + other)].wait;
-        if (w == Wait::Exited) {
-          throw std::runtime_error("CUDA emulation: " + where(t.index) + " waits at a warp barrier (mask " +
-                                   std::to_string(t.warp_mask) + ") for lane " + std::to_string(other) +
-                                   ", which has exited (undefined on hardware)");
+        const Thread& o = s.threads[static_cast<size_t>(warp_base + other)];
+        if (o.wait == Wait::Exited) {
+          throw std::runtime_error(at + " waits for lane " + std::to_string(other) +
+                                   ", which has exited (an error here: NOTE [CUDA emulation])");
         }
-        if (w == Wait::Block) {
-          throw std::runtime_error("CUDA emulation: deadlock: " + where(t.index) +
-                                   " waits at a warp barrier for lane " + std::to_string(other) +
-                                   ", which waits at __syncthreads");
+        if (o.wait == Wait::Block) {
+          throw std::runtime_error(at + ": deadlock: lane " + std::to_string(other) + " waits at __syncthreads");
+        }
+        if (o.warp_mask != t.warp_mask || o.warp_kind != t.warp_kind) {
+          throw std::runtime_error(at + " meets lane " + std::to_string(other) + " at " + name_of(o.warp_kind) +
+                                   " (mask " + hex(o.warp_mask) + ")");
         }
       }
     }
@@ -161,6 +197,7 @@ void run_block(Scheduler& s, dim3 grid, dim3 block, dim3 block_idx, std::mt19937
     t.self = ctx::fiber(std::allocator_arg, StackAllocator{&s.stacks},
                         [i](ctx::fiber&& sink) { return thread_body(std::move(sink), i); });
   }
+  std::fill(std::begin(s.exchange), std::end(s.exchange), 0xA5A5A5A5A5A5A5A5ull);
   std::vector<int> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   for (;;) {
@@ -198,9 +235,30 @@ void run_block(Scheduler& s, dim3 grid, dim3 block, dim3 block_idx, std::mt19937
 
 const ThreadIndex& current_thread() { return running_thread("threadIdx").index; }
 
-void warp_barrier(unsigned int mask) { wait_at(Wait::Warp, mask); }
+void warp_barrier(unsigned int mask, WarpBarrier kind) { wait_at(Wait::Warp, mask, kind); }
 
-void block_barrier() { wait_at(Wait::Block, 0); }
+void block_barrier() { wait_at(Wait::Block, 0, WarpBarrier::Syncwarp); }
+
+void check_shuffle_source(unsigned int mask, int source) {
+  const ThreadIndex& me = current_thread();
+  const int warp_base = me.linear - me.linear % kWarpSize;
+  const int threads = static_cast<int>(me.block_dim.x * me.block_dim.y * me.block_dim.z);
+  if (source >= kWarpSize || !(mask >> source & 1u) || warp_base + source >= threads) {
+    throw std::runtime_error("CUDA emulation: " + where(me) + ": a shuffle with mask " + hex(mask) + " reads lane " +
+                             std::to_string(source) +
+                             (warp_base + source >= threads ? ", which does not exist" : ", outside the mask"));
+  }
+}
+
+int lane_in_warp() { return current_thread().linear % kWarpSize; }
+
+int group_base(int width) {
+  if (width < 1 || width > kWarpSize || (width & (width - 1)) != 0) {
+    throw std::logic_error("CUDA emulation: shuffle width " + std::to_string(width) + " is not a power of 2 in [1, 32]");
+  }
+  const int lane = lane_in_warp();
+  return lane - lane % width;
+}
 
 uint64_t& exchange_slot(int linear_thread) {
   if (linear_thread < 0 || linear_thread >= kMaxThreadsPerBlock) {

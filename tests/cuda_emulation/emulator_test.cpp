@@ -161,7 +161,55 @@ __global__ void throws_in_one_thread(int* after) {
   after[threadIdx.x] = 1;
 }
 
+__global__ void shuffle_group_rules(int* minus_one, int* xor_16_in_16) {
+  minus_one[threadIdx.x] = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x), -1);
+  xor_16_in_16[threadIdx.x] = __shfl_xor_sync(0xffffffffu, static_cast<int>(threadIdx.x), 16, 16);
+}
+
+TEST(CudaEmulation, ShuffleSourcesFollowTheProgrammingGuide) {
+  std::vector<int> minus_one(32), xor_16_in_16(32);
+  LAUNCH(shuffle_group_rules, 1, 32)(minus_one.data(), xor_16_in_16.data());
+  for (int lane = 0; lane < 32; ++lane) {
+    EXPECT_EQ(minus_one[lane], 31) << lane;                           // source lane modulo width
+    EXPECT_EQ(xor_16_in_16[lane], lane < 16 ? lane : lane - 16) << lane;  // earlier group read, later not
+  }
+}
+
+__global__ void shuffle_outside_mask(int* out) {
+  if (threadIdx.x < 16) out[threadIdx.x] = __shfl_sync(0x0000ffffu, 1, 20);
+}
+__global__ void reduce_in_partial_warp(int* out) {
+  int v = 1;
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  out[threadIdx.x] = v;
+}
+__global__ void masks_differ() { __syncwarp(threadIdx.x == 0 ? 0x1u : 0x3u); }
+__global__ void mask_without_self() {
+  if (threadIdx.x == 20) __syncwarp(0x0000ffffu);
+}
+__global__ void syncwarp_meets_shuffle(int* out) {
+  if (threadIdx.x == 0) {
+    __syncwarp();
+  } else {
+    out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);
+  }
+}
+__global__ void bad_width(int* out) { out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0, 0); }
+
 TEST(CudaEmulation, WhatHardwareLeavesUndefinedIsAnError) {
+  std::vector<int> out(64);
+  int* o = out.data();
+  EXPECT_NE(error_of([&] { LAUNCH(shuffle_outside_mask, 1, 32)(o); }).find("reads lane 20, outside the mask"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { LAUNCH(reduce_in_partial_warp, 1, 48)(o); }).find("which does not exist"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { LAUNCH(masks_differ, 1, 32)(); }).find("(mask 0x00000003) meets lane 0 at __syncwarp (mask 0x00000001)"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { LAUNCH(mask_without_self, 1, 32)(); }).find("does not name the lane itself"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { LAUNCH(syncwarp_meets_shuffle, 1, 32)(o); }).find("at a shuffle"), std::string::npos);
+  EXPECT_NE(error_of([&] { LAUNCH(bad_width, 1, 32)(o); }).find("width 0 is not a power of 2"), std::string::npos);
+
   EXPECT_NE(error_of([] { LAUNCH(half_warp_exits, 1, 32)(); }).find("lane 0, which has exited"), std::string::npos);
   EXPECT_NE(error_of([] { LAUNCH(warp_and_block_barrier, 1, 64)(); }).find("deadlock"), std::string::npos);
   EXPECT_NE(error_of([] { LAUNCH(half_warp_exits, 1, 0)(); }).find("invalid launch configuration (0 threads"),

@@ -59,8 +59,11 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
 }
 inline cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   // 256-byte alignment, as cudaMalloc gives (the kernels' aligned fast paths depend on it).
-  *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  return *ptr != nullptr ? cudaSuccess : cudaErrorMemoryAllocation;
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  *ptr = std::aligned_alloc(256, rounded);
+  if (*ptr == nullptr) return cudaErrorMemoryAllocation;
+  std::memset(*ptr, 0xA5, rounded);  // (what was never written is not zero)
+  return cudaSuccess;
 }
 inline cudaError_t cudaFree(void* ptr) {
   std::free(ptr);
@@ -105,19 +108,24 @@ inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 inline void __syncwarp(unsigned int mask = 0xffffffffu) { ::bitrobust::cuda_emulation::warp_barrier(mask); }
 inline void __syncthreads() { ::bitrobust::cuda_emulation::block_barrier(); }
 
+// Source lanes as the Programming Guide defines them for groups of `width` lanes.
 template <typename T>
 T __shfl_sync(unsigned int mask, T value, int source_lane, int width = 32) {
-  return ::bitrobust::cuda_emulation::exchange_in_warp(mask, value, source_lane % width, width);
+  const int base = ::bitrobust::cuda_emulation::group_base(width);
+  return ::bitrobust::cuda_emulation::shuffle(mask, value, base + (source_lane & (width - 1)));
 }
 template <typename T>
 T __shfl_down_sync(unsigned int mask, T value, unsigned int delta, int width = 32) {
-  const int lane = ::bitrobust::cuda_emulation::current_thread().linear % width;
-  return ::bitrobust::cuda_emulation::exchange_in_warp(mask, value, lane + static_cast<int>(delta), width);
+  const int base = ::bitrobust::cuda_emulation::group_base(width);
+  const int64_t in_group = ::bitrobust::cuda_emulation::lane_in_warp() - base + int64_t{delta};
+  return ::bitrobust::cuda_emulation::shuffle(mask, value, in_group < width ? base + static_cast<int>(in_group) : -1);
 }
 template <typename T>
 T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32) {
-  const int lane = ::bitrobust::cuda_emulation::current_thread().linear % width;
-  return ::bitrobust::cuda_emulation::exchange_in_warp(mask, value, lane ^ lane_mask, width);
+  // (an earlier group may be read; a later one gives the lane its own value)
+  const int base = ::bitrobust::cuda_emulation::group_base(width);
+  const int source = (::bitrobust::cuda_emulation::lane_in_warp() ^ lane_mask) & 31;
+  return ::bitrobust::cuda_emulation::shuffle(mask, value, source < base + width ? source : -1);
 }
 
 // Atomics return the old value; threads switch only at barriers, so a plain update is atomic here.
