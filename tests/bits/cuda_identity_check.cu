@@ -1,5 +1,5 @@
-// Standalone, Torch-free check that the CUDA kernels of the bit layer are bit-identical to the CPU
-// kernels, plus CUDA timings. Not part of the CMake build (which needs Torch with CUDA for the
+// Standalone, Torch-free check that the CUDA kernels of the bit layer and of quantization are
+// bit-identical to the CPU kernels, plus CUDA timings. Not part of the CMake build (which needs Torch with CUDA for the
 // torch-facing CUDA tests); build and run it on a GPU machine with tests/bits/run_cuda_check.sh.
 // Exit status 0 iff every comparison matched. `--small` shrinks every problem (keeping the odd sizes
 // and all code widths, models and rates) and skips the timings, for runs under compute-sanitizer,
@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,10 +18,12 @@
 #include "bitrobust/bits/bit_errors_kernels.h"
 #include "bitrobust/bits/bitops_kernels.h"
 #include "bitrobust/common/detmath.h"
+#include "bitrobust/quant/quantize_kernels.h"
 #include "kernels/cuda/cuda_launch.h"
 
 using namespace bitrobust;
 using namespace bitrobust::bits;
+using namespace bitrobust::kernels;
 
 namespace {
 
@@ -70,6 +73,8 @@ struct DeviceBuffer {
   void* ptr = nullptr;
   size_t bytes = 0;
   explicit DeviceBuffer(size_t n) : bytes(n) { CUDA_OK(cudaMalloc(&ptr, n > 0 ? n : 1)); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer() { cudaFree(ptr); }
   char* c() const { return static_cast<char*>(ptr); }
 };
@@ -280,6 +285,183 @@ void check_bitops() {
   }
 }
 
+// ---- Quantization kernels (quantize_cpu.cpp / quantize_cuda.cu): the sweep's dequantization, and
+// quantization-aware training's fake quantization, range reductions and gradient copies.
+
+// Host data with a device copy.
+template <typename T>
+struct Mirrored {
+  std::vector<T> host;
+  DeviceBuffer device;
+  explicit Mirrored(std::vector<T> values) : host(std::move(values)), device(host.size() * sizeof(T)) {
+    CUDA_OK(cudaMemcpy(device.ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  T* d() const { return static_cast<T*>(device.ptr); }
+  std::vector<T> back() const {
+    std::vector<T> v(host.size());
+    CUDA_OK(cudaMemcpy(v.data(), device.ptr, v.size() * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+  }
+};
+
+template <typename T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
+// Weights in [-scale, scale] with a few exact zeros of both signs.
+std::vector<float> random_weights(int64_t n, float scale, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> w(n);
+  for (int64_t i = 0; i < n; ++i) w[i] = i % 97 == 5 ? (i % 2 ? -0.0f : 0.0f) : u(rng);
+  return w;
+}
+
+std::vector<QuantFormat> all_formats() {
+  std::vector<QuantFormat> formats;
+  for (int bits : {2, 4, 8, 12, 16}) {
+    for (int flags = 0; flags < 8; ++flags) {
+      QuantFormat f;
+      f.bits = bits;
+      f.is_signed = flags & 1;
+      f.asymmetric = flags & 2;
+      f.round = flags & 4;
+      f.step_eps = f.asymmetric ? 0.001f : 0.0f;
+      formats.push_back(f);
+    }
+  }
+  return formats;
+}
+
+void check_quantize_dequantize() {
+  const std::vector<QuantFormat> formats = all_formats();
+  // One task per format, each with 1 or 5 channels and its own range per channel, in one call each
+  // way (several launches: one per format family and 32 tasks).
+  std::deque<Mirrored<float>> weights, dequantized;  // (deques: buffers are never moved)
+  std::deque<Mirrored<QuantRange>> ranges;
+  std::deque<Mirrored<uint8_t>> codes;
+  std::vector<QuantizeTask> cpu_q, gpu_q;
+  std::vector<DequantizeTask> cpu_dq, gpu_dq;
+  for (size_t k = 0; k < formats.size(); ++k) {
+    const QuantFormat& f = formats[k];
+    const int64_t channels = k % 2 ? 5 : 1, n = channels * sized(20011 + 2 * k);
+    weights.emplace_back(random_weights(n, 0.25f, 40 + k));
+    std::vector<QuantRange> r(channels);
+    for (int64_t c = 0; c < channels; ++c) {
+      const float q = 0.05f + 0.04f * c;  // (clipped: weights beyond it saturate)
+      r[c] = f.asymmetric ? QuantRange{-q * 0.6f, q} : QuantRange{-q, q};
+    }
+    ranges.emplace_back(r);
+    const int eb = code_container_bytes(f.bits);
+    codes.emplace_back(random_bytes(n * eb, 70 + k));  // (dequantized before being overwritten: any bits)
+    dequantized.emplace_back(std::vector<float>(n, 0.0f));
+    DequantizeTask dq{codes[k].host.data(), n, channels, ranges[k].host.data(), f, dequantized[k].host.data()};
+    cpu_dq.push_back(dq);
+    dq.codes = codes[k].d(), dq.ranges = ranges[k].d(), dq.out = dequantized[k].d();
+    gpu_dq.push_back(dq);
+  }
+  dequantize_many_cpu(cpu_dq.data(), cpu_dq.size());
+  dequantize_many_cuda(gpu_dq.data(), gpu_dq.size(), nullptr);
+  for (size_t k = 0; k < formats.size(); ++k) {
+    const QuantFormat& f = formats[k];
+    const std::string label = "bits=" + std::to_string(f.bits) + " signed=" + std::to_string(f.is_signed) +
+                              " asym=" + std::to_string(f.asymmetric) + " round=" + std::to_string(f.round);
+    expect(same_bits(dequantized[k].host, dequantized[k].back()), "dequantize_many " + label);
+    QuantizeTask q{weights[k].host.data(), static_cast<int64_t>(weights[k].host.size()), cpu_dq[k].channels,
+                   ranges[k].host.data(), f, codes[k].host.data()};
+    cpu_q.push_back(q);
+    q.w = weights[k].d(), q.ranges = ranges[k].d(), q.codes = codes[k].d();
+    gpu_q.push_back(q);
+  }
+  quantize_many_cpu(cpu_q.data(), cpu_q.size());
+  quantize_many_cuda(gpu_q.data(), gpu_q.size(), nullptr);
+  for (size_t k = 0; k < formats.size(); ++k) {
+    expect(same_bits(codes[k].host, codes[k].back()), "quantize_many format " + std::to_string(k));
+  }
+}
+
+void check_fake_quantize() {
+  // QAT's step: ranges from each tensor's min and max by its rule, master copies, fake quantization
+  // (in place for some tensors), 40 tensors of mixed formats and rules, several to a launch.
+  const std::vector<QuantFormat> formats = all_formats();
+  const int count = 40;
+  std::deque<Mirrored<float>> w, master, out;
+  std::vector<FakeQuantizeTask> cpu, gpu;
+  int64_t total_channels = 0;
+  for (int k = 0; k < count; ++k) {
+    const QuantFormat f = formats[(7 * (k / 6)) % formats.size()];  // (runs of 6: batches of several tasks)
+    const int64_t channels = k % 3 == 0 ? 4 : 1, n = k == 9 ? 0 : channels * sized(3001 + 101 * k);
+    RangeRule rule;
+    rule.kind = f.asymmetric ? RangeRule::kAsymmetric : (k % 5 == 0 ? RangeRule::kGlobal : RangeRule::kSymmetric);
+    rule.clip = k % 2 ? 0.1f : 0.0f;
+    rule.global_q = rule.clip > 0 ? 0.1f : 1.0f;
+    w.emplace_back(random_weights(n, 0.2f + 0.01f * k, 300 + k));
+    master.emplace_back(std::vector<float>(n, 7.0f));
+    out.emplace_back(std::vector<float>(n, 7.0f));
+    const bool in_place = k % 4 == 1;
+    FakeQuantizeTask t{w[k].host.data(), k % 3 == 2 ? nullptr : master[k].host.data(),
+                       in_place ? w[k].host.data() : out[k].host.data(), n, channels, rule, f};
+    cpu.push_back(t);
+    t.w = w[k].d(), t.master = k % 3 == 2 ? nullptr : master[k].d(), t.out = in_place ? w[k].d() : out[k].d();
+    gpu.push_back(t);
+    total_channels += channels;
+  }
+  std::vector<QuantRange> cpu_ranges(total_channels);
+  const int64_t bad = fake_quantize_many_cpu(cpu.data(), cpu.size(), cpu_ranges.data());
+  expect(bad == -1, "fake_quantize_many_cpu found no non-finite weight");
+  Mirrored<QuantRange> gpu_ranges(std::vector<QuantRange>(total_channels, QuantRange{9.0f, 9.0f}));
+  fake_quantize_many_cuda(gpu.data(), gpu.size(), gpu_ranges.d(), nullptr);
+  expect(same_bits(cpu_ranges, gpu_ranges.back()), "fake_quantize_many ranges");
+  for (int k = 0; k < count; ++k) {
+    const bool in_place = k % 4 == 1;
+    expect(same_bits(in_place ? w[k].host : out[k].host, in_place ? w[k].back() : out[k].back()),
+           "fake_quantize_many out, tensor " + std::to_string(k));
+    expect(same_bits(master[k].host, master[k].back()), "fake_quantize_many master, tensor " + std::to_string(k));
+  }
+  // The per-tensor range reduction gives the same ranges (each tensor on its own).
+  int64_t first = 0;
+  for (int k = 0; k < count; ++k) {
+    const int64_t channels = cpu[k].channels;
+    if (cpu[k].n > 0) {
+      const Mirrored<float> fresh(random_weights(cpu[k].n, 0.2f + 0.01f * k, 300 + k));
+      Mirrored<QuantRange> r{std::vector<QuantRange>(channels)};
+      compute_ranges_cuda(fresh.d(), cpu[k].n, channels, cpu[k].rule, r.d(), nullptr);
+      const std::vector<QuantRange> expected(cpu_ranges.begin() + first, cpu_ranges.begin() + first + channels);
+      expect(same_bits(expected, r.back()), "compute_ranges tensor " + std::to_string(k));
+    }
+    first += channels;
+  }
+}
+
+void check_copy_clamped() {
+  // Gradient copies: clamping (RandBET's ±0.05), +0 for -0, averaging, NaN kept; 90 tensors (two launches).
+  const int count = 90;
+  std::deque<Mirrored<float>> src, dst, avg;
+  std::vector<CopyClampTask> cpu, gpu;
+  for (int k = 0; k < count; ++k) {
+    const int64_t n = k == 3 ? 0 : sized(1001 + 37 * k);
+    std::vector<float> values = random_weights(n, 0.1f, 900 + k);
+    if (n > 10) values[10] = std::nanf("");
+    src.emplace_back(values);
+    dst.emplace_back(std::vector<float>(n, 5.0f));
+    avg.emplace_back(random_weights(n, 0.1f, 1900 + k));
+    const bool in_place = k % 7 == 0;
+    CopyClampTask t{src[k].host.data(), in_place ? src[k].host.data() : dst[k].host.data(), n,
+                    k % 2 ? 0.05f : 0.0f, k % 3 == 0, k % 4 == 0 ? avg[k].host.data() : nullptr};
+    cpu.push_back(t);
+    t.src = src[k].d(), t.dst = in_place ? src[k].d() : dst[k].d(), t.average_with = k % 4 == 0 ? avg[k].d() : nullptr;
+    gpu.push_back(t);
+  }
+  copy_clamped_many_cpu(cpu.data(), cpu.size());
+  copy_clamped_many_cuda(gpu.data(), gpu.size(), nullptr);
+  for (int k = 0; k < count; ++k) {
+    const bool in_place = k % 7 == 0;
+    expect(same_bits(in_place ? src[k].host : dst[k].host, in_place ? src[k].back() : dst[k].back()),
+           "copy_clamped_many tensor " + std::to_string(k));
+  }
+}
+
 void time_injection() {
   const int64_t numel = 5498378;  // SimpleNet's parameter count, as 8-bit codes
   DeviceBuffer clean(numel), out(numel);
@@ -329,6 +511,9 @@ int main(int argc, char** argv) {
   check_multi_task();
   check_apply();
   check_bitops();
+  check_quantize_dequantize();
+  check_fake_quantize();
+  check_copy_clamped();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   if (!small_sizes) time_injection();
   std::printf("%d passed, %d failed\n", checks - failures, failures);

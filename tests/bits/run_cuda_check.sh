@@ -66,7 +66,7 @@ for f in bitops_cpu quantize_cpu; do
   g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/$f.cpp" -o "$OUT_DIR/$f.o" &
   pids+=($!)
 done
-for f in bit_errors_cuda bitops_cuda; do
+for f in bit_errors_cuda bitops_cuda quantize_cuda; do
   "$NVCC" -std=c++17 -O3 --fmad=false -lineinfo -arch="$ARCH" "${INC[@]}" -c "$ROOT/src/kernels/cuda/$f.cu" -o "$OUT_DIR/$f.o" &
   pids+=($!)
 done

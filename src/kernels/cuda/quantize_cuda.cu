@@ -1,8 +1,6 @@
 // CUDA twins of src/kernels/cpu/quantize_cpu.cpp: the same per-element functions from
 // bitrobust/quant/quantize_math.h, so codes and values agree bit for bit with the CPU (built with
 // --fmad=false; divisions are IEEE divisions on both sides, see NOTE [Quantization formulas]).
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -10,6 +8,7 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/quant/quantize_kernels.h"
 #include "bitrobust/quant/quantize_math.h"
+#include "kernels/cuda/cuda_launch.h"
 
 namespace bitrobust::kernels {
 namespace {
@@ -171,8 +170,9 @@ void quantize_many_cuda(const QuantizeTask* tasks, int64_t count, void* stream) 
                          [&](const ElementBatch<QuantizeTask>& batch, unsigned grid) {
     dispatch_quant_format(batch.tasks[0].format, [&](auto is_signed, auto asymmetric, auto round, auto* container) {
       using Container = std::remove_pointer_t<decltype(container)>;
-      quantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value, Container>
-          <<<grid, kThreads, 0, cuda_stream>>>(batch);
+      const auto kernel = quantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value,
+                                               decltype(round)::value, Container>;
+      BR_LAUNCH(kernel, grid, kThreads, 0, cuda_stream)(batch);
     });
   });
   check_launch("quantize_many_cuda");
@@ -200,8 +200,8 @@ void dequantize_many_cuda(const DequantizeTask* tasks, int64_t count, void* stre
     f.round = false;
     dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto, auto* container) {
       using Container = std::remove_pointer_t<decltype(container)>;
-      dequantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, Container>
-          <<<grid, kThreads, 0, cuda_stream>>>(batch);
+      const auto kernel = dequantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, Container>;
+      BR_LAUNCH(kernel, grid, kThreads, 0, cuda_stream)(batch);
     });
   });
   check_launch("dequantize_many_cuda");
@@ -218,10 +218,9 @@ void quantize_dequantize_cuda(const float* w, int64_t n, int64_t channels,
   dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto round, auto*) {
     QuantFormat format = f;
     format.bits = bits;
-    quantize_dequantize_kernel<decltype(is_signed)::value, decltype(asymmetric)::value,
-                               decltype(round)::value>
-        <<<blocks_for(n), kThreads, 0, cuda_stream>>>(w, n, channels, per_channel, ranges, format,
-                                                       out);
+    const auto kernel =
+        quantize_dequantize_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value>;
+    BR_LAUNCH(kernel, blocks_for(n), kThreads, 0, cuda_stream)(w, n, channels, per_channel, ranges, format, out);
   });
   check_launch("quantize_dequantize_cuda");
 }
@@ -326,12 +325,12 @@ void compute_ranges_cuda(const float* w, int64_t n, int64_t channels, RangeRule 
   auto* keys = reinterpret_cast<int32_t*>(ranges);
   const int64_t per_channel = n / channels;
   const unsigned small_grid = static_cast<unsigned>(std::min<int64_t>((channels + kThreads - 1) / kThreads, 1024));
-  init_range_keys_kernel<<<small_grid, kThreads, 0, cuda_stream>>>(keys, channels);
+  BR_LAUNCH(init_range_keys_kernel, small_grid, kThreads, 0, cuda_stream)(keys, channels);
   // About 16 elements per thread, at most 512 slices per channel and 65535 channels per launch row.
   const int64_t slices = std::min<int64_t>((per_channel + kThreads * 16 - 1) / (kThreads * 16), 512);
   const dim3 grid(static_cast<unsigned>(slices), static_cast<unsigned>(std::min<int64_t>(channels, 65535)));
-  channel_minmax_kernel<<<grid, kThreads, 0, cuda_stream>>>(w, channels, per_channel, keys);
-  ranges_from_keys_kernel<<<small_grid, kThreads, 0, cuda_stream>>>(ranges, channels, rule);
+  BR_LAUNCH(channel_minmax_kernel, grid, kThreads, 0, cuda_stream)(w, channels, per_channel, keys);
+  BR_LAUNCH(ranges_from_keys_kernel, small_grid, kThreads, 0, cuda_stream)(ranges, channels, rule);
   check_launch("compute_ranges_cuda");
 }
 
@@ -434,20 +433,21 @@ void fake_quantize_many_cuda(const FakeQuantizeTask* tasks, int64_t count, Quant
     const int64_t channels = batch.range_begin[batch.count];
     if (channels == 0) return;
     const unsigned channel_grid = checked_grid((channels + kThreads - 1) / kThreads, "fake_quantize_many_cuda");
-    init_range_keys_kernel<<<channel_grid, kThreads, 0, cuda_stream>>>(reinterpret_cast<int32_t*>(batch_ranges),
-                                                                        channels);
+    BR_LAUNCH(init_range_keys_kernel, channel_grid, kThreads, 0, cuda_stream)(
+        reinterpret_cast<int32_t*>(batch_ranges), channels);
     if (batch.minmax_begin[batch.count] > 0) {
-      minmax_many_kernel<<<checked_grid(batch.minmax_begin[batch.count], "fake_quantize_many_cuda"), kThreads, 0,
-                           cuda_stream>>>(batch, batch_ranges);
+      BR_LAUNCH(minmax_many_kernel, checked_grid(batch.minmax_begin[batch.count], "fake_quantize_many_cuda"), kThreads,
+                0, cuda_stream)(batch, batch_ranges);
     }
-    ranges_from_keys_many_kernel<<<channel_grid, kThreads, 0, cuda_stream>>>(batch, batch_ranges);
+    BR_LAUNCH(ranges_from_keys_many_kernel, channel_grid, kThreads, 0, cuda_stream)(batch, batch_ranges);
     const int64_t blocks = batch.element_begin[batch.count];
     if (blocks == 0) return;
     QuantFormat f = batch.tasks[0].format;
     f.bits = 8;  // the container does not enter the fused path: instantiate on the flags only
     dispatch_quant_format(f, [&](auto is_signed, auto asymmetric, auto round, auto*) {
-      fake_quantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value>
-          <<<checked_grid(blocks, "fake_quantize_many_cuda"), kThreads, 0, cuda_stream>>>(batch, batch_ranges);
+      const auto kernel =
+          fake_quantize_many_kernel<decltype(is_signed)::value, decltype(asymmetric)::value, decltype(round)::value>;
+      BR_LAUNCH(kernel, checked_grid(blocks, "fake_quantize_many_cuda"), kThreads, 0, cuda_stream)(batch, batch_ranges);
     });
   });
   check_launch("fake_quantize_many_cuda");
@@ -461,7 +461,7 @@ void copy_clamped_many_cuda(const CopyClampTask* tasks, int64_t count, void* str
   launch_element_batches<kMaxCopyClampTasks>(
       tasks, count, "copy_clamped_many_cuda", [](const CopyClampTask&) { return 0; },
       [&](const ElementBatch<CopyClampTask, kMaxCopyClampTasks>& batch, unsigned grid) {
-        copy_clamped_many_kernel<<<grid, kThreads, 0, cuda_stream>>>(batch);
+        BR_LAUNCH(copy_clamped_many_kernel, grid, kThreads, 0, cuda_stream)(batch);
       });
   check_launch("copy_clamped_many_cuda");
 }

@@ -3,6 +3,7 @@
 // and running their kernels on the CPU. NOTE [CUDA emulation] in ../emulator.h.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -101,6 +102,18 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete reinterpret_cast<std::chrono::steady_clock::time_point*>(event);
   return cudaSuccess;
 }
+
+inline int __float_as_int(float x) {
+  int bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+inline float __int_as_float(int bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+using std::isfinite;
 
 inline int __clz(unsigned int x) { return x == 0 ? 32 : __builtin_clz(x); }
 inline int __popc(unsigned int x) { return __builtin_popcount(x); }
