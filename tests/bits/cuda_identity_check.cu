@@ -1,5 +1,5 @@
-// Standalone, Torch-free check that the CUDA kernels of the bit layer and of quantization are
-// bit-identical to the CPU kernels, plus CUDA timings. Not part of the CMake build (which needs Torch with CUDA for the
+// Standalone, Torch-free check that every CUDA kernel agrees with its CPU twin (bit for bit, except
+// the fused GroupNorm + ReLU's float reductions), plus CUDA timings of the bit error injection. Not part of the CMake build (which needs Torch with CUDA for the
 // torch-facing CUDA tests); build and run it on a GPU machine with tests/bits/run_cuda_check.sh.
 // Exit status 0 iff every comparison matched. `--small` shrinks every problem (keeping the odd sizes
 // and all code widths, models and rates) and skips the timings, for runs under compute-sanitizer,
@@ -18,6 +18,8 @@
 #include "bitrobust/bits/bit_errors_kernels.h"
 #include "bitrobust/bits/bitops_kernels.h"
 #include "bitrobust/common/detmath.h"
+#include "bitrobust/data/augment_kernels.h"
+#include "bitrobust/models/group_norm_relu_kernels.h"
 #include "bitrobust/quant/quantize_kernels.h"
 #include "kernels/cuda/cuda_launch.h"
 
@@ -462,6 +464,80 @@ void check_copy_clamped() {
   }
 }
 
+// ---- Fused GroupNorm + ReLU (group_norm_relu_cpu.cpp / _cuda.cu): equal to rounding, not bit for bit
+// (the CPU accumulates in double, CUDA in float; NOTE [Fused GroupNorm + ReLU]), as at::allclose with
+// 1e-5 in the Torch test.
+void check_group_norm_relu() {
+  struct Case {
+    int64_t batch, channels, spatial, groups;
+    float offset;  // added to every input (1000: the mean far from the spread)
+    bool input_bias, with_nan;
+  };
+  const Case cases[] = {
+      {6, 64, 1, 32, 0.0f, false, false},     // [N, C] of a linear layer: 2 elements per group
+      {3, 64, 16, 32, 0.0f, true, false},     // 32 elements per group
+      {2, 96, 25, 8, 1000.0f, false, false},  // 300, far from zero
+      {2, 64, 64, 32, 0.0f, true, true},      // 128, one group with a NaN
+      {1, 64, 1024, 32, 0.0f, false, false},  // 2048: a whole block per group
+      {1, 8, 5000, 1, 0.5f, true, false},     // 40,000: beyond the shared-memory cache
+  };
+  int k = 0;
+  for (const Case& c : cases) {
+    GroupNormShape shape;
+    shape.batch = c.batch, shape.channels = c.channels, shape.spatial = c.spatial, shape.groups = c.groups;
+    std::vector<float> x = random_weights(shape.numel(), 2.0f, 500 + k);
+    for (float& v : x) v += c.offset;
+    if (c.with_nan) x[shape.group_size() * 3 + 1] = std::nanf("");
+    const Mirrored<float> dx(x), scale(random_weights(c.channels, 1.0f, 600 + k)),
+        bias(random_weights(c.channels, 0.5f, 700 + k)), in_bias(random_weights(c.channels, 0.3f, 800 + k));
+    std::vector<float> y(x.size(), -1.0f);
+    group_norm_relu_cpu(x.data(), shape, scale.host.data(), bias.host.data(),
+                        c.input_bias ? in_bias.host.data() : nullptr, 1e-5, y.data());
+    Mirrored<float> dy(std::vector<float>(x.size(), -1.0f));
+    group_norm_relu_cuda(dx.d(), shape, scale.d(), bias.d(), c.input_bias ? in_bias.d() : nullptr, 1e-5, dy.d(),
+                         nullptr);
+    const std::vector<float> back = dy.back();
+    int64_t far = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      const bool both_nan = std::isnan(y[i]) && std::isnan(back[i]);
+      if (!both_nan && !(std::fabs(back[i] - y[i]) <= 1e-5f + 1e-5f * std::fabs(y[i]))) ++far;
+    }
+    expect(far == 0, "group_norm_relu case " + std::to_string(k) + ": " + std::to_string(far) + " of " +
+                         std::to_string(y.size()) + " outputs beyond 1e-5");
+    ++k;
+  }
+}
+
+// ---- Batch assembly (augment_cpu.cpp / augment_cuda.cu): bit-identical, with and without augmentation.
+void check_make_batch() {
+  const int channels = 3, height = 32, width = 32;
+  const int64_t num_images = 40;
+  const Mirrored<uint8_t> images(random_bytes(num_images * channels * height * width, 4242));
+  std::vector<int64_t> indices;
+  for (int64_t b = 0; b < num_images; ++b) indices.push_back((b * 7 + 3) % num_images);
+  const Mirrored<int64_t> d_indices(indices);
+  const float mean[3] = {0.49f, 0.48f, 0.45f}, std_dev[3] = {0.25f, 0.24f, 0.26f};
+  AugmentSpec plain, crop_flip_cutout, autoaugment;
+  crop_flip_cutout.random_crop = true, crop_flip_cutout.horizontal_flip = true, crop_flip_cutout.cutout = 16;
+  crop_flip_cutout.fill[0] = 125, crop_flip_cutout.fill[1] = 123, crop_flip_cutout.fill[2] = 114;
+  autoaugment = crop_flip_cutout;
+  autoaugment.autoaugment = true;
+  const AugmentSpec* specs[] = {nullptr, &plain, &crop_flip_cutout, &autoaugment};
+  const char* names[] = {"none", "no options", "crop+flip+cutout", "autoaugment"};
+  const int64_t batch = static_cast<int64_t>(indices.size());
+  for (int k = 0; k < 4; ++k) {
+    for (uint64_t epoch : {0ull, 5ull}) {
+      std::vector<float> cpu(batch * channels * height * width, -1.0f);
+      make_batch_cpu(images.host.data(), num_images, channels, height, width, indices.data(), batch, mean, std_dev,
+                     specs[k], 17, epoch, cpu.data());
+      Mirrored<float> gpu(std::vector<float>(cpu.size(), -1.0f));
+      make_batch_cuda(images.d(), num_images, channels, height, width, d_indices.d(), batch, mean, std_dev, specs[k], 17,
+                      epoch, gpu.d(), nullptr);
+      expect(same_bits(cpu, gpu.back()), std::string("make_batch ") + names[k] + " epoch " + std::to_string(epoch));
+    }
+  }
+}
+
 void time_injection() {
   const int64_t numel = 5498378;  // SimpleNet's parameter count, as 8-bit codes
   DeviceBuffer clean(numel), out(numel);
@@ -514,6 +590,8 @@ int main(int argc, char** argv) {
   check_quantize_dequantize();
   check_fake_quantize();
   check_copy_clamped();
+  check_group_norm_relu();
+  check_make_batch();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   if (!small_sizes) time_injection();
   std::printf("%d passed, %d failed\n", checks - failures, failures);

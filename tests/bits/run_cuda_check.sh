@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs tests/bits/cuda_identity_check.cu (CPU vs CUDA bit-identity of the bit layer, and
+# Builds and runs tests/bits/cuda_identity_check.cu (every CUDA kernel against its CPU twin, and
 # CUDA timings) on a machine with nvcc and a GPU; needs no Torch.
 # Usage: run_cuda_check.sh [--build-only|--sanitize-only] [ROOT] [ARCH]
 #   --build-only: compile and link, for CI; --sanitize-only: only the sanitizer runs below, on the
@@ -59,15 +59,13 @@ INC=(-I"$ROOT/include" -I"$ROOT/src")
 # Same floating-point rules as the CMake build: NOTE [Deterministic floating point].
 # The objects compile in parallel (a device session's minutes are counted); any failure stops.
 pids=()
-g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/bit_errors_cpu.cpp" -o "$OUT_DIR/bit_errors_cpu.o" &
-pids+=($!)
-# (quantize_cpu: the incremental injection in bit_errors_cpu dequantizes what it changes)
-for f in bitops_cpu quantize_cpu; do
-  g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$ROOT/src/kernels/cpu/$f.cpp" -o "$OUT_DIR/$f.o" &
+# Every kernel and its CPU twin: the check compares all of them.
+for src in "$ROOT"/src/kernels/cpu/*.cpp; do
+  g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fopenmp "${INC[@]}" -c "$src" -o "$OUT_DIR/$(basename "$src" .cpp).o" &
   pids+=($!)
 done
-for f in bit_errors_cuda bitops_cuda quantize_cuda; do
-  "$NVCC" -std=c++17 -O3 --fmad=false -lineinfo -arch="$ARCH" "${INC[@]}" -c "$ROOT/src/kernels/cuda/$f.cu" -o "$OUT_DIR/$f.o" &
+for src in "$ROOT"/src/kernels/cuda/*.cu; do
+  "$NVCC" -std=c++17 -O3 --fmad=false -lineinfo -arch="$ARCH" "${INC[@]}" -c "$src" -o "$OUT_DIR/$(basename "$src" .cu).o" &
   pids+=($!)
 done
 "$NVCC" -std=c++17 -O3 --fmad=false -arch="$ARCH" -Xcompiler -ffp-contract=off "${INC[@]}" \

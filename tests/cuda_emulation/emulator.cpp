@@ -86,6 +86,8 @@ struct Scheduler {
   const std::function<void()>* body = nullptr;
   std::exception_ptr failure;
   uint64_t exchange[kMaxThreadsPerBlock] = {};
+  std::vector<uint64_t> dynamic_shared;  // (8-byte words; aligned 16 by the allocator in practice)
+  size_t dynamic_shared_bytes = 0;
   uint64_t schedule_seed = 1;
   bool in_grid = false;
   Counters counters;
@@ -143,47 +145,96 @@ std::string where(const ThreadIndex& index) {
          std::to_string(index.block_idx.z) + ") thread " + std::to_string(index.linear);
 }
 
-// Releases the warp barriers whose lanes have all arrived; throws for lanes that never will and for
-// lanes that meet with different masks or at different kinds of barrier.
-bool release_warp_barriers(Scheduler& s, int num_threads) {
-  bool released = false;
-  for (int warp_base = 0; warp_base < num_threads; warp_base += kWarpSize) {
-    const int lanes = std::min(kWarpSize, num_threads - warp_base);
-    bool any_waiting = false;
-    for (int lane = 0; lane < lanes; ++lane) {
-      const Thread& t = s.threads[static_cast<size_t>(warp_base + lane)];
-      if (t.wait != Wait::Warp) continue;
-      any_waiting = true;
-      const std::string at = "CUDA emulation: " + where(t.index) + " at " + name_of(t.warp_kind) + " (mask " +
-                             hex(t.warp_mask) + ")";
-      if (!(t.warp_mask >> lane & 1u)) throw std::runtime_error(at + ": the mask does not name the lane itself");
-      for (int other = 0; other < lanes; ++other) {
-        if (!(t.warp_mask >> other & 1u)) continue;
-        const Thread& o = s.threads[static_cast<size_t>(warp_base + other)];
-        if (o.wait == Wait::Exited) {
-          throw std::runtime_error(at + " waits for lane " + std::to_string(other) +
-                                   ", which has exited (an error here: NOTE [CUDA emulation])");
-        }
-        if (o.wait == Wait::Block) {
-          throw std::runtime_error(at + ": deadlock: lane " + std::to_string(other) + " waits at __syncthreads");
-        }
-        if (o.warp_mask != t.warp_mask || o.warp_kind != t.warp_kind) {
-          throw std::runtime_error(at + " meets lane " + std::to_string(other) + " at " + name_of(o.warp_kind) +
-                                   " (mask " + hex(o.warp_mask) + ")");
-        }
-      }
-    }
-    if (!any_waiting) continue;
-    for (int lane = 0; lane < lanes; ++lane) {
-      Thread& t = s.threads[static_cast<size_t>(warp_base + lane)];
-      if (t.wait == Wait::Warp) t.wait = Wait::Running;
-    }
-    released = true;
+// The threads that can run, by warp, and which runs next (NOTE [CUDA emulation]): drawn at random
+// among all of them, or (greedy warps) among those of the warp that ran last while it has any, so
+// that one warp runs as far ahead of the others as barriers let it.
+class ReadyThreads {
+ public:
+  ReadyThreads(int num_threads, bool greedy_warps)
+      : by_warp_(static_cast<size_t>((num_threads + kWarpSize - 1) / kWarpSize)), greedy_(greedy_warps) {}
+  void add(int thread) {
+    by_warp_[static_cast<size_t>(thread / kWarpSize)].push_back(thread);
+    ++count_;
   }
-  return released;
+  bool empty() const { return count_ == 0; }
+  int take(std::mt19937_64& rng) {
+    if (!(greedy_ && !by_warp_[static_cast<size_t>(last_warp_)].empty())) {
+      uint64_t r = rng() % static_cast<uint64_t>(count_);
+      last_warp_ = 0;
+      while (r >= by_warp_[static_cast<size_t>(last_warp_)].size()) r -= by_warp_[static_cast<size_t>(last_warp_++)].size();
+    }
+    std::vector<int>& lanes = by_warp_[static_cast<size_t>(last_warp_)];
+    const size_t k = static_cast<size_t>(rng() % lanes.size());
+    const int thread = lanes[k];
+    lanes[k] = lanes.back();
+    lanes.pop_back();
+    --count_;
+    return thread;
+  }
+
+ private:
+  std::vector<std::vector<int>> by_warp_;
+  bool greedy_;
+  int64_t count_ = 0;
+  int last_warp_ = 0;
+};
+
+// After thread i of the block arrived at a warp barrier: throws for lanes that meet it with another
+// mask or at another kind of barrier, for a named lane that has exited or waits at __syncthreads
+// (it never comes), and for a mask without the lane; releases the lanes named by its mask into
+// `ready` once all of them have arrived.
+void arrive_at_warp_barrier(Scheduler& s, int num_threads, int i, ReadyThreads& ready) {
+  const Thread& t = s.threads[static_cast<size_t>(i)];
+  const int warp_base = i - i % kWarpSize, lane = i % kWarpSize;
+  const int lanes = std::min(kWarpSize, num_threads - warp_base);
+  const std::string at =
+      "CUDA emulation: " + where(t.index) + " at " + name_of(t.warp_kind) + " (mask " + hex(t.warp_mask) + ")";
+  if (!(t.warp_mask >> lane & 1u)) throw std::runtime_error(at + ": the mask does not name the lane itself");
+  bool complete = true;
+  for (int other = 0; other < lanes; ++other) {
+    if (other == lane) continue;
+    const Thread& o = s.threads[static_cast<size_t>(warp_base + other)];
+    const bool named = t.warp_mask >> other & 1u;
+    if (o.wait == Wait::Warp && (named || (o.warp_mask >> lane & 1u)) &&
+        (o.warp_mask != t.warp_mask || o.warp_kind != t.warp_kind)) {
+      throw std::runtime_error(at + " meets lane " + std::to_string(other) + " at " + name_of(o.warp_kind) +
+                               " (mask " + hex(o.warp_mask) + ")");
+    }
+    if (!named) continue;
+    if (o.wait == Wait::Exited) {
+      throw std::runtime_error(at + " waits for lane " + std::to_string(other) +
+                               ", which has exited (an error here: NOTE [CUDA emulation])");
+    }
+    if (o.wait == Wait::Block) {
+      throw std::runtime_error(at + ": deadlock: lane " + std::to_string(other) + " waits at __syncthreads");
+    }
+    complete = complete && o.wait == Wait::Warp;
+  }
+  if (!complete) return;
+  for (int other = 0; other < lanes; ++other) {
+    if (!(t.warp_mask >> other & 1u)) continue;
+    s.threads[static_cast<size_t>(warp_base + other)].wait = Wait::Running;
+    ready.add(warp_base + other);
+  }
+  ++s.counters.barriers_released;
 }
 
-void run_block(Scheduler& s, dim3 grid, dim3 block, dim3 block_idx, std::mt19937_64& rng) {
+// After thread i exited: a lane of its warp waiting at a barrier that names it would wait forever.
+void check_exit(Scheduler& s, int num_threads, int i) {
+  const int warp_base = i - i % kWarpSize, lane = i % kWarpSize;
+  const int lanes = std::min(kWarpSize, num_threads - warp_base);
+  for (int other = 0; other < lanes; ++other) {
+    const Thread& o = s.threads[static_cast<size_t>(warp_base + other)];
+    if (o.wait == Wait::Warp && (o.warp_mask >> lane & 1u)) {
+      throw std::runtime_error("CUDA emulation: " + where(o.index) + " at " + name_of(o.warp_kind) + " (mask " +
+                               hex(o.warp_mask) + ") waits for lane " + std::to_string(lane) +
+                               ", which has exited (an error here: NOTE [CUDA emulation])");
+    }
+  }
+}
+
+// The threads run one at a time, each until its next barrier, the next one drawn by ReadyThreads.
+void run_block(Scheduler& s, dim3 grid, dim3 block, dim3 block_idx, std::mt19937_64& rng, bool greedy_warps) {
   const int n = static_cast<int>(block.x * block.y * block.z);
   for (int i = 0; i < n; ++i) {
     Thread& t = s.threads[static_cast<size_t>(i)];
@@ -198,36 +249,42 @@ void run_block(Scheduler& s, dim3 grid, dim3 block, dim3 block_idx, std::mt19937
                         [i](ctx::fiber&& sink) { return thread_body(std::move(sink), i); });
   }
   std::fill(std::begin(s.exchange), std::end(s.exchange), 0xA5A5A5A5A5A5A5A5ull);
-  std::vector<int> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  for (;;) {
-    std::shuffle(order.begin(), order.end(), rng);
-    for (int i : order) {
-      if (s.threads[static_cast<size_t>(i)].wait != Wait::Running) continue;
-      s.current = i;
-      Thread& t = s.threads[static_cast<size_t>(i)];
-      t.self = std::move(t.self).resume();
-      s.current = -1;
-    }
+  std::fill(s.dynamic_shared.begin(), s.dynamic_shared.end(), 0xA5A5A5A5A5A5A5A5ull);
+  ReadyThreads ready(n, greedy_warps);
+  for (int i = 0; i < n; ++i) ready.add(i);
+  int at_block = 0, exited = 0;
+  while (!ready.empty()) {
+    const int i = ready.take(rng);
+    s.current = i;
+    Thread& t = s.threads[static_cast<size_t>(i)];
+    t.self = std::move(t.self).resume();
+    s.current = -1;
     if (s.failure) std::rethrow_exception(s.failure);
-    if (release_warp_barriers(s, n)) {
-      ++s.counters.barriers_released;
-      continue;
+    switch (t.wait) {
+      case Wait::Warp: arrive_at_warp_barrier(s, n, i, ready); break;
+      case Wait::Block: ++at_block; break;
+      case Wait::Exited:
+        ++exited;
+        check_exit(s, n, i);
+        break;
+      case Wait::Running: throw std::logic_error("CUDA emulation: a thread yielded without waiting");
     }
-    int exited = 0, at_block = 0;
-    for (int i = 0; i < n; ++i) {
-      exited += s.threads[static_cast<size_t>(i)].wait == Wait::Exited;
-      at_block += s.threads[static_cast<size_t>(i)].wait == Wait::Block;
-    }
-    if (exited == n) return;
-    if (exited + at_block == n) {
-      for (int i = 0; i < n; ++i) {
-        if (s.threads[static_cast<size_t>(i)].wait == Wait::Block) s.threads[static_cast<size_t>(i)].wait = Wait::Running;
+    if (at_block > 0 && at_block + exited == n) {  // (exited threads count as arrived)
+      for (int k = 0; k < n; ++k) {
+        Thread& w = s.threads[static_cast<size_t>(k)];
+        if (w.wait != Wait::Block) continue;
+        w.wait = Wait::Running;
+        ready.add(k);
       }
+      at_block = 0;
       ++s.counters.barriers_released;
-      continue;
     }
-    throw std::logic_error("CUDA emulation: no thread can run in block " + std::to_string(block_idx.x));
+  }
+  if (exited != n) {
+    throw std::runtime_error("CUDA emulation: deadlock in block " + std::to_string(block_idx.x) + ": " +
+                             std::to_string(at_block) + " threads wait at __syncthreads, " +
+                             std::to_string(n - exited - at_block) + " at warp barriers, " +
+                             std::to_string(exited) + " have exited");
   }
 }
 
@@ -248,6 +305,11 @@ void check_shuffle_source(unsigned int mask, int source) {
                              std::to_string(source) +
                              (warp_base + source >= threads ? ", which does not exist" : ", outside the mask"));
   }
+}
+
+void* dynamic_shared_memory() {
+  running_thread("dynamic shared memory");
+  return scheduler().dynamic_shared.data();  // (null when the launch has none)
 }
 
 int lane_in_warp() { return current_thread().linear % kWarpSize; }
@@ -274,7 +336,10 @@ Counters counters() { return scheduler().counters; }
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body) {
   Scheduler& s = scheduler();
   if (s.in_grid) throw std::logic_error("CUDA emulation: a launch from inside a kernel is not emulated");
-  if (dynamic_shared_bytes != 0) throw std::logic_error("CUDA emulation: dynamic shared memory is not emulated");
+  if (dynamic_shared_bytes > 48 * 1024) {
+    throw std::runtime_error("CUDA emulation: " + std::to_string(dynamic_shared_bytes) +
+                             " bytes of dynamic shared memory need cudaFuncSetAttribute (48 KB without)");
+  }
   const uint64_t threads = uint64_t{block.x} * block.y * block.z;
   if (threads == 0 || threads > kMaxThreadsPerBlock || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
       grid.y > 65535 || grid.z > 65535) {
@@ -292,6 +357,8 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
   } scope{s};
   s.in_grid = true;
   s.body = &body;
+  s.dynamic_shared.assign((dynamic_shared_bytes + 15) / 16 * 2, 0);
+  s.dynamic_shared_bytes = dynamic_shared_bytes;
   s.failure = nullptr;
   ++s.counters.launches;
   std::mt19937_64 rng(s.schedule_seed);
@@ -300,7 +367,7 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
     for (unsigned z = 0; z < grid.z; ++z) {
       for (unsigned y = 0; y < grid.y; ++y) {
         for (unsigned x = 0; x < grid.x; ++x) {
-          run_block(s, grid, block, dim3(x, y, z), rng);
+          run_block(s, grid, block, dim3(x, y, z), rng, s.schedule_seed % 2 == 0);
           ++s.counters.blocks;
         }
       }

@@ -8,12 +8,16 @@
 //
 // How a grid runs: block after block; in a block every thread is a fiber (Boost.Context) on one OS
 // thread, and a thread runs until it reaches a barrier (__syncwarp, __syncthreads, a shuffle) or
-// ends. When no thread can run, the barriers whose threads have all arrived are released. The order
-// in which the threads of a block run between barriers is shuffled with a seed (set_schedule_seed):
-// on Volta and later the threads of a warp may interleave in any order between barriers, so a kernel
-// that reads another thread's write without a barrier in between gives wrong results under some
-// seeds. Shared memory (`__shared__`, a static) is shared by every thread of the block and keeps the
-// last block's contents. Atomics are plain read-modify-writes: threads switch only at barriers.
+// ends; a barrier is released when the last thread it waits for arrives. Which thread runs next is
+// drawn at random (seeded: set_schedule_seed), so lanes interleave in any order between barriers, as
+// on Volta and later; under even seeds the draw keeps to the warp that ran last while it can run
+// ("greedy warps"), so that a warp runs as far ahead of the others as barriers let it, as a warp the
+// hardware favours may. A kernel that reads another thread's write without a barrier in between
+// then gives wrong results under some seeds (races between warps show under even seeds, races
+// within a warp under odd ones). Shared memory (`__shared__`, a static) is shared by every thread of the block and keeps the
+// last block's contents; dynamic shared memory (BR_DYNAMIC_SHARED) is refilled with 0xA5 bytes for
+// each block, and more than 48 KB of it is an error, as on hardware without an opt-in. Atomics are
+// plain read-modify-writes: threads switch only at barriers.
 //
 // Errors thrown by the launch: a deadlock (threads waiting at barriers no one else reaches); lanes
 // that meet at a warp barrier with different masks, or at different kinds of warp barrier
@@ -63,7 +67,12 @@ uint64_t& exchange_slot(int linear_thread);
 /// Throws std::logic_error naming the thread if a shuffle under `mask` may not read warp lane `source`.
 void check_shuffle_source(unsigned int mask, int source);
 
-/// Order of the threads between barriers; see NOTE [CUDA emulation]. Applies to later launches.
+/// The running block's dynamic shared memory (the launch's shared_bytes, 16-byte aligned, filled
+/// with 0xA5 bytes before each block).
+void* dynamic_shared_memory();
+
+/// Order of the threads between barriers, and greedy warps for even seeds; see NOTE [CUDA emulation].
+/// Applies to later launches.
 /// The environment variable BITROBUST_EMULATION_SCHEDULE_SEED sets the first (default 1).
 void set_schedule_seed(uint64_t seed);
 

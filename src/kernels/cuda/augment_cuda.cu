@@ -3,12 +3,11 @@
 // output value, so results are bit-identical to the CPU kernel (see NOTE [Augmentation streams]).
 // With AutoAugment the block stages the cropped image in shared memory and applies the
 // sub-policy's operations there, one barrier-separated pass each (NOTE [AutoAugment exactness]).
-#include <cuda_runtime.h>
-
 #include <string>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/data/augment_kernels.h"
+#include "kernels/cuda/cuda_launch.h"
 
 namespace bitrobust::kernels {
 namespace {
@@ -51,7 +50,7 @@ __global__ void make_batch_autoaugment_kernel(const uint8_t* __restrict__ images
   __shared__ uint32_t histograms[3 * 256];
   __shared__ uint8_t luts[3 * 256];
   __shared__ int mean_luma;
-  extern __shared__ uint8_t buffers[];  // two images: 2 * image_size bytes
+  BR_DYNAMIC_SHARED(uint8_t, buffers);  // two images: 2 * image_size bytes
   constexpr int channels = 3;
   const int64_t b = blockIdx.x;
   const int64_t index = indices[b];
@@ -134,14 +133,14 @@ void make_batch_cuda(const uint8_t* images, int64_t num_images, int channels, in
     // synchronize with, and concurrent calls on other streams cannot overwrite it.
     static_assert(sizeof(AutoAugmentPolicy) + sizeof(AugmentSpec) + sizeof(ChannelConstants) + 64 <= 4096,
                   "AutoAugment kernel parameters exceed 4 KB");
-    make_batch_autoaugment_kernel<<<static_cast<unsigned>(batch), kThreadsPerBlock, buffer_bytes,
-                                    static_cast<cudaStream_t>(stream)>>>(
+    BR_LAUNCH(make_batch_autoaugment_kernel, static_cast<unsigned>(batch), kThreadsPerBlock, buffer_bytes,
+              static_cast<cudaStream_t>(stream))(
         images, height, width, indices, constants, spec, cifar10_autoaugment_policy(height, width), seed, epoch, out);
     const cudaError_t status = cudaGetLastError();
     BR_CHECK(status == cudaSuccess, "make_batch_cuda: kernel launch failed: ", cudaGetErrorString(status));
     return;
   }
-  make_batch_kernel<<<static_cast<unsigned>(batch), kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+  BR_LAUNCH(make_batch_kernel, static_cast<unsigned>(batch), kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream))(
       images, channels, height, width, indices, constants, spec, augment != nullptr, seed, epoch, out);
   const cudaError_t status = cudaGetLastError();
   BR_CHECK(status == cudaSuccess, "make_batch_cuda: kernel launch failed: ", cudaGetErrorString(status));

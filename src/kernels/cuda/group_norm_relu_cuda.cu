@@ -10,13 +10,12 @@
 // and make the two statistics passes and the write pass from there, so global memory sees one read
 // and one write per element. Each thread rereads only the shared elements it wrote itself, so the
 // cache needs no barrier of its own.
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <limits>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
+#include "kernels/cuda/cuda_launch.h"
 
 namespace bitrobust::kernels {
 namespace {
@@ -83,7 +82,7 @@ __global__ void __launch_bounds__(kBlockThreads)
                            const float* __restrict__ bias, const float* __restrict__ input_bias,
                            float eps, bool cached, float* __restrict__ y) {
   constexpr int kGroupsPerBlock = kBlockThreads / kGroupThreads;
-  extern __shared__ float cache[];  // kGroupsPerBlock * group_size floats when `cached`
+  BR_DYNAMIC_SHARED(float, cache);  // kGroupsPerBlock * group_size floats when `cached`
   __shared__ float2 scratch[kScratchBytes / sizeof(float2)];
 
   const int slot = threadIdx.x / kGroupThreads;
@@ -157,11 +156,11 @@ void launch(const float* x, const GroupNormShape& shape, const float* scale, con
            " groups are more than one launch takes");
   const int64_t cache_bytes = kGroupsPerBlock * shape.group_size() * static_cast<int64_t>(sizeof(float));
   const bool cached = cache_bytes <= kCacheBytesMax;
-  group_norm_relu_kernel<kGroupThreads>
-      <<<static_cast<unsigned>(blocks), kBlockThreads, cached ? static_cast<size_t>(cache_bytes) : 0,
-         stream>>>(x, group_count, shape.groups, static_cast<uint32_t>(shape.group_size()),
-                   static_cast<uint32_t>(shape.channels / shape.groups),
-                   FastDivider(static_cast<uint32_t>(shape.spatial)), scale, bias, input_bias, eps, cached, y);
+  BR_LAUNCH(group_norm_relu_kernel<kGroupThreads>, static_cast<unsigned>(blocks), kBlockThreads,
+            cached ? static_cast<size_t>(cache_bytes) : 0, stream)(
+      x, group_count, shape.groups, static_cast<uint32_t>(shape.group_size()),
+      static_cast<uint32_t>(shape.channels / shape.groups), FastDivider(static_cast<uint32_t>(shape.spatial)), scale,
+      bias, input_bias, eps, cached, y);
 }
 
 }  // namespace

@@ -33,10 +33,16 @@
 /// shared_bytes, stream)(args) in our sources (src/kernels/cuda/cuda_launch.h).
 #define BITROBUST_EMULATED_LAUNCH(kernel, grid, block, shared_bytes) \
   ::bitrobust::cuda_emulation::launch(dim3(grid), dim3(block), static_cast<size_t>(shared_bytes), kernel)
+/// `extern __shared__ type name[]` is written BR_DYNAMIC_SHARED(type, name) in our sources.
+#define BITROBUST_EMULATED_DYNAMIC_SHARED(type) static_cast<type*>(::bitrobust::cuda_emulation::dynamic_shared_memory())
 
 struct alignas(16) uint4 {
   unsigned int x, y, z, w;
 };
+struct alignas(8) float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 // The runtime API our sources and checks use, over host memory ("device" pointers are host pointers).
 typedef struct CUstream_st* cudaStream_t;
@@ -115,6 +121,9 @@ inline float __int_as_float(int bits) {
 }
 using std::isfinite;
 
+inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+  return static_cast<unsigned int>((static_cast<uint64_t>(a) * b) >> 32);
+}
 inline int __clz(unsigned int x) { return x == 0 ? 32 : __builtin_clz(x); }
 inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 
