@@ -3,7 +3,8 @@
 // torch-facing CUDA tests); build and run it on a GPU machine with tests/bits/run_cuda_check.sh.
 // Exit status 0 iff every comparison matched. `--small` shrinks every problem (keeping the odd sizes
 // and all code widths, models and rates) and skips the timings, for runs under compute-sanitizer,
-// which slows shared-memory-heavy kernels by orders of magnitude. ctest also runs it with --small on
+// which slows shared-memory-heavy kernels by orders of magnitude; `--bits-only` leaves out all but
+// the bit layer's kernels. ctest also runs it with --small on
 // the CPU, compiled as C++ over the CUDA emulation (NOTE [CUDA emulation]; test CudaIdentityCheckEmulated).
 #include <algorithm>
 #include <cmath>
@@ -576,7 +577,17 @@ void time_injection() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  small_sizes = argc > 1 && std::strcmp(argv[1], "--small") == 0;
+  bool bits_only = false;  // --bits-only: the bit layer's kernels alone (what the sanitizer stage covers)
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--small") == 0) {
+      small_sizes = true;
+    } else if (std::strcmp(argv[i], "--bits-only") == 0) {
+      bits_only = true;
+    } else {
+      std::printf("usage: %s [--small] [--bits-only]\n", argv[0]);
+      return 2;
+    }
+  }
   int device = 0;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDevice(&device));
@@ -587,11 +598,13 @@ int main(int argc, char** argv) {
   check_multi_task();
   check_apply();
   check_bitops();
-  check_quantize_dequantize();
-  check_fake_quantize();
-  check_copy_clamped();
-  check_group_norm_relu();
-  check_make_batch();
+  if (!bits_only) {
+    check_quantize_dequantize();
+    check_fake_quantize();
+    check_copy_clamped();
+    check_group_norm_relu();
+    check_make_batch();
+  }
   std::printf("%d checks, %d mismatches\n", checks, failures);
   if (!small_sizes) time_injection();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
