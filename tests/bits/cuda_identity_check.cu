@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "bitrobust/data/augment_kernels.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
 #include "bitrobust/quant/quantize_kernels.h"
+#include "bitrobust/quant/quantize_math.h"
 #include "kernels/cuda/cuda_launch.h"
 
 using namespace bitrobust;
@@ -381,6 +383,13 @@ void check_quantize_dequantize() {
   quantize_many_cuda(gpu_q.data(), gpu_q.size(), nullptr);
   for (size_t k = 0; k < formats.size(); ++k) {
     expect(same_bits(codes[k].host, codes[k].back()), "quantize_many format " + std::to_string(k));
+    // The fused path without codes (one tensor at a time), out of place.
+    const int64_t n = cpu_q[k].n, channels = cpu_q[k].channels;
+    std::vector<float> cpu_out(n);
+    quantize_dequantize_cpu(weights[k].host.data(), n, channels, ranges[k].host.data(), formats[k], cpu_out.data());
+    Mirrored<float> gpu_out(std::vector<float>(n, 3.0f));
+    quantize_dequantize_cuda(weights[k].d(), n, channels, ranges[k].d(), formats[k], gpu_out.d(), nullptr);
+    expect(same_bits(cpu_out, gpu_out.back()), "quantize_dequantize format " + std::to_string(k));
   }
 }
 
@@ -420,7 +429,9 @@ void check_fake_quantize() {
     const bool in_place = k % 4 == 1;
     expect(same_bits(in_place ? w[k].host : out[k].host, in_place ? w[k].back() : out[k].back()),
            "fake_quantize_many out, tensor " + std::to_string(k));
-    expect(same_bits(master[k].host, master[k].back()), "fake_quantize_many master, tensor " + std::to_string(k));
+    if (cpu[k].master != nullptr) {
+      expect(same_bits(master[k].host, master[k].back()), "fake_quantize_many master, tensor " + std::to_string(k));
+    }
   }
   // The per-tensor range reduction gives the same ranges (each tensor on its own).
   int64_t first = 0;
@@ -434,6 +445,29 @@ void check_fake_quantize() {
       expect(same_bits(expected, r.back()), "compute_ranges tensor " + std::to_string(k));
     }
     first += channels;
+  }
+}
+
+// A channel holding an infinity or a NaN gets the range {NaN, NaN} on the device (the host throws);
+// the other channels keep theirs.
+void check_nonfinite_ranges() {
+  std::vector<float> w = random_weights(4 * 3001, 0.2f, 77);
+  w[3001 + 17] = std::numeric_limits<float>::infinity();
+  w[3 * 3001 + 5] = std::nanf("");
+  const Mirrored<float> dw(w);
+  Mirrored<QuantRange> ranges{std::vector<QuantRange>(4)};
+  RangeRule rule;
+  rule.kind = RangeRule::kAsymmetric;
+  compute_ranges_cuda(dw.d(), static_cast<int64_t>(w.size()), 4, rule, ranges.d(), nullptr);
+  const std::vector<QuantRange> got = ranges.back();
+  for (int c = 0; c < 4; ++c) {
+    const bool broken = c == 1 || c == 3;
+    float lo, hi;
+    minmax_cpu(w.data() + c * 3001, 3001, 1, &lo, &hi);
+    const QuantRange expected = range_of_channel(lo, hi, rule);
+    const bool ok = broken ? std::isnan(got[c].lo) && std::isnan(got[c].hi)
+                           : same_bits(std::vector<QuantRange>{expected}, std::vector<QuantRange>{got[c]});
+    expect(ok, "compute_ranges channel " + std::to_string(c) + (broken ? " (non-finite: NaN range)" : ""));
   }
 }
 
@@ -474,9 +508,12 @@ void check_group_norm_relu() {
     float offset;  // added to every input (1000: the mean far from the spread)
     bool input_bias, with_nan;
   };
+  // (8 to 256 threads per group; partial last blocks, whose idle threads still join the reductions)
   const Case cases[] = {
-      {6, 64, 1, 32, 0.0f, false, false},     // [N, C] of a linear layer: 2 elements per group
+      {6, 64, 1, 32, 0.0f, false, true},      // [N, C] of a linear layer: 2 elements per group, a NaN
+      {3, 6, 20, 3, 0.0f, true, false},       // 40 elements: 16 threads, 9 groups in a block of 16
       {3, 64, 16, 32, 0.0f, true, false},     // 32 elements per group
+      {3, 10, 100, 5, 0.0f, false, false},    // 200: 64 threads (two warps), 15 groups in blocks of 4
       {2, 96, 25, 8, 1000.0f, false, false},  // 300, far from zero
       {2, 64, 64, 32, 0.0f, true, true},      // 128, one group with a NaN
       {1, 64, 1024, 32, 0.0f, false, false},  // 2048: a whole block per group
@@ -513,7 +550,10 @@ void check_group_norm_relu() {
 void check_make_batch() {
   const int channels = 3, height = 32, width = 32;
   const int64_t num_images = 40;
-  const Mirrored<uint8_t> images(random_bytes(num_images * channels * height * width, 4242));
+  // Half the images in [40, 200), so that AutoContrast and Equalize have histograms to work on.
+  std::vector<uint8_t> pixels = random_bytes(num_images * channels * height * width, 4242);
+  for (size_t i = pixels.size() / 2; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(40 + pixels[i] % 160);
+  const Mirrored<uint8_t> images(pixels);
   std::vector<int64_t> indices;
   for (int64_t b = 0; b < num_images; ++b) indices.push_back((b * 7 + 3) % num_images);
   const Mirrored<int64_t> d_indices(indices);
@@ -601,6 +641,7 @@ int main(int argc, char** argv) {
   if (!bits_only) {
     check_quantize_dequantize();
     check_fake_quantize();
+    check_nonfinite_ranges();
     check_copy_clamped();
     check_group_norm_relu();
     check_make_batch();

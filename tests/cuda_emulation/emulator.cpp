@@ -158,7 +158,7 @@ class ReadyThreads {
   }
   bool empty() const { return count_ == 0; }
   int take(std::mt19937_64& rng) {
-    if (!(greedy_ && !by_warp_[static_cast<size_t>(last_warp_)].empty())) {
+    if (!(greedy_ && last_warp_ >= 0 && !by_warp_[static_cast<size_t>(last_warp_)].empty())) {
       uint64_t r = rng() % static_cast<uint64_t>(count_);
       last_warp_ = 0;
       while (r >= by_warp_[static_cast<size_t>(last_warp_)].size()) r -= by_warp_[static_cast<size_t>(last_warp_++)].size();
@@ -176,7 +176,7 @@ class ReadyThreads {
   std::vector<std::vector<int>> by_warp_;
   bool greedy_;
   int64_t count_ = 0;
-  int last_warp_ = 0;
+  int last_warp_ = -1;  // (none yet: the first warp is drawn too)
 };
 
 // After thread i of the block arrived at a warp barrier: throws for lanes that meet it with another

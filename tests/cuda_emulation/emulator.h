@@ -27,8 +27,9 @@
 // does. The emulated cudaMalloc fills new memory with 0xA5 bytes, so reads of what was never written
 // rarely pass as zeros.
 //
-// What this does not check: code compiled only for the device (`#if defined(__CUDA_ARCH__)`:
-// intrinsics such as __umulhi, which are tested on hardware); the memory model beyond barrier order
+// What this does not check: code compiled only for the device (`#if defined(__CUDA_ARCH__)`: Philox's
+// multiply-high, det_log's bit casts, quantization's __float2int_rn/_rd; the host versions run here,
+// the device ones are tested on hardware); the memory model beyond barrier order
 // (shuffles order memory here, not on hardware); updates that should have been atomic (a plain
 // read-modify-write never loses one here); races between blocks (blocks run one after another, and
 // spin-waits on another block hang); streams and asynchrony (launches finish before they return,
