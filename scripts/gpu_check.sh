@@ -99,8 +99,9 @@ cuda_tests() {
   tail -3 "$R/kernel_tests.txt"
   build-gpu/bitrobust_tests --gtest_filter='*Cuda*:*CUDA*' >"$R/cuda_tests.txt" 2>&1 || rc=1
   grep -E "OK \]|FAILED|SKIPPED|Skipped|PASSED|tests ran|Failure|error" "$R/cuda_tests.txt" | awk 'NR <= 80'
-  # The bit layer's Torch-free CPU/CUDA identity check (in place, misaligned pointers, 1- to 32-bit
-  # codes, p up to 1) and its kernel-alone timings (docs/bit_errors.md).
+  # The Torch-free CPU/CUDA identity check of every kernel (the bit layer's in place, misaligned,
+  # 1- to 32-bit codes, p up to 1; quantization, GroupNorm + ReLU, batch assembly) and the injection's
+  # kernel-alone timings (docs/bit_errors.md); CI runs the same check emulated (docs/gpu.md).
   # (SANITIZE emptied: the sanitizers have a stage of their own)
   SANITIZE="" BUILD_DIR=$PWD/build-gpu/cuda_identity_check bash tests/bits/run_cuda_check.sh "$PWD" sm_90 \
     >"$R/identity.txt" 2>&1 || rc=1
