@@ -10,8 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <memory>
-#include <numeric>
+#include <new>
 #include <random>
 #include <stdexcept>
 #include <string>
