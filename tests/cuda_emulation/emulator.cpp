@@ -86,10 +86,8 @@ struct Scheduler {
   std::exception_ptr failure;
   uint64_t exchange[kMaxThreadsPerBlock] = {};
   std::vector<uint64_t> dynamic_shared;  // (8-byte words; aligned 16 by the allocator in practice)
-  size_t dynamic_shared_bytes = 0;
   uint64_t schedule_seed = 1;
   bool in_grid = false;
-  Counters counters;
 };
 
 Scheduler& scheduler() {
@@ -215,7 +213,6 @@ void arrive_at_warp_barrier(Scheduler& s, int num_threads, int i, ReadyThreads& 
     s.threads[static_cast<size_t>(warp_base + other)].wait = Wait::Running;
     ready.add(warp_base + other);
   }
-  ++s.counters.barriers_released;
 }
 
 // After thread i exited: a lane of its warp waiting at a barrier that names it would wait forever.
@@ -276,7 +273,6 @@ void run_block(Scheduler& s, dim3 grid, dim3 block, dim3 block_idx, std::mt19937
         ready.add(k);
       }
       at_block = 0;
-      ++s.counters.barriers_released;
     }
   }
   if (exited != n) {
@@ -330,8 +326,6 @@ uint64_t& exchange_slot(int linear_thread) {
 
 void set_schedule_seed(uint64_t seed) { scheduler().schedule_seed = seed; }
 
-Counters counters() { return scheduler().counters; }
-
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body) {
   Scheduler& s = scheduler();
   if (s.in_grid) throw std::logic_error("CUDA emulation: a launch from inside a kernel is not emulated");
@@ -357,9 +351,7 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
   s.in_grid = true;
   s.body = &body;
   s.dynamic_shared.assign((dynamic_shared_bytes + 15) / 16 * 2, 0);
-  s.dynamic_shared_bytes = dynamic_shared_bytes;
   s.failure = nullptr;
-  ++s.counters.launches;
   std::mt19937_64 rng(s.schedule_seed);
   std::exception_ptr error;
   try {
@@ -367,7 +359,6 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
       for (unsigned y = 0; y < grid.y; ++y) {
         for (unsigned x = 0; x < grid.x; ++x) {
           run_block(s, grid, block, dim3(x, y, z), rng, s.schedule_seed % 2 == 0);
-          ++s.counters.blocks;
         }
       }
     }

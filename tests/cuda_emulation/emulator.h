@@ -81,11 +81,6 @@ void set_schedule_seed(uint64_t seed);
 /// emulation] and rethrows an exception thrown by a thread, once no thread of its block can run.
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
 
-struct Counters {
-  int64_t launches = 0, blocks = 0, barriers_released = 0;
-};
-Counters counters();  ///< since the process started
-
 template <typename Kernel>
 struct Launch {
   dim3 grid, block;
