@@ -24,6 +24,7 @@ WIDTH=${WIDTH:-16}
 NORM=${NORM:-rebn}
 INIT=${INIT:-torch}
 EPOCHS=${EPOCHS:-5}
+SEED=${SEED:-1}  # training seed (initialisation, shuffling, augmentation, RandBET patterns); patterns are seeds 100...
 PATTERNS=${PATTERNS:-20}
 LIMIT=${LIMIT:-5000}
 RATES=${RATES:-0.1%,1%,2.5%}
@@ -73,7 +74,7 @@ for name in $MODELS; do
   if [[ ! -f $RUN_DIR/$name.pt && ! -f $RUN_DIR/$name.eval.json ]]; then
     # shellcheck disable=SC2086
     within_deadline "$BIN" train --dataset cifar10 --cifar-protocol holdout "${data[@]}" --model simplenet \
-      --width "$WIDTH" --norm "$NORM" --init "$INIT" --epochs "$EPOCHS" --seed 1 --device "$DEVICE" --resume "${quiet[@]}" \
+      --width "$WIDTH" --norm "$NORM" --init "$INIT" --epochs "$EPOCHS" --seed "$SEED" --device "$DEVICE" --resume "${quiet[@]}" \
       --out "$RUN_DIR/$name.pt" --json "$RUN_DIR/$name.train.json" $opts
   fi
   [[ -f $RUN_DIR/$name.eval.json ]] || within_deadline "$BIN" eval --model "$RUN_DIR/$name.pt" --cifar-protocol holdout \
