@@ -17,6 +17,16 @@ namespace bitrobust::train {
 // 2^63 | make_key(seed, "RANDBET", step) & (2^63 - 1). Evaluation seeds are small user-chosen
 // integers (the reference uses 100..149), so training never sees an evaluation pattern.
 
+namespace {
+/// Makes `kept` a tensor of `like`'s shape, type and device, reusing it from an earlier step if it is one.
+void keep_like(at::Tensor& kept, const at::Tensor& like) {
+  if (!kept.defined() || !kept.sizes().equals(like.sizes()) || kept.device() != like.device() ||
+      kept.scalar_type() != like.scalar_type()) {
+    kept = at::empty_like(like);
+  }
+}
+}  // namespace
+
 void RandBETOptions::validate() const {
   BR_CHECK(std::isfinite(rate) && rate >= 0 && rate <= 1, "--randbet: bit error rate ", rate,
            " is outside [0, 1]");
@@ -105,10 +115,7 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
     t.format = scheme.format();
     t.scheme = scheme;
     row += t.channels;
-    if (!perturbed_[i].defined() || !perturbed_[i].sizes().equals(codes_[i].sizes()) ||
-        perturbed_[i].device() != codes_[i].device() || perturbed_[i].scalar_type() != codes_[i].scalar_type()) {
-      perturbed_[i] = at::empty_like(codes_[i]);
-    }
+    keep_like(perturbed_[i], codes_[i]);
     codes[i] = {names[i], codes_[i], perturbed_[i], scheme.bits, static_cast<int64_t>(i)};
     current.tensors.push_back(std::move(t));
   }
@@ -122,11 +129,23 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
     clean_grads_[i] = g;
     g = at::Tensor();
   }
+  // NOTE [Perturbed pass and running statistics]: the reference runs the perturbed pass on a copy
+  // of the model, whose BatchNorm running statistics are thrown away. Here the same network runs
+  // twice in training mode, so its buffers are put back as the clean pass left them: the perturbed
+  // pass normalizes with its own batch statistics but must not move the running ones that
+  // evaluation uses.
+  const std::vector<at::Tensor> buffers = net_.buffers();
+  saved_buffers_.resize(buffers.size());
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    keep_like(saved_buffers_[i], buffers[i]);
+    saved_buffers_[i].copy_(buffers[i]);
+  }
   {
     at::AutoGradMode enable_grad(true);
     const at::Tensor perturbed_loss = at::cross_entropy_loss(net_.forward(x), y);
     perturbed_loss.backward();
   }
+  for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved_buffers_[i]);
   // grad = clamp(perturbed grad) (alternate), or its mean with the clean one, in one call for all;
   // -0 is read as +0, as the gradient accumulated into a zeroed tensor was before.
   std::vector<at::Tensor> grads, cleans;

@@ -16,10 +16,12 @@ namespace {
 models::ModelSpec tiny_spec(int64_t hidden = 16) { return test_util::tiny_mlp_spec(hidden); }
 /// A tiny quantized network and one batch, to drive RandBET's after_backward with chosen losses.
 struct RandBetRig {
+  explicit RandBetRig(const std::string& norm = "none")
+      : net(models::build_model(test_util::tiny_mlp_spec(16, norm))), qat(*net, quant::QuantScheme::preset("rquant", 8)) {}
   data::Dataset data = test_util::synthetic_dataset(16);
   at::Tensor x = data::make_batch(data, torch::arange(16), data::normalization_for("mnist"), nullptr, 0, 0);
-  std::shared_ptr<models::Classifier> net = models::build_model(tiny_spec());
-  quant::QuantAwareTraining qat{*net, quant::QuantScheme::preset("rquant", 8)};
+  std::shared_ptr<models::Classifier> net;
+  quant::QuantAwareTraining qat;
 
   /// One step's clean quantized pass, then RandBET's hook told that the clean loss was `loss_value`.
   void step(train::RandomBitErrorTraining& rbet, double loss_value) {
@@ -109,6 +111,37 @@ TEST(RandBET, CurriculumStartsBelowTheThresholdAndStays) {
   EXPECT_TRUE(rbet.active());
   step(3.0);  // stays on
   EXPECT_EQ(rbet.perturbed_steps(), 2);
+}
+
+TEST(RandBET, PerturbedPassLeavesRunningStatisticsAsTheCleanPassLeftThem) {
+  // As the reference, whose perturbed pass runs on a copy of the model: BatchNorm's running
+  // statistics come from the clean passes only.
+  for (const std::string norm : {"bn", "rebn"}) {
+    SCOPED_TRACE(norm);
+    torch::manual_seed(5);
+    RandBetRig plain(norm);
+    torch::manual_seed(5);
+    RandBetRig robust(norm);
+    train::RandBETOptions o;
+    o.rate = 0.05;
+    o.start_loss = 100;
+    train::RandomBitErrorTraining rbet(*robust.net, robust.qat, o);
+
+    std::vector<at::Tensor> initial;
+    for (const at::Tensor& b : plain.net->buffers()) initial.push_back(b.clone());
+    ASSERT_EQ(initial.size(), 2u);  // running mean and variance of the hidden layer's norm
+    plain.qat.use_quantized_weights();
+    at::cross_entropy_loss(plain.net->forward(plain.x), plain.data.labels).backward();
+    plain.qat.restore_float_weights();
+    robust.step(rbet, 0.5);
+    ASSERT_EQ(rbet.perturbed_steps(), 1);
+
+    const std::vector<at::Tensor> after_clean = plain.net->buffers(), after_robust = robust.net->buffers();
+    for (size_t i = 0; i < initial.size(); ++i) {
+      EXPECT_FALSE(torch::equal(after_clean[i], initial[i]));  // the clean pass moves them
+      EXPECT_TRUE(torch::equal(after_robust[i], after_clean[i]));
+    }
+  }
 }
 
 TEST(RandBET, AlternateModePerturbsEverySecondStep) {

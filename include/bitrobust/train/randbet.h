@@ -55,6 +55,7 @@ class RandomBitErrorTraining {
   std::vector<at::Tensor> clean_grads_;  ///< the clean pass's gradient tensors of the current step
   std::vector<at::Tensor> codes_;        ///< the step's clean codes, kept from step to step
   std::vector<at::Tensor> perturbed_;    ///< the step's perturbed codes, kept from step to step
+  std::vector<at::Tensor> saved_buffers_;  ///< running statistics before the perturbed pass
   bool active_ = false;
   int64_t step_ = 0;
   int64_t active_steps_ = 0;
