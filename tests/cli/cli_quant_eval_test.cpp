@@ -232,16 +232,23 @@ TEST_F(CliQuantEval, TrainRejectsBadRobustTrainingOptions) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
 }
 
-TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
-  // A tiny fake CIFAR-10 (hold-out protocol: batches 1-4 train, batch 5 tests).
-  test_util::TempDir dir;
+namespace {
+/// A tiny fake CIFAR-10 in dir (hold-out protocol: batches 1-4 of 6 images train, batch 5 tests);
+/// returns its folder.
+std::string write_tiny_cifar10(const test_util::TempDir& dir) {
   const std::string root = dir.file("cifar10");
   std::filesystem::create_directories(root);
   for (int k = 1; k <= 5; ++k) {
     bitrobust::testing::write_file(root + "/data_batch_" + std::to_string(k) + ".bin",
                         bitrobust::testing::cifar_records(bitrobust::testing::Bytes(6, static_cast<uint8_t>(k)), 10 * k));
   }
-  const std::string common = "train --dataset cifar10 --data-root " + root +
+  return root;
+}
+}  // namespace
+
+TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
                              " --model mlp --epochs 1 --batch 8 --quiet --out ";
   struct Case {
     std::string flags, expected;
@@ -254,6 +261,31 @@ TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
     EXPECT_NE(r.output.find("augmentation " + c.expected), std::string::npos) << r.output;
     EXPECT_EQ(io::load_model_file(out).meta.value("augment", std::string()), c.expected) << c.flags;
     EXPECT_EQ(io::load_model_file(out).meta.value("steps", int64_t{-1}), 3) << "24 images, batch 8";
+  }
+}
+
+// Clipping plain normalization scales (which start at 1) is allowed but said; the re-parameterized
+// forms, unclipped runs and runs that leave the scales unquantized say nothing.
+TEST(CliTrain, SaysWhenClippingPlainNormalizationScales) {
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+                             " --model mlp --epochs 1 --max-steps 1 --batch 8 --no-augment --quiet --out " +
+                             dir.file("m.pt") + " ";
+  struct Case {
+    std::string flags;
+    bool noted;
+  };
+  for (const Case& c : {Case{"--scheme rquant --clip 0.1", true}, Case{"--norm bn --scheme rquant --clip 0.1", true},
+                        Case{"--norm regn --scheme rquant --clip 0.1", false}, Case{"--scheme rquant", false},
+                        Case{"--scheme rquant --clip 0.1 --quant-exclude '*norm*'", false}}) {
+    std::filesystem::remove(dir.file("m.pt"));
+    const test_util::CliResult r = test_util::run_cli(common + c.flags);
+    ASSERT_EQ(r.status, 0) << c.flags << ": " << r.output;
+    const std::string norm = c.flags.rfind("--norm bn", 0) == 0 ? "bn" : "gn";
+    EXPECT_EQ(r.output.find("note: --clip 0.1 also clips the scales of --norm " + norm + " (2 layers), which start at 1; --norm re" +
+                            norm) != std::string::npos,
+              c.noted)
+        << c.flags << ": " << r.output;
   }
 }
 

@@ -32,6 +32,23 @@ struct TrainCommand {
   std::string randbet;
   train::RandBETOptions randbet_options;
 };
+
+// Clipping a plain BatchNorm/GroupNorm scale (initialised at 1) to W changes what the layer
+// computes from the first step; the re-parameterized forms keep it at 1 + weight. Allowed, since
+// it trains, but said, since it is rarely what was meant.
+void warn_if_clipping_plain_norm_scales(const quant::QuantAwareTraining& qat, const std::string& norm, float clip) {
+  if (clip <= 0 || (norm != "bn" && norm != "gn")) return;
+  int64_t scales = 0;
+  for (const std::string& name : qat.names()) {
+    if (name.size() >= 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0) ++scales;
+  }
+  if (scales == 0) return;
+  std::fprintf(stderr,
+               "note: --clip %g also clips the scales of --norm %s (%lld layer%s), which start at 1; --norm re%s "
+               "(scale = 1 + weight) is the form the reference clips\n",
+               static_cast<double>(clip), norm.c_str(), static_cast<long long>(scales), scales == 1 ? "" : "s",
+               norm.c_str());
+}
 }  // namespace
 
 Runner register_train(CLI::App& app) {
@@ -146,6 +163,7 @@ Runner register_train(CLI::App& app) {
       qat = std::make_unique<quant::QuantAwareTraining>(*net, scheme, cmd->quant.selector());
       qat->clip_weights();
       std::fprintf(stderr, "quantization-aware training, scheme %s\n", scheme.to_string().c_str());
+      warn_if_clipping_plain_norm_scales(*qat, cmd->spec.norm, scheme.clip);
       if (randbet) {
         rbet = std::make_unique<train::RandomBitErrorTraining>(*net, *qat, cmd->randbet_options);
         std::fprintf(stderr, "random bit error training: %s at p = %g, %s, from loss < %g\n",
