@@ -168,8 +168,11 @@ QuantizedTensor quantize_checked(const at::Tensor& w, const at::Tensor& ranges,
 
 }  // namespace
 
+// A vector (bias, normalization scale or shift) takes one range under `channel` too: a range per
+// element would make every element its own constant channel (asymmetric: lo = hi = w), which
+// dequantizes to w whatever its bits are, so bit errors would never reach these parameters.
 int64_t range_channels(const at::Tensor& w, const QuantScheme& s) {
-  if (s.source != RangeSource::Channel || w.dim() == 0) return 1;
+  if (s.source != RangeSource::Channel || w.dim() <= 1) return 1;
   return w.size(0);
 }
 

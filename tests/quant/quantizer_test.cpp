@@ -121,6 +121,31 @@ TEST(Quantizer, RangesPerSource) {
   EXPECT_EQ(rows(compute_ranges(w, QuantScheme::parse("u8-asym-global0.4-round"), "w")), (std::vector<float>{-0.4f, 0.4f}));
   // A 0-dim tensor has one channel.
   EXPECT_EQ(compute_ranges(at::scalar_tensor(0.5f), QuantScheme::parse("u8-sym-channel-round"), "s").size(0), 1);
+  // A vector (a bias) has one range, the tensor's, under `channel` too.
+  const at::Tensor bias = at::tensor({0.3f, -0.2f, 0.1f});
+  for (const char* sign : {"u", "s"}) {
+    for (const char* range : {"sym", "asym"}) {
+      const std::string channel = std::string(sign) + "8-" + range + "-channel-round";
+      const std::string tensor = std::string(sign) + "8-" + range + "-tensor-round";
+      EXPECT_EQ(rows(compute_ranges(bias, QuantScheme::parse(channel), "b")),
+                rows(compute_ranges(bias, QuantScheme::parse(tensor), "b")))
+          << channel;
+    }
+  }
+}
+
+// Under per-channel ranges bit errors reach biases: with a range per element (lo = hi = w) every code
+// would dequantize to w, so no bit flip could change them.
+TEST(Quantizer, BitErrorsChangeVectorsUnderChannelRanges) {
+  const at::Tensor bias = at::tensor({0.3f, -0.2f, 0.1f, 0.05f});
+  const QuantizedTensor q = quantize(bias, QuantScheme::parse("u8-asym-channel-round"), "b");
+  ASSERT_EQ(q.channels, 1);
+  QuantizedTensor flipped = q;
+  flipped.codes = q.codes.bitwise_xor(1 << 7);  // every element's most significant bit
+  const at::Tensor clean = dequantize(q), perturbed = dequantize(flipped);
+  for (int64_t i = 0; i < bias.numel(); ++i) {
+    EXPECT_GT(std::abs(perturbed[i].item<float>() - clean[i].item<float>()), 0.2f) << i;  // about half the range
+  }
 }
 
 TEST(Quantizer, CodesDequantizeAndFakeQuantizeAgree) {

@@ -26,8 +26,8 @@ struct QuantizedTensor {
   QuantScheme scheme;
 };
 
-/// Number of ranges the scheme gives w: w.size(0) for RangeSource::Channel (1 for a 0-dim
-/// tensor), else 1.
+/// Number of ranges the scheme gives w: w.size(0) for RangeSource::Channel and a w of 2 or more
+/// dimensions, else 1 (vectors such as biases take one range per tensor).
 int64_t range_channels(const at::Tensor& w, const QuantScheme& s);
 
 /// The ranges of w under s: float32 [range_channels(w, s), 2], rows (lo, hi), on w's device.
