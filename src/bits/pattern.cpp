@@ -141,18 +141,35 @@ class LineReader {
   }
   std::istringstream next(const char* expecting) {
     std::string line;
-    BR_CHECK(static_cast<bool>(std::getline(in_, line)), "load_pattern: '", path_, "' ends early (line ",
-             line_number_ + 1, "), expected ", expecting);
+    BR_CHECK(read_line(line), "load_pattern: '", path_, "' ends early (line ", line_number_ + 1, "), expected ",
+             expecting);
     ++line_number_;
     return std::istringstream(line);
   }
   /// Whether anything but white space follows the current line.
   bool has_more_text() {
     std::string rest;
-    while (std::getline(in_, rest)) {
+    while (read_line(rest)) {
       if (rest.find_first_not_of(" \t\r") != std::string::npos) return true;
     }
     return false;
+  }
+  // A pattern file's lines are short (the longest, a --layers pattern, is capped at 1000
+  // characters): a longer one, or a NUL byte, is not such a file (/dev/zero would otherwise be
+  // read into memory without end, and a NUL would cut the message short).
+  bool read_line(std::string& line) {
+    constexpr size_t kMaxLine = 4096;
+    line.clear();
+    int c = in_.get();
+    if (c == std::char_traits<char>::eof()) return false;
+    for (; c != std::char_traits<char>::eof() && c != '\n'; c = in_.get()) {
+      BR_CHECK(c != '\0', "load_pattern: '", path_, "' line ", line_number_ + 1,
+               ": a NUL byte (not a bitrobust bit pattern file)");
+      BR_CHECK(line.size() < kMaxLine, "load_pattern: '", path_, "' line ", line_number_ + 1, ": longer than ",
+               kMaxLine, " bytes (not a bitrobust bit pattern file)");
+      line.push_back(static_cast<char>(c));
+    }
+    return true;
   }
   template <typename... Args>
   [[noreturn]] void fail(Args&&... parts) const {

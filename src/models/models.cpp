@@ -325,6 +325,28 @@ void ModelSpec::validate() const {
     BR_CHECK(d >= 10 && (d - 4) % 6 == 0, "wrn depth must be 6n+4 (e.g. 16, 22, 28), got ", d);
   }
   for (int64_t u : units) BR_CHECK(u > 0, "mlp hidden units must be positive, got ", u);
+  // Bounds far above any data set here, so that a damaged or edited description is an error rather
+  // than an allocation of terabytes (or an overflowing size) when the network is built.
+  BR_CHECK(in_channels <= 64 && height <= 4096 && width <= 4096, "model input shape must be at most 64x4096x4096, got ",
+           in_channels, "x", height, "x", width);
+  BR_CHECK(num_classes <= 1000000, "model has more than 1000000 classes: ", num_classes);
+  BR_CHECK(units.size() <= 64, "mlp has more than 64 hidden layers: ", units.size());
+  for (int64_t u : units) BR_CHECK(u <= (int64_t{1} << 20), "mlp hidden layer of ", u, " units (at most 2^20)");
+  // The input-sized weight matrices (MLP layers, LeNet's first linear layer), in doubles: no overflow.
+  double largest = 0;
+  if (arch == "mlp") {
+    double in = static_cast<double>(in_channels) * height * width;
+    for (int64_t u : units.empty() ? std::vector<int64_t>{1024, 1024} : units) {
+      largest = std::max(largest, in * u);
+      in = static_cast<double>(u);
+    }
+    largest = std::max(largest, in * num_classes);
+  } else if (arch == "lenet") {
+    const double c = channels > 0 ? channels : 32;
+    largest = 2 * c * (height / 4) * (width / 4) * 256;
+  }
+  BR_CHECK(largest <= 2147483648.0, "model description gives a weight matrix of ", largest,
+           " elements (more than 2^31): input ", in_channels, "x", height, "x", width);
 }
 
 std::shared_ptr<Classifier> build_model(const ModelSpec& spec) {

@@ -138,8 +138,8 @@ void store_in_model_file(const QuantizedModel& q, io::ModelFile& file) {
   }
 }
 
-QuantizedModel load_from_model_file(io::ModelFile& file) {
-  const std::string where = file.path.empty() ? std::string("model file") : "model file " + file.path;
+namespace {
+QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) {
   BR_CHECK(file.meta.contains("quantization"), where, ": the model is not quantized: train with --bits/--scheme, ",
            "or run `bitrobust quantize` first");
   const auto& qj = file.meta["quantization"];
@@ -191,11 +191,24 @@ QuantizedModel load_from_model_file(io::ModelFile& file) {
     BR_CHECK(t.channels == 0 || (t.ranges.select(1, 0) <= t.ranges.select(1, 1)).all().item<bool>(), where,
              ": ranges of ", name, " have a lower bound above the upper bound");
     check_ranges_follow_scheme(t.ranges, q.scheme, where + ": ranges of " + name);
+    // A name listed twice would leave another parameter unquantized and its codes unread.
+    BR_CHECK(std::find(q.names.begin(), q.names.end(), name) == q.names.end(), where, ": quantized parameter ",
+             name, " is described twice");
     q.names.push_back(name);
     q.params.push_back(*p);
     q.tensors.push_back(std::move(t));
   }
   return q;
+}
+}  // namespace
+
+QuantizedModel load_from_model_file(io::ModelFile& file) {
+  const std::string where = file.path.empty() ? std::string("model file") : "model file " + file.path;
+  try {
+    return read_quantization(file, where);
+  } catch (const nlohmann::json::exception& e) {  // a field missing or of another type
+    throw Error(where + ": the quantization description is malformed (" + e.what() + ")");
+  }
 }
 
 QuantAwareTraining::QuantAwareTraining(models::Classifier& net, const QuantScheme& scheme, const ParamSelector& selector)

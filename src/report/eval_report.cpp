@@ -39,10 +39,15 @@ bool zero_rate_has_errors(const nlohmann::json& j) {
 size_t display_width(const std::string& s) {
   return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
-std::string xml_escape(const std::string& s) {
+// Text for an SVG: XML takes neither bytes that are not UTF-8 (names come from files and the
+// command line) nor control characters; both become U+FFFD, so the plot always parses.
+std::string xml_escape(const std::string& raw) {
+  const std::string s = nlohmann::json::parse(
+      nlohmann::json(raw).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).get<std::string>();
   std::string out;
   for (char c : s) {
-    if (c == '<') out += "&lt;";
+    if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') out += "\xEF\xBF\xBD";
+    else if (c == '<') out += "&lt;";
     else if (c == '>') out += "&gt;";
     else if (c == '&') out += "&amp;";
     else if (c == '"') out += "&quot;";

@@ -107,6 +107,11 @@ void install_signal_cleanup() {
         std::signal(sig, remove_live_temps_and_reraise);
       }
     }
+    // A write beyond the file size limit (ulimit -f) would end the process by SIGXFSZ with its
+    // temporary files left behind; ignored, the write fails with EFBIG and is reported as any
+    // failed write, and the temporary files are removed.
+    struct sigaction current {};
+    if (::sigaction(SIGXFSZ, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) std::signal(SIGXFSZ, SIG_IGN);
   });
 }
 

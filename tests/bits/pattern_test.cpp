@@ -174,6 +174,11 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   // An istream reads "-5" into the unsigned seed as 2^64 - 5.
   EXPECT_ERROR_CONTAINS(load_pattern(write("n", "bitrobust-bit-pattern 1\nseed -5\nmodel random\nrate 0.01\n")),
                         "line 2: seed must not be negative");
+  // /dev/zero has no line end: read up to a bound, not into memory without end.
+  EXPECT_ERROR_CONTAINS(load_pattern("/dev/zero"), "line 1: a NUL byte (not a bitrobust bit pattern file)");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("long", header + "flips 1\n0 3 1 f" + std::string(5000, ' ') + "\nend\n")),
+                        "line 9: longer than 4096 bytes (not a bitrobust bit pattern file)");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("y", std::string(5000, 'y'))), "line 1: longer than 4096 bytes");
   const std::string folder = dir.file("folder");  // (removed with the files: std::remove takes empty folders)
   ASSERT_EQ(mkdir(folder.c_str(), 0700), 0);
   EXPECT_ERROR_CONTAINS(load_pattern(folder), "is a folder, not a pattern file");

@@ -339,6 +339,11 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   expect_failure("train --dataset cifar10 --model mlp --norm bn --epochs 1 --batch 3 --no-augment --out " +
                      dir.file("bn.pt") + data,
                  "--batch 3 leaves a last batch of 1 image (10 training images), which BatchNorm cannot train on");
+  // Nor on batches of one image (10 % 1 == 0: the last-batch check alone would let it run).
+  expect_failure("train --dataset cifar10 --model mlp --norm rebn --epochs 1 --batch 1 --no-augment --out " +
+                     dir.file("bn.pt") + data,
+                 "--batch 1 with --norm rebn: BatchNorm cannot train on batches of 1 image");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("bn.pt")));
 }
 
 TEST(CliTest, AModelFileNamingAnUnknownDataSetIsNamed) {

@@ -185,6 +185,26 @@ TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
     io::save_model_file(dir.file("bits.pt"), f);
     expect_load_error(dir.file("bits.pt"), "does not match the scheme u4-asym-tensor-round", true);
   }
+  {  // Fields of another type, or missing: one message naming the file, not the JSON library's alone.
+    io::ModelFile f = quantized_file();
+    f.meta["quantization"]["params"][0]["bits"] = "4";
+    io::save_model_file(dir.file("bits_text.pt"), f);
+    expect_load_error(dir.file("bits_text.pt"), "the quantization description is malformed", true);
+    io::ModelFile g = quantized_file();
+    g.meta["quantization"]["params"][0].erase("channels");
+    io::save_model_file(dir.file("no_channels.pt"), g);
+    expect_load_error(dir.file("no_channels.pt"), "the quantization description is malformed", true);
+  }
+  {  // A parameter described twice (its codes stored twice) would leave another one unquantized.
+    io::ModelFile f = quantized_file();
+    ASSERT_GE(f.quant_codes.size(), 4u);
+    f.meta["quantization"]["params"][3] = f.meta["quantization"]["params"][1];
+    f.quant_codes[3] = f.quant_codes[1].clone();
+    f.quant_ranges[3] = f.quant_ranges[1].clone();
+    io::save_model_file(dir.file("twice.pt"), f);
+    const std::string name = f.meta["quantization"]["params"][1]["name"].get<std::string>();
+    expect_load_error(dir.file("twice.pt"), "quantized parameter " + name + " is described twice", true);
+  }
   {
     io::ModelFile f = quantized_file();
     f.quant_codes[0] = f.quant_codes[0].to(torch::kShort);

@@ -3,6 +3,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/models/models.h"
+#include "test_util.h"
 
 using bitrobust::models::build_model;
 using bitrobust::models::ModelSpec;
@@ -91,6 +92,15 @@ TEST(Models, BadSpecsAreClearErrors) {
   EXPECT_THROW(build_model(spec("vgg", "gn", 3, 32)), bitrobust::Error);
   EXPECT_THROW(build_model(spec("lenet", "ln", 3, 32)), bitrobust::Error);
   EXPECT_THROW(build_model(spec("simplenet", "gn", 3, 64)), bitrobust::Error);
+  // Sizes that a damaged or edited model file may hold: errors before anything is allocated.
+  ModelSpec huge_units = spec("mlp", "none", 1, 28);
+  huge_units.units = {int64_t{1000000000000}};
+  EXPECT_ERROR_CONTAINS(build_model(huge_units), "mlp hidden layer of 1000000000000 units");
+  ModelSpec huge_input = spec("lenet", "gn", 1, 28);
+  huge_input.height = huge_input.width = int64_t{1} << 62;
+  EXPECT_ERROR_CONTAINS(build_model(huge_input), "model input shape must be at most 64x4096x4096");
+  ModelSpec wide_mlp = spec("mlp", "none", 3, 4096);
+  EXPECT_ERROR_CONTAINS(build_model(wide_mlp), "weight matrix of");  // 3*4096*4096 inputs x 1024 units
   try {
     build_model(spec("vgg", "gn", 3, 32));
   } catch (const bitrobust::Error& e) {

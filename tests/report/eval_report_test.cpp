@@ -141,4 +141,22 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
 }
 
 }  // namespace
+
+TEST(RerrPlot, TitlesAndNamesThatAreNotXmlTextAreReplaced) {
+  // Bytes that are not UTF-8 and control characters (a name from a file or the command line) would
+  // make the SVG unreadable; each becomes U+FFFD, and markup characters are escaped.
+  auto j = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
+  j["model_name"] = std::string("n\xfe\x02<&");
+  const std::string svg = report::rerr_plot_svg({j}, std::string("bad\xff\x01\"t\""));
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_NE(svg.find("bad" + fffd + fffd + "&quot;t&quot;"), std::string::npos) << svg;
+  EXPECT_NE(svg.find("n" + fffd + fffd + "&lt;&amp;"), std::string::npos) << svg;
+  for (size_t i = 0; i < svg.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(svg[i]);
+    EXPECT_FALSE(c < 0x20 && c != '\n' && c != '\t' && c != '\r') << "control byte at " << i;
+    EXPECT_NE(c, 0xFE);
+    EXPECT_NE(c, 0xFF);
+  }
+}
+
 }  // namespace bitrobust

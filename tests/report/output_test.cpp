@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -58,6 +59,28 @@ TEST(Output, ATerminatingSignalRemovesTheTemporaryFileBeingWritten) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFSIGNALED(status)) << "the child should end by the signal, as it would without the cleanup";
   EXPECT_EQ(WTERMSIG(status), SIGTERM);
+  EXPECT_EQ(regular_files_in(dir.path()), 0) << "the hidden temporary file must be gone";
+}
+
+TEST(Output, AWriteBeyondTheFileSizeLimitIsAnErrorAndLeavesNothing) {
+  test_util::TempDir dir;
+  const std::string target = dir.file("big.txt");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // `ulimit -f 4`: without SIGXFSZ ignored, the signal would end the process
+    const struct rlimit limit = {4096, 4096};
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(3);
+    try {
+      report::write_text_atomic(target, std::string(1 << 20, 'x'));
+    } catch (const Error& e) {
+      ::_exit(std::strstr(e.what(), "big.txt") != nullptr ? 0 : 2);
+    }
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no error, 2: the error does not name the file, 3: setrlimit failed";
   EXPECT_EQ(regular_files_in(dir.path()), 0) << "the hidden temporary file must be gone";
 }
 

@@ -134,7 +134,10 @@ Runner register_train(CLI::App& app) {
     cmd->spec.num_classes = train_set.num_classes;
     cmd->spec.validate();
     // BatchNorm cannot train on a batch of one image (its variance is 0/0): found now, not after an epoch.
-    BR_CHECK(!((cmd->spec.norm == "bn" || cmd->spec.norm == "rebn") && train_set.size() % cmd->options.batch_size == 1),
+    const bool batch_norm = cmd->spec.norm == "bn" || cmd->spec.norm == "rebn";
+    BR_CHECK(!(batch_norm && cmd->options.batch_size == 1), "--batch 1 with --norm ", cmd->spec.norm,
+             ": BatchNorm cannot train on batches of 1 image; choose --batch 2 or more");
+    BR_CHECK(!(batch_norm && train_set.size() % cmd->options.batch_size == 1),
              "--batch ", cmd->options.batch_size, " leaves a last batch of 1 image (", train_set.size(),
              " training images), which BatchNorm cannot train on; choose another --batch");
     cmd->options.augment = !cmd->no_augment;
