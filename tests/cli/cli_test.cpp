@@ -69,6 +69,8 @@ TEST(Cli, MissingDataFolderFailsCleanly) {
 TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
   for (const std::string args : {"test --model m.pt --batch -3", "train --dataset fashion-mnist --out x.pt --epochs 1 --epochs 2",
                                  "eval --model m.pt --patterns 1e3", "train --dataset fashion-mnist --out x.pt --init xavier",
+                                 "train --dataset fashion-mnist --out x.pt --norm bogus", "train --dataset fashion-mnist --out x.pt --model vgg",
+                                 "train --dataset fashion-mnist --out x.pt --randbet-mode sometimes", "eval --model m.pt --precision FP32",
                                  "frobnicate", "test --model m.pt --no-such-flag"}) {
     const test_util::CliResult r = test_util::run_cli(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;

@@ -56,8 +56,12 @@ Runner register_train(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("train", "train a network and save it as one model file");
   add_common_options(*sub, cmd->common);
   add_data_options(*sub, cmd->data, true);
-  sub->add_option("--model", cmd->spec.arch, "mlp, lenet, simplenet, wrn or resnet20")->capture_default_str();
-  sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")->capture_default_str();
+  sub->add_option("--model", cmd->spec.arch, "mlp, lenet, simplenet, wrn or resnet20")
+      ->check(CLI::IsMember(models::architecture_names()))
+      ->capture_default_str();
+  sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")
+      ->check(CLI::IsMember(models::normalization_names()))
+      ->capture_default_str();
   sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->check(integer_in(0));
   sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->check(integer_in(0));
   sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->check(integer_in(0));
@@ -85,7 +89,9 @@ Runner register_train(CLI::App& app) {
                   "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");
   sub->add_option("--randbet-start", cmd->randbet_options.start_loss,
                   "curriculum: inject errors once the clean loss is below this")->capture_default_str();
-  sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")->capture_default_str();
+  sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")
+      ->check(CLI::IsMember({"average", "alternate"}))
+      ->capture_default_str();
   sub->add_option("--randbet-error-model", cmd->randbet_options.error_model,
                   "error model of the training patterns (as eval's --error-model)")->capture_default_str();
   return [cmd, sub]() {
