@@ -28,6 +28,10 @@ std::string hex32(uint32_t value) {
   return text;
 }
 
+// The most bytes one data file may hold uncompressed: 4 GiB, 90 times MNIST's training images.
+// Declared or found sizes above it are errors, not allocations of whatever a header says.
+constexpr uint64_t kMaxDataBytes = uint64_t{1} << 32;
+
 /// A gzip-or-raw input file; every failure is an Error that starts with the file name.
 class InputFile {
  public:
@@ -69,18 +73,24 @@ class InputFile {
     return done;
   }
 
-  /// Reads everything that is left.
-  std::vector<unsigned char> read_all() {
+  /// Reads everything that is left; more than max_bytes is an error (a gzip file of a few MB can
+  /// hold gigabytes of zeros).
+  std::vector<unsigned char> read_all(uint64_t max_bytes) {
     std::vector<unsigned char> data;
     const bool compressed = path_.size() >= 3 && path_.compare(path_.size() - 3, 3, ".gz") == 0;
-    size_t capacity = std::max<size_t>(static_cast<size_t>(compressed ? file_size_ + file_size_ / 4 : file_size_) + 1,
-                                       size_t{1} << 16);
+    // One byte more than the data is expected to hold, so that a full buffer means "there is more".
+    size_t capacity = std::min<size_t>(
+        std::max<size_t>(static_cast<size_t>(compressed ? file_size_ + file_size_ / 4 : file_size_) + 1,
+                         size_t{1} << 16),
+        max_bytes + 1);
     size_t size = 0;
     for (;;) {
       data.resize(capacity);
       size += read(data.data() + size, capacity - size);
       if (size < capacity) break;
-      capacity *= 2;
+      BR_CHECK(size <= max_bytes, path_, ": holds more than ", max_bytes,
+               " bytes of data, more than this reader takes (a damaged or wrong file?)");
+      capacity = std::min<size_t>(capacity * 2, max_bytes + 1);
     }
     data.resize(size);
     return data;
@@ -147,6 +157,8 @@ std::vector<uint64_t> read_idx_header(InputFile& file, int expected_dims, const 
 
 /// Checks, before allocating, that the file can hold the n payload bytes its header declares.
 void check_idx_payload_fits(const InputFile& file, uint64_t n, const std::string& declared) {
+  BR_CHECK(n <= kMaxDataBytes, file.path(), ": the header declares ", declared, " (", n, " bytes), more than the ",
+           kMaxDataBytes, " bytes this reader takes (a damaged or wrong file?)");
   BR_CHECK(n <= file.max_remaining_bytes(), file.path(), ": truncated: the header declares ", declared, " (", n,
            " bytes) but the file is far too small to hold them");
 }
@@ -165,6 +177,8 @@ constexpr int64_t kCifarSide = 32;
 constexpr int64_t kCifarPixels = 3 * kCifarSide * kCifarSide;  // 3072
 constexpr int64_t kCifarRecord = 1 + kCifarPixels;              // 3073
 constexpr int64_t kCifarClasses = 10;
+// 256 MiB: 8.7 times a CIFAR-10 batch file (10,000 records of 3073 bytes).
+constexpr uint64_t kMaxCifarFileBytes = uint64_t{1} << 28;
 
 }  // namespace
 
@@ -215,7 +229,7 @@ Dataset read_cifar10(const std::vector<std::string>& files) {
   for (int64_t f = 0; f < num_files; ++f) {
     try {
       InputFile in(files[f]);
-      contents[f] = in.read_all();
+      contents[f] = in.read_all(kMaxCifarFileBytes);
       notes[f] = in.shortfall_note();
     } catch (...) {
       failures[f] = std::current_exception();

@@ -118,10 +118,16 @@ TEST(IdxReader, WrongDimensions) {
     const IdxPair pair = write_idx_pair(dir, testing::idx_images(4, 5, 5, testing::pattern_pixels(4, 30)), good_labels());
     EXPECT_ERROR_MENTIONS(read_idx(pair.images, pair.labels), pair.images, "wrong dimensions", "4 images of 5x5");
   }
-  {  // a huge count in a small gzip file is caught before allocating
+  {  // a large count in a small gzip file is caught before allocating
+    const IdxPair pair = write_idx_pair(dir, testing::idx_images(1000000, 28, 28, testing::pattern_pixels(4, 30)),
+                                        good_labels(), ".gz");
+    EXPECT_ERROR_MENTIONS(read_idx(pair.images, pair.labels), pair.images, "truncated", "1000000 images of 28x28");
+  }
+  {  // more than 4 GiB declared: refused whatever the file could hold (a gzip file can hold gigabytes of zeros)
     const IdxPair pair = write_idx_pair(dir, testing::idx_images(0xFFFFFF, 28, 28, testing::pattern_pixels(4, 30)),
                                         good_labels(), ".gz");
-    EXPECT_ERROR_MENTIONS(read_idx(pair.images, pair.labels), pair.images, "truncated", "16777215 images of 28x28");
+    EXPECT_ERROR_MENTIONS(read_idx(pair.images, pair.labels), pair.images, "16777215 images of 28x28",
+                          "more than the 4294967296 bytes this reader takes");
   }
   {  // an absurd one (over 2^40 bytes)
     const IdxPair pair = write_idx_pair(dir, testing::idx_images(0x7FFFFFFF, 28, 28, {}), good_labels());
@@ -222,6 +228,11 @@ TEST(CifarReader, BadFiles) {
                         "3073-byte", "2 whole records");
   write_file(dir / "empty.bin", {});
   EXPECT_ERROR_MENTIONS(read_cifar10({dir / "empty.bin"}), dir / "empty.bin", "empty");
+  // A small gzip file holding far more than any batch (here 256 MiB of zeros in about 260 KB) is
+  // refused at the bound, not read into memory to its end.
+  write_file(dir / "bomb.bin.gz", Bytes((size_t{1} << 28) + 3073, 0));
+  EXPECT_ERROR_MENTIONS(read_cifar10({dir / "bomb.bin.gz"}), dir / "bomb.bin.gz",
+                        "holds more than 268435456 bytes of data");
   write_file(dir / "label.bin", testing::cifar_records({1, 2, 10, 3}));
   EXPECT_ERROR_MENTIONS(read_cifar10({dir / "good.bin", dir / "label.bin"}), dir / "label.bin", "label 10 of record 2",
                         "out of range");
