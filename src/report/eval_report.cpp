@@ -117,6 +117,7 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   if (!j["scheme"].is_string() || !j["error_model"].is_string()) fail("scheme and error_model must be strings");
   if (!j["patterns"].is_number_integer() || j["patterns"].get<int64_t>() < 1) fail("patterns must be a positive integer");
   if (!j["seed"].is_number_integer()) fail("seed must be an integer");
+  if (j.contains("model_name") && !j["model_name"].is_string()) fail("model_name must be a string");
   if (!j["results"].is_array() || j["results"].empty()) fail("results must be a non-empty list");
   for (const auto& r : j["results"]) {
     for (const char* key : {"rate", "rerr_mean", "rerr_std", "rerr_min", "rerr_max", "perturbed_error_mean", "per_pattern"}) {
@@ -126,8 +127,19 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     for (const char* key : {"rerr_mean", "rerr_min", "rerr_max", "perturbed_error_mean"}) fraction(r[key], key);
     if (!r["per_pattern"].is_array() || r["per_pattern"].size() != j["patterns"].get<size_t>())
       fail("per_pattern must hold one value per pattern");
-    for (const auto& v : r["per_pattern"]) fraction(v, "per_pattern value");
-    if (!r["rerr_std"].is_number() || !(r["rerr_std"].get<double>() >= 0)) fail("rerr_std must be a number >= 0");
+    double sum = 0;
+    for (const auto& v : r["per_pattern"]) {
+      fraction(v, "per_pattern value");
+      sum += v.get<double>();
+    }
+    // The paired comparison reads per_pattern, the tables the summary: they must be one result.
+    if (std::abs(sum / static_cast<double>(r["per_pattern"].size()) - r["rerr_mean"].get<double>()) > 1e-6) {
+      fail("rerr_mean " + r["rerr_mean"].dump() + " is not the mean of per_pattern at rate " + r["rate"].dump());
+    }
+    // (values in [0, 1] have a sample standard deviation below 1)
+    if (!r["rerr_std"].is_number() || !(r["rerr_std"].get<double>() >= 0 && r["rerr_std"].get<double>() <= 1)) {
+      fail("rerr_std must be a number in [0, 1]");
+    }
     if (!(r["rerr_min"].get<double>() <= r["rerr_mean"].get<double>() &&
           r["rerr_mean"].get<double>() <= r["rerr_max"].get<double>())) {
       fail("rerr_min <= rerr_mean <= rerr_max does not hold at rate " + r["rate"].dump());

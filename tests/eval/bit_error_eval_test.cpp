@@ -140,7 +140,15 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "one replayed pattern (eval --replay)");
   broken = j;
   broken["results"][1]["rerr_std"] = -1;
-  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_std must be a number >= 0");
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_std must be a number in [0, 1]");
+  broken["results"][1]["rerr_std"] = 1e300;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_std must be a number in [0, 1]");
+  broken = j;  // per_pattern (what compare pairs) and the summary (what tables show) disagree
+  broken["results"][1]["per_pattern"][0] = broken["results"][1]["per_pattern"][0].get<double>() + 0.01;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "is not the mean of per_pattern at rate");
+  broken = j;
+  broken["model_name"] = 5;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "result file r.json: model_name must be a string");
   broken = j;
   broken["results"][1]["rate"] = broken["results"][0]["rate"];
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "appears twice");
