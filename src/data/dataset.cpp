@@ -75,10 +75,17 @@ Location dataset_dir(const std::string& name, const std::string& root) {
 /// The first of base + suffix that exists, for suffix in `suffixes`.
 std::string find_file(const std::string& dataset, const std::string& split, const Location& location,
                       const std::string& base, const std::vector<std::string>& suffixes) {
+  std::error_code ec;
+  BR_CHECK(!fs::exists(location.dir, ec) || fs::is_directory(location.dir, ec), "data set '", dataset, "': ",
+           location.dir, " (from ", location.how, ") is a file, not a folder of data files");
   std::vector<std::string> tried;
   for (const std::string& suffix : suffixes) {
     const fs::path path = fs::path(location.dir) / (base + suffix);
     if (fs::is_regular_file(path)) return path.string();
+    // Something of that name that is not a file (a folder, a pipe, a link to a device) is named as
+    // such, not passed over as missing.
+    BR_CHECK(!fs::exists(path, ec), "data set '", dataset, "' (", split, " split): ", path.string(),
+             " is not a regular file");
     tried.push_back(path.string());
   }
   throw Error(detail::concat("data set '", dataset, "' (", split, " split): none of ", join(tried, ", "),

@@ -174,6 +174,15 @@ TEST(LoadDataset, MissingFilesSayWhereItLooked) {
   std::filesystem::remove(root / "cifar10/test_batch_jpeg.bin.gz");
   EXPECT_ERROR_MENTIONS(load_dataset({"cifar10", "test", root.path(), "jpeg"}), "'cifar10'",
                         root / "cifar10/test_batch_jpeg.bin", root / "cifar10/test_batch_jpeg.bin.gz");
+  // Something of a data file's name that is not a file is named as such, not passed over as missing.
+  std::filesystem::create_directory(root / "cifar10/test_batch_jpeg.bin");
+  EXPECT_ERROR_MENTIONS(load_dataset({"cifar10", "test", root.path(), "jpeg"}), root / "cifar10/test_batch_jpeg.bin",
+                        "is not a regular file");
+  std::filesystem::remove(root / "cifar10/test_batch_jpeg.bin");
+  // A data root that is a file.
+  write_file(root / "model.pt", {1, 2, 3});
+  EXPECT_ERROR_MENTIONS(load_dataset({"cifar10", "test", root / "model.pt"}), root / "model.pt",
+                        "is a file, not a folder of data files");
   const ScopedEnv env("BITROBUST_DATA", (root / "elsewhere").c_str());
   EXPECT_ERROR_MENTIONS(load_dataset({"cifar10", "train"}), root / "elsewhere/cifar10/data_batch_1.bin",
                         "$BITROBUST_DATA");
