@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
+#include <string>
 #include <sstream>
 
 #include "bits/device_dispatch.h"
@@ -12,6 +14,30 @@
 #include "bitrobust/common/error.h"
 
 namespace bitrobust::bits {
+
+double parse_rate(const std::string& text, const std::string& option) {
+  const bool percent = !text.empty() && text.back() == '%';
+  const std::string number = percent ? text.substr(0, text.size() - 1) : text;
+  size_t used = 0;
+  double value = NAN;
+  bool out_of_range = false;
+  try {
+    value = std::stod(number, &used);
+  } catch (const std::out_of_range&) {
+    out_of_range = true;  // below the smallest double (1e-400) or above the largest
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  BR_CHECK(!out_of_range, option, ": bit error rate ", text, " is too small or too large to represent");
+  // stod also reads hexadecimal ("0x0.1" = 1/16): only decimal digits, '.', exponents and signs.
+  BR_CHECK(used == number.size() && !number.empty() && number.find_first_not_of("0123456789.eE+-") == std::string::npos,
+           option, ": '", text, "' is not a number (write 0.001 or 0.1%)");
+  if (percent) value /= 100.0;
+  BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, option, ": bit error rate ", text,
+           " is outside [0, 1] (0% to 100%)");
+  return value + 0.0;  // -0 + 0 = +0: "-0" is not printed or stored as a negative zero
+}
+
 namespace {
 
 std::string format_rate(double rate) {
@@ -71,11 +97,7 @@ ErrorModel ErrorModel::parse(const std::string& name, double rate) {
     const std::string key = option.substr(0, eq);
     BR_CHECK(eq != std::string::npos && (key == "0to1" || key == "1to0"), "ErrorModel: unknown option '", option,
              "' in '", name, "'; expected 0to1=<rate> or 1to0=<rate>");
-    const std::string value = option.substr(eq + 1);
-    char* end = nullptr;
-    const double parsed = std::strtod(value.c_str(), &end);
-    BR_CHECK(!value.empty() && end != nullptr && *end == '\0', "ErrorModel: option '", option, "' in '", name,
-             "' needs a number");
+    const double parsed = parse_rate(option.substr(eq + 1), "ErrorModel: " + key + " in '" + name + "'");
     bool& seen = key == "0to1" ? seen_0to1 : seen_1to0;
     BR_CHECK(!seen, "ErrorModel: ", key, " is given twice in '", name, "'");
     seen = true;

@@ -105,26 +105,7 @@ std::vector<double> parse_rates(const std::string& text, const std::string& opti
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
     BR_CHECK(!item.empty(), option, " '", text, "': empty entry");
-    const bool percent = item.back() == '%';
-    const std::string number = percent ? item.substr(0, item.size() - 1) : item;
-    size_t used = 0;
-    double value = NAN;
-    bool out_of_range = false;
-    try {
-      value = std::stod(number, &used);
-    } catch (const std::out_of_range&) {
-      out_of_range = true;  // below the smallest double (1e-400) or above the largest
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    BR_CHECK(!out_of_range, option, ": bit error rate ", item, " is too small or too large to represent");
-    // stod also reads hexadecimal ("0x0.1" = 1/16): only decimal digits, '.', exponents and signs.
-    BR_CHECK(used == number.size() && !number.empty() &&
-                 number.find_first_not_of("0123456789.eE+-") == std::string::npos,
-             option, ": '", item, "' is not a number (write 0.001 or 0.1%)");
-    if (percent) value /= 100.0;
-    BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, option, ": bit error rate ", item,
-             " is outside [0, 1] (0% to 100%)");
+    const double value = bits::parse_rate(item, option);
     for (double earlier : rates) BR_CHECK(earlier != value, option, ": bit error rate ", item, " is given twice");
     rates.push_back(value);
   }

@@ -64,12 +64,18 @@ TEST(ErrorModel, RejectsBadNamesAndRates) {
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random", -0.1), "rate must be in [0, 1], got -0.1");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random", 1.5), "rate must be in [0, 1], got 1.5");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random", std::nan("")), "rate must be in [0, 1]");
-  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=2", 0.1), "rate_0to1 must be in [0, 1], got 2");
-  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=-1", 0.1), "0to1 rate must be in [0, 1]");
+  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=2", 0.1), "0to1 in 'random,0to1=2': bit error rate 2 is outside [0, 1]");
+  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=-1", 0.1), "bit error rate -1 is outside [0, 1]");
+  // The rates are read as --rates reads them: percentages, no silent underflow to 0, no -0.
+  EXPECT_EQ(ErrorModel::parse("random,0to1=1%,1to0=0.5%", 0.1).rate_0to1, 0.01);
+  EXPECT_EQ(ErrorModel::parse("random,0to1=1%,1to0=0.5%", 0.1).rate_1to0, 0.005);
+  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=1e-400", 0.1), "too small or too large to represent");
+  EXPECT_FALSE(std::signbit(ErrorModel::parse("random,1to0=-0", 0.1).rate_1to0));
+  EXPECT_FALSE(std::signbit(parse_rate("-0", "--rates")));
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,sideways=0.1", 0.1), "unknown option 'sideways=0.1'");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,", 0.1), "ends with a comma");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=0.5,0to1=0.2", 0.1), "0to1 is given twice");
-  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=abc", 0.1), "needs a number");
+  EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=abc", 0.1), "'abc' is not a number");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("stuck_at_0,0to1=0.1", 0.1), "single rate");
   ErrorModel direct;
   direct.rate = 2.0;

@@ -26,6 +26,11 @@ enum class ErrorKind {
   StuckAt1,  ///< a fraction rate of the m bits is forced to 1
 };
 
+/// One bit error rate as users write it: a decimal fraction ("0.001") or a percentage ("0.1%").
+/// Throws bitrobust::Error naming `option` for anything else, for values outside [0, 1] and for
+/// values a double cannot hold (1e-400 is not read as 0); -0 is read as 0.
+double parse_rate(const std::string& text, const std::string& option);
+
 /// An error model: kind and rates. Names (parse / name()):
 ///   "random", "msb", "lsb<k>" (e.g. "lsb2"), "stuck_at_0" (or "stuck-at-0", "stuck0"), "stuck_at_1"
 ///   (or "stuck-at-1", "stuck1"),
