@@ -41,7 +41,7 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("test --model m.pt --device tpu", "--device");
   expect_clean_failure("test --model m.pt --batch -3", "--batch");
   expect_clean_failure("train --dataset imagenet --out /tmp/x.pt --epochs 1", "imagenet");
-  expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "unknown model 'vgg'");
+  expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "--model: vgg not in {mlp,lenet,");
   expect_clean_failure("frobnicate", "unknown command 'frobnicate'");
 }
 
