@@ -154,15 +154,17 @@ class LineReader {
     }
     return false;
   }
-  // A pattern file's lines are short (the longest, a --layers pattern, is capped at 1000
-  // characters): a longer one, or a NUL byte, is not such a file (/dev/zero would otherwise be
-  // read into memory without end, and a NUL would cut the message short).
+  // A pattern file's lines are short (a header line, or one flip's four fields): a longer one, or
+  // a NUL byte, is not such a file (/dev/zero would otherwise be read into memory without end,
+  // and a NUL would cut the message short). Read from the stream buffer: files hold millions of flips.
   bool read_line(std::string& line) {
     constexpr size_t kMaxLine = 4096;
+    using traits = std::char_traits<char>;
+    std::streambuf* buffer = in_.rdbuf();
     line.clear();
-    int c = in_.get();
-    if (c == std::char_traits<char>::eof()) return false;
-    for (; c != std::char_traits<char>::eof() && c != '\n'; c = in_.get()) {
+    int c = buffer->sbumpc();
+    if (c == traits::eof()) return false;
+    for (; c != traits::eof() && c != '\n'; c = buffer->sbumpc()) {
       BR_CHECK(c != '\0', "load_pattern: '", path_, "' line ", line_number_ + 1,
                ": a NUL byte (not a bitrobust bit pattern file)");
       BR_CHECK(line.size() < kMaxLine, "load_pattern: '", path_, "' line ", line_number_ + 1, ": longer than ",

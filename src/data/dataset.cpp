@@ -78,16 +78,18 @@ std::string find_file(const std::string& dataset, const std::string& split, cons
   std::error_code ec;
   BR_CHECK(!fs::exists(location.dir, ec) || fs::is_directory(location.dir, ec), "data set '", dataset, "': ",
            location.dir, " (from ", location.how, ") is a file, not a folder of data files");
-  std::vector<std::string> tried;
+  std::vector<std::string> tried, not_files;
   for (const std::string& suffix : suffixes) {
     const fs::path path = fs::path(location.dir) / (base + suffix);
     if (fs::is_regular_file(path)) return path.string();
-    // Something of that name that is not a file (a folder, a pipe, a link to a device) is named as
-    // such, not passed over as missing.
-    BR_CHECK(!fs::exists(path, ec), "data set '", dataset, "' (", split, " split): ", path.string(),
-             " is not a regular file");
     tried.push_back(path.string());
+    if (fs::exists(path, ec)) not_files.push_back(path.string());
   }
+  // Something of a data file's name that is not a file (a folder, a pipe, a link to a device) is
+  // named as such, not passed over as missing; another suffix's file is still taken above.
+  BR_CHECK(not_files.empty(), "data set '", dataset, "' (", split, " split): ", join(not_files, ", "),
+           not_files.size() == 1 ? " is" : " are", " not a regular file, and none of ", join(tried, ", "),
+           " is one");
   throw Error(detail::concat("data set '", dataset, "' (", split, " split): none of ", join(tried, ", "),
                              " exists (folder from ", location.how,
                              "); set BITROBUST_DATA or pass a data root holding the files",

@@ -177,8 +177,6 @@ constexpr int64_t kCifarSide = 32;
 constexpr int64_t kCifarPixels = 3 * kCifarSide * kCifarSide;  // 3072
 constexpr int64_t kCifarRecord = 1 + kCifarPixels;              // 3073
 constexpr int64_t kCifarClasses = 10;
-// 256 MiB: 8.7 times a CIFAR-10 batch file (10,000 records of 3073 bytes).
-constexpr uint64_t kMaxCifarFileBytes = uint64_t{1} << 28;
 
 }  // namespace
 
@@ -218,7 +216,7 @@ Dataset read_idx(const std::string& images_file, const std::string& labels_file,
   return result;
 }
 
-Dataset read_cifar10(const std::vector<std::string>& files) {
+Dataset read_cifar10(const std::vector<std::string>& files, uint64_t max_file_bytes) {
   BR_CHECK(!files.empty(), "read_cifar10: no files given");
   const int64_t num_files = static_cast<int64_t>(files.size());
   std::vector<std::vector<unsigned char>> contents(files.size());
@@ -229,7 +227,7 @@ Dataset read_cifar10(const std::vector<std::string>& files) {
   for (int64_t f = 0; f < num_files; ++f) {
     try {
       InputFile in(files[f]);
-      contents[f] = in.read_all(kMaxCifarFileBytes);
+      contents[f] = in.read_all(max_file_bytes);
       notes[f] = in.shortfall_note();
     } catch (...) {
       failures[f] = std::current_exception();

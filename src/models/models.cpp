@@ -325,11 +325,6 @@ void ModelSpec::validate() const {
     BR_CHECK(d >= 10 && (d - 4) % 6 == 0, "wrn depth must be 6n+4 (e.g. 16, 22, 28), got ", d);
   }
   for (int64_t u : units) BR_CHECK(u > 0, "mlp hidden units must be positive, got ", u);
-  // Sizes an architecture does not have are errors, not silently ignored.
-  BR_CHECK(arch != "mlp" || channels == 0, "mlp has no base width (--width ", channels,
-           "): its hidden layers have fixed units");
-  BR_CHECK(arch == "wrn" || (depth == 0 && widen == 0), arch, " has no WRN depth or widen factor (--depth ", depth,
-           ", --widen ", widen, "): they apply to wrn only");
   // Bounds far above any data set here, so that a damaged or edited description is an error rather
   // than an allocation of terabytes (or an overflowing size) when the network is built.
   BR_CHECK(in_channels <= 64 && height <= 4096 && width <= 4096, "model input shape must be at most 64x4096x4096, got ",
@@ -338,6 +333,7 @@ void ModelSpec::validate() const {
   BR_CHECK(units.size() <= 64, "mlp has more than 64 hidden layers: ", units.size());
   for (int64_t u : units) BR_CHECK(u <= (int64_t{1} << 20), "mlp hidden layer of ", u, " units (at most 2^20)");
   // The input-sized weight matrices (MLP layers, LeNet's first linear layer), in doubles: no overflow.
+  // (Convolution sizes follow the base width, bounded above, not the input.)
   double largest = 0;
   if (arch == "mlp") {
     double in = static_cast<double>(in_channels) * height * width;

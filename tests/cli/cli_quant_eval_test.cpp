@@ -279,18 +279,28 @@ TEST(CliTrain, SaysWhenClippingPlainNormalizationScales) {
     std::string flags;
     bool noted;
   };
-  for (const Case& c : {Case{"--scheme rquant --clip 0.1", true}, Case{"--norm bn --scheme rquant --clip 0.1", true},
+  for (const Case& c : {Case{"--scheme rquant --clip 0.1", true}, Case{"--scheme u8-asym-tensor-round-clip0.1", true}, Case{"--norm bn --scheme rquant --clip 0.1", true},
                         Case{"--norm regn --scheme rquant --clip 0.1", false}, Case{"--scheme rquant", false},
                         Case{"--scheme rquant --clip 0.1 --quant-exclude '*norm*'", false}}) {
     std::filesystem::remove(dir.file("m.pt"));
     const test_util::CliResult r = test_util::run_cli(common + c.flags);
     ASSERT_EQ(r.status, 0) << c.flags << ": " << r.output;
     const std::string norm = c.flags.rfind("--norm bn", 0) == 0 ? "bn" : "gn";
-    EXPECT_EQ(r.output.find("note: --clip 0.1 also clips the scales of --norm " + norm + " (2 layers), which start at 1; --norm re" +
+    EXPECT_EQ(r.output.find("note: clipping at 0.1 also clips the scales of --norm " + norm + " (2 layers), which start at 1; --norm re" +
                             norm) != std::string::npos,
               c.noted)
         << c.flags << ": " << r.output;
   }
+}
+
+// Sizes the architecture does not have are refused before any data are read.
+TEST(CliTrain, SizesTheArchitectureLacksAreErrors) {
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + dir.file("nowhere") + " --epochs 1 --out " +
+                             dir.file("m.pt") + " ";
+  expect_failure(common + "--model mlp --width 64", "--width 64: mlp has no base width");
+  expect_failure(common + "--model lenet --depth 16", "--depth and --widen set WRN's depth and widen factor: they do not apply to lenet");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
 }
 
 // The protocol a model was trained with is its default at test time; an explicit --cifar-protocol,

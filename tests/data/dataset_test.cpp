@@ -178,6 +178,10 @@ TEST(LoadDataset, MissingFilesSayWhereItLooked) {
   std::filesystem::create_directory(root / "cifar10/test_batch_jpeg.bin");
   EXPECT_ERROR_MENTIONS(load_dataset({"cifar10", "test", root.path(), "jpeg"}), root / "cifar10/test_batch_jpeg.bin",
                         "is not a regular file");
+  // A file of another suffix is still taken (a folder named like the raw file next to the .gz).
+  write_file(root / "cifar10/test_batch_jpeg.bin.gz", testing::cifar_records(Bytes(2, 7)));
+  EXPECT_EQ(load_dataset({"cifar10", "test", root.path(), "jpeg"}).size(), 2);
+  std::filesystem::remove(root / "cifar10/test_batch_jpeg.bin.gz");
   std::filesystem::remove(root / "cifar10/test_batch_jpeg.bin");
   // A data root that is a file.
   write_file(root / "model.pt", {1, 2, 3});

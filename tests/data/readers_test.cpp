@@ -228,11 +228,15 @@ TEST(CifarReader, BadFiles) {
                         "3073-byte", "2 whole records");
   write_file(dir / "empty.bin", {});
   EXPECT_ERROR_MENTIONS(read_cifar10({dir / "empty.bin"}), dir / "empty.bin", "empty");
-  // A small gzip file holding far more than any batch (here 256 MiB of zeros in about 260 KB) is
-  // refused at the bound, not read into memory to its end.
-  write_file(dir / "bomb.bin.gz", Bytes((size_t{1} << 28) + 3073, 0));
-  EXPECT_ERROR_MENTIONS(read_cifar10({dir / "bomb.bin.gz"}), dir / "bomb.bin.gz",
-                        "holds more than 268435456 bytes of data");
+  // A small gzip file holding more than the bound (a gzip bomb; here 4 MiB of zeros in a few KB
+  // against a bound of 1 MiB) is refused at the bound, not read into memory to its end; at the
+  // bound itself it is read.
+  write_file(dir / "bomb.bin.gz", Bytes(size_t{1} << 22, 0));
+  EXPECT_ERROR_MENTIONS(read_cifar10({dir / "bomb.bin.gz"}, uint64_t{1} << 20), dir / "bomb.bin.gz",
+                        "holds more than 1048576 bytes of data");
+  write_file(dir / "full.bin.gz", testing::cifar_records(Bytes(100, 1)));  // 307,300 bytes
+  EXPECT_EQ(read_cifar10({dir / "full.bin.gz"}, 307300).size(), 100);
+  EXPECT_ERROR_MENTIONS(read_cifar10({dir / "full.bin.gz"}, 307299), "holds more than 307299 bytes");
   write_file(dir / "label.bin", testing::cifar_records({1, 2, 10, 3}));
   EXPECT_ERROR_MENTIONS(read_cifar10({dir / "good.bin", dir / "label.bin"}), dir / "label.bin", "label 10 of record 2",
                         "out of range");

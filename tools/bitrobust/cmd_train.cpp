@@ -44,7 +44,7 @@ void warn_if_clipping_plain_norm_scales(const quant::QuantAwareTraining& qat, co
   }
   if (scales == 0) return;
   std::fprintf(stderr,
-               "note: --clip %g also clips the scales of --norm %s (%lld layer%s), which start at 1; --norm re%s "
+               "note: clipping at %g also clips the scales of --norm %s (%lld layer%s), which start at 1; --norm re%s "
                "(scale = 1 + weight) is the form the reference clips\n",
                static_cast<double>(clip), norm.c_str(), static_cast<long long>(scales), scales == 1 ? "" : "s",
                norm.c_str());
@@ -105,6 +105,12 @@ Runner register_train(CLI::App& app) {
                                  {});
     // Every option is checked before the data are loaded and the banner printed.
     cmd->options.validate();
+    // Sizes the architecture does not have are errors, not silently ignored (checked here, not in
+    // ModelSpec::validate, so that model files written when they were ignored still load).
+    BR_CHECK(cmd->spec.arch != "mlp" || cmd->spec.channels == 0, "--width ", cmd->spec.channels,
+             ": mlp has no base width (its hidden layers have fixed units)");
+    BR_CHECK(cmd->spec.arch == "wrn" || (sub->count("--depth") == 0 && sub->count("--widen") == 0),
+             "--depth and --widen set WRN's depth and widen factor: they do not apply to ", cmd->spec.arch);
     const bool quantized = cmd->quant.requested();
     const bool randbet = !cmd->randbet.empty();
     BR_CHECK(quantized || (cmd->quant.include.empty() && cmd->quant.exclude.empty()),

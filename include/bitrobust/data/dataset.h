@@ -40,7 +40,9 @@ Dataset read_idx(const std::string& images_file, const std::string& labels_file,
 /// is 1 label byte (< 10) and 3072 pixel bytes (red, green, blue planes of 32x32, row-major).
 /// Files may hold any positive whole number of records (the official ones hold 10000). Files are
 /// read in parallel. Throws bitrobust::Error naming the file and the problem.
-Dataset read_cifar10(const std::vector<std::string>& files);
+/// A file holding more than max_file_bytes uncompressed (default 256 MiB, 8.7 times a batch file;
+/// a small gzip file can hold gigabytes) is an error naming it.
+Dataset read_cifar10(const std::vector<std::string>& files, uint64_t max_file_bytes = uint64_t{1} << 28);
 
 /// Which data set to load.
 /// NOTE [Data root]: `root` empty -> the data root is $BITROBUST_DATA if set, else the compile-time
