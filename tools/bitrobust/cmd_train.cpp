@@ -109,7 +109,7 @@ Runner register_train(CLI::App& app) {
     // ModelSpec::validate, so that model files written when they were ignored still load).
     BR_CHECK(cmd->spec.arch != "mlp" || cmd->spec.channels == 0, "--width ", cmd->spec.channels,
              ": mlp has no base width (its hidden layers have fixed units)");
-    BR_CHECK(cmd->spec.arch == "wrn" || (sub->count("--depth") == 0 && sub->count("--widen") == 0),
+    BR_CHECK(cmd->spec.arch == "wrn" || (cmd->spec.depth == 0 && cmd->spec.widen == 0),
              "--depth and --widen set WRN's depth and widen factor: they do not apply to ", cmd->spec.arch);
     const bool quantized = cmd->quant.requested();
     const bool randbet = !cmd->randbet.empty();
