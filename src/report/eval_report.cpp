@@ -67,7 +67,9 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
                        {"rerr_std", r.rerr_std},
                        {"rerr_min", r.rerr_min},
                        {"rerr_max", r.rerr_max},
-                       {"rerr_ci95", {r.rerr_ci95_low, r.rerr_ci95_high}},
+                       // one pattern has no spread to build an interval from: null, not [mean, mean]
+                       {"rerr_ci95", r.rerr.size() > 1 ? nlohmann::json{r.rerr_ci95_low, r.rerr_ci95_high}
+                                                       : nlohmann::json(nullptr)},
                        {"perturbed_error_mean", r.perturbed_error_mean},
                        {"per_pattern", r.rerr},
                        {"perturbed_per_pattern", r.perturbed_error},

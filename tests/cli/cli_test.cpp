@@ -80,6 +80,9 @@ TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
 
 TEST(Cli, ThreadCountsFarAboveTheCoresAreRefused) {
   expect_clean_failure("test --model m.pt --threads 100000", "more than 4 per core");
+  const test_util::CliResult r = test_util::run_cli("test --model m.pt --threads 100000");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(r.output.rfind("bitrobust: error: --threads: ", 0), 0u) << r.output;
 }
 
 TEST(Cli, OutputPathsAreCheckedBeforeAnyWork) {

@@ -174,6 +174,25 @@ TEST(IdxReader, TruncatedGzipStream) {
   }
 }
 
+// As `gzip -d` does, bytes after the last gzip member are ignored once the members decode and
+// match their CRC-32 and length; a damaged member is still an error.
+TEST(IdxReader, BytesAfterTheLastGzipMemberAreIgnoredButADamagedMemberIsNot) {
+  const TempDir dir;
+  const std::string whole = dir / "whole.gz";
+  write_file(whole, testing::idx_images(40, 20, 20, testing::pattern_pixels(40, 400)));
+  std::ifstream in(whole, std::ios::binary);
+  const Bytes compressed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  write_file(dir / "labels", testing::idx_labels(Bytes(40, 1)));
+  Bytes trailing = compressed;
+  for (const char c : std::string("trailing garbage")) trailing.push_back(static_cast<unsigned char>(c));
+  write_file(dir / "trailing-images", trailing);
+  expect_pattern_images(read_idx(dir / "trailing-images", dir / "labels").images);
+  Bytes damaged = compressed;
+  damaged[damaged.size() - 6] ^= 0x01;  // a bit of the stored CRC-32 (the 4 bytes before the length)
+  write_file(dir / "damaged-images", damaged);
+  EXPECT_ERROR_MENTIONS(read_idx(dir / "damaged-images", dir / "labels"), dir / "damaged-images", "corrupt gzip");
+}
+
 TEST(IdxReader, TruncatedLabels) {
   const TempDir dir;
   Bytes labels = good_labels();

@@ -120,6 +120,10 @@ TEST(BitErrorEval, OnePatternShowsNoSpread) {
   const std::string row = table.substr(table.find("  1%"));
   EXPECT_NE(row.find(" -  "), std::string::npos) << table;
   EXPECT_NE(report::compare_table({j}).find("(1 pattern)"), std::string::npos) << report::compare_table({j});
+  EXPECT_TRUE(j["results"][1]["rerr_ci95"].is_null()) << j["results"][1];
+  const auto three = sweep_json_of_trained_mlp(3)["results"][1]["rerr_ci95"];
+  ASSERT_TRUE(three.is_array() && three.size() == 2) << three;
+  EXPECT_LE(three[0].get<double>(), three[1].get<double>());
 }
 
 TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {

@@ -8,6 +8,8 @@
 #include <cfloat>
 #include <charconv>
 #include <cmath>
+#include <string>
+#include <thread>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/runtime.h"
@@ -36,7 +38,17 @@ CLI::Validator integer_in(int64_t min, int64_t max) {
 
 void add_common_options(CLI::App& cmd, CommonOptions& common) {
   cmd.add_option("--device", common.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")->check(integer_in(0, 1 << 20));
+  // A count beyond the machine's is a bad command line (status 2), as any value out of its range is.
+  const CLI::Validator at_most_4_per_core(
+      [](std::string& text) -> std::string {
+        if (std::stoll(text) <= max_cpu_threads()) return {};
+        return "is more than 4 per core on this machine (" + std::to_string(std::thread::hardware_concurrency()) +
+               " cores; at most " + std::to_string(max_cpu_threads()) + "), got " + text;
+      },
+      "");
+  cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")
+      ->check(integer_in(0, 1 << 20))
+      ->check(at_most_4_per_core);
   cmd.add_option("--json", common.json, "write the run's figures to this JSON file");
   cmd.add_flag("--quiet", common.quiet, "no progress bar");
 }

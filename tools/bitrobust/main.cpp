@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <map>
+#include <new>
 #include <string>
 
 #include "bitrobust/common/error.h"
@@ -76,6 +77,11 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "bitrobust: error: %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // what() says only "std::bad_alloc"; the likely causes are worth naming.
+    std::fprintf(stderr, "bitrobust: error: out of memory: this command needs more memory than the machine "
+                         "(or a limit such as `ulimit -v`) allows\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bitrobust: error: %s\n", e.what());
