@@ -11,7 +11,8 @@
 # and with DEADLINE (a `date +%s` time) each step stops in time and the script exits 3, to be rerun.
 # Models: perlayer8 (s8-sym-tensor-trunc: the reference's per-layer scheme, which its result tables
 # call "normal"), normal8 (our `normal` preset of issue 3: a global range q = 1), clip (rquant8 +
-# clipping 0.1), clip_randbet0.1, clip_randbet1.
+# clipping 0.1), clip_randbet0.1, clip_randbet1, and the last two with the reference's curriculum
+# (--randbet-curriculum reference): clip_randbet0.1_refcurr, clip_randbet1_refcurr.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
@@ -61,7 +62,10 @@ options_of() {  # model name -> training options
     clip) echo "--scheme rquant --bits 8 --clip 0.1" ;;
     clip_randbet0.1) echo "--scheme rquant --bits 8 --clip 0.1 --randbet 0.1%" ;;
     clip_randbet1) echo "--scheme rquant --bits 8 --clip 0.1 --randbet 1%" ;;
-    *) echo "unknown model '$1' (known: perlayer8 normal8 clip clip_randbet0.1 clip_randbet1)" >&2; exit 2 ;;
+    clip_randbet0.1_refcurr) echo "--scheme rquant --bits 8 --clip 0.1 --randbet 0.1% --randbet-curriculum reference" ;;
+    clip_randbet1_refcurr) echo "--scheme rquant --bits 8 --clip 0.1 --randbet 1% --randbet-curriculum reference" ;;
+    *) echo "unknown model '$1' (known: perlayer8 normal8 clip clip_randbet0.1 clip_randbet1" \
+         "clip_randbet0.1_refcurr clip_randbet1_refcurr)" >&2; exit 2 ;;
   esac
 }
 

@@ -120,7 +120,7 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
     BR_CHECK(r.is_object(), file, ": metadata field 'randbet' must be an object, got ", r.dump());
     check_number(r, "rate", "randbet.rate", 0, 1, false);
     check_number(r, "perturbed_steps", "randbet.perturbed_steps", 0, kMany, true);
-    for (const char* key : {"mode", "error_model"}) {
+    for (const char* key : {"mode", "curriculum", "error_model"}) {
       BR_CHECK(!r.contains(key) || r[key].is_string(), file, ": metadata field 'randbet.", key,
                "' must be a string, got ", r[key].dump());
     }

@@ -32,6 +32,8 @@ void RandBETOptions::validate() const {
            " is outside [0, 1]");
   BR_CHECK(std::isfinite(start_loss) && start_loss > 0, "--randbet-start must be a loss > 0, got ", start_loss);
   BR_CHECK(mode == "average" || mode == "alternate", "--randbet-mode must be average or alternate, got '", mode, "'");
+  BR_CHECK(curriculum == "once" || curriculum == "reference", "--randbet-curriculum must be once or reference, got '",
+           curriculum, "'");
   BR_CHECK(gradient_clamp > 0, "RandBET gradient clamp must be > 0");
   bits::ErrorModel::parse(error_model, rate).validate();
 }
@@ -68,8 +70,10 @@ void RandomBitErrorTraining::restore_state(const std::string& json, int64_t expe
   const int64_t step = count("step"), active_steps = count("active_steps"), perturbed_steps = count("perturbed_steps");
   BR_CHECK(j.contains("active") && j["active"].is_boolean(), "RandBET state '", json, "': 'active' must be true or false");
   const bool active = j["active"].get<bool>();
-  BR_CHECK(active_steps <= step && perturbed_steps <= active_steps && (active || active_steps == 0), "RandBET state '",
-           json, "' is inconsistent");
+  // Once on, the "once" curriculum stays on; the reference's may have been on and be off now.
+  const bool stays_on = options_.curriculum == "once";
+  BR_CHECK(active_steps <= step && perturbed_steps <= active_steps && (active || active_steps == 0 || !stays_on),
+           "RandBET state '", json, "' is inconsistent");
   BR_CHECK(expected_step < 0 || step == expected_step, "RandBET state '", json, "' is for step ", step,
            ", not for the ", expected_step, " steps the checkpoint has done");
   step_ = step;
@@ -78,19 +82,41 @@ void RandomBitErrorTraining::restore_state(const std::string& json, int64_t expe
   perturbed_steps_ = perturbed_steps;
 }
 
+// NOTE [RandBET curricula]: errors are injected only once the network has learned something.
+// "once" starts them at the first step whose clean loss is below the threshold T and keeps them
+// on. "reference" is the reference code's average_simple_curriculum: it starts with no errors and,
+// after every step, decides for the next one: errors if the clean loss was below 1.15 T and the mean
+// of the clean and perturbed losses was at most T, where a step without errors counts a perturbed
+// loss of 0 (so from a step without errors, the next has them iff its clean loss is below 1.15 T).
+// It switches errors off again while they hurt too much, and so turns them on earlier (T = 1.75
+// starts them at a clean loss of 2.01, near chance on 10 classes).
 void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
   const int64_t step = step_++;
-  if (!active_) {
-    // The curriculum: once the network has learned something it sees bit errors, for good.
-    if (loss.item<double>() >= options_.start_loss) return;
+  const bool reference = options_.curriculum == "reference";
+  const double threshold = options_.start_loss;
+  double clean_loss = 0;
+  if (reference) {
+    clean_loss = loss.item<double>();
+  } else if (!active_) {
+    if (loss.item<double>() >= threshold) return;
     active_ = true;
   }
-  const bool alternate = options_.mode == "alternate";
-  const bool perturbed_step = !alternate || (active_steps_ % 2 == 1);
-  ++active_steps_;
-  if (!perturbed_step) return;
-  ++perturbed_steps_;
+  double perturbed_loss = 0;
+  if (active_) {
+    const bool alternate = options_.mode == "alternate";
+    const bool perturbed_step = !alternate || (active_steps_ % 2 == 1);
+    ++active_steps_;
+    if (perturbed_step) {
+      ++perturbed_steps_;
+      const at::Tensor l = perturbed_pass(step, x, y);
+      if (reference) perturbed_loss = l.item<double>();
+    }
+  }
+  if (reference) active_ = clean_loss < 1.15 * threshold && (clean_loss + perturbed_loss) / 2 <= threshold;
+}
 
+at::Tensor RandomBitErrorTraining::perturbed_pass(int64_t step, const at::Tensor& x, const at::Tensor& y) {
+  const bool alternate = options_.mode == "alternate";
   torch::NoGradGuard no_grad;
   // Codes of the current float weights, with the ranges the clean quantized pass of this step
   // computed from them; the whole model in one call per operation, into buffers kept across steps.
@@ -140,9 +166,10 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
     keep_like(saved_buffers_[i], buffers[i]);
     saved_buffers_[i].copy_(buffers[i]);
   }
+  at::Tensor perturbed_loss;
   {
     at::AutoGradMode enable_grad(true);
-    const at::Tensor perturbed_loss = at::cross_entropy_loss(net_.forward(x), y);
+    perturbed_loss = at::cross_entropy_loss(net_.forward(x), y);
     perturbed_loss.backward();
   }
   for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved_buffers_[i]);
@@ -161,6 +188,7 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
   }
   quant::copy_clamped_many_(grads, grads, static_cast<float>(options_.gradient_clamp), alternate ? nullptr : &cleans,
                             /*positive_zero=*/true);
+  return perturbed_loss.detach();
 }
 
 StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTraining* randbet) {

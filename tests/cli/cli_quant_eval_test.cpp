@@ -293,6 +293,32 @@ TEST(CliTrain, SaysWhenClippingPlainNormalizationScales) {
   }
 }
 
+// The curriculum is recorded in the model file, and a checkpoint resumes only under the same one.
+TEST(CliTrain, RandBetCurriculumIsRecordedAndPartOfTheRunsSettings) {
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+                             " --model mlp --batch 8 --no-augment --quiet --scheme rquant --clip 0.1 --randbet 1% "
+                             "--out " + dir.file("m.pt") + " ";
+  test_util::CliResult r = test_util::run_cli(common + "--epochs 1 --randbet-curriculum reference --randbet-start 100");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("the reference's curriculum, threshold 100"), std::string::npos) << r.output;
+  const nlohmann::json randbet = io::load_model_file(dir.file("m.pt")).meta["randbet"];
+  EXPECT_EQ(randbet["curriculum"], "reference");
+  EXPECT_EQ(randbet["perturbed_steps"], 2) << "3 steps; the first never has errors";
+  r = test_util::run_cli("info --model " + dir.file("m.pt"));
+  EXPECT_NE(r.output.find("mode average, the reference's curriculum, threshold 100.0 (2 perturbed steps)"), std::string::npos)
+      << r.output;
+  std::filesystem::remove(dir.file("m.pt"));
+  ASSERT_EQ(test_util::run_cli(common + "--epochs 2 --max-steps 3").status, 0);  // "once": the checkpoint stays
+  ASSERT_TRUE(std::filesystem::exists(dir.file("m.pt.ckpt")));
+  r = test_util::run_cli(common + "--epochs 2 --resume --randbet-curriculum reference");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("belongs to a run with other settings (randbet"), std::string::npos) << r.output;
+  r = test_util::run_cli(common + "--epochs 2 --resume");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(io::load_model_file(dir.file("m.pt")).meta["randbet"]["curriculum"], "once");
+}
+
 // Sizes the architecture does not have are refused before any data are read.
 TEST(CliTrain, SizesTheArchitectureLacksAreErrors) {
   test_util::TempDir dir;

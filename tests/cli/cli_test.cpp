@@ -70,7 +70,8 @@ TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
   for (const std::string args : {"test --model m.pt --batch -3", "train --dataset fashion-mnist --out x.pt --epochs 1 --epochs 2",
                                  "eval --model m.pt --patterns 1e3", "train --dataset fashion-mnist --out x.pt --init xavier",
                                  "train --dataset fashion-mnist --out x.pt --norm bogus", "train --dataset fashion-mnist --out x.pt --model vgg",
-                                 "train --dataset fashion-mnist --out x.pt --randbet-mode sometimes", "eval --model m.pt --precision FP32",
+                                 "train --dataset fashion-mnist --out x.pt --randbet-mode sometimes",
+                                 "train --dataset fashion-mnist --out x.pt --randbet-curriculum always", "eval --model m.pt --precision FP32",
                                  "frobnicate", "test --model m.pt --no-such-flag"}) {
     const test_util::CliResult r = test_util::run_cli(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
@@ -117,6 +118,7 @@ TEST(Cli, TrainOptionsWithoutWhatTheyModifyAreErrorsBeforeAnyWork) {
   const std::string base = "train --dataset mnist --data-root " + dir.file("nowhere") + " --out " + dir.file("m.pt");
   expect_clean_failure(base + " --quant-include 'conv*'", "--quant-include/--quant-exclude choose what");
   expect_clean_failure(base + " --randbet-mode alternate", "--randbet-mode sets up random bit error training");
+  expect_clean_failure(base + " --randbet-curriculum reference", "--randbet-curriculum sets up random bit error training");
   expect_clean_failure(base + " --scheme rquant --randbet-start 2", "--randbet-start sets up random bit error training");
   expect_clean_failure(base + " --lr nan", "--lr must be positive and at most 1e30, got nan");
   expect_clean_failure(base + " --lr 1e39", "--lr must be positive and at most 1e30, got 1e+39");

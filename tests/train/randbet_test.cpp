@@ -113,6 +113,52 @@ TEST(RandBET, CurriculumStartsBelowTheThresholdAndStays) {
   EXPECT_EQ(rbet.perturbed_steps(), 2);
 }
 
+// NOTE [RandBET curricula]: the decision for the next step is errors iff clean < 1.15 T and
+// (clean + perturbed) / 2 <= T, with perturbed = 0 after a step without errors. The tiny network's
+// perturbed loss (about ln 10) is far above T = 0.01 and far below T = 100: the decisions follow.
+TEST(RandBET, ReferenceCurriculumDecidesEachNextStepFromBothLosses) {
+  RandBetRig rig;
+  train::RandBETOptions o;
+  o.curriculum = "reference";
+  o.start_loss = 1.0;
+  train::RandomBitErrorTraining rbet(*rig.net, rig.qat, o);
+  auto step = [&](double loss_value) { rig.step(rbet, loss_value); };
+  EXPECT_FALSE(rbet.active());  // the first step has no errors
+  step(0.5);                    // below 1.15 T: the next step has errors
+  EXPECT_EQ(rbet.perturbed_steps(), 0);
+  EXPECT_TRUE(rbet.active());
+  step(1.16);  // a step with errors; above 1.15 T: the next has none
+  EXPECT_EQ(rbet.perturbed_steps(), 1);
+  EXPECT_FALSE(rbet.active());
+  step(1.14);  // between T and 1.15 T, after a step without errors: the next has errors
+  EXPECT_TRUE(rbet.active());
+  EXPECT_EQ(rbet.perturbed_steps(), 1);
+
+  o.start_loss = 0.01;  // errors hurt too much: they are on every second step
+  train::RandomBitErrorTraining low(*rig.net, rig.qat, o);
+  for (int i = 0; i < 6; ++i) {
+    rig.step(low, 0.0);
+    EXPECT_EQ(low.active(), i % 2 == 0) << i;
+  }
+  EXPECT_EQ(low.perturbed_steps(), 3);
+
+  o.start_loss = 100;  // the perturbed loss never stops them; only a clean loss of 115 or more does
+  train::RandomBitErrorTraining high(*rig.net, rig.qat, o);
+  for (const double clean : {114.0, 114.0, 114.0, 116.0, 114.0}) rig.step(high, clean);
+  EXPECT_EQ(high.perturbed_steps(), 3);  // steps 2, 3 and 4
+  EXPECT_TRUE(high.active());
+  // The state of a curriculum that was on and is off now restores under "reference" only.
+  const std::string off = R"({"active":false,"active_steps":3,"perturbed_steps":3,"step":4})";
+  train::RandomBitErrorTraining restored(*rig.net, rig.qat, o);
+  EXPECT_NO_THROW(restored.restore_state(off));
+  EXPECT_EQ(restored.state(), off);
+  o.curriculum = "once";
+  train::RandomBitErrorTraining once(*rig.net, rig.qat, o);
+  EXPECT_ERROR_CONTAINS(once.restore_state(off), "is inconsistent");
+  o.curriculum = "sometimes";
+  EXPECT_ERROR_CONTAINS(o.validate(), "--randbet-curriculum must be once or reference, got 'sometimes'");
+}
+
 TEST(RandBET, PerturbedPassLeavesRunningStatisticsAsTheCleanPassLeftThem) {
   // As the reference, whose perturbed pass runs on a copy of the model: BatchNorm's running
   // statistics come from the clean passes only.

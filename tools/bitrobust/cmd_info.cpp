@@ -82,8 +82,11 @@ Runner register_info(CLI::App& app) {
     }
     if (meta.contains("randbet") && meta["randbet"].is_object()) {
       const nlohmann::json& r = meta["randbet"];
-      std::printf("  RandBET     rate %s, errors %s, mode %s, from loss %s (%s perturbed steps)\n", percent(r, "rate", "%g%%").c_str(),
-                  field(r, "error_model").c_str(), field(r, "mode").c_str(), field(r, "start_loss").c_str(),
+      // Files written before --randbet-curriculum existed used the "once" curriculum.
+      const bool reference = r.value("curriculum", std::string("once")) == "reference";
+      std::printf("  RandBET     rate %s, errors %s, mode %s, %s %s (%s perturbed steps)\n", percent(r, "rate", "%g%%").c_str(),
+                  field(r, "error_model").c_str(), field(r, "mode").c_str(),
+                  reference ? "the reference's curriculum, threshold" : "from loss", field(r, "start_loss").c_str(),
                   field(r, "perturbed_steps").c_str());
     }
     std::printf("  test error  %s", percent(meta, "test_error").c_str());

@@ -92,6 +92,11 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")
       ->check(CLI::IsMember({"average", "alternate"}))
       ->capture_default_str();
+  sub->add_option("--randbet-curriculum", cmd->randbet_options.curriculum,
+                  "once: errors from the first step with a clean loss below --randbet-start on; reference: the "
+                  "reference code's curriculum, decided after every step from the clean and perturbed losses")
+      ->check(CLI::IsMember({"once", "reference"}))
+      ->capture_default_str();
   sub->add_option("--randbet-error-model", cmd->randbet_options.error_model,
                   "error model of the training patterns (as eval's --error-model)")->capture_default_str();
   return [cmd, sub]() {
@@ -116,7 +121,7 @@ Runner register_train(CLI::App& app) {
     BR_CHECK(quantized || (cmd->quant.include.empty() && cmd->quant.exclude.empty()),
              "--quant-include/--quant-exclude choose what quantization-aware training quantizes: add --scheme/--bits "
              "(e.g. --scheme rquant --bits 8)");
-    for (const char* option : {"--randbet-start", "--randbet-mode", "--randbet-error-model"}) {
+    for (const char* option : {"--randbet-start", "--randbet-mode", "--randbet-curriculum", "--randbet-error-model"}) {
       BR_CHECK(randbet || sub->count(option) == 0, option, " sets up random bit error training: add --randbet RATE");
     }
     if (randbet) {
@@ -166,6 +171,8 @@ Runner register_train(CLI::App& app) {
       settings["randbet"] = {{"rate", cmd->randbet_options.rate}, {"mode", cmd->randbet_options.mode},
                              {"start", cmd->randbet_options.start_loss},
                              {"error_model", cmd->randbet_options.error_model}};
+      // Only when not the default, so checkpoints written before the option existed still resume.
+      if (cmd->randbet_options.curriculum != "once") settings["randbet"]["curriculum"] = cmd->randbet_options.curriculum;
     }
     cmd->options.settings = settings.dump();
     torch::manual_seed(cmd->options.seed);
@@ -181,9 +188,12 @@ Runner register_train(CLI::App& app) {
       warn_if_clipping_plain_norm_scales(*qat, cmd->spec.norm, scheme.clip);
       if (randbet) {
         rbet = std::make_unique<train::RandomBitErrorTraining>(*net, *qat, cmd->randbet_options);
-        std::fprintf(stderr, "random bit error training: %s at p = %g, %s, from loss < %g\n",
+        const std::string curriculum = cmd->randbet_options.curriculum == "once"
+                                           ? "from loss < "
+                                           : "the reference's curriculum, threshold ";
+        std::fprintf(stderr, "random bit error training: %s at p = %g, %s, %s%g\n",
                      cmd->randbet_options.error_model.c_str(), cmd->randbet_options.rate,
-                     cmd->randbet_options.mode.c_str(), cmd->randbet_options.start_loss);
+                     cmd->randbet_options.mode.c_str(), curriculum.c_str(), cmd->randbet_options.start_loss);
       }
     }
     if (qat) hooks = train::robust_training_hooks(*qat, rbet.get());
@@ -228,6 +238,7 @@ Runner register_train(CLI::App& app) {
       file.meta["randbet"] = {{"rate", cmd->randbet_options.rate},
                               {"start_loss", cmd->randbet_options.start_loss},
                               {"mode", cmd->randbet_options.mode},
+                              {"curriculum", cmd->randbet_options.curriculum},
                               {"error_model", cmd->randbet_options.error_model},
                               {"perturbed_steps", rbet->perturbed_steps()}};
     }

@@ -17,7 +17,11 @@ namespace bitrobust::train {
 
 struct RandBETOptions {
   double rate = 0.01;                  ///< bit error rate of the training patterns, in [0, 1]
-  double start_loss = 1.75;            ///< curriculum: errors start once the clean loss is below this
+  double start_loss = 1.75;            ///< the curriculum's threshold T on the clean loss
+  /// once: errors from the first step whose clean loss is below T, for good. reference: the
+  /// reference code's average_simple_curriculum, decided anew after every step; see
+  /// NOTE [RandBET curricula].
+  std::string curriculum = "once";
   std::string mode = "average";        ///< average | alternate (a clean step, then a perturbed step)
   std::string error_model = "random";  ///< as in `bitrobust eval`
   double gradient_clamp = 0.05;        ///< perturbed gradients are clamped to ±this
@@ -41,12 +45,17 @@ class RandomBitErrorTraining {
   /// expected_step >= 0) not the state after expected_step steps.
   void restore_state(const std::string& json, int64_t expected_step = -1);
 
+  /// once: whether errors have started; reference: whether the next step injects errors.
   bool active() const { return active_; }
   int64_t perturbed_steps() const { return perturbed_steps_; }
   /// The pattern seed of training step `step`: never one of the small evaluation seeds.
   uint64_t pattern_seed(int64_t step) const;
 
  private:
+  /// Injects the step's pattern and runs the perturbed forward/backward pass, leaving the combined
+  /// gradient; returns the perturbed loss.
+  at::Tensor perturbed_pass(int64_t step, const at::Tensor& x, const at::Tensor& y);
+
   models::Classifier& net_;
   quant::QuantAwareTraining& qat_;
   RandBETOptions options_;
