@@ -112,7 +112,8 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
       if (reference) perturbed_loss = l.item<double>();
     }
   }
-  if (reference) active_ = clean_loss < 1.15 * threshold && (clean_loss + perturbed_loss) / 2 <= threshold;
+  // Written as the reference writes it ("errors unless the mean is above T"): a NaN mean keeps them on.
+  if (reference) active_ = clean_loss < 1.15 * threshold && !((clean_loss + perturbed_loss) / 2 > threshold);
 }
 
 at::Tensor RandomBitErrorTraining::perturbed_pass(int64_t step, const at::Tensor& x, const at::Tensor& y) {

@@ -309,7 +309,8 @@ TEST(CliTrain, RandBetCurriculumIsRecordedAndPartOfTheRunsSettings) {
   EXPECT_NE(r.output.find("mode average, the reference's curriculum, threshold 100.0 (2 perturbed steps)"), std::string::npos)
       << r.output;
   std::filesystem::remove(dir.file("m.pt"));
-  ASSERT_EQ(test_util::run_cli(common + "--epochs 2 --max-steps 3").status, 0);  // "once": the checkpoint stays
+  std::filesystem::remove(dir.file("m.pt.ckpt"));
+  ASSERT_EQ(test_util::run_cli(common + "--epochs 2 --max-steps 3").status, 0);  // "once", stopped after epoch 1
   ASSERT_TRUE(std::filesystem::exists(dir.file("m.pt.ckpt")));
   r = test_util::run_cli(common + "--epochs 2 --resume --randbet-curriculum reference");
   EXPECT_EQ(r.status, 1);

@@ -147,6 +147,11 @@ TEST(RandBET, ReferenceCurriculumDecidesEachNextStepFromBothLosses) {
   for (const double clean : {114.0, 114.0, 114.0, 116.0, 114.0}) rig.step(high, clean);
   EXPECT_EQ(high.perturbed_steps(), 3);  // steps 2, 3 and 4
   EXPECT_TRUE(high.active());
+  o.mode = "alternate";  // on from step 2, where the alternation starts with its clean step
+  train::RandomBitErrorTraining alternate(*rig.net, rig.qat, o);
+  for (int i = 0; i < 6; ++i) rig.step(alternate, 114.0);
+  EXPECT_EQ(alternate.state(), R"({"active":true,"active_steps":5,"perturbed_steps":2,"step":6})");
+  o.mode = "average";
   // The state of a curriculum that was on and is off now restores under "reference" only.
   const std::string off = R"({"active":false,"active_steps":3,"perturbed_steps":3,"step":4})";
   train::RandomBitErrorTraining restored(*rig.net, rig.qat, o);

@@ -88,7 +88,7 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--randbet", cmd->randbet,
                   "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");
   sub->add_option("--randbet-start", cmd->randbet_options.start_loss,
-                  "curriculum: inject errors once the clean loss is below this")->capture_default_str();
+                  "the curriculum's threshold on the clean loss (see --randbet-curriculum)")->capture_default_str();
   sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")
       ->check(CLI::IsMember({"average", "alternate"}))
       ->capture_default_str();
