@@ -52,6 +52,10 @@ uint64_t RandomBitErrorTraining::pattern_seed(int64_t step) const {
   return (uint64_t{1} << 63) | (make_key(options_.seed, 0x52414E44424554ull, static_cast<uint64_t>(step)) >> 1);
 }
 
+std::string RandomBitErrorTraining::progress_text() const {
+  return "bit errors in " + std::to_string(perturbed_steps_) + " of " + std::to_string(step_) + " steps";
+}
+
 std::string RandomBitErrorTraining::state() const {
   return nlohmann::json{{"step", step_},
                         {"active", active_},
@@ -203,6 +207,7 @@ StepHooks robust_training_hooks(quant::QuantAwareTraining& qat, RandomBitErrorTr
     };
     hooks.save_state = [randbet]() { return randbet->state(); };
     hooks.restore_state = [randbet](const std::string& json, int64_t steps) { randbet->restore_state(json, steps); };
+    hooks.describe = [randbet]() { return randbet->progress_text(); };
   }
   return hooks;
 }

@@ -168,10 +168,10 @@ void check_finite(double loss, int64_t epoch, int64_t batch) {
   }
 }
 
-std::string stats_text(double loss, double error, double images_per_second) {
+std::string stats_text(double loss, double error, double images_per_second, const StepHooks& hooks) {
   char buf[128];
   std::snprintf(buf, sizeof buf, "loss %.4f  err %5.2f%%  %6.0f img/s", loss, 100 * error, images_per_second);
-  return buf;
+  return hooks.describe ? std::string(buf) + "  " + hooks.describe() : std::string(buf);
 }
 
 }  // namespace
@@ -267,14 +267,15 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
         const double mean_loss = loss_sum.item<double>() / epoch_images;
         check_finite(mean_loss, epoch, b);
         bar.update(b + 1, stats_text(mean_loss, static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images,
-                                     epoch_images / std::max(bar.elapsed(), 1e-9)));
+                                     epoch_images / std::max(bar.elapsed(), 1e-9), hooks));
       }
     }
     images_seen += epoch_images;
     result.final_loss = epoch_images ? loss_sum.item<double>() / epoch_images : 0;
     check_finite(result.final_loss, epoch, steps_per_epoch - 1);
     result.final_train_error = epoch_images ? static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images : 0;
-    bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9)));
+    bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9),
+                          hooks));
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
       // The epoch's last step may have left NaN weights behind a finite loss: keep the last good

@@ -297,11 +297,12 @@ TEST(CliTrain, SaysWhenClippingPlainNormalizationScales) {
 TEST(CliTrain, RandBetCurriculumIsRecordedAndPartOfTheRunsSettings) {
   test_util::TempDir dir;
   const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
-                             " --model mlp --batch 8 --no-augment --quiet --scheme rquant --clip 0.1 --randbet 1% "
+                             " --model mlp --batch 8 --no-augment --scheme rquant --clip 0.1 --randbet 1% "
                              "--out " + dir.file("m.pt") + " ";
   test_util::CliResult r = test_util::run_cli(common + "--epochs 1 --randbet-curriculum reference --randbet-start 100");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("the reference's curriculum, threshold 100"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("img/s  bit errors in 2 of 3 steps"), std::string::npos) << "the epoch's line\n" << r.output;
   const nlohmann::json randbet = io::load_model_file(dir.file("m.pt")).meta["randbet"];
   EXPECT_EQ(randbet["curriculum"], "reference");
   EXPECT_EQ(randbet["perturbed_steps"], 2) << "3 steps; the first never has errors";

@@ -48,6 +48,8 @@ class RandomBitErrorTraining {
   /// once: whether errors have started; reference: whether the next step injects errors.
   bool active() const { return active_; }
   int64_t perturbed_steps() const { return perturbed_steps_; }
+  /// "bit errors in P of S steps": the perturbed and all steps so far (for progress lines).
+  std::string progress_text() const;
   /// The pattern seed of training step `step`: never one of the small evaluation seeds.
   uint64_t pattern_seed(int64_t step) const;
 

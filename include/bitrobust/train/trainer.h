@@ -56,6 +56,9 @@ struct StepHooks {
   std::function<std::string()> save_state;
   /// Given the saved text and the checkpoint's step count, which the state must agree with.
   std::function<void(const std::string&, int64_t steps)> restore_state;
+  /// A few words for the progress line (e.g. how many steps RandBET perturbed); from host-side
+  /// counters only, so calling it never waits for the device.
+  std::function<std::string()> describe;
 };
 
 struct TrainResult {
