@@ -114,6 +114,9 @@ for n, t, e in rows:
                     if f.startswith(n + ".eval_") and f.endswith(".json") and f != n + ".eval_fp32.json"]
     for other in others:
         for ra, rb in zip(fp32["results"], other["results"]):
+            if ra["rerr_ci95"] is None:  # one pattern: no interval to lie inside
+                print(f"precision {n} {other['precision']} at {100*ra['rate']:g}%: one pattern, no interval")
+                continue
             lo, hi = ra["rerr_ci95"]
             inside = lo <= rb["rerr_mean"] <= hi
             print(f"precision {n} {other['precision']} at {100*ra['rate']:g}%: RErr {100*rb['rerr_mean']:.2f}, fp32 "
