@@ -90,10 +90,10 @@ void RandomBitErrorTraining::restore_state(const std::string& json, int64_t expe
 // "once" starts them at the first step whose clean loss is below the threshold T and keeps them
 // on. "reference" is the reference code's average_simple_curriculum: it starts with no errors and,
 // after every step, decides for the next one: errors if the clean loss was below 1.15 T and the mean
-// of the clean and perturbed losses was at most T, where a step without errors counts a perturbed
+// of the clean and perturbed losses was not above T, where a step without errors counts a perturbed
 // loss of 0 (so from a step without errors, the next has them iff its clean loss is below 1.15 T).
-// It switches errors off again while they hurt too much, and so turns them on earlier (T = 1.75
-// starts them at a clean loss of 2.01, near chance on 10 classes).
+// So it turns errors on earlier (T = 1.75: below a clean loss of 2.0125, near chance on 10 classes)
+// and off again while they hurt too much.
 void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Tensor& x, const at::Tensor& y) {
   const int64_t step = step_++;
   const bool reference = options_.curriculum == "reference";
