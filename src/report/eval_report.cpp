@@ -162,12 +162,13 @@ std::string sweep_csv(const nlohmann::json& j) {
   std::ostringstream out;
   out << "rate,pattern,seed,rerr,perturbed_error\n";
   const int64_t seed = j["seed"].get<int64_t>();
+  // Numbers as the JSON writes them (shortest form that reads back exactly), so both files agree.
   for (const auto& r : j["results"]) {
     const auto& rerr = r["per_pattern"];
     const auto& pert = r["perturbed_per_pattern"];
     for (size_t i = 0; i < rerr.size(); ++i) {
-      out << r["rate"].get<double>() << ',' << i << ',' << seed + static_cast<int64_t>(i) << ',' << rerr[i].get<double>()
-          << ',' << pert[i].get<double>() << '\n';
+      out << r["rate"].dump() << ',' << i << ',' << seed + static_cast<int64_t>(i) << ',' << rerr[i].dump() << ','
+          << pert[i].dump() << '\n';
     }
   }
   return out.str();

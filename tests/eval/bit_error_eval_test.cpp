@@ -1,6 +1,9 @@
 #include "bitrobust/eval/bit_error_eval.h"
 
 #include <gtest/gtest.h>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <torch/torch.h>
 
 #include "bitrobust/common/error.h"
@@ -160,4 +163,32 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   EXPECT_NE(svg.find("<svg"), std::string::npos);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
   EXPECT_NE(report::sweep_csv(j).find("rate,pattern,seed,rerr,perturbed_error"), std::string::npos);
+}
+
+// The CSV holds the JSON's per-pattern values exactly (a short decimal form would round e.g. 11/300),
+// one row per rate and pattern, each with the seed that drew it.
+TEST(BitErrorEval, CsvRowsAreTheJsonValuesExactly) {
+  auto j = sweep_json_of_trained_mlp(3);
+  j["results"][1]["per_pattern"][2] = 11.0 / 300.0;  // needs 17 digits; the CSV does not validate
+  std::istringstream csv(report::sweep_csv(j));
+  std::string line;
+  ASSERT_TRUE(std::getline(csv, line));
+  EXPECT_EQ(line, "rate,pattern,seed,rerr,perturbed_error");
+  size_t rows = 0;
+  for (const auto& r : j["results"]) {
+    for (size_t i = 0; i < r["per_pattern"].size(); ++i, ++rows) {
+      ASSERT_TRUE(std::getline(csv, line)) << "row " << rows;
+      std::vector<std::string> f;
+      std::istringstream fields(line);
+      for (std::string x; std::getline(fields, x, ',');) f.push_back(x);
+      ASSERT_EQ(f.size(), 5u) << line;
+      EXPECT_EQ(std::stod(f[0]), r["rate"].get<double>()) << line;
+      EXPECT_EQ(std::stoll(f[1]), static_cast<long long>(i)) << line;
+      EXPECT_EQ(std::stoll(f[2]), j["seed"].get<long long>() + static_cast<long long>(i)) << line;
+      EXPECT_EQ(std::stod(f[3]), r["per_pattern"][i].get<double>()) << line;
+      EXPECT_EQ(std::stod(f[4]), r["perturbed_per_pattern"][i].get<double>()) << line;
+    }
+  }
+  EXPECT_EQ(rows, 6u);
+  EXPECT_FALSE(std::getline(csv, line)) << "extra row: " << line;
 }

@@ -106,7 +106,9 @@ Runner register_export(CLI::App& app) {
         const auto* bytes = static_cast<const unsigned char*>(codes.data_ptr());
         const size_t size = static_cast<size_t>(codes.numel() * codes.element_size());
         f.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(size));
-        BR_CHECK(f.good(), "cannot write ", (tmp / file_name).string());
+        // The stream buffers: a full disk or a file size limit may only show when it is flushed.
+        f.close();
+        BR_CHECK(!f.fail(), "cannot write ", (tmp / file_name).string(), " (disk full or a file size limit?)");
         // As zip and gzip compute it (Python: zlib.crc32), for tools loading the codes elsewhere.
         const uint32_t crc = static_cast<uint32_t>(crc32_z(0L, bytes, size));
         nlohmann::json r = nlohmann::json::array(), steps = nlohmann::json::array();
