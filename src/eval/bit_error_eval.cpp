@@ -31,7 +31,11 @@ double t_quantile_975(int64_t df) {
                                  2.080,  2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
   if (df <= 0) return NAN;
   if (df <= 30) return table[df - 1];
-  return 1.959964 + 2.4 / df;  // close to the t quantile beyond 30 degrees of freedom
+  // Beyond the table, the Cornish-Fisher expansion of t around the normal quantile z in 1/df,
+  // within 1e-4 of the exact quantile from 31 degrees of freedom on (2.0395 at 31, 2.0096 at 49).
+  const double z = 1.959964, v = static_cast<double>(df), z2 = z * z;
+  return z + z * (z2 + 1) / (4 * v) + z * ((5 * z2 + 16) * z2 + 3) / (96 * v * v) +
+         z * (((3 * z2 + 19) * z2 + 17) * z2 - 15) / (384 * v * v * v);
 }
 
 }  // namespace

@@ -103,11 +103,17 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
   }
   try {
     // Settings first: a checkpoint of another model would otherwise fail on its first tensor.
+    at::Tensor saved_seed;
+    archive.read("seed", saved_seed);
     c10::IValue saved_settings;
     if (archive.try_read("settings", saved_settings) && saved_settings.isString()) {  // older checkpoints: none
       const nlohmann::json before = nlohmann::json::parse(saved_settings.toStringRef(), nullptr, false);
       const nlohmann::json now = run_settings(options, augmentation);
+      // The seed is a record of its own (it predates the settings), listed with the other differences.
       std::string differences;
+      if (saved_seed.item<int64_t>() != static_cast<int64_t>(seed)) {
+        differences = "seed " + std::to_string(saved_seed.item<int64_t>()) + " -> " + std::to_string(seed);
+      }
       nlohmann::json keys = now;  // every key of either side, in order
       if (before.is_object()) keys.update(before);
       for (const auto& item : keys.items()) {
@@ -125,10 +131,9 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     archive.read("optimizer", optimizer_archive);
     io::load_module_checked(net, model_archive, "checkpoint " + path);
     optimizer.load(optimizer_archive);
-    at::Tensor epochs, steps, saved_seed;
+    at::Tensor epochs, steps;
     archive.read("epochs_done", epochs);
     archive.read("steps", steps);
-    archive.read("seed", saved_seed);
     BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
              " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
     // Checkpoints are written at the end of complete epochs only.

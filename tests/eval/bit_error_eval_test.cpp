@@ -165,6 +165,28 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   EXPECT_NE(report::sweep_csv(j).find("rate,pattern,seed,rerr,perturbed_error"), std::string::npos);
 }
 
+// The 95% interval of the mean is mean ± t(0.975, n-1) · s / sqrt(n) with the sample standard
+// deviation s, for the pattern counts people use (t from tables: 4.303 at 3 patterns, 2.064 at 25,
+// 2.0096 at 50; the code switches from its table to an expansion past 30 degrees of freedom).
+TEST(BitErrorEval, MeanIntervalUsesStudentsT) {
+  for (const auto& [n, t] : std::vector<std::pair<int, double>>{{3, 4.303}, {25, 2.064}, {31, 2.042}, {32, 2.0395},
+                                                                 {50, 2.0096}, {1000, 1.9623}}) {
+    std::vector<double> values;
+    for (int i = 0; i < n; ++i) values.push_back(0.1 + 0.01 * ((i * 7) % 5));
+    double mean = 0;
+    for (double v : values) mean += v;
+    mean /= n;
+    double ss = 0;
+    for (double v : values) ss += (v - mean) * (v - mean);
+    const double s = std::sqrt(ss / (n - 1));
+    const eval::MeanInterval m = eval::mean_interval(values);
+    EXPECT_NEAR(m.mean, mean, 1e-12) << n;
+    EXPECT_NEAR(m.std, s, 1e-12) << n;
+    EXPECT_NEAR((m.high - m.mean) / (s / std::sqrt(n)), t, 2e-4) << n;
+    EXPECT_NEAR((m.mean - m.low) / (s / std::sqrt(n)), t, 2e-4) << n;
+  }
+}
+
 // The CSV holds the JSON's per-pattern values exactly (a short decimal form would round e.g. 11/300),
 // one row per rate and pattern, each with the seed that drew it.
 TEST(BitErrorEval, CsvRowsAreTheJsonValuesExactly) {

@@ -59,15 +59,31 @@ TEST(Models, LeNetParameterCountFollowsFormula) {
   EXPECT_EQ(parameter_count(*net), expected);
 }
 
-TEST(Models, ResNet20AndWrnCounts) {
-  // ResNet-20 (pre-activation, 1x1 shortcuts, conv biases, GroupNorm): count from its layers.
-  auto resnet = build_model(spec("resnet20", "gn", 3, 32));
-  EXPECT_GT(parameter_count(*resnet), 260000);
-  EXPECT_LT(parameter_count(*resnet), 300000);
-  ModelSpec w = spec("wrn", "gn", 3, 32);
-  auto wrn = build_model(w);  // WRN-28-10: about 36.5 M parameters
-  EXPECT_GT(parameter_count(*wrn), 36000000);
-  EXPECT_LT(parameter_count(*wrn), 37000000);
+// Pre-activation residual networks (He et al. 2016) counted from their layers: a 3x3 stem, groups
+// of blocks [GroupNorm, conv 3x3, GroupNorm, conv 3x3] with a 1x1 shortcut convolution where the
+// width or the stride changes, a final GroupNorm and the classifier; every convolution has a bias,
+// every GroupNorm a scale and a shift per channel.
+TEST(Models, ResNet20AndWrnCountsFollowTheirLayers) {
+  const auto conv = [](int64_t in, int64_t out, int64_t k) { return in * out * k * k + out; };
+  const auto count = [&](const std::vector<int64_t>& widths, int64_t blocks) {
+    int64_t n = conv(3, widths[0], 3), in = widths[0];
+    for (size_t g = 1; g < widths.size(); ++g) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t out = widths[g];
+        const bool shortcut = in != out || (g > 1 && b == 0);
+        n += 2 * in + conv(in, out, 3) + 2 * out + conv(out, out, 3) + (shortcut ? conv(in, out, 1) : 0);
+        in = out;
+      }
+    }
+    return n + 2 * in + in * 10 + 10;
+  };
+  const int64_t resnet20 = count({16, 16, 32, 64}, 3);
+  EXPECT_EQ(parameter_count(*build_model(spec("resnet20", "gn", 3, 32))), resnet20);
+  const int64_t wrn = count({16, 160, 320, 640}, 4);
+  EXPECT_EQ(parameter_count(*build_model(spec("wrn", "gn", 3, 32))), wrn);
+  // The usual WRN-28-10 count, 36,479,194 (convolutions without biases), plus one bias per output
+  // channel of its 25 convolutions (stem 16; per group 4 blocks of two, and one shortcut).
+  EXPECT_EQ(wrn, 36479194 + 16 + 9 * 160 + 9 * 320 + 9 * 640);
 }
 
 TEST(Models, ReparameterizedNormsStartAtZeroAndActAsIdentityScale) {

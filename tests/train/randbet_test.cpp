@@ -39,54 +39,66 @@ std::vector<at::Tensor> grads(models::Classifier& net) {
 }
 }  // namespace
 
+namespace {
+/// The gradient of the loss at the quantized weights with the bit error pattern of `seed` at rate
+/// p injected into their codes, computed step by step with the library's parts (the expectation).
+std::vector<at::Tensor> perturbed_gradients(models::Classifier& net, quant::QuantAwareTraining& qat, double p,
+                                            uint64_t seed, const at::Tensor& x, const at::Tensor& y) {
+  qat.use_quantized_weights();
+  {
+    torch::NoGradGuard g;
+    std::vector<bits::CodeTensor> codes;
+    std::vector<quant::QuantizedTensor> q;
+    for (size_t i = 0; i < qat.params().size(); ++i) {
+      q.push_back(quant::quantize(qat.master_weights()[i], qat.scheme(), qat.names()[i]));
+      codes.push_back({qat.names()[i], q[i].codes, at::empty_like(q[i].codes), qat.scheme().bits, static_cast<int64_t>(i)});
+    }
+    EXPECT_GT(bits::inject_bit_errors(codes, bits::ErrorModel::parse("random", p), seed), 0);
+    for (size_t i = 0; i < q.size(); ++i) {
+      q[i].codes = codes[i].out;
+      at::Tensor param = qat.params()[i];
+      quant::dequantize_into(q[i], param);
+    }
+  }
+  net.zero_grad();
+  at::cross_entropy_loss(net.forward(x), y).backward();
+  const auto out = grads(net);
+  qat.restore_float_weights();
+  return out;
+}
+/// The gradient of the clean quantized pass, then RandBET's hook after it: (clean, after the hook).
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> step_with_hook(models::Classifier& net,
+                                                                           quant::QuantAwareTraining& qat,
+                                                                           train::RandomBitErrorTraining& rbet,
+                                                                           const at::Tensor& x, const at::Tensor& y) {
+  qat.use_quantized_weights();
+  net.zero_grad();
+  const at::Tensor loss = at::cross_entropy_loss(net.forward(x), y);
+  loss.backward();
+  auto clean = grads(net);
+  rbet.after_backward(loss, x, y);
+  auto after = grads(net);
+  qat.restore_float_weights();
+  return {std::move(clean), std::move(after)};
+}
+}  // namespace
+
 TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
   const auto data = test_util::synthetic_dataset(32);
-  const auto norm = data::normalization_for(data.name);
-  const at::Tensor idx = torch::arange(32);
-  const at::Tensor x = data::make_batch(data, idx, norm, nullptr, 0, 0), y = data.labels;
+  const at::Tensor x = data::make_batch(data, torch::arange(32), data::normalization_for(data.name), nullptr, 0, 0);
+  const at::Tensor y = data.labels;
   torch::manual_seed(4);
   auto net = models::build_model(tiny_spec());
-  const auto scheme = quant::QuantScheme::preset("rquant", 8);
-  quant::QuantAwareTraining qat(*net, scheme);
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
   train::RandBETOptions o;
   o.rate = 0.05;
   o.start_loss = 100;  // active from the first step
   o.gradient_clamp = 0.01;
   train::RandomBitErrorTraining rbet(*net, qat, o);
 
-  // Expected: clean gradient on quantized weights; perturbed gradient on the same pattern.
-  qat.use_quantized_weights();
-  net->zero_grad();
-  at::cross_entropy_loss(net->forward(x), y).backward();
-  const auto clean = grads(*net);
-  {
-    torch::NoGradGuard g;
-    std::vector<bits::CodeTensor> codes;
-    std::vector<quant::QuantizedTensor> q;
-    for (size_t i = 0; i < qat.params().size(); ++i) {
-      q.push_back(quant::quantize(qat.master_weights()[i], scheme, qat.names()[i]));
-      codes.push_back({qat.names()[i], q[i].codes, at::empty_like(q[i].codes), 8, static_cast<int64_t>(i)});
-    }
-    EXPECT_GT(bits::inject_bit_errors(codes, bits::ErrorModel::parse("random", 0.05), rbet.pattern_seed(0)), 0);
-    for (size_t i = 0; i < q.size(); ++i) {
-      q[i].codes = codes[i].out;
-      at::Tensor p = qat.params()[i];
-      quant::dequantize_into(q[i], p);
-    }
-  }
-  net->zero_grad();
-  at::cross_entropy_loss(net->forward(x), y).backward();
-  const auto perturbed = grads(*net);
-  qat.restore_float_weights();
-
-  // Actual: the hook after a clean pass.
-  qat.use_quantized_weights();
-  net->zero_grad();
-  const at::Tensor loss = at::cross_entropy_loss(net->forward(x), y);
-  loss.backward();
-  rbet.after_backward(loss, x, y);
+  const auto perturbed = perturbed_gradients(*net, qat, 0.05, rbet.pattern_seed(0), x, y);
+  const auto [clean, actual] = step_with_hook(*net, qat, rbet, x, y);
   EXPECT_TRUE(rbet.active());
-  const auto actual = grads(*net);
   bool any_clamped = false;
   for (size_t i = 0; i < actual.size(); ++i) {
     const at::Tensor expected = (clean[i] + perturbed[i].clamp(-0.01, 0.01)) / 2;
@@ -94,7 +106,40 @@ TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
     any_clamped = any_clamped || perturbed[i].abs().max().item<float>() > 0.01f;
   }
   EXPECT_TRUE(any_clamped) << "the test should exercise the clamp";
-  qat.restore_float_weights();
+}
+
+// Alternate mode: a clean step keeps the clean gradient; the next step's update is the clamped
+// gradient of its own pattern alone (seeded by its step), not a mean with the clean one.
+TEST(RandBET, AlternateStepsUseTheCleanThenTheClampedPerturbedGradient) {
+  const auto data = test_util::synthetic_dataset(32);
+  const at::Tensor x = data::make_batch(data, torch::arange(32), data::normalization_for(data.name), nullptr, 0, 0);
+  const at::Tensor y = data.labels;
+  torch::manual_seed(4);
+  auto net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  train::RandBETOptions o;
+  o.rate = 0.05;
+  o.start_loss = 100;
+  o.gradient_clamp = 0.01;
+  o.mode = "alternate";
+  train::RandomBitErrorTraining rbet(*net, qat, o);
+
+  const auto [clean0, after0] = step_with_hook(*net, qat, rbet, x, y);
+  for (size_t i = 0; i < after0.size(); ++i) EXPECT_TRUE(at::equal(after0[i], clean0[i])) << i;
+  EXPECT_EQ(rbet.perturbed_steps(), 0);
+
+  const auto perturbed = perturbed_gradients(*net, qat, 0.05, rbet.pattern_seed(1), x, y);
+  const auto [clean1, after1] = step_with_hook(*net, qat, rbet, x, y);
+  EXPECT_EQ(rbet.perturbed_steps(), 1);
+  bool any_clamped = false, differs_from_mean = false;
+  for (size_t i = 0; i < after1.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(after1[i], perturbed[i].clamp(-0.01, 0.01), 1e-6, 1e-8)) << i;
+    any_clamped = any_clamped || perturbed[i].abs().max().item<float>() > 0.01f;
+    const at::Tensor mean = (clean1[i] + perturbed[i].clamp(-0.01, 0.01)) / 2;
+    differs_from_mean = differs_from_mean || !torch::allclose(after1[i], mean, 1e-4, 1e-6);
+  }
+  EXPECT_TRUE(any_clamped) << "the test should exercise the clamp";
+  EXPECT_TRUE(differs_from_mean);
 }
 
 TEST(RandBET, CurriculumStartsBelowTheThresholdAndStays) {

@@ -67,9 +67,9 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->check(integer_in(0));
   sub->add_option("--epochs", cmd->options.epochs, "training epochs")->check(integer_in(1))->capture_default_str();
   sub->add_option("--batch", cmd->options.batch_size, "batch size")->check(integer_in(1))->capture_default_str();
-  sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->capture_default_str();
-  sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->capture_default_str();
-  sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->capture_default_str();
+  sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->check(decimal_in(0, 1e30, true, false))->capture_default_str();
+  sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->check(decimal_in(0, 1, false, true))->capture_default_str();
+  sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->check(decimal_in(0, 1e30, false, false))->capture_default_str();
   sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")
       ->check(integer_in(0))
       ->capture_default_str();
@@ -88,7 +88,9 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--randbet", cmd->randbet,
                   "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");
   sub->add_option("--randbet-start", cmd->randbet_options.start_loss,
-                  "the curriculum's threshold on the clean loss (see --randbet-curriculum)")->capture_default_str();
+                  "the curriculum's threshold on the clean loss (see --randbet-curriculum)")
+      ->check(decimal_in(0, 1e30, true, false))
+      ->capture_default_str();
   sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")
       ->check(CLI::IsMember({"average", "alternate"}))
       ->capture_default_str();

@@ -20,6 +20,9 @@ namespace bitrobust::cli {
 /// Accepts a whole decimal integer in [min, max] (CLI11's own number checks print a 309-digit
 /// range, and its conversion saturates values too large for the type instead of refusing them).
 CLI::Validator integer_in(int64_t min, int64_t max = std::numeric_limits<int64_t>::max());
+/// Accepts a finite decimal number in the interval from min to max, each end open or closed, so
+/// that a value out of range is a command-line error (status 2) as an integer out of range is.
+CLI::Validator decimal_in(double min, double max, bool open_min, bool open_max);
 
 /// Options every subcommand shares.
 struct CommonOptions {

@@ -5,9 +5,12 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cfloat>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -31,6 +34,27 @@ CLI::Validator integer_in(int64_t min, int64_t max) {
         if (ec == std::errc::result_out_of_range && ptr == end) {
           return "must be " + range + ", got '" + text + "', beyond the largest, " + std::to_string(max);
         }
+        return "must be " + range + ", got '" + text + "'";
+      },
+      range);
+}
+
+CLI::Validator decimal_in(double min, double max, bool open_min, bool open_max) {
+  const auto number = [](double x) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", x);
+    return std::string(text);
+  };
+  const std::string range = "a number in " + std::string(open_min ? "(" : "[") + number(min) + ", " + number(max) +
+                            (open_max ? ")" : "]");
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        const char* begin = text.c_str();
+        char* end = nullptr;
+        errno = 0;
+        const double x = std::strtod(begin, &end);
+        const bool whole = !text.empty() && end == begin + text.size() && errno != ERANGE;
+        if (whole && std::isfinite(x) && (open_min ? x > min : x >= min) && (open_max ? x < max : x <= max)) return {};
         return "must be " + range + ", got '" + text + "'";
       },
       range);
@@ -127,18 +151,16 @@ void add_quant_options(CLI::App& cmd, QuantOptions& q) {
                  "u8-asym-tensor-round-clip0.1 (docs/quantization.md)");
   cmd.add_option("--bits", q.bits, "bits per weight, 2..16 (with a preset scheme; default 8)")
       ->check(CLI::Range(2, 16).description("bit width in 2..16"));
+  // Bounds are limited to 1e30 (docs/quantization.md), and stored as a float: a bound below the
+  // smallest normal float would become 0, which means no clipping.
   cmd.add_option("--clip", q.clip, "weight clipping bound w_max > 0: weights and quantization range in [-w_max, w_max]")
+      ->check(decimal_in(0, 1e30, true, false))
       ->check(CLI::Validator(
           [](std::string& v) -> std::string {
-            try {
-              const double x = std::stod(v);
-              // Stored as a float: a bound below the smallest normal float would become 0 (no clipping).
-              if (std::isfinite(x) && x <= FLT_MAX && x >= FLT_MIN) return {};
-            } catch (const std::exception&) {
-            }
-            return "the clip bound must be a number > 0 (between 1.2e-38 and 3.4e38), got " + v;
+            if (std::stod(v) >= FLT_MIN) return {};
+            return "must be at least 1.2e-38 (the smallest normal float), got '" + v + "'";
           },
-          "W>0"));
+          ""));
   cmd.add_option("--quant-include", q.include, "quantize only parameters matching these globs (e.g. 'conv*')");
   cmd.add_option("--quant-exclude", q.exclude, "do not quantize parameters matching these globs");
 }
