@@ -242,10 +242,8 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   }
   expect_failure("eval --model " + q + " --precision tf32", "TF32 is a CUDA tensor-core format");
   const std::string q4 = dir.file("q4.pt");
-  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + q4 +
-                " --dataset fashion-mnist")
-                .status,
-            1);  // 4 classes cannot be tested on a 10-class set
+  expect_failure("quantize --model " + write_float_model(dir, 4) + " --scheme rquant --out " + q4 + " --dataset fashion-mnist",
+                 "predicts 4 classes but data set fashion-mnist has 10");
 }
 
 TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
@@ -260,10 +258,19 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   EXPECT_EQ(j["seed"], 7);
   EXPECT_EQ(j["precision"], "fp32");  // the CPU's default
   EXPECT_EQ(j["results"][0]["rerr_mean"].get<double>(), j["clean_error"].get<double>());
-  EXPECT_TRUE(std::filesystem::exists(dir.file("e.svg")));
+  // One point per rate above 0 and result: 2 in the sweep's plot, 4 in the comparison of two.
+  const auto circles = [](const std::string& path) {
+    std::ifstream in(path);
+    const std::string svg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t n = 0;
+    for (size_t at = svg.find("<circle"); at != std::string::npos; at = svg.find("<circle", at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(circles(dir.file("e.svg")), 2u);
   const test_util::CliResult compared =
       test_util::run_cli("compare " + dir.file("e.json") + " " + dir.file("e.json") + " --plot " + dir.file("c.svg"));
   EXPECT_EQ(compared.status, 0) << compared.output;
+  EXPECT_EQ(circles(dir.file("c.svg")), 4u);
   // The same result twice: paired, every difference 0 (NOTE [Paired comparison]).
   EXPECT_NE(compared.output.find("+0.00  [+0.00, +0.00]  0 / 0 of 3"), std::string::npos) << compared.output;
   expect_failure("compare " + dir.file("e.json") + " --paired-with 2", "--paired-with 2 names a result beyond the 1 given");
@@ -290,6 +297,52 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   expect_failure("eval --model " + other + " --limit 100 --replay " + dir.file("p.txt"), "when the pattern was made");
   std::ofstream(dir.file("bad.txt")) << "not a pattern\n";
   expect_failure("eval --model " + q + " --limit 100 --replay " + dir.file("bad.txt"), "bad.txt");
+}
+
+// `quantize`, `test` and `eval` at rate 0 report one error for a quantized model: that of its stored
+// codes, not of the float weights the file was made from.
+TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
+  const std::string q = dir.file("q2.pt");
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 2 --out " + q +
+                               " --json " + dir.file("q.json")).status, 0);
+  ASSERT_EQ(test_util::run_cli("test --model " + q + " --json " + dir.file("t.json")).status, 0);
+  ASSERT_EQ(test_util::run_cli("eval --model " + q + " --rates 0 --patterns 1 --quiet --json " + dir.file("e.json")).status, 0);
+  const auto quantized = read_json(dir.file("q.json")), tested = read_json(dir.file("t.json")), swept = read_json(dir.file("e.json"));
+  EXPECT_NE(quantized["test_error"].get<double>(), quantized["float_test_error"].get<double>()) << "2 bits change predictions";
+  EXPECT_EQ(tested["test_error"].get<double>(), quantized["test_error"].get<double>());
+  EXPECT_EQ(swept["clean_error"].get<double>(), quantized["test_error"].get<double>());
+}
+
+// --layers: errors land only in the parameters it matches. At rate 1 every bit in use flips, so the
+// count of changed bits is exactly the matched parameters' bits (8-bit codes, 16 hidden units).
+TEST_F(CliQuantEval, EvalLayersConfinesErrorsToTheMatchedParameters) {
+  const std::string q = dir.file("q.pt");
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
+  for (const auto& [layers, bits] : std::vector<std::pair<std::string, int64_t>>{
+           {"'fc_out\\.weight'", 10 * 16 * 8}, {"'fc_out\\..*'", (10 * 16 + 10) * 8}, {"'.*bias'", (16 + 10) * 8}}) {
+    const test_util::CliResult r = test_util::run_cli("eval --model " + q + " --rates 1 --patterns 1 --limit 100 --quiet --layers " +
+                                                      layers + " --json " + dir.file("l.json"));
+    ASSERT_EQ(r.status, 0) << layers << "\n" << r.output;
+    EXPECT_EQ(read_json(dir.file("l.json"))["results"][0]["bits_changed"][0].get<int64_t>(), bits) << layers;
+  }
+  expect_failure("eval --model " + q + " --rates 1% --layers 'conv.*'", "matches no quantized parameter");
+}
+
+TEST_F(CliQuantEval, PatternCompareAndDeviceRefuseWhatTheyCannotUse) {
+  const std::string q = dir.file("q.pt");
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
+  expect_failure("pattern --model " + q + " --rate 1%,2% --out " + dir.file("p.txt"), "--rate takes one rate, got '1%,2%'");
+  expect_failure("pattern --model " + q + " --rate 150% --out " + dir.file("p.txt"), "outside [0, 1]");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("p.txt")));
+  expect_failure("compare " + dir.file("none.json"), "result file " + dir.file("none.json") + " does not exist");
+  std::ofstream(dir.file("text.json")) << "not json\n";
+  expect_failure("compare " + dir.file("text.json"), "result file " + dir.file("text.json") + " is not valid JSON");
+  for (const std::string& bits : {"1", "17"}) {
+    const test_util::CliResult r = test_util::run_cli("quantize --model " + q + " --bits " + bits + " --out " + dir.file("x.pt"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_EQ(r.output, "bitrobust: error: --bits: Value " + bits + " not in range 2 to 16 (see --help)\n");
+  }
+  if (!torch::cuda::is_available()) expect_failure("test --model " + q + " --device cuda", "--device cuda: no CUDA device available");
 }
 
 TEST_F(CliQuantEval, TrainRejectsBadRobustTrainingOptions) {

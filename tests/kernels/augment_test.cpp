@@ -1,5 +1,7 @@
 // Batch assembly kernel (gather + augment + normalize), torch-free.
 #include <gtest/gtest.h>
+
+#include <array>
 #include <omp.h>
 
 #include <algorithm>
@@ -290,17 +292,38 @@ TEST(AugmentKernel, FullCifarAugmentationMatchesALiteralReference) {
 
 TEST(AugmentKernel, CutoutBoxFollowsTheReferenceFormulaForEvenSides) {
   // Reference (DeVries & Taylor): rows [clip(cy - len/2), clip(cy + len/2)).
+  // The centre (cy, cx) is uniform over all 32 x 32 pixels: recovered from an unclipped edge (with
+  // side 16 on 32 pixels one edge of each axis is always unclipped), its values must cover exactly
+  // 0..31 with counts that pass a chi-square test (31 degrees of freedom, 61.1 at p = 0.001; the
+  // draws are fixed by the seed). A centre drawn from 31 or 33 values fails one of these.
   const AugmentSpec spec = cutout_only(16);
-  for (int64_t index = 0; index < 500; ++index) {
+  constexpr int kDraws = 6400;
+  std::array<int, 32> rows{}, cols{};
+  const auto centre = [](int lo, int hi) { return lo > 0 ? lo + 8 : hi - 8; };
+  for (int64_t index = 0; index < kDraws; ++index) {
     const ExampleAugmentation a = draw_augmentation(spec, 1, 0, index, 32, 32);
-    // Recover the centre: unclipped edges give it exactly.
-    if (a.cutout_y0 > 0) EXPECT_EQ(std::min(32, a.cutout_y0 + 16), a.cutout_y1);
-    if (a.cutout_y1 < 32) EXPECT_EQ(std::max(0, a.cutout_y1 - 16), a.cutout_y0);
-    EXPECT_LT(a.cutout_y0, a.cutout_y1);
-    EXPECT_LT(a.cutout_x0, a.cutout_x1);
-    EXPECT_GE(a.cutout_y1, 8);  // y1 = min(32, cy + 8) with cy >= 0
-    EXPECT_LE(a.cutout_y0, 31);
+    ASSERT_TRUE(a.cutout_y0 > 0 || a.cutout_y1 < 32);
+    ASSERT_TRUE(a.cutout_x0 > 0 || a.cutout_x1 < 32);
+    const int cy = centre(a.cutout_y0, a.cutout_y1), cx = centre(a.cutout_x0, a.cutout_x1);
+    // Rows [clip(cy - 8), clip(cy + 8)): both edges follow from the centre.
+    ASSERT_EQ(a.cutout_y0, std::max(0, cy - 8)) << index;
+    ASSERT_EQ(a.cutout_y1, std::min(32, cy + 8)) << index;
+    ASSERT_EQ(a.cutout_x0, std::max(0, cx - 8)) << index;
+    ASSERT_EQ(a.cutout_x1, std::min(32, cx + 8)) << index;
+    ASSERT_TRUE(cy >= 0 && cy < 32 && cx >= 0 && cx < 32) << cy << " " << cx;
+    ++rows[cy];
+    ++cols[cx];
   }
+  double chi_rows = 0, chi_cols = 0;
+  const double expected = kDraws / 32.0;
+  for (int v = 0; v < 32; ++v) {
+    EXPECT_GT(rows[v], 0) << "row centre " << v << " never drawn";
+    EXPECT_GT(cols[v], 0) << "column centre " << v << " never drawn";
+    chi_rows += (rows[v] - expected) * (rows[v] - expected) / expected;
+    chi_cols += (cols[v] - expected) * (cols[v] - expected) / expected;
+  }
+  EXPECT_LT(chi_rows, 61.1);
+  EXPECT_LT(chi_cols, 61.1);
 }
 
 TEST(AugmentKernel, SameSeedEpochIndexGivesIdenticalOutputAndDifferentOnesDiffer) {
