@@ -83,21 +83,38 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> step_with_hook(model
 }
 }  // namespace
 
-TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
-  const auto data = test_util::synthetic_dataset(32);
-  const at::Tensor x = data::make_batch(data, torch::arange(32), data::normalization_for(data.name), nullptr, 0, 0);
-  const at::Tensor y = data.labels;
-  torch::manual_seed(4);
-  auto net = models::build_model(tiny_spec());
-  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
-  train::RandBETOptions o;
-  o.rate = 0.05;
-  o.start_loss = 100;  // active from the first step
-  o.gradient_clamp = 0.01;
-  train::RandomBitErrorTraining rbet(*net, qat, o);
+namespace {
+/// A tiny 8-bit network, one batch of 32, and RandBET at 5% from the first step, clamp 0.01.
+struct GradientRig {
+  data::Dataset data = test_util::synthetic_dataset(32);
+  at::Tensor x = data::make_batch(data, torch::arange(32), data::normalization_for(data.name), nullptr, 0, 0);
+  at::Tensor y = data.labels;
+  std::shared_ptr<models::Classifier> net = seeded_net();
+  quant::QuantAwareTraining qat{*net, quant::QuantScheme::preset("rquant", 8)};
+  train::RandomBitErrorTraining rbet;
+  explicit GradientRig(const std::string& mode) : rbet(*net, qat, options(mode)) {}
+  static std::shared_ptr<models::Classifier> seeded_net() {
+    torch::manual_seed(4);
+    return models::build_model(tiny_spec());
+  }
+  static train::RandBETOptions options(const std::string& mode) {
+    train::RandBETOptions o;
+    o.rate = 0.05;
+    o.start_loss = 100;  // active from the first step
+    o.gradient_clamp = 0.01;
+    o.mode = mode;
+    return o;
+  }
+  std::vector<at::Tensor> perturbed(int64_t step) { return perturbed_gradients(*net, qat, 0.05, rbet.pattern_seed(step), x, y); }
+  std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> step() { return step_with_hook(*net, qat, rbet, x, y); }
+};
+}  // namespace
 
-  const auto perturbed = perturbed_gradients(*net, qat, 0.05, rbet.pattern_seed(0), x, y);
-  const auto [clean, actual] = step_with_hook(*net, qat, rbet, x, y);
+TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
+  GradientRig rig("average");
+  auto& rbet = rig.rbet;
+  const auto perturbed = rig.perturbed(0);
+  const auto [clean, actual] = rig.step();
   EXPECT_TRUE(rbet.active());
   bool any_clamped = false;
   for (size_t i = 0; i < actual.size(); ++i) {
@@ -111,25 +128,14 @@ TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
 // Alternate mode: a clean step keeps the clean gradient; the next step's update is the clamped
 // gradient of its own pattern alone (seeded by its step), not a mean with the clean one.
 TEST(RandBET, AlternateStepsUseTheCleanThenTheClampedPerturbedGradient) {
-  const auto data = test_util::synthetic_dataset(32);
-  const at::Tensor x = data::make_batch(data, torch::arange(32), data::normalization_for(data.name), nullptr, 0, 0);
-  const at::Tensor y = data.labels;
-  torch::manual_seed(4);
-  auto net = models::build_model(tiny_spec());
-  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
-  train::RandBETOptions o;
-  o.rate = 0.05;
-  o.start_loss = 100;
-  o.gradient_clamp = 0.01;
-  o.mode = "alternate";
-  train::RandomBitErrorTraining rbet(*net, qat, o);
-
-  const auto [clean0, after0] = step_with_hook(*net, qat, rbet, x, y);
+  GradientRig rig("alternate");
+  auto& rbet = rig.rbet;
+  const auto [clean0, after0] = rig.step();
   for (size_t i = 0; i < after0.size(); ++i) EXPECT_TRUE(at::equal(after0[i], clean0[i])) << i;
   EXPECT_EQ(rbet.perturbed_steps(), 0);
 
-  const auto perturbed = perturbed_gradients(*net, qat, 0.05, rbet.pattern_seed(1), x, y);
-  const auto [clean1, after1] = step_with_hook(*net, qat, rbet, x, y);
+  const auto perturbed = rig.perturbed(1);
+  const auto [clean1, after1] = rig.step();
   EXPECT_EQ(rbet.perturbed_steps(), 1);
   bool any_clamped = false, differs_from_mean = false;
   for (size_t i = 0; i < after1.size(); ++i) {
