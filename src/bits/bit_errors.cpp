@@ -32,7 +32,22 @@ double parse_rate(const std::string& text, const std::string& option) {
   // stod also reads hexadecimal ("0x0.1" = 1/16): only decimal digits, '.', exponents and signs.
   BR_CHECK(used == number.size() && !number.empty() && number.find_first_not_of("0123456789.eE+-") == std::string::npos,
            option, ": '", text, "' is not a number (write 0.001 or 0.1%)");
-  if (percent) value /= 100.0;
+  if (percent) {
+    // The same decimal with its exponent lowered by 2, rounded once: "0.7%" is the double of
+    // "0.007", which value / 100 is not (one ulp below), so both spellings name one rate.
+    const size_t e = number.find_first_of("eE");
+    long long exponent = 0;
+    bool exponent_fits = true;
+    if (e != std::string::npos) {
+      try {
+        exponent = std::stoll(number.substr(e + 1));
+      } catch (const std::exception&) {
+        exponent_fits = false;  // only for a zero mantissa: any other one was out of range above
+      }
+    }
+    value = exponent_fits ? std::strtod((number.substr(0, e) + "e" + std::to_string(exponent - 2)).c_str(), nullptr)
+                          : value / 100.0;
+  }
   BR_CHECK(std::isfinite(value) && value >= 0 && value <= 1, option, ": bit error rate ", text,
            " is outside [0, 1] (0% to 100%)");
   return value + 0.0;  // -0 + 0 = +0: "-0" is not printed or stored as a negative zero

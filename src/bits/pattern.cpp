@@ -250,7 +250,12 @@ BitPattern load_pattern(const std::string& path) {
   }
   const int64_t num_flips = reader.keyed<int64_t>("flips");
   if (num_flips < 0) reader.fail("negative flip count");
-  pattern.flips.reserve(static_cast<size_t>(std::min<int64_t>(num_flips, int64_t{1} << 26)));
+  // The count is the file's word: reserve no more than its bytes can hold (a flip line, "0 0 0 f\n",
+  // takes at least 8), so a damaged count is "ends early", not a gigabyte-sized allocation.
+  std::error_code size_error;
+  const auto file_bytes = std::filesystem::file_size(path, size_error);
+  const int64_t fits = size_error ? 0 : static_cast<int64_t>(file_bytes / 8);
+  pattern.flips.reserve(static_cast<size_t>(std::min({num_flips, fits, int64_t{1} << 26})));
   std::vector<int64_t> numels;
   for (const ParamSpec& p : pattern.params) numels.push_back(p.numel());
   for (int64_t i = 0; i < num_flips; ++i) {

@@ -103,6 +103,14 @@ class InputFile {
     return code == Z_BUF_ERROR ? " (the gzip stream ends early: the file was cut)" : "";
   }
 
+  /// After the last read: a gzip stream that ended early is an error even when the data came out
+  /// whole, since a file cut inside its 8-byte trailer gives all its data but no CRC-32 or length
+  /// to check them against.
+  void check_complete() const {
+    BR_CHECK(shortfall_note().empty(), path_, ": truncated: the gzip stream ends early (the file was cut), so its "
+             "data could not be checked against the CRC-32 and length that end it");
+  }
+
   /// The most uncompressed bytes the rest of the file can hold (deflate expands at most ~1032:1).
   uint64_t max_remaining_bytes() const {
     return gzdirect(file_) ? file_size_ : file_size_ * 1032 + 1024;
@@ -149,8 +157,10 @@ std::vector<uint64_t> read_idx_header(InputFile& file, int expected_dims, const 
   for (int d = 0; d < expected_dims; ++d) {
     dims[d] = big_endian_u32(&dim_bytes[4 * d]);
     BR_CHECK(dims[d] > 0, file.path(), ": wrong dimensions: dimension ", d, " of the IDX header is 0");
+    // Checked before multiplying: three dimensions below 2^32 can wrap 64 bits (2^20 * 2^20 * 2^24).
+    BR_CHECK(dims[d] <= (uint64_t{1} << 40) / total, file.path(),
+             ": wrong dimensions: the IDX header declares more than 2^40 bytes");
     total *= dims[d];
-    BR_CHECK(total <= (uint64_t{1} << 40), file.path(), ": wrong dimensions: the IDX header declares more than 2^40 bytes");
   }
   return dims;
 }
@@ -171,6 +181,7 @@ void read_idx_payload(InputFile& file, void* destination, uint64_t n, const std:
   unsigned char extra;
   BR_CHECK(file.read(&extra, 1) == 0, file.path(), ": wrong dimensions: the header declares ", declared, " (", n,
            " bytes) but the file holds more data after them");
+  file.check_complete();
 }
 
 constexpr int64_t kCifarSide = 32;
@@ -229,6 +240,9 @@ Dataset read_cifar10(const std::vector<std::string>& files, uint64_t max_file_by
       InputFile in(files[f]);
       contents[f] = in.read_all(max_file_bytes);
       notes[f] = in.shortfall_note();
+      // Whole records with a cut stream (cut inside the trailer or at a record's end) are refused
+      // here; a cut inside a record is named with the record count below.
+      if (contents[f].size() % kCifarRecord == 0) in.check_complete();
     } catch (...) {
       failures[f] = std::current_exception();
     }

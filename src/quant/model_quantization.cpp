@@ -185,6 +185,12 @@ QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) 
     t.format = format;
     BR_CHECK(t.ranges.dim() == 2 && t.ranges.size(0) == t.channels && t.ranges.size(1) == 2, where, ": ranges of ",
              name, " do not have shape [", t.channels, ", 2]");
+    // Channels that agree with the stored ranges but not with the scheme would read the codes
+    // under another layout (e.g. one range for a per-channel tensor).
+    const int64_t scheme_channels = range_channels(*p, q.scheme);
+    BR_CHECK(t.channels == scheme_channels, where, ": ", name, " is stored with ", t.channels,
+             " range channel(s), but the scheme ", q.scheme.to_string(), " gives it ", scheme_channels,
+             " (damaged or edited file)");
     BR_CHECK(at::isfinite(t.ranges).all().item<bool>(), where, ": ranges of ", name, " hold NaN or infinite values");
     BR_CHECK(t.channels == 0 || t.ranges.abs().max().item<float>() <= kernels::kMaxQuantMagnitude, where,
              ": ranges of ", name, " reach beyond ±1e30 (damaged file)");

@@ -87,9 +87,11 @@ void check_bits(int bits, const std::string& context) {
   BR_CHECK(bits >= 2 && bits <= 16, context, "quantization bits must be in 2..16, got ", bits);
 }
 
-/// Bounds must keep Δ = bound / (2^(m-1) - 1) a normal float, hence the lower limit.
+/// Bounds must keep Δ = bound / (2^(m-1) - 1) a normal float for every width up to 16 bits (the
+/// CPU flushes subnormals to zero and CUDA does not: a subnormal Δ would give other codes on each),
+/// hence the lower limit.
 bool valid_bound(float value) {
-  return std::isfinite(value) && value >= std::numeric_limits<float>::min() && value <= kernels::kMaxQuantMagnitude;
+  return std::isfinite(value) && value >= kernels::kMinQuantBound && value <= kernels::kMaxQuantMagnitude;
 }
 
 }  // namespace
@@ -126,13 +128,13 @@ QuantScheme QuantScheme::parse(const std::string& text) {
     }
     float clip = 0.0f;
     if (part == "clip" && index + 1 < parts.size() && starts_numeric(parts[index + 1])) {  // "clip-1"
-      fail(text, detail::concat("the clip bound must be > 0 and at most 1e30, got -", parts[index + 1]));
+      fail(text, detail::concat("the clip bound must be between 1e-30 and 1e30, got -", parts[index + 1]));
     }
     if (!parse_bound(part.substr(4), clip)) {
       fail(text, detail::concat("the clip bound '", part.substr(4), "' is not a finite float"));
     }
     if (!valid_bound(clip)) {
-      fail(text, detail::concat("the clip bound must be > 0 and at most 1e30, got ", part.substr(4)));
+      fail(text, detail::concat("the clip bound must be between 1e-30 and 1e30, got ", part.substr(4)));
     }
     return clip;
   };
@@ -192,14 +194,14 @@ QuantScheme QuantScheme::parse(const std::string& text) {
   } else if (starts_with(source, "global")) {
     scheme.source = RangeSource::Global;
     if (source == "global" && starts_numeric(parts[3])) {  // "global-1": split at the sign
-      fail(text, detail::concat("the global bound must be > 0 and at most 1e30, got -", parts[3]));
+      fail(text, detail::concat("the global bound must be between 1e-30 and 1e30, got -", parts[3]));
     }
     if (!parse_bound(source.substr(6), scheme.global_q)) {
       fail(text, detail::concat("the global bound '", source.substr(6),
                                 "' is not a finite float (write global<q>, e.g. global1.0)"));
     }
     if (!valid_bound(scheme.global_q)) {
-      fail(text, detail::concat("the global bound must be > 0 and at most 1e30, got ", source.substr(6)));
+      fail(text, detail::concat("the global bound must be between 1e-30 and 1e30, got ", source.substr(6)));
     }
   } else {
     fail(text, detail::concat("part 3 '", source, "' must be global<q>, tensor or channel"));
@@ -219,7 +221,7 @@ QuantScheme QuantScheme::parse(const std::string& text) {
 QuantScheme QuantScheme::preset(const std::string& name, int bits, float clip) {
   check_bits(bits, detail::concat("preset '", name, "': "));
   BR_CHECK(clip == 0.0f || valid_bound(clip), "preset '", name,
-           "': the clip bound must be > 0 and at most 1e30 (or 0 for none), got ", clip);
+           "': the clip bound must be between 1e-30 and 1e30 (or 0 for none), got ", clip);
   QuantScheme scheme;
   scheme.bits = bits;
   scheme.clip = clip;
@@ -243,9 +245,9 @@ QuantScheme QuantScheme::preset(const std::string& name, int bits, float clip) {
 void QuantScheme::validate() const {
   check_bits(bits, "");
   BR_CHECK(clip == 0.0f || valid_bound(clip),
-           "the clip bound must be > 0 and at most 1e30 (0 = no clipping), got ", clip);
+           "the clip bound must be between 1e-30 and 1e30 (0 = no clipping), got ", clip);
   BR_CHECK(source != RangeSource::Global || valid_bound(global_q),
-           "the global quantization bound must be > 0 and at most 1e30, got ", global_q);
+           "the global quantization bound must be between 1e-30 and 1e30, got ", global_q);
 }
 
 kernels::QuantFormat QuantScheme::format() const {

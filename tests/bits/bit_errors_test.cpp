@@ -72,6 +72,12 @@ TEST(ErrorModel, RejectsBadNamesAndRates) {
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=1e-400", 0.1), "too small or too large to represent");
   EXPECT_FALSE(std::signbit(ErrorModel::parse("random,1to0=-0", 0.1).rate_1to0));
   EXPECT_FALSE(std::signbit(parse_rate("-0", "--rates")));
+  // A percentage is the same double as its fraction written out (0.7 / 100 is one ulp below 0.007).
+  for (const auto& [percent, fraction] : std::vector<std::pair<std::string, double>>{
+           {"0.7%", 0.007}, {"0.07%", 0.0007}, {"0.35%", 0.0035}, {"0.9%", 0.009}, {"1%", 0.01}, {"2.5%", 0.025},
+           {"1e-1%", 0.001}, {"1.5E-3%", 1.5e-5}, {".5%", 0.005}, {"100%", 1.0}, {"0e999999999999999999999%", 0.0}}) {
+    EXPECT_EQ(parse_rate(percent, "--rates"), fraction) << percent;
+  }
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,sideways=0.1", 0.1), "unknown option 'sideways=0.1'");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,", 0.1), "ends with a comma");
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,0to1=0.5,0to1=0.2", 0.1), "0to1 is given twice");

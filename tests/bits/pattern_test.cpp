@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -189,6 +191,37 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   EXPECT_EQ(ok.flips[1], (BitFlip{0, 15, 7, FlipKind::Set1}));
   EXPECT_ERROR_CONTAINS(save_pattern(dir.file("l"), BitPattern{1, ErrorModel(), {{"has space", {1}, 8}}, {}}),
                         "contains whitespace");
+}
+
+// A flip count far beyond what the file holds is "ends early", not a reservation of gigabytes: under
+// an address-space limit 256 MiB above what the process uses, the old reservation (2^26 flips of 24
+// bytes) failed with std::bad_alloc.
+TEST(BitPattern, AHugeFlipCountInASmallFileIsEndsEarly) {
+  TempDir dir;
+  const std::string path = dir.file("huge");
+  std::ofstream(path) << "bitrobust-bit-pattern 1\nseed 5\nmodel random\nrate 0.01\nchunk_elements 256\nparams 1\n"
+                         "0 w 4x4 8\nflips 99999999999\n0 3 1 f\n";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlim_t used = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE));
+    const struct rlimit limit = {used + (rlim_t{256} << 20), used + (rlim_t{256} << 20)};
+    if (pages <= 0 || ::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(3);
+    try {
+      load_pattern(path);
+    } catch (const Error& e) {
+      ::_exit(std::string(e.what()).find("ends early") != std::string::npos ? 0 : 1);
+    } catch (const std::bad_alloc&) {
+      ::_exit(2);
+    }
+    ::_exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: another error, 2: std::bad_alloc, 3: no limit set, 4: no error";
 }
 
 #ifdef BITROBUST_WITH_CUDA

@@ -84,11 +84,11 @@ TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
 TEST(Cli, DecimalsOutOfTheirRangeAreCommandLineErrors) {
   const std::string train = "train --dataset fashion-mnist --out x.pt --scheme rquant ";
   for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
-           {train + "--clip -1", "--clip: must be a number in (0, 1e+30], got '-1'"},
-           {train + "--clip 1e31", "--clip: must be a number in (0, 1e+30], got '1e31'"},
-           {train + "--clip nan", "--clip: must be a number in (0, 1e+30], got 'nan'"},
-           {train + "--clip 0.1x", "--clip: must be a number in (0, 1e+30], got '0.1x'"},
-           {train + "--clip 1e-40", "--clip: must be at least 1.2e-38 (the smallest normal float), got '1e-40'"},
+           {train + "--clip -1", "--clip: must be a number in [1e-30, 1e+30], got '-1'"},
+           {train + "--clip 1e31", "--clip: must be a number in [1e-30, 1e+30], got '1e31'"},
+           {train + "--clip nan", "--clip: must be a number in [1e-30, 1e+30], got 'nan'"},
+           {train + "--clip 0.1x", "--clip: must be a number in [1e-30, 1e+30], got '0.1x'"},
+           {train + "--clip 1e-40", "--clip: must be a number in [1e-30, 1e+30], got '1e-40'"},
            {train + "--lr 0", "--lr: must be a number in (0, 1e+30], got '0'"},
            {train + "--lr -1", "--lr: must be a number in (0, 1e+30], got '-1'"},
            {train + "--lr nan", "--lr: must be a number in (0, 1e+30], got 'nan'"},
@@ -98,13 +98,13 @@ TEST(Cli, DecimalsOutOfTheirRangeAreCommandLineErrors) {
            {train + "--weight-decay -1e-9", "--weight-decay: must be a number in [0, 1e+30], got '-1e-9'"},
            {train + "--weight-decay 1e39", "--weight-decay: must be a number in [0, 1e+30], got '1e39'"},
            {train + "--randbet 1% --randbet-start inf", "--randbet-start: must be a number in (0, 1e+30], got 'inf'"},
-           {"quantize --model m.pt --out q.pt --clip 0", "--clip: must be a number in (0, 1e+30], got '0'"}}) {
+           {"quantize --model m.pt --out q.pt --clip 0", "--clip: must be a number in [1e-30, 1e+30], got '0'"}}) {
     const test_util::CliResult r = test_util::run_cli(args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output, "bitrobust: error: " + message + " (see --help)\n") << args;
   }
   // The ends that are in the range are accepted: these fail later, for the missing model file.
-  for (const std::string args : {"quantize --model m.pt --out q.pt --clip 1e30", "quantize --model m.pt --out q.pt --clip 1.2e-38"}) {
+  for (const std::string args : {"quantize --model m.pt --out q.pt --clip 1e30", "quantize --model m.pt --out q.pt --clip 1e-30"}) {
     const test_util::CliResult r = test_util::run_cli(args);
     EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
     EXPECT_TRUE(test_util::contains(r.output, "m.pt does not exist")) << args << "\n" << r.output;

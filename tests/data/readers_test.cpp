@@ -133,6 +133,10 @@ TEST(IdxReader, WrongDimensions) {
     const IdxPair pair = write_idx_pair(dir, testing::idx_images(0x7FFFFFFF, 28, 28, {}), good_labels());
     EXPECT_ERROR_MENTIONS(read_idx(pair.images, pair.labels), pair.images, "wrong dimensions", "2^40");
   }
+  {  // one whose product wraps 64 bits to 0 (2^20 * 2^20 * 2^24 = 2^64)
+    const IdxPair pair = write_idx_pair(dir, testing::idx_images(1u << 20, 1u << 20, 1u << 24, {}), good_labels());
+    EXPECT_ERROR_MENTIONS(read_idx(pair.images, pair.labels), pair.images, "wrong dimensions", "2^40");
+  }
 }
 
 TEST(IdxReader, TruncatedImages) {
@@ -172,6 +176,34 @@ TEST(IdxReader, TruncatedGzipStream) {
     EXPECT_NE(message.find("truncated"), std::string::npos) << message;
     EXPECT_NE(message.find("gzip stream ends early"), std::string::npos) << message;
   }
+}
+
+// A gzip file cut inside its 8-byte trailer still gives all its data, but not the CRC-32 and length
+// that check them: an error too, for IDX and CIFAR-10 files (a CIFAR-10 file cut at a record's end
+// has only whole records, so only the stream tells).
+TEST(IdxReader, GzipFileCutInsideItsTrailerIsTruncated) {
+  const TempDir dir;
+  const std::string whole = dir / "whole.gz";
+  write_file(whole, testing::idx_images(40, 20, 20, testing::pattern_pixels(40, 400)));
+  write_file(dir / "labels", testing::idx_labels(Bytes(40, 1)));
+  write_file(dir / "records.gz", testing::cifar_records({1, 2, 3}));
+  for (const std::string& source : {whole, dir / "records.gz"}) {
+    std::ifstream in(source, std::ios::binary);
+    const Bytes compressed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (const size_t cut : {1, 4, 8}) {
+      Bytes shorter(compressed.begin(), compressed.end() - static_cast<std::ptrdiff_t>(cut));
+      const std::string path = dir / ("cut" + std::to_string(cut) + ".bin.gz");
+      write_file(dir / ("cut" + std::to_string(cut) + ".raw"), shorter);  // written as is, read as gzip
+      std::filesystem::rename(dir / ("cut" + std::to_string(cut) + ".raw"), path);
+      if (source == whole) {
+        EXPECT_ERROR_MENTIONS(read_idx(path, dir / "labels"), path, "truncated", "gzip stream ends early");
+      } else {
+        EXPECT_ERROR_MENTIONS(read_cifar10({path}), path, "truncated", "gzip stream ends early");
+      }
+    }
+  }
+  EXPECT_EQ(read_idx(whole, dir / "labels").size(), 40);
+  EXPECT_EQ(read_cifar10({dir / "records.gz"}).size(), 3);
 }
 
 // As `gzip -d` does, bytes after the last gzip member are ignored once the members decode and

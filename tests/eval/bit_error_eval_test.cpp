@@ -187,6 +187,12 @@ TEST(BitErrorEval, MeanIntervalUsesStudentsT) {
   }
 }
 
+// One rate in two spellings is one rate: given twice is an error, not two rows labelled alike.
+TEST(BitErrorEval, ARateInPercentAndAsAFractionIsOneRate) {
+  EXPECT_EQ(eval::parse_rates("0.7%,0.1%"), (std::vector<double>{0.007, 0.001}));
+  EXPECT_ERROR_CONTAINS(eval::parse_rates("0.7%,0.007"), "--rates: bit error rate 0.007 is given twice");
+}
+
 // The CSV holds the JSON's per-pattern values exactly (a short decimal form would round e.g. 11/300),
 // one row per rate and pattern, each with the seed that drew it.
 TEST(BitErrorEval, CsvRowsAreTheJsonValuesExactly) {

@@ -251,6 +251,19 @@ TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
       expect_load_error(bad, c.message, true);
     }
   }
+  {  // A per-channel tensor stored with one range, its description and ranges made to agree.
+    io::ModelFile f;
+    f.spec = test_util::tiny_mlp_spec(8);
+    f.net = models::build_model(f.spec);
+    quant::store_in_model_file(quant::quantize_model(*f.net, quant::QuantScheme::parse("u8-sym-channel-round")), f);
+    ASSERT_EQ(f.meta["quantization"]["params"][0]["channels"], 8);
+    f.meta["quantization"]["params"][0]["channels"] = 1;
+    f.quant_ranges[0] = f.quant_ranges[0].slice(0, 0, 1).clone();
+    io::save_model_file(dir.file("channels.pt"), f);
+    const std::string name = f.meta["quantization"]["params"][0]["name"].get<std::string>();
+    expect_load_error(dir.file("channels.pt"),
+                      name + " is stored with 1 range channel(s), but the scheme u8-sym-channel-round gives it 8", true);
+  }
   {  // More code tensors stored than described: none may be silently ignored.
     io::ModelFile f = quantized_file();
     f.quant_codes.push_back(f.quant_codes[0]);

@@ -110,19 +110,22 @@ TEST(QuantScheme, BadStringsNameThePartAndTheGrammar) {
       {"u8-sym-layer-round", "part 3 'layer' must be global<q>, tensor or channel"},
       {"u8-sym-global-round", "the global bound '' is not a finite float"},
       {"u8-sym-globalx-round", "the global bound 'x' is not a finite float"},
-      {"u8-sym-global0-round", "the global bound must be > 0 and at most 1e30, got 0"},
-      {"u8-asym-global3e38-round", "the global bound must be > 0 and at most 1e30, got 3e38"},
-      {"u8-sym-global-1-round", "the global bound must be > 0 and at most 1e30, got -1"},
+      {"u8-sym-global0-round", "the global bound must be between 1e-30 and 1e30, got 0"},
+      {"u8-asym-global3e38-round", "the global bound must be between 1e-30 and 1e30, got 3e38"},
+      {"u8-sym-global-1-round", "the global bound must be between 1e-30 and 1e30, got -1"},
       {"u8-sym-global-trunc", "the global bound '' is not a finite float"},
       {"u8-sym-tensor-nearest", "part 4 'nearest' must be round or trunc"},
-      {"u8-sym-tensor-round-clip0", "the clip bound must be > 0 and at most 1e30, got 0"},
-      {"u8-sym-tensor-round-clip2e30", "the clip bound must be > 0 and at most 1e30, got 2e30"},
+      {"u8-sym-tensor-round-clip0", "the clip bound must be between 1e-30 and 1e30, got 0"},
+      {"u8-sym-tensor-round-clip2e30", "the clip bound must be between 1e-30 and 1e30, got 2e30"},
+      // Below 1e-30 a 16-bit step would be a subnormal float, flushed to 0 on the CPU but not on CUDA.
+      {"s16-sym-tensor-round-clip1e-37", "the clip bound must be between 1e-30 and 1e30, got 1e-37"},
+      {"u8-sym-global1e-31-round", "the global bound must be between 1e-30 and 1e30, got 1e-31"},
       {"u8-sym-tensor-round-clip", "the clip bound '' is not a finite float"},
       {"u8-sym-tensor-round-clipinf", "the clip bound 'inf' is not a finite float"},
       {"u8-sym-tensor-round-clipnan", "the clip bound 'nan' is not a finite float"},
       {"u8-sym-tensor-round-clip1e39", "the clip bound '1e39' is not a finite float"},
-      {"u8-sym-tensor-round-clip-0.1", "the clip bound must be > 0 and at most 1e30, got -0.1"},
-      {"u8-asym-tensor-round-clip-1", "the clip bound must be > 0 and at most 1e30, got -1"},
+      {"u8-sym-tensor-round-clip-0.1", "the clip bound must be between 1e-30 and 1e30, got -0.1"},
+      {"u8-asym-tensor-round-clip-1", "the clip bound must be between 1e-30 and 1e30, got -1"},
       {"u8-sym-tensor-round-wmax0.1", "part 5 'wmax0.1' must be clip<w_max>"},
       {"u8-sym-tensor-round-clip0.1-x", "unexpected part 6 'x' after the end"},
       {"u8--sym-tensor-round", "part 2 is empty"},
@@ -146,10 +149,12 @@ TEST(QuantScheme, ValidateAndPresetsRejectBadValues) {
   EXPECT_EQ(error_of([&] { s.validate(); }), "quantization bits must be in 2..16, got 17");
   s.bits = 8;
   s.clip = -0.1f;
-  EXPECT_TRUE(contains(error_of([&] { s.validate(); }), "the clip bound must be > 0")) << error_of([&] { s.validate(); });
+  EXPECT_TRUE(contains(error_of([&] { s.validate(); }), "the clip bound must be between 1e-30 and 1e30")) << error_of([&] { s.validate(); });
+  s.clip = 1e-31f;  // a 16-bit step of it would be subnormal
+  EXPECT_TRUE(contains(error_of([&] { s.validate(); }), "the clip bound must be between 1e-30 and 1e30"));
   s.clip = 0.0f;
   s.global_q = 0.0f;
-  EXPECT_TRUE(contains(error_of([&] { s.validate(); }), "the global quantization bound must be > 0"));
+  EXPECT_TRUE(contains(error_of([&] { s.validate(); }), "the global quantization bound must be between 1e-30 and 1e30"));
   s.source = RangeSource::Tensor;  // global_q is not used
   EXPECT_NO_THROW(s.validate());
 
@@ -158,8 +163,8 @@ TEST(QuantScheme, ValidateAndPresetsRejectBadValues) {
   EXPECT_EQ(error_of([] { QuantScheme::preset("rquant", 20); }),
             "preset 'rquant': quantization bits must be in 2..16, got 20");
   EXPECT_TRUE(contains(error_of([] { QuantScheme::preset("normal", 8, -1.0f); }),
-                       "preset 'normal': the clip bound must be > 0 and at most 1e30 (or 0 for none), got -1"));
-  EXPECT_TRUE(contains(error_of([] { QuantScheme::preset("normal", 8, 3e38f); }), "at most 1e30"));
+                       "preset 'normal': the clip bound must be between 1e-30 and 1e30 (or 0 for none), got -1"));
+  EXPECT_TRUE(contains(error_of([] { QuantScheme::preset("normal", 8, 3e38f); }), "between 1e-30 and 1e30 (or 0 for none), got 3e+38"));
 }
 
 TEST(QuantScheme, FormatPlacesEpsilonLikeTheReference) {

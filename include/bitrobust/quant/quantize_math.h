@@ -47,6 +47,9 @@ constexpr float kQuantEps = 0.001f;
 /// Largest bound (global q, clip w_max) and weight magnitude accepted: beyond about 1.7e38 the width
 /// of a range, hi - lo, overflows float, and dequantization would compute 0 * inf = NaN.
 constexpr float kMaxQuantMagnitude = 1e30f;
+/// Smallest bound (global q, clip w_max) accepted: Δ = bound / (2^(m-1) - 1) stays a normal float
+/// (above 1.2e-38) for every width up to 16 bits, so flushing subnormals cannot change a code.
+constexpr float kMinQuantBound = 1e-30f;
 
 /// The range of one channel from the minimum and maximum of its (finite) weights; see NOTE [Range
 /// rows] in src/quant/quantizer.cpp and NOTE [Where epsilon goes]. Only min/max and one IEEE double

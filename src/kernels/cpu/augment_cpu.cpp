@@ -1,4 +1,5 @@
 // CPU batch assembly: gather + augment + normalize. See NOTE [Augmentation order] in augment_kernels.h.
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -14,13 +15,26 @@ void make_batch_cpu(const uint8_t* images, int64_t num_images, int channels, int
   const int64_t image_size = plane_size * channels;
   const bool autoaugment = augment != nullptr && augment->autoaugment;
   const AutoAugmentPolicy policy = autoaugment ? cifar10_autoaugment_policy(height, width) : AutoAugmentPolicy{};
+  // An exception must not leave a parallel region (std::terminate): a thread that cannot get its
+  // work space says so, skips its examples, and the failure is thrown after the region.
+  bool out_of_memory = false;
 #pragma omp parallel
   {
     // Per-thread work space for AutoAugment: two images, histograms and tables.
-    std::vector<uint8_t> buffers(autoaugment ? static_cast<size_t>(2 * image_size + 3 * 256) : 0);
-    std::vector<uint32_t> histograms(autoaugment ? 3 * 256 : 0);
+    std::vector<uint8_t> buffers;
+    std::vector<uint32_t> histograms;
+    bool ready = true;
+    try {
+      buffers.resize(autoaugment ? static_cast<size_t>(2 * image_size + 3 * 256) : 0);
+      histograms.resize(autoaugment ? 3 * 256 : 0);
+    } catch (const std::bad_alloc&) {
+      ready = false;
+#pragma omp atomic write
+      out_of_memory = true;
+    }
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
+      if (!ready) continue;
       const int64_t index = indices[b];
       const uint8_t* image = images + index * image_size;
       float* target = out + b * image_size;
@@ -71,6 +85,7 @@ void make_batch_cpu(const uint8_t* images, int64_t num_images, int channels, int
       }
     }
   }
+  if (out_of_memory) throw std::bad_alloc();
 }
 
 }  // namespace bitrobust::kernels

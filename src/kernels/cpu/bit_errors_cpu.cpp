@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -430,23 +431,38 @@ int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, in
   for (const auto& touched : state.touched) cost_ns += 5.0 * static_cast<double>(touched.size());
   const SamplerIsa& isa = sampler_isa();
   int64_t changed = 0;
+  // The lists grow as patterns are drawn, so an item may fail to allocate: the exception must not
+  // leave the parallel region (std::terminate), so it is kept and thrown after it.
+  std::exception_ptr failure;
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
   for (int64_t i = 0; i < num_items; ++i) {
-    const WorkItem& item = items[i];
-    const IncrementalInjectTask& task = tasks[item.task];
-    const int64_t begin = item.first_chunk * kChunkElements;
-    std::vector<uint32_t>& touched = state.touched[static_cast<size_t>(i)];
-    // Restores the previous pattern's elements and appends the new pattern's, then dequantizes
-    // both: the first get their clean weights back (or the new pattern's, if it changes them too).
-    const size_t previous = touched.size();
-    if (task.inject.elem_bytes == 1) {
-      changed += isa.incremental_item[0](task.inject, item, seed, &touched, &touched);
-      dequantize_listed<uint8_t>(task, begin, touched);
-    } else {
-      changed += isa.incremental_item[1](task.inject, item, seed, &touched, &touched);
-      dequantize_listed<uint16_t>(task, begin, touched);
+    try {
+      const WorkItem& item = items[i];
+      const IncrementalInjectTask& task = tasks[item.task];
+      const int64_t begin = item.first_chunk * kChunkElements;
+      std::vector<uint32_t>& touched = state.touched[static_cast<size_t>(i)];
+      // Restores the previous pattern's elements and appends the new pattern's, then dequantizes
+      // both: the first get their clean weights back (or the new pattern's, if it changes them too).
+      const size_t previous = touched.size();
+      if (task.inject.elem_bytes == 1) {
+        changed += isa.incremental_item[0](task.inject, item, seed, &touched, &touched);
+        dequantize_listed<uint8_t>(task, begin, touched);
+      } else {
+        changed += isa.incremental_item[1](task.inject, item, seed, &touched, &touched);
+        dequantize_listed<uint16_t>(task, begin, touched);
+      }
+      touched.erase(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(previous));
+    } catch (...) {
+#pragma omp critical(bitrobust_incremental_failure)
+      if (!failure) failure = std::current_exception();
     }
-    touched.erase(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(previous));
+  }
+  if (failure) {
+    // The half-applied pattern leaves codes and weights that no list describes: the next pattern
+    // starts from clean ones, as after a dense pattern.
+    state.dense = true;
+    for (auto& touched : state.touched) touched.clear();
+    std::rethrow_exception(failure);
   }
   return changed;
 }
