@@ -9,6 +9,9 @@
 #include <limits>
 #include <string>
 #include <vector>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
@@ -286,6 +289,37 @@ TEST(QuantizeKernels, MatchesScalarFormulasForEveryFormatAndWidth) {
       }
     }
   }
+}
+
+// Subnormal weights and NaN quantize as +0 whether or not the thread flushes subnormals (the CLI's
+// CPU threads do, CUDA does not), so both devices give them one code: the code of 0. Before, a
+// negative subnormal weight truncated to the code below 0 where it was not flushed.
+TEST(QuantizeKernels, SubnormalAndNaNWeightsQuantizeAsZeroWithOrWithoutFlushing) {
+  const std::vector<float> w = {-1e-39f, 1e-39f, -1.4e-45f, std::numeric_limits<float>::quiet_NaN(), -0.0f,
+                                -std::numeric_limits<float>::min(), 0.25f};
+  for (int bits : {2, 8, 16}) {
+    for (const QuantFormat& f : formats_for(bits)) {
+      const std::vector<QuantRange> r = {f.asymmetric ? QuantRange{-0.4f, 0.7f} : QuantRange{-0.5f, 0.5f}};
+      const Codes zero = quantize({0.0f}, r, f);
+      const Codes plain = quantize(w, r, f);
+      for (size_t i = 0; i < 5; ++i) ASSERT_EQ(plain[i], zero[0]) << describe(f) << " w=" << w[i];
+      ASSERT_EQ(plain[5], ref_quantize(w[5], r[0], f).pattern) << describe(f) << " (the smallest normal float)";
+#if defined(__x86_64__)
+      const unsigned saved = _mm_getcsr();
+      _mm_setcsr(saved | 0x8040u);  // flush to zero, denormals are zero (this thread: w is too short to split)
+      const Codes flushed = quantize(w, r, f);
+      _mm_setcsr(saved);
+      for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(flushed[i], plain[i]) << describe(f) << " w=" << w[i];
+#endif
+    }
+  }
+  // A range taken from subnormal extremes is the range of zeros.
+  RangeRule asym;
+  asym.kind = RangeRule::kAsymmetric;
+  const QuantRange from_subnormals = range_of_channel(-1e-39f, 1e-39f, asym);
+  EXPECT_EQ(from_subnormals.lo, 0.0f);
+  EXPECT_EQ(from_subnormals.hi, 0.0f);
+  EXPECT_FALSE(std::signbit(from_subnormals.lo));
 }
 
 TEST(QuantizeKernels, RoundTripErrorBounds) {

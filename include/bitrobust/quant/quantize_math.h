@@ -33,6 +33,7 @@
 // weights at or beyond w_max land on ±w_max up to float rounding. Asymmetric extremes (x = ±1,
 // t = ±L / (1 + ε)) round to ±L only while L ε / (1 + ε) < 1/2, i.e. m <= 9; with more bits they
 // land within Δ/2 of the bound like any other value (the reference's inner q = 1 scheme).
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -51,14 +52,20 @@ constexpr float kMaxQuantMagnitude = 1e30f;
 /// (above 1.2e-38) for every width up to 16 bits, so flushing subnormals cannot change a code.
 constexpr float kMinQuantBound = 1e-30f;
 
+/// A weight below the smallest normal float in magnitude, or NaN, counts as +0. The CLI's CPU threads
+/// read subnormals as 0 (flush_denormals.h) and CUDA does not, and NaN converts to a different
+/// integer on each: without this the same weights could get other codes on the two devices.
+BR_HOST_DEVICE float flush_to_zero(float w) { return fabsf(w) >= 1.17549435e-38f ? w : 0.0f; }
+
 /// The range of one channel from the minimum and maximum of its (finite) weights; see NOTE [Range
 /// rows] in src/quant/quantizer.cpp and NOTE [Where epsilon goes]. Only min/max and one IEEE double
 /// addition rounded once to float: the host and CUDA get the same floats.
 BR_HOST_DEVICE QuantRange range_of_channel(float min_w, float max_w, const RangeRule& rule) {
   if (rule.kind == RangeRule::kGlobal) return QuantRange{-rule.global_q, rule.global_q};
-  // -0 + 0 = +0: which zero a reduction returns must not matter (the host and CUDA may differ).
-  min_w += 0.0f;
-  max_w += 0.0f;
+  // flush_to_zero also makes -0 +0: which zero a reduction returns must not matter (the host and
+  // CUDA may differ).
+  min_w = flush_to_zero(min_w);
+  max_w = flush_to_zero(max_w);
   const bool clipped = rule.clip > 0.0f;
   if (rule.kind == RangeRule::kSymmetric) {
     const float max_abs = -min_w > max_w ? -min_w : max_w;
@@ -144,7 +151,7 @@ BR_HOST_DEVICE QuantParams make_quant_params(QuantRange r, QuantFormat f) {
 /// t of NOTE [Quantization formulas]: w in code units, before rounding or truncation.
 template <bool Asymmetric>
 BR_HOST_DEVICE float code_units(float w, const QuantParams& p) {
-  float t = clamp_float(w, p.lo, p.hi);
+  float t = clamp_float(flush_to_zero(w), p.lo, p.hi);
   if constexpr (Asymmetric) {
     t = (t - p.lo) / p.divisor;
     t = t * 2.0f - p.unit;
