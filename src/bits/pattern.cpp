@@ -335,6 +335,16 @@ int64_t apply_pattern(const std::vector<BitFlip>& flips, int64_t param_index, co
              " outside its ", bits, " bits");
     selected.push_back({f.element, f.bit, f.kind});
   }
+  // Each bit at most once: the CUDA kernel applies the entries in no fixed order, so two actions on
+  // one bit (a flip and a set) would have no defined result (load_pattern refuses such files too).
+  std::vector<uint64_t> keys(selected.size());
+  for (size_t i = 0; i < selected.size(); ++i) {
+    keys[i] = static_cast<uint64_t>(selected[i].element) << 6 | static_cast<uint64_t>(selected[i].bit);
+  }
+  std::sort(keys.begin(), keys.end());
+  const auto twice = std::adjacent_find(keys.begin(), keys.end());
+  BR_CHECK(twice == keys.end(), "apply_pattern: bit ", *twice & 63u, " of element ", *twice >> 6, " of parameter ",
+           param_index, " is listed twice");
   if (out.data_ptr() != clean.data_ptr()) out.copy_(clean);
   if (selected.empty()) return 0;
   if (!clean.is_cuda()) {

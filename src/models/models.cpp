@@ -46,6 +46,11 @@ class NormImpl : public torch::nn::Module {
       running_var_ = register_buffer("running_var", at::ones({channels}));
     }
     groups_ = std::max<int64_t>(1, std::min<int64_t>(32, channels / 2));
+    // Found when the network is built, not in LibTorch at the first forward pass.
+    BR_CHECK(batch_ || channels % groups_ == 0, "GroupNorm over ", channels, " channels in min(32, ", channels,
+             "/2) = ", groups_, " groups (the reference's rule): ", groups_, " does not divide ", channels,
+             "; choose a --width (or --widen) whose layers have an even number of channels up to 64 and a "
+             "multiple of 32 above");
   }
 
   at::Tensor forward(const at::Tensor& x) {

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
@@ -39,6 +40,10 @@ namespace {
 struct CheckpointState {
   int64_t epochs_done = 0;
   int64_t steps = 0;
+  /// The last completed epoch's mean loss and training error, so that a run resumed with nothing
+  /// left to train still reports them (NaN: a checkpoint written before they were stored).
+  double final_loss = std::numeric_limits<double>::quiet_NaN();
+  double final_train_error = std::numeric_limits<double>::quiet_NaN();
 };
 
 // The run's settings (TrainOptions::settings) with the schedule and the augmentation it trains
@@ -72,6 +77,8 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("optimizer", optimizer_archive);
   archive.write("epochs_done", at::scalar_tensor(state.epochs_done, at::kLong));
   archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
+  archive.write("final_loss", at::scalar_tensor(state.final_loss, at::kDouble));
+  archive.write("final_train_error", at::scalar_tensor(state.final_train_error, at::kDouble));
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
   archive.write("settings", c10::IValue(run_settings(options, augmentation).dump()));
   if (hooks.save_state) archive.write("hook_state", c10::IValue(hooks.save_state()));
@@ -160,16 +167,25 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
         throw Error("checkpoint " + path + ": " + e.what());
       }
     }
-    return {epochs.item<int64_t>(), steps.item<int64_t>()};
+    CheckpointState state{epochs_done, steps_done};
+    at::Tensor figure;
+    if (archive.try_read("final_loss", figure)) state.final_loss = figure.item<double>();
+    if (archive.try_read("final_train_error", figure)) state.final_train_error = figure.item<double>();
+    return state;
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
   }
 }
 
-void check_finite(double loss, int64_t epoch, int64_t batch) {
+/// `batch` is the step whose own loss this is; for a mean over the epoch's steps so far (how a GPU run
+/// finds it, without a host synchronisation per step) it is the last of them, or -1 at the epoch's end.
+void check_finite(double loss, int64_t epoch, int64_t batch, bool mean = false) {
   if (!std::isfinite(loss)) {
-    throw Error("training diverged: the loss is " + std::to_string(loss) + " at epoch " + std::to_string(epoch + 1) +
-                ", step " + std::to_string(batch + 1) + " (try a lower --lr); no model was saved");
+    const std::string where = batch < 0 ? "during epoch " + std::to_string(epoch + 1)
+                              : mean    ? "at epoch " + std::to_string(epoch + 1) + ", by step " + std::to_string(batch + 1)
+                                        : "at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(batch + 1);
+    throw Error("training diverged: the loss is " + std::to_string(loss) + " " + where +
+                " (try a lower --lr); no model was saved");
   }
 }
 
@@ -200,7 +216,9 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   net.to(device);
   torch::optim::SGD optimizer(net.parameters(), torch::optim::SGDOptions(options.lr)
                                                     .momentum(options.momentum)
-                                                    .nesterov(options.nesterov)
+                                                    // (LibTorch refuses Nesterov without momentum:
+                                                    // --momentum 0 is plain SGD, the same update)
+                                                    .nesterov(options.nesterov && options.momentum > 0)
                                                     .weight_decay(options.weight_decay));
   const int64_t n = train_set.size();
   const int64_t steps_per_epoch = (n + options.batch_size - 1) / options.batch_size;
@@ -221,6 +239,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   TrainResult result;
   result.epochs_done = state.epochs_done;
   result.steps = state.steps;
+  result.final_loss = state.final_loss;
+  result.final_train_error = state.final_train_error;
   const auto start = std::chrono::steady_clock::now();
   int64_t images_seen = 0;
   constexpr int64_t kWarmupSteps = 10;
@@ -261,6 +281,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       wrong_sum += logits.argmax(1).ne(y).sum();
       epoch_images += end - begin;
       ++result.steps;
+      ++result.steps_run;
       if (++steps_this_call == kWarmupSteps) {
         // On a GPU the host runs steps ahead of the device: the steady window starts when the
         // warm-up steps have run, not when they were queued.
@@ -270,14 +291,14 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       if (steps_this_call > kWarmupSteps) images_after_warmup += end - begin;
       if (bar.due(b + 1)) {
         const double mean_loss = loss_sum.item<double>() / epoch_images;
-        check_finite(mean_loss, epoch, b);
+        check_finite(mean_loss, epoch, b, /*mean=*/true);
         bar.update(b + 1, stats_text(mean_loss, static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images,
                                      epoch_images / std::max(bar.elapsed(), 1e-9), hooks));
       }
     }
     images_seen += epoch_images;
     result.final_loss = epoch_images ? loss_sum.item<double>() / epoch_images : 0;
-    check_finite(result.final_loss, epoch, steps_per_epoch - 1);
+    check_finite(result.final_loss, epoch, -1);
     result.final_train_error = epoch_images ? static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images : 0;
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9),
                           hooks));
@@ -286,7 +307,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       // The epoch's last step may have left NaN weights behind a finite loss: keep the last good
       // checkpoint rather than replace it with one no run can resume.
       io::check_finite_module(net, "training after epoch " + std::to_string(epoch + 1) + " (no checkpoint written)");
-      save_checkpoint(options.checkpoint, net, optimizer, {result.epochs_done, result.steps}, options, augmentation,
+      save_checkpoint(options.checkpoint, net, optimizer,
+                      {result.epochs_done, result.steps, result.final_loss, result.final_train_error}, options, augmentation,
                       hooks);
     }
     if (options.max_steps > 0 && result.steps >= options.max_steps) break;

@@ -90,6 +90,13 @@ TEST(BitPattern, DrawnPatternReplaysInjectionForEveryModel) {
     EXPECT_EQ(apply_pattern(flips, 3, clean, 6, untouched), 0);
     EXPECT_TRUE(at::equal(untouched, clean));
   }
+  // One bit listed twice (a flip and a set) has no defined result on CUDA: refused on every device.
+  const at::Tensor clean = random_codes({100}, 6, at::kByte, 9);
+  at::Tensor out = at::empty_like(clean);
+  const std::vector<BitFlip> twice = {{0, 7, 2, FlipKind::Flip}, {0, 3, 1, FlipKind::Flip}, {0, 7, 2, FlipKind::Set1}};
+  EXPECT_ERROR_CONTAINS(apply_pattern(twice, 0, clean, 6, out), "bit 2 of element 7 of parameter 0 is listed twice");
+  const std::vector<BitFlip> distinct = {{0, 7, 2, FlipKind::Flip}, {0, 7, 3, FlipKind::Flip}, {0, 3, 2, FlipKind::Flip}};
+  EXPECT_EQ(apply_pattern(distinct, 0, clean, 6, out), 3);
 }
 
 TEST(BitPattern, SaveLoadRoundTripAndModelReplay) {

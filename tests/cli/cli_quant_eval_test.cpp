@@ -439,6 +439,33 @@ TEST(CliTrain, RandBetCurriculumIsRecordedAndPartOfTheRunsSettings) {
   EXPECT_EQ(io::load_model_file(dir.file("m.pt")).meta["randbet"]["curriculum"], "once");
 }
 
+// Resuming a run whose checkpoint already holds every epoch trains nothing: the model file and JSON
+// keep the last epoch's loss (from the checkpoint) and report no training time or speed, not zeros.
+// --momentum 0 trains (plain SGD: LibTorch refuses Nesterov without momentum).
+TEST(CliTrain, ResumingAFinishedRunReportsNoTrainingInsteadOfZeros) {
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+                             " --model mlp --batch 8 --no-augment --epochs 2 --momentum 0 --out " + dir.file("m.pt") +
+                             " --json " + dir.file("m.json") + " ";
+  test_util::CliResult r = test_util::run_cli(common);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json first = read_json(dir.file("m.json"));
+  ASSERT_TRUE(first["final_train_loss"].is_number()) << first;
+  EXPECT_GT(first["train_seconds"].get<double>(), 0.0);
+  r = test_util::run_cli(common + "--resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing left to train (the checkpoint holds all 2 epochs)"), std::string::npos) << r.output;
+  const nlohmann::json again = read_json(dir.file("m.json"));
+  EXPECT_EQ(again["final_train_loss"], first["final_train_loss"]);
+  EXPECT_EQ(again["test_error"], first["test_error"]);
+  EXPECT_EQ(again["steps"], 6);
+  for (const char* key : {"train_seconds", "train_images_per_second", "train_steady_images_per_second"}) {
+    EXPECT_TRUE(again[key].is_null()) << key << ": " << again[key];
+  }
+  r = test_util::run_cli("info --model " + dir.file("m.pt"));
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
 // Sizes the architecture does not have are refused before any data are read.
 TEST(CliTrain, SizesTheArchitectureLacksAreErrors) {
   test_util::TempDir dir;

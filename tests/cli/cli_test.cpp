@@ -137,7 +137,7 @@ TEST(Cli, ReplayFixesRateSeedModelAndLayers) {
                          option.substr(0, option.find(' ')) + " cannot be combined with --replay");
   }
   expect_clean_failure("eval --model m.pt --seed -1", "--seed");
-  for (const std::string option : {"--csv r.csv", "--plot r.svg"}) {  // these would be silently skipped
+  for (const std::string option : {"--csv r.csv", "--plot r.svg", "--name mine"}) {  // these would be silently skipped
     expect_clean_failure("eval --model m.pt --replay p.txt " + option,
                          option.substr(0, option.find(' ')) + " describes a sweep and cannot be combined with --replay");
   }

@@ -86,6 +86,26 @@ TEST(Models, ResNet20AndWrnCountsFollowTheirLayers) {
   EXPECT_EQ(wrn, 36479194 + 16 + 9 * 160 + 9 * 320 + 9 * 640);
 }
 
+// GroupNorm takes min(32, C/2) groups (the reference's rule), which must divide C: a width that
+// breaks it is an error naming the channels when the network is built, not LibTorch's at the first
+// forward pass. BatchNorm has no groups.
+TEST(Models, GroupNormWidthsWhoseGroupsDoNotDivideAreErrors) {
+  ModelSpec odd = spec("lenet", "gn", 1, 28);
+  odd.channels = 5;  // 5 channels in 2 groups
+  EXPECT_ERROR_CONTAINS(build_model(odd), "GroupNorm over 5 channels in min(32, 5/2) = 2 groups");
+  ModelSpec wide = spec("lenet", "regn", 1, 28);
+  wide.channels = 40;  // the second layer: 80 channels in 32 groups
+  EXPECT_ERROR_CONTAINS(build_model(wide), "GroupNorm over 80 channels in min(32, 80/2) = 32 groups");
+  for (const int64_t width : {1, 3, 6, 48, 64}) {
+    ModelSpec fine = spec("lenet", "gn", 1, 28);
+    fine.channels = width;
+    auto net = build_model(fine);
+    EXPECT_EQ(net->forward(at::zeros({2, 1, 28, 28})).size(1), 10) << width;
+  }
+  odd.norm = "bn";
+  EXPECT_NO_THROW(build_model(odd));
+}
+
 TEST(Models, ReparameterizedNormsStartAtZeroAndActAsIdentityScale) {
   auto re = build_model(spec("lenet", "regn", 1, 28));
   auto plain = build_model(spec("lenet", "gn", 1, 28));

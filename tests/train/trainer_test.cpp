@@ -43,67 +43,71 @@ TEST(Train, MultistepScheduleDropsAtTwoThreeFourFifths) {
 // momentum and weight decay at the per-batch learning rate, then the masters are clipped; a
 // parameter left out of quantization is used and updated as it is.
 TEST(Train, QuantAwareStepsAreNesterovSgdOnTheQuantizedGradient) {
-  auto data = test_util::synthetic_dataset(64);
-  const models::ModelSpec spec = test_util::tiny_mlp_spec(16);
-  torch::manual_seed(4);
-  auto net = models::build_model(spec);
-  const quant::QuantScheme scheme = quant::QuantScheme::preset("rquant", 4, 0.1f);
-  const quant::ParamSelector selector{{}, {"fc_out.bias"}};
-  auto options = quick_options(1);
-  options.batch_size = 16;  // 4 steps, with milestones at steps 4*2/5 = 1, 4*3/5 = 2 and 4*4/5 = 3
-  options.augment = false;
-  options.weight_decay = 0.01;  // large enough that leaving it out shows
-  std::vector<std::string> names;
-  std::vector<at::Tensor> w;  // the expected float weights, from the initial ones
-  for (const auto& item : net->named_parameters()) {
-    names.push_back(item.key());
-    w.push_back(item.value().detach().clone());
-  }
-  ASSERT_EQ(names.back(), "fc_out.bias");
-
-  auto reference = models::build_model(spec);  // plain autograd on the weights the step uses
-  const std::vector<int64_t> order = data::shuffled_indices(64, options.seed, 0);
-  const at::Tensor order_tensor = at::from_blob(const_cast<int64_t*>(order.data()), {64}, at::kLong);
-  std::vector<at::Tensor> momentum(w.size());
-  const double lrs[4] = {0.05, 0.005, 0.0005, 0.00005};
-  for (int64_t step = 0; step < 4; ++step) {
-    auto quantized = models::build_model(spec);  // the quantized weights, through quantize_model
-    {
-      torch::NoGradGuard no_grad;
-      auto params = quantized->parameters();
-      for (size_t i = 0; i < w.size(); ++i) params[i].copy_(w[i]);
+  for (const double momentum : {0.9, 0.0}) {  // 0: plain SGD (LibTorch refuses Nesterov without momentum)
+    SCOPED_TRACE(momentum);
+    auto data = test_util::synthetic_dataset(64);
+    const models::ModelSpec spec = test_util::tiny_mlp_spec(16);
+    torch::manual_seed(4);
+    auto net = models::build_model(spec);
+    const quant::QuantScheme scheme = quant::QuantScheme::preset("rquant", 4, 0.1f);
+    const quant::ParamSelector selector{{}, {"fc_out.bias"}};
+    auto options = quick_options(1);
+    options.batch_size = 16;  // 4 steps, with milestones at steps 4*2/5 = 1, 4*3/5 = 2 and 4*4/5 = 3
+    options.augment = false;
+    options.weight_decay = 0.01;  // large enough that leaving it out shows
+    options.momentum = momentum;
+    std::vector<std::string> names;
+    std::vector<at::Tensor> w;  // the expected float weights, from the initial ones
+    for (const auto& item : net->named_parameters()) {
+      names.push_back(item.key());
+      w.push_back(item.value().detach().clone());
     }
-    quant::quantize_model(*quantized, scheme, selector).load_clean_weights();
-    {
-      torch::NoGradGuard no_grad;
+    ASSERT_EQ(names.back(), "fc_out.bias");
+
+    auto reference = models::build_model(spec);  // plain autograd on the weights the step uses
+    const std::vector<int64_t> order = data::shuffled_indices(64, options.seed, 0);
+    const at::Tensor order_tensor = at::from_blob(const_cast<int64_t*>(order.data()), {64}, at::kLong);
+    std::vector<at::Tensor> momentum(w.size());
+    const double lrs[4] = {0.05, 0.005, 0.0005, 0.00005};
+    for (int64_t step = 0; step < 4; ++step) {
+      auto quantized = models::build_model(spec);  // the quantized weights, through quantize_model
+      {
+        torch::NoGradGuard no_grad;
+        auto params = quantized->parameters();
+        for (size_t i = 0; i < w.size(); ++i) params[i].copy_(w[i]);
+      }
+      quant::quantize_model(*quantized, scheme, selector).load_clean_weights();
+      {
+        torch::NoGradGuard no_grad;
+        auto params = reference->parameters();
+        auto q = quantized->parameters();
+        for (size_t i = 0; i < w.size(); ++i) params[i].copy_(q[i]);
+      }
+      if (step == 0) EXPECT_FALSE(at::equal(reference->parameters()[0], w[0])) << "4 bits change the weights";
+      EXPECT_TRUE(at::equal(reference->parameters().back(), w.back())) << "fc_out.bias is not quantized";
+      const at::Tensor idx = order_tensor.slice(0, 16 * step, 16 * step + 16);
+      const at::Tensor x = data::make_batch(data, idx, data::normalization_for(data.name), nullptr, options.seed, 0);
+      reference->zero_grad();
+      at::cross_entropy_loss(reference->forward(x), data::batch_labels(data, idx)).backward();
+      const double lr = lrs[step];
       auto params = reference->parameters();
-      auto q = quantized->parameters();
-      for (size_t i = 0; i < w.size(); ++i) params[i].copy_(q[i]);
+      for (size_t i = 0; i < w.size(); ++i) {
+        const at::Tensor d = params[i].grad() + options.weight_decay * w[i];
+        momentum[i] = step == 0 ? d.clone() : options.momentum * momentum[i] + d;
+        w[i] = w[i] - lr * (d + options.momentum * momentum[i]);
+        if (names[i] != "fc_out.bias") w[i] = w[i].clamp(-0.1, 0.1);
+      }
     }
-    if (step == 0) EXPECT_FALSE(at::equal(reference->parameters()[0], w[0])) << "4 bits change the weights";
-    EXPECT_TRUE(at::equal(reference->parameters().back(), w.back())) << "fc_out.bias is not quantized";
-    const at::Tensor idx = order_tensor.slice(0, 16 * step, 16 * step + 16);
-    const at::Tensor x = data::make_batch(data, idx, data::normalization_for(data.name), nullptr, options.seed, 0);
-    reference->zero_grad();
-    at::cross_entropy_loss(reference->forward(x), data::batch_labels(data, idx)).backward();
-    const double lr = lrs[step];
-    auto params = reference->parameters();
-    for (size_t i = 0; i < w.size(); ++i) {
-      const at::Tensor d = params[i].grad() + options.weight_decay * w[i];
-      momentum[i] = step == 0 ? d.clone() : options.momentum * momentum[i] + d;
-      w[i] = w[i] - lr * (d + options.momentum * momentum[i]);
-      if (names[i] != "fc_out.bias") w[i] = w[i].clamp(-0.1, 0.1);
-    }
-  }
 
-  quant::QuantAwareTraining qat(*net, scheme, selector);
-  const auto result = train::train(*net, data, options, train::robust_training_hooks(qat));
-  ASSERT_EQ(result.steps, 4);
-  auto trained = net->parameters();
-  for (size_t i = 0; i < w.size(); ++i) {
-    EXPECT_LT((trained[i] - w[i]).abs().max().item<float>(), 1e-6) << names[i];
+    quant::QuantAwareTraining qat(*net, scheme, selector);
+    const auto result = train::train(*net, data, options, train::robust_training_hooks(qat));
+    ASSERT_EQ(result.steps, 4);
+    auto trained = net->parameters();
+    for (size_t i = 0; i < w.size(); ++i) {
+      EXPECT_LT((trained[i] - w[i]).abs().max().item<float>(), 1e-6) << names[i];
+    }
+    EXPECT_GT(w.back().abs().max().item<float>(), 0.1f) << "the unclipped fc_out.bias should leave [-0.1, 0.1]";
   }
-  EXPECT_GT(w.back().abs().max().item<float>(), 0.1f) << "the unclipped fc_out.bias should leave [-0.1, 0.1]";
 }
 
 TEST(Train, LearnsASeparableProblem) {

@@ -81,7 +81,7 @@ Runner register_eval(CLI::App& app) {
       for (const char* option : {"--rates", "--patterns", "--seed", "--error-model", "--layers"}) {
         BR_CHECK(sub->count(option) == 0, option, " cannot be combined with --replay (the pattern file fixes it)");
       }
-      for (const char* option : {"--csv", "--plot"}) {
+      for (const char* option : {"--csv", "--plot", "--name"}) {
         BR_CHECK(sub->count(option) == 0, option,
                  " describes a sweep and cannot be combined with --replay, which evaluates one pattern (use --json)");
       }

@@ -235,6 +235,14 @@ Runner register_train(CLI::App& app) {
                  {"train_seconds", result.seconds},
                  {"train_images_per_second", result.images_per_second},
                  {"train_steady_images_per_second", result.steady_images_per_second}};
+    // A resume that found the whole run in its checkpoint trained nothing: no time or speed to report
+    // (not 0), and the last epoch's loss comes from the checkpoint (unknown for an older one).
+    const bool trained_now = result.steps_run > 0;
+    if (!trained_now) {
+      for (const char* key : {"train_seconds", "train_images_per_second", "train_steady_images_per_second"}) {
+        file.meta[key] = nullptr;
+      }
+    }
     if (q) quant::store_in_model_file(*q, file);
     if (rbet) {
       file.meta["randbet"] = {{"rate", cmd->randbet_options.rate},
@@ -248,14 +256,21 @@ Runner register_train(CLI::App& app) {
     nlohmann::json summary = file.meta;
     summary["model"] = cmd->out;
     summary["spec"] = cmd->spec.to_json();
-    summary["final_train_loss"] = result.final_loss;
+    summary["final_train_loss"] = std::isfinite(result.final_loss) ? nlohmann::json(result.final_loss) : nlohmann::json();
     summary["device"] = device.str();
     summary["versions"] = io::version_info();
     summary["scheme"] = quantized ? scheme.to_string() : "float";
     save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {
-      std::printf("test error %.2f%% on %s %s (%lld images); training %.1f s, %.0f images/s; saved %s\n",
-                  100 * test.error, test_set.name.c_str(), test_set.split.c_str(),
-                  static_cast<long long>(test.examples), result.seconds, result.images_per_second,
+      char training[96];
+      if (trained_now) {
+        std::snprintf(training, sizeof training, "training %.1f s, %.0f images/s", result.seconds,
+                      result.images_per_second);
+      } else {
+        std::snprintf(training, sizeof training, "nothing left to train (the checkpoint holds all %lld epochs)",
+                      static_cast<long long>(result.epochs_done));
+      }
+      std::printf("test error %.2f%% on %s %s (%lld images); %s; saved %s\n", 100 * test.error,
+                  test_set.name.c_str(), test_set.split.c_str(), static_cast<long long>(test.examples), training,
                   cmd->out.c_str());
     });
     return 0;

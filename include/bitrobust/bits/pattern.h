@@ -71,7 +71,7 @@ void check_pattern_fits(const BitPattern& pattern, const std::vector<ParamSpec>&
 
 /// Writes clean with the flips of parameter `param_index` applied into out (same shape, dtype, device,
 /// contiguous; may be clean itself). Returns the number of bits changed. Error if a flip lies outside
-/// the tensor or the m bits.
+/// the tensor or the m bits, or if one bit is listed twice (CUDA applies the list in no fixed order).
 int64_t apply_pattern(const std::vector<BitFlip>& flips, int64_t param_index, const at::Tensor& clean, int bits,
                       at::Tensor& out);
 

@@ -63,9 +63,12 @@ struct StepHooks {
 
 struct TrainResult {
   int64_t epochs_done = 0;
-  int64_t steps = 0;
-  double final_loss = 0;        ///< mean training loss of the last epoch
-  double final_train_error = 0; ///< training error of the last epoch (on augmented batches)
+  int64_t steps = 0;            ///< steps of the whole run, those of a resumed checkpoint included
+  int64_t steps_run = 0;        ///< steps run in this call (0: a resume found nothing left to train)
+  double final_loss = 0;        ///< mean training loss of the last epoch (NaN: unknown, see below)
+  /// Training error of the last epoch (on augmented batches). When a resume finds nothing left to
+  /// train, both come from the checkpoint; NaN for a checkpoint written before they were stored.
+  double final_train_error = 0;
   double seconds = 0;           ///< wall time of the epochs run in this call
   double images_per_second = 0;
   /// Throughput after the first 10 steps of this call (excludes one-time warm-up: allocator,
