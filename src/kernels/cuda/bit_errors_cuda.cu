@@ -61,6 +61,10 @@ __device__ void copy_chunk(const InjectTask& task, int64_t chunk, int lane) {
 }
 
 // Device-side 32-bit atomics on the aligned word that holds the element: there are no byte atomics.
+// At a chunk's edge (a tensor at an odd offset, or tensors packed in one buffer) that word also holds
+// bytes another warp copies with plain stores. The PTX memory model calls such a mixed-size pair a
+// race; the hardware writes a byte store under its byte mask, so neither update is lost, and the
+// identity check on a GPU (misaligned tensors included) compares every byte with the CPU's.
 __device__ __forceinline__ unsigned int* containing_word(void* element_ptr, int& shift) {
   const uintptr_t address = reinterpret_cast<uintptr_t>(element_ptr);
   shift = static_cast<int>(address & 3) * 8;  // little-endian
