@@ -104,7 +104,9 @@ print("| model | test error % (10000) | clean % (eval subset) | " +
 print("|---|---|---|" + "---|" * len(rates) + "---|")
 for n, t, e in rows:
     cells = " | ".join(f"{100*r['rerr_mean']:.2f} ± {100*r['rerr_std']:.2f}" for r in e["results"])
-    print(f"| {n} ({e['scheme']}) | {100*t['test_error']:.2f} | {100*e['clean_error']:.2f} | {cells} | {t['train_seconds']:.0f} |")
+    # (null when a resumed run found nothing left to train: the time was in an earlier call)
+    secs = "–" if t.get("train_seconds") is None else f"{t['train_seconds']:.0f}"
+    print(f"| {n} ({e['scheme']}) | {100*t['test_error']:.2f} | {100*e['clean_error']:.2f} | {cells} | {secs} |")
 for n, t, e in rows:
     path = os.path.join(out, n + ".eval_fp32.json")
     if not os.path.exists(path):

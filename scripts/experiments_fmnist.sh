@@ -41,16 +41,18 @@ def load(n, suffix):
     p = os.path.join(out, n + suffix)
     return json.load(open(p)) if os.path.exists(p) else None
 f = load("float", ".train.json")
+# (train_seconds is null when a resumed run found nothing left to train)
+secs = lambda t: "–" if t.get("train_seconds") is None else f"{t['train_seconds']:.0f}"
 print("| model | test error % (10000) | clean error % (eval subset) | RErr 0.1% (mean ± std) | RErr 1% (mean ± std) | train time s |")
 print("|---|---|---|---|---|---|")
-print(f"| float | {100*f['test_error']:.2f} | – | – | – | {f['train_seconds']:.0f} |")
+print(f"| float | {100*f['test_error']:.2f} | – | – | – | {secs(f)} |")
 for m in (8, 4):
     for n in (f"normal{m}", f"rquant{m}", f"rquant{m}_clip0.1", f"rquant{m}_clip0.1_randbet0.1", f"rquant{m}_clip0.1_randbet1"):
         t, e = load(n, ".train.json"), load(n, ".eval.json")
         if not t or not e: continue
         r = {round(x["rate"], 6): x for x in e["results"]}
         cell = lambda p: f"{100*r[p]['rerr_mean']:.2f} ± {100*r[p]['rerr_std']:.2f}"
-        print(f"| {n} ({e['scheme']}) | {100*t['test_error']:.2f} | {100*e['clean_error']:.2f} | {cell(0.001)} | {cell(0.01)} | {t['train_seconds']:.0f} |")
+        print(f"| {n} ({e['scheme']}) | {100*t['test_error']:.2f} | {100*e['clean_error']:.2f} | {cell(0.001)} | {cell(0.01)} | {secs(t)} |")
 p = load("float_ptq_rquant8", ".json")
 if p: print(f"\nPost-training 8-bit rquant of the float model: {100*p['float_test_error']:.2f}% -> {100*p['test_error']:.2f}%")
 PY

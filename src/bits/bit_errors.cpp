@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <sstream>
@@ -41,6 +42,7 @@ double parse_rate(const std::string& text, const std::string& option) {
     if (e != std::string::npos) {
       try {
         exponent = std::stoll(number.substr(e + 1));
+        exponent_fits = exponent > std::numeric_limits<long long>::min() + 2;  // room for the - 2
       } catch (const std::exception&) {
         exponent_fits = false;  // only for a zero mantissa: any other one was out of range above
       }

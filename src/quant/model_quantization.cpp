@@ -188,7 +188,11 @@ QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) 
     // Channels that agree with the stored ranges but not with the scheme would read the codes
     // under another layout (e.g. one range for a per-channel tensor).
     const int64_t scheme_channels = range_channels(*p, q.scheme);
-    BR_CHECK(t.channels == scheme_channels, where, ": ", name, " is stored with ", t.channels,
+    // Files quantized before 2026-12-04 gave a vector (bias, norm scale) one range per element under
+    // per-channel schemes; the codes and ranges still agree, so those files load as they are.
+    const bool older_vector_layout =
+        q.scheme.source == RangeSource::Channel && p->dim() <= 1 && t.channels == p->numel();
+    BR_CHECK(t.channels == scheme_channels || older_vector_layout, where, ": ", name, " is stored with ", t.channels,
              " range channel(s), but the scheme ", q.scheme.to_string(), " gives it ", scheme_channels,
              " (damaged or edited file)");
     BR_CHECK(at::isfinite(t.ranges).all().item<bool>(), where, ": ranges of ", name, " hold NaN or infinite values");

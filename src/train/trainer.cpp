@@ -247,6 +247,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   int64_t steps_this_call = 0, images_after_warmup = 0;
   auto warm_time = start;
   for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
+    // A resumed run may have reached --max-steps already: no epoch begins (its figures would be 0).
+    if (options.max_steps > 0 && result.steps >= options.max_steps) break;
     net.train();
     const std::vector<int64_t> order = data::shuffled_indices(n, options.seed, epoch);
     const at::Tensor order_tensor = at::from_blob(const_cast<int64_t*>(order.data()), {n}, at::kLong).to(device);

@@ -75,7 +75,7 @@ TEST(ErrorModel, RejectsBadNamesAndRates) {
   // A percentage is the same double as its fraction written out (0.7 / 100 is one ulp below 0.007).
   for (const auto& [percent, fraction] : std::vector<std::pair<std::string, double>>{
            {"0.7%", 0.007}, {"0.07%", 0.0007}, {"0.35%", 0.0035}, {"0.9%", 0.009}, {"1%", 0.01}, {"2.5%", 0.025},
-           {"1e-1%", 0.001}, {"1.5E-3%", 1.5e-5}, {".5%", 0.005}, {"100%", 1.0}, {"0e999999999999999999999%", 0.0}}) {
+           {"1e-1%", 0.001}, {"1.5E-3%", 1.5e-5}, {".5%", 0.005}, {"100%", 1.0}, {"0e999999999999999999999%", 0.0}, {"0e-9223372036854775808%", 0.0}}) {
     EXPECT_EQ(parse_rate(percent, "--rates"), fraction) << percent;
   }
   EXPECT_ERROR_CONTAINS(ErrorModel::parse("random,sideways=0.1", 0.1), "unknown option 'sideways=0.1'");

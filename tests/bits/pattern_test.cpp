@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -214,8 +215,10 @@ TEST(BitPattern, AHugeFlipCountInASmallFileIsEndsEarly) {
     long pages = 0;
     std::ifstream("/proc/self/statm") >> pages;
     const rlim_t used = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE));
-    const struct rlimit limit = {used + (rlim_t{256} << 20), used + (rlim_t{256} << 20)};
-    if (pages <= 0 || ::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(3);
+    struct rlimit limit {};
+    if (pages <= 0 || ::getrlimit(RLIMIT_AS, &limit) != 0) ::_exit(3);
+    limit.rlim_cur = std::min(used + (rlim_t{256} << 20), limit.rlim_max);  // the soft limit only
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(3);
     try {
       load_pattern(path);
     } catch (const Error& e) {
@@ -228,7 +231,8 @@ TEST(BitPattern, AHugeFlipCountInASmallFileIsEndsEarly) {
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: another error, 2: std::bad_alloc, 3: no limit set, 4: no error";
+  if (WEXITSTATUS(status) == 3) GTEST_SKIP() << "no address-space limit could be set here";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: another error, 2: std::bad_alloc, 4: no error";
 }
 
 #ifdef BITROBUST_WITH_CUDA

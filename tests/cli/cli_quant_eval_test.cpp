@@ -464,6 +464,20 @@ TEST(CliTrain, ResumingAFinishedRunReportsNoTrainingInsteadOfZeros) {
   }
   r = test_util::run_cli("info --model " + dir.file("m.pt"));
   EXPECT_EQ(r.status, 0) << r.output;
+  // A run stopped by --max-steps at an epoch's end, resumed with the same limit: nothing to train,
+  // and no epoch is counted or reported with a loss of 0.
+  const std::string limited = "train --dataset cifar10 --data-root " + dir.file("cifar10") +
+                              " --model mlp --batch 8 --no-augment --epochs 4 --max-steps 6 --out " + dir.file("s.pt") +
+                              " --json " + dir.file("s.json") + " ";
+  ASSERT_EQ(test_util::run_cli(limited).status, 0);
+  const nlohmann::json stopped = read_json(dir.file("s.json"));
+  r = test_util::run_cli(limited + "--resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing trained: --max-steps 6 reached (2 of 4 epochs)"), std::string::npos) << r.output;
+  const nlohmann::json resumed = read_json(dir.file("s.json"));
+  EXPECT_EQ(resumed["steps"], 6);
+  EXPECT_EQ(resumed["final_train_loss"], stopped["final_train_loss"]);
+  EXPECT_TRUE(resumed["train_seconds"].is_null());
 }
 
 // Sizes the architecture does not have are refused before any data are read.

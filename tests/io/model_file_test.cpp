@@ -264,6 +264,28 @@ TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
     expect_load_error(dir.file("channels.pt"),
                       name + " is stored with 1 range channel(s), but the scheme u8-sym-channel-round gives it 8", true);
   }
+  {  // Files quantized before 2026-12-04 gave a vector one range per element under per-channel
+     // schemes: they still load, and dequantize as they did.
+    io::ModelFile f;
+    f.spec = test_util::tiny_mlp_spec(8);
+    f.net = models::build_model(f.spec);
+    quant::store_in_model_file(quant::quantize_model(*f.net, quant::QuantScheme::parse("u8-sym-channel-round")), f);
+    const auto& params = f.meta["quantization"]["params"];
+    size_t bias = 0;
+    while (bias < params.size() && params[bias]["shape"].size() != 1) ++bias;
+    ASSERT_LT(bias, params.size());
+    const int64_t n = params[bias]["shape"][0].get<int64_t>();
+    io::save_model_file(dir.file("current.pt"), f);
+    f.meta["quantization"]["params"][bias]["channels"] = n;
+    f.quant_ranges[bias] = f.quant_ranges[bias].expand({n, 2}).contiguous();
+    io::save_model_file(dir.file("older.pt"), f);
+    io::ModelFile current = io::load_model_file(dir.file("current.pt")), older = io::load_model_file(dir.file("older.pt"));
+    const quant::QuantizedModel q_current = quant::load_from_model_file(current), q_older = quant::load_from_model_file(older);
+    EXPECT_EQ(q_older.tensors[bias].channels, n);
+    q_current.load_clean_weights();
+    q_older.load_clean_weights();
+    EXPECT_TRUE(at::equal(q_current.params[bias], q_older.params[bias]));
+  }
   {  // More code tensors stored than described: none may be silently ignored.
     io::ModelFile f = quantized_file();
     f.quant_codes.push_back(f.quant_codes[0]);

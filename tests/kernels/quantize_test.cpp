@@ -320,6 +320,16 @@ TEST(QuantizeKernels, SubnormalAndNaNWeightsQuantizeAsZeroWithOrWithoutFlushing)
   EXPECT_EQ(from_subnormals.lo, 0.0f);
   EXPECT_EQ(from_subnormals.hi, 0.0f);
   EXPECT_FALSE(std::signbit(from_subnormals.lo));
+  // Weights all below 1e-30 in magnitude: their range's width (here one float step at 5e-32, about
+  // 6e-39, subnormal) would depend on flushing, so the channel is the constant 0; from 1e-30 on the
+  // range is the weights' own.
+  ASSERT_LT(std::nextafterf(5e-32f, 1.0f) - 5e-32f, std::numeric_limits<float>::min());
+  const QuantRange tiny = range_of_channel(5e-32f, std::nextafterf(5e-32f, 1.0f), asym);
+  EXPECT_EQ(tiny.lo, 0.0f);
+  EXPECT_EQ(tiny.hi, 0.0f);
+  const QuantRange small = range_of_channel(-1e-30f, 2e-30f, asym);
+  EXPECT_EQ(small.lo, -1e-30f);
+  EXPECT_EQ(small.hi, 2e-30f);
 }
 
 TEST(QuantizeKernels, RoundTripErrorBounds) {

@@ -67,7 +67,7 @@ TEST(Train, QuantAwareStepsAreNesterovSgdOnTheQuantizedGradient) {
     auto reference = models::build_model(spec);  // plain autograd on the weights the step uses
     const std::vector<int64_t> order = data::shuffled_indices(64, options.seed, 0);
     const at::Tensor order_tensor = at::from_blob(const_cast<int64_t*>(order.data()), {64}, at::kLong);
-    std::vector<at::Tensor> momentum(w.size());
+    std::vector<at::Tensor> buffers(w.size());  // the optimizer's momentum buffers
     const double lrs[4] = {0.05, 0.005, 0.0005, 0.00005};
     for (int64_t step = 0; step < 4; ++step) {
       auto quantized = models::build_model(spec);  // the quantized weights, through quantize_model
@@ -93,8 +93,8 @@ TEST(Train, QuantAwareStepsAreNesterovSgdOnTheQuantizedGradient) {
       auto params = reference->parameters();
       for (size_t i = 0; i < w.size(); ++i) {
         const at::Tensor d = params[i].grad() + options.weight_decay * w[i];
-        momentum[i] = step == 0 ? d.clone() : options.momentum * momentum[i] + d;
-        w[i] = w[i] - lr * (d + options.momentum * momentum[i]);
+        buffers[i] = step == 0 ? d.clone() : options.momentum * buffers[i] + d;
+        w[i] = w[i] - lr * (d + options.momentum * buffers[i]);
         if (names[i] != "fc_out.bias") w[i] = w[i].clamp(-0.1, 0.1);
       }
     }

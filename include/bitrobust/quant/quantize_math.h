@@ -78,6 +78,12 @@ BR_HOST_DEVICE QuantRange range_of_channel(float min_w, float max_w, const Range
     min_w = min_w < -rule.clip ? -rule.clip : (min_w > rule.clip ? rule.clip : min_w);
     max_w = max_w < -rule.clip ? -rule.clip : (max_w > rule.clip ? rule.clip : max_w);
   }
+  // Weights all below 1e-30 in magnitude: their range's width could be a subnormal float, which the
+  // CPU's threads flush and CUDA does not. Such a channel is the constant 0 (above that magnitude
+  // two distinct floats differ by a normal float).
+  if (fabsf(min_w) < kMinQuantBound && fabsf(max_w) < kMinQuantBound) {
+    min_w = max_w = 0.0f;
+  }
   return QuantRange{min_w, max_w};
 }
 
