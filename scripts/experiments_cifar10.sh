@@ -50,8 +50,9 @@ within_deadline() {
   local left=$((DEADLINE - $(date +%s)))
   if ((left < 20)); then echo "out of time before: $*" >&2; exit 3; fi
   local rc=0
-  timeout --signal=INT -k 15 "$left" "$@" || rc=$?
-  if ((rc == 124 || rc == 130 || rc == 137)); then echo "stopped at the deadline (rerun to resume): $*" >&2; exit 3; fi
+  # (TERM, not INT: a command started in the background by a non-interactive shell ignores INT)
+  timeout --signal=TERM -k 15 "$left" "$@" || rc=$?
+  if ((rc == 124 || rc == 130 || rc == 137 || rc == 143)); then echo "stopped at the deadline (rerun to resume): $*" >&2; exit 3; fi
   return "$rc"
 }
 

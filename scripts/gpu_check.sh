@@ -35,6 +35,10 @@ stage() {
   local name=$1 limit=$2 t0 rc=0
   shift 2
   local left=$((DEADLINE - $(date +%s) - 10))
+  if ((limit <= 0)); then  # (timeout 0 would mean no limit at all)
+    printf '%-22s skipped (LIMIT %s)\n' "$name" "$limit" | tee -a "$SUMMARY"
+    return 0
+  fi
   if ((left < 15)); then
     printf '%-22s skipped (out of the %s s budget)\n' "$name" "${BUDGET_S:-480}" | tee -a "$SUMMARY"
     return 124
@@ -42,6 +46,7 @@ stage() {
   ((limit > left)) && limit=$left
   t0=$(date +%s)
   echo "=== $name (limit ${limit} s)"
+  export STAGE_LIMIT_S=$limit  # (for a stage that runs its own timeouts inside)
   timeout -k 10 "$limit" "$@" || rc=$?
   local note=""
   ((rc == 124 || rc == 137)) && note=" (stopped at its ${limit} s limit)"
@@ -129,8 +134,15 @@ stage suite "${LIMIT_SUITE:-150}" env BITROBUST_BENCH_FULL_SUITE=1 build-gpu/ben
 # accepts the device (Firecracker machines; gVisor ones refuse it, which is reported, not failed).
 sanitize() {
   [[ -x build-gpu/cuda_identity_check/cuda_identity_check ]] || { echo "no identity check built"; return 1; }
-  BUILD_DIR=$PWD/build-gpu/cuda_identity_check SANITIZE=${SANITIZE-racecheck memcheck} \
-    SANITIZE_LIMIT_S=${SANITIZE_LIMIT_S:-40} bash tests/bits/run_cuda_check.sh --sanitize-only "$PWD" sm_90
+  # Each tool's own limit fits the stage's: an inner timeout is a process group of its own, which
+  # the stage's timeout would not stop, leaving a sanitizer on the GPU into the next call.
+  local tools=${SANITIZE-racecheck memcheck} n per stage_limit=${STAGE_LIMIT_S:-0}
+  n=$(wc -w <<<"$tools")
+  per=${SANITIZE_LIMIT_S:-40}
+  ((n > 0 && stage_limit > 0 && (stage_limit - 5) / n < per)) && per=$(((stage_limit - 5) / n))
+  ((per >= 1)) || per=1  # (0 would mean no limit)
+  BUILD_DIR=$PWD/build-gpu/cuda_identity_check SANITIZE=$tools \
+    SANITIZE_LIMIT_S=$per bash tests/bits/run_cuda_check.sh --sanitize-only "$PWD" sm_90
 }
 export -f sanitize
 stage sanitize "${LIMIT_SANITIZE:-90}" bash -c sanitize

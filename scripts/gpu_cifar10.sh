@@ -19,6 +19,8 @@
 # call of its own (with the CIFAR-10 staging it would pass the 64 MiB upload limit): they are joined
 # and unpacked into runs/gpu-cifar10 (never over newer files) before any work.
 set -euo pipefail
+# BUDGET_S counts from here: unpacking and the torch import come out of it, not on top of it.
+SCRIPT_START=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 DATA=$ROOT/.stage-data/cifar10
@@ -48,7 +50,7 @@ export EPOCHS=${EPOCHS:-250} PATTERNS=${PATTERNS:-50} QUIET=${QUIET:-0}
 export MODELS=${MODELS:-perlayer8 clip clip_randbet0.1 clip_randbet1}
 export PRECISIONS=${PRECISIONS-fp32 bf16}  # (issue 7: RErr at each precision against fp32's interval)
 if [[ -n ${BUDGET_S:-} ]]; then
-  DEADLINE=$(($(date +%s) + BUDGET_S))
+  DEADLINE=$((SCRIPT_START + BUDGET_S))
   export DEADLINE
 fi
 mkdir -p "$RUN_DIR"
@@ -76,7 +78,12 @@ save_results() {
   for file in "$RUN_DIR"/*.pt.ckpt "$RUN_DIR"/*.pt; do
     [[ -e $file ]] || continue
     [[ $file == *.ckpt && -e ${file%.ckpt} ]] && continue
-    [[ $file == *.pt && -e ${file%.pt}.eval.json ]] && continue
+    if [[ $file == *.pt ]]; then  # finished once evaluated at every precision asked for
+      local evaluated=1 p
+      [[ -e ${file%.pt}.eval.json ]] || evaluated=0
+      for p in $PRECISIONS; do [[ -e ${file%.pt}.eval_$p.json ]] || evaluated=0; done
+      ((evaluated)) && continue
+    fi
     if [[ -z $newest || $file -nt $newest ]]; then newest=$file; fi
   done
   if [[ -n $newest ]]; then split -b 15M "$newest" "$OUT/$(basename "$newest").part-"; fi

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <vector>
 
+#include <zlib.h>
+
 #include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
@@ -57,6 +59,25 @@ std::string xml_escape(const std::string& raw) {
 }
 }  // namespace
 
+std::string layout_of(const std::vector<std::vector<int64_t>>& shapes, const std::vector<int>& bits) {
+  BR_CHECK(shapes.size() == bits.size(), "layout_of: ", shapes.size(), " shapes but ", bits.size(), " bit widths");
+  std::string text;
+  int64_t total = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    int64_t numel = 1;
+    for (int64_t d : shapes[i]) {
+      text += std::to_string(d) + "x";
+      numel *= d;
+    }
+    text += ":" + std::to_string(bits[i]) + ";";
+    total += numel * bits[i];
+  }
+  const auto crc = static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(text.data()), text.size()));
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%08x", crc);
+  return detail::concat(shapes.size(), " tensors, ", total, " bits, crc32 ", hex);
+}
+
 nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOptions& options, const SweepContext& ctx) {
   nlohmann::json results = nlohmann::json::array();
   std::vector<double> rates;
@@ -81,6 +102,7 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
           {"scheme", ctx.scheme},
           {"error_model", ctx.error_model},
           {"layers", ctx.layers},
+          {"layout", ctx.layout.empty() ? nlohmann::json() : nlohmann::json(ctx.layout)},
           {"seed", options.seed},
           {"patterns", options.patterns},
           {"rates", rates},
@@ -142,8 +164,10 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     if (!r["rerr_std"].is_number() || !(r["rerr_std"].get<double>() >= 0 && r["rerr_std"].get<double>() <= 1)) {
       fail("rerr_std must be a number in [0, 1]");
     }
-    if (!(r["rerr_min"].get<double>() <= r["rerr_mean"].get<double>() &&
-          r["rerr_mean"].get<double>() <= r["rerr_max"].get<double>())) {
+    // (with a rounding step's slack: files written before the mean was kept within its range)
+    const double slack = 1e-12;
+    if (!(r["rerr_min"].get<double>() - slack <= r["rerr_mean"].get<double>() &&
+          r["rerr_mean"].get<double>() <= r["rerr_max"].get<double>() + slack)) {
       fail("rerr_min <= rerr_mean <= rerr_max does not hold at rate " + r["rate"].dump());
     }
     for (const auto& earlier : j["results"]) {
@@ -177,11 +201,10 @@ std::string sweep_csv(const nlohmann::json& j) {
 std::string sweep_table(const nlohmann::json& j) {
   std::ostringstream out;
   char line[160];
-  std::snprintf(line, sizeof line, "%s  scheme %s  errors %s  %lld patterns from seed %lld\n",
-                j.value("model_name", std::string("model")).c_str(), j["scheme"].get<std::string>().c_str(),
-                j["error_model"].get<std::string>().c_str(), static_cast<long long>(j["patterns"].get<int64_t>()),
-                static_cast<long long>(j["seed"].get<int64_t>()));
-  out << line;
+  // (a stream, not the fixed line: model names and error models have no length limit)
+  out << j.value("model_name", std::string("model")) << "  scheme " << j["scheme"].get<std::string>() << "  errors "
+      << j["error_model"].get<std::string>() << "  " << j["patterns"].get<int64_t>() << " patterns from seed "
+      << j["seed"].get<int64_t>() << '\n';
   out << "  rate        RErr mean   std     min     max    (%)\n";
   // The clean error is the p = 0 row, unless rate 0 had errors in one direction: then it has a row of its own.
   const bool zero_has_errors = zero_rate_has_errors(j);
@@ -242,10 +265,17 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
 namespace {
 // Why sweeps a and b did not meet the same bit errors on the same images ("" if they did).
 std::string unpaired_reason(const nlohmann::json& a, const nlohmann::json& b) {
-  for (const char* key : {"seed", "patterns", "error_model", "layers", "dataset", "split", "cifar_protocol", "limit",
+  // (not "limit": the first N images of the same set are pinned by "examples", whatever limit said)
+  for (const char* key : {"seed", "patterns", "error_model", "layers", "dataset", "split", "cifar_protocol",
                           "examples"}) {
     const nlohmann::json va = a.value(key, nlohmann::json()), vb = b.value(key, nlohmann::json());
     if (va != vb) return detail::concat(key, " ", va.dump(), " against ", vb.dump());
+  }
+  // Files since 2026-12-05 record the quantized parameters' shapes and widths, which decide where
+  // a seed's bits fall, for every error model.
+  const nlohmann::json la = a.value("layout", nlohmann::json()), lb = b.value("layout", nlohmann::json());
+  if (la.is_string() && lb.is_string() && la != lb) {
+    return "other parameter shapes or bit widths (layout " + la.dump() + " against " + lb.dump() + ")";
   }
   // The same seeds select the same bits only in parameters of the same shapes and bit widths. The
   // widths are in the schemes; error models that change every selected bit also record the layout:

@@ -187,6 +187,29 @@ TEST(BitErrorEval, MeanIntervalUsesStudentsT) {
   }
 }
 
+// Equal per-pattern values can average to one rounding step above themselves (50 x 0.0478): the
+// summary keeps the mean within [min, max], so `compare` accepts the file `eval` wrote; the reader
+// allows a rounding step for files written before.
+TEST(BitErrorEval, AMeanOfEqualValuesStaysWithinThem) {
+  eval::RateResult r;
+  r.rerr.assign(50, 0.0478);
+  r.perturbed_error.assign(50, 0.0478);
+  double naive = 0;
+  for (double v : r.rerr) naive += v;
+  ASSERT_GT(naive / 50, 0.0478) << "the case this test is about";
+  eval::summarize(r);
+  EXPECT_EQ(r.rerr_min, 0.0478);
+  EXPECT_EQ(r.rerr_max, 0.0478);
+  EXPECT_EQ(r.rerr_mean, 0.0478);
+  auto j = sweep_json_of_trained_mlp(3);
+  for (auto& v : j["results"][1]["per_pattern"]) v = 0.0478;
+  j["results"][1]["rerr_min"] = j["results"][1]["rerr_max"] = 0.0478;
+  j["results"][1]["rerr_mean"] = naive / 50;  // as files before the fix could hold it
+  EXPECT_NO_THROW(report::validate_sweep_json(j, "older.json"));
+  j["results"][1]["rerr_mean"] = 0.0479;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(j, "older.json"), "is not the mean of per_pattern");
+}
+
 // One rate in two spellings is one rate: given twice is an error, not two rows labelled alike.
 TEST(BitErrorEval, ARateInPercentAndAsAFractionIsOneRate) {
   EXPECT_EQ(eval::parse_rates("0.7%,0.1%"), (std::vector<double>{0.007, 0.001}));

@@ -135,6 +135,24 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
                 100 * (0.0125 + half));
   EXPECT_NE(reversed.find("paired with randbet"), std::string::npos) << reversed;
   EXPECT_NE(reversed.find(std::string("  clip\n") + expected), std::string::npos) << reversed << "expected " << expected;
+  // Stuck-at errors change only some selected bits, so their counts cannot tell the layouts apart;
+  // the recorded layout can (and "limit" does not matter when the same images were evaluated).
+  auto stuck = base, stuck_wide = better;
+  stuck["error_model"] = stuck_wide["error_model"] = "stuck_at_1";
+  stuck["layout"] = report::layout_of({{16, 64}, {16}}, {8, 8});
+  stuck_wide["layout"] = report::layout_of({{32, 64}, {32}}, {8, 8});
+  stuck_wide["model_name"] = "stuck-wide";
+  stuck["limit"] = 0;
+  stuck_wide["limit"] = 10000;
+  EXPECT_NE(report::paired_table({stuck, stuck_wide}).find("  stuck-wide: not paired (other parameter shapes or bit widths"),
+            std::string::npos)
+      << report::paired_table({stuck, stuck_wide});
+  stuck_wide["layout"] = stuck["layout"];
+  EXPECT_NE(report::paired_table({stuck, stuck_wide}).find("  stuck-wide\n    1%  "), std::string::npos)
+      << report::paired_table({stuck, stuck_wide});
+  EXPECT_EQ(report::layout_of({{16, 64}, {16}}, {8, 8}).substr(0, 24), "2 tensors, 8320 bits, cr");
+  EXPECT_NE(report::layout_of({{16, 64}, {16}}, {8, 8}), report::layout_of({{64, 16}, {16}}, {8, 8}));
+  EXPECT_NE(report::layout_of({{16, 64}, {16}}, {8, 8}), report::layout_of({{16, 64}, {16}}, {8, 4}));
   // One pattern: a difference, but no interval.
   const std::string one = report::paired_table({with({0.10}, {5}, "a"), with({0.12}, {5}, "b")});
   EXPECT_NE(one.find("    1%           +2.00  [-]  0 / 1 of 1\n"), std::string::npos) << one;

@@ -155,6 +155,13 @@ Runner register_eval(CLI::App& app) {
     ctx.precision = eval::precision_name(precision);
     ctx.limit = cmd->limit;
     ctx.batch = cmd->sweep.batch_size;
+    std::vector<std::vector<int64_t>> shapes;
+    std::vector<int> widths;
+    for (const auto& t : q.tensors) {
+      shapes.push_back(t.codes.sizes().vec());
+      widths.push_back(t.format.bits);
+    }
+    ctx.layout = report::layout_of(shapes, widths);
     const nlohmann::json j = report::sweep_to_json(sweep, cmd->sweep, ctx);
     std::printf("%s", report::sweep_table(j).c_str());
     std::printf("%lld images x %lld patterns in %.1f s: %.0f images x patterns / s\n",

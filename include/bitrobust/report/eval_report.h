@@ -13,7 +13,13 @@ struct SweepContext {
   std::string model, model_name, scheme, error_model, layers, dataset, split, cifar_protocol, device;
   std::string precision = "fp32";  ///< eval/precision.h
   int64_t limit = 0, batch = 0;
+  /// Where a seed's bits fall: the quantized parameters' shapes and bit widths (layout_of).
+  std::string layout;
 };
+/// A short fingerprint of the quantized parameters' shapes and bit widths, in order: "<count>
+/// tensors, <bits> bits, crc32 <hex>". Two sweeps with the same seeds met the same bits only if
+/// their layouts are equal (NOTE [Paired comparison]).
+std::string layout_of(const std::vector<std::vector<int64_t>>& shapes, const std::vector<int>& bits);
 
 nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOptions& options, const SweepContext& ctx);
 /// Checks a result file against the documented schema; throws bitrobust::Error naming `source` and the problem.
