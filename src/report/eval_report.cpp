@@ -47,7 +47,14 @@ std::string xml_escape(const std::string& raw) {
   const std::string s = nlohmann::json::parse(
       nlohmann::json(raw).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).get<std::string>();
   std::string out;
-  for (char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    // U+FFFE and U+FFFF are valid UTF-8 but not XML characters.
+    if (s.compare(i, 3, "\xEF\xBF\xBE") == 0 || s.compare(i, 3, "\xEF\xBF\xBF") == 0) {
+      out += "\xEF\xBF\xBD";
+      i += 2;
+      continue;
+    }
     if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') out += "\xEF\xBF\xBD";
     else if (c == '<') out += "&lt;";
     else if (c == '>') out += "&gt;";
@@ -383,8 +390,10 @@ std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std:
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
   std::ostringstream s;
   s.precision(5);
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << ' '
-    << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  // The canvas grows below the plot for legends longer than it (36 px per result).
+  const double canvas = std::max(H, top + 36.0 * static_cast<double>(results.size()) + 20);
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << canvas << "\" viewBox=\"0 0 " << W << ' '
+    << canvas << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   s << "<text x=\"" << left + pw / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << xml_escape(title)
     << "</text>\n";
@@ -434,9 +443,12 @@ std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std:
       path << (first ? "M" : " L") << x << ' ' << Y(r["rerr_mean"]);
       first = false;
     }
-    s << "<path d=\"" << path.str() << "\" fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n";
+    // Past 8 results the colours repeat: dashed lines and hollow legend squares tell them apart.
+    const char* dash = i / 8 % 2 == 1 ? "\" stroke-dasharray=\"6 3" : "";
+    s << "<path d=\"" << path.str() << "\" fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2" << dash << "\"/>\n";
     const double ly = top + 14 + 36 * i;
-    s << "<rect x=\"" << left + pw + 14 << "\" y=\"" << ly - 9 << "\" width=\"12\" height=\"12\" fill=\"" << color << "\"/>\n";
+    s << "<rect x=\"" << left + pw + 14 << "\" y=\"" << ly - 9 << "\" width=\"12\" height=\"12\" "
+      << (i / 8 % 2 == 1 ? std::string("fill=\"none\" stroke=\"") : std::string("fill=\"")) << color << "\"/>\n";
     s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 1 << "\">" << xml_escape(j.value("model_name", std::string("model")))
       << "</text>\n";
     s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 16 << "\" font-size=\"10\" fill=\"#555\">"

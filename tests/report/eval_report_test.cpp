@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <regex>
@@ -175,6 +176,32 @@ TEST(RerrPlot, TitlesAndNamesThatAreNotXmlTextAreReplaced) {
     EXPECT_NE(c, 0xFE);
     EXPECT_NE(c, 0xFF);
   }
+  // U+FFFE and U+FFFF are valid UTF-8 but not XML characters.
+  j["model_name"] = std::string("a\xEF\xBF\xBE" "b\xEF\xBF\xBF" "c");
+  EXPECT_NE(report::rerr_plot_svg({j}, "t").find("a" + fffd + "b" + fffd + "c"), std::string::npos);
+}
+
+// Every result keeps its legend entry inside the canvas, and results past the eighth, whose colours
+// repeat, are drawn dashed with hollow legend squares.
+TEST(RerrPlot, LongLegendsGrowTheCanvasAndRepeatedColoursAreDashed) {
+  std::vector<nlohmann::json> many(12, sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}}));
+  const std::string svg = report::rerr_plot_svg(many, "t");
+  const std::smatch height = [&] {
+    std::smatch m;
+    std::regex_search(svg, m, std::regex(R"re(height="([0-9.]+)")re"));
+    return m;
+  }();
+  ASSERT_FALSE(height.empty());
+  double last_legend_y = 0;
+  static const std::regex rect(R"re(<rect x="[0-9.]+" y="([0-9.]+)" width="12")re");
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), rect); it != std::sregex_iterator(); ++it) {
+    last_legend_y = std::max(last_legend_y, std::stod((*it)[1]));
+  }
+  EXPECT_LT(last_legend_y + 40, std::stod(height[1])) << "the 12th entry (its scheme line) must fit";
+  size_t dashed = 0;
+  for (size_t at = svg.find("stroke-dasharray"); at != std::string::npos; at = svg.find("stroke-dasharray", at + 1)) ++dashed;
+  EXPECT_EQ(dashed, 4u);
+  EXPECT_EQ(report::rerr_plot_svg({many[0]}, "t").find("stroke-dasharray"), std::string::npos);
 }
 
 }  // namespace bitrobust
