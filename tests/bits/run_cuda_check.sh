@@ -55,6 +55,8 @@ sanitize() {
   return "$rc"
 }
 ((SANITIZE_ONLY)) && { sanitize; exit $?; }
+# The link takes every object here: none may be left from a source since renamed or removed.
+rm -f "$OUT_DIR"/*.o
 INC=(-I"$ROOT/include" -I"$ROOT/src")
 # Same floating-point rules as the CMake build: NOTE [Deterministic floating point].
 # The objects compile in parallel (a device session's minutes are counted); any failure stops.
