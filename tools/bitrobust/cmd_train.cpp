@@ -265,15 +265,13 @@ Runner register_train(CLI::App& app) {
       if (trained_now) {
         std::snprintf(training, sizeof training, "training %.1f s, %.0f images/s", result.seconds,
                       result.images_per_second);
+      } else if (result.epochs_done == cmd->options.epochs) {
+        std::snprintf(training, sizeof training, "nothing left to train (the checkpoint holds all %lld epochs)",
+                      static_cast<long long>(result.epochs_done));
       } else {
-        if (result.epochs_done == cmd->options.epochs) {
-          std::snprintf(training, sizeof training, "nothing left to train (the checkpoint holds all %lld epochs)",
-                        static_cast<long long>(result.epochs_done));
-        } else {
-          std::snprintf(training, sizeof training, "nothing trained: --max-steps %lld reached (%lld of %lld epochs)",
-                        static_cast<long long>(cmd->options.max_steps), static_cast<long long>(result.epochs_done),
-                        static_cast<long long>(cmd->options.epochs));
-        }
+        std::snprintf(training, sizeof training, "nothing trained: --max-steps %lld reached (%lld of %lld epochs)",
+                      static_cast<long long>(cmd->options.max_steps), static_cast<long long>(result.epochs_done),
+                      static_cast<long long>(cmd->options.epochs));
       }
       std::printf("test error %.2f%% on %s %s (%lld images); %s; saved %s\n", 100 * test.error,
                   test_set.name.c_str(), test_set.split.c_str(), static_cast<long long>(test.examples), training,
