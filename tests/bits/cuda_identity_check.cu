@@ -393,6 +393,85 @@ void check_quantize_dequantize() {
   }
 }
 
+// The sweep's fused step (inject_dequantize_cuda) against the CPU's two (inject_bit_errors_cpu into a
+// copy, then dequantize_many_cpu): every format, 1 or 5 channels, random, stuck-at and unselected
+// tensors, codes at odd offsets, one tensor in place and one empty, in two launches.
+void check_inject_dequantize() {
+  const std::vector<QuantFormat> formats = all_formats();
+  std::deque<Mirrored<uint8_t>> cleans, outs;
+  std::deque<Mirrored<float>> weights;
+  std::deque<Mirrored<QuantRange>> ranges;
+  std::vector<InjectDequantizeTask> cpu, gpu;
+  for (size_t k = 0; k <= formats.size(); ++k) {
+    InjectDequantizeTask task;
+    if (k == formats.size()) {  // empty: no pointers, no channels
+      task.channels = 0;
+      cpu.push_back(task);
+      gpu.push_back(task);
+      continue;
+    }
+    const QuantFormat& f = formats[k];
+    const int eb = code_container_bytes(f.bits);
+    const int64_t channels = k % 2 ? 5 : 1, n = channels * sized(2011 + 2 * k);
+    const int64_t offset = k % 3 == 1 ? 1 : 0;  // an element before the tensor: unaligned copies
+    std::vector<uint8_t> codes = random_codes(n + offset, eb, f.bits, 900 + k);
+    cleans.emplace_back(codes);
+    outs.emplace_back(std::vector<uint8_t>(codes.size(), 0xA5));
+    std::vector<QuantRange> r(channels);
+    for (int64_t c = 0; c < channels; ++c) {
+      const float q = 0.05f + 0.04f * c;
+      r[c] = f.asymmetric ? QuantRange{-q * 0.6f, q} : QuantRange{-q, q};
+    }
+    ranges.emplace_back(r);
+    weights.emplace_back(std::vector<float>(n, 7.0f));
+    task.inject.numel = n;
+    task.inject.param_index = static_cast<int64_t>(k);
+    task.inject.elem_bytes = eb;
+    switch (k % 4) {
+      case 0: task.inject.params = make_bit_error_params(0, f.bits, 0.01, 0.01); break;
+      case 1: task.inject.params = make_bit_error_params(0, f.bits, 0.02, 0.0); break;  // stuck at 1
+      case 2: task.inject.params = make_bit_error_params(f.bits - 1, 1, 0.05, 0.05); break;  // MSB only
+      default: break;  // unselected: copied and dequantized clean
+    }
+    task.channels = channels;
+    task.format = f;
+    const bool in_place = k == 8;
+    task.inject.clean = cleans[k].host.data() + offset * eb;
+    task.inject.out = in_place ? cleans[k].host.data() + offset * eb : outs[k].host.data() + offset * eb;
+    task.ranges = ranges[k].host.data();
+    task.weights = weights[k].host.data();
+    cpu.push_back(task);
+    task.inject.clean = cleans[k].d() + offset * eb;
+    task.inject.out = in_place ? cleans[k].d() + offset * eb : outs[k].d() + offset * eb;
+    task.ranges = ranges[k].d();
+    task.weights = weights[k].d();
+    gpu.push_back(task);
+  }
+  std::vector<InjectTask> injects;
+  std::vector<DequantizeTask> dequantizes;
+  for (const InjectDequantizeTask& t : cpu) {
+    injects.push_back(t.inject);
+    if (t.inject.numel > 0) {
+      dequantizes.push_back({t.inject.out, t.inject.numel, t.channels, t.ranges, t.format, t.weights});
+    }
+  }
+  const int64_t cpu_count = inject_bit_errors_cpu(injects.data(), injects.size(), 77);
+  dequantize_many_cpu(dequantizes.data(), dequantizes.size());
+  DeviceBuffer d_count(8);
+  CUDA_OK(cudaMemset(d_count.ptr, 0, 8));
+  inject_dequantize_cuda(gpu.data(), gpu.size(), 77, static_cast<unsigned long long*>(d_count.ptr), nullptr);
+  unsigned long long gpu_count = 0;
+  CUDA_OK(cudaMemcpy(&gpu_count, d_count.ptr, 8, cudaMemcpyDeviceToHost));
+  expect(cpu_count == static_cast<int64_t>(gpu_count) && cpu_count > 0,
+         "inject_dequantize bits changed: CPU " + std::to_string(cpu_count) + ", CUDA " + std::to_string(gpu_count));
+  for (size_t k = 0; k < formats.size(); ++k) {
+    const std::string label = "inject_dequantize format " + std::to_string(k) + " (bits=" +
+                              std::to_string(formats[k].bits) + ")";
+    expect(same_bits(cleans[k].host, cleans[k].back()) && same_bits(outs[k].host, outs[k].back()), label + " codes");
+    expect(same_bits(weights[k].host, weights[k].back()), label + " weights");
+  }
+}
+
 void check_fake_quantize() {
   // QAT's step: ranges from each tensor's min and max by its rule, master copies, fake quantization
   // (in place for some tensors), 40 tensors of mixed formats and rules, several to a launch.
@@ -612,6 +691,28 @@ void time_injection() {
     std::printf("TIMING inject p=%g: %.4f ms (%.1f GB/s of codes, %.0f%% of copy)\n", p, ms, numel / ms / 1e6,
                 100.0 * copy_ms / ms);
   }
+  // The sweep's fused step: the same, with every code dequantized into float weights (one tensor,
+  // per-tensor range, u8 asymmetric, the clipped models' format).
+  DeviceBuffer weights(numel * sizeof(float));
+  const QuantRange range{-0.1f, 0.1f};
+  Mirrored<QuantRange> d_range(std::vector<QuantRange>{range});
+  for (double p : {0.0, 1e-4, 1e-3, 1e-2, 1e-1}) {
+    InjectDequantizeTask task;
+    task.inject.clean = clean.ptr;
+    task.inject.out = out.ptr;
+    task.inject.numel = numel;
+    task.inject.elem_bytes = 1;
+    task.inject.params = make_bit_error_params(0, 8, p, p);
+    task.weights = static_cast<float*>(weights.ptr);
+    task.ranges = d_range.d();
+    task.format.bits = 8;
+    task.format.asymmetric = true;
+    task.format.round = true;
+    uint64_t seed = 0;
+    const double ms = time_ms([&] { inject_dequantize_cuda(&task, 1, ++seed, nullptr, nullptr); });
+    std::printf("TIMING inject+dequantize p=%g: %.4f ms (%.1f GB/s of codes, %.0f%% of copy)\n", p, ms,
+                numel / ms / 1e6, 100.0 * copy_ms / ms);
+  }
 }
 
 }  // namespace
@@ -638,6 +739,7 @@ int main(int argc, char** argv) {
   check_multi_task();
   check_apply();
   check_bitops();
+  check_inject_dequantize();
   if (!bits_only) {
     check_quantize_dequantize();
     check_fake_quantize();

@@ -118,7 +118,7 @@ TEST(WeightInjector, ParametersReplacedAfterConstructionAreNoticed) {
   const Step step{"random", 0.0001, 2, ""};
   const Dense d = dense(q, step);
   EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
-  EXPECT_FALSE(injector.incremental());
+  EXPECT_EQ(injector.path(), eval::WeightInjector::Path::Dense);
   for (size_t i = 0; i < q.params.size(); ++i) {
     EXPECT_TRUE(same_bits(q.params[i], d.weights[i].to(at::kDouble))) << q.names[i];
   }
@@ -138,7 +138,7 @@ TEST(WeightInjector, ParameterWithNewStorageIsNoticed) {
   const Step step{"random", 0.0001, 2, ""};
   const Dense d = dense(q, step);
   EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
-  EXPECT_FALSE(injector.incremental());
+  EXPECT_EQ(injector.path(), eval::WeightInjector::Path::Dense);
   for (size_t i = 0; i < q.params.size(); ++i) EXPECT_TRUE(same_bits(q.params[i], d.weights[i])) << q.names[i];
 }
 
@@ -150,7 +150,7 @@ TEST(WeightInjector, DoubleNetworkTakesTheDensePathWithTheSameWeights) {
   const Dense d = dense(q, step);
   net->to(at::kDouble);
   eval::WeightInjector injector(q);
-  EXPECT_FALSE(injector.incremental());
+  EXPECT_EQ(injector.path(), eval::WeightInjector::Path::Dense);
   EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
   for (size_t i = 0; i < q.params.size(); ++i) {
     ASSERT_EQ(q.params[i].scalar_type(), at::kDouble);
@@ -207,7 +207,7 @@ TEST(WeightInjector, SweepAtRateZeroWithAnExplicitDirectionInjects) {
 }
 
 #ifdef BITROBUST_WITH_CUDA
-// On CUDA the injector takes the dense path; its weights equal the CPU's incremental ones, pattern
+// On CUDA the injector takes the fused path; its weights equal the CPU's incremental ones, pattern
 // after pattern (the CPU listing some patterns, applying others densely).
 TEST(WeightInjectorCuda, CudaWeightsEqualTheCpuIncrementalOnes) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -224,8 +224,8 @@ TEST(WeightInjectorCuda, CudaWeightsEqualTheCpuIncrementalOnes) {
     gpu_q.tensors[i].ranges = cpu_q.tensors[i].ranges.to(at::kCUDA);
   }
   eval::WeightInjector cpu(cpu_q), gpu(gpu_q);
-  EXPECT_TRUE(cpu.incremental());
-  EXPECT_FALSE(gpu.incremental());
+  EXPECT_EQ(cpu.path(), eval::WeightInjector::Path::Incremental);
+  EXPECT_EQ(gpu.path(), eval::WeightInjector::Path::Fused);
   for (const Step& step : kSteps) {
     const bits::ErrorModel model = bits::ErrorModel::parse(step.model, step.rate);
     const bits::ParamSelector selector(step.layers);

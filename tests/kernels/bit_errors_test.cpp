@@ -545,7 +545,7 @@ struct IncrementalTensor {
   std::vector<T> clean, out;
   std::vector<float> weights;
   std::vector<kernels::QuantRange> ranges;
-  IncrementalInjectTask task;
+  InjectDequantizeTask task;
 
   IncrementalTensor(int64_t n, int64_t channels, int bits, bool is_signed, int64_t param_index, uint64_t seed)
       : clean(random_codes<T>(n, bits, seed)), out(clean), weights(static_cast<size_t>(n)) {
@@ -603,7 +603,7 @@ struct IncrementalTensor {
 TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization) {
   IncrementalTensor<uint8_t> a(3000000, 6, 6, false, 4, 3);  // large enough for two threads at low rates
   IncrementalTensor<uint16_t> b(400001, 7, 12, true, 9, 5);  // 57,143 per channel
-  IncrementalInjectTask empty = a.task;  // 0 elements, no pointers, no channels
+  InjectDequantizeTask empty = a.task;  // 0 elements, no pointers, no channels
   empty.inject = InjectTask{};
   empty.inject.param_index = 2;
   empty.weights = nullptr;
@@ -634,7 +634,7 @@ TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization)
       a.task.inject.params = params(6);
       b.task.inject.params = params(12);
       empty.inject.params = params(6);
-      const IncrementalInjectTask tasks[] = {a.task, empty, b.task};
+      const InjectDequantizeTask tasks[] = {a.task, empty, b.task};
       const uint64_t seed = 7 + static_cast<uint64_t>(step++);
       const int64_t changed = inject_dequantize_incremental_cpu(tasks, 3, seed, state);
       std::vector<uint8_t> a_codes;
@@ -642,7 +642,7 @@ TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization)
       a.expect_dense_result(a_changed, seed, what + " (a)");
       b.expect_dense_result(changed - a_changed, seed, what + " (b)");
       double expected = 0.0;
-      for (const IncrementalInjectTask& t : {a.task, b.task}) {
+      for (const InjectDequantizeTask& t : {a.task, b.task}) {
         const BitErrorParams& p = t.inject.params;
         expected += p.active() ? static_cast<double>(t.inject.numel) * p.bit_count * std::min(p.threshold_max(), 1.0) : 0.0;
       }
@@ -662,7 +662,7 @@ TEST(BitErrorKernel, IncrementalInjectionChecksItsInputs) {
   std::vector<uint8_t> clean(1000, 3), out(1000, 3);
   std::vector<float> weights(1000);
   const kernels::QuantRange range{-1.0f, 1.0f};
-  IncrementalInjectTask task;
+  InjectDequantizeTask task;
   task.inject.clean = clean.data();
   task.inject.out = out.data();
   task.inject.numel = 1000;
@@ -675,7 +675,7 @@ TEST(BitErrorKernel, IncrementalInjectionChecksItsInputs) {
   IncrementalInjectState state;
   EXPECT_GT(inject_dequantize_incremental_cpu(&task, 1, 1, state), 0);
   EXPECT_FALSE(state.dense);
-  IncrementalInjectTask shorter = task;
+  InjectDequantizeTask shorter = task;
   shorter.inject.numel = 999;  // the state's lists belong to 1000 elements
   EXPECT_THROW(inject_dequantize_incremental_cpu(&shorter, 1, 2, state), std::invalid_argument);
   // A refused call changes nothing: the next one still undoes the first pattern from its list.
@@ -689,14 +689,14 @@ TEST(BitErrorKernel, IncrementalInjectionChecksItsInputs) {
   kernels::dequantize_many_cpu(&dense, 1);
   EXPECT_EQ(std::memcmp(weights.data(), expected_weights.data(), sizeof(float) * 1000), 0);
   IncrementalInjectState fresh;
-  IncrementalInjectTask in_place = task;
+  InjectDequantizeTask in_place = task;
   in_place.inject.out = clean.data();
   EXPECT_THROW(inject_dequantize_incremental_cpu(&in_place, 1, 2, fresh), std::invalid_argument);
-  IncrementalInjectTask wide = task;
+  InjectDequantizeTask wide = task;
   wide.format.bits = 12;  // 12-bit codes live in 2 bytes
   wide.inject.params = symmetric(8, 0.01);
   EXPECT_THROW(inject_dequantize_incremental_cpu(&wide, 1, 2, fresh), std::invalid_argument);
-  IncrementalInjectTask uneven = task;
+  InjectDequantizeTask uneven = task;
   uneven.channels = 3;  // 1000 elements do not split into 3 channels
   EXPECT_THROW(inject_dequantize_incremental_cpu(&uneven, 1, 2, fresh), Error);
 }

@@ -45,10 +45,10 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
 // (inject_bit_errors_cpu into a copy, then dequantize_many_cpu): the same sampler, and the same
 // per-element formulas.
 
-/// One tensor of an incremental injection: the codes (inject.clean, inject.out; elements of 1 or 2
-/// bytes, the container of format.bits) and the float weights they dequantize into (channels,
-/// ranges and format as in kernels::DequantizeTask).
-struct IncrementalInjectTask {
+/// One tensor of an injection followed by dequantization (incremental on the CPU, fused on CUDA): the
+/// codes (inject.clean, inject.out; elements of 1 or 2 bytes, the container of format.bits) and the
+/// float weights they dequantize into (channels, ranges and format as in kernels::DequantizeTask).
+struct InjectDequantizeTask {
   InjectTask inject;
   float* weights = nullptr;
   int64_t channels = 1;
@@ -79,7 +79,7 @@ struct IncrementalInjectState {
 /// differ from the state's, if a task's codes are not in its format's container or out is clean
 /// itself, or for a bad element size or bit range (as inject_bit_errors_cpu); bitrobust::Error for a
 /// format or channel count no dequantization accepts. Tasks of 0 elements are skipped.
-int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed,
+int64_t inject_dequantize_incremental_cpu(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed,
                                           IncrementalInjectState& state);
 
 /// Vector instructions the CPU sampler runs its lanes on (NOTE [Bit error sampling]): "avx512"
@@ -95,6 +95,19 @@ void set_cpu_sampler_isa(const std::string& isa);
 /// return. If changed_count (device pointer) is not null, the number of bits changed is added to it.
 /// Throws std::runtime_error on a CUDA launch error.
 void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t seed,
+                            unsigned long long* changed_count, void* stream);
+
+/// The CUDA form of a sweep's step, with the result of inject_bit_errors_cpu into out followed by
+/// dequantize_many_cpu of out into weights, bit for bit, in one pass: each warp copies its chunk of
+/// codes, applies the chunk's selected bits and dequantizes the chunk (one launch per batch of tensors
+/// instead of an injection and a dequantization launch per batch, and no second read of the codes).
+/// On CUDA a pattern changes codes all over the model within a few microseconds, so there is no
+/// incremental form. All pointers in tasks are device pointers; `tasks` itself is host memory, read
+/// before return; tasks of 0 elements are skipped. If changed_count (device pointer) is not null, the
+/// number of bits changed is added to it. Throws, before launching anything, std::invalid_argument for
+/// a bad element size or bit range or codes not in their format's container, bitrobust::Error for a
+/// format or channel count no dequantization accepts; std::runtime_error on a CUDA launch error.
+void inject_dequantize_cuda(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed,
                             unsigned long long* changed_count, void* stream);
 
 /// One selected bit of a tensor: element index, bit position, action.

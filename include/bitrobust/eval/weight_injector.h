@@ -12,11 +12,13 @@
 namespace bitrobust::eval {
 
 /// Owns the perturbed codes of a quantized model and keeps the network's parameters equal to their
-/// dequantized values. With every code and parameter on the CPU and every parameter a contiguous
-/// float32 tensor, it works incrementally (NOTE [Incremental injection] in
-/// bitrobust/bits/bit_errors_kernels.h): a pattern costs its draw and the elements it and the
-/// previous pattern changed, not a pass over the model. Otherwise (CUDA, a bf16 or double network)
-/// it injects into every code and dequantizes every weight. Both give the same weights bit for bit.
+/// dequantized values, by one of three paths (all give the same weights bit for bit). With every
+/// parameter a contiguous float32 tensor on its codes' device, on the CPU it works incrementally
+/// (NOTE [Incremental injection] in bitrobust/bits/bit_errors_kernels.h): a pattern costs its draw
+/// and the elements it and the previous pattern changed, not a pass over the model; on CUDA each
+/// pattern is one fused pass over the model (bits::inject_dequantize_cuda: copy, flip and
+/// dequantize in one kernel launch per batch of tensors). Otherwise (a bf16 or double network) it
+/// injects into every code, then dequantizes every weight.
 ///
 /// Nothing else may write the network's quantized parameters while an injector is in use, except
 /// through load_clean(). A parameter moved, cast or given new storage after construction (say by
@@ -42,16 +44,18 @@ class WeightInjector {
   /// The codes with the last pattern applied (clean before the first inject and after load_clean).
   const std::vector<bits::CodeTensor>& codes() const { return codes_; }
 
-  /// Whether patterns are applied incrementally (see the class comment).
-  bool incremental() const { return incremental_; }
+  /// How patterns are written into the weights (see the class comment).
+  enum class Path { Incremental, Fused, Dense };
+  Path path() const { return path_; }
+  bool incremental() const { return path_ == Path::Incremental; }
 
  private:
   const quant::QuantizedModel& q_;
   std::vector<bits::CodeTensor> codes_;
   std::vector<quant::QuantizedTensor> perturbed_;  ///< q's formats and ranges over codes_[i].out
-  bool incremental_ = false;
-  std::vector<void*> param_data_;                  ///< the parameters' storage the incremental state refers to
-  std::vector<at::Tensor> ranges_;                 ///< contiguous ranges, for the incremental kernel
+  Path path_ = Path::Incremental;
+  std::vector<void*> param_data_;                  ///< the parameters' storage the kernels' tasks point to
+  std::vector<at::Tensor> ranges_;                 ///< contiguous ranges, for the kernels' tasks
   bits::IncrementalInjectState state_;
 };
 

@@ -142,7 +142,7 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
 // weights[e] = the dequantized value of out[e], for the listed elements of the item starting at
 // `begin`: dequantize_segment's formulas (quantize_cpu.cpp) for one element at a time.
 template <typename T, bool kSigned, bool kAsymmetric>
-void dequantize_listed(const IncrementalInjectTask& task, int64_t begin, const std::vector<uint32_t>& listed) {
+void dequantize_listed(const InjectDequantizeTask& task, int64_t begin, const std::vector<uint32_t>& listed) {
   const T* out = static_cast<const T*>(task.inject.out);
   const int64_t per_channel = task.inject.numel / task.channels;
   // Listed elements are mostly in one channel (channels span hundreds of elements or more), so the
@@ -164,7 +164,7 @@ void dequantize_listed(const IncrementalInjectTask& task, int64_t begin, const s
 }
 
 template <typename T>
-void dequantize_listed(const IncrementalInjectTask& task, int64_t begin, const std::vector<uint32_t>& listed) {
+void dequantize_listed(const InjectDequantizeTask& task, int64_t begin, const std::vector<uint32_t>& listed) {
   const kernels::QuantFormat& f = task.format;
   if (f.is_signed) {
     f.asymmetric ? dequantize_listed<T, true, true>(task, begin, listed)
@@ -372,11 +372,11 @@ namespace {
 constexpr double kListedFraction = 100.0;
 
 // Every task's codes copied from clean with the pattern applied, and every weight dequantized.
-int64_t inject_dequantize_dense(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed) {
+int64_t inject_dequantize_dense(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed) {
   std::vector<InjectTask> injects(static_cast<size_t>(num_tasks));
   std::vector<kernels::DequantizeTask> dequantizes;
   for (int64_t t = 0; t < num_tasks; ++t) {
-    const IncrementalInjectTask& task = tasks[t];
+    const InjectDequantizeTask& task = tasks[t];
     injects[t] = task.inject;
     // An empty tensor has nothing to dequantize (and may have 0 channels).
     if (task.inject.numel == 0) continue;
@@ -389,12 +389,12 @@ int64_t inject_dequantize_dense(const IncrementalInjectTask* tasks, int64_t num_
 
 }  // namespace
 
-int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, int64_t num_tasks, uint64_t seed,
+int64_t inject_dequantize_incremental_cpu(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed,
                                           IncrementalInjectState& state) {
   std::vector<int64_t> numel(static_cast<size_t>(num_tasks));
   double total = 0.0, expected = 0.0, cost_ns = 0.0;
   for (int64_t t = 0; t < num_tasks; ++t) {
-    const IncrementalInjectTask& task = tasks[t];
+    const InjectDequantizeTask& task = tasks[t];
     check_task(task.inject);
     numel[t] = task.inject.numel;
     if (task.inject.numel == 0) continue;  // no codes (their pointers may be null), no channels
@@ -412,7 +412,7 @@ int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, in
     throw std::invalid_argument("inject_dequantize_incremental_cpu: the tasks' sizes differ from the state's");
   }
   const std::vector<WorkItem> items =
-      work_items(tasks, num_tasks, [](const IncrementalInjectTask& t) -> const InjectTask& { return t.inject; });
+      work_items(tasks, num_tasks, [](const InjectDequantizeTask& t) -> const InjectTask& { return t.inject; });
   const int64_t num_items = static_cast<int64_t>(items.size());
   state.touched.resize(items.size());
   if (expected * kListedFraction >= total) {  // a dense pattern: the dense path, nothing listed
@@ -423,7 +423,7 @@ int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, in
   if (state.dense) {
     // After a dense pattern nothing is listed: this pattern starts from clean codes and weights,
     // copied and dequantized whole (the dense path with no errors).
-    std::vector<IncrementalInjectTask> clean(tasks, tasks + num_tasks);
+    std::vector<InjectDequantizeTask> clean(tasks, tasks + num_tasks);
     for (auto& task : clean) task.inject.params = BitErrorParams{};
     inject_dequantize_dense(clean.data(), num_tasks, seed);
     state.dense = false;
@@ -438,7 +438,7 @@ int64_t inject_dequantize_incremental_cpu(const IncrementalInjectTask* tasks, in
   for (int64_t i = 0; i < num_items; ++i) {
     try {
       const WorkItem& item = items[i];
-      const IncrementalInjectTask& task = tasks[item.task];
+      const InjectDequantizeTask& task = tasks[item.task];
       const int64_t begin = item.first_chunk * kChunkElements;
       std::vector<uint32_t>& touched = state.touched[static_cast<size_t>(i)];
       // Restores the previous pattern's elements and appends the new pattern's, then dequantizes

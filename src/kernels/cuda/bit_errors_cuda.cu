@@ -3,29 +3,40 @@
 //
 // One kernel per batch of tensors, on the caller's stream, one warp per chunk: the warp copies the
 // chunk clean -> out (16-byte accesses when aligned), then draws its selected bits in rounds of 32
-// (NOTE [Group sampler]) and applies them with 32-bit atomics (lanes may hit bits of one word).
-// Task tables travel by value as __grid_constant__ kernel parameters (kMaxTasksPerLaunch per launch),
-// so nothing is allocated, nothing is copied per thread, and the host never synchronises.
+// (NOTE [Group sampler]) and applies them with 32-bit atomics (lanes may hit bits of one word), and
+// in inject_dequantize_cuda then dequantizes the chunk's codes into the float weights.
+// Task tables travel by value as __grid_constant__ kernel parameters (as many tasks per launch as fit
+// in 4 KiB), so nothing is allocated, nothing is copied per thread, and the host never synchronises.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "bitrobust/bits/bit_errors_kernels.h"
+#include "bitrobust/quant/quantize_math.h"
 #include "kernels/cuda/cuda_launch.h"
 
 namespace bitrobust::bits {
 namespace {
 
-constexpr int kMaxTasksPerLaunch = 48;
+__host__ __device__ __forceinline__ const InjectTask& inject_of(const InjectTask& task) { return task; }
+__host__ __device__ __forceinline__ const InjectTask& inject_of(const InjectDequantizeTask& task) { return task.inject; }
 
+// Kernel parameters are limited to 4 KiB: 48 injection tasks or 32 with their dequantization.
+template <typename Task>
+constexpr int kMaxTasksPerLaunch = std::min<int>(48, (4000 - 64) / (sizeof(Task) + sizeof(int64_t)));
+
+template <typename Task>
 struct TaskBatch {
-  InjectTask tasks[kMaxTasksPerLaunch];
-  int64_t chunk_begin[kMaxTasksPerLaunch + 1];  // prefix sums of chunk counts
+  Task tasks[kMaxTasksPerLaunch<Task>];
+  int64_t chunk_begin[kMaxTasksPerLaunch<Task> + 1];  // prefix sums of chunk counts
   int count;
 };
-static_assert(sizeof(TaskBatch) < 4000, "kernel parameters are limited to 4 KiB");
+static_assert(sizeof(TaskBatch<InjectTask>) < 4000 && sizeof(TaskBatch<InjectDequantizeTask>) < 4000,
+              "kernel parameters are limited to 4 KiB");
 
-__device__ __forceinline__ int find_task(const TaskBatch& batch, int64_t global_chunk) {
+template <typename Task>
+__device__ __forceinline__ int find_task(const TaskBatch<Task>& batch, int64_t global_chunk) {
   int lo = 0, hi = batch.count - 1;  // last task whose chunk_begin <= global_chunk
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
@@ -118,26 +129,68 @@ __device__ int flip_chunk_warp(const InjectTask& task, int64_t chunk, uint64_t s
   return changed;
 }
 
+// The chunk's codes in out (final) dequantized into the task's weights, as dequantize_many_cpu does.
+template <bool Signed, bool Asymmetric, typename Container>
+__device__ void dequantize_chunk_as(const InjectDequantizeTask& task, int64_t chunk, int lane) {
+  const int64_t numel = task.inject.numel;
+  const int64_t end = min(numel, (chunk + 1) * kChunkElements);
+  const int64_t per_channel = numel / task.channels;
+  const Container* codes = static_cast<const Container*>(task.inject.out);
+  for (int64_t i = chunk * kChunkElements + lane; i < end; i += 32) {
+    const kernels::QuantParams p =
+        kernels::make_quant_params(task.ranges[task.channels == 1 ? 0 : i / per_channel], task.format);
+    task.weights[i] = kernels::dequantize_value<Asymmetric>(kernels::value_of_pattern<Signed>(codes[i], p), p);
+  }
+}
+
+// The format's branches are the same in every lane (one task per warp).
+__device__ void dequantize_chunk(const InjectDequantizeTask& task, int64_t chunk, int lane) {
+  const bool wide = task.inject.elem_bytes == 2;
+  if (task.format.is_signed) {
+    if (task.format.asymmetric) {
+      wide ? dequantize_chunk_as<true, true, uint16_t>(task, chunk, lane)
+           : dequantize_chunk_as<true, true, uint8_t>(task, chunk, lane);
+    } else {
+      wide ? dequantize_chunk_as<true, false, uint16_t>(task, chunk, lane)
+           : dequantize_chunk_as<true, false, uint8_t>(task, chunk, lane);
+    }
+  } else if (task.format.asymmetric) {
+    wide ? dequantize_chunk_as<false, true, uint16_t>(task, chunk, lane)
+         : dequantize_chunk_as<false, true, uint8_t>(task, chunk, lane);
+  } else {
+    wide ? dequantize_chunk_as<false, false, uint16_t>(task, chunk, lane)
+         : dequantize_chunk_as<false, false, uint8_t>(task, chunk, lane);
+  }
+}
+
+template <typename Task>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    inject_chunks_kernel(__grid_constant__ const TaskBatch batch, uint64_t seed, unsigned long long* changed_count) {
+    inject_chunks_kernel(__grid_constant__ const TaskBatch<Task> batch, uint64_t seed,
+                         unsigned long long* changed_count) {
   __shared__ WarpScratch scratch[kWarpsPerBlock];
   const int warp_in_block = static_cast<int>(threadIdx.x / 32);
   const int lane = static_cast<int>(threadIdx.x % 32);
   const int64_t global_chunk = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp_in_block;
   if (global_chunk >= batch.chunk_begin[batch.count]) return;  // (whole warps)
   const int t = find_task(batch, global_chunk);
-  const InjectTask& task = batch.tasks[t];
+  const InjectTask& task = inject_of(batch.tasks[t]);
   const int64_t chunk = global_chunk - batch.chunk_begin[t];
   if (task.clean != task.out) copy_chunk(task, chunk, lane);
-  if (!task.params.active()) return;
-  __syncwarp();  // the chunk's copy is visible to every lane before any flip
-  int changed;
-  switch (task.elem_bytes) {
-    case 1: changed = flip_chunk_warp<uint8_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
-    case 2: changed = flip_chunk_warp<uint16_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
-    default: changed = flip_chunk_warp<uint32_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
+  const bool active = task.params.active();  // (the same in every lane, as every branch below)
+  int changed = 0;
+  if (active) {
+    __syncwarp();  // the chunk's copy is visible to every lane before any flip
+    switch (task.elem_bytes) {
+      case 1: changed = flip_chunk_warp<uint8_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
+      case 2: changed = flip_chunk_warp<uint16_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
+      default: changed = flip_chunk_warp<uint32_t>(task, chunk, seed, scratch[warp_in_block], lane); break;
+    }
   }
-  if (changed_count == nullptr) return;
+  if constexpr (std::is_same_v<Task, InjectDequantizeTask>) {
+    __syncwarp();  // every lane's copies and flips are visible before the chunk's codes are read
+    dequantize_chunk(batch.tasks[t], chunk, lane);
+  }
+  if (changed_count == nullptr || !active) return;
   for (int offset = 16; offset > 0; offset /= 2) changed += __shfl_down_sync(0xffffffffu, changed, offset);
   if (lane == 0 && changed > 0) atomicAdd(changed_count, static_cast<unsigned long long>(changed));
 }
@@ -158,38 +211,62 @@ __global__ void apply_selected_kernel(char* codes, int32_t elem_bytes, const Sel
   if (changed_count != nullptr && changed) atomicAdd(changed_count, 1ull);
 }
 
+void check_inject_task(const char* what, const InjectTask& task) {
+  if (task.elem_bytes != 1 && task.elem_bytes != 2 && task.elem_bytes != 4) {
+    throw std::invalid_argument(std::string(what) + ": elem_bytes must be 1, 2 or 4");
+  }
+  if (task.params.bit_count > 0 &&
+      (task.params.bit_lo < 0 || task.params.bit_lo + task.params.bit_count > 8 * task.elem_bytes)) {
+    throw std::invalid_argument(std::string(what) + ": bit range outside the element");
+  }
+}
+
+// Launches the tasks in batches; every task is checked before the first launch.
+template <typename Task>
+void launch_inject(const char* what, const Task* tasks, int64_t num_tasks, uint64_t seed,
+                   unsigned long long* changed_count, cudaStream_t stream) {
+  for (int64_t t = 0; t < num_tasks; ++t) check_inject_task(what, inject_of(tasks[t]));
+  constexpr int kMax = kMaxTasksPerLaunch<Task>;
+  for (int64_t first = 0; first < num_tasks; first += kMax) {
+    TaskBatch<Task> batch{};
+    batch.count = static_cast<int>(std::min<int64_t>(kMax, num_tasks - first));
+    batch.chunk_begin[0] = 0;
+    bool any_work = false;  // a copy, a pattern or a dequantization
+    for (int t = 0; t < batch.count; ++t) {
+      const InjectTask& task = inject_of(tasks[first + t]);
+      batch.tasks[t] = tasks[first + t];
+      batch.chunk_begin[t + 1] = batch.chunk_begin[t] + (task.numel + kChunkElements - 1) / kChunkElements;
+      any_work = any_work || std::is_same_v<Task, InjectDequantizeTask> || (task.clean != task.out && task.numel > 0) ||
+                 task.params.active();
+    }
+    const int64_t chunks = batch.chunk_begin[batch.count];
+    if (chunks == 0 || !any_work) continue;
+    const int64_t blocks = (chunks + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    BR_LAUNCH(inject_chunks_kernel<Task>, static_cast<unsigned int>(blocks), kWarpsPerBlock * 32, 0, stream)(
+        batch, seed, changed_count);
+    check_launch(what);
+  }
+}
+
 }  // namespace
 
 void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t seed,
                             unsigned long long* changed_count, void* stream) {
-  const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
-  for (int64_t first = 0; first < num_tasks; first += kMaxTasksPerLaunch) {
-    TaskBatch batch{};
-    batch.count = static_cast<int>(std::min<int64_t>(kMaxTasksPerLaunch, num_tasks - first));
-    batch.chunk_begin[0] = 0;
-    bool any_copy = false, any_active = false;
-    for (int t = 0; t < batch.count; ++t) {
-      const InjectTask& task = tasks[first + t];
-      if (task.elem_bytes != 1 && task.elem_bytes != 2 && task.elem_bytes != 4) {
-        throw std::invalid_argument("inject_bit_errors_cuda: elem_bytes must be 1, 2 or 4");
-      }
-      if (task.params.bit_count > 0 &&
-          (task.params.bit_lo < 0 || task.params.bit_lo + task.params.bit_count > 8 * task.elem_bytes)) {
-        throw std::invalid_argument("inject_bit_errors_cuda: bit range outside the element");
-      }
-      batch.tasks[t] = task;
-      batch.chunk_begin[t + 1] = batch.chunk_begin[t] + (task.numel + kChunkElements - 1) / kChunkElements;
-      any_copy = any_copy || (task.clean != task.out && task.numel > 0);
-      any_active = any_active || task.params.active();
+  launch_inject("inject_bit_errors_cuda", tasks, num_tasks, seed, changed_count, static_cast<cudaStream_t>(stream));
+}
+
+void inject_dequantize_cuda(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed,
+                            unsigned long long* changed_count, void* stream) {
+  constexpr const char* what = "inject_dequantize_cuda";
+  for (int64_t t = 0; t < num_tasks; ++t) {
+    const InjectDequantizeTask& task = tasks[t];
+    if (task.inject.numel == 0) continue;  // no codes (their pointers may be null), no channels
+    kernels::check_quant_kernel_args(what, task.inject.numel, task.channels, task.format);
+    if (task.inject.elem_bytes != kernels::code_container_bytes(task.format.bits)) {
+      throw std::invalid_argument(std::string(what) + ": codes must be in their format's container");
     }
-    const int64_t chunks = batch.chunk_begin[batch.count];
-    if (chunks == 0) continue;
-    if (!any_copy && !any_active) continue;
-    const int64_t blocks = (chunks + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    BR_LAUNCH(inject_chunks_kernel, static_cast<unsigned int>(blocks), kWarpsPerBlock * 32, 0, cuda_stream)(
-        batch, seed, changed_count);
-    check_launch("inject_bit_errors_cuda");
   }
+  launch_inject(what, tasks, num_tasks, seed, changed_count, static_cast<cudaStream_t>(stream));
 }
 
 void apply_selected_bits_cuda(void* codes, int32_t elem_bytes, const SelectedBit* bits, int64_t count,
