@@ -333,7 +333,7 @@ double sampling_cost_ns(const InjectTask& task) {
 
 // Below ~50 us of estimated work a second thread costs more to wake and join than it saves. (At
 // 0.2 ms, SimpleNet's 5.5 MB of codes at p = 0 were copied by one thread, and copying plus
-// dequantizing took longer than with two threads: 0.99-1.9 ms against 0.87-0.88 ms,
+// dequantizing took longer than with two threads: 0.99-1.9 ms against 0.87-0.95 ms,
 // bench_end_to_end, 2026-11-28.)
 constexpr double kParallelCostNs = 5e4;
 
