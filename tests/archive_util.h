@@ -5,6 +5,7 @@
 #include "bitrobust/io/zip_checksums.h"
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -14,20 +15,31 @@
 
 namespace bitrobust::test_util {
 
+/// How copy_archive makes up for the bytes it cuts, so that the data records' total stays the same.
+enum class MakeUp { Nothing, PadAnother, ExtraRecord };
+
 /// Copies the Torch archive `from` to `to`, record by record; with `cut`, its largest data record
 /// (the bytes of the largest tensor storage) is cut to 16 bytes while the zip itself stays intact:
 /// what a damaged file looks like to LibTorch, which would hand out tensors reading past their data
-/// (NOTE [Damaged model files]). With `garble`, every data record of 64 bytes or more (weights and
+/// (NOTE [Damaged model files]). `make_up` then adds the bytes cut to the smallest other data record
+/// or as a data record of its own. With `garble`, every data record of 64 bytes or more (weights and
 /// momentum buffers, not counters) keeps its length but holds 0xFF bytes (NaN as float32). Returns the size the cut record had (0 without `cut`).
-inline size_t copy_archive(const std::string& from, const std::string& to, bool cut, bool garble = false) {
+inline size_t copy_archive(const std::string& from, const std::string& to, bool cut, bool garble = false,
+                           MakeUp make_up = MakeUp::Nothing) {
   caffe2::serialize::PyTorchStreamReader reader(from);
-  std::string largest;
-  size_t largest_size = 0;
+  std::string largest, smallest;
+  size_t largest_size = 0, smallest_size = SIZE_MAX;
   for (const std::string& name : reader.getAllRecords()) {
     if (name.find("data/") == std::string::npos) continue;
     const size_t size = std::get<1>(reader.getRecord(name));
     if (size > largest_size) std::tie(largest, largest_size) = std::make_tuple(name, size);
   }
+  for (const std::string& name : reader.getAllRecords()) {
+    if (name.find("data/") == std::string::npos || name == largest) continue;
+    const size_t size = std::get<1>(reader.getRecord(name));
+    if (size < smallest_size) std::tie(smallest, smallest_size) = std::make_tuple(name, size);
+  }
+  const std::vector<char> cut_bytes(cut && make_up != MakeUp::Nothing ? largest_size - 16 : 0, '\0');
   caffe2::serialize::PyTorchStreamWriter writer(to);
   for (const std::string& name : reader.getAllRecords()) {
     // Records the writer adds by itself (LibTorch 1.13: version; 2.x also serialization_id).
@@ -40,7 +52,16 @@ inline size_t copy_archive(const std::string& from, const std::string& to, bool 
       writer.writeRecord(name, bytes.data(), size);
       continue;
     }
+    if (make_up == MakeUp::PadAnother && name == smallest && !cut_bytes.empty()) {
+      std::vector<char> bytes(static_cast<const char*>(data.get()), static_cast<const char*>(data.get()) + size);
+      bytes.insert(bytes.end(), cut_bytes.begin(), cut_bytes.end());
+      writer.writeRecord(name, bytes.data(), bytes.size());
+      continue;
+    }
     writer.writeRecord(name, data.get(), cut && name == largest ? 16 : size);
+  }
+  if (make_up == MakeUp::ExtraRecord && !cut_bytes.empty()) {
+    writer.writeRecord(largest + "0", cut_bytes.data(), cut_bytes.size());  // ("data/N0", a key no storage has)
   }
   writer.writeEndOfFile();
   return cut ? largest_size : 0;

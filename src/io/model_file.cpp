@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <set>
 
@@ -27,17 +28,20 @@ constexpr int64_t kFormatVersion = 1;
 // the bytes in a separate zip record; LibTorch 1.13 allocates the declared size and does not check
 // that the record is as long, so a damaged file yields tensors that read past their data (random
 // weights, different on every run). Every tensor read is therefore tallied, once per storage, and
-// the storages must not need more bytes than the file's data records hold; each tensor must also
-// fit inside its storage.
+// the storages' sizes must be the sizes of the file's data records, one record each. Which record
+// backs which storage is not visible through LibTorch's API, so what is compared is the two lists of
+// sizes, sorted: a short record is caught even when another record is longer by as much, or when an
+// extra record makes up the total (both passed a comparison of totals); only a file whose records'
+// sizes were permuted among its storages would pass. Each tensor must also fit inside its storage.
 struct StorageTally {
   std::set<const void*> seen;
-  int64_t bytes = 0;
+  std::vector<int64_t> storage_bytes;  // per distinct storage
 
   std::string file;  // "model file PATH", "checkpoint PATH": how errors name the file
 
   void add(const at::Tensor& t, const std::string& what) {
     if (!t.defined()) return;
-    if (seen.insert(t.storage().data()).second) bytes += static_cast<int64_t>(t.storage().nbytes());
+    if (seen.insert(t.storage().data()).second) storage_bytes.push_back(static_cast<int64_t>(t.storage().nbytes()));
     if (t.numel() == 0) return;
     int64_t last = t.storage_offset();
     for (int64_t d = 0; d < t.dim(); ++d) {
@@ -51,13 +55,30 @@ struct StorageTally {
 
   /// `records`: the archive's zip directory, already checked (NOTE [Record checksums]).
   void check_against_records(const std::vector<ZipRecord>& records) const {
-    int64_t held = 0;
+    std::vector<int64_t> held;
     for (const ZipRecord& record : records) {
       // "<archive>/data/<key>": the storages (not "<archive>/.data/..." that Torch 2.x adds).
-      if (record.name.find("/data/") != std::string::npos) held += static_cast<int64_t>(record.uncompressed_size);
+      if (record.name.find("/data/") != std::string::npos) held.push_back(static_cast<int64_t>(record.uncompressed_size));
     }
-    BR_CHECK(held >= bytes, file, ": its tensors need ", bytes, " bytes of data but the file holds ",
-             held, " (damaged file)");
+    std::vector<int64_t> needed = storage_bytes;
+    std::sort(held.begin(), held.end());
+    std::sort(needed.begin(), needed.end());
+    if (held == needed) return;
+    // For the message: a storage without a record of its size (the one that would be read past its
+    // data), else a record without a storage of its size.
+    std::vector<int64_t> unmatched;
+    std::set_difference(needed.begin(), needed.end(), held.begin(), held.end(), std::back_inserter(unmatched));
+    const std::string first =
+        !unmatched.empty() ? "a storage of " + std::to_string(unmatched.front()) + " bytes has no data record of that size"
+                           : "";
+    if (unmatched.empty()) {
+      std::set_difference(held.begin(), held.end(), needed.begin(), needed.end(), std::back_inserter(unmatched));
+    }
+    const std::string what = !first.empty() ? first
+                                            : "a data record of " + std::to_string(unmatched.front()) +
+                                                  " bytes belongs to no storage";
+    throw Error(::bitrobust::detail::concat(file, ": its ", needed.size(), " tensor storages do not match its ",
+                                            held.size(), " data records (", what, "; damaged file)"));
   }
 };
 

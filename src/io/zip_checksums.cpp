@@ -178,6 +178,14 @@ std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::st
   BR_CHECK(!records.empty(), zip.name(), " is damaged: its zip directory lists no records");
   BR_CHECK(pos == bytes.size(), zip.name(), " is damaged: its zip directory holds ", bytes.size(), " bytes but its ",
            dir.entries, " entries fill ", pos);
+  // Two entries of one name: readers disagree on which one counts (LibTorch takes the later).
+  std::vector<const ZipRecord*> by_name;
+  for (const ZipRecord& record : records) by_name.push_back(&record);
+  std::sort(by_name.begin(), by_name.end(), [](const ZipRecord* a, const ZipRecord* b) { return a->name < b->name; });
+  for (size_t i = 1; i < by_name.size(); ++i) {
+    BR_CHECK(by_name[i]->name != by_name[i - 1]->name, zip.name(), " is damaged: its zip directory lists record ",
+             by_name[i]->name, " twice");
+  }
   std::vector<const ZipRecord*> by_offset;
   for (const ZipRecord& record : records) by_offset.push_back(&record);
   std::sort(by_offset.begin(), by_offset.end(),

@@ -209,6 +209,10 @@ TEST(ZipChecksums, DirectoriesThatHideOrRepeatRecordsAreErrors) {
     write_bytes(path, bytes);
     EXPECT_ERROR_CONTAINS(io::read_zip_directory(path, "archive"), "overlaps the one before it");
   }
+  {  // Two records of one name (LibTorch would read the later one, a zip tool the earlier).
+    write_bytes(path, zip64_archive({{"a/data/0", std::string(300, 'x')}, {"a/data/0", std::string(200, 'y')}}));
+    EXPECT_ERROR_CONTAINS(io::read_zip_directory(path, "archive"), "lists record a/data/0 twice");
+  }
   {  // An extra field whose length runs past its entry.
     std::string bytes = good;
     const size_t entry = nth("PK\x01\x02", 0);
