@@ -1,5 +1,5 @@
 // File readers: IDX (MNIST, Fashion-MNIST) and CIFAR-10 binary batches, raw or gzip-compressed.
-// Whole files are read in large chunks through zlib (gzread reads raw files transparently).
+// Whole files are read in large chunks; gzip members are inflated with zlib (InputFile).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <zlib.h>
@@ -33,6 +33,13 @@ std::string hex32(uint32_t value) {
 constexpr uint64_t kMaxDataBytes = uint64_t{1} << 32;
 
 /// A gzip-or-raw input file; every failure is an Error that starts with the file name.
+///
+/// Gzip members are inflated here with zlib's stream API, not read through gzread: zlib 1.2.13's
+/// gzread reports no error for a file cut inside its 8-byte trailer when the compressed data is
+/// larger than its input buffer (the MNIST test images cut by 1 to 9 bytes read without one), so a
+/// member that does not reach its end (where inflate checks the CRC-32 and length) is found here.
+/// As gzip -d and gzread do, members follow one another, and bytes after the last member that do
+/// not start another are ignored. A file that does not start with the gzip magic is read as is.
 class InputFile {
  public:
   explicit InputFile(const std::string& path) : path_(path) {
@@ -43,14 +50,22 @@ class InputFile {
     file_size_ = fs::file_size(path, ec);
     BR_CHECK(!ec, path, ": cannot read the file size: ", ec.message());
     errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
+    file_ = std::fopen(path.c_str(), "rb");
     BR_CHECK(file_ != nullptr, path, ": cannot open: ", errno != 0 ? std::strerror(errno) : "out of memory");
-    gzbuffer(file_, 1u << 20);  // larger zlib buffers: fewer system calls for 50 MB files
+    in_.resize(size_t{1} << 20);  // large reads: fewer system calls for 50 MB files
+    fill(2);
+    gzip_ = available() >= 2 && next_in()[0] == 0x1f && next_in()[1] == 0x8b;
+    if (gzip_) {
+      const int started = inflateInit2(&stream_, 15 + 16);  // gzip wrapper: CRC-32 and length checked
+      BR_CHECK(started == Z_OK, path_, ": zlib cannot inflate (", started, ")");
+      inflating_ = true;
+    }
   }
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
   ~InputFile() {
-    if (file_ != nullptr) gzclose(file_);
+    if (inflating_) inflateEnd(&stream_);
+    if (file_ != nullptr) std::fclose(file_);
   }
 
   const std::string& path() const { return path_; }
@@ -59,16 +74,43 @@ class InputFile {
   size_t read(void* destination, size_t n) {
     auto* out = static_cast<unsigned char*>(destination);
     size_t done = 0;
-    while (done < n) {
-      const size_t want = std::min<size_t>(n - done, size_t{1} << 30);
-      const int got = gzread(file_, out + done, static_cast<unsigned>(want));
-      if (got < 0) {
-        int code = 0;
-        const char* message = gzerror(file_, &code);
-        throw Error(detail::concat(path_, ": cannot read (corrupt gzip data?): ", message));
+    while (done < n && !at_end_) {
+      if (!gzip_) {
+        if (available() == 0 && !fill(1)) break;
+        const size_t count = std::min(n - done, available());
+        std::memcpy(out + done, next_in(), count);
+        advance(count);
+        done += count;
+        continue;
       }
-      if (got == 0) break;
-      done += static_cast<size_t>(got);
+      if (!in_member_) {  // between members: another one, or the end
+        fill(2);
+        if (available() < 2 || next_in()[0] != 0x1f || next_in()[1] != 0x8b) {
+          at_end_ = true;  // (the end of the file, or bytes after the last member: ignored)
+          break;
+        }
+        BR_CHECK(inflateReset(&stream_) == Z_OK, path_, ": zlib cannot inflate");
+        in_member_ = true;
+      }
+      if (available() == 0 && !fill(1)) {
+        truncated_ = true;  // the member's data, or its trailer, is cut
+        at_end_ = true;
+        break;
+      }
+      stream_.next_in = next_in();
+      stream_.avail_in = static_cast<uInt>(std::min<size_t>(available(), size_t{1} << 30));
+      stream_.next_out = out + done;
+      stream_.avail_out = static_cast<uInt>(std::min<size_t>(n - done, size_t{1} << 30));
+      const uInt had_in = stream_.avail_in, had_out = stream_.avail_out;
+      const int status = inflate(&stream_, Z_NO_FLUSH);
+      advance(had_in - stream_.avail_in);
+      done += had_out - stream_.avail_out;
+      if (status == Z_STREAM_END) {
+        in_member_ = false;
+      } else if (status != Z_OK && status != Z_BUF_ERROR) {  // (Z_BUF_ERROR: needs more input)
+        throw Error(detail::concat(path_, ": cannot read (corrupt gzip data?): ",
+                                   stream_.msg != nullptr ? stream_.msg : zError(status)));
+      }
     }
     return done;
   }
@@ -77,10 +119,9 @@ class InputFile {
   /// hold gigabytes of zeros).
   std::vector<unsigned char> read_all(uint64_t max_bytes) {
     std::vector<unsigned char> data;
-    const bool compressed = path_.size() >= 3 && path_.compare(path_.size() - 3, 3, ".gz") == 0;
     // One byte more than the data is expected to hold, so that a full buffer means "there is more".
     size_t capacity = std::min<size_t>(
-        std::max<size_t>(static_cast<size_t>(compressed ? file_size_ + file_size_ / 4 : file_size_) + 1,
+        std::max<size_t>(static_cast<size_t>(gzip_ ? file_size_ + file_size_ / 4 : file_size_) + 1,
                          size_t{1} << 16),
         max_bytes + 1);
     size_t size = 0;
@@ -97,29 +138,54 @@ class InputFile {
   }
 
   /// Why a read came up short, for "truncated" messages: a cut gzip stream or simply the end.
-  std::string shortfall_note() const {
-    int code = Z_OK;
-    gzerror(file_, &code);
-    return code == Z_BUF_ERROR ? " (the gzip stream ends early: the file was cut)" : "";
-  }
+  std::string shortfall_note() const { return truncated_ ? " (the gzip stream ends early: the file was cut)" : ""; }
 
   /// After the last read: a gzip stream that ended early is an error even when the data came out
   /// whole, since a file cut inside its 8-byte trailer gives all its data but no CRC-32 or length
   /// to check them against.
   void check_complete() const {
-    BR_CHECK(shortfall_note().empty(), path_, ": truncated: the gzip stream ends early (the file was cut), so its "
+    BR_CHECK(!truncated_, path_, ": truncated: the gzip stream ends early (the file was cut), so its "
              "data could not be checked against the CRC-32 and length that end it");
   }
 
   /// The most uncompressed bytes the rest of the file can hold (deflate expands at most ~1032:1).
   uint64_t max_remaining_bytes() const {
-    return gzdirect(file_) ? file_size_ : file_size_ * 1032 + 1024;
+    return gzip_ ? file_size_ * 1032 + 1024 : file_size_;
   }
 
  private:
+  size_t available() const { return in_end_ - in_begin_; }
+  const unsigned char* next_in() const { return in_.data() + in_begin_; }
+  unsigned char* next_in() { return in_.data() + in_begin_; }
+
+  /// Reads more of the file until at least `wanted` bytes are buffered or the file ends; returns
+  /// whether any bytes are buffered.
+  bool fill(size_t wanted) {
+    if (available() >= wanted) return true;
+    std::memmove(in_.data(), next_in(), available());
+    in_end_ = available();
+    in_begin_ = 0;
+    while (!file_ended_ && in_end_ < in_.size()) {
+      const size_t got = std::fread(in_.data() + in_end_, 1, in_.size() - in_end_, file_);
+      in_end_ += got;
+      if (got == 0) {
+        BR_CHECK(!std::ferror(file_), path_, ": cannot read: ", std::strerror(errno));
+        file_ended_ = true;
+      }
+      if (in_end_ >= wanted) break;
+    }
+    return available() > 0;
+  }
+  void advance(size_t count) { in_begin_ += count; }
+
   std::string path_;
   uint64_t file_size_ = 0;
-  gzFile file_ = nullptr;
+  std::FILE* file_ = nullptr;
+  std::vector<unsigned char> in_;
+  size_t in_begin_ = 0, in_end_ = 0;  // the buffered, not yet consumed bytes of in_
+  bool file_ended_ = false;
+  bool gzip_ = false, inflating_ = false, in_member_ = true, at_end_ = false, truncated_ = false;
+  z_stream stream_{};
 };
 
 uint32_t big_endian_u32(const unsigned char* bytes) {

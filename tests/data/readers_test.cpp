@@ -206,6 +206,27 @@ TEST(IdxReader, GzipFileCutInsideItsTrailerIsTruncated) {
   EXPECT_EQ(read_cifar10({dir / "records.gz"}).size(), 3);
 }
 
+// The same with a payload of several MB, read in one request larger than zlib's buffers: gzread
+// then inflates into the caller's memory, fills it with the last data byte and swallows the cut
+// trailer in the same call, and reported no error (the MNIST test images cut by 1 to 9 bytes loaded).
+TEST(IdxReader, LargeGzipFileCutInsideItsTrailerIsTruncated) {
+  const TempDir dir;
+  const std::string whole = dir / "whole.gz";
+  write_file(whole, testing::idx_images(2000, 28, 28, testing::pattern_pixels(2000, 28 * 28)));
+  write_file(dir / "labels", testing::idx_labels(Bytes(2000, 1)));
+  std::ifstream in(whole, std::ios::binary);
+  const Bytes compressed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const size_t cut : {1, 3, 8}) {
+    Bytes shorter(compressed.begin(), compressed.end() - static_cast<std::ptrdiff_t>(cut));
+    const std::string raw = dir / ("cut" + std::to_string(cut) + ".raw");
+    const std::string path = dir / ("cut" + std::to_string(cut) + ".gz");
+    write_file(raw, shorter);  // written as is, read as gzip
+    std::filesystem::rename(raw, path);
+    EXPECT_ERROR_MENTIONS(read_idx(path, dir / "labels"), path, "truncated", "gzip stream ends early");
+  }
+  EXPECT_EQ(read_idx(whole, dir / "labels").size(), 2000);
+}
+
 // As `gzip -d` does, bytes after the last gzip member are ignored once the members decode and
 // match their CRC-32 and length; a damaged member is still an error.
 TEST(IdxReader, BytesAfterTheLastGzipMemberAreIgnoredButADamagedMemberIsNot) {
