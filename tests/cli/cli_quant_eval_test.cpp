@@ -233,6 +233,11 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
     EXPECT_EQ(r.output, "bitrobust: error: " + message + " (see --help)\n") << args;
   }
   expect_failure("eval --model " + q + " --seed 9223372036854775807 --patterns 2", "runs past the largest seed");
+  // Integers are decimal, leading zeros and all (CLI11's own conversion would read 010 as octal 8).
+  const test_util::CliResult seed10 =
+      test_util::run_cli("pattern --model " + q + " --rate 1% --seed 010 --out " + dir.file("p10.txt"));
+  ASSERT_EQ(seed10.status, 0) << seed10.output;
+  EXPECT_TRUE(test_util::contains(seed10.output, "pattern of seed 10 ")) << seed10.output;
   expect_failure("eval --model " + q + " --error-model cosmic", "--error-model: unknown error model 'cosmic'");
   expect_failure("eval --model " + write_float_model(dir), "not quantized");
   {  // A choice outside the list is a command-line error (status 2), as every fixed choice.
@@ -340,7 +345,7 @@ TEST_F(CliQuantEval, PatternCompareAndDeviceRefuseWhatTheyCannotUse) {
   for (const std::string& bits : {"1", "17"}) {
     const test_util::CliResult r = test_util::run_cli("quantize --model " + q + " --bits " + bits + " --out " + dir.file("x.pt"));
     EXPECT_EQ(r.status, 2) << r.output;
-    EXPECT_EQ(r.output, "bitrobust: error: --bits: Value " + bits + " not in range 2 to 16 (see --help)\n");
+    EXPECT_EQ(r.output, "bitrobust: error: --bits: must be an integer in 2..16, got '" + bits + "' (see --help)\n");
   }
   if (!torch::cuda::is_available()) expect_failure("test --model " + q + " --device cuda", "--device cuda: no CUDA device available");
 }

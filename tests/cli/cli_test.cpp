@@ -89,6 +89,8 @@ TEST(Cli, DecimalsOutOfTheirRangeAreCommandLineErrors) {
            {train + "--clip nan", "--clip: must be a number in [1e-30, 1e+30], got 'nan'"},
            {train + "--clip 0.1x", "--clip: must be a number in [1e-30, 1e+30], got '0.1x'"},
            {train + "--clip 1e-40", "--clip: must be a number in [1e-30, 1e+30], got '1e-40'"},
+           {train + "--clip 0x10", "--clip: must be a number in [1e-30, 1e+30], got '0x10'"},  // (strtod: 16)
+           {train + "--bits 0x8", "--bits: must be an integer in 2..16, got '0x8'"},
            {train + "--lr 0", "--lr: must be a number in (0, 1e+30], got '0'"},
            {train + "--lr -1", "--lr: must be a number in (0, 1e+30], got '-1'"},
            {train + "--lr nan", "--lr: must be a number in (0, 1e+30], got 'nan'"},

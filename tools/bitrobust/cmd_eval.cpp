@@ -55,18 +55,18 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--rates", cmd->rates, "bit error rates: fractions (0.001) or percentages (0.1%), comma separated")
       ->capture_default_str();
   sub->add_option("--patterns", cmd->sweep.patterns, "error patterns (chips) per rate")
-      ->check(integer_in(1, 1000000))
+      ->transform(integer_in(1, 1000000))
       ->capture_default_str();
   sub->add_option("--seed", cmd->sweep.seed, "first pattern seed (patterns use seed, seed+1, ...)")
-      ->check(integer_in(0))
+      ->transform(integer_in(0))
       ->capture_default_str();
   sub->add_option("--error-model", cmd->sweep.error_model,
                   "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (all but stuck_at may add ,0to1=P,1to0=P)")
       ->capture_default_str();
   sub->add_option("--layers", cmd->sweep.layers, "regular expression: inject only into matching parameters");
   sub->add_option("--limit", cmd->limit, "use only the first N test examples (reference: 9000 on CIFAR-10)")
-      ->check(integer_in(0));
-  sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->check(integer_in(1))->capture_default_str();
+      ->transform(integer_in(0));
+  sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}));
   sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
@@ -180,7 +180,7 @@ Runner register_pattern(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("pattern", "save the bit error pattern of (seed, rate) for a model, for replay");
   sub->add_option("--model", cmd->model, "quantized model file")->required();
   sub->add_option("--rate", cmd->rate, "bit error rate (0.01 or 1%)")->required();
-  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->check(integer_in(0))->capture_default_str();
+  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->transform(integer_in(0))->capture_default_str();
   sub->add_option("--error-model", cmd->error_model, "as in eval")->capture_default_str();
   sub->add_option("--layers", cmd->layers, "regular expression: only matching parameters");
   sub->add_option("--out", cmd->out, "pattern file to write (format: docs/bit_errors.md)")->required();
@@ -211,7 +211,7 @@ Runner register_compare(CLI::App& app) {
   sub->add_option("--title", cmd->title, "plot title");
   sub->add_option("--paired-with", cmd->paired_with,
                   "which result (1 = the first) the others are compared with pattern by pattern")
-      ->check(integer_in(1))
+      ->transform(integer_in(1))
       ->capture_default_str();
   return [cmd]() {
     BR_CHECK(cmd->paired_with <= static_cast<int64_t>(cmd->files.size()), "--paired-with ", cmd->paired_with,

@@ -28,8 +28,8 @@ Runner register_test(CLI::App& app) {
   add_data_options(*sub, cmd->data, false);
   sub->add_option("--model", cmd->model, "model file")->required();
   sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  sub->add_option("--batch", cmd->batch, "batch size")->check(integer_in(1))->capture_default_str();
-  sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all)")->check(integer_in(0));
+  sub->add_option("--batch", cmd->batch, "batch size")->transform(integer_in(1))->capture_default_str();
+  sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all)")->transform(integer_in(0));
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     report::check_distinct_paths({{cmd->common.json, "--json file"}}, {{cmd->model, "model file (--model)"}});

@@ -62,16 +62,16 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")
       ->check(CLI::IsMember(models::normalization_names()))
       ->capture_default_str();
-  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->check(integer_in(0));
-  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->check(integer_in(0));
-  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->check(integer_in(0));
-  sub->add_option("--epochs", cmd->options.epochs, "training epochs")->check(integer_in(1))->capture_default_str();
-  sub->add_option("--batch", cmd->options.batch_size, "batch size")->check(integer_in(1))->capture_default_str();
+  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->transform(integer_in(0));
+  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->transform(integer_in(0));
+  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->transform(integer_in(0));
+  sub->add_option("--epochs", cmd->options.epochs, "training epochs")->transform(integer_in(1))->capture_default_str();
+  sub->add_option("--batch", cmd->options.batch_size, "batch size")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->check(decimal_in(0, 1e30, true, false))->capture_default_str();
   sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->check(decimal_in(0, 1, false, true))->capture_default_str();
   sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->check(decimal_in(0, 1e30, false, false))->capture_default_str();
   sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")
-      ->check(integer_in(0))
+      ->transform(integer_in(0))
       ->capture_default_str();
   sub->add_option("--init", cmd->init,
                   "weight initialisation: torch (LibTorch's defaults) or reference (Kaiming normal, zero biases, as the reference)")
@@ -83,7 +83,7 @@ Runner register_train(CLI::App& app) {
   sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
   sub->add_flag("--no-autoaugment", cmd->no_autoaugment,
                 "CIFAR-10: crop, flip and Cutout without AutoAugment (the reference uses AutoAugment)");
-  sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (0 = all; for tests and timing)")->check(integer_in(0));
+  sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (0 = all; for tests and timing)")->transform(integer_in(0));
   add_quant_options(*sub, cmd->quant);
   sub->add_option("--randbet", cmd->randbet,
                   "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");

@@ -29,7 +29,11 @@ CLI::Validator integer_in(int64_t min, int64_t max) {
         int64_t value = 0;
         const char* end = text.data() + text.size();
         const auto [ptr, ec] = std::from_chars(text.data(), end, value);
-        if (ec == std::errc() && ptr == end && value >= min && value <= max) return {};
+        if (ec == std::errc() && ptr == end && value >= min && value <= max) {
+          // CLI11 converts with base 0 (strtoll): "010" would become 8. Its decimal value is passed on.
+          text = std::to_string(value);
+          return {};
+        }
         if (ec == std::errc::result_out_of_range && ptr == end) {
           return "must be " + range + ", got '" + text + "', beyond the largest, " + std::to_string(max);
         }
@@ -52,7 +56,9 @@ CLI::Validator decimal_in(double min, double max, bool open_min, bool open_max) 
         char* end = nullptr;
         errno = 0;
         const double x = std::strtod(begin, &end);
-        const bool whole = !text.empty() && end == begin + text.size() && errno != ERANGE;
+        // (strtod also reads hexadecimal, "0x10" as 16: not what a decimal option means.)
+        const bool hex = text.find_first_of("xX") != std::string::npos;
+        const bool whole = !text.empty() && !hex && end == begin + text.size() && errno != ERANGE;
         if (whole && std::isfinite(x) && (open_min ? x > min : x >= min) && (open_max ? x < max : x <= max)) return {};
         return "must be " + range + ", got '" + text + "'";
       },
@@ -70,7 +76,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
       },
       "");
   cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")
-      ->check(integer_in(0, 1 << 20))
+      ->transform(integer_in(0, 1 << 20))
       ->check(at_most_4_per_core);
   cmd.add_option("--json", common.json, "write the run's figures to this JSON file");
   cmd.add_flag("--quiet", common.quiet, "no progress bar");
@@ -149,7 +155,7 @@ void add_quant_options(CLI::App& cmd, QuantOptions& q) {
                  "quantization scheme: normal | rquant (with --bits, --clip) or a scheme string such as "
                  "u8-asym-tensor-round-clip0.1 (docs/quantization.md)");
   cmd.add_option("--bits", q.bits, "bits per weight, 2..16 (with a preset scheme; default 8)")
-      ->check(CLI::Range(2, 16).description("bit width in 2..16"));
+      ->transform(integer_in(2, 16));
   // Bounds lie in [1e-30, 1e30] (kMinQuantBound, kMaxQuantMagnitude in quant/quantize_math.h).
   cmd.add_option("--clip", q.clip, "weight clipping bound w_max > 0: weights and quantization range in [-w_max, w_max]")
       ->check(decimal_in(1e-30, 1e30, false, false));
