@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
@@ -203,10 +204,15 @@ std::vector<int64_t> parse_shape(const std::string& text, const LineReader& read
   if (text == "scalar") return shape;
   std::stringstream stream(text);
   std::string dim;
+  int64_t numel = 1;
   while (std::getline(stream, dim, 'x')) {
     char* end = nullptr;
+    errno = 0;
     const long long value = std::strtoll(dim.c_str(), &end, 10);
-    if (dim.empty() || *end != '\0' || value < 0) reader.fail("bad shape '", text, "'");
+    if (dim.empty() || *end != '\0' || value < 0 || errno == ERANGE) reader.fail("bad shape '", text, "'");
+    // (element indices are checked against the product, which must not wrap)
+    if (value > 0 && numel > (int64_t{1} << 62) / value) reader.fail("shape '", text, "' holds more than 2^62 elements");
+    numel *= value;
     shape.push_back(value);
   }
   return shape;
@@ -232,7 +238,8 @@ BitPattern load_pattern(const std::string& path) {
   } catch (const Error& e) {
     reader.fail(e.what());
   }
-  reader.keyed<int64_t>("chunk_elements");  // informational: replay does not depend on it
+  // Informational (replay does not depend on it), but a generator's chunk is never empty.
+  if (reader.keyed<int64_t>("chunk_elements") <= 0) reader.fail("chunk_elements must be positive");
   const int64_t num_params = reader.keyed<int64_t>("params");
   if (num_params < 0) reader.fail("negative parameter count");
   for (int64_t i = 0; i < num_params; ++i) {
@@ -243,6 +250,8 @@ BitPattern load_pattern(const std::string& path) {
     if (!(line >> index >> name >> shape >> spec.bits) || index != i) {
       reader.fail("expected '", i, " <name> <shape> <bits>'");
     }
+    std::string extra;
+    if (line >> extra) reader.fail("unexpected '", extra, "' after the bit width");
     if (spec.bits < 1 || spec.bits > 32) reader.fail("bit width ", spec.bits, " outside [1, 32]");
     spec.name = name == "-" ? "" : name;
     spec.shape = parse_shape(shape, reader);
@@ -258,6 +267,17 @@ BitPattern load_pattern(const std::string& path) {
   pattern.flips.reserve(static_cast<size_t>(std::min({num_flips, fits, int64_t{1} << 26})));
   std::vector<int64_t> numels;
   for (const ParamSpec& p : pattern.params) numels.push_back(p.numel());
+  // The bit positions the header's error model reaches in each parameter (msb: the top bit; lsb k:
+  // the k lowest): a flip elsewhere contradicts the model the result would be recorded under.
+  std::vector<std::pair<int, int>> reach;  // (lowest bit, count)
+  for (const ParamSpec& p : pattern.params) {
+    try {
+      const BitErrorParams k = pattern.model.kernel_params(p.bits, p.bits <= 8 ? 8 : p.bits <= 16 ? 16 : 32);
+      reach.emplace_back(k.bit_lo, k.bit_count);
+    } catch (const Error&) {
+      reach.emplace_back(0, 0);  // (the model reaches no bit of it: any flip is an error below)
+    }
+  }
   for (int64_t i = 0; i < num_flips; ++i) {
     std::istringstream line = reader.next("a flip line");
     BitFlip flip;
@@ -275,6 +295,11 @@ BitPattern load_pattern(const std::string& path) {
       reader.fail("element ", flip.element, " outside parameter ", flip.param, " (", p.to_string(), ")");
     }
     if (flip.bit < 0 || flip.bit >= p.bits) reader.fail("bit ", flip.bit, " outside the ", p.bits, " bits of parameter ", flip.param);
+    const auto [lo, count] = reach[static_cast<size_t>(flip.param)];
+    if (flip.bit < lo || flip.bit >= lo + count) {
+      reader.fail("bit ", flip.bit, " of parameter ", flip.param, " is not one the header's error model ",
+                  pattern.model.name(), " reaches in ", p.bits, "-bit codes");
+    }
     pattern.flips.push_back(flip);
   }
   {

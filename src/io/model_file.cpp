@@ -153,9 +153,13 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
            file, ": metadata field 'quantization' must be an object with a 'scheme' string and a 'params' list");
   for (const nlohmann::json& p : q["params"]) {
     BR_CHECK(p.is_object() && p.contains("name") && p["name"].is_string() &&
-                 (!p.contains("channels") || p["channels"].is_number_integer()),
-             file, ": quantized parameter entry ", p.dump(), " needs a 'name' string (and 'channels' an integer)");
+                 (!p.contains("channels") || p["channels"].is_number_integer()) &&
+                 (!p.contains("bits") || p["bits"].is_number_integer()),
+             file, ": quantized parameter entry ", p.dump(), " needs a 'name' string (and 'channels' and 'bits' "
+             "integers)");
   }
+  BR_CHECK(!q.contains("weights") || q["weights"].is_number_integer(), file,
+           ": metadata field 'quantization.weights' must be an integer, got ", q["weights"].dump());
   for (const char* key : {"include", "exclude"}) {
     if (!q.contains(key)) continue;
     bool strings = q[key].is_array();
@@ -326,7 +330,12 @@ ModelFile load_model_file(const std::string& path) {
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
     load_module_checked(*file.net, model_archive, "model file " + path);
-    if (file.meta.contains("quantization")) {
+    if (!file.meta.contains("quantization")) {
+      // Codes without their description would be ignored: the file would run as its float weights.
+      torch::serialize::InputArchive codes_archive;
+      BR_CHECK(!archive.try_read("quant_codes", codes_archive), "model file ", path,
+               " stores quantized codes but its metadata has no 'quantization' description (edited or damaged file)");
+    } else {
       torch::serialize::InputArchive codes_archive, ranges_archive;
       archive.read("quant_codes", codes_archive);
       archive.read("quant_ranges", ranges_archive);

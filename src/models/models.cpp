@@ -290,17 +290,31 @@ nlohmann::json ModelSpec::to_json() const {
 
 ModelSpec ModelSpec::from_json(const nlohmann::json& j) {
   ModelSpec s;
+  // (The JSON library would read 4.7 as 4: sizes must be integers in the file, not become them.)
+  const auto integer = [&j](const char* key, bool required) -> int64_t {
+    if (!j.contains(key) && !required) return 0;
+    BR_CHECK(j.contains(key), "model description: no '", key, "'");
+    BR_CHECK(j[key].is_number_integer(), "model description: '", key, "' must be an integer, got ", j[key].dump());
+    return j[key].get<int64_t>();
+  };
   try {
+    BR_CHECK(j.is_object(), "model description is not a JSON object");
     s.arch = j.at("arch").get<std::string>();
     s.norm = j.at("norm").get<std::string>();
-    s.in_channels = j.at("in_channels").get<int64_t>();
-    s.height = j.at("height").get<int64_t>();
-    s.width = j.at("width").get<int64_t>();
-    s.num_classes = j.at("num_classes").get<int64_t>();
-    s.channels = j.value("channels", int64_t{0});
-    s.depth = j.value("depth", int64_t{0});
-    s.widen = j.value("widen", int64_t{0});
-    s.units = j.value("units", std::vector<int64_t>{});
+    s.in_channels = integer("in_channels", true);
+    s.height = integer("height", true);
+    s.width = integer("width", true);
+    s.num_classes = integer("num_classes", true);
+    s.channels = integer("channels", false);
+    s.depth = integer("depth", false);
+    s.widen = integer("widen", false);
+    if (j.contains("units")) {
+      BR_CHECK(j["units"].is_array(), "model description: 'units' must be a list of integers");
+      for (const nlohmann::json& u : j["units"]) {
+        BR_CHECK(u.is_number_integer(), "model description: 'units' must be a list of integers, got ", j["units"].dump());
+        s.units.push_back(u.get<int64_t>());
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("model description: ") + e.what());
   }

@@ -208,6 +208,10 @@ QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) 
     q.params.push_back(*p);
     q.tensors.push_back(std::move(t));
   }
+  // The count `info` shows and result files record: it must be the codes' count.
+  BR_CHECK(!qj.contains("weights") || qj["weights"].get<int64_t>() == q.total_weights(), where,
+           ": the metadata counts ", qj.contains("weights") ? qj["weights"].dump() : "", " quantized weights but the ",
+           "file stores ", q.total_weights(), " codes (damaged or edited file)");
   return q;
 }
 }  // namespace

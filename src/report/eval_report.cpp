@@ -149,6 +149,8 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   if (!j["patterns"].is_number_integer() || j["patterns"].get<int64_t>() < 1) fail("patterns must be a positive integer");
   if (!j["seed"].is_number_integer()) fail("seed must be an integer");
   if (j.contains("model_name") && !j["model_name"].is_string()) fail("model_name must be a string");
+  // (compare pairs results by it: two files edited to the same non-text value would pair)
+  if (j.contains("layout") && !j["layout"].is_null() && !j["layout"].is_string()) fail("layout must be a string");
   if (!j["results"].is_array() || j["results"].empty()) fail("results must be a non-empty list");
   for (const auto& r : j["results"]) {
     for (const char* key : {"rate", "rerr_mean", "rerr_std", "rerr_min", "rerr_max", "perturbed_error_mean", "per_pattern"}) {

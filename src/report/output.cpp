@@ -371,14 +371,19 @@ void write_in_place(const std::string& path, const std::string& text) {
   struct sigaction ignore {}, saved {};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &ignore, &saved);
+  // errno is read where a call failed: a buffered write fails only at fclose (a full disk, /dev/full),
+  // and errno left by a call that succeeded (fopen's terminal check: ENOTTY) would name no cause.
+  errno = 0;
   std::FILE* f = std::fopen(path.c_str(), "ab");
-  const int open_errno = errno;
-  bool ok = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const int write_errno = errno;
-  if (f != nullptr) ok = (std::fclose(f) == 0) && ok;
+  int error = f == nullptr ? (errno != 0 ? errno : EIO) : 0;
+  if (f != nullptr) {
+    errno = 0;
+    if (std::fwrite(text.data(), 1, text.size(), f) != text.size()) error = errno != 0 ? errno : EIO;
+    errno = 0;
+    if (std::fclose(f) != 0 && error == 0) error = errno != 0 ? errno : EIO;
+  }
   ::sigaction(SIGPIPE, &saved, nullptr);
-  BR_CHECK(f != nullptr, "cannot write ", path, ": ", std::strerror(open_errno));
-  BR_CHECK(ok, "cannot write ", path, ": ", std::strerror(write_errno));
+  BR_CHECK(error == 0, "cannot write ", path, ": ", std::strerror(error));
 }
 }  // namespace
 

@@ -181,6 +181,20 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   EXPECT_ERROR_CONTAINS(
       load_pattern(write("i", "bitrobust-bit-pattern 1\nseed 5\nmodel weird\nrate 0.01\n")), "unknown error model");
   EXPECT_ERROR_CONTAINS(load_pattern(write("j", "bitrobust-bit-pattern 2\n")), "unsupported version 2");
+  const std::string before_params = "bitrobust-bit-pattern 1\nseed 5\nmodel random\nrate 0.01\nchunk_elements 256\nparams 1\n";
+  EXPECT_ERROR_CONTAINS(load_pattern(write("p1", before_params + "0 w 4x4 8 extra\nflips 0\nend\n")),
+                        "line 7: unexpected 'extra' after the bit width");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("p2", before_params + "0 w 99999999999x99999999999x5x5 8\nflips 0\nend\n")),
+                        "line 7: shape '99999999999x99999999999x5x5' holds more than 2^62 elements");
+  std::string zero_chunks = header;
+  zero_chunks.replace(zero_chunks.find("chunk_elements 256"), 18, "chunk_elements 0");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("p3", zero_chunks + "flips 0\nend\n")), "line 5: chunk_elements must be positive");
+  // A flip the header's model cannot make (msb: only bit 7 of 8-bit codes).
+  std::string msb = header;
+  msb.replace(msb.find("model random"), 12, "model msb");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("p4", msb + "flips 1\n0 3 1 f\nend\n")),
+                        "line 9: bit 1 of parameter 0 is not one the header's error model msb reaches in 8-bit codes");
+  EXPECT_EQ(load_pattern(write("p5", msb + "flips 1\n0 3 7 f\nend\n")).flips.size(), 1u);
   // An istream reads "-5" into the unsigned seed as 2^64 - 5.
   EXPECT_ERROR_CONTAINS(load_pattern(write("n", "bitrobust-bit-pattern 1\nseed -5\nmodel random\nrate 0.01\n")),
                         "line 2: seed must not be negative");

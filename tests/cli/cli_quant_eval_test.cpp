@@ -210,7 +210,13 @@ TEST_F(CliQuantEval, QuantizeRejectsNanWeightsAndBadSchemes) {
   expect_failure("quantize --model " + write_float_model(dir, 10, true) + " --out " + dir.file("x.pt"), "fc1.bias");
   EXPECT_FALSE(std::filesystem::exists(dir.file("x.pt")));
   const std::string model = write_float_model(dir);
-  expect_failure("quantize --model " + model + " --scheme u8-sym-planet-round --out " + dir.file("x.pt"), "part 3 'planet'");
+  {  // A scheme string that does not parse is a bad value (status 2), named with what is wrong in it.
+    const test_util::CliResult r = test_util::run_cli("quantize --model " + model + " --scheme u8-sym-planet-round --out " +
+                                                      dir.file("x.pt"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_TRUE(test_util::contains(r.output, "--scheme: invalid quantization scheme 'u8-sym-planet-round': part 3 "
+                                              "'planet'")) << r.output;
+  }
   EXPECT_NE(test_util::run_cli("quantize --model " + model + " --bits 17 --out " + dir.file("x.pt")).status, 0);
   EXPECT_NE(test_util::run_cli("quantize --model " + model + " --clip -1 --out " + dir.file("x.pt")).status, 0);
   expect_failure("quantize --model " + model + " --scheme u8-sym-tensor-round --bits 4 --out " + dir.file("x.pt"),
@@ -550,6 +556,10 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
                      dir.file("bn.pt") + data,
                  "--batch 1 with --norm rebn: BatchNorm cannot train on batches of 1 image");
   EXPECT_FALSE(std::filesystem::exists(dir.file("bn.pt")));
+  // A batch larger than the training set (one partial batch of all of it) is refused.
+  expect_failure("train --dataset cifar10 --model mlp --epochs 1 --batch 11 --no-augment --out " + dir.file("big.pt") + data,
+                 "--batch 11 is larger than the 10 training images");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("big.pt")));
 }
 
 TEST(CliTest, AModelFileNamingAnUnknownDataSetIsNamed) {
@@ -559,4 +569,10 @@ TEST(CliTest, AModelFileNamingAnUnknownDataSetIsNamed) {
   io::save_model_file(dir.file("odd.pt"), f);
   expect_failure("test --model " + dir.file("odd.pt"),
                  "model file " + dir.file("odd.pt") + " names an unknown data set 'imagenet': pass --dataset");
+  // The same for the CIFAR-10 protocol it was trained under (a default of test and eval).
+  f.meta["dataset"] = "cifar10";
+  f.meta["cifar_protocol"] = "xx";
+  io::save_model_file(dir.file("odd_protocol.pt"), f);
+  expect_failure("test --model " + dir.file("odd_protocol.pt"), "model file " + dir.file("odd_protocol.pt") +
+                                                                   " names an unknown CIFAR-10 protocol 'xx': pass --cifar-protocol");
 }

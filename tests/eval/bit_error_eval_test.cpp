@@ -157,6 +157,11 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken["model_name"] = 5;
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "result file r.json: model_name must be a string");
   broken = j;
+  broken["layout"] = 5;  // (compare pairs files by it)
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "result file r.json: layout must be a string");
+  broken["layout"] = nullptr;  // (no layout recorded: files written before 2026-12-05)
+  EXPECT_NO_THROW(report::validate_sweep_json(broken, "r.json"));
+  broken = j;
   broken["results"][1]["rate"] = broken["results"][0]["rate"];
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "appears twice");
   const std::string svg = report::rerr_plot_svg({j, j}, "t");

@@ -195,7 +195,7 @@ TEST(ModelFile, QuantizedFilesMustAgreeWithTheirDescription) {
     io::ModelFile f = quantized_file();
     f.meta["quantization"]["params"][0]["bits"] = "4";
     io::save_model_file(dir.file("bits_text.pt"), f);
-    expect_load_error(dir.file("bits_text.pt"), "the quantization description is malformed", true);
+    expect_load_error(dir.file("bits_text.pt"), "(and 'channels' and 'bits' integers)", true);
     io::ModelFile g = quantized_file();
     g.meta["quantization"]["params"][0].erase("channels");
     io::save_model_file(dir.file("no_channels.pt"), g);
@@ -325,6 +325,11 @@ TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
       {[](nlohmann::json& m) { m["epochs"] = 0; }, "metadata field 'epochs' must be an integer"},
       {[](nlohmann::json& m) { m["epochs"] = 2.5; }, "metadata field 'epochs' must be an integer"},
       {[](nlohmann::json& m) { m["randbet"] = {{"rate", 2}}; }, "field 'randbet.rate' must be a number in [0, 1]"},
+      // Values read as sizes or counts (the JSON library reads 4.5 as 4).
+      {[](nlohmann::json& m) { m["quantization"]["params"][0]["bits"] = 4.5; }, "(and 'channels' and 'bits' integers)"},
+      {[](nlohmann::json& m) { m["quantization"]["weights"] = 5; }, "the metadata counts 5 quantized weights"},
+      // Codes without a description would be ignored, and the file run as its float weights.
+      {[](nlohmann::json& m) { m.erase("quantization"); }, "stores quantized codes but its metadata has no 'quantization'"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     io::ModelFile f = quantized_file();

@@ -154,6 +154,18 @@ TEST(Models, SpecJsonRoundTrip) {
   s.units = {64, 32};
   const ModelSpec t = ModelSpec::from_json(s.to_json());
   EXPECT_EQ(t.to_json(), s.to_json());
+  // Sizes must be integers in the description (the JSON library would read 4.7 as 4), not strings.
+  nlohmann::json j = s.to_json();
+  j["channels"] = 4.7;
+  EXPECT_ERROR_CONTAINS(ModelSpec::from_json(j), "model description: 'channels' must be an integer, got 4.7");
+  j = s.to_json();
+  j["num_classes"] = "10";
+  EXPECT_ERROR_CONTAINS(ModelSpec::from_json(j), "'num_classes' must be an integer, got \"10\"");
+  j = s.to_json();
+  j["units"] = {64, 32.5};
+  EXPECT_ERROR_CONTAINS(ModelSpec::from_json(j), "'units' must be a list of integers, got [64,32.5]");
+  j.erase("height");
+  EXPECT_ERROR_CONTAINS(ModelSpec::from_json(j), "model description: no 'height'");
 }
 
 TEST(Models, ReferenceInitialisationIsHeNormalWithZeroBiases) {

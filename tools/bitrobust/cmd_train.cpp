@@ -62,9 +62,10 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")
       ->check(CLI::IsMember(models::normalization_names()))
       ->capture_default_str();
-  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->transform(integer_in(0));
-  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->transform(integer_in(0));
-  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->transform(integer_in(0));
+  // (the ranges ModelSpec::validate accepts)
+  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->transform(integer_in(0, 4096));
+  sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->transform(integer_in(0, 1000));
+  sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->transform(integer_in(0, 64));
   sub->add_option("--epochs", cmd->options.epochs, "training epochs")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--batch", cmd->options.batch_size, "batch size")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->check(decimal_in(0, 1e30, true, false))->capture_default_str();
@@ -152,6 +153,10 @@ Runner register_train(CLI::App& app) {
     cmd->spec.width = train_set.width();
     cmd->spec.num_classes = train_set.num_classes;
     cmd->spec.validate();
+    // A batch larger than the training set would be one partial batch of all of it (memory for the
+    // whole set's activations at once), not the batch asked for.
+    BR_CHECK(cmd->options.batch_size <= train_set.size(), "--batch ", cmd->options.batch_size, " is larger than the ",
+             train_set.size(), " training images");
     // BatchNorm cannot train on a batch of one image (its variance is 0/0): found now, not after an epoch.
     const bool batch_norm = cmd->spec.norm == "bn" || cmd->spec.norm == "rebn";
     BR_CHECK(!(batch_norm && cmd->options.batch_size == 1), "--batch 1 with --norm ", cmd->spec.norm,

@@ -93,7 +93,8 @@ at::Device setup_runtime(const CommonOptions& common) {
 }
 
 void add_data_options(CLI::App& cmd, DataOptions& data, bool required) {
-  auto* opt = cmd.add_option("--dataset", data.dataset, "mnist, fashion-mnist or cifar10");
+  auto* opt = cmd.add_option("--dataset", data.dataset, "mnist, fashion-mnist or cifar10")
+                  ->check(CLI::IsMember(data::dataset_names()));
   if (required) opt->required();
   cmd.add_option("--data-root", data.root, "folder holding the data set's files (default: where set-up puts it)");
   cmd.add_option("--cifar-protocol", data.protocol,
@@ -127,7 +128,13 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
     BR_CHECK(std::find(known.begin(), known.end(), options.dataset) != known.end(), "model file ", model_path,
              " names an unknown data set '", options.dataset, "': pass --dataset");
   }
-  if (options.protocol.empty()) options.protocol = file.meta.value("cifar_protocol", std::string("holdout"));
+  if (options.protocol.empty() && options.dataset == "cifar10") {
+    options.protocol = file.meta.value("cifar_protocol", std::string("holdout"));
+    const std::vector<std::string> known = data::cifar10_protocols();
+    BR_CHECK(std::find(known.begin(), known.end(), options.protocol) != known.end(), "model file ", model_path,
+             " names an unknown CIFAR-10 protocol '", options.protocol, "': pass --cifar-protocol");
+  }
+  if (options.protocol.empty()) options.protocol = "holdout";
   data::Dataset data = load_data(options, split, device);
   if (limit > 0) data = data.head(limit);
   BR_CHECK(file.spec.num_classes == data.num_classes, "model ", model_path, " predicts ", file.spec.num_classes,
@@ -151,9 +158,22 @@ bits::ErrorModel parse_error_model_option(const std::string& name, double rate, 
 }
 
 void add_quant_options(CLI::App& cmd, QuantOptions& q) {
+  // A scheme string that does not parse is a bad value (status 2), named with what is wrong in it.
+  const CLI::Validator scheme_string(
+      [](std::string& text) -> std::string {
+        if (text == "normal" || text == "rquant") return {};
+        try {
+          quant::QuantScheme::parse(text).validate();
+          return {};
+        } catch (const Error& e) {
+          return e.what();
+        }
+      },
+      "");
   cmd.add_option("--scheme", q.scheme,
                  "quantization scheme: normal | rquant (with --bits, --clip) or a scheme string such as "
-                 "u8-asym-tensor-round-clip0.1 (docs/quantization.md)");
+                 "u8-asym-tensor-round-clip0.1 (docs/quantization.md)")
+      ->check(scheme_string);
   cmd.add_option("--bits", q.bits, "bits per weight, 2..16 (with a preset scheme; default 8)")
       ->transform(integer_in(2, 16));
   // Bounds lie in [1e-30, 1e30] (kMinQuantBound, kMaxQuantMagnitude in quant/quantize_math.h).

@@ -2,6 +2,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <new>
 #include <string>
@@ -82,6 +83,10 @@ int main(int argc, char** argv) {
     // what() says only "std::bad_alloc"; the likely causes are worth naming.
     std::fprintf(stderr, "bitrobust: error: out of memory: this command needs more memory than the machine "
                          "(or a limit such as `ulimit -v`) allows\n");
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path a command could not even inspect (a folder without search permission): named plainly.
+    std::fprintf(stderr, "bitrobust: error: cannot access %s: %s\n", e.path1().c_str(), e.code().message().c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bitrobust: error: %s\n", e.what());
