@@ -14,6 +14,7 @@
 #include <deque>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -394,7 +395,7 @@ void check_quantize_dequantize() {
 }
 
 // The sweep's fused step (inject_dequantize_cuda) against the CPU's two (inject_bit_errors_cpu into a
-// copy, then dequantize_many_cpu): every format, 1 or 5 channels, random, stuck-at and unselected
+// copy, then dequantize_many_cpu): every format, 1, 5 or 301 channels, random, stuck-at and unselected
 // tensors, codes at odd offsets, one tensor in place and one empty, in two launches.
 void check_inject_dequantize() {
   const std::vector<QuantFormat> formats = all_formats();
@@ -412,7 +413,10 @@ void check_inject_dequantize() {
     }
     const QuantFormat& f = formats[k];
     const int eb = code_container_bytes(f.bits);
-    const int64_t channels = k % 2 ? 5 : 1, n = channels * sized(2011 + 2 * k);
+    // 1 channel, 5 channels spanning several chunks each, or 301 channels of 7 elements (several
+    // channels to a chunk, as per-channel ranges of a 3x3 convolution's weights would be).
+    const int64_t channels = k % 4 == 3 ? 301 : (k % 2 ? 5 : 1);
+    const int64_t n = channels * (k % 4 == 3 ? 7 : sized(2011 + 2 * k));
     const int64_t offset = k % 3 == 1 ? 1 : 0;  // an element before the tensor: unaligned copies
     std::vector<uint8_t> codes = random_codes(n + offset, eb, f.bits, 900 + k);
     cleans.emplace_back(codes);
@@ -470,6 +474,16 @@ void check_inject_dequantize() {
     expect(same_bits(cleans[k].host, cleans[k].back()) && same_bits(outs[k].host, outs[k].back()), label + " codes");
     expect(same_bits(weights[k].host, weights[k].back()), label + " weights");
   }
+  // A misaligned float pointer is refused on the host, before a launch could fault on the device.
+  InjectDequantizeTask odd = gpu.front();
+  odd.weights = reinterpret_cast<float*>(reinterpret_cast<char*>(odd.weights) + 1);
+  bool refused = false;
+  try {
+    inject_dequantize_cuda(&odd, 1, 77, nullptr, nullptr);
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  expect(refused, "inject_dequantize refuses misaligned weights");
 }
 
 void check_fake_quantize() {
@@ -710,8 +724,9 @@ void time_injection() {
     task.format.round = true;
     uint64_t seed = 0;
     const double ms = time_ms([&] { inject_dequantize_cuda(&task, 1, ++seed, nullptr, nullptr); });
-    std::printf("TIMING inject+dequantize p=%g: %.4f ms (%.1f GB/s of codes, %.0f%% of copy)\n", p, ms,
-                numel / ms / 1e6, 100.0 * copy_ms / ms);
+    // (it moves 1 byte of code in and 4 of weight out per element where the copy moves 1 and 1)
+    std::printf("TIMING inject+dequantize p=%g: %.4f ms (%.1f GB/s of codes, %.0f%% of a copy of the codes alone)\n",
+                p, ms, numel / ms / 1e6, 100.0 * copy_ms / ms);
   }
 }
 

@@ -105,7 +105,8 @@ void inject_bit_errors_cuda(const InjectTask* tasks, int64_t num_tasks, uint64_t
 /// incremental form. All pointers in tasks are device pointers; `tasks` itself is host memory, read
 /// before return; tasks of 0 elements are skipped. If changed_count (device pointer) is not null, the
 /// number of bits changed is added to it. Throws, before launching anything, std::invalid_argument for
-/// a bad element size or bit range or codes not in their format's container, bitrobust::Error for a
+/// a bad element size or bit range, codes not in their format's container, or a null or misaligned
+/// pointer in a task of 1 or more elements, bitrobust::Error for a
 /// format or channel count no dequantization accepts; std::runtime_error on a CUDA launch error.
 void inject_dequantize_cuda(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed,
                             unsigned long long* changed_count, void* stream);

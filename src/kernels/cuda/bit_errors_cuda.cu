@@ -133,12 +133,17 @@ __device__ int flip_chunk_warp(const InjectTask& task, int64_t chunk, uint64_t s
 template <bool Signed, bool Asymmetric, typename Container>
 __device__ void dequantize_chunk_as(const InjectDequantizeTask& task, int64_t chunk, int lane) {
   const int64_t numel = task.inject.numel;
-  const int64_t end = min(numel, (chunk + 1) * kChunkElements);
+  const int64_t begin = chunk * kChunkElements, end = min(numel, begin + kChunkElements);
   const int64_t per_channel = numel / task.channels;
   const Container* codes = static_cast<const Container*>(task.inject.out);
-  for (int64_t i = chunk * kChunkElements + lane; i < end; i += 32) {
+  // A chunk inside one channel (all of them under per-tensor ranges) has one step and offset: they
+  // are computed once, not per element with a 64-bit division for the channel.
+  const int64_t first_channel = task.channels == 1 ? 0 : begin / per_channel;
+  const bool one_channel = task.channels == 1 || first_channel == (end - 1) / per_channel;
+  const kernels::QuantParams chunk_p = kernels::make_quant_params(task.ranges[first_channel], task.format);
+  for (int64_t i = begin + lane; i < end; i += 32) {
     const kernels::QuantParams p =
-        kernels::make_quant_params(task.ranges[task.channels == 1 ? 0 : i / per_channel], task.format);
+        one_channel ? chunk_p : kernels::make_quant_params(task.ranges[i / per_channel], task.format);
     task.weights[i] = kernels::dequantize_value<Asymmetric>(kernels::value_of_pattern<Signed>(codes[i], p), p);
   }
 }
@@ -264,6 +269,13 @@ void inject_dequantize_cuda(const InjectDequantizeTask* tasks, int64_t num_tasks
     kernels::check_quant_kernel_args(what, task.inject.numel, task.channels, task.format);
     if (task.inject.elem_bytes != kernels::code_container_bytes(task.format.bits)) {
       throw std::invalid_argument(std::string(what) + ": codes must be in their format's container");
+    }
+    // The dequantization reads whole codes and writes whole floats: a misaligned or null pointer
+    // would fault on the device and leave the CUDA context unusable, where here it is an exception.
+    const auto aligned = [](const void* p, size_t to) { return p != nullptr && reinterpret_cast<uintptr_t>(p) % to == 0; };
+    if (!aligned(task.inject.clean, task.inject.elem_bytes) || !aligned(task.inject.out, task.inject.elem_bytes) ||
+        !aligned(task.weights, alignof(float)) || !aligned(task.ranges, alignof(kernels::QuantRange))) {
+      throw std::invalid_argument(std::string(what) + ": codes, weights and ranges must be non-null and aligned to their type");
     }
   }
   launch_inject(what, tasks, num_tasks, seed, changed_count, static_cast<cudaStream_t>(stream));
