@@ -41,11 +41,18 @@ struct StorageTally {
 
   void add(const at::Tensor& t, const std::string& what) {
     if (!t.defined()) return;
-    if (seen.insert(t.storage().data()).second) storage_bytes.push_back(static_cast<int64_t>(t.storage().nbytes()));
+    // (Empty storages have no data to read past, and may all have a null address: left out, as
+    // records of 0 bytes are below.)
+    if (t.storage().nbytes() > 0 && seen.insert(t.storage().data()).second) {
+      storage_bytes.push_back(static_cast<int64_t>(t.storage().nbytes()));
+    }
     if (t.numel() == 0) return;
     int64_t last = t.storage_offset();
     for (int64_t d = 0; d < t.dim(); ++d) {
       BR_CHECK(t.stride(d) >= 0, file, ": tensor ", what, " has a negative stride");
+      // A stride of 0 repeats one value along a dimension: no writer of weights does that.
+      BR_CHECK(t.stride(d) > 0 || t.size(d) == 1, file, ": tensor ", what, " of shape ", t.sizes(),
+               " repeats its data (stride 0 in dimension ", d, "; edited or damaged file)");
       last += (t.size(d) - 1) * t.stride(d);
     }
     const int64_t needed = (last + 1) * static_cast<int64_t>(t.element_size());
@@ -58,7 +65,9 @@ struct StorageTally {
     std::vector<int64_t> held;
     for (const ZipRecord& record : records) {
       // "<archive>/data/<key>": the storages (not "<archive>/.data/..." that Torch 2.x adds).
-      if (record.name.find("/data/") != std::string::npos) held.push_back(static_cast<int64_t>(record.uncompressed_size));
+      if (record.name.find("/data/") != std::string::npos && record.uncompressed_size > 0) {
+        held.push_back(static_cast<int64_t>(record.uncompressed_size));
+      }
     }
     std::vector<int64_t> needed = storage_bytes;
     std::sort(held.begin(), held.end());

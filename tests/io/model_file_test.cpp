@@ -119,6 +119,34 @@ TEST(ModelFile, ADataRecordShorterThanItsTensorIsAnError) {
   EXPECT_NO_THROW(io::load_model_file(dir.file("whole.pt")));
 }
 
+// A stride of 0 (one value repeated along a dimension, as a pickle edited by hand can make) is an
+// error; empty tensors, whose storages have no bytes and no address, load.
+TEST(ModelFile, TensorsRepeatingTheirDataAreAnErrorButEmptyOnesLoad) {
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8);
+  f.net = models::build_model(f.spec);
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor w = f.net->parameters().front();
+    w.set_data(torch::ones({1}).expand(w.sizes()));
+  }
+  io::save_model_file(dir.file("repeat.pt"), f);
+  expect_load_error(dir.file("repeat.pt"), "repeats its data (stride 0 in dimension");
+  io::ModelFile g;
+  g.spec = test_util::tiny_mlp_spec(8);
+  g.net = models::build_model(g.spec);
+  g.meta["quantization"] = {{"scheme", "x"}, {"params", {{{"name", "a"}}, {{"name", "b"}}}}};
+  for (int i = 0; i < 2; ++i) {
+    g.quant_codes.push_back(torch::empty({0}, torch::kByte));
+    g.quant_ranges.push_back(torch::empty({0, 2}));
+  }
+  io::save_model_file(dir.file("empty.pt"), g);
+  const io::ModelFile loaded = io::load_model_file(dir.file("empty.pt"));
+  ASSERT_EQ(loaded.quant_codes.size(), 2u);
+  EXPECT_EQ(loaded.quant_codes[1].numel(), 0);
+}
+
 // NaN or infinite weights, and finite ones beyond the README's limit of ±1e30 (3.4e38 is still a
 // float, and overflows every layer it touches to infinity and NaN).
 TEST(ModelFile, NanInfiniteOrHugeWeightsAreAnError) {
