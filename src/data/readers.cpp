@@ -52,13 +52,18 @@ class InputFile {
     errno = 0;
     file_ = std::fopen(path.c_str(), "rb");
     BR_CHECK(file_ != nullptr, path, ": cannot open: ", errno != 0 ? std::strerror(errno) : "out of memory");
-    in_.resize(size_t{1} << 20);  // large reads: fewer system calls for 50 MB files
-    fill(2);
-    gzip_ = available() >= 2 && next_in()[0] == 0x1f && next_in()[1] == 0x8b;
-    if (gzip_) {
-      const int started = inflateInit2(&stream_, 15 + 16);  // gzip wrapper: CRC-32 and length checked
-      BR_CHECK(started == Z_OK, path_, ": zlib cannot inflate (", started, ")");
-      inflating_ = true;
+    try {  // (the destructor does not run for a constructor that throws: the file is closed here)
+      in_.resize(size_t{1} << 20);  // large reads: fewer system calls for 50 MB files
+      fill(2);
+      gzip_ = available() >= 2 && next_in()[0] == 0x1f && next_in()[1] == 0x8b;
+      if (gzip_) {
+        const int started = inflateInit2(&stream_, 15 + 16);  // gzip wrapper: CRC-32 and length checked
+        BR_CHECK(started == Z_OK, path_, ": zlib cannot inflate (", started, ")");
+        inflating_ = true;
+      }
+    } catch (...) {
+      std::fclose(file_);
+      throw;
     }
   }
   InputFile(const InputFile&) = delete;

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bits/device_dispatch.h"
@@ -32,6 +35,13 @@ WeightInjector::WeightInjector(const quant::QuantizedModel& q)
     param_data_.push_back(p.data_ptr());
     codes_[i].out.copy_(codes_[i].clean);
     ranges_.push_back(q_.tensors[i].ranges.contiguous());
+  }
+  // BITROBUST_INJECTION=dense takes the dense path whatever the tensors: the same weights, bit for
+  // bit, through separate injection and dequantization kernels (for a GPU on which the fused kernel
+  // is in doubt, and to compare the paths' speed).
+  if (const char* forced = std::getenv("BITROBUST_INJECTION"); forced != nullptr && *forced != '\0') {
+    BR_CHECK(std::string(forced) == "dense", "BITROBUST_INJECTION must be 'dense' (or unset), got '", forced, "'");
+    path_ = Path::Dense;
   }
 }
 

@@ -1,6 +1,8 @@
 #include "bitrobust/eval/weight_injector.h"
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -140,6 +142,26 @@ TEST(WeightInjector, ParameterWithNewStorageIsNoticed) {
   EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
   EXPECT_EQ(injector.path(), eval::WeightInjector::Path::Dense);
   for (size_t i = 0; i < q.params.size(); ++i) EXPECT_TRUE(same_bits(q.params[i], d.weights[i])) << q.names[i];
+}
+
+// BITROBUST_INJECTION=dense forces the dense path (the escape hatch for a doubtful fused kernel),
+// with the same weights; another value is an error naming the variable.
+TEST(WeightInjector, EnvironmentCanForceTheDensePath) {
+  auto net = mlp();
+  const quant::QuantizedModel q = quant::quantize_model(*net, quant::QuantScheme::parse("u8-asym-tensor-round-clip0.1"));
+  const Step step{"random", 0.0002, 4, ""};
+  const Dense d = dense(q, step);
+  ::setenv("BITROBUST_INJECTION", "dense", 1);
+  {
+    eval::WeightInjector injector(q);
+    EXPECT_EQ(injector.path(), eval::WeightInjector::Path::Dense);
+    EXPECT_EQ(injector.inject(bits::ErrorModel::parse(step.model, step.rate), step.seed), d.changed);
+    for (size_t i = 0; i < q.params.size(); ++i) EXPECT_TRUE(same_bits(q.params[i], d.weights[i])) << q.names[i];
+  }
+  ::setenv("BITROBUST_INJECTION", "fused", 1);
+  EXPECT_ERROR_CONTAINS(eval::WeightInjector{q}, "BITROBUST_INJECTION must be 'dense' (or unset), got 'fused'");
+  ::unsetenv("BITROBUST_INJECTION");
+  EXPECT_EQ(eval::WeightInjector(q).path(), eval::WeightInjector::Path::Incremental);
 }
 
 // Parameters that are not float32 take the dense path, and receive the same values.

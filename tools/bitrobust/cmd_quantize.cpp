@@ -138,7 +138,8 @@ Runner register_export(CLI::App& app) {
                                  {"model", cmd->model},
                                  {"tensors", tensors}};
       report::write_json_atomic((tmp / "manifest.json").string(), manifest);
-      fs::rename(tmp, out);
+      fs::rename(tmp, out, ec);
+      BR_CHECK(!ec, "cannot write export folder ", out, ": ", ec.message());
       report::unregister_temp_folder(tmp.string());
     } catch (...) {
       fs::remove_all(tmp, ec);

@@ -35,7 +35,8 @@ CLI::Validator integer_in(int64_t min, int64_t max) {
           return {};
         }
         if (ec == std::errc::result_out_of_range && ptr == end) {
-          return "must be " + range + ", got '" + text + "', beyond the largest, " + std::to_string(max);
+          return text[0] == '-' ? "must be " + range + ", got '" + text + "'"
+                                : "must be " + range + ", got '" + text + "', beyond the largest, " + std::to_string(max);
         }
         return "must be " + range + ", got '" + text + "'";
       },

@@ -86,7 +86,9 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::filesystem::filesystem_error& e) {
     // A path a command could not even inspect (a folder without search permission): named plainly.
-    std::fprintf(stderr, "bitrobust: error: cannot access %s: %s\n", e.path1().c_str(), e.code().message().c_str());
+    const std::string second = e.path2().empty() ? "" : " and " + e.path2().string();
+    std::fprintf(stderr, "bitrobust: error: cannot access %s%s: %s\n", e.path1().c_str(), second.c_str(),
+                 e.code().message().c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bitrobust: error: %s\n", e.what());

@@ -17,8 +17,9 @@ namespace bitrobust::eval {
 /// (NOTE [Incremental injection] in bitrobust/bits/bit_errors_kernels.h): a pattern costs its draw
 /// and the elements it and the previous pattern changed, not a pass over the model; on CUDA each
 /// pattern is one fused pass over the model (bits::inject_dequantize_cuda: copy, flip and
-/// dequantize in one kernel launch per batch of tensors). Otherwise (a bf16 or double network) it
-/// injects into every code, then dequantizes every weight.
+/// dequantize in one kernel launch per batch of tensors). Otherwise (a bf16 or double network), or
+/// with the environment variable BITROBUST_INJECTION=dense, it injects into every code, then
+/// dequantizes every weight.
 ///
 /// Nothing else may write the network's quantized parameters while an injector is in use, except
 /// through load_clean(). A parameter moved, cast or given new storage after construction (say by
