@@ -233,7 +233,8 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
            {" --patterns 0", "--patterns: must be an integer in 1..1000000, got '0'"},
            {" --seed 99999999999999999999999", "--seed: must be an integer >= 0, got '99999999999999999999999', beyond the largest, 9223372036854775807"},
            {" --batch 99999999999999999999", "--batch: must be an integer >= 1, got '99999999999999999999', beyond the largest, 9223372036854775807"},
-           {" --limit -1", "--limit: must be an integer >= 0, got '-1'"}}) {
+           {" --limit -1", "--limit: must be an integer >= 0, got '-1'"},
+           {" --seed -99999999999999999999", "--seed: must be an integer >= 0, got '-99999999999999999999'"}}) {
     const test_util::CliResult r = test_util::run_cli("eval --model " + q + args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output, "bitrobust: error: " + message + " (see --help)\n") << args;
