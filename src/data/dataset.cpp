@@ -1,7 +1,9 @@
 // Loading data sets by name (see NOTE [Data root]), normalization constants, default augmentation,
 // and the per-epoch shuffle.
 #include <ATen/core/Tensor.h>
+#include <zlib.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -128,6 +130,19 @@ Dataset Dataset::head(int64_t n) const {
   if (images.defined()) first.images = images.narrow(0, 0, count);
   if (labels.defined()) first.labels = labels.narrow(0, 0, count);
   return first;
+}
+
+std::string Dataset::fingerprint() const {
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  if (size() > 0) {
+    const at::Tensor pixels = images.cpu().contiguous();
+    crc = crc32_z(crc, pixels.data_ptr<uint8_t>(), static_cast<size_t>(pixels.numel()));
+    const at::Tensor classes = labels.cpu().to(at::kByte).contiguous();  // (labels are < 256)
+    crc = crc32_z(crc, classes.data_ptr<uint8_t>(), static_cast<size_t>(classes.numel()));
+  }
+  char text[16];
+  std::snprintf(text, sizeof text, "%08lx", static_cast<unsigned long>(crc));
+  return std::string("crc32 ") + text;
 }
 
 std::vector<std::string> dataset_names() { return {"mnist", "fashion-mnist", "cifar10"}; }

@@ -316,6 +316,9 @@ ModelFile load_model_file(const std::string& path) {
   at::Tensor version;
   if (!archive.try_read("bitrobust_format", version) || !archive.try_read("meta", meta_value) ||
       !meta_value.isString()) {
+    torch::serialize::InputArchive optimizer;
+    BR_CHECK(!archive.try_read("optimizer", optimizer), "model file ", path, " is a training checkpoint (what `train "
+             "--resume` continues from), not a model file: give the model file `train --out` wrote");
     throw Error("model file " + path + " is a Torch archive but not a bitrobust model (no bitrobust_format/meta)");
   }
   BR_CHECK(version.numel() == 1 && version.scalar_type() == at::kLong && version.item<int64_t>() >= 1,

@@ -110,6 +110,7 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
           {"error_model", ctx.error_model},
           {"layers", ctx.layers},
           {"layout", ctx.layout.empty() ? nlohmann::json() : nlohmann::json(ctx.layout)},
+          {"data", ctx.data.empty() ? nlohmann::json() : nlohmann::json(ctx.data)},
           {"seed", options.seed},
           {"patterns", options.patterns},
           {"rates", rates},
@@ -151,6 +152,7 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   if (j.contains("model_name") && !j["model_name"].is_string()) fail("model_name must be a string");
   // (compare pairs results by it: two files edited to the same non-text value would pair)
   if (j.contains("layout") && !j["layout"].is_null() && !j["layout"].is_string()) fail("layout must be a string");
+  if (j.contains("data") && !j["data"].is_null() && !j["data"].is_string()) fail("data must be a string");
   if (!j["results"].is_array() || j["results"].empty()) fail("results must be a non-empty list");
   for (const auto& r : j["results"]) {
     for (const char* key : {"rate", "rerr_mean", "rerr_std", "rerr_min", "rerr_max", "perturbed_error_mean", "per_pattern"}) {
@@ -282,6 +284,12 @@ std::string unpaired_reason(const nlohmann::json& a, const nlohmann::json& b) {
   }
   // Files since 2026-12-05 record the quantized parameters' shapes and widths, which decide where
   // a seed's bits fall, for every error model.
+  // Files since 2026-12-05 also fingerprint the images: two data roots may hold different images
+  // under the same names and counts.
+  const nlohmann::json da = a.value("data", nlohmann::json()), db = b.value("data", nlohmann::json());
+  if (da.is_string() && db.is_string() && da != db) {
+    return "other images (data " + da.dump() + " against " + db.dump() + ")";
+  }
   const nlohmann::json la = a.value("layout", nlohmann::json()), lb = b.value("layout", nlohmann::json());
   if (la.is_string() && lb.is_string() && la != lb) {
     return "other parameter shapes or bit widths (layout " + la.dump() + " against " + lb.dump() + ")";

@@ -125,6 +125,8 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
       if (before.is_object()) keys.update(before);
       for (const auto& item : keys.items()) {
         const std::string& key = item.key();
+        // Recorded since 2026-12-05: checkpoints written before resume without them.
+        if ((key == "data" || key == "threads") && !(before.is_object() && before.contains(key))) continue;
         const nlohmann::json old_value = before.is_object() && before.contains(key) ? before[key] : nlohmann::json();
         const nlohmann::json new_value = now.contains(key) ? now[key] : nlohmann::json();
         if (old_value != new_value) {
@@ -232,6 +234,10 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
     state = load_checkpoint(options.checkpoint, net, optimizer, options, augmentation, hooks, device,
                             steps_per_epoch);
+    // The checkpoint cannot be trained back: a model of fewer steps than it holds is not on offer.
+    BR_CHECK(options.max_steps == 0 || options.max_steps >= state.steps, "--max-steps ", options.max_steps,
+             " is below the ", state.steps, " steps checkpoint ", options.checkpoint,
+             " holds; resume with --max-steps ", state.steps, " or more (or without it)");
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
   }

@@ -246,6 +246,11 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   ASSERT_EQ(seed10.status, 0) << seed10.output;
   EXPECT_TRUE(test_util::contains(seed10.output, "pattern of seed 10 ")) << seed10.output;
   expect_failure("eval --model " + q + " --error-model cosmic", "--error-model: unknown error model 'cosmic'");
+  // Both directions fixed: every rate of --rates would give the same errors under its own label.
+  expect_failure("eval --model " + q + " --error-model random,0to1=0.05%,1to0=0.05% --rates 0.01%,1%",
+                 "--error-model: 'random,0to1=0.05%,1to0=0.05%' sets both the 0to1 and the 1to0 rate");
+  expect_failure("pattern --model " + q + " --rate 1% --error-model msb,0to1=1%,1to0=0 --out " + dir.file("p2.txt"),
+                 "--error-model: 'msb,0to1=1%,1to0=0' sets both");
   expect_failure("eval --model " + write_float_model(dir), "not quantized");
   {  // A choice outside the list is a command-line error (status 2), as every fixed choice.
     const test_util::CliResult r = test_util::run_cli("eval --model " + q + " --precision fp16");
@@ -451,6 +456,38 @@ TEST(CliTrain, RandBetCurriculumIsRecordedAndPartOfTheRunsSettings) {
   EXPECT_EQ(io::load_model_file(dir.file("m.pt")).meta["randbet"]["curriculum"], "once");
 }
 
+// A checkpoint resumes only with the thread count it was trained with (on the CPU a step's float sums
+// depend on it) and on the same images (same file names and counts may hold others); the model
+// file records both.
+TEST(CliTrain, ResumeNeedsTheSameThreadCountAndImages) {
+  test_util::TempDir dir;
+  const std::string root = write_tiny_cifar10(dir);
+  const std::string other = dir.file("other");  // the same files, one pixel changed
+  std::filesystem::create_directories(other + "/cifar10");
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    std::filesystem::copy_file(entry.path(), other + "/cifar10/" + entry.path().filename().string());
+  }
+  {
+    std::fstream f(other + "/cifar10/data_batch_2.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put(static_cast<char>(77));
+  }
+  const std::string common = "train --dataset cifar10 --model mlp --batch 8 --no-augment --epochs 2 --quiet --out " +
+                             dir.file("m.pt") + " ";
+  ASSERT_EQ(test_util::run_cli(common + "--data-root " + root + " --threads 1 --max-steps 3").status, 0);
+  test_util::CliResult r = test_util::run_cli(common + "--data-root " + root + " --threads 2 --resume");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("belongs to a run with other settings (threads 1 -> 2)"), std::string::npos) << r.output;
+  r = test_util::run_cli(common + "--data-root " + other + " --threads 1 --resume");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("belongs to a run with other settings (data \"crc32 "), std::string::npos) << r.output;
+  r = test_util::run_cli(common + "--data-root " + root + " --threads 1 --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json meta = io::load_model_file(dir.file("m.pt")).meta;
+  EXPECT_EQ(meta["threads"], 1);
+  EXPECT_EQ(meta["train_data"].get<std::string>().rfind("crc32 ", 0), 0u) << meta.dump();
+}
+
 // Resuming a run whose checkpoint already holds every epoch trains nothing: the model file and JSON
 // keep the last epoch's loss (from the checkpoint) and report no training time or speed, not zeros.
 // --momentum 0 trains (plain SGD: LibTorch refuses Nesterov without momentum).
@@ -490,6 +527,13 @@ TEST(CliTrain, ResumingAFinishedRunReportsNoTrainingInsteadOfZeros) {
   EXPECT_EQ(resumed["steps"], 6);
   EXPECT_EQ(resumed["final_train_loss"], stopped["final_train_loss"]);
   EXPECT_TRUE(resumed["train_seconds"].is_null());
+  // A limit below the checkpoint's steps cannot be met: refused, not a model recording more steps.
+  const std::string lower = "train --dataset cifar10 --data-root " + dir.file("cifar10") +
+                            " --model mlp --batch 8 --no-augment --epochs 4 --max-steps 5 --out " + dir.file("s.pt") +
+                            " --resume";
+  expect_failure(lower, "--max-steps 5 is below the 6 steps checkpoint " + dir.file("s.pt") + ".ckpt holds");
+  // And a checkpoint given where a model file belongs is named as what it is.
+  expect_failure("info --model " + dir.file("s.pt") + ".ckpt", "is a training checkpoint (what `train --resume` continues from)");
 }
 
 // Sizes the architecture does not have are refused before any data are read.

@@ -43,6 +43,10 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("train --dataset imagenet --out /tmp/x.pt --epochs 1", "imagenet");
   expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "--model: vgg not in {mlp,lenet,");
   expect_clean_failure("frobnicate", "unknown command 'frobnicate'");
+  // An error model fixing both directions' rates would make --randbet's rate change nothing.
+  expect_clean_failure("train --dataset fashion-mnist --out x.pt --scheme rquant --randbet 1% "
+                       "--randbet-error-model random,0to1=0.1%,1to0=0.1%",
+                       "--randbet-error-model: 'random,0to1=0.1%,1to0=0.1%' sets both the 0to1 and the 1to0 rate");
 }
 
 TEST(Cli, MissingAndCorruptModelFilesFailCleanly) {

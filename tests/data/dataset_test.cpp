@@ -238,6 +238,27 @@ TEST(DefaultAugmentation, CifarIsTheReferencePipelineOthersNone) {
   }
 }
 
+// The fingerprint follows the examples: the same bytes give the same one, one changed pixel or label
+// another, and a device copy or a view of the whole set the same.
+TEST(DatasetHelpers, FingerprintFollowsImagesAndLabels) {
+  Dataset data;
+  EXPECT_EQ(data.fingerprint(), "crc32 00000000");
+  data.images = at::arange(5 * 2 * 3 * 4, at::kByte).reshape({5, 2, 3, 4});
+  data.labels = at::arange(5, at::kLong);
+  const std::string print = data.fingerprint();
+  EXPECT_EQ(print.size(), 14u);
+  EXPECT_EQ(data.head(5).fingerprint(), print);
+  EXPECT_NE(data.head(4).fingerprint(), print);
+  Dataset pixel = data.to(at::kCPU);
+  pixel.images = data.images.clone();
+  pixel.images[1][0][0][0] = 200;
+  EXPECT_NE(pixel.fingerprint(), print);
+  Dataset label = data;
+  label.labels = data.labels.clone();
+  label.labels[4] = 0;
+  EXPECT_NE(label.fingerprint(), print);
+}
+
 TEST(DatasetHelpers, HeadToAndAccessors) {
   Dataset data;
   EXPECT_EQ(data.size(), 0);

@@ -149,6 +149,14 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
             std::string::npos)
       << report::paired_table({stuck, stuck_wide});
   stuck_wide["layout"] = stuck["layout"];
+  // Other images under the same data set's name and count (another data root) are not paired.
+  stuck["data"] = "crc32 0000abcd";
+  stuck_wide["data"] = "crc32 0000abce";
+  EXPECT_NE(report::paired_table({stuck, stuck_wide})
+                .find("  stuck-wide: not paired (other images (data \"crc32 0000abcd\" against \"crc32 0000abce\"))"),
+            std::string::npos)
+      << report::paired_table({stuck, stuck_wide});
+  stuck_wide["data"] = stuck["data"];
   EXPECT_NE(report::paired_table({stuck, stuck_wide}).find("  stuck-wide\n    1%  "), std::string::npos)
       << report::paired_table({stuck, stuck_wide});
   EXPECT_EQ(report::layout_of({{16, 64}, {16}}, {8, 8}).substr(0, 24), "2 tensors, 8320 bits, cr");

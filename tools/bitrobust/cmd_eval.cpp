@@ -155,6 +155,7 @@ Runner register_eval(CLI::App& app) {
     ctx.precision = eval::precision_name(precision);
     ctx.limit = cmd->limit;
     ctx.batch = cmd->sweep.batch_size;
+    ctx.data = data.fingerprint();
     std::vector<std::vector<int64_t>> shapes;
     std::vector<int> widths;
     for (const auto& t : q.tensors) {

@@ -1,4 +1,5 @@
 // bitrobust train: train a network (float, or quantization-aware) and save one model file.
+#include <ATen/Parallel.h>
 #include <torch/utils.h>
 
 #include <cstdio>
@@ -173,7 +174,12 @@ Runner register_train(CLI::App& app) {
     nlohmann::json settings = {{"dataset", train_set.name}, {"cifar_protocol", cmd->data.protocol},
                                {"model", cmd->spec.to_json()}, {"init", cmd->init},
                                {"scheme", quantized ? scheme.to_string() : std::string("float")},
-                               {"quant_include", cmd->quant.include}, {"quant_exclude", cmd->quant.exclude}};
+                               {"quant_include", cmd->quant.include}, {"quant_exclude", cmd->quant.exclude},
+                               // (the same names and counts may hold other images)
+                               {"data", train_set.fingerprint()}};
+    // On the CPU the float sums of a step depend on how many threads share them: a run resumed
+    // with another count would not end with the weights of the uninterrupted run.
+    if (device.is_cpu()) settings["threads"] = at::get_num_threads();
     if (randbet) {
       settings["randbet"] = {{"rate", cmd->randbet_options.rate}, {"mode", cmd->randbet_options.mode},
                              {"start", cmd->randbet_options.start_loss},
@@ -234,6 +240,8 @@ Runner register_train(CLI::App& app) {
                  {"lr", cmd->options.lr},
                  {"seed", cmd->options.seed},
                  {"init", cmd->init},
+                 {"train_data", settings["data"]},
+                 {"threads", device.is_cpu() ? nlohmann::json(at::get_num_threads()) : nlohmann::json()},
                  {"augment", augmentation},
                  {"test_error", test.error},
                  {"float_test_error", float_error},

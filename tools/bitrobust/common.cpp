@@ -148,14 +148,20 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
 }
 
 bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option) {
+  bits::ErrorModel model;
   try {
-    return bits::ErrorModel::parse(name, rate);
+    model = bits::ErrorModel::parse(name, rate);
   } catch (const Error& e) {
     std::string message = e.what();
     const std::string prefix = "ErrorModel: ";
     if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
     throw Error(std::string(option) + ": " + message);
   }
+  // Every command pairs the model with a rate (--rates, --rate, --randbet): a model fixing both
+  // directions' rates would make every rate give the same errors, recorded under different rates.
+  BR_CHECK(!(model.rate_0to1 >= 0.0 && model.rate_1to0 >= 0.0), option, ": '", name, "' sets both the 0to1 and the ",
+           "1to0 rate, so the rate it goes with would change nothing; set one of them (the other direction takes the rate)");
+  return model;
 }
 
 void add_quant_options(CLI::App& cmd, QuantOptions& q) {

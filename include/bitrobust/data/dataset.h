@@ -27,6 +27,10 @@ struct Dataset {
   Dataset to(at::Device device) const;
   /// The first min(n, size()) examples (a view, no copy); n < 0 is an error.
   Dataset head(int64_t n) const;
+  /// "crc32 <8 hex digits>" of the images' bytes and then the labels (as uint8): which examples a
+  /// result was computed on, whatever the files were called. Images and labels are read where
+  /// they are (a device copy is copied back).
+  std::string fingerprint() const;
 };
 
 /// Reads an IDX image file (magic 0x00000803: uint8 [N, rows, cols]) and its IDX label file

@@ -15,6 +15,8 @@ struct SweepContext {
   int64_t limit = 0, batch = 0;
   /// Where a seed's bits fall: the quantized parameters' shapes and bit widths (layout_of).
   std::string layout;
+  /// Which images: data::Dataset::fingerprint() of the examples evaluated.
+  std::string data;
 };
 /// A short fingerprint of the quantized parameters' shapes and bit widths, in order: "<count>
 /// tensors, <bits> bits, crc32 <hex>". Two sweeps with the same seeds met the same bits only if
