@@ -81,6 +81,8 @@ TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("bitrobust: error: ", 0), 0u) << args << "\n" << r.output;
   }
+  EXPECT_EQ(test_util::run_cli("train --dataset fashion-mnist --out x.pt --epochs 1 --epochs 2").output,
+            "bitrobust: error: --epochs given more than once (2 times); give it once (see --help)\n");
 }
 
 // A decimal out of its range is a command-line error like an integer out of its range (status 2),

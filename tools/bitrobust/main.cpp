@@ -57,6 +57,12 @@ int main(int argc, char** argv) {
     } else if (!known) {
       message = "unknown option '" + std::string(argv[1]) + "': a command comes first (commands: " + commands + ")";
     }
+    // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
+    const std::string twice = ": At Most 1 required but received ";
+    if (const size_t at = message.find(twice); at != std::string::npos) {
+      message = message.substr(0, at) + " given more than once (" + message.substr(at + twice.size()) +
+                " times); give it once";
+    }
     return syntax_error(message);
   }
   try {
