@@ -173,6 +173,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   injector.load_clean();
   for (auto& r : sweep.results) summarize(r);
   sweep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  sweep.perturbed_passes = evaluations;
   sweep.images_patterns_per_second = static_cast<double>(evaluations) * clean.examples / std::max(sweep.seconds, 1e-9);
   bar.finish(std::to_string(evaluations) + " patterns evaluated");
   return sweep;

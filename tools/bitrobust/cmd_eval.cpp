@@ -165,9 +165,14 @@ Runner register_eval(CLI::App& app) {
     ctx.layout = report::layout_of(shapes, widths);
     const nlohmann::json j = report::sweep_to_json(sweep, cmd->sweep, ctx);
     std::printf("%s", report::sweep_table(j).c_str());
-    std::printf("%lld images x %lld patterns in %.1f s: %.0f images x patterns / s\n",
-                static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns), sweep.seconds,
-                sweep.images_patterns_per_second);
+    if (sweep.perturbed_passes == 0) {  // (every rate was 0 of an error model that changes nothing there)
+      std::printf("%lld images, no pattern changed a bit (rate 0 is the clean model): nothing to time\n",
+                  static_cast<long long>(sweep.examples));
+    } else {
+      std::printf("%lld images x %lld patterns in %.1f s: %.0f images x patterns / s\n",
+                  static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns), sweep.seconds,
+                  sweep.images_patterns_per_second);
+    }
     // All of them or none: a failing output does not leave the others half a result set.
     report::write_texts_atomic({{cmd->common.json, cmd->common.json.empty() ? "" : report::json_text(j)},
                                 {cmd->csv, cmd->csv.empty() ? "" : report::sweep_csv(j)},

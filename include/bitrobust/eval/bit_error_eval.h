@@ -41,7 +41,8 @@ struct SweepResult {
   int64_t examples = 0;
   std::vector<RateResult> results;
   double seconds = 0;
-  double images_patterns_per_second = 0;  ///< test images × (patterns × nonzero rates) per second
+  int64_t perturbed_passes = 0;           ///< patterns × rates that changed bits: passes over the images
+  double images_patterns_per_second = 0;  ///< test images × perturbed_passes per second
 };
 
 /// Runs the sweep. The network's selected parameters are overwritten with dequantized perturbed
