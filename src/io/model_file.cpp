@@ -75,17 +75,12 @@ struct StorageTally {
     if (held == needed) return;
     // For the message: a storage without a record of its size (the one that would be read past its
     // data), else a record without a storage of its size.
-    std::vector<int64_t> unmatched;
-    std::set_difference(needed.begin(), needed.end(), held.begin(), held.end(), std::back_inserter(unmatched));
-    const std::string first =
-        !unmatched.empty() ? "a storage of " + std::to_string(unmatched.front()) + " bytes has no data record of that size"
-                           : "";
-    if (unmatched.empty()) {
-      std::set_difference(held.begin(), held.end(), needed.begin(), needed.end(), std::back_inserter(unmatched));
-    }
-    const std::string what = !first.empty() ? first
-                                            : "a data record of " + std::to_string(unmatched.front()) +
-                                                  " bytes belongs to no storage";
+    std::vector<int64_t> missing, extra;
+    std::set_difference(needed.begin(), needed.end(), held.begin(), held.end(), std::back_inserter(missing));
+    std::set_difference(held.begin(), held.end(), needed.begin(), needed.end(), std::back_inserter(extra));
+    const std::string what =
+        !missing.empty() ? "a storage of " + std::to_string(missing.front()) + " bytes has no data record of that size"
+                         : "a data record of " + std::to_string(extra.front()) + " bytes belongs to no storage";
     throw Error(::bitrobust::detail::concat(file, ": its ", needed.size(), " tensor storages do not match its ",
                                             held.size(), " data records (", what, "; damaged file)"));
   }

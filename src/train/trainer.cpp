@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <set>
+#include <string>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
@@ -125,8 +127,9 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
       if (before.is_object()) keys.update(before);
       for (const auto& item : keys.items()) {
         const std::string& key = item.key();
-        // Recorded since 2026-12-05: checkpoints written before resume without them.
-        if ((key == "data" || key == "threads") && !(before.is_object() && before.contains(key))) continue;
+        // Settings recorded since 2026-12-05: checkpoints written before resume without them.
+        static const std::set<std::string> kRecordedLater = {"data", "threads"};
+        if (kRecordedLater.count(key) > 0 && !(before.is_object() && before.contains(key))) continue;
         const nlohmann::json old_value = before.is_object() && before.contains(key) ? before[key] : nlohmann::json();
         const nlohmann::json new_value = now.contains(key) ? now[key] : nlohmann::json();
         if (old_value != new_value) {
