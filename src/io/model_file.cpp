@@ -15,6 +15,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "bitrobust/io/archive_check.h"
 #include "bitrobust/io/zip_checksums.h"
 #include "bitrobust/quant/quantize_math.h"
 #include "bitrobust/report/output.h"
@@ -181,6 +182,7 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
   BR_CHECK(std::filesystem::is_regular_file(path), file, " is not a regular file");
   // NOTE [Record checksums]: before LibTorch reads any record, which it does not check.
   const std::vector<ZipRecord> records = verify_zip_checksums(path, what);
+  check_archive_records(path, records, what);  // NOTE [Archive code records], NOTE [Archive pickles]
   try {
     archive.load_from(path, device);
   } catch (const std::exception&) {  // c10::Error, and TorchScript's own errors for damaged code records

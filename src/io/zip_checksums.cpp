@@ -206,9 +206,10 @@ namespace {
 // damage, or a stream made to expand a thousandfold.
 constexpr uint64_t kMaxInflatedSize = uint64_t{256} << 20;
 
-/// The CRC-32 of a deflated record's inflated bytes; nullopt if they are no deflate stream of exactly
-/// the record's bytes inflating to exactly its uncompressed size.
-std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in) {
+/// Inflates a deflated record, handing each piece of its bytes to `sink`; false if they are no
+/// deflate stream of exactly the record's bytes inflating to exactly its uncompressed size.
+template <typename Sink>
+bool inflate_record(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in, Sink&& sink) {
   BR_CHECK(record.uncompressed_size <= kMaxInflatedSize, zip.name(), " is damaged: its deflated record ",
            record.name, " claims ", record.uncompressed_size, " bytes");
   z_stream stream{};
@@ -219,7 +220,6 @@ std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& reco
     ~End() { inflateEnd(stream); }
   } end{&stream};
   std::vector<unsigned char> out(1 << 16);
-  uLong crc = crc32_z(0L, Z_NULL, 0);
   uint64_t read = 0, inflated = 0;
   int status = Z_OK;
   while (status == Z_OK) {
@@ -234,19 +234,24 @@ std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& reco
     stream.avail_out = static_cast<uInt>(out.size());
     status = inflate(&stream, Z_NO_FLUSH);
     const size_t produced = out.size() - stream.avail_out;
-    crc = crc32_z(crc, out.data(), produced);
     inflated += produced;
     // More than the directory promises: damaged (and a damaged stream could expand a thousandfold).
     if (inflated > record.uncompressed_size) break;
+    sink(out.data(), produced);
     if (status == Z_BUF_ERROR) {  // no progress: only more input can help
       if (stream.avail_in != 0 || read == record.size) break;  // none left: the data ends early
       status = Z_OK;
     }
   }
   BR_CHECK(status != Z_MEM_ERROR, zip.name(), ": out of memory inflating record ", record.name);
-  if (status != Z_STREAM_END || inflated != record.uncompressed_size || read != record.size || stream.avail_in != 0) {
+  return status == Z_STREAM_END && inflated == record.uncompressed_size && read == record.size && stream.avail_in == 0;
+}
+
+/// The CRC-32 of a deflated record's inflated bytes; nullopt if inflate_record fails.
+std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in) {
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  if (!inflate_record(zip, record, in, [&crc](const unsigned char* bytes, size_t n) { crc = crc32_z(crc, bytes, n); }))
     return std::nullopt;
-  }
   return static_cast<uint32_t>(crc);
 }
 
@@ -276,6 +281,28 @@ std::vector<ZipRecord> verify_zip_checksums(const std::string& path, const std::
              " does not match the checksum written with it (the file changed after it was saved)");
   }
   return records;
+}
+
+std::string read_zip_record(const std::string& path, const ZipRecord& record, const std::string& what,
+                            uint64_t max_bytes) {
+  const ZipFile zip(path, what);
+  BR_CHECK(record.uncompressed_size <= max_bytes, zip.name(), ": its record ", record.name, " holds ",
+           record.uncompressed_size, " bytes, more than the ", max_bytes, " such a record may");
+  if (record.method == 0) {
+    BR_CHECK(record.size == record.uncompressed_size, zip.name(), " is damaged: its stored record ", record.name,
+             " has two sizes");
+    const std::vector<unsigned char> bytes = zip.read(record.data_offset, record.size);
+    return std::string(bytes.begin(), bytes.end());
+  }
+  BR_CHECK(record.method == 8, zip.name(), ": record ", record.name, " uses zip compression method ", record.method,
+           ", which Torch archives do not (damaged file?)");
+  std::vector<unsigned char> buffer(1 << 16);
+  std::string text;
+  const bool complete = inflate_record(zip, record, buffer, [&text](const unsigned char* bytes, size_t n) {
+    text.append(reinterpret_cast<const char*>(bytes), n);
+  });
+  BR_CHECK(complete, zip.name(), " is damaged: its record ", record.name, " does not inflate");
+  return text;
 }
 
 }  // namespace bitrobust::io

@@ -30,4 +30,9 @@ std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::st
 /// written with it" at the first that differs. Returns the records, all checked.
 std::vector<ZipRecord> verify_zip_checksums(const std::string& path, const std::string& what);
 
+/// The bytes of one record (inflated, for deflated records), for small records only: Error if it
+/// holds more than max_bytes, or does not inflate to its size.
+std::string read_zip_record(const std::string& path, const ZipRecord& record, const std::string& what,
+                            uint64_t max_bytes);
+
 }  // namespace bitrobust::io
