@@ -137,3 +137,20 @@ TEST(ArchiveCheck, AModelFileWithSuchAPickleIsAnErrorNamingTheRecord) {
         << message;
   }
 }
+
+TEST(ArchiveCheck, TheEnvironmentCanTrustAnArchiveTheChecksDoNotKnow) {
+  test_util::TempDir dir;
+  const std::string good = dir.file("good.pt"), commented = dir.file("commented.pt");
+  io::save_model_file(good, test_util::quantized_model_file(8));
+  // A comment LibTorch reads past, and no writer of Torch's puts there.
+  ASSERT_GE(test_util::copy_with_record_edited(good, commented, "code/", [](std::string text) {
+              return text.find("class ") == 0 ? "# a comment\n" + text : text;
+            }),
+            1u);
+  EXPECT_THROW(io::load_model_file(commented), Error);
+  ::setenv("BITROBUST_TRUST_ARCHIVES", "1", 1);
+  EXPECT_NO_THROW(io::load_model_file(commented));
+  ::setenv("BITROBUST_TRUST_ARCHIVES", "yes", 1);
+  EXPECT_THROW(io::load_model_file(commented), Error);
+  ::unsetenv("BITROBUST_TRUST_ARCHIVES");
+}
