@@ -183,22 +183,19 @@ std::string pickle_problem(const std::string& pickle) {
         push = 1;
         break;
       }
-      case 'q': case 'r': {                                       // BINPUT, LONG_BINPUT
-        arg = op == 'q' ? 1 : 4;
+      case 'q': case 'r': case 'h': case 'j': {                   // BINPUT, LONG_BINPUT, BINGET, LONG_BINGET
+        const bool put = op == 'q' || op == 'r';
+        arg = op == 'q' || op == 'h' ? 1 : 4;
         if (size - at < arg) return problem(op_at, "a memo index cut short");
         const uint64_t index = le(at, static_cast<int>(arg));
-        if (index > memo) return problem(op_at, "memo index " + std::to_string(index) + " after " + std::to_string(memo) +
-                                                    " entries");
-        if (index == memo) ++memo;
-        pop = 1;
-        push = 1;
-        break;
-      }
-      case 'h': case 'j': {                                       // BINGET, LONG_BINGET
-        arg = op == 'h' ? 1 : 4;
-        if (size - at < arg) return problem(op_at, "a memo index cut short");
-        const uint64_t index = le(at, static_cast<int>(arg));
-        if (index >= memo) return problem(op_at, "memo index " + std::to_string(index) + " read before it is written");
+        if (put) {
+          if (index > memo)
+            return problem(op_at, "memo index " + std::to_string(index) + " after " + std::to_string(memo) + " entries");
+          if (index == memo) ++memo;
+          pop = 1;  // (memoizes the top value, which stays)
+        } else if (index >= memo) {
+          return problem(op_at, "memo index " + std::to_string(index) + " read before it is written");
+        }
         push = 1;
         break;
       }
