@@ -16,7 +16,8 @@ SAN="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined
 if [[ ! -f $BUILD/build.ninja ]]; then
   CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
-    -DBITROBUST_BUILD_TESTS=OFF -DBITROBUST_BUILD_BENCHMARKS=OFF -DBITROBUST_BUILD_FUZZERS=ON >/dev/null
+    -DBITROBUST_BUILD_TESTS=OFF -DBITROBUST_BUILD_BENCHMARKS=OFF -DBITROBUST_BUILD_FUZZERS=ON \
+    ${BITROBUST_CMAKE_ARGS:-} >/dev/null
 fi
 harnesses=("$@")
 if ((${#harnesses[@]} == 0)); then
@@ -24,13 +25,18 @@ if ((${#harnesses[@]} == 0)); then
 fi
 ninja -C "$BUILD" -j "${JOBS:-2}" "${harnesses[@]}" bitrobust_cli
 
+# LibTorch's own allocations at exit are not ours to report; its OpenMP runtime is a second one.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+export OMP_NUM_THREADS=1
+
 # Seeds that need a model: a tiny quantized LeNet (4-bit codes), its patterns of three error models.
 SEEDS=$BUILD/seeds
 if [[ ! -f $SEEDS/done ]]; then
   mkdir -p "$SEEDS/fuzz_model_file" "$SEEDS/fuzz_pattern_file"
-  export ASAN_OPTIONS=detect_leaks=0
   "$BUILD/bitrobust" train --dataset fashion-mnist --model lenet --width 2 --norm regn --scheme rquant --bits 4 \
-    --clip 0.1 --max-steps 2 --epochs 1 --quiet --out "$SEEDS/fuzz_model_file/tiny.pt"
+    --clip 0.1 --max-steps 2 --epochs 1 --quiet --out "$SEEDS/fuzz_model_file/tiny.pt" \
+    --checkpoint "$SEEDS/tiny.ckpt"
   m=$SEEDS/fuzz_model_file/tiny.pt
   "$BUILD/bitrobust" pattern --model "$m" --rate 0.1% --seed 3 --out "$SEEDS/fuzz_pattern_file/random.txt"
   "$BUILD/bitrobust" pattern --model "$m" --rate 0.05% --seed 4 --error-model stuck-at-1 \
@@ -40,10 +46,6 @@ if [[ ! -f $SEEDS/done ]]; then
   touch "$SEEDS/done"
 fi
 
-# LibTorch's own allocations at exit are not ours to report; its OpenMP runtime is a second one.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
-export OMP_NUM_THREADS=1
 status=0
 for h in "${harnesses[@]}"; do
   corpus=$BUILD/corpus/$h

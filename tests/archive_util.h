@@ -106,4 +106,24 @@ size_t copy_with_record_edited(const std::string& from, const std::string& to, c
   return edited;
 }
 
+/// Copies the Torch archive `from` to `to` with its record `name` (as getAllRecords lists it, e.g.
+/// "data.pkl") also written, or only written, as `new_name` holding `text`.
+inline void copy_with_record_renamed(const std::string& from, const std::string& to, const std::string& name,
+                                     const std::string& new_name, const std::string& text, bool keep_original) {
+  caffe2::serialize::PyTorchStreamReader reader(from);
+  caffe2::serialize::PyTorchStreamWriter writer(to);
+  for (const std::string& record : reader.getAllRecords()) {
+    bool own = false;  // (as in copy_archive)
+    for (const char* r : {"version", "byteorder", "serialization_id"}) own = own || record.find(r) != std::string::npos;
+    if (own) continue;
+    if (record == name) {
+      writer.writeRecord(new_name, text.data(), text.size());
+      if (!keep_original) continue;
+    }
+    auto [data, size] = reader.getRecord(record);
+    writer.writeRecord(record, data.get(), size);
+  }
+  writer.writeEndOfFile();
+}
+
 }  // namespace bitrobust::test_util

@@ -1,7 +1,11 @@
 // NOTE [Archive code records] in bitrobust/io/archive_check.h.
 #include "bitrobust/io/archive_check.h"
 
+#include <algorithm>
 #include <cctype>
+#include <map>
+#include <memory>
+#include <optional>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -17,9 +21,19 @@ namespace {
 // tens of kilobytes for the largest networks.
 constexpr uint64_t kMaxCodeRecordBytes = uint64_t{16} << 20;
 // data.pkl lists every tensor (about a hundred bytes each) and the metadata: kilobytes to a megabyte.
-constexpr uint64_t kMaxPickleRecordBytes = uint64_t{256} << 20;
+constexpr uint64_t kMaxPickleRecordBytes = uint64_t{16} << 20;
 // List[Dict[str, Tuple[int, ...]]] is three deep; deeper nesting is no attribute of ours.
 constexpr int kMaxTypeDepth = 8;
+
+std::string ascii_lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool ends_with(const std::string& name, const char* suffix) {
+  const size_t n = std::strlen(suffix);
+  return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
+}
 
 /// Reads the line left to right; every method consumes on success only.
 class Cursor {
@@ -123,14 +137,68 @@ bool is_attribute_module_line(const std::string& line) {
   return c.identifier() && c.literal(" : ") && c.type() && c.done();
 }
 
-std::string pickle_problem(const std::string& pickle) {
+namespace {
+
+// Deeper values than this are no attribute of ours (a module's tensor is about six levels down), and
+// LibTorch destroys and hashes values recursively: a million nested tuples overflow its stack.
+constexpr int kMaxPickleDepth = 64;
+
+/// What the scan knows of a value on the Unpickler's stack.
+struct PickleValue {
+  enum class Kind { Other, String, Int, Global, Tuple, Object } kind = Kind::Other;
+  std::string text;  ///< String: its value; Global: "module\nname"
+  int64_t number = 0;
+  int depth = 1;     ///< nesting: a scalar 1, a container 1 + its deepest element
+  std::shared_ptr<const std::vector<PickleValue>> items;  ///< Tuple: its elements (shared: memo copies)
+};
+
+bool is_identifier_text(const std::string& s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (const char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+/// Bytes per element of torch.<name>, for the storages an archive of tensors holds; 0 if none.
+int64_t storage_element_size(const std::string& name) {
+  static const std::pair<const char*, int64_t> kSizes[] = {
+      {"FloatStorage", 4}, {"DoubleStorage", 8}, {"HalfStorage", 2}, {"BFloat16Storage", 2}, {"LongStorage", 8},
+      {"IntStorage", 4},   {"ShortStorage", 2},  {"CharStorage", 1}, {"ByteStorage", 1},     {"BoolStorage", 1}};
+  for (const auto& [storage, bytes] : kSizes)
+    if (name == storage) return bytes;
+  return 0;
+}
+
+/// The globals Torch's Pickler writes for an archive of tensors, strings, numbers and modules.
+/// (Quantized, sparse and subclassed tensors, custom C++ classes and everything else call code
+/// that trusts its arguments further.)
+bool allowed_global(const std::string& module, const std::string& name) {
+  if (module == "torch._utils") return name == "_rebuild_tensor_v2";
+  if (module == "collections") return name == "OrderedDict";
+  if (module == "torch") return name == "device" || storage_element_size(name) > 0;
+  if (module == "builtins") return name == "complex";
+  if (module == "torch.jit._pickle") {
+    return name == "restore_type_tag" || name == "build_intlist" || name == "build_tensorlist" ||
+           name == "build_doublelist" || name == "build_boollist";
+  }
+  // The archive's own module classes: __torch__.Module, __torch__.___torch_mangle_7.Module.
+  const std::string mangle = "__torch__.___torch_mangle_";
+  const bool own = module == "__torch__" ||
+                   (module.compare(0, mangle.size(), mangle) == 0 && module.size() > mangle.size() &&
+                    module.find_first_not_of("0123456789", mangle.size()) == std::string::npos);
+  return own && is_identifier_text(name);
+}
+
+}  // namespace
+
+std::string pickle_problem(const std::string& pickle, const StorageSizes& storage_bytes) {
+  using Kind = PickleValue::Kind;
   const auto* bytes = reinterpret_cast<const unsigned char*>(pickle.data());
   const size_t size = pickle.size();
   size_t at = 0;
-  // Values on the stack since the innermost MARK, and those below each open MARK.
-  std::vector<uint64_t> marks;
-  uint64_t depth = 0;
-  uint64_t memo = 0;  // memo entries so far: Pickler numbers them 0, 1, 2, ...
+  std::vector<PickleValue> stack;
+  std::vector<size_t> marks;  // stack sizes at each open MARK
+  std::vector<PickleValue> memo;
   const auto problem = [&](size_t where, const std::string& what) {
     return what + " at byte " + std::to_string(where);
   };
@@ -139,110 +207,205 @@ std::string pickle_problem(const std::string& pickle) {
     for (int i = 0; i < n; ++i) v |= uint64_t{bytes[from + static_cast<size_t>(i)]} << (8 * i);
     return v;
   };
+  const auto floor = [&] { return marks.empty() ? size_t{0} : marks.back(); };
   while (at < size) {
     const size_t op_at = at;
     const unsigned char op = bytes[at++];
-    // What an opcode's argument occupies, and what it does to the stack: needs `pop` values above
-    // the innermost MARK (or, with to_mark, all of them), then pushes `push`.
-    size_t arg = 0;
-    uint64_t pop = 0, push = 0;
-    bool to_mark = false;
+    // Values an operation takes from above the innermost MARK.
+    const auto take = [&](size_t n, std::vector<PickleValue>& out) {
+      if (stack.size() - floor() < n) return false;
+      out.assign(std::make_move_iterator(stack.end() - static_cast<std::ptrdiff_t>(n)), std::make_move_iterator(stack.end()));
+      stack.resize(stack.size() - n);
+      return true;
+    };
+    const auto to_mark = [&](std::vector<PickleValue>& out) {
+      if (marks.empty()) return false;
+      out.assign(std::make_move_iterator(stack.begin() + static_cast<std::ptrdiff_t>(marks.back())),
+                 std::make_move_iterator(stack.end()));
+      stack.resize(marks.back());
+      marks.pop_back();
+      return true;
+    };
+    const auto deepest = [](const std::vector<PickleValue>& values) {
+      int d = 0;
+      for (const PickleValue& v : values) d = std::max(d, v.depth);
+      return d;
+    };
+    const auto tuple_of = [&](std::vector<PickleValue> values) {
+      PickleValue t;
+      t.kind = Kind::Tuple;
+      t.depth = 1 + deepest(values);
+      t.items = std::make_shared<const std::vector<PickleValue>>(std::move(values));
+      return t;
+    };
+    const auto need = [&](size_t n) { return size - at >= n; };
+    std::vector<PickleValue> args;
+    PickleValue value;  // what the operation pushes, if push
+    bool push = true;
     switch (op) {
-      case 0x80: arg = 1; break;                                  // PROTO
-      case '.': pop = 1; break;                                   // STOP
-      case '(': break;                                            // MARK
-      case 'N': case 0x88: case 0x89: case ')': case ']': case '}': push = 1; break;  // None, True, False, (), [], {}
-      case 'K': arg = 1; push = 1; break;                         // BININT1
-      case 'M': arg = 2; push = 1; break;                         // BININT2
-      case 'J': arg = 4; push = 1; break;                         // BININT
-      case 'G': arg = 8; push = 1; break;                         // BINFLOAT
-      case 0x8a:                                                  // LONG1: a length byte, at most 8 bytes
-        if (at >= size) return problem(op_at, "a LONG1 cut short");
-        if (bytes[at] > 8) return problem(op_at, "a LONG1 of " + std::to_string(bytes[at]) + " bytes");
-        arg = 1 + bytes[at];
-        push = 1;
+      case 0x80:  // PROTO
+        if (!need(1)) return problem(op_at, "an argument cut short");
+        at += 1;
+        push = false;
         break;
-      case 'X': case 'B':                                         // BINUNICODE, BINBYTES: 4-byte length
-        if (size - at < 4) return problem(op_at, "a string length cut short");
-        if (le(at, 4) > size - at - 4) return problem(op_at, "a string of " + std::to_string(le(at, 4)) +
-                                                                 " bytes in a record of " + std::to_string(size));
-        arg = 4 + static_cast<size_t>(le(at, 4));
-        push = 1;
+      case '.':  // STOP
+        if (!marks.empty() || stack.size() != 1) return problem(op_at, "STOP with values or MARKs left");
+        return "";
+      case '(':  // MARK
+        marks.push_back(stack.size());
+        push = false;
         break;
-      case 0x8c: case 'C':                                        // SHORT_BINUNICODE, SHORT_BINBYTES
-        if (at >= size) return problem(op_at, "a string length cut short");
-        arg = 1 + bytes[at];
-        push = 1;
+      case 'N': case 0x88: case 0x89: case ']': case '}':  // None, True, False, [], {}
         break;
-      case 'c': {                                                 // GLOBAL: module\nname\n
-        const void* first = at < size ? std::memchr(bytes + at, '\n', size - at) : nullptr;
-        const size_t name_at = first ? static_cast<size_t>(static_cast<const unsigned char*>(first) - bytes) + 1 : size;
-        const void* second = name_at < size ? std::memchr(bytes + name_at, '\n', size - name_at) : nullptr;
-        if (!second) return problem(op_at, "a GLOBAL without its two lines");
-        arg = static_cast<size_t>(static_cast<const unsigned char*>(second) - bytes) + 1 - at;
-        push = 1;
+      case ')':  // EMPTY_TUPLE
+        value = tuple_of({});
+        break;
+      case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
+        const int n = op == 'K' ? 1 : op == 'M' ? 2 : 4;
+        if (!need(static_cast<size_t>(n))) return problem(op_at, "an argument cut short");
+        value.kind = Kind::Int;
+        value.number = op == 'J' ? static_cast<int32_t>(le(at, 4)) : static_cast<int64_t>(le(at, n));
+        at += static_cast<size_t>(n);
         break;
       }
-      case 'q': case 'r': case 'h': case 'j': {                   // BINPUT, LONG_BINPUT, BINGET, LONG_BINGET
-        const bool put = op == 'q' || op == 'r';
-        arg = op == 'q' || op == 'h' ? 1 : 4;
-        if (size - at < arg) return problem(op_at, "a memo index cut short");
-        const uint64_t index = le(at, static_cast<int>(arg));
-        if (put) {
-          if (index > memo)
-            return problem(op_at, "memo index " + std::to_string(index) + " after " + std::to_string(memo) + " entries");
-          if (index == memo) ++memo;
-          pop = 1;  // (memoizes the top value, which stays)
-        } else if (index >= memo) {
-          return problem(op_at, "memo index " + std::to_string(index) + " read before it is written");
+      case 0x8a: {  // LONG1: Pickler writes 8 bytes
+        if (!need(1)) return problem(op_at, "a LONG1 cut short");
+        const size_t n = bytes[at];
+        if (n != 8) return problem(op_at, "a LONG1 of " + std::to_string(n) + " bytes");
+        if (!need(1 + n)) return problem(op_at, "an argument cut short");
+        value.kind = Kind::Int;
+        value.number = static_cast<int64_t>(le(at + 1, 8));
+        at += 1 + n;
+        break;
+      }
+      case 'G':  // BINFLOAT
+        if (!need(8)) return problem(op_at, "an argument cut short");
+        at += 8;
+        break;
+      case 'X': {  // BINUNICODE
+        if (!need(4)) return problem(op_at, "a string length cut short");
+        const uint64_t n = le(at, 4);
+        if (n > size - at - 4) return problem(op_at, "a string of " + std::to_string(n) + " bytes in a record of " +
+                                                         std::to_string(size));
+        value.kind = Kind::String;
+        value.text.assign(pickle, at + 4, static_cast<size_t>(n));
+        at += 4 + static_cast<size_t>(n);
+        break;
+      }
+      case 'c': {  // GLOBAL: module\nname\n
+        const size_t first = pickle.find('\n', at);
+        const size_t second = first == std::string::npos ? first : pickle.find('\n', first + 1);
+        if (second == std::string::npos) return problem(op_at, "a GLOBAL without its two lines");
+        const std::string module = pickle.substr(at, first - at), name = pickle.substr(first + 1, second - first - 1);
+        if (!allowed_global(module, name)) {
+          std::string shown;
+          for (const char ch : (module + "." + name).substr(0, 80)) {
+            const auto byte = static_cast<unsigned char>(ch);
+            shown += byte >= 0x20 && byte < 0x7F ? ch : '?';
+          }
+          return problem(op_at, "global " + shown + ", which an archive of tensors does not call");
         }
-        push = 1;
+        value.kind = Kind::Global;
+        value.text = module + "\n" + name;
+        at = second + 1;
         break;
       }
-      case '0': pop = 1; break;                                   // POP
-      case '2': pop = 1; push = 2; break;                         // DUP
-      case 'Q': pop = 1; push = 1; break;                         // BINPERSID
-      case 0x85: pop = 1; push = 1; break;                        // TUPLE1
-      case 0x86: pop = 2; push = 1; break;                        // TUPLE2
-      case 0x87: pop = 3; push = 1; break;                        // TUPLE3
-      case 'R': pop = 2; push = 1; break;                         // REDUCE
-      case 0x81: pop = 2; push = 1; break;                        // NEWOBJ
-      case 'b': pop = 2; push = 1; break;                         // BUILD
-      case 'a': pop = 2; push = 1; break;                         // APPEND
-      case 's': pop = 3; push = 1; break;                         // SETITEM
-      case 't': to_mark = true; push = 1; break;                  // TUPLE
-      case '1': to_mark = true; break;                            // POP_MARK
-      case 'e': case 'u': to_mark = true; break;                  // APPENDS, SETITEMS
+      case 'q': case 'r': case 'h': case 'j': {  // BINPUT, LONG_BINPUT, BINGET, LONG_BINGET
+        const size_t n = op == 'q' || op == 'h' ? 1 : 4;
+        if (!need(n)) return problem(op_at, "a memo index cut short");
+        const uint64_t index = le(at, static_cast<int>(n));
+        at += n;
+        if (op == 'q' || op == 'r') {  // memoizes the top value, which stays
+          if (index != memo.size())
+            return problem(op_at, "memo index " + std::to_string(index) + " after " + std::to_string(memo.size()) +
+                                      " entries");
+          if (stack.size() == floor()) return problem(op_at, "an operation on fewer values than it takes");
+          memo.push_back(stack.back());
+          push = false;
+        } else {
+          if (index >= memo.size())
+            return problem(op_at, "memo index " + std::to_string(index) + " read before it is written");
+          value = memo[static_cast<size_t>(index)];
+        }
+        break;
+      }
+      case 0x85: case 0x86: case 0x87:  // TUPLE1, TUPLE2, TUPLE3
+        if (!take(static_cast<size_t>(op - 0x84), args)) return problem(op_at, "an operation on fewer values than it takes");
+        value = tuple_of(std::move(args));
+        break;
+      case 't':  // TUPLE
+        if (!to_mark(args)) return problem(op_at, "an operation to a MARK without one");
+        value = tuple_of(std::move(args));
+        break;
+      case 'e': case 'u': {  // APPENDS, SETITEMS: into the list or dict below the MARK
+        if (!to_mark(args)) return problem(op_at, "an operation to a MARK without one");
+        if (stack.size() == floor()) return problem(op_at, "APPENDS or SETITEMS without a list or dict");
+        if (op == 'u' && args.size() % 2 != 0) return problem(op_at, "SETITEMS with an odd number of values");
+        stack.back().depth = std::max(stack.back().depth, 1 + deepest(args));
+        value = stack.back();
+        stack.pop_back();
+        break;
+      }
+      case 0x81: {  // NEWOBJ: one of the archive's module classes, ()
+        if (!take(2, args)) return problem(op_at, "an operation on fewer values than it takes");
+        if (args[0].kind != Kind::Global || args[0].text.compare(0, 9, "__torch__") != 0 || args[1].kind != Kind::Tuple)
+          return problem(op_at, "NEWOBJ of something other than a module class");
+        value.kind = Kind::Object;
+        break;
+      }
+      case 'b':  // BUILD: an object's attributes
+        if (!take(2, args)) return problem(op_at, "an operation on fewer values than it takes");
+        if (args[0].kind != Kind::Object) return problem(op_at, "BUILD of something other than an object");
+        value = std::move(args[0]);
+        value.depth = std::max(value.depth, 1 + args[1].depth);
+        break;
+      case 'R': {  // REDUCE: an allowed global, applied to a tuple
+        if (!take(2, args)) return problem(op_at, "an operation on fewer values than it takes");
+        if (args[0].kind != Kind::Global || args[1].kind != Kind::Tuple)
+          return problem(op_at, "REDUCE of something other than a global and a tuple");
+        if (args[0].text == "torch.jit._pickle\nrestore_type_tag") {
+          // The type's text goes to LibTorch's TorchScript type parser.
+          const auto& items = *args[1].items;
+          const std::string text = items.size() == 2 && items[1].kind == Kind::String ? items[1].text : "?";
+          Cursor type(text);  // (holds a reference: the text must outlive it)
+          if (!type.type() || !type.done()) return problem(op_at, "a type tag that is no type of an attribute");
+        }
+        value.depth = 1 + args[1].depth;
+        break;
+      }
+      case 'Q': {  // BINPERSID: ("storage", torch.<T>Storage, key, location, numel)
+        if (!take(1, args)) return problem(op_at, "an operation on fewer values than it takes");
+        const PickleValue& id = args[0];
+        const std::vector<PickleValue>* f = id.kind == Kind::Tuple ? id.items.get() : nullptr;
+        if (!f || f->size() != 5 || (*f)[0].kind != Kind::String || (*f)[0].text != "storage" ||
+            (*f)[1].kind != Kind::Global || (*f)[2].kind != Kind::String || (*f)[3].kind != Kind::String ||
+            (*f)[4].kind != Kind::Int || (*f)[4].number < 0)
+          return problem(op_at, "a persistent id that is no storage");
+        const std::string& storage = (*f)[1].text;
+        const int64_t element = storage.compare(0, 6, "torch\n") == 0 ? storage_element_size(storage.substr(6)) : 0;
+        if (element == 0) return problem(op_at, "a persistent id that is no storage");
+        // The storage's size is the record's: LibTorch would take the pickle's word for it.
+        const std::optional<uint64_t> record = storage_bytes ? storage_bytes((*f)[2].text) : std::nullopt;
+        const uint64_t claimed = static_cast<uint64_t>((*f)[4].number);
+        if (!record || claimed > *record / static_cast<uint64_t>(element) ||
+            claimed * static_cast<uint64_t>(element) != *record) {
+          return problem(op_at, "storage '" + (*f)[2].text.substr(0, 40) + "' of " + std::to_string(claimed) +
+                                    " elements, which " + (record ? "its record of " + std::to_string(*record) +
+                                                                        " bytes does not hold"
+                                                                  : "has no record"));
+        }
+        break;
+      }
       default: {
         char hex[8];
         std::snprintf(hex, sizeof hex, "0x%02X", op);
         return problem(op_at, std::string("opcode ") + hex + ", which Torch's Pickler does not write");
       }
     }
-    if (size - at < arg) return problem(op_at, "an argument cut short");
-    at += arg;
-    if (to_mark) {
-      if (marks.empty()) return problem(op_at, "an operation to a MARK without one");
-      const uint64_t items = depth;
-      depth = marks.back();
-      marks.pop_back();
-      if (op == 'e' || op == 'u') {
-        // The list or dict they extend lies below the MARK; SETITEMS takes pairs.
-        if (depth < 1) return problem(op_at, "APPENDS or SETITEMS without a list or dict");
-        if (op == 'u' && items % 2 != 0) return problem(op_at, "SETITEMS with an odd number of values");
-      }
-    } else {
-      if (depth < pop) return problem(op_at, "an operation on fewer values than it takes");
-      depth -= pop;
-    }
-    depth += push;
-    if (op == '(') {
-      marks.push_back(depth);
-      depth = 0;
-    }
-    if (op == '.') {
-      if (!marks.empty() || depth != 0) return problem(op_at, "STOP with values or MARKs left");
-      return "";
+    if (push) {
+      if (value.depth > kMaxPickleDepth)
+        return problem(op_at, "values nested more than " + std::to_string(kMaxPickleDepth) + " deep");
+      stack.push_back(std::move(value));
     }
   }
   return problem(size, "no STOP");
@@ -252,15 +415,30 @@ void check_archive_records(const std::string& path, const std::vector<ZipRecord>
   const auto fail = [&](const std::string& record, const std::string& problem) {
     throw Error(what + " " + path + " is damaged or not written by bitrobust: its record " + record + " " + problem);
   };
-  const auto ends_with = [](const std::string& name, const char* suffix) {
-    const size_t n = std::strlen(suffix);
-    return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
-  };
+  // LibTorch finds records by name without regard to case (miniz): so does this check.
+  std::map<std::string, const ZipRecord*> by_name;
   for (const ZipRecord& record : records) {
-    const std::string& name = record.name;
+    const std::string lower = ascii_lower(record.name);
+    BR_CHECK(by_name.emplace(lower, &record).second, what, " ", path, " is damaged or not written by bitrobust: ",
+             "its records ", by_name[lower]->name, " and ", record.name, " differ only in case");
+    // (model.json would send LibTorch down its pre-1.4 reader, which none of this checks)
+    BR_CHECK(!ends_with(lower, "/model.json") && lower != "model.json", what, " ", path,
+             " is not an archive bitrobust writes: it holds ", record.name, " (a Torch archive of before 1.4)");
+  }
+  for (const ZipRecord& record : records) {
+    const std::string name = ascii_lower(record.name);
     if (ends_with(name, ".pkl") || ends_with(name, ".debug_pkl")) {
-      const std::string problem = pickle_problem(read_zip_record(path, record, what, kMaxPickleRecordBytes));
-      if (!problem.empty()) fail(name, "is no pickle Torch writes: " + problem);
+      // "<archive>/data.pkl" keeps its storages in "<archive>/data/<key>"; debug pickles have none.
+      const std::string folder = ends_with(name, ".pkl") ? name.substr(0, name.size() - 4) + "/" : std::string();
+      const StorageSizes storage_bytes = [&](const std::string& key) -> std::optional<uint64_t> {
+        if (folder.empty()) return std::nullopt;
+        const auto found = by_name.find(folder + ascii_lower(key));
+        if (found == by_name.end()) return std::nullopt;
+        return found->second->uncompressed_size;
+      };
+      const std::string problem =
+          pickle_problem(read_zip_record(path, record, what, kMaxPickleRecordBytes), storage_bytes);
+      if (!problem.empty()) fail(record.name, "is no pickle Torch writes: " + problem);
       continue;
     }
     if (name.find("/code/") == std::string::npos || !ends_with(name, ".py")) continue;
@@ -276,7 +454,7 @@ void check_archive_records(const std::string& path, const std::vector<ZipRecord>
           const auto byte = static_cast<unsigned char>(ch);
           shown += byte >= 0x20 && byte < 0x7F ? ch : '?';
         }
-        fail(name, "has a line " + std::to_string(line_number) + " ('" + shown +
+        fail(record.name, "has a line " + std::to_string(line_number) + " ('" + shown +
                        "') that is not an attribute declaration, the only code an archive of tensors holds");
       }
       start = end + 1;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -67,7 +68,10 @@ struct StorageTally {
     std::vector<int64_t> held;
     for (const ZipRecord& record : records) {
       // "<archive>/data/<key>": the storages (not "<archive>/.data/..." that Torch 2.x adds).
-      if (record.name.find("/data/") != std::string::npos && record.uncompressed_size > 0) {
+      // (without regard to case, as LibTorch finds records: NOTE [Archive pickles])
+      std::string name = record.name;
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (name.find("/data/") != std::string::npos && record.uncompressed_size > 0) {
         held.push_back(static_cast<int64_t>(record.uncompressed_size));
       }
     }

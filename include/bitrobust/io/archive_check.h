@@ -15,7 +15,14 @@
 // exploits: a memo index is a size (LONG_BINPUT 1986619491 made LibTorch 1.13 allocate 32 GB: also
 // found by fuzz/fuzz_model_file.cpp), and lengths and stack depths are taken as given. Pickler
 // writes memo indices in order, every length within its record and never an operation on fewer
-// values than it needs, so every pickle record must be such a stream of the opcodes Pickler writes.
+// values than it needs, so every pickle record must be such a stream of the opcodes Pickler writes,
+// calling only the globals an archive of tensors needs (a review found quantized tensors, subclass
+// rebuilds and custom classes reachable otherwise), nested at most 64 deep (LibTorch recurses), and
+// with every storage the size of its record (LibTorch takes the pickle's size and copies that many
+// bytes to a GPU). Record names are compared without case, as LibTorch finds them.
+#include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,8 +39,12 @@ void check_archive_records(const std::string& path, const std::vector<ZipRecord>
 /// Whether `line` is a line of an attribute-only module's code record (exposed for tests).
 bool is_attribute_module_line(const std::string& line);
 
-/// "" if `pickle` is a stream of the kind NOTE [Archive pickles] describes, else what is wrong with
+/// The bytes of the record holding storage `key` of a pickle, or nullopt if there is none.
+using StorageSizes = std::function<std::optional<uint64_t>(const std::string& key)>;
+
+/// "" if `pickle` is a stream of the kind NOTE [Archive pickles] describes, every storage it names
+/// filling exactly its record (`storage_bytes`; none allowed without it), else what is wrong with
 /// it, at which byte (exposed for tests).
-std::string pickle_problem(const std::string& pickle);
+std::string pickle_problem(const std::string& pickle, const StorageSizes& storage_bytes = nullptr);
 
 }  // namespace bitrobust::io
