@@ -54,6 +54,13 @@ class Cursor {
     at_ = i;
     return true;
   }
+  bool digits() {
+    size_t i = at_;
+    while (i < text_.size() && std::isdigit(static_cast<unsigned char>(text_[i]))) ++i;
+    if (i == at_) return false;
+    at_ = i;
+    return true;
+  }
   /// "..." holding printable ASCII other than quotes and backslashes (attribute names).
   bool quoted_name() {
     size_t i = at_;
@@ -75,13 +82,13 @@ class Cursor {
       if (literal(builtin) && !word_continues()) return true;
       at_ = start;
     }
-    if (literal("__torch__")) {
-      bool parts = false;
-      while (literal(".")) {
-        if (!identifier()) return fail(start);
-        parts = true;
+    // The archive's own classes only: __torch__.Module, __torch__.___torch_mangle_7.Module (not
+    // __torch__.torch.classes..., LibTorch's custom C++ classes).
+    if (literal("__torch__.")) {
+      if (literal("___torch_mangle_")) {
+        if (!digits() || !literal(".")) return fail(start);
       }
-      return parts ? true : fail(start);
+      return identifier() && !literal(".") ? true : fail(start);
     }
     for (const char* container : {"List[", "Dict[", "Optional[", "Tuple["}) {
       if (!literal(container)) continue;

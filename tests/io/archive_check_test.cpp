@@ -20,7 +20,7 @@ TEST(ArchiveCheck, TheFormsPrintClassWritesForAttributesAreLines) {
            "", "class Module(Module):", "  __parameters__ = []", "  __parameters__ = [\"weight\", \"bias\", ]",
            "  __buffers__ = [\"p0\", \"p1\", ]", "  __forward_hooks__ = []", "  weight : Tensor", "  meta : str",
            "  training : bool", "  steps : int", "  rate : float", "  fc1 : __torch__.___torch_mangle_7.Module",
-           "  model : __torch__.Module", "  __annotations__ = []", "  __annotations__[\"0\"] = __torch__.torch.nn.Linear",
+           "  model : __torch__.Module", "  __annotations__ = []", "  __annotations__[\"0\"] = __torch__.___torch_mangle_3.Module",
            "  state : Dict[str, List[Optional[Tensor]]]", "  pair : Tuple[int, float]"}) {
     EXPECT_TRUE(io::is_attribute_module_line(line)) << "'" << line << "'";
   }
@@ -33,7 +33,8 @@ TEST(ArchiveCheck, CodeAndMalformedDeclarationsAreNot) {
            "  x : Final[int] = 3", "  x : Tensor = 3", "  def forward(self, x):", "    return x", "import torch",
            "class Module(Module): pass", "class Module:", " weight : Tensor", "  weight: Tensor", "  weight : Tensorx",
            "  weight : List[Tensor", "  weight : List[]", "  weight : __torch__", "  weight : __torch__..Module",
-           "  9weight : Tensor", "  __parameters__ = [\"weight\"]", "  __parameters__ = [\"we\\\"ight\", ]",
+           "  9weight : Tensor", "  x : __torch__.torch.classes.quantized.LinearPackedParamsBase",
+           "  x : __torch__.___torch_mangle_.Module", "  x : __torch__.___torch_mangle_1", "  x : __torch__.a.b", "  __parameters__ = [\"weight\"]", "  __parameters__ = [\"we\\\"ight\", ]",
            "  __annotations__[\"0\"] = 3", "  x : Tensor  ", "\tx : Tensor",
            "  x : List[List[List[List[List[List[List[List[List[List[Tensor]]]]]]]]]]"}) {
     EXPECT_FALSE(io::is_attribute_module_line(line)) << "'" << line << "'";
