@@ -235,3 +235,27 @@ TEST(ArchiveCheck, TheEnvironmentCanTrustAnArchiveTheChecksDoNotKnow) {
   ::setenv("BITROBUST_TRUST_ARCHIVES", "yes", 1);
   EXPECT_THROW(io::load_model_file(commented), Error);
 }
+
+TEST(ArchiveCheck, AnArchiveWithMoreThan256MemoEntriesLoads) {
+  // Past 256 memo entries Pickler writes LONG_BINPUT and LONG_BINGET (ResNet-20 with BatchNorm: its
+  // 120 tensors' names, storages and objects make more than 256).
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec.arch = "resnet20";
+  f.spec.norm = "bn";
+  f.spec.channels = 4;
+  f.spec.in_channels = 1;
+  f.spec.height = f.spec.width = 28;
+  f.net = models::build_model(f.spec);
+  const std::string path = dir.file("resnet20.pt");
+  io::save_model_file(path, f);
+  // Memo entry 256 is the first written as LONG_BINPUT: r, then 256 in four little-endian bytes.
+  bool long_memo = false;
+  for (const io::ZipRecord& record : io::read_zip_directory(path, "model file")) {
+    if (record.name.size() < 8 || record.name.compare(record.name.size() - 8, 8, "data.pkl") != 0) continue;
+    long_memo = io::read_zip_record(path, record, "model file", 1 << 24).find(std::string("r\x00\x01\x00\x00", 5)) !=
+                std::string::npos;
+  }
+  ASSERT_TRUE(long_memo);
+  EXPECT_NO_THROW(io::load_model_file(path));
+}
