@@ -15,6 +15,14 @@
 
 namespace bitrobust::test_util {
 
+/// Records PyTorchStreamWriter adds by itself (LibTorch 1.13: version; 2.x also byteorder and
+/// serialization_id): a copy must not write them again.
+inline bool written_by_the_writer(const std::string& name) {
+  for (const char* record : {"version", "byteorder", "serialization_id"})
+    if (name.find(record) != std::string::npos) return true;
+  return false;
+}
+
 /// How copy_archive makes up for the bytes it cuts, so that the data records' total stays the same.
 enum class MakeUp { Nothing, PadAnother, ExtraRecord };
 
@@ -42,10 +50,7 @@ inline size_t copy_archive(const std::string& from, const std::string& to, bool 
   const std::vector<char> cut_bytes(cut && make_up != MakeUp::Nothing ? largest_size - 16 : 0, '\0');
   caffe2::serialize::PyTorchStreamWriter writer(to);
   for (const std::string& name : reader.getAllRecords()) {
-    // Records the writer adds by itself (LibTorch 1.13: version; 2.x also serialization_id).
-    bool own = false;
-    for (const char* record : {"version", "byteorder", "serialization_id"}) own = own || name.find(record) != std::string::npos;
-    if (own) continue;
+    if (written_by_the_writer(name)) continue;
     auto [data, size] = reader.getRecord(name);
     if (garble && name.find("data/") != std::string::npos && size >= 64) {  // tensors, not counters
       std::vector<char> bytes(size, static_cast<char>(0xFF));
@@ -91,9 +96,7 @@ size_t copy_with_record_edited(const std::string& from, const std::string& to, c
   caffe2::serialize::PyTorchStreamWriter writer(to);
   size_t edited = 0;
   for (const std::string& name : reader.getAllRecords()) {
-    bool own = false;  // (as in copy_archive)
-    for (const char* record : {"version", "byteorder", "serialization_id"}) own = own || name.find(record) != std::string::npos;
-    if (own) continue;
+    if (written_by_the_writer(name)) continue;
     auto [data, size] = reader.getRecord(name);
     std::string text(static_cast<const char*>(data.get()), size);
     if (name.find(part) != std::string::npos) {
@@ -113,9 +116,7 @@ inline void copy_with_record_renamed(const std::string& from, const std::string&
   caffe2::serialize::PyTorchStreamReader reader(from);
   caffe2::serialize::PyTorchStreamWriter writer(to);
   for (const std::string& record : reader.getAllRecords()) {
-    bool own = false;  // (as in copy_archive)
-    for (const char* r : {"version", "byteorder", "serialization_id"}) own = own || record.find(r) != std::string::npos;
-    if (own) continue;
+    if (written_by_the_writer(record)) continue;
     if (record == name) {
       writer.writeRecord(new_name, text.data(), text.size());
       if (!keep_original) continue;

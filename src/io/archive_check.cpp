@@ -1,14 +1,14 @@
-// NOTE [Archive code records] in bitrobust/io/archive_check.h.
+// NOTE [Archive code records] and NOTE [Archive pickles] in bitrobust/io/archive_check.h.
 #include "bitrobust/io/archive_check.h"
 
 #include <algorithm>
 #include <cctype>
-#include <map>
-#include <memory>
-#include <optional>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +28,16 @@ constexpr int kMaxTypeDepth = 8;
 std::string ascii_lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
+}
+
+/// Up to 80 characters of a record's text for a message, bytes outside printable ASCII as '?'.
+std::string shown(const std::string& text) {
+  std::string out;
+  for (const char ch : text.substr(0, 80)) {
+    const auto byte = static_cast<unsigned char>(ch);
+    out += byte >= 0x20 && byte < 0x7F ? ch : '?';
+  }
+  return out;
 }
 
 bool ends_with(const std::string& name, const char* suffix) {
@@ -160,10 +170,8 @@ struct PickleValue {
 };
 
 bool is_identifier_text(const std::string& s) {
-  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
-  for (const char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
-  return true;
+  Cursor c(s);
+  return c.identifier() && c.done();
 }
 
 /// Bytes per element of torch.<name>, for the storages an archive of tensors holds; 0 if none.
@@ -304,14 +312,8 @@ std::string pickle_problem(const std::string& pickle, const StorageSizes& storag
         const size_t second = first == std::string::npos ? first : pickle.find('\n', first + 1);
         if (second == std::string::npos) return problem(op_at, "a GLOBAL without its two lines");
         const std::string module = pickle.substr(at, first - at), name = pickle.substr(first + 1, second - first - 1);
-        if (!allowed_global(module, name)) {
-          std::string shown;
-          for (const char ch : (module + "." + name).substr(0, 80)) {
-            const auto byte = static_cast<unsigned char>(ch);
-            shown += byte >= 0x20 && byte < 0x7F ? ch : '?';
-          }
-          return problem(op_at, "global " + shown + ", which an archive of tensors does not call");
-        }
+        if (!allowed_global(module, name))
+          return problem(op_at, "global " + shown(module + "." + name) + ", which an archive of tensors does not call");
         value.kind = Kind::Global;
         value.text = module + "\n" + name;
         at = second + 1;
@@ -349,7 +351,7 @@ std::string pickle_problem(const std::string& pickle, const StorageSizes& storag
         if (stack.size() == floor()) return problem(op_at, "APPENDS or SETITEMS without a list or dict");
         if (op == 'u' && args.size() % 2 != 0) return problem(op_at, "SETITEMS with an odd number of values");
         stack.back().depth = std::max(stack.back().depth, 1 + deepest(args));
-        value = stack.back();
+        value = std::move(stack.back());
         stack.pop_back();
         break;
       }
@@ -456,13 +458,8 @@ void check_archive_records(const std::string& path, const std::vector<ZipRecord>
       if (end == std::string::npos) end = text.size();
       const std::string line = text.substr(start, end - start);
       if (!is_attribute_module_line(line)) {
-        std::string shown;
-        for (const char ch : line.substr(0, 80)) {
-          const auto byte = static_cast<unsigned char>(ch);
-          shown += byte >= 0x20 && byte < 0x7F ? ch : '?';
-        }
-        fail(record.name, "has a line " + std::to_string(line_number) + " ('" + shown +
-                       "') that is not an attribute declaration, the only code an archive of tensors holds");
+        fail(record.name, "has a line " + std::to_string(line_number) + " ('" + shown(line) +
+                              "') that is not an attribute declaration, the only code an archive of tensors holds");
       }
       start = end + 1;
     }
