@@ -420,18 +420,18 @@ std::string pickle_problem(const std::string& pickle, const StorageSizes& storag
   return problem(size, "no STOP");
 }
 
-void check_archive_records(const std::string& path, const std::vector<ZipRecord>& records, const std::string& what) {
+void check_archive_records(const FileBytes& file, const std::vector<ZipRecord>& records) {
   const auto fail = [&](const std::string& record, const std::string& problem) {
-    throw Error(what + " " + path + " is damaged or not written by bitrobust: its record " + record + " " + problem);
+    throw Error(file.name + " is damaged or not written by bitrobust: its record " + record + " " + problem);
   };
   // LibTorch finds records by name without regard to case (miniz): so does this check.
   std::map<std::string, const ZipRecord*> by_name;
   for (const ZipRecord& record : records) {
     const std::string lower = ascii_lower(record.name);
-    BR_CHECK(by_name.emplace(lower, &record).second, what, " ", path, " is damaged or not written by bitrobust: ",
+    BR_CHECK(by_name.emplace(lower, &record).second, file.name, " is damaged or not written by bitrobust: ",
              "its records ", by_name[lower]->name, " and ", record.name, " differ only in case");
     // (model.json would send LibTorch down its pre-1.4 reader, which none of this checks)
-    BR_CHECK(!ends_with(lower, "/model.json") && lower != "model.json", what, " ", path,
+    BR_CHECK(!ends_with(lower, "/model.json") && lower != "model.json", file.name,
              " is not an archive bitrobust writes: it holds ", record.name, " (a Torch archive of before 1.4)");
   }
   for (const ZipRecord& record : records) {
@@ -446,12 +446,12 @@ void check_archive_records(const std::string& path, const std::vector<ZipRecord>
         return found->second->uncompressed_size;
       };
       const std::string problem =
-          pickle_problem(read_zip_record(path, record, what, kMaxPickleRecordBytes), storage_bytes);
+          pickle_problem(read_zip_record(file, record, kMaxPickleRecordBytes), storage_bytes);
       if (!problem.empty()) fail(record.name, "is no pickle Torch writes: " + problem);
       continue;
     }
     if (name.find("/code/") == std::string::npos || !ends_with(name, ".py")) continue;
-    const std::string text = read_zip_record(path, record, what, kMaxCodeRecordBytes);
+    const std::string text = read_zip_record(file, record, kMaxCodeRecordBytes);
     size_t start = 0;
     for (int line_number = 1; start <= text.size(); ++line_number) {
       size_t end = text.find('\n', start);

@@ -180,30 +180,36 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
 
 }  // namespace
 
-void load_archive_checked(torch::serialize::InputArchive& archive, const std::string& path, const std::string& what,
-                          at::Device device) {
-  const std::string file = what + " " + path;
-  BR_CHECK(std::filesystem::exists(path), file, " does not exist");
-  BR_CHECK(std::filesystem::is_regular_file(path), file, " is not a regular file");
+CheckedArchive read_archive_checked(const std::string& path, const std::string& what) {
+  CheckedArchive checked{read_file_bytes(path, what), {}};
   // NOTE [Record checksums]: before LibTorch reads any record, which it does not check.
-  const std::vector<ZipRecord> records = verify_zip_checksums(path, what);
+  checked.records = verify_zip_checksums(checked.file);
   // NOTE [Archive code records], NOTE [Archive pickles]. BITROBUST_TRUST_ARCHIVES=1 skips them (the
   // checksums stay): for an archive of a Torch version whose writer they do not know yet.
   const char* trust = std::getenv("BITROBUST_TRUST_ARCHIVES");
   if (trust == nullptr || *trust == '\0') {
-    check_archive_records(path, records, what);
+    check_archive_records(checked.file, checked.records);
   } else {
     BR_CHECK(std::string(trust) == "1", "BITROBUST_TRUST_ARCHIVES must be '1' (or unset), got '", trust, "'");
   }
+  return checked;
+}
+
+void load_checked_archive(torch::serialize::InputArchive& archive, const CheckedArchive& checked, at::Device device) {
   try {
-    archive.load_from(path, device);
+    archive.load_from(checked.file.bytes.data(), checked.file.bytes.size(), device);
   } catch (const std::exception&) {  // c10::Error, and TorchScript's own errors for damaged code records
-    throw Error(file + " is not a readable archive (truncated, damaged or not written by bitrobust)");
+    throw Error(checked.file.name + " is not a readable archive (truncated, damaged or not written by bitrobust)");
   }
   StorageTally tally;  // NOTE [Damaged model files], before any tensor's values are read
-  tally.file = file;
+  tally.file = checked.file.name;
   for_each_archive_tensor(archive, "", [&tally](const std::string& name, const at::Tensor& t) { tally.add(t, name); });
-  tally.check_against_records(records);
+  tally.check_against_records(checked.records);
+}
+
+void load_archive_checked(torch::serialize::InputArchive& archive, const std::string& path, const std::string& what,
+                          at::Device device) {
+  load_checked_archive(archive, read_archive_checked(path, what), device);
 }
 
 void check_finite_module(const torch::nn::Module& net, const std::string& file) {

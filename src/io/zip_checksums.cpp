@@ -4,8 +4,12 @@
 
 #include <zlib.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -23,38 +27,26 @@ constexpr uint32_t kLocalHeader = 0x04034b50;
 constexpr size_t kEndOfDirectorySize = 22;
 constexpr size_t kMaxCommentSize = 0xFFFF;
 
-/// Random-access reads of one file; every failure names the file.
+/// Checked random access to a file's bytes; every failure names the file.
 class ZipFile {
  public:
-  ZipFile(const std::string& path, const std::string& what) : name_(what + " " + path) {
-    std::error_code ec;
-    size_ = std::filesystem::file_size(path, ec);
-    BR_CHECK(!ec, name_, ": cannot read the file size: ", ec.message());
-    file_.reset(std::fopen(path.c_str(), "rb"));
-    BR_CHECK(file_ != nullptr, name_, ": cannot open");
-  }
-  const std::string& name() const { return name_; }
-  uint64_t size() const { return size_; }
+  explicit ZipFile(const FileBytes& file) : file_(file) {}
+  const std::string& name() const { return file_.name; }
+  uint64_t size() const { return file_.bytes.size(); }
 
-  std::vector<unsigned char> read(uint64_t offset, uint64_t count) const {
-    BR_CHECK(offset <= size_ && count <= size_ - offset, name_, " is damaged: its zip directory points past the end of the file");
-    std::vector<unsigned char> bytes(count);
-    read_into(offset, bytes.data(), count);
-    return bytes;
+  /// `count` bytes from `offset`, which must lie in the file.
+  const unsigned char* at(uint64_t offset, uint64_t count) const {
+    BR_CHECK(offset <= size() && count <= size() - offset, name(),
+             " is damaged: its zip directory points past the end of the file");
+    return reinterpret_cast<const unsigned char*>(file_.bytes.data()) + offset;
   }
-  void read_into(uint64_t offset, unsigned char* out, uint64_t count) const {
-    BR_CHECK(fseeko(file_.get(), static_cast<off_t>(offset), SEEK_SET) == 0 &&
-                 std::fread(out, 1, count, file_.get()) == count,
-             name_, ": cannot read ", count, " bytes at offset ", offset);
+  std::vector<unsigned char> read(uint64_t offset, uint64_t count) const {
+    const unsigned char* bytes = at(offset, count);
+    return std::vector<unsigned char>(bytes, bytes + count);
   }
 
  private:
-  struct Close {
-    void operator()(std::FILE* f) const { std::fclose(f); }
-  };
-  std::string name_;
-  uint64_t size_ = 0;
-  std::unique_ptr<std::FILE, Close> file_;
+  const FileBytes& file_;
 };
 
 /// Little-endian fields of a byte block; reading past its end is the file's fault, not ours.
@@ -125,8 +117,28 @@ Directory find_directory(const ZipFile& zip) {
 
 }  // namespace
 
-std::vector<ZipRecord> read_zip_directory(const std::string& path, const std::string& what) {
-  const ZipFile zip(path, what);
+FileBytes read_file_bytes(const std::string& path, const std::string& what) {
+  FileBytes file{what + " " + path, {}};
+  std::error_code ec;
+  BR_CHECK(std::filesystem::exists(path, ec), file.name, " does not exist");
+  BR_CHECK(std::filesystem::is_regular_file(path, ec), file.name, " is not a regular file");
+  struct Close {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  const std::unique_ptr<std::FILE, Close> in(std::fopen(path.c_str(), "rb"));
+  BR_CHECK(in != nullptr, file.name, ": cannot open it (", std::strerror(errno), ")");
+  // The size of the file as opened (not of the path, which another process may point elsewhere).
+  struct stat info {};
+  BR_CHECK(fstat(fileno(in.get()), &info) == 0 && S_ISREG(info.st_mode), file.name, " is not a regular file");
+  file.bytes.resize(static_cast<size_t>(info.st_size));
+  const size_t got = std::fread(file.bytes.data(), 1, file.bytes.size(), in.get());
+  BR_CHECK(got == file.bytes.size() && std::fgetc(in.get()) == EOF && !std::ferror(in.get()), file.name,
+           ": cannot read its ", file.bytes.size(), " bytes (the file changed while being read, or a read error)");
+  return file;
+}
+
+std::vector<ZipRecord> read_zip_directory(const FileBytes& file) {
+  const ZipFile zip(file);
   const Directory dir = find_directory(zip);
   const std::vector<unsigned char> bytes = zip.read(dir.offset, dir.size);
   const Fields fields(bytes, zip.name());
@@ -209,7 +221,7 @@ constexpr uint64_t kMaxInflatedSize = uint64_t{256} << 20;
 /// Inflates a deflated record, handing each piece of its bytes to `sink`; false if they are no
 /// deflate stream of exactly the record's bytes inflating to exactly its uncompressed size.
 template <typename Sink>
-bool inflate_record(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in, Sink&& sink) {
+bool inflate_record(const ZipFile& zip, const ZipRecord& record, Sink&& sink) {
   BR_CHECK(record.uncompressed_size <= kMaxInflatedSize, zip.name(), " is damaged: its deflated record ",
            record.name, " claims ", record.uncompressed_size, " bytes");
   z_stream stream{};
@@ -220,15 +232,15 @@ bool inflate_record(const ZipFile& zip, const ZipRecord& record, std::vector<uns
     ~End() { inflateEnd(stream); }
   } end{&stream};
   std::vector<unsigned char> out(1 << 16);
+  const unsigned char* data = zip.at(record.data_offset, record.size);
   uint64_t read = 0, inflated = 0;
   int status = Z_OK;
   while (status == Z_OK) {
-    if (stream.avail_in == 0 && read < record.size) {
-      const uint64_t count = std::min<uint64_t>(in.size(), record.size - read);
-      zip.read_into(record.data_offset + read, in.data(), count);
-      read += count;
-      stream.next_in = in.data();
+    if (stream.avail_in == 0 && read < record.size) {  // in pieces: avail_in is 32 bits wide
+      const uint64_t count = std::min<uint64_t>(uint64_t{1} << 30, record.size - read);
+      stream.next_in = const_cast<unsigned char*>(data + read);  // zlib's API is not const; it only reads
       stream.avail_in = static_cast<uInt>(count);
+      read += count;
     }
     stream.next_out = out.data();
     stream.avail_out = static_cast<uInt>(out.size());
@@ -248,34 +260,27 @@ bool inflate_record(const ZipFile& zip, const ZipRecord& record, std::vector<uns
 }
 
 /// The CRC-32 of a deflated record's inflated bytes; nullopt if inflate_record fails.
-std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& record, std::vector<unsigned char>& in) {
+std::optional<uint32_t> inflated_crc32(const ZipFile& zip, const ZipRecord& record) {
   uLong crc = crc32_z(0L, Z_NULL, 0);
-  if (!inflate_record(zip, record, in, [&crc](const unsigned char* bytes, size_t n) { crc = crc32_z(crc, bytes, n); }))
+  if (!inflate_record(zip, record, [&crc](const unsigned char* bytes, size_t n) { crc = crc32_z(crc, bytes, n); }))
     return std::nullopt;
   return static_cast<uint32_t>(crc);
 }
 
 }  // namespace
 
-std::vector<ZipRecord> verify_zip_checksums(const std::string& path, const std::string& what) {
-  const std::vector<ZipRecord> records = read_zip_directory(path, what);
-  const ZipFile zip(path, what);
-  std::vector<unsigned char> buffer(std::max<uint64_t>(1, std::min<uint64_t>(zip.size(), uint64_t{1} << 20)));
+std::vector<ZipRecord> verify_zip_checksums(const FileBytes& file) {
+  const std::vector<ZipRecord> records = read_zip_directory(file);
+  const ZipFile zip(file);
   for (const ZipRecord& record : records) {
     std::optional<uint32_t> crc;
     if (record.method == 0) {
-      uLong sum = crc32_z(0L, Z_NULL, 0);
-      for (uint64_t done = 0; done < record.size;) {
-        const uint64_t count = std::min<uint64_t>(buffer.size(), record.size - done);
-        zip.read_into(record.data_offset + done, buffer.data(), count);
-        sum = crc32_z(sum, buffer.data(), count);
-        done += count;
-      }
+      const uLong sum = crc32_z(crc32_z(0L, Z_NULL, 0), zip.at(record.data_offset, record.size), record.size);
       if (record.size == record.uncompressed_size) crc = static_cast<uint32_t>(sum);
     } else {
       BR_CHECK(record.method == 8, zip.name(), ": record ", record.name, " uses zip compression method ",
                record.method, ", which Torch archives do not (damaged file?)");
-      crc = inflated_crc32(zip, record, buffer);
+      crc = inflated_crc32(zip, record);
     }
     BR_CHECK(crc == record.crc32, zip.name(), " is damaged: its record ", record.name,
              " does not match the checksum written with it (the file changed after it was saved)");
@@ -283,22 +288,19 @@ std::vector<ZipRecord> verify_zip_checksums(const std::string& path, const std::
   return records;
 }
 
-std::string read_zip_record(const std::string& path, const ZipRecord& record, const std::string& what,
-                            uint64_t max_bytes) {
-  const ZipFile zip(path, what);
+std::string read_zip_record(const FileBytes& file, const ZipRecord& record, uint64_t max_bytes) {
+  const ZipFile zip(file);
   BR_CHECK(record.uncompressed_size <= max_bytes, zip.name(), ": its record ", record.name, " holds ",
            record.uncompressed_size, " bytes, more than the ", max_bytes, " such a record may");
   if (record.method == 0) {
     BR_CHECK(record.size == record.uncompressed_size, zip.name(), " is damaged: its stored record ", record.name,
              " has two sizes");
-    const std::vector<unsigned char> bytes = zip.read(record.data_offset, record.size);
-    return std::string(bytes.begin(), bytes.end());
+    return std::string(reinterpret_cast<const char*>(zip.at(record.data_offset, record.size)), record.size);
   }
   BR_CHECK(record.method == 8, zip.name(), ": record ", record.name, " uses zip compression method ", record.method,
            ", which Torch archives do not (damaged file?)");
-  std::vector<unsigned char> buffer(1 << 16);
   std::string text;
-  const bool complete = inflate_record(zip, record, buffer, [&text](const unsigned char* bytes, size_t n) {
+  const bool complete = inflate_record(zip, record, [&text](const unsigned char* bytes, size_t n) {
     text.append(reinterpret_cast<const char*>(bytes), n);
   });
   BR_CHECK(complete, zip.name(), " is damaged: its record ", record.name, " does not inflate");

@@ -95,11 +95,12 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
   // A damaged checkpoint would otherwise resume into garbage weights (NOTE [Damaged model files]).
   // The check runs on a CPU load: loading onto a GPU copies every storage, reading a short record
   // past its end before any check could run.
+  const io::CheckedArchive checked = io::read_archive_checked(path, "checkpoint");
   if (!device.is_cpu()) {
     torch::serialize::InputArchive on_cpu;
-    io::load_archive_checked(on_cpu, path, "checkpoint", at::Device(at::kCPU));
+    io::load_checked_archive(on_cpu, checked, at::Device(at::kCPU));
   }
-  io::load_archive_checked(archive, path, "checkpoint", device);
+  io::load_checked_archive(archive, checked, device);
   {
     const std::vector<std::string> keys = archive.keys();
     const auto has = [&keys](const char* key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };

@@ -447,6 +447,39 @@ TEST(ModelFile, TheSameModelSavedTwiceGivesTheSameBytes) {
   }
 }
 
+// The checks and LibTorch's load read the same bytes, read once: a file replaced after the checks
+// (by another process, between two opens) is not what gets loaded.
+TEST(ModelFile, AnArchiveLoadsTheBytesThatWereCheckedNotWhatThePathHoldsLater) {
+  test_util::TempDir dir;
+  const io::ModelFile checked_model = test_util::quantized_model_file(8);
+  const std::string path = dir.file("m.pt");
+  io::save_model_file(path, checked_model);
+  const io::CheckedArchive checked = io::read_archive_checked(path, "model file");
+  // Now the path holds a damaged file, which would fail the checks.
+  std::filesystem::copy_file(path, dir.file("damaged.pt"));
+  {
+    io::ZipRecord largest;
+    for (const io::ZipRecord& record : checked.records) largest = record.size > largest.size ? record : largest;
+    std::fstream f(dir.file("damaged.pt"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(largest.data_offset + largest.size / 2));
+    const char byte = static_cast<char>(f.get() ^ 0x5A);
+    f.seekp(static_cast<std::streamoff>(largest.data_offset + largest.size / 2));
+    f.put(byte);
+  }
+  std::filesystem::rename(dir.file("damaged.pt"), path);
+  EXPECT_THROW(io::read_archive_checked(path, "model file"), Error);
+  for (const at::Device device : {at::Device(at::kCPU), at::Device(at::kCPU)}) {  // loads again from the same bytes
+    torch::serialize::InputArchive archive, weights;
+    io::load_checked_archive(archive, checked, device);
+    archive.read("model", weights);
+    io::ModelFile loaded;
+    loaded.net = models::build_model(checked_model.spec);
+    io::load_module_checked(*loaded.net, weights, "model file " + path);
+    const auto expected = checked_model.net->named_parameters();
+    for (const auto& p : loaded.net->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), expected[p.key()])) << p.key();
+  }
+}
+
 // A full disk while the archive is written: one error naming the file, no temporary file left, and
 // no std::terminate (LibTorch throws again from its writer's destructor when a write comes up short).
 TEST(ModelFile, AFullDiskIsAnErrorAndLeavesNothingBehind) {

@@ -312,4 +312,11 @@ TEST(ZipChecksums, FilesThatAreNoZipGiveClearErrors) {
   put(end, 46, 4), put(end, 1000, 4), put(end, 0, 2);
   write_bytes(dir.file("past"), end);
   EXPECT_ERROR_CONTAINS(io::read_zip_directory(dir.file("past"), "model file"), "points past the end of the file");
+  EXPECT_ERROR_CONTAINS(io::read_file_bytes(dir.file("missing"), "model file"),
+                        "model file " + dir.file("missing") + " does not exist");
+  EXPECT_ERROR_CONTAINS(io::read_file_bytes(dir.path().string(), "model file"),
+                        "model file " + dir.path().string() + " is not a regular file");
+  const io::FileBytes read = io::read_file_bytes(dir.file("past"), "model file");
+  EXPECT_EQ(read.name, "model file " + dir.file("past"));
+  EXPECT_EQ(read.bytes, end);
 }

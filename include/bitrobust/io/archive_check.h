@@ -34,7 +34,7 @@ namespace bitrobust::io {
 /// damaged or not written by bitrobust: ..." naming the record (and line or byte offset) for the first
 /// code line an archive of attribute-only modules never holds (NOTE [Archive code records]) or the
 /// first pickle that is no stream Pickler writes (NOTE [Archive pickles]).
-void check_archive_records(const std::string& path, const std::vector<ZipRecord>& records, const std::string& what);
+void check_archive_records(const FileBytes& file, const std::vector<ZipRecord>& records);
 
 /// Whether `line` is a line of an attribute-only module's code record (exposed for tests).
 bool is_attribute_module_line(const std::string& line);

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "bitrobust/io/zip_checksums.h"
 #include "bitrobust/models/models.h"
 
 namespace bitrobust::io {
@@ -47,9 +48,22 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
 /// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).
 ModelFile load_model_file(const std::string& path);
 
-/// Loads a Torch archive (a model file, a checkpoint) onto `device`, checking it before any value is
-/// used: it exists, is a readable archive, and its data records hold every byte its tensors need
-/// (NOTE [Damaged model files]). Errors read "<what> <path>: ...".
+/// A Torch archive (a model file, a checkpoint) read once and checked before LibTorch parses any of
+/// it: it exists, every record matches its checksum (NOTE [Record checksums]) and holds only what an
+/// archive of tensors holds (NOTE [Archive code records], NOTE [Archive pickles]). Errors read
+/// "<what> <path> ...".
+struct CheckedArchive {
+  FileBytes file;
+  std::vector<ZipRecord> records;
+};
+CheckedArchive read_archive_checked(const std::string& path, const std::string& what);
+
+/// Loads a checked archive's bytes onto `device`, then checks that its data records hold every byte
+/// its tensors need (NOTE [Damaged model files]), before any value is used. One CheckedArchive can
+/// be loaded more than once (onto the CPU, then a GPU): every load is of the bytes checked.
+void load_checked_archive(torch::serialize::InputArchive& archive, const CheckedArchive& checked, at::Device device);
+
+/// read_archive_checked, then load_checked_archive.
 void load_archive_checked(torch::serialize::InputArchive& archive, const std::string& path, const std::string& what,
                           at::Device device);
 /// Throws bitrobust::Error "<file>: parameter NAME holds NaN or infinite values" (or buffer NAME), or
