@@ -1,0 +1,52 @@
+#pragma once
+// NOTE [Checkpoints]: `train` writes one atomically after every complete epoch, and `train --resume`
+// continues from it. It is a Torch archive holding
+//   "model"          the network's parameters and buffers
+//   "optimizer"      SGD's state: a momentum buffer per parameter (LibTorch's own layout)
+//   "epochs_done", "steps", "seed", "final_loss", "final_train_error"   scalar tensors
+//   "settings"       the run's settings as JSON (run_settings): a resume with others is an error
+//   "hook_state"     what the step hooks carry (RandBET's step count and curriculum), as JSON
+// On the CPU a resumed run ends with exactly the weights of an uninterrupted one, so everything it
+// reads back is checked against the run that resumes it before training goes on.
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "bitrobust/models/models.h"
+#include "bitrobust/train/trainer.h"
+
+namespace torch::optim {
+class SGD;
+}
+
+namespace bitrobust::train {
+
+struct CheckpointState {
+  int64_t epochs_done = 0;
+  int64_t steps = 0;
+  /// The last completed epoch's mean loss and training error, so that a run resumed with nothing
+  /// left to train still reports them (NaN: a checkpoint written before they were stored).
+  double final_loss = std::numeric_limits<double>::quiet_NaN();
+  double final_train_error = std::numeric_limits<double>::quiet_NaN();
+};
+
+/// The run's settings (TrainOptions::settings) with the schedule and the augmentation it trains
+/// with (AugmentOptions::describe), as stored in checkpoints.
+nlohmann::json run_settings(const TrainOptions& options, const std::string& augmentation);
+
+/// Writes the checkpoint atomically (io::save_archive_atomic).
+void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
+                     const CheckpointState& state, const TrainOptions& options, const std::string& augmentation,
+                     const StepHooks& hooks);
+
+/// Loads a checkpoint into `net`, `optimizer` and the hooks' state, after checking that it is one
+/// (not a model file), undamaged (io::read_archive_checked), of a run with these settings and seed,
+/// at a step this run can continue from (`steps_per_epoch`), with finite weights and momentum
+/// buffers of their parameters' shapes and types. Every failure is a bitrobust::Error naming the file.
+CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
+                                const TrainOptions& options, const std::string& augmentation,
+                                const StepHooks& hooks, at::Device device, int64_t steps_per_epoch);
+
+}  // namespace bitrobust::train

@@ -1,0 +1,172 @@
+#include "bitrobust/train/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/io/model_file.h"
+
+namespace bitrobust::train {
+namespace {
+
+/// LibTorch's SGD::load takes each momentum buffer as stored, and its step would then fail with an
+/// error of its own (a shape), or go on with another type than a run that was not interrupted. The
+/// buffers a resumed run continues with must be what the uninterrupted run had: of their parameters'
+/// shapes, types and devices, and finite.
+void check_momentum_buffers(models::Classifier& net, const torch::optim::SGD& optimizer, const std::string& file) {
+  for (const auto& item : net.named_parameters()) {
+    const at::Tensor& param = item.value();
+    const auto found = optimizer.state().find(c10::guts::to_string(param.unsafeGetTensorImpl()));
+    if (found == optimizer.state().end()) continue;
+    const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(found->second.get());
+    BR_CHECK(sgd != nullptr, file, ": the optimizer state of parameter ", item.key(), " is not SGD's");
+    const at::Tensor& buffer = sgd->momentum_buffer();
+    BR_CHECK(buffer.defined(), file, ": the optimizer state of parameter ", item.key(), " has no momentum buffer");
+    BR_CHECK(buffer.sizes() == param.sizes() && buffer.scalar_type() == param.scalar_type() &&
+                 buffer.device() == param.device(),
+             file, ": the momentum buffer of parameter ", item.key(), " is ", buffer.scalar_type(), " of shape ",
+             buffer.sizes(), " on ", buffer.device(), ", its parameter ", param.scalar_type(), " of shape ",
+             param.sizes(), " on ", param.device(), " (damaged or edited file)");
+    BR_CHECK(at::isfinite(buffer).all().item<bool>(), file, ": the momentum buffer of parameter ", item.key(),
+             " holds NaN or infinite values (damaged file)");
+  }
+}
+
+}  // namespace
+
+nlohmann::json run_settings(const TrainOptions& options, const std::string& augmentation) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(options.settings);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("train: settings are not JSON: ") + e.what());
+  }
+  BR_CHECK(j.is_object(), "train: settings must be a JSON object");
+  j["epochs"] = options.epochs;
+  j["batch"] = options.batch_size;
+  j["lr"] = options.lr;
+  j["momentum"] = options.momentum;
+  j["nesterov"] = options.nesterov;
+  j["weight_decay"] = options.weight_decay;
+  j["augmentation"] = augmentation;
+  return j;
+}
+
+void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
+                     const CheckpointState& state, const TrainOptions& options, const std::string& augmentation,
+                     const StepHooks& hooks) {
+  const uint64_t seed = options.seed;
+  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+  net.save(model_archive);
+  optimizer.save(optimizer_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("epochs_done", at::scalar_tensor(state.epochs_done, at::kLong));
+  archive.write("steps", at::scalar_tensor(state.steps, at::kLong));
+  archive.write("final_loss", at::scalar_tensor(state.final_loss, at::kDouble));
+  archive.write("final_train_error", at::scalar_tensor(state.final_train_error, at::kDouble));
+  archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
+  archive.write("settings", c10::IValue(run_settings(options, augmentation).dump()));
+  if (hooks.save_state) archive.write("hook_state", c10::IValue(hooks.save_state()));
+  io::save_archive_atomic(archive, path, "checkpoint");
+}
+
+CheckpointState load_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
+                                const TrainOptions& options, const std::string& augmentation,
+                                const StepHooks& hooks, at::Device device, int64_t steps_per_epoch) {
+  const uint64_t seed = options.seed;
+  torch::serialize::InputArchive archive, model_archive, optimizer_archive;
+  // A damaged checkpoint would otherwise resume into garbage weights (NOTE [Damaged model files]).
+  // The check runs on a CPU load: loading onto a GPU copies every storage, reading a short record
+  // past its end before any check could run.
+  const io::CheckedArchive checked = io::read_archive_checked(path, "checkpoint");
+  if (!device.is_cpu()) {
+    torch::serialize::InputArchive on_cpu;
+    io::load_checked_archive(on_cpu, checked, at::Device(at::kCPU));
+  }
+  io::load_checked_archive(archive, checked, device);
+  {
+    const std::vector<std::string> keys = archive.keys();
+    const auto has = [&keys](const char* key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };
+    BR_CHECK(!has("bitrobust_format"), "checkpoint ", path,
+             " is a model file, not a training checkpoint (train writes its checkpoint, the model file's name + "
+             "'.ckpt' unless --checkpoint says otherwise, at the end of each epoch)");
+    for (const char* key : {"model", "optimizer", "epochs_done", "steps", "seed"}) {
+      BR_CHECK(has(key), "checkpoint ", path, " is not a bitrobust training checkpoint (it has no '", key, "' record)");
+    }
+  }
+  try {
+    // Settings first: a checkpoint of another model would otherwise fail on its first tensor.
+    at::Tensor saved_seed;
+    archive.read("seed", saved_seed);
+    c10::IValue saved_settings;
+    if (archive.try_read("settings", saved_settings) && saved_settings.isString()) {  // older checkpoints: none
+      const nlohmann::json before = nlohmann::json::parse(saved_settings.toStringRef(), nullptr, false);
+      const nlohmann::json now = run_settings(options, augmentation);
+      // The seed is a record of its own (it predates the settings), listed with the other differences.
+      std::string differences;
+      if (saved_seed.item<int64_t>() != static_cast<int64_t>(seed)) {
+        differences = "seed " + std::to_string(saved_seed.item<int64_t>()) + " -> " + std::to_string(seed);
+      }
+      nlohmann::json keys = now;  // every key of either side, in order
+      if (before.is_object()) keys.update(before);
+      for (const auto& item : keys.items()) {
+        const std::string& key = item.key();
+        // Settings recorded since 2026-12-05: checkpoints written before resume without them.
+        static const std::set<std::string> kRecordedLater = {"data", "threads"};
+        if (kRecordedLater.count(key) > 0 && !(before.is_object() && before.contains(key))) continue;
+        const nlohmann::json old_value = before.is_object() && before.contains(key) ? before[key] : nlohmann::json();
+        const nlohmann::json new_value = now.contains(key) ? now[key] : nlohmann::json();
+        if (old_value != new_value) {
+          differences += (differences.empty() ? "" : ", ") + key + " " + old_value.dump() + " -> " + new_value.dump();
+        }
+      }
+      BR_CHECK(differences.empty(), "checkpoint ", path, " belongs to a run with other settings (", differences,
+               "); resume with the same options, or remove the checkpoint to start over");
+    }
+    archive.read("model", model_archive);
+    archive.read("optimizer", optimizer_archive);
+    io::load_module_checked(net, model_archive, "checkpoint " + path);
+    optimizer.load(optimizer_archive);
+    at::Tensor epochs, steps;
+    archive.read("epochs_done", epochs);
+    archive.read("steps", steps);
+    BR_CHECK(saved_seed.item<int64_t>() == static_cast<int64_t>(seed), "checkpoint ", path,
+             " was written with --seed ", saved_seed.item<int64_t>(), ", not ", seed);
+    // Checkpoints are written at the end of complete epochs only.
+    const int64_t epochs_done = epochs.item<int64_t>(), steps_done = steps.item<int64_t>();
+    BR_CHECK(epochs_done >= 1 && epochs_done <= options.epochs && steps_done == epochs_done * steps_per_epoch,
+             "checkpoint ", path, " records ", epochs_done, " epochs and ", steps_done, " steps, which this run (",
+             options.epochs, " epochs of ", steps_per_epoch,
+             " steps) cannot continue: it was written on a data set of another size, or is damaged");
+    io::check_finite_module(net, "checkpoint " + path);
+    check_momentum_buffers(net, optimizer, "checkpoint " + path);
+    if (hooks.restore_state) {
+      c10::IValue hook_state;
+      BR_CHECK(archive.try_read("hook_state", hook_state) && hook_state.isString(), "checkpoint ", path,
+               " has no RandBET state (step count, curriculum): it was written by an older version and cannot be "
+               "resumed exactly; remove it to start over");
+      try {
+        hooks.restore_state(hook_state.toStringRef(), steps_done);
+      } catch (const Error& e) {
+        throw Error("checkpoint " + path + ": " + e.what());
+      }
+    }
+    CheckpointState state{epochs_done, steps_done};
+    at::Tensor figure;
+    if (archive.try_read("final_loss", figure)) state.final_loss = figure.item<double>();
+    if (archive.try_read("final_train_error", figure)) state.final_train_error = figure.item<double>();
+    return state;
+  } catch (const c10::Error& e) {
+    throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
+  }
+}
+
+}  // namespace bitrobust::train

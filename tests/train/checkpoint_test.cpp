@@ -1,0 +1,109 @@
+#include "bitrobust/train/checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <limits>
+
+#include "bitrobust/common/error.h"
+#include "model_fixtures.h"
+#include "test_util.h"
+
+using namespace bitrobust;
+
+namespace {
+
+struct TinyRun {
+  data::Dataset data = test_util::synthetic_dataset(64);  // 2 steps per epoch
+  train::TrainOptions options;
+  std::string augmentation;
+  TinyRun() {
+    options.epochs = 2;
+    options.batch_size = 32;
+    options.seed = 5;
+    options.progress = false;
+    augmentation = train::training_augmentation(data.name, options).describe();
+  }
+  torch::optim::SGD optimizer_for(models::Classifier& net) const {
+    return torch::optim::SGD(net.parameters(), torch::optim::SGDOptions(options.lr)
+                                                   .momentum(options.momentum)
+                                                   .nesterov(true)
+                                                   .weight_decay(options.weight_decay));
+  }
+};
+
+torch::optim::SGDParamState& momentum_state(torch::optim::SGD& optimizer, const at::Tensor& param) {
+  return static_cast<torch::optim::SGDParamState&>(
+      *optimizer.state().at(c10::guts::to_string(param.unsafeGetTensorImpl())));
+}
+
+}  // namespace
+
+// What train writes after an epoch comes back exactly: weights, every momentum buffer, the counters.
+TEST(Checkpoint, LoadingGivesBackTheWeightsMomentumBuffersAndCounters) {
+  TinyRun run;
+  test_util::TempDir dir;
+  run.options.checkpoint = dir.file("run.ckpt");
+  run.options.max_steps = 2;  // one epoch, as a run killed in the second would leave
+  auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+  train::train(*net, run.data, run.options);
+
+  auto loaded = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+  torch::optim::SGD optimizer = run.optimizer_for(*loaded);
+  const train::CheckpointState state = train::load_checkpoint(run.options.checkpoint, *loaded, optimizer, run.options,
+                                                              run.augmentation, {}, at::Device(at::kCPU), 2);
+  EXPECT_EQ(state.epochs_done, 1);
+  EXPECT_EQ(state.steps, 2);
+  EXPECT_TRUE(std::isfinite(state.final_loss));
+  const auto params = net->named_parameters();
+  ASSERT_EQ(optimizer.state().size(), params.size());
+  for (const auto& item : loaded->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), params[item.key()])) << item.key();
+    const at::Tensor& buffer = momentum_state(optimizer, item.value()).momentum_buffer();
+    EXPECT_EQ(buffer.sizes(), item.value().sizes()) << item.key();
+    EXPECT_GT(buffer.abs().sum().item<double>(), 0) << item.key();  // two steps of gradients
+  }
+}
+
+// LibTorch's SGD::load takes a momentum buffer of any shape or type; the resumed step would then fail
+// with an error of LibTorch's, or go on in another precision than the uninterrupted run.
+TEST(Checkpoint, MomentumBuffersUnlikeTheirParametersAreAnErrorNamingTheParameter) {
+  TinyRun run;
+  test_util::TempDir dir;
+  run.options.checkpoint = dir.file("run.ckpt");
+  run.options.max_steps = 2;
+  auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+  train::train(*net, run.data, run.options);
+  run.options.max_steps = 0;
+  run.options.resume = true;
+
+  const auto edited = [&](const std::string& name, const std::function<at::Tensor(const at::Tensor&)>& edit) {
+    auto copy = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+    torch::optim::SGD optimizer = run.optimizer_for(*copy);
+    const train::CheckpointState state = train::load_checkpoint(dir.file("run.ckpt"), *copy, optimizer, run.options,
+                                                                run.augmentation, {}, at::Device(at::kCPU), 2);
+    const at::Tensor param = copy->named_parameters()["fc1.weight"];
+    auto& s = momentum_state(optimizer, param);
+    s.momentum_buffer(edit(s.momentum_buffer()));
+    train::save_checkpoint(dir.file(name), *copy, optimizer, state, run.options, run.augmentation, {});
+    auto resumed = run.options;
+    resumed.checkpoint = dir.file(name);
+    return test_util::error_of([&] { train::train(*net, run.data, resumed); });
+  };
+  const std::string prefix = "checkpoint " + dir.file("t.ckpt") + ": the momentum buffer of parameter fc1.weight is ";
+  std::string message = edited("t.ckpt", [](const at::Tensor& b) { return b.t().contiguous(); });
+  EXPECT_TRUE(test_util::contains(message, prefix + "Float of shape [")) << message;
+  EXPECT_TRUE(test_util::contains(message, "(damaged or edited file)")) << message;
+  message = edited("d.ckpt", [](const at::Tensor& b) { return b.to(at::kDouble); });
+  EXPECT_TRUE(test_util::contains(message, "the momentum buffer of parameter fc1.weight is Double of shape")) << message;
+  message = edited("n.ckpt", [](const at::Tensor& b) {
+    at::Tensor nan = b.clone();
+    nan.view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
+    return nan;
+  });
+  EXPECT_TRUE(test_util::contains(
+      message, "checkpoint " + dir.file("n.ckpt") + ": the momentum buffer of parameter fc1.weight holds NaN"))
+      << message;
+  // Unedited, the same path resumes.
+  EXPECT_EQ(edited("ok.ckpt", [](const at::Tensor& b) { return b; }), "");
+}
