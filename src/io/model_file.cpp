@@ -381,6 +381,13 @@ ModelFile load_model_file(const std::string& path) {
   } catch (const c10::Error& e) {
     throw Error("model file " + path + ": weights do not match the model description (" +
                 std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {  // TorchScript's own (ObjectAttributeError): see load_checkpoint
+    throw Error("model file " + path + ": weights do not match the model description (" +
+                std::string(e.what()).substr(0, 200) + ")");
   }
   check_finite_module(*file.net, "model file " + path);
   return file;

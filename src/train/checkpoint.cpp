@@ -166,6 +166,14 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     return state;
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    // LibTorch's SGD::load reads values by the names its counters give, unchecked: a name the
+    // archive lacks is TorchScript's ObjectAttributeError, no c10::Error (found by fuzz_checkpoint).
+    throw Error("checkpoint " + path + " cannot be resumed: " + e.what());
   }
 }
 

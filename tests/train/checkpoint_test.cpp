@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <limits>
 
 #include "bitrobust/common/error.h"
+#include "archive_util.h"
 #include "model_fixtures.h"
 #include "test_util.h"
 
@@ -106,4 +108,36 @@ TEST(Checkpoint, MomentumBuffersUnlikeTheirParametersAreAnErrorNamingTheParamete
       << message;
   // Unedited, the same path resumes.
   EXPECT_EQ(edited("ok.ckpt", [](const at::Tensor& b) { return b; }), "");
+}
+
+// Found by fuzz/fuzz_checkpoint.cpp: a parameter group's "params/size" counter larger than the names
+// stored makes LibTorch's SGD::load read a name the archive lacks, and TorchScript throws its own
+// ObjectAttributeError (no c10::Error), which named neither the file nor the problem.
+TEST(Checkpoint, AnOptimizerCountingMoreParametersThanItStoresIsAnErrorNamingTheCheckpoint) {
+  TinyRun run;
+  test_util::TempDir dir;
+  run.options.checkpoint = dir.file("run.ckpt");
+  run.options.max_steps = 2;
+  auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+  train::train(*net, run.data, run.options);
+  const int64_t params = static_cast<int64_t>(net->parameters().size());
+  // Every 8-byte data record holding the parameter count: the parameter group's "params/size".
+  const auto edited = test_util::copy_with_record_edited(
+      dir.file("run.ckpt"), dir.file("more.ckpt"), "data/", [params](std::string text) {
+        int64_t value = 0;
+        if (text.size() == sizeof value) std::memcpy(&value, text.data(), sizeof value);
+        if (text.size() == sizeof value && value == params) {
+          value = params + 512;
+          std::memcpy(text.data(), &value, sizeof value);
+        }
+        return text;
+      });
+  ASSERT_GT(edited, 0u);
+  auto resumed = run.options;
+  resumed.max_steps = 0;
+  resumed.resume = true;
+  resumed.checkpoint = dir.file("more.ckpt");
+  const std::string message = test_util::error_of([&] { train::train(*net, run.data, resumed); });
+  EXPECT_TRUE(test_util::contains(message, "checkpoint " + dir.file("more.ckpt") + " cannot be resumed: ")) << message;
+  EXPECT_TRUE(test_util::contains(message, "params/" + std::to_string(params))) << message;
 }
