@@ -119,9 +119,9 @@ Directory find_directory(const ZipFile& zip) {
 
 FileBytes read_file_bytes(const std::string& path, const std::string& what) {
   FileBytes file{what + " " + path, {}};
-  std::error_code ec;
-  BR_CHECK(std::filesystem::exists(path, ec), file.name, " does not exist");
-  BR_CHECK(std::filesystem::is_regular_file(path, ec), file.name, " is not a regular file");
+  // (a path that cannot even be inspected throws filesystem_error, which the CLI names as such)
+  BR_CHECK(std::filesystem::exists(path), file.name, " does not exist");
+  BR_CHECK(std::filesystem::is_regular_file(path), file.name, " is not a regular file");
   struct Close {
     void operator()(std::FILE* f) const { std::fclose(f); }
   };
