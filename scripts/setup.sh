@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BITROBUST_BUILD_DIR:-$ROOT/build}
 
 PACKAGES=(build-essential cmake ninja-build ccache git ca-certificates
-  libtorch-dev libopenblas0-openmp libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
+  libtorch-dev libopenblas0-openmp libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libre2-dev
   nlohmann-json3-dev zlib1g-dev libboost-context-dev dataset-fashion-mnist)
 # npm may come from another source (e.g. a Node.js install) that conflicts with Debian's package.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the two git-ignored folders a device machine needs beside its PyTorch (docs/gpu.md), from
 # this Debian machine's packages (scripts/setup.sh installs them):
-#   .stage-deps  CLI11, nlohmann-json, GoogleTest + GoogleMock, Google Benchmark and zlib: headers,
+#   .stage-deps  CLI11, nlohmann-json, GoogleTest + GoogleMock, Google Benchmark, zlib and RE2: headers,
 #                static libraries, CMake and pkg-config files in /usr's layout (include/,
 #                lib/x86_64-linux-gnu/, share/), plus libbenchmark's shared library for run time.
 #                gpu_check.sh and gpu_cifar10.sh put it in CMAKE_PREFIX_PATH and LD_LIBRARY_PATH.
@@ -13,7 +13,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEPS=$ROOT/.stage-deps
 DATA=$ROOT/.stage-data
-PACKAGES=(libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian zlib1g-dev)
+PACKAGES=(libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian zlib1g-dev
+  libre2-dev libre2-9)
 
 rm -rf "$DEPS" "$DATA"
 mkdir -p "$DEPS" "$DATA/fashion-mnist"

@@ -189,20 +189,10 @@ bool ErrorModel::operator==(const ErrorModel& other) const {
   return name() == other.name() && rate == other.rate;
 }
 
-ParamSelector::ParamSelector(const std::string& pattern) : pattern_(pattern) {
-  // std::regex compiles recursively: a pattern nested thousands of levels deep overflows the stack.
-  BR_CHECK(pattern.size() <= 1000, "--layers: regular expression of ", pattern.size(),
-           " characters; at most 1000 are accepted");
-  try {
-    regex_ = std::regex(pattern, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    throw Error("--layers: invalid regular expression '" + pattern + "': " + e.what());
-  }
-}
+ParamSelector::ParamSelector(const std::string& pattern)
+    : pattern_(pattern), regex_(pattern.empty() ? NameRegex() : NameRegex(pattern, "--layers")) {}
 
-bool ParamSelector::selects(const std::string& name) const {
-  return pattern_.empty() || std::regex_search(name, regex_);
-}
+bool ParamSelector::selects(const std::string& name) const { return regex_.found_in(name); }
 
 namespace {
 

@@ -1,6 +1,5 @@
-#include <regex>
-
 #include "bitrobust/common/error.h"
+#include "bitrobust/common/name_regex.h"
 #include "bitrobust/quant/quantizer.h"
 
 namespace bitrobust::quant {
@@ -30,13 +29,7 @@ namespace {
 
 bool pattern_matches(const std::string& pattern, const std::string& name) {
   if (pattern.rfind("re:", 0) != 0) return glob_match(pattern, name);
-  // std::regex compiles recursively: a pattern nested thousands of levels deep overflows the stack.
-  BR_CHECK(pattern.size() <= 1000, "parameter pattern of ", pattern.size(), " characters; at most 1000 are accepted");
-  try {
-    return std::regex_search(name, std::regex(pattern.substr(3), std::regex::ECMAScript));
-  } catch (const std::regex_error& e) {
-    throw Error(detail::concat("invalid parameter pattern '", pattern, "': ", e.what()));
-  }
+  return NameRegex(pattern.substr(3), "parameter pattern '" + pattern + "'").found_in(name);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -205,7 +206,14 @@ TEST(InjectBitErrors, ModelLevelInjectionMatchesPerTensorAndHonoursSelector) {
   EXPECT_TRUE(ParamSelector().selects("anything"));
   EXPECT_TRUE(ParamSelector("conv").selects("conv1.weight"));
   EXPECT_FALSE(ParamSelector("^fc").selects("conv1.weight"));
-  EXPECT_ERROR_CONTAINS(ParamSelector("conv[("), "invalid regular expression 'conv[('");
+  EXPECT_ERROR_CONTAINS(ParamSelector("conv[("), "--layers: invalid regular expression 'conv[('");
+  // NOTE [Name regexes]: `pattern --layers '(.*.*.*.*)*z'` ran past any time limit with std::regex.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(ParamSelector("(.*.*.*.*)*z").selects("features.10.conv.weight.aaaaaaaaaaaaaaaa"));
+  EXPECT_TRUE(ParamSelector("(.*.*.*.*)*z").selects("features.10.conv.weight.z"));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  EXPECT_TRUE(ParamSelector("^(conv1|fc)\\.weight$").selects("fc.weight"));
+  EXPECT_FALSE(ParamSelector("^(conv1|fc)\\.weight$").selects("fc.bias"));
 }
 
 #ifdef BITROBUST_WITH_CUDA

@@ -9,12 +9,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "bitrobust/bits/bit_error_sampler.h"
 #include "bitrobust/bits/bit_errors_kernels.h"
+#include "bitrobust/common/name_regex.h"
 
 namespace bitrobust::bits {
 
@@ -81,8 +81,8 @@ struct CodeTensor {
   int64_t param_index = 0; ///< stream of the pattern: keep it the parameter's position in the model
 };
 
-/// Which parameters receive errors, by name: an ECMAScript regular expression searched in the name
-/// (std::regex_search; anchor with ^...$ for whole names). The default selects every parameter.
+/// Which parameters receive errors, by name: a regular expression searched in the name (RE2 syntax,
+/// NOTE [Name regexes]; anchor with ^...$ for whole names). The default selects every parameter.
 class ParamSelector {
  public:
   ParamSelector() = default;
@@ -93,7 +93,7 @@ class ParamSelector {
 
  private:
   std::string pattern_;
-  std::regex regex_;
+  NameRegex regex_;
 };
 
 /// Injects into many tensors in one call (one kernel pass over all of them, all on one device).

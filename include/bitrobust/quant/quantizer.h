@@ -94,8 +94,8 @@ void clip_weights_(at::Tensor& w, const QuantScheme& s);
 /// Which parameters are quantized, by name. A name is selected when `include` is empty or one of
 /// its patterns matches, and none of `exclude` matches. Patterns are globs matched against the
 /// whole name: '*' any run of characters (dots included), '?' one character, everything else
-/// literal ("*.bias", "conv1.*", "fc.weight"). A pattern starting with "re:" is instead a
-/// std::regex (ECMAScript) searched anywhere in the name ("re:^layers\.[0-3]\.").
+/// literal ("*.bias", "conv1.*", "fc.weight"). A pattern starting with "re:" is instead
+/// a regular expression (RE2 syntax, NOTE [Name regexes]) searched anywhere in the name ("re:^layers\.[0-3]\.").
 struct ParamSelector {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
