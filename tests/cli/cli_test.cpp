@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -182,4 +183,22 @@ TEST(Cli, AnOutputThatIsAnInputIsRefusedAndTheInputKept) {
 TEST(Cli, EmptyOptionValuesAreErrorsNotDefaults) {
   expect_clean_failure("test --model m.pt --json ''", "--json: empty value");
   expect_clean_failure("eval --model '' --rates 1%", "--model: empty value");
+}
+
+// What a command prints goes through stdio's buffer: a write that fails (a full disk, a closed
+// descriptor) must end the run with an error, not status 0 and nothing written.
+TEST(Cli, AFailedWriteToStandardOutputIsAnError) {
+  bitrobust::test_util::TempDir dir;
+  io::save_model_file(dir.file("m.pt"), test_util::quantized_model_file(8));
+  const auto errors = [&]() {
+    std::ifstream in(dir.file("err"));
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(test_util::run_cli("info --model " + dir.file("m.pt") + " >/dev/null; echo status=$?").output, "status=0\n");
+  for (const std::string& out : {">/dev/full", ">&-"}) {
+    const test_util::CliResult r =
+        test_util::run_cli("info --model " + dir.file("m.pt") + " " + out + " 2>" + dir.file("err") + "; echo status=$?");
+    EXPECT_EQ(r.output, "status=1\n") << out;
+    EXPECT_TRUE(test_util::contains(errors(), "bitrobust: error: cannot write standard output: ")) << out << ": " << errors();
+  }
 }

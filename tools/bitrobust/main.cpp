@@ -1,7 +1,9 @@
 // bitrobust: measure and improve the bit error robustness of quantized neural networks.
 #include <c10/util/Exception.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <new>
@@ -77,7 +79,15 @@ int main(int argc, char** argv) {
           if (value.find_first_not_of(" \t") == std::string::npos) return syntax_error(option->get_name() + ": empty value");
         }
       }
-      return run();
+      const int status = run();
+      // Tables and figures go to standard output through stdio's buffer: a full disk or a closed
+      // descriptor shows only when it is flushed, and would otherwise end the run with status 0
+      // and nothing written (`bitrobust test ... > /dev/full`).
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+        std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
+        return 1;
+      }
+      return status;
     }
   } catch (const bitrobust::Error& e) {
     std::fprintf(stderr, "bitrobust: error: %s\n", e.what());
