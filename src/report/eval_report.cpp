@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include <zlib.h>
@@ -148,7 +149,11 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   fraction(j["clean_error"], "clean_error");
   if (!j["scheme"].is_string() || !j["error_model"].is_string()) fail("scheme and error_model must be strings");
   if (!j["patterns"].is_number_integer() || j["patterns"].get<int64_t>() < 1) fail("patterns must be a positive integer");
-  if (!j["seed"].is_number_integer()) fail("seed must be an integer");
+  // (pattern seeds are unsigned 64-bit: nlohmann reads those above 2^63 as unsigned integers)
+  if (!j["seed"].is_number_integer() || (j["seed"].is_number_integer() && !j["seed"].is_number_unsigned() &&
+                                          j["seed"].get<int64_t>() < 0)) {
+    fail("seed must be an integer >= 0");
+  }
   if (j.contains("model_name") && !j["model_name"].is_string()) fail("model_name must be a string");
   // (compare pairs results by it: two files edited to the same non-text value would pair)
   if (j.contains("layout") && !j["layout"].is_null() && !j["layout"].is_string()) fail("layout must be a string");
@@ -174,6 +179,24 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     // (values in [0, 1] have a sample standard deviation below 1)
     if (!r["rerr_std"].is_number() || !(r["rerr_std"].get<double>() >= 0 && r["rerr_std"].get<double>() <= 1)) {
       fail("rerr_std must be a number in [0, 1]");
+    }
+    // The spread shown beside the mean must be the per-pattern values' own (a review edited rerr_std
+    // to 0.9 and compare showed "10.00 ±90.00" for identical patterns).
+    eval::RateResult summary;
+    for (const auto& v : r["per_pattern"]) summary.rerr.push_back(v.get<double>());
+    summary.perturbed_error = summary.rerr;
+    eval::summarize(summary);
+    for (const auto& [key, value] : {std::pair<const char*, double>{"rerr_std", summary.rerr_std},
+                                     {"rerr_min", summary.rerr_min},
+                                     {"rerr_max", summary.rerr_max}}) {
+      if (std::abs(r[key].get<double>() - value) > 1e-6) {
+        fail(std::string(key) + " " + r[key].dump() + " is not that of per_pattern at rate " + r["rate"].dump());
+      }
+    }
+    if (r.contains("bits_changed")) {
+      bool counts = r["bits_changed"].is_array() && r["bits_changed"].size() == r["per_pattern"].size();
+      for (const auto& v : r["bits_changed"]) counts = counts && v.is_number_integer() && v.get<int64_t>() >= 0;
+      if (!counts) fail("bits_changed must hold one count >= 0 per pattern at rate " + r["rate"].dump());
     }
     // (with a rounding step's slack: files written before the mean was kept within its range)
     const double slack = 1e-12;

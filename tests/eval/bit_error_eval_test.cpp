@@ -71,6 +71,13 @@ TEST(BitErrorEval, StatisticsFollowTheirFormulas) {
   EXPECT_NEAR(r.rerr_ci95_high - r.rerr_mean, 3.182 * std::sqrt(0.05 / 3) / 2, 1e-9);
   EXPECT_DOUBLE_EQ(r.rerr_min, 0.1);
   EXPECT_DOUBLE_EQ(r.rerr_max, 0.4);
+  // An interval reaching past what an error can be stops at 0 and 1; the mean and std stay.
+  r.rerr = {0.02, 0.5, 0.98};
+  r.perturbed_error = r.rerr;
+  eval::summarize(r);
+  EXPECT_NEAR(r.rerr_mean, 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(r.rerr_ci95_low, 0.0);
+  EXPECT_DOUBLE_EQ(r.rerr_ci95_high, 1.0);
 }
 
 TEST(BitErrorEval, RatesParseAsFractionsOrPercentages) {
@@ -153,6 +160,23 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken = j;  // per_pattern (what compare pairs) and the summary (what tables show) disagree
   broken["results"][1]["per_pattern"][0] = broken["results"][1]["per_pattern"][0].get<double>() + 0.01;
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "is not the mean of per_pattern at rate");
+  // The summary's spread and range are those of per_pattern (an edited rerr_std showed "±90.00").
+  broken = j;
+  broken["results"][1]["rerr_std"] = broken["results"][1]["rerr_std"].get<double>() + 0.5;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "is not that of per_pattern at rate");
+  broken = j;
+  broken["results"][1]["rerr_max"] = 1.0;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_max 1.0 is not that of per_pattern");
+  broken = j;
+  broken["results"][1]["bits_changed"][0] = -3;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "bits_changed must hold one count >= 0 per pattern");
+  broken["results"][1]["bits_changed"][0] = 2.5;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "bits_changed must hold one count >= 0 per pattern");
+  broken = j;
+  broken["seed"] = -1;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "seed must be an integer >= 0");
+  broken["seed"] = 18446744073709551615ull;  // (the largest seed: read as unsigned)
+  EXPECT_NO_THROW(report::validate_sweep_json(broken, "r.json"));
   broken = j;
   broken["model_name"] = 5;
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "result file r.json: model_name must be a string");
@@ -209,6 +233,7 @@ TEST(BitErrorEval, AMeanOfEqualValuesStaysWithinThem) {
   auto j = sweep_json_of_trained_mlp(3);
   for (auto& v : j["results"][1]["per_pattern"]) v = 0.0478;
   j["results"][1]["rerr_min"] = j["results"][1]["rerr_max"] = 0.0478;
+  j["results"][1]["rerr_std"] = 0;
   j["results"][1]["rerr_mean"] = naive / 50;  // as files before the fix could hold it
   EXPECT_NO_THROW(report::validate_sweep_json(j, "older.json"));
   j["results"][1]["rerr_mean"] = 0.0479;
