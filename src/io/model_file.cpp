@@ -17,6 +17,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "bitrobust/data/dataset.h"
 #include "bitrobust/io/archive_check.h"
 #include "bitrobust/io/zip_checksums.h"
 #include "bitrobust/quant/quantize_math.h"
@@ -127,6 +128,12 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
     BR_CHECK(!meta.contains(key) || meta[key].is_string(), file, ": metadata field '", key, "' must be a string, got ",
              meta[key].dump());
   }
+  // (`test` and `eval` take the protocol the model was trained with: an unknown one would be read
+  // as holdout by some and refused by others)
+  const std::vector<std::string> protocols = data::cifar10_protocols();
+  BR_CHECK(!meta.contains("cifar_protocol") ||
+               std::find(protocols.begin(), protocols.end(), meta["cifar_protocol"].get<std::string>()) != protocols.end(),
+           file, ": metadata field 'cifar_protocol' must be holdout, jpeg or official, got ", meta["cifar_protocol"].dump());
   // Values shown or compared later: an error rate outside [0, 1] or a negative step count would be
   // printed as if it were a result.
   const auto check_number = [&](const nlohmann::json& object, const char* key, const std::string& label, double lo,

@@ -583,15 +583,21 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
     std::string flags;
     std::string expected;
   };
-  for (const Case& c : {Case{"", "of 7 cifar10 test images"}, Case{"--cifar-protocol holdout", "of 5 cifar10 test images"},
-                        Case{"--cifar-protocol official", "of 7 cifar10 test images"}}) {
+  for (const Case& c : {Case{"", "of 7 cifar10 test images"},
+                        Case{"--cifar-protocol official", "of 7 cifar10 test images"},
+                        Case{"--cifar-protocol holdout --split train", "of 10 cifar10 train images"}}) {
     const test_util::CliResult r = test_util::run_cli("test --model " + model + data + " " + c.flags);
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.flags << ": " << r.output;
   }
+  // Batch 5, holdout's test set, is among the images an official (or jpeg) model was trained on.
+  expect_failure("test --model " + model + data + " --cifar-protocol holdout",
+                 "--cifar-protocol holdout tests on batch 5, on which model file " + model + " was trained (its official "
+                 "protocol trains on batches 1-5): use --cifar-protocol official, or --split train");
   // The data files are inputs too: no output may overwrite them.
   const auto size_before = std::filesystem::file_size(root + "/data_batch_5.bin");
-  expect_failure("test --model " + model + data + " --cifar-protocol holdout --json " + root + "/data_batch_5.bin",
+  expect_failure("test --model " + model + data + " --split train --cifar-protocol official --json " + root +
+                     "/data_batch_5.bin",
                  "cannot write --json file " + root + "/data_batch_5.bin: it is the data file this command reads");
   expect_failure("train --dataset cifar10 --model mlp --epochs 1 --no-augment --out " + dir.file("t.pt") + data +
                      " --checkpoint " + root + "/data_batch_1.bin",
@@ -623,6 +629,7 @@ TEST(CliTest, AModelFileNamingAnUnknownDataSetIsNamed) {
   f.meta["dataset"] = "cifar10";
   f.meta["cifar_protocol"] = "xx";
   io::save_model_file(dir.file("odd_protocol.pt"), f);
-  expect_failure("test --model " + dir.file("odd_protocol.pt"), "model file " + dir.file("odd_protocol.pt") +
-                                                                   " names an unknown CIFAR-10 protocol 'xx': pass --cifar-protocol");
+  expect_failure("test --model " + dir.file("odd_protocol.pt"),
+                 "model file " + dir.file("odd_protocol.pt") +
+                     ": metadata field 'cifar_protocol' must be holdout, jpeg or official, got \"xx\"");
 }

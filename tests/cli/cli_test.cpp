@@ -44,6 +44,11 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("train --dataset imagenet --out /tmp/x.pt --epochs 1", "imagenet");
   expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "--model: vgg not in {mlp,lenet,");
   expect_clean_failure("frobnicate", "unknown command 'frobnicate'");
+  // Options of CIFAR-10 alone, which another data set would silently ignore.
+  expect_clean_failure("train --dataset fashion-mnist --out x.pt --cifar-protocol jpeg",
+                       "--cifar-protocol jpeg: only CIFAR-10 has split protocols, and the data set is fashion-mnist");
+  expect_clean_failure("train --dataset fashion-mnist --out x.pt --no-autoaugment",
+                       "--no-autoaugment: training on fashion-mnist uses no AutoAugment to leave out");
   // An error model fixing both directions' rates would make --randbet's rate change nothing.
   expect_clean_failure("train --dataset fashion-mnist --out x.pt --scheme rquant --randbet 1% "
                        "--randbet-error-model random,0to1=0.1%,1to0=0.1%",

@@ -349,6 +349,8 @@ TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
   const std::vector<Case> cases = {
       {[](nlohmann::json& m) { m["dataset"] = 5; }, "metadata field 'dataset' must be a string, got 5"},
       {[](nlohmann::json& m) { m["cifar_protocol"] = nullptr; }, "metadata field 'cifar_protocol' must be a string"},
+      {[](nlohmann::json& m) { m["cifar_protocol"] = "bogus"; },
+       "metadata field 'cifar_protocol' must be holdout, jpeg or official, got \"bogus\""},
       {[](nlohmann::json& m) { m["quantization"] = nullptr; }, "metadata field 'quantization' must be an object"},
       {[](nlohmann::json& m) { m["quantization"]["params"] = nlohmann::json::object(); }, "a 'params' list"},
       {[](nlohmann::json& m) { m["quantization"]["params"][0]["name"] = 3; }, "needs a 'name' string"},

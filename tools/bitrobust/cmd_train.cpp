@@ -141,7 +141,10 @@ Runner register_train(CLI::App& app) {
     quant::QuantScheme scheme;
     if (quantized) scheme = cmd->quant.build_scheme();
 
-    if (cmd->data.protocol.empty()) cmd->data.protocol = "holdout";
+    check_cifar_protocol_applies(cmd->data);
+    BR_CHECK(!cmd->no_autoaugment || data::default_augmentation(cmd->data.dataset).autoaugment,
+             "--no-autoaugment: training on ", cmd->data.dataset, " uses no AutoAugment to leave out");
+    if (cmd->data.protocol.empty()) cmd->data.protocol = "holdout";  // (recorded for every data set)
     data::Dataset train_set = load_data(cmd->data, "train", device);
     data::Dataset test_set = load_data(cmd->data, "test", device);
     for (const data::Dataset* set : {&train_set, &test_set}) {

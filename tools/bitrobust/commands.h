@@ -43,6 +43,8 @@ struct DataOptions {
   std::string protocol;  ///< CIFAR-10 protocol; "" = not given: the model file's, else holdout
 };
 void add_data_options(CLI::App& cmd, DataOptions& data, bool required);
+/// Throws bitrobust::Error if --cifar-protocol was given for a data set other than CIFAR-10.
+void check_cifar_protocol_applies(const DataOptions& options);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);
 /// Throws bitrobust::Error if an output is one of the files a data set was read from.
 void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, const data::Dataset& data);

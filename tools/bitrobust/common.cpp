@@ -104,6 +104,11 @@ void add_data_options(CLI::App& cmd, DataOptions& data, bool required) {
       ->check(CLI::IsMember({"holdout", "jpeg", "official"}));
 }
 
+void check_cifar_protocol_applies(const DataOptions& options) {
+  BR_CHECK(options.protocol.empty() || options.dataset == "cifar10", "--cifar-protocol ", options.protocol,
+           ": only CIFAR-10 has split protocols, and the data set is ", options.dataset);
+}
+
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device) {
   data::DatasetRequest request;
   request.name = options.dataset;
@@ -129,13 +134,17 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
     BR_CHECK(std::find(known.begin(), known.end(), options.dataset) != known.end(), "model file ", model_path,
              " names an unknown data set '", options.dataset, "': pass --dataset");
   }
+  check_cifar_protocol_applies(options);
   if (options.protocol.empty() && options.dataset == "cifar10") {
-    options.protocol = file.meta.value("cifar_protocol", std::string("holdout"));
-    const std::vector<std::string> known = data::cifar10_protocols();
-    BR_CHECK(std::find(known.begin(), known.end(), options.protocol) != known.end(), "model file ", model_path,
-             " names an unknown CIFAR-10 protocol '", options.protocol, "': pass --cifar-protocol");
+    options.protocol = file.meta.value("cifar_protocol", std::string("holdout"));  // (one of them: load_model_file)
   }
-  if (options.protocol.empty()) options.protocol = "holdout";
+  // holdout tests on batch 5, which the other protocols train on: a "test error" on training images.
+  const std::string trained = file.meta.value("cifar_protocol", std::string());
+  BR_CHECK(!(split == "test" && options.dataset == "cifar10" && options.protocol == "holdout" &&
+             file.meta.value("dataset", std::string()) == "cifar10" && (trained == "jpeg" || trained == "official")),
+           "--cifar-protocol holdout tests on batch 5, on which model file ", model_path, " was trained (its ",
+           trained, " protocol trains on batches 1-5): use --cifar-protocol ", trained,
+           ", or --split train for the error on its training images");
   data::Dataset data = load_data(options, split, device);
   if (limit > 0) data = data.head(limit);
   BR_CHECK(file.spec.num_classes == data.num_classes, "model ", model_path, " predicts ", file.spec.num_classes,
