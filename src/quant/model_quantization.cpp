@@ -201,6 +201,17 @@ QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) 
     BR_CHECK(t.channels == 0 || (t.ranges.select(1, 0) <= t.ranges.select(1, 1)).all().item<bool>(), where,
              ": ranges of ", name, " have a lower bound above the upper bound");
     check_ranges_follow_scheme(t.ranges, q.scheme, where + ": ranges of " + name);
+    // NOTE [Codes of the float weights]: train and quantize store the codes and ranges that
+    // quantize() gives the float weights stored beside them, bit-identical on CPU and CUDA
+    // (QuantizerCuda.BitIdenticalToCpu). So they must be those again: a scheme edited to another
+    // that accepts the same ranges (global 1.0 read as per-tensor asymmetric) or a range narrowed by
+    // hand would otherwise relabel, or change, the network without an error (found by a review).
+    if (!older_vector_layout) {
+      const QuantizedTensor expected = quantize(p->detach(), q.scheme, name);
+      BR_CHECK(at::equal(expected.ranges, t.ranges) && at::equal(expected.codes, t.codes), where,
+               ": the codes and ranges of ", name, " are not those its float weights give under the scheme ",
+               q.scheme.to_string(), " (the scheme, the ranges, the codes or the weights were edited)");
+    }
     // A name listed twice would leave another parameter unquantized and its codes unread.
     BR_CHECK(std::find(q.names.begin(), q.names.end(), name) == q.names.end(), where, ": quantized parameter ",
              name, " is described twice");
@@ -208,7 +219,18 @@ QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) 
     q.params.push_back(*p);
     q.tensors.push_back(std::move(t));
   }
-  // The count `info` shows and result files record: it must be the codes' count.
+  // The parameters quantized are those the recorded include/exclude patterns select, in the
+  // network's order, as every writer stores them.
+  std::vector<std::string> selected;
+  try {
+    for (const auto& item : selected_parameters(*file.net, q.selector)) selected.push_back(item.first);
+  } catch (const Error& e) {
+    throw Error(where + ": its quantization.include/exclude patterns: " + e.what());
+  }
+  BR_CHECK(selected == q.names, where, ": the quantized parameters ", nlohmann::json(q.names).dump(),
+           " are not those its quantization.include/exclude patterns select, ", nlohmann::json(selected).dump(),
+           " (damaged or edited file)");
+    // The count `info` shows and result files record: it must be the codes' count.
   BR_CHECK(!qj.contains("weights") || qj["weights"].get<int64_t>() == q.total_weights(), where,
            ": the metadata counts ", qj.contains("weights") ? qj["weights"].dump() : "", " quantized weights but the ",
            "file stores ", q.total_weights(), " codes (damaged or edited file)");

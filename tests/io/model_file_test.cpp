@@ -449,6 +449,42 @@ TEST(ModelFile, TheSameModelSavedTwiceGivesTheSameBytes) {
   }
 }
 
+// NOTE [Codes of the float weights]: the codes and ranges stored are those quantize() gives the
+// float weights stored beside them; edits that keep every other check satisfied are still caught.
+TEST(ModelFile, QuantizedCodesMustBeThoseOfTheFloatWeights) {
+  test_util::TempDir dir;
+  const auto expect_edit_refused = [&](const std::string& name, const std::function<void(io::ModelFile&)>& edit,
+                                       const std::string& message) {
+    io::ModelFile f = test_util::quantized_model_file(8);  // rquant: u8-asym-tensor-round
+    edit(f);
+    io::save_model_file(dir.file(name), f);
+    expect_load_error(dir.file(name), message, true);
+  };
+  // Another scheme whose ranges are the same (per-tensor min and max), whose codes are not.
+  expect_edit_refused("trunc.pt", [](io::ModelFile& f) { f.meta["quantization"]["scheme"] = "u8-asym-tensor-trunc"; },
+                      "the codes and ranges of fc1.weight are not those its float weights give under the scheme "
+                      "u8-asym-tensor-trunc");
+  // A range narrowed by hand (still ordered, still a per-tensor asymmetric range).
+  expect_edit_refused("narrow.pt", [](io::ModelFile& f) { f.quant_ranges[0][0][1] = f.quant_ranges[0][0][1] * 0.5f; },
+                      "the codes and ranges of fc1.weight are not those its float weights give");
+  // One code changed within its 8 bits, or one float weight changed with its codes kept.
+  expect_edit_refused("code.pt", [](io::ModelFile& f) { f.quant_codes[1][0] = (f.quant_codes[1][0].item<int>() + 1) % 256; },
+                      "the codes and ranges of fc1.bias are not those");
+  expect_edit_refused("weight.pt", [](io::ModelFile& f) {
+    torch::NoGradGuard no_grad;
+    f.net->named_parameters()["fc1.weight"].view(-1)[0] += 0.5f;
+  }, "the codes and ranges of fc1.weight are not those");
+  // Patterns that no longer select what is stored.
+  expect_edit_refused("include.pt", [](io::ModelFile& f) { f.meta["quantization"]["include"] = {"nomatch*"}; },
+                      "its quantization.include/exclude patterns: ");
+  expect_edit_refused("exclude.pt", [](io::ModelFile& f) { f.meta["quantization"]["exclude"] = {"*.bias"}; },
+                      "are not those its quantization.include/exclude patterns select");
+  // Unedited, the file loads.
+  io::save_model_file(dir.file("good.pt"), test_util::quantized_model_file(8));
+  io::ModelFile g = io::load_model_file(dir.file("good.pt"));
+  EXPECT_NO_THROW(quant::load_from_model_file(g));
+}
+
 // The checks and LibTorch's load read the same bytes, read once: a file replaced after the checks
 // (by another process, between two opens) is not what gets loaded.
 TEST(ModelFile, AnArchiveLoadsTheBytesThatWereCheckedNotWhatThePathHoldsLater) {
