@@ -2,9 +2,10 @@
 # Packs CIFAR-10's five training batches (../shared/datasets/cifar10; the hold-out protocol trains on
 # 1-4 and tests on 5) for a device machine, whose calls upload at most 64 MiB: one tar of the
 # uncompressed batches, compressed with xz (116 MB, against 142 MB as the gzip files), split in two
-# halves, .stage-cifar-a and .stage-cifar-b (git-ignored), so that two calls carry it: the first
-# beside .stage-deps (the script checks that the two fit), the second alone.
-# scripts/gpu_cifar10.sh joins and unpacks the halves there and checks every batch's sha256, which
+# parts, .stage-cifar-a and .stage-cifar-b (git-ignored), so that two calls carry it: the first
+# beside .stage-deps, as large as fits with it and the tree, the second alone (the script checks
+# that both fit).
+# scripts/gpu_cifar10.sh joins and unpacks the parts there and checks every batch's sha256, which
 # .stage-cifar-a/SHA256SUMS holds.
 # With --with-jpeg, the JPEG test copy (only --cifar-protocol jpeg uses it) goes to .stage-cifar-c,
 # for a third call.
@@ -19,6 +20,11 @@ fi
 SRC=${1:-$ROOT/../shared/datasets/cifar10}
 LIMIT=$((64 * 1024 * 1024))
 BATCHES=(data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5)
+bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
+[[ -d $ROOT/.stage-deps ]] || { echo "stage_cifar10: no .stage-deps to size the first call with (scripts/stage_gpu_deps.sh)" >&2; exit 1; }
+# What a call uploads besides the carried folders: tracked files and untracked ones git does not ignore.
+tree=$(cd "$ROOT" && { git ls-files -co --exclude-standard -z | xargs -0 -r stat -c %s -- 2>/dev/null || true; } |
+  awk '{s += $1} END {print s + 0}')
 
 sums=$(cd "$SRC" && grep -E "($(IFS='|'; echo "${BATCHES[*]}"))\.bin\.gz" SHA256SUMS || true)
 if [[ $(wc -l <<<"$sums") != "${#BATCHES[@]}" ]] || ! (cd "$SRC" && sha256sum --quiet -c - <<<"$sums"); then
@@ -35,7 +41,13 @@ echo "stage_cifar10: compressing 5 batches with xz -9 (about 2.5 minutes on one 
 tar -C "$work" -cf - "${BATCHES[@]/%/.bin}" | xz -9 >"$work/train.tar.xz"
 rm -rf "$ROOT/.stage-cifar-a" "$ROOT/.stage-cifar-b" "$ROOT/.stage-cifar-c"
 mkdir -p "$ROOT/.stage-cifar-a" "$ROOT/.stage-cifar-b"
-(cd "$work" && split -n 2 -d train.tar.xz train.tar.xz.part-)
+# The first part as large as the first call can carry beside .stage-deps and the tree (1 MiB to
+# spare), the rest in the second: halves no longer fit once .stage-deps and the tree grow.
+first_part=$((LIMIT - $(bytes "$ROOT/.stage-deps") - tree - 1024 * 1024))
+head -c "$first_part" "$work/train.tar.xz" >"$work/train.tar.xz.part-00"
+tail -c +"$((first_part + 1))" "$work/train.tar.xz" >"$work/train.tar.xz.part-01"
+((first_part > 0 && $(bytes "$work/train.tar.xz.part-01") + tree < LIMIT)) ||
+  { echo "stage_cifar10: the archive does not fit in two calls" >&2; exit 1; }
 mv "$work/train.tar.xz.part-00" "$work/SHA256SUMS" "$ROOT/.stage-cifar-a/"
 mv "$work/train.tar.xz.part-01" "$ROOT/.stage-cifar-b/"
 if ((WITH_JPEG)); then
@@ -47,11 +59,6 @@ fi
 du -sh "$ROOT"/.stage-cifar-*
 
 # The first call carries .stage-cifar-a with .stage-deps and the tracked files.
-bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
-[[ -d $ROOT/.stage-deps ]] || { echo "stage_cifar10: no .stage-deps to size the first call with (scripts/stage_gpu_deps.sh)" >&2; exit 1; }
-# What a call uploads besides the carried folders: tracked files and untracked ones git does not ignore.
-tree=$(cd "$ROOT" && { git ls-files -co --exclude-standard -z | xargs -0 -r stat -c %s -- 2>/dev/null || true; } |
-  awk '{s += $1} END {print s + 0}')
 first=$(($(bytes "$ROOT/.stage-cifar-a") + $(bytes "$ROOT/.stage-deps") + tree))
 echo "stage_cifar10: first call (.stage-cifar-a, .stage-deps, working tree): $first bytes of $LIMIT"
 ((first < LIMIT)) || { echo "stage_cifar10: the first call would pass the upload limit" >&2; exit 1; }

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
@@ -270,12 +271,18 @@ BitPattern load_pattern(const std::string& path) {
   // The bit positions the header's error model reaches in each parameter (msb: the top bit; lsb k:
   // the k lowest): a flip elsewhere contradicts the model the result would be recorded under.
   std::vector<std::pair<int, int>> reach;  // (lowest bit, count)
+  // And the kinds it makes (BitErrorParams::kind_of): random flips, stuck-at sets to 0 or 1, and an
+  // asymmetric model flips and sets in the direction whose rate is the higher.
+  std::vector<std::array<bool, 3>> makes;  // Flip, Set0, Set1
   for (const ParamSpec& p : pattern.params) {
     try {
       const BitErrorParams k = pattern.model.kernel_params(p.bits, p.bits <= 8 ? 8 : p.bits <= 16 ? 16 : 32);
       reach.emplace_back(k.bit_lo, k.bit_count);
+      makes.push_back({k.threshold_0to1 > 0 && k.threshold_1to0 > 0, k.threshold_1to0 > k.threshold_0to1,
+                       k.threshold_0to1 > k.threshold_1to0});
     } catch (const Error&) {
       reach.emplace_back(0, 0);  // (the model reaches no bit of it: any flip is an error below)
+      makes.push_back({false, false, false});
     }
   }
   for (int64_t i = 0; i < num_flips; ++i) {
@@ -299,6 +306,10 @@ BitPattern load_pattern(const std::string& path) {
     if (flip.bit < lo || flip.bit >= lo + count) {
       reader.fail("bit ", flip.bit, " of parameter ", flip.param, " is not one the header's error model ",
                   pattern.model.name(), " reaches in ", p.bits, "-bit codes");
+    }
+    if (!makes[static_cast<size_t>(flip.param)][static_cast<size_t>(flip.kind)]) {
+      reader.fail("flip kind '", kind, "' is not one the header's error model ", pattern.model.name(), " makes at rate ",
+                  rate_text(pattern.model.rate), " (random errors flip: f; stuck-at-0 sets 0, stuck-at-1 sets 1)");
     }
     pattern.flips.push_back(flip);
   }

@@ -175,7 +175,7 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   EXPECT_ERROR_CONTAINS(load_pattern(write("x2", header + "flips 1\n0 3 1 f\nend\nflips 2\n")), "text after 'end'");
   EXPECT_ERROR_CONTAINS(load_pattern(write("x3", header + "flips 1\n0 3 1 f\nend now\n")), "unexpected 'now' after 'end'");
   EXPECT_ERROR_CONTAINS(load_pattern(write("f", header + "flips 1\n1 3 1 f\nend\n")), "parameter index 1 out of range");
-  EXPECT_ERROR_CONTAINS(load_pattern(write("g", header + "flips 2\n0 3 1 f\n0 3 1 0\nend\n")),
+  EXPECT_ERROR_CONTAINS(load_pattern(write("g", header + "flips 2\n0 3 1 f\n0 3 1 f\nend\n")),
                         "lists bit 1 of element 3 of parameter 0 twice");
   EXPECT_ERROR_CONTAINS(load_pattern(write("h", header + "flips 0\n")), "ends early");
   EXPECT_ERROR_CONTAINS(
@@ -206,8 +206,22 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   const std::string folder = dir.file("folder");  // (removed with the files: std::remove takes empty folders)
   ASSERT_EQ(mkdir(folder.c_str(), 0700), 0);
   EXPECT_ERROR_CONTAINS(load_pattern(folder), "is a folder, not a pattern file");
+  // A kind the header's model does not make: random errors flip, stuck-at sets one value, and an
+  // asymmetric model flips or sets in the direction of its higher rate (found by a review: a set
+  // to 0 in a "random" file was replayed and recorded as random errors).
+  EXPECT_ERROR_CONTAINS(load_pattern(write("q1", header + "flips 1\n0 3 1 0\nend\n")),
+                        "line 9: flip kind '0' is not one the header's error model random makes at rate 0.01");
+  std::string stuck = header;
+  stuck.replace(stuck.find("model random"), 12, "model stuck_at_1");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("q2", stuck + "flips 1\n0 3 1 f\nend\n")),
+                        "flip kind 'f' is not one the header's error model stuck_at_1 makes");
+  EXPECT_EQ(load_pattern(write("q3", stuck + "flips 1\n0 3 1 1\nend\n")).flips.size(), 1u);
+  std::string asymmetric = header;
+  asymmetric.replace(asymmetric.find("model random"), 12, "model random,0to1=0.1");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("q4", asymmetric + "flips 1\n0 3 1 0\nend\n")),
+                        "flip kind '0' is not one the header's error model random,0to1=0.1 makes");
   // A hand-written valid file.
-  const BitPattern ok = load_pattern(write("k", header + "flips 2\n0 15 7 1\n0 0 0 f\nend\n"));
+  const BitPattern ok = load_pattern(write("k", asymmetric + "flips 2\n0 15 7 1\n0 0 0 f\nend\n"));
   ASSERT_EQ(ok.flips.size(), 2u);
   EXPECT_EQ(ok.flips[0], (BitFlip{0, 0, 0, FlipKind::Flip}));
   EXPECT_EQ(ok.flips[1], (BitFlip{0, 15, 7, FlipKind::Set1}));
