@@ -125,7 +125,11 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
           {"precision", ctx.precision},
           {"versions", io::version_info()},
           {"clean_error", sweep.clean_error},
-          {"timings", {{"seconds", sweep.seconds}, {"images_patterns_per_second", sweep.images_patterns_per_second}}},
+          // (null, not 0, when no pattern changed a bit: nothing was timed, as train's figures)
+          {"timings", {{"seconds", sweep.seconds},
+                       {"images_patterns_per_second", sweep.perturbed_passes == 0
+                                                          ? nlohmann::json(nullptr)
+                                                          : nlohmann::json(sweep.images_patterns_per_second)}}},
           {"results", results}};
 }
 
@@ -219,13 +223,13 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
 std::string sweep_csv(const nlohmann::json& j) {
   std::ostringstream out;
   out << "rate,pattern,seed,rerr,perturbed_error\n";
-  const int64_t seed = j["seed"].get<int64_t>();
+  const uint64_t seed = j["seed"].get<uint64_t>();
   // Numbers as the JSON writes them (shortest form that reads back exactly), so both files agree.
   for (const auto& r : j["results"]) {
     const auto& rerr = r["per_pattern"];
     const auto& pert = r["perturbed_per_pattern"];
     for (size_t i = 0; i < rerr.size(); ++i) {
-      out << r["rate"].dump() << ',' << i << ',' << seed + static_cast<int64_t>(i) << ',' << rerr[i].dump() << ','
+      out << r["rate"].dump() << ',' << i << ',' << seed + i << ',' << rerr[i].dump() << ','
           << pert[i].dump() << '\n';
     }
   }
@@ -237,8 +241,9 @@ std::string sweep_table(const nlohmann::json& j) {
   char line[160];
   // (a stream, not the fixed line: model names and error models have no length limit)
   out << j.value("model_name", std::string("model")) << "  scheme " << j["scheme"].get<std::string>() << "  errors "
-      << j["error_model"].get<std::string>() << "  " << j["patterns"].get<int64_t>() << " patterns from seed "
-      << j["seed"].get<int64_t>() << '\n';
+      << j["error_model"].get<std::string>() << "  " << j["patterns"].get<int64_t>()
+      << (j["patterns"].get<int64_t>() == 1 ? " pattern" : " patterns") << " from seed " << j["seed"].get<uint64_t>()
+      << '\n';
   out << "  rate        RErr mean   std     min     max    (%)\n";
   // The clean error is the p = 0 row, unless rate 0 had errors in one direction: then it has a row of its own.
   const bool zero_has_errors = zero_rate_has_errors(j);
@@ -365,7 +370,9 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
       out << "  " << name << ": not paired (" << reason << ")\n";
       continue;
     }
-    out << "  " << name << "\n";
+    std::ostringstream rows;
+    // (a difference of -1e-17 printed "-0.00")
+    const auto points = [](double x) { return std::abs(100 * x) < 0.005 ? 0.0 : 100 * x; };
     for (const auto& r : j["results"]) {
       const double rate = r["rate"].get<double>();
       if (rate == 0 && !zero_rate_has_errors(j)) continue;  // the clean models: no patterns
@@ -380,11 +387,16 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
         }
         const eval::MeanInterval m = eval::mean_interval(diff);
         char interval[48] = "[-]";  // (one pattern has no spread, as in sweep_table)
-        if (diff.size() > 1) std::snprintf(interval, sizeof interval, "[%+.2f, %+.2f]", 100 * m.low, 100 * m.high);
-        std::snprintf(line, sizeof line, "    %-10s %+7.2f  %s  %d / %d of %zu\n", rate_text(rate).c_str(), 100 * m.mean,
-                      interval, lower, higher, diff.size());
-        out << line;
+        if (diff.size() > 1) std::snprintf(interval, sizeof interval, "[%+.2f, %+.2f]", points(m.low), points(m.high));
+        std::snprintf(line, sizeof line, "    %-10s %+7.2f  %s  %d / %d of %zu\n", rate_text(rate).c_str(),
+                      points(m.mean), interval, lower, higher, diff.size());
+        rows << line;
       }
+    }
+    if (rows.str().empty()) {
+      out << "  " << name << ": no rate with bit errors in both results to pair\n";
+    } else {
+      out << "  " << name << "\n" << rows.str();
     }
   }
   return out.str();

@@ -126,7 +126,7 @@ TEST(Cli, DecimalsOutOfTheirRangeAreCommandLineErrors) {
 }
 
 TEST(Cli, ThreadCountsFarAboveTheCoresAreRefused) {
-  expect_clean_failure("test --model m.pt --threads 100000", "more than 4 per core");
+  expect_clean_failure("test --model m.pt --threads 100000", "--threads: 100000 is more than 4 per core on this machine");
   const test_util::CliResult r = test_util::run_cli("test --model m.pt --threads 100000");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_EQ(r.output.rfind("bitrobust: error: --threads: ", 0), 0u) << r.output;

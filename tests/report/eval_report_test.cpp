@@ -165,6 +165,17 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
   // One pattern: a difference, but no interval.
   const std::string one = report::paired_table({with({0.10}, {5}, "a"), with({0.12}, {5}, "b")});
   EXPECT_NE(one.find("    1%           +2.00  [-]  0 / 1 of 1\n"), std::string::npos) << one;
+  // Equal patterns: no "-0.00" from a difference of -1e-17 (found by a review).
+  const auto tiny = with({0.1 + 0.2, 0.3}, {5, 6}, "same");  // (0.1 + 0.2 is 0.30000000000000004)
+  const std::string same = report::paired_table({tiny, with({0.3, 0.3}, {5, 6}, "lower by 5e-17")});
+  EXPECT_EQ(same.find("-0.00"), std::string::npos) << same;
+  EXPECT_NE(same.find("+0.00"), std::string::npos) << same;
+  // Results of rate 0 alone have no pattern to pair: said in words, not an empty block.
+  auto clean_a = with({0.10}, {5}, "a"), clean_b = with({0.10}, {5}, "b");
+  for (auto* j : {&clean_a, &clean_b}) j->at("results").erase(1);
+  EXPECT_NE(report::paired_table({clean_a, clean_b}).find("  b: no rate with bit errors in both results to pair\n"),
+            std::string::npos)
+      << report::paired_table({clean_a, clean_b});
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // bitrobust eval: the bit error benchmark (RErr per rate over seeded patterns);
 // bitrobust compare: several results in one table and one plot.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -199,12 +200,14 @@ Runner register_pattern(CLI::App& app) {
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
     check_layers_select_something(q, cmd->layers);
-    const bits::BitPattern pattern =
-        bits::draw_pattern(eval::param_specs(q), model, cmd->seed, bits::ParamSelector(cmd->layers));
+    const bits::ParamSelector layers(cmd->layers);
+    const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), model, cmd->seed, layers);
     bits::save_pattern(cmd->out, pattern);
-    std::printf("pattern of seed %llu at %s: %zu bits selected in %zu tensors; saved %s\n",
+    const auto selected = std::count_if(q.names.begin(), q.names.end(), [&](const std::string& n) { return layers.selects(n); });
+    std::printf("pattern of seed %llu at %s: %zu bit%s selected in %lld of %zu tensors; saved %s\n",
                 static_cast<unsigned long long>(cmd->seed), pattern.model.to_string().c_str(), pattern.flips.size(),
-                q.tensors.size(), cmd->out.c_str());
+                pattern.flips.size() == 1 ? "" : "s", static_cast<long long>(selected), q.tensors.size(),
+                cmd->out.c_str());
     return 0;
   };
 }

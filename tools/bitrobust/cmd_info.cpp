@@ -73,8 +73,10 @@ Runner register_info(CLI::App& app) {
     if (meta.contains("epochs")) {
       std::string data = field(meta, "dataset");
       if (data == "cifar10") data += " (" + field(meta, "cifar_protocol") + " protocol)";
-      std::printf("  training    %s, %s epochs (%s steps), batch %s, lr %s, seed %s, init %s, augmentation %s\n",
-                  data.c_str(), field(meta, "epochs").c_str(), field(meta, "steps").c_str(), field(meta, "batch").c_str(),
+      const std::string epochs = field(meta, "epochs"), steps = field(meta, "steps");
+      std::printf("  training    %s, %s epoch%s (%s step%s), batch %s, lr %s, seed %s, init %s, augmentation %s\n",
+                  data.c_str(), epochs.c_str(), epochs == "1" ? "" : "s", steps.c_str(), steps == "1" ? "" : "s",
+                  field(meta, "batch").c_str(),
                   field(meta, "lr").c_str(), field(meta, "seed").c_str(), field(meta, "init").c_str(),
                   field(meta, "augment").c_str());
     } else {

@@ -72,8 +72,9 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
   const CLI::Validator at_most_4_per_core(
       [](std::string& text) -> std::string {
         if (std::stoll(text) <= max_cpu_threads()) return {};
-        return "is more than 4 per core on this machine (" + std::to_string(std::thread::hardware_concurrency()) +
-               " cores; at most " + std::to_string(max_cpu_threads()) + "), got " + text;
+        return text + " is more than 4 per core on this machine (" +
+               std::to_string(std::thread::hardware_concurrency()) + " cores; at most " +
+               std::to_string(max_cpu_threads()) + ")";
       },
       "");
   cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")
