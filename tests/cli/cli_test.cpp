@@ -44,7 +44,14 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("train --dataset imagenet --out /tmp/x.pt --epochs 1", "imagenet");
   expect_clean_failure("train --dataset fashion-mnist --model vgg --out /tmp/x.pt", "--model: vgg not in {mlp,lenet,");
   expect_clean_failure("frobnicate", "unknown command 'frobnicate'");
-  // Options of CIFAR-10 alone, which another data set would silently ignore.
+  // Unexpected words in the order they were typed (CLI11 lists them reversed).
+  expect_clean_failure("test --model m.pt --precision bf16 -l 10",
+                       "The following arguments were not expected: --precision bf16 -l 10");
+  // An error model needing more bits than the codes have names its option.
+  expect_clean_failure("train --dataset fashion-mnist --out x.pt --scheme rquant --bits 4 --randbet 1% "
+                       "--randbet-error-model lsb5",
+                       "--randbet-error-model lsb5: bit errors: lsb5 needs at least 5 bits, codes have 4");
+    // Options of CIFAR-10 alone, which another data set would silently ignore.
   expect_clean_failure("train --dataset fashion-mnist --out x.pt --cifar-protocol jpeg",
                        "--cifar-protocol jpeg: only CIFAR-10 has split protocols, and the data set is fashion-mnist");
   expect_clean_failure("train --dataset fashion-mnist --out x.pt --no-autoaugment",
@@ -64,6 +71,11 @@ TEST(Cli, MissingAndCorruptModelFilesFailCleanly) {
   io::ModelFile f = test_util::quantized_model_file(8);
   io::save_model_file(dir.file("good.pt"), f);
   const std::string record = test_util::copy_with_flipped_bit(dir.file("good.pt"), dir.file("flipped.pt"));
+  expect_clean_failure("eval --model " + dir.file("good.pt") + " --error-model lsb9",
+                       "--error-model lsb9: bit errors: lsb9 needs at least 9 bits, codes have 8");
+  expect_clean_failure("pattern --model " + dir.file("good.pt") + " --rate 1% --error-model lsb9 --out " +
+                           dir.file("p.txt"),
+                       "--error-model lsb9: bit errors: lsb9 needs at least 9 bits, codes have 8");
   for (const std::string& command : std::vector<std::string>{"test", "eval", "export --out " + dir.file("codes")}) {
     expect_clean_failure(command + " --model " + dir.file("flipped.pt"),
                          "model file " + dir.file("flipped.pt") + " is damaged: its record " + record);

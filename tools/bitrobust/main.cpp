@@ -8,6 +8,7 @@
 #include <map>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
@@ -59,7 +60,18 @@ int main(int argc, char** argv) {
     } else if (!known) {
       message = "unknown option '" + std::string(argv[1]) + "': a command comes first (commands: " + commands + ")";
     }
-    // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
+    // CLI11 (2.3) lists unexpected arguments in reverse ("not expected: bf16 --precision"): from the
+    // parser's own list, in the order they were typed.
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+      const std::vector<std::string> rest = app.remaining(/*recurse=*/true);
+      std::string words;
+      for (const std::string& word : rest) words += (words.empty() ? "" : " ") + word;
+      if (!rest.empty()) {
+        message = std::string(rest.size() > 1 ? "The following arguments were not expected: "
+                                              : "The following argument was not expected: ") + words;
+      }
+    }
+        // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
     const std::string twice = ": At Most 1 required but received ";
     if (const size_t at = message.find(twice); at != std::string::npos) {
       message = message.substr(0, at) + " given more than once (" + message.substr(at + twice.size()) +
