@@ -344,6 +344,10 @@ void ModelSpec::validate() const {
     BR_CHECK(d >= 10 && (d - 4) % 6 == 0, "wrn depth must be 6n+4 (e.g. 16, 22, 28), got ", d);
   }
   for (int64_t u : units) BR_CHECK(u > 0, "mlp hidden units must be positive, got ", u);
+  // Hidden units of another architecture would be ignored, and the model shown with them: no command
+  // writes them (a description edited by hand; found by a review). (Width and depth are checked by
+  // train instead: files written when it ignored them for other architectures still load.)
+  BR_CHECK(units.empty() || arch == "mlp", "hidden units (units) are an mlp setting, and the model is a ", arch);
   // Bounds far above any data set here, so that a damaged or edited description is an error rather
   // than an allocation of terabytes (or an overflowing size) when the network is built.
   BR_CHECK(in_channels <= 64 && height <= 4096 && width <= 4096, "model input shape must be at most 64x4096x4096, got ",

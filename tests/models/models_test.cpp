@@ -140,6 +140,10 @@ TEST(Models, BadSpecsAreClearErrors) {
   mlp_width.channels = 64;
   mlp_width.depth = 16;
   EXPECT_NO_THROW(ModelSpec::from_json(mlp_width.to_json()));
+  // Hidden units, which no command writes for other architectures, would be ignored there.
+  ModelSpec lenet_units = spec("lenet", "gn", 1, 28);
+  lenet_units.units = {5};
+  EXPECT_ERROR_CONTAINS(build_model(lenet_units), "hidden units (units) are an mlp setting, and the model is a lenet");
   ModelSpec wide_mlp = spec("mlp", "none", 3, 4096);
   EXPECT_ERROR_CONTAINS(build_model(wide_mlp), "weight matrix of");  // 3*4096*4096 inputs x 1024 units
   try {
