@@ -65,6 +65,20 @@ std::string xml_escape(const std::string& raw) {
   }
   return out;
 }
+// A result's name as tables print it: a name from a file or the command line may hold control
+// characters (a newline, a terminal escape) and bytes that are not UTF-8; each becomes U+FFFD, so a
+// table keeps its lines and the terminal its state (found by a review).
+std::string shown_name(const nlohmann::json& result) {
+  const std::string s = nlohmann::json::parse(nlohmann::json(result.value("model_name", std::string("model")))
+                                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+                            .get<std::string>();
+  std::string out;
+  for (const char c : s) {
+    const auto byte = static_cast<unsigned char>(c);
+    out += byte < 0x20 || byte == 0x7F ? std::string("\xEF\xBF\xBD") : std::string(1, c);
+  }
+  return out;
+}
 }  // namespace
 
 std::string layout_of(const std::vector<std::vector<int64_t>>& shapes, const std::vector<int>& bits) {
@@ -240,7 +254,7 @@ std::string sweep_table(const nlohmann::json& j) {
   std::ostringstream out;
   char line[160];
   // (a stream, not the fixed line: model names and error models have no length limit)
-  out << j.value("model_name", std::string("model")) << "  scheme " << j["scheme"].get<std::string>() << "  errors "
+  out << shown_name(j) << "  scheme " << j["scheme"].get<std::string>() << "  errors "
       << j["error_model"].get<std::string>() << "  " << j["patterns"].get<int64_t>()
       << (j["patterns"].get<int64_t>() == 1 ? " pattern" : " patterns") << " from seed " << j["seed"].get<uint64_t>()
       << '\n';
@@ -268,7 +282,7 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
     for (const auto& r : j["results"]) rates.insert(r["rate"].get<double>());
   // A column is as wide as its model's name (at least 22 characters), so no name is cut.
   std::vector<size_t> widths;
-  for (const auto& j : results) widths.push_back(std::max<size_t>(22, display_width(j.value("model_name", std::string("model")))));
+  for (const auto& j : results) widths.push_back(std::max<size_t>(22, display_width(shown_name(j))));
   const auto right = [](const std::string& text, size_t width) {
     const size_t shown = display_width(text);
     return "  " + std::string(width > shown ? width - shown : 0, ' ') + text;
@@ -278,7 +292,7 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
   out << "mean RErr in % (clean error in the first row)\n";
   std::snprintf(cell, sizeof cell, "%-10s", "rate");
   out << cell;
-  for (size_t i = 0; i < results.size(); ++i) out << right(results[i].value("model_name", std::string("model")), widths[i]);
+  for (size_t i = 0; i < results.size(); ++i) out << right(shown_name(results[i]), widths[i]);
   out << '\n';
   std::snprintf(cell, sizeof cell, "%-10s", "clean");
   out << cell;
@@ -359,12 +373,12 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
   const nlohmann::json& base = results[base_index];
   std::ostringstream out;
   char line[200];
-  out << "paired with " << base.value("model_name", std::string("model"))
+  out << "paired with " << shown_name(base)
       << " (same patterns, same images): RErr difference in points, mean [95% interval], patterns lower / higher\n";
   for (size_t i = 0; i < results.size(); ++i) {
     if (i == base_index) continue;
     const nlohmann::json& j = results[i];
-    const std::string name = j.value("model_name", std::string("model"));
+    const std::string name = shown_name(j);
     const std::string reason = unpaired_reason(base, j);
     if (!reason.empty()) {
       out << "  " << name << ": not paired (" << reason << ")\n";

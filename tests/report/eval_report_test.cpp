@@ -180,6 +180,25 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
 
 }  // namespace
 
+// A name holding a newline or a terminal escape keeps the tables' lines and the terminal's state.
+TEST(CompareTable, NamesWithControlCharactersArePrintedReplaced) {
+  auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
+  a["patterns"] = 2;
+  a["seed"] = 100;
+  for (auto& r : a["results"]) {
+    r["per_pattern"] = {r["rerr_min"], r["rerr_max"]};
+    r["rerr_std"] = 0.01 * std::sqrt(2.0);
+  }
+  auto b = a;
+  a["model_name"] = std::string("evil\n\x1b[2Jname\xff");
+  b["model_name"] = "plain";
+  for (const std::string& text : {report::sweep_table(a), report::compare_table({a, b}), report::paired_table({b, a})}) {
+    EXPECT_EQ(text.find('\x1b'), std::string::npos) << text;
+    EXPECT_EQ(text.find("\xff"), std::string::npos) << text;
+    EXPECT_NE(text.find("evil\xEF\xBF\xBD\xEF\xBF\xBD[2Jname\xEF\xBF\xBD"), std::string::npos) << text;
+  }
+}
+
 TEST(RerrPlot, TitlesAndNamesThatAreNotXmlTextAreReplaced) {
   // Bytes that are not UTF-8 and control characters (a name from a file or the command line) would
   // make the SVG unreadable; each becomes U+FFFD, and markup characters are escaped.
