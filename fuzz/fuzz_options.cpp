@@ -1,6 +1,8 @@
 // libFuzzer harness: the option values users type (scheme strings, rate lists, error models,
-// precisions). The first byte picks the parser; the rest is the text. Properties: a refusal is a
-// bitrobust::Error; what is accepted is valid, and its canonical form parses back to the same value.
+// precisions, parameter patterns). The first byte picks the parser; the rest is the text.
+// Properties: a refusal is a bitrobust::Error; what is accepted is valid, and its canonical form
+// parses back to the same value; a regular expression selects the same names as --layers and as
+// --quant-include re:..., in time linear in the name (libFuzzer's -timeout catches a slow one).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -8,6 +10,7 @@
 #include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/eval/precision.h"
+#include "bitrobust/quant/quantizer.h"
 #include "bitrobust/quant/scheme.h"
 #include "fuzz_util.h"
 
@@ -62,11 +65,27 @@ void check_precision(const std::string& text) {
     fuzz::property_failed("precision '" + text + "' does not round-trip");
 }
 
+// "<pattern>\n<name>": the pattern as --layers and as --quant-include re:<pattern> and as a glob.
+void check_selectors(const std::string& text) {
+  const size_t cut = text.find('\n');
+  const std::string pattern = text.substr(0, cut), name = cut == std::string::npos ? "" : text.substr(cut + 1);
+  bool layers = false, quant_regex = false;
+  const bool layers_ok = fuzz::accepted([&] { layers = bits::ParamSelector(pattern).selects(name); });
+  const bool regex_ok = fuzz::accepted([&] { quant_regex = quant::ParamSelector{{"re:" + pattern}, {}}.selects(name); });
+  if (!pattern.empty() && (layers_ok != regex_ok || layers != quant_regex))
+    fuzz::property_failed("regex '" + pattern + "' selects '" + name + "' differently as --layers and as re:");
+  fuzz::accepted([&] { quant::ParamSelector{{pattern}, {}}.selects(name); });
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string text(reinterpret_cast<const char*>(data) + 1, size - 1);
+  if (data[0] >= 0xF0) {  // (the seeds' first bytes, '0' to '3', keep their parsers)
+    check_selectors(text);
+    return 0;
+  }
   switch (data[0] % 4) {
     case 0: check_scheme(text); break;
     case 1: check_rates(text); break;

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/config.h"
 #include "bitrobust/io/zip_checksums.h"
 #include "bitrobust/quant/model_quantization.h"
 #include "archive_util.h"
@@ -484,6 +485,28 @@ TEST(ModelFile, QuantizedCodesMustBeThoseOfTheFloatWeights) {
   io::ModelFile g = io::load_model_file(dir.file("good.pt"));
   EXPECT_NO_THROW(quant::load_from_model_file(g));
 }
+
+#ifdef BITROBUST_WITH_CUDA
+// NOTE [Codes of the float weights] on a GPU: codes quantized there must be those the CPU gives the
+// same float weights when the file is read (QuantizerCuda.BitIdenticalToCpu), or a model trained on
+// a GPU would be refused.
+TEST(ModelFileCuda, QuantizedOnTheGpuLoadsOnTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  test_util::TempDir dir;
+  for (const char* scheme : {"u8-sym-global1.0-trunc", "u8-asym-tensor-round-clip0.1", "s4-sym-channel-round"}) {
+    io::ModelFile f;
+    f.spec = test_util::tiny_mlp_spec(32, "regn");
+    f.net = models::build_model(f.spec);
+    f.net->to(at::kCUDA);
+    quant::store_in_model_file(quant::quantize_model(*f.net, quant::QuantScheme::parse(scheme)), f);
+    ASSERT_TRUE(f.quant_codes[0].is_cuda());
+    f.net->to(at::kCPU);
+    io::save_model_file(dir.file("gpu.pt"), f);
+    io::ModelFile g = io::load_model_file(dir.file("gpu.pt"));
+    EXPECT_NO_THROW(quant::load_from_model_file(g)) << scheme;
+  }
+}
+#endif
 
 // The checks and LibTorch's load read the same bytes, read once: a file replaced after the checks
 // (by another process, between two opens) is not what gets loaded.
