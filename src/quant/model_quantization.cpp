@@ -208,7 +208,8 @@ QuantizedModel read_quantization(io::ModelFile& file, const std::string& where) 
     // hand would otherwise relabel, or change, the network without an error (found by a review).
     if (!older_vector_layout) {
       const QuantizedTensor expected = quantize(p->detach(), q.scheme, name);
-      BR_CHECK(at::equal(expected.ranges, t.ranges) && at::equal(expected.codes, t.codes), where,
+      // (.cpu(): a network already moved to a GPU quantizes there, bit-identically)
+      BR_CHECK(at::equal(expected.ranges.cpu(), t.ranges.cpu()) && at::equal(expected.codes.cpu(), t.codes.cpu()), where,
                ": the codes and ranges of ", name, " are not those its float weights give under the scheme ",
                q.scheme.to_string(), " (the scheme, the ranges, the codes or the weights were edited)");
     }

@@ -26,6 +26,17 @@ struct TinyRun {
     options.progress = false;
     augmentation = train::training_augmentation(data.name, options).describe();
   }
+  /// Trains the first of the two epochs into `checkpoint`, as a run killed in the second leaves it;
+  /// the options then resume from it. Returns the network trained.
+  std::shared_ptr<models::Classifier> first_epoch(const std::string& checkpoint) {
+    options.checkpoint = checkpoint;
+    options.max_steps = 2;
+    auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+    train::train(*net, data, options);
+    options.max_steps = 0;
+    options.resume = true;
+    return net;
+  }
   torch::optim::SGD optimizer_for(models::Classifier& net) const {
     return torch::optim::SGD(net.parameters(), torch::optim::SGDOptions(options.lr)
                                                    .momentum(options.momentum)
@@ -45,10 +56,7 @@ torch::optim::SGDParamState& momentum_state(torch::optim::SGD& optimizer, const 
 TEST(Checkpoint, LoadingGivesBackTheWeightsMomentumBuffersAndCounters) {
   TinyRun run;
   test_util::TempDir dir;
-  run.options.checkpoint = dir.file("run.ckpt");
-  run.options.max_steps = 2;  // one epoch, as a run killed in the second would leave
-  auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
-  train::train(*net, run.data, run.options);
+  auto net = run.first_epoch(dir.file("run.ckpt"));
 
   auto loaded = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
   torch::optim::SGD optimizer = run.optimizer_for(*loaded);
@@ -72,12 +80,7 @@ TEST(Checkpoint, LoadingGivesBackTheWeightsMomentumBuffersAndCounters) {
 TEST(Checkpoint, MomentumBuffersUnlikeTheirParametersAreAnErrorNamingTheParameter) {
   TinyRun run;
   test_util::TempDir dir;
-  run.options.checkpoint = dir.file("run.ckpt");
-  run.options.max_steps = 2;
-  auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
-  train::train(*net, run.data, run.options);
-  run.options.max_steps = 0;
-  run.options.resume = true;
+  auto net = run.first_epoch(dir.file("run.ckpt"));
 
   const auto edited = [&](const std::string& name, const std::function<at::Tensor(const at::Tensor&)>& edit) {
     auto copy = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
@@ -116,10 +119,7 @@ TEST(Checkpoint, MomentumBuffersUnlikeTheirParametersAreAnErrorNamingTheParamete
 TEST(Checkpoint, AnOptimizerCountingMoreParametersThanItStoresIsAnErrorNamingTheCheckpoint) {
   TinyRun run;
   test_util::TempDir dir;
-  run.options.checkpoint = dir.file("run.ckpt");
-  run.options.max_steps = 2;
-  auto net = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
-  train::train(*net, run.data, run.options);
+  auto net = run.first_epoch(dir.file("run.ckpt"));
   const int64_t params = static_cast<int64_t>(net->parameters().size());
   // Every 8-byte data record holding the parameter count: the parameter group's "params/size".
   const auto edited = test_util::copy_with_record_edited(
@@ -134,8 +134,6 @@ TEST(Checkpoint, AnOptimizerCountingMoreParametersThanItStoresIsAnErrorNamingThe
       });
   ASSERT_GT(edited, 0u);
   auto resumed = run.options;
-  resumed.max_steps = 0;
-  resumed.resume = true;
   resumed.checkpoint = dir.file("more.ckpt");
   const std::string message = test_util::error_of([&] { train::train(*net, run.data, resumed); });
   EXPECT_TRUE(test_util::contains(message, "checkpoint " + dir.file("more.ckpt") + " cannot be resumed: ")) << message;
