@@ -115,7 +115,7 @@ void check_checkpoint(const uint8_t* data, size_t size) {
       fuzz::property_failed("an accepted checkpoint's counters are not of a complete epoch of this run");
     for (const auto& p : run.net->named_parameters()) {
       if (!p.value().isfinite().all().item<bool>()) fuzz::property_failed("an accepted checkpoint holds a non-finite weight");
-      const auto found = optimizer.state().find(c10::guts::to_string(p.value().unsafeGetTensorImpl()));
+      const auto found = optimizer.state().find(train::optimizer_state_key(optimizer, p.value()));
       if (found == optimizer.state().end()) continue;
       const auto& buffer = static_cast<const torch::optim::SGDParamState&>(*found->second).momentum_buffer();
       if (!buffer.defined() || buffer.sizes() != p.value().sizes() || buffer.scalar_type() != p.value().scalar_type())

@@ -1,8 +1,9 @@
 // libFuzzer harness: the option values users type (scheme strings, rate lists, error models,
 // precisions, parameter patterns). The first byte picks the parser; the rest is the text.
 // Properties: a refusal is a bitrobust::Error; what is accepted is valid, and its canonical form
-// parses back to the same value; a regular expression selects the same names as --layers and as
-// --quant-include re:..., in time linear in the name (libFuzzer's -timeout catches a slow one).
+// parses back to the same value; a regular expression (as --layers and --quant-include re:..., which
+// share NameRegex) is compiled and matched in time linear in the name (libFuzzer's -timeout catches
+// a slow one), and a glob likewise.
 #include <cmath>
 #include <cstdint>
 #include <string>

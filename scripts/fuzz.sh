@@ -50,8 +50,9 @@ status=0
 for h in "${harnesses[@]}"; do
   corpus=$BUILD/corpus/$h
   mkdir -p "$corpus"
-  # (a checkpoint gets past the settings check only for the harness's own run: it writes its seed)
-  if [[ $h == fuzz_checkpoint && ! -f $SEEDS/$h/run.ckpt ]]; then
+  # (a checkpoint gets past the settings check only for the harness's own run: it writes its seed,
+  # again whenever the harness is rebuilt, as what a checkpoint records may have changed)
+  if [[ $h == fuzz_checkpoint && (! -f $SEEDS/$h/run.ckpt || $BUILD/$h -nt $SEEDS/$h/run.ckpt) ]]; then
     mkdir -p "$SEEDS/$h"
     BITROBUST_FUZZ_SEED_DIR=$SEEDS/$h "$BUILD/$h" -runs=0 "$SEEDS/$h" >"$BUILD/$h.seed.log" 2>&1 ||
       { echo "fuzz: $h could not write its seed checkpoint ($BUILD/$h.seed.log)"; status=1; continue; }

@@ -44,9 +44,10 @@ mkdir -p "$ROOT/.stage-cifar-a" "$ROOT/.stage-cifar-b"
 # The first part as large as the first call can carry beside .stage-deps and the tree (1 MiB to
 # spare), the rest in the second: halves no longer fit once .stage-deps and the tree grow.
 first_part=$((LIMIT - $(bytes "$ROOT/.stage-deps") - tree - 1024 * 1024))
+((first_part > 0)) || { echo "stage_cifar10: .stage-deps and the tree leave no room for the archive in the first call" >&2; exit 1; }
 head -c "$first_part" "$work/train.tar.xz" >"$work/train.tar.xz.part-00"
 tail -c +"$((first_part + 1))" "$work/train.tar.xz" >"$work/train.tar.xz.part-01"
-((first_part > 0 && $(bytes "$work/train.tar.xz.part-01") + tree < LIMIT)) ||
+(($(bytes "$work/train.tar.xz.part-01") + tree < LIMIT)) ||
   { echo "stage_cifar10: the archive does not fit in two calls" >&2; exit 1; }
 mv "$work/train.tar.xz.part-00" "$work/SHA256SUMS" "$ROOT/.stage-cifar-a/"
 mv "$work/train.tar.xz.part-01" "$ROOT/.stage-cifar-b/"

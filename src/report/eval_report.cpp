@@ -66,16 +66,30 @@ std::string xml_escape(const std::string& raw) {
   return out;
 }
 // A result's name as tables print it: a name from a file or the command line may hold control
-// characters (a newline, a terminal escape) and bytes that are not UTF-8; each becomes U+FFFD, so a
-// table keeps its lines and the terminal its state (found by a review).
+// characters (a newline, a terminal escape, C1's CSI, bidi overrides) and bytes that are not UTF-8;
+// each becomes U+FFFD, so a table keeps its lines and order and the terminal its state (found by a
+// review).
 std::string shown_name(const nlohmann::json& result) {
   const std::string s = nlohmann::json::parse(nlohmann::json(result.value("model_name", std::string("model")))
                                                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
                             .get<std::string>();
   std::string out;
-  for (const char c : s) {
-    const auto byte = static_cast<unsigned char>(c);
-    out += byte < 0x20 || byte == 0x7F ? std::string("\xEF\xBF\xBD") : std::string(1, c);
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(s[i]);
+    // C0 and DEL; C1 (U+0080..U+009F, "\xC2\x80".."\xC2\x9F": CSI among them); the bidi overrides
+    // and isolates U+202A..U+202E and U+2066..U+2069, which reorder what follows on the line.
+    const bool c1 = byte == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9F;
+    const bool bidi = byte == 0xE2 && i + 2 < s.size() &&
+                      ((s[i + 1] == '\x80' && static_cast<unsigned char>(s[i + 2]) >= 0xAA &&
+                        static_cast<unsigned char>(s[i + 2]) <= 0xAE) ||
+                       (s[i + 1] == '\x81' && static_cast<unsigned char>(s[i + 2]) >= 0xA6 &&
+                        static_cast<unsigned char>(s[i + 2]) <= 0xA9));
+    if (byte < 0x20 || byte == 0x7F || c1 || bidi) {
+      out += "\xEF\xBF\xBD";
+      i += c1 ? 1 : bidi ? 2 : 0;
+    } else {
+      out += s[i];
+    }
   }
   return out;
 }

@@ -19,11 +19,16 @@ namespace {
 /// LibTorch's SGD::load takes each momentum buffer as stored, and its step would then fail with an
 /// error of its own (a shape), or go on with another type than a run that was not interrupted. The
 /// buffers a resumed run continues with must be what the uninterrupted run had: of their parameters'
-/// shapes, types and devices, and finite.
-void check_momentum_buffers(models::Classifier& net, const torch::optim::SGD& optimizer, const std::string& file) {
+/// shapes, types and devices, and finite; and, once a step with momentum has run, one for every
+/// parameter (every parameter of these networks gets a gradient: Models.EveryArchitecture...), or
+/// the resumed run would start that parameter's momentum afresh.
+void check_momentum_buffers(models::Classifier& net, const torch::optim::SGD& optimizer, const std::string& file,
+                            bool every_parameter) {
   for (const auto& item : net.named_parameters()) {
     const at::Tensor& param = item.value();
-    const auto found = optimizer.state().find(c10::guts::to_string(param.unsafeGetTensorImpl()));
+    const auto found = optimizer.state().find(optimizer_state_key(optimizer, param));
+    BR_CHECK(found != optimizer.state().end() || !every_parameter, file, ": the optimizer holds no momentum buffer ",
+             "for parameter ", item.key(), " (damaged or edited file)");
     if (found == optimizer.state().end()) continue;
     const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(found->second.get());
     BR_CHECK(sgd != nullptr, file, ": the optimizer state of parameter ", item.key(), " is not SGD's");
@@ -147,7 +152,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
              options.epochs, " epochs of ", steps_per_epoch,
              " steps) cannot continue: it was written on a data set of another size, or is damaged");
     io::check_finite_module(net, "checkpoint " + path);
-    check_momentum_buffers(net, optimizer, "checkpoint " + path);
+    check_momentum_buffers(net, optimizer, "checkpoint " + path, options.momentum > 0 && steps_done > 0);
     if (hooks.restore_state) {
       c10::IValue hook_state;
       BR_CHECK(archive.try_read("hook_state", hook_state) && hook_state.isString(), "checkpoint ", path,

@@ -51,7 +51,7 @@ TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {
   expect_clean_failure("train --dataset fashion-mnist --out x.pt --scheme rquant --bits 4 --randbet 1% "
                        "--randbet-error-model lsb5",
                        "--randbet-error-model lsb5: bit errors: lsb5 needs at least 5 bits, codes have 4");
-    // Options of CIFAR-10 alone, which another data set would silently ignore.
+  // Options of CIFAR-10 alone, which another data set would silently ignore.
   expect_clean_failure("train --dataset fashion-mnist --out x.pt --cifar-protocol jpeg",
                        "--cifar-protocol jpeg: only CIFAR-10 has split protocols, and the data set is fashion-mnist");
   expect_clean_failure("train --dataset fashion-mnist --out x.pt --no-autoaugment",
@@ -218,4 +218,7 @@ TEST(Cli, AFailedWriteToStandardOutputIsAnError) {
     EXPECT_EQ(r.output, "status=1\n") << out;
     EXPECT_TRUE(test_util::contains(errors(), "bitrobust: error: cannot write standard output: ")) << out << ": " << errors();
   }
+  // --help too (CLI11 prints it; the flush is ours).
+  EXPECT_EQ(test_util::run_cli("--help >/dev/full 2>" + dir.file("err") + "; echo status=$?").output, "status=1\n");
+  EXPECT_TRUE(test_util::contains(errors(), "bitrobust: error: cannot write standard output: ")) << errors();
 }

@@ -476,14 +476,22 @@ TEST(ModelFile, QuantizedCodesMustBeThoseOfTheFloatWeights) {
     f.net->named_parameters()["fc1.weight"].view(-1)[0] += 0.5f;
   }, "the codes and ranges of fc1.weight are not those");
   // Patterns that no longer select what is stored.
-  expect_edit_refused("include.pt", [](io::ModelFile& f) { f.meta["quantization"]["include"] = {"nomatch*"}; },
-                      "its quantization.include/exclude patterns: ");
+  expect_edit_refused("include.pt", [](io::ModelFile& f) { f.meta["quantization"]["include"] = {"fc1.*"}; },
+                      "are not those its quantization.include/exclude patterns select, [\"fc1.weight\",\"fc1.bias\"]");
   expect_edit_refused("exclude.pt", [](io::ModelFile& f) { f.meta["quantization"]["exclude"] = {"*.bias"}; },
                       "are not those its quantization.include/exclude patterns select");
-  // Unedited, the file loads.
+  // Unedited, the file loads; so do files of before, whose patterns RE2 refuses (lookaround, which
+  // std::regex took) or which matched no parameter (accepted before 2026-11-28).
   io::save_model_file(dir.file("good.pt"), test_util::quantized_model_file(8));
   io::ModelFile g = io::load_model_file(dir.file("good.pt"));
   EXPECT_NO_THROW(quant::load_from_model_file(g));
+  for (const nlohmann::json& patterns : {nlohmann::json{"re:^(?!zzz)"}, nlohmann::json{"*", "nomatch*"}}) {
+    io::ModelFile older = test_util::quantized_model_file(8);
+    older.meta["quantization"]["include"] = patterns;
+    io::save_model_file(dir.file("older.pt"), older);
+    io::ModelFile h = io::load_model_file(dir.file("older.pt"));
+    EXPECT_NO_THROW(quant::load_from_model_file(h)) << patterns.dump();
+  }
 }
 
 #ifdef BITROBUST_WITH_CUDA

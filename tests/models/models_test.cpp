@@ -48,6 +48,11 @@ TEST(Models, EveryArchitectureAndNormGivesLogitsOfTheRightShape) {
       const auto y = net->forward(torch::randn({4, 3, 32, 32}));
       EXPECT_EQ(y.sizes(), (std::vector<int64_t>{4, 7})) << arch << "/" << norm;
       EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << arch << "/" << norm;
+      // Every parameter gets a gradient: so SGD keeps a momentum buffer for each, which a resumed
+      // checkpoint must hold (train/checkpoint.cpp).
+      y.sum().backward();
+      for (const auto& p : net->named_parameters())
+        EXPECT_TRUE(p.value().grad().defined()) << arch << "/" << norm << " " << p.key();
     }
   }
 }

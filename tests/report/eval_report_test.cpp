@@ -190,12 +190,14 @@ TEST(CompareTable, NamesWithControlCharactersArePrintedReplaced) {
     r["rerr_std"] = 0.01 * std::sqrt(2.0);
   }
   auto b = a;
-  a["model_name"] = std::string("evil\n\x1b[2Jname\xff");
+  a["model_name"] = std::string("evil\n\x1b[2Jname\xff\xC2\x9B" "1m\xE2\x80\xAEtxt");
   b["model_name"] = "plain";
   for (const std::string& text : {report::sweep_table(a), report::compare_table({a, b}), report::paired_table({b, a})}) {
     EXPECT_EQ(text.find('\x1b'), std::string::npos) << text;
     EXPECT_EQ(text.find("\xff"), std::string::npos) << text;
-    EXPECT_NE(text.find("evil\xEF\xBF\xBD\xEF\xBF\xBD[2Jname\xEF\xBF\xBD"), std::string::npos) << text;
+    EXPECT_NE(text.find("evil\xEF\xBF\xBD\xEF\xBF\xBD[2Jname\xEF\xBF\xBD\xEF\xBF\xBD" "1m\xEF\xBF\xBDtxt"),
+              std::string::npos)
+        << text;
   }
 }
 

@@ -5,6 +5,9 @@
 
 #include <cstring>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <unordered_map>
 
 #include "bitrobust/common/error.h"
 #include "archive_util.h"
@@ -47,7 +50,7 @@ struct TinyRun {
 
 torch::optim::SGDParamState& momentum_state(torch::optim::SGD& optimizer, const at::Tensor& param) {
   return static_cast<torch::optim::SGDParamState&>(
-      *optimizer.state().at(c10::guts::to_string(param.unsafeGetTensorImpl())));
+      *optimizer.state().at(train::optimizer_state_key(optimizer, param)));
 }
 
 }  // namespace
@@ -109,6 +112,20 @@ TEST(Checkpoint, MomentumBuffersUnlikeTheirParametersAreAnErrorNamingTheParamete
   EXPECT_TRUE(test_util::contains(
       message, "checkpoint " + dir.file("n.ckpt") + ": the momentum buffer of parameter fc1.weight holds NaN"))
       << message;
+  // A parameter's state left out: its momentum would start afresh.
+  {
+    auto copy = models::build_model(test_util::tiny_mlp_spec(32, "gn"));
+    torch::optim::SGD optimizer = run.optimizer_for(*copy);
+    const train::CheckpointState state = train::load_checkpoint(dir.file("run.ckpt"), *copy, optimizer, run.options,
+                                                                run.augmentation, {}, at::Device(at::kCPU), 2);
+    optimizer.state().erase(train::optimizer_state_key(optimizer, copy->named_parameters()["fc1.bias"]));
+    train::save_checkpoint(dir.file("missing.ckpt"), *copy, optimizer, state, run.options, run.augmentation, {});
+    auto resumed = run.options;
+    resumed.checkpoint = dir.file("missing.ckpt");
+    EXPECT_ERROR_CONTAINS(train::train(*net, run.data, resumed),
+                          "checkpoint " + dir.file("missing.ckpt") +
+                              ": the optimizer holds no momentum buffer for parameter fc1.bias");
+  }
   // Unedited, the same path resumes.
   EXPECT_EQ(edited("ok.ckpt", [](const at::Tensor& b) { return b; }), "");
 }
@@ -138,4 +155,22 @@ TEST(Checkpoint, AnOptimizerCountingMoreParametersThanItStoresIsAnErrorNamingThe
   const std::string message = test_util::error_of([&] { train::train(*net, run.data, resumed); });
   EXPECT_TRUE(test_util::contains(message, "checkpoint " + dir.file("more.ckpt") + " cannot be resumed: ")) << message;
   EXPECT_TRUE(test_util::contains(message, "params/" + std::to_string(params))) << message;
+}
+
+// LibTorch keys an optimizer's state by the parameter's TensorImpl: its address as text in 1.13, the
+// pointer itself since 2.2. optimizer_state_key gives the key of either kind.
+TEST(Checkpoint, OptimizerStateKeysFollowTheOptimizersKeyType) {
+  const at::Tensor p = at::zeros({2});
+  struct PointerKeyed {
+    std::unordered_map<void*, int> map;
+    const std::unordered_map<void*, int>& state() const { return map; }
+  } by_pointer;
+  EXPECT_EQ(train::optimizer_state_key(by_pointer, p), static_cast<void*>(p.unsafeGetTensorImpl()));
+  struct TextKeyed {
+    std::unordered_map<std::string, int> map;
+    const std::unordered_map<std::string, int>& state() const { return map; }
+  } by_text;
+  std::ostringstream text;
+  text << p.unsafeGetTensorImpl();
+  EXPECT_EQ(train::optimizer_state_key(by_text, p), text.str());
 }

@@ -45,7 +45,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version end parsing with "errors" of status 0; everything else is a syntax error
     // of the command line: one line in the project's format and status 2, whatever CLI11's code.
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      const int status = app.exit(e);
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // (as after a command: see below)
+        std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
+        return 1;
+      }
+      return status;
+    }
     std::string message = e.what();
     std::string commands;
     bool known = false;
@@ -71,7 +78,7 @@ int main(int argc, char** argv) {
                                               : "The following argument was not expected: ") + words;
       }
     }
-        // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
+    // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
     const std::string twice = ": At Most 1 required but received ";
     if (const size_t at = message.find(twice); at != std::string::npos) {
       message = message.substr(0, at) + " given more than once (" + message.substr(at + twice.size()) +

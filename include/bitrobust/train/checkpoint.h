@@ -8,9 +8,13 @@
 //   "hook_state"     what the step hooks carry (RandBET's step count and curriculum), as JSON
 // On the CPU a resumed run ends with exactly the weights of an uninterrupted one, so everything it
 // reads back is checked against the run that resumes it before training goes on.
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <limits>
+#include <sstream>
 #include <string>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -31,6 +35,21 @@ struct CheckpointState {
   double final_loss = std::numeric_limits<double>::quiet_NaN();
   double final_train_error = std::numeric_limits<double>::quiet_NaN();
 };
+
+/// The key LibTorch's optimizers keep a parameter's state under: its TensorImpl's address, as text
+/// in LibTorch 1.13 (c10::guts::to_string, an ostream of the pointer), as the pointer itself since
+/// 2.2 (pytorch/pytorch#108480, which also removed c10::guts::to_string). Compiles against both.
+template <typename Optimizer>
+auto optimizer_state_key(const Optimizer& optimizer, const at::Tensor& param) {
+  using Key = std::decay_t<decltype(optimizer.state().begin()->first)>;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << param.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return static_cast<Key>(param.unsafeGetTensorImpl());
+  }
+}
 
 /// The run's settings (TrainOptions::settings) with the schedule and the augmentation it trains
 /// with (AugmentOptions::describe), as stored in checkpoints.
