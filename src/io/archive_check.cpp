@@ -25,11 +25,6 @@ constexpr uint64_t kMaxPickleRecordBytes = uint64_t{16} << 20;
 // List[Dict[str, Tuple[int, ...]]] is three deep; deeper nesting is no attribute of ours.
 constexpr int kMaxTypeDepth = 8;
 
-std::string ascii_lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 /// Up to 80 characters of a record's text for a message, bytes outside printable ASCII as '?'.
 std::string shown(const std::string& text) {
   std::string out;
@@ -427,7 +422,7 @@ void check_archive_records(const FileBytes& file, const std::vector<ZipRecord>& 
   // LibTorch finds records by name without regard to case (miniz): so does this check.
   std::map<std::string, const ZipRecord*> by_name;
   for (const ZipRecord& record : records) {
-    const std::string lower = ascii_lower(record.name);
+    const std::string lower = record_lookup_name(record.name);
     BR_CHECK(by_name.emplace(lower, &record).second, file.name, " is damaged or not written by bitrobust: ",
              "its records ", by_name[lower]->name, " and ", record.name, " differ only in case");
     // (model.json would send LibTorch down its pre-1.4 reader, which none of this checks)
@@ -435,13 +430,13 @@ void check_archive_records(const FileBytes& file, const std::vector<ZipRecord>& 
              " is not an archive bitrobust writes: it holds ", record.name, " (a Torch archive of before 1.4)");
   }
   for (const ZipRecord& record : records) {
-    const std::string name = ascii_lower(record.name);
+    const std::string name = record_lookup_name(record.name);
     if (ends_with(name, ".pkl") || ends_with(name, ".debug_pkl")) {
       // "<archive>/data.pkl" keeps its storages in "<archive>/data/<key>"; debug pickles have none.
       const std::string folder = ends_with(name, ".pkl") ? name.substr(0, name.size() - 4) + "/" : std::string();
       const StorageSizes storage_bytes = [&](const std::string& key) -> std::optional<uint64_t> {
         if (folder.empty()) return std::nullopt;
-        const auto found = by_name.find(folder + ascii_lower(key));
+        const auto found = by_name.find(folder + record_lookup_name(key));
         if (found == by_name.end()) return std::nullopt;
         return found->second->uncompressed_size;
       };

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -70,9 +69,7 @@ struct StorageTally {
     for (const ZipRecord& record : records) {
       // "<archive>/data/<key>": the storages (not "<archive>/.data/..." that Torch 2.x adds).
       // (without regard to case, as LibTorch finds records: NOTE [Archive pickles])
-      std::string name = record.name;
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (name.find("/data/") != std::string::npos && record.uncompressed_size > 0) {
+      if (record_lookup_name(record.name).find("/data/") != std::string::npos && record.uncompressed_size > 0) {
         held.push_back(static_cast<int64_t>(record.uncompressed_size));
       }
     }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -116,6 +117,11 @@ Directory find_directory(const ZipFile& zip) {
 }
 
 }  // namespace
+
+std::string record_lookup_name(std::string name) {
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
 
 FileBytes read_file_bytes(const std::string& path, const std::string& what) {
   FileBytes file{what + " " + path, {}};

@@ -42,11 +42,16 @@ bool zero_rate_has_errors(const nlohmann::json& j) {
 size_t display_width(const std::string& s) {
   return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
-// Text for an SVG: XML takes neither bytes that are not UTF-8 (names come from files and the
-// command line) nor control characters; both become U+FFFD, so the plot always parses.
+// `raw` with every byte that is not part of valid UTF-8 replaced by U+FFFD (names come from files
+// and the command line).
+std::string valid_utf8(const std::string& raw) {
+  return nlohmann::json::parse(nlohmann::json(raw).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+      .get<std::string>();
+}
+// Text for an SVG: XML takes neither bytes that are not UTF-8 nor control characters; both become
+// U+FFFD, so the plot always parses.
 std::string xml_escape(const std::string& raw) {
-  const std::string s = nlohmann::json::parse(
-      nlohmann::json(raw).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)).get<std::string>();
+  const std::string s = valid_utf8(raw);
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
@@ -70,9 +75,7 @@ std::string xml_escape(const std::string& raw) {
 // each becomes U+FFFD, so a table keeps its lines and order and the terminal its state (found by a
 // review).
 std::string shown_name(const nlohmann::json& result) {
-  const std::string s = nlohmann::json::parse(nlohmann::json(result.value("model_name", std::string("model")))
-                                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
-                            .get<std::string>();
+  const std::string s = valid_utf8(result.value("model_name", std::string("model")));
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     const auto byte = static_cast<unsigned char>(s[i]);

@@ -140,13 +140,9 @@ Runner register_train(CLI::App& app) {
     }
     quant::QuantScheme scheme;
     if (quantized) scheme = cmd->quant.build_scheme();
-    if (randbet) {  // (an error model needing more bits than the codes have: the option's fault)
-      const bits::ErrorModel model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0);
-      try {
-        model.kernel_params(scheme.bits);
-      } catch (const Error& e) {
-        throw Error("--randbet-error-model " + model.name() + ": " + e.what());
-      }
+    if (randbet) {
+      check_error_model_fits(bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0), {scheme.bits},
+                             "--randbet-error-model");
     }
 
     check_cifar_protocol_applies(cmd->data);

@@ -56,6 +56,9 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
 
 /// The error model `name` at `rate` (ErrorModel::parse); an error names `option`, the option it came from.
 bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option);
+/// Throws bitrobust::Error "<option> <model>: ..." if the error model needs more bits than codes of
+/// one of these widths have (lsb9 on 8-bit codes): the option's fault, not the model file's.
+void check_error_model_fits(const bits::ErrorModel& model, const std::vector<int>& code_bits, const char* option);
 
 /// Quantization options shared by train and quantize: a preset (--scheme normal|rquant with
 /// --bits and --clip) or an explicit scheme string (--scheme u8-asym-tensor-round-clip0.1).

@@ -157,6 +157,14 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
   return data;
 }
 
+void check_error_model_fits(const bits::ErrorModel& model, const std::vector<int>& code_bits, const char* option) {
+  try {
+    for (const int bits : code_bits) model.kernel_params(bits);
+  } catch (const Error& e) {
+    throw Error(std::string(option) + " " + model.name() + ": " + e.what());
+  }
+}
+
 bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option) {
   bits::ErrorModel model;
   try {

@@ -21,6 +21,9 @@ struct ZipRecord {
   uint16_t method = 0;          ///< 0: stored (Torch's tensors and pickles), 8: deflated (some of its code)
 };
 
+/// A record name as LibTorch (miniz) looks records up: without regard to ASCII case.
+std::string record_lookup_name(std::string name);
+
 /// A file's bytes, read once. The checks below and LibTorch's load (InputArchive::load_from(data,
 /// size)) all read these bytes, so a file that another process rewrites between the checks and the
 /// load cannot get past them; a load holds the file's size in memory once more while it runs.
