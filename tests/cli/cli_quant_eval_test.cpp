@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 
 #include "bitrobust/common/error.h"
@@ -66,6 +68,18 @@ class CliQuantEval : public ::testing::Test {
   }
   test_util::TempDir dir;
 };
+
+// A --json that is a device is written after the model file (it cannot be staged beside it): its
+// failure is an error that says the model was written, not one that reads as if the work were lost.
+TEST_F(CliQuantEval, AFailedJsonDeviceAfterTheModelSaysTheModelWasWritten) {
+  if (!std::filesystem::is_character_file("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const std::string q = dir.file("q.pt");
+  expect_failure("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q +
+                     " --json /dev/full",
+                 "cannot write /dev/full: " + std::string(std::strerror(ENOSPC)) + " (--json; the model file " + q +
+                     " was written)");
+  EXPECT_EQ(io::load_model_file(q).meta["quantization"]["scheme"], "u4-asym-tensor-round");
+}
 
 TEST_F(CliQuantEval, QuantizeExportReadsBackTheCodes) {
   const std::string model = write_float_model(dir);

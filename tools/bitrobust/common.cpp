@@ -238,7 +238,14 @@ void save_model_and_json(const std::string& out, const io::ModelFile& file, cons
   const std::string json = json_path.empty() ? "" : report::json_text(summary);
   io::save_model_file(out, file, {{json_in_place ? "" : json_path, json}});
   announce();
-  if (json_in_place) report::write_text_atomic(json_path, json);
+  if (!json_in_place) return;
+  try {
+    report::write_text_atomic(json_path, json);
+  } catch (const Error& e) {
+    // A device or pipe is written after the model (see above): the model file is there, and the
+    // error must not read as if the run's work were lost.
+    throw Error(std::string(e.what()) + " (--json; the model file " + out + " was written)");
+  }
 }
 
 }  // namespace bitrobust::cli
