@@ -15,6 +15,7 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/scheme.h"
+#include "bitrobust/report/printable.h"
 
 namespace bitrobust::report {
 
@@ -42,12 +43,6 @@ bool zero_rate_has_errors(const nlohmann::json& j) {
 size_t display_width(const std::string& s) {
   return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
-// `raw` with every byte that is not part of valid UTF-8 replaced by U+FFFD (names come from files
-// and the command line).
-std::string valid_utf8(const std::string& raw) {
-  return nlohmann::json::parse(nlohmann::json(raw).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
-      .get<std::string>();
-}
 // Text for an SVG: XML takes neither bytes that are not UTF-8 nor control characters; both become
 // U+FFFD, so the plot always parses.
 std::string xml_escape(const std::string& raw) {
@@ -71,30 +66,10 @@ std::string xml_escape(const std::string& raw) {
   return out;
 }
 // A result's name as tables print it: a name from a file or the command line may hold control
-// characters (a newline, a terminal escape, C1's CSI, bidi overrides) and bytes that are not UTF-8;
-// each becomes U+FFFD, so a table keeps its lines and order and the terminal its state (found by a
-// review).
+// characters and bytes that are not UTF-8 (found by a review); printable() keeps the table's lines
+// and order and the terminal's state.
 std::string shown_name(const nlohmann::json& result) {
-  const std::string s = valid_utf8(result.value("model_name", std::string("model")));
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto byte = static_cast<unsigned char>(s[i]);
-    // C0 and DEL; C1 (U+0080..U+009F, "\xC2\x80".."\xC2\x9F": CSI among them); the bidi overrides
-    // and isolates U+202A..U+202E and U+2066..U+2069, which reorder what follows on the line.
-    const bool c1 = byte == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9F;
-    const bool bidi = byte == 0xE2 && i + 2 < s.size() &&
-                      ((s[i + 1] == '\x80' && static_cast<unsigned char>(s[i + 2]) >= 0xAA &&
-                        static_cast<unsigned char>(s[i + 2]) <= 0xAE) ||
-                       (s[i + 1] == '\x81' && static_cast<unsigned char>(s[i + 2]) >= 0xA6 &&
-                        static_cast<unsigned char>(s[i + 2]) <= 0xA9));
-    if (byte < 0x20 || byte == 0x7F || c1 || bidi) {
-      out += "\xEF\xBF\xBD";
-      i += c1 ? 1 : bidi ? 2 : 0;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
+  return printable(result.value("model_name", std::string("model")));
 }
 }  // namespace
 
@@ -271,8 +246,8 @@ std::string sweep_table(const nlohmann::json& j) {
   std::ostringstream out;
   char line[160];
   // (a stream, not the fixed line: model names and error models have no length limit)
-  out << shown_name(j) << "  scheme " << j["scheme"].get<std::string>() << "  errors "
-      << j["error_model"].get<std::string>() << "  " << j["patterns"].get<int64_t>()
+  out << shown_name(j) << "  scheme " << printable(j["scheme"].get<std::string>()) << "  errors "
+      << printable(j["error_model"].get<std::string>()) << "  " << j["patterns"].get<int64_t>()
       << (j["patterns"].get<int64_t>() == 1 ? " pattern" : " patterns") << " from seed " << j["seed"].get<uint64_t>()
       << '\n';
   out << "  rate        RErr mean   std     min     max    (%)\n";

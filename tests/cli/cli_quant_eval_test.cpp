@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
@@ -328,6 +329,37 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   expect_failure("eval --model " + other + " --limit 100 --replay " + dir.file("p.txt"), "when the pattern was made");
   std::ofstream(dir.file("bad.txt")) << "not a pattern\n";
   expect_failure("eval --model " + q + " --limit 100 --replay " + dir.file("bad.txt"), "bad.txt");
+}
+
+// Text from a file reaches the terminal only through printable(): a name in a pattern file or a
+// field of a model file holding a terminal escape or a newline is shown as U+FFFD, in one line.
+TEST_F(CliQuantEval, TextFromFilesIsPrintedWithoutControlCharacters) {
+  const std::string q = dir.file("q.pt");
+  ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q).status, 0);
+  ASSERT_EQ(test_util::run_cli("pattern --model " + q + " --rate 1% --out " + dir.file("p.txt")).status, 0);
+  std::string text;
+  {
+    std::ifstream in(dir.file("p.txt"));
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const size_t name = text.find(" fc1.weight ");
+  ASSERT_NE(name, std::string::npos) << text;
+  text.replace(name + 1, 3, "fc1\x1b[2J\xC2\x9B");
+  std::ofstream(dir.file("escape.txt")) << text;
+  const test_util::CliResult r = test_util::run_cli("eval --model " + q + " --limit 10 --replay " + dir.file("escape.txt"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(test_util::contains(r.output, "fc1\xEF\xBF\xBD[2J\xEF\xBF\xBD.weight")) << r.output;
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
+  // A model file's free-text field, as `info` shows it.
+  io::ModelFile file = io::load_model_file(q);
+  file.meta["epochs"] = 1;
+  file.meta["augment"] = "crop\nforged line \x1b]0;title\x07";
+  io::save_model_file(dir.file("m.pt"), file);
+  const test_util::CliResult info = test_util::run_cli("info --model " + dir.file("m.pt"));
+  ASSERT_EQ(info.status, 0) << info.output;
+  EXPECT_TRUE(test_util::contains(info.output, "crop\xEF\xBF\xBD" "forged line \xEF\xBF\xBD]0;title\xEF\xBF\xBD\n"))
+      << info.output;
+  EXPECT_EQ(info.output.find('\x1b'), std::string::npos) << info.output;
 }
 
 // `quantize`, `test` and `eval` at rate 0 report one error for a quantized model: that of its stored

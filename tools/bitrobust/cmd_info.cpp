@@ -11,6 +11,7 @@
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/model_quantization.h"
 #include "bitrobust/report/output.h"
+#include "bitrobust/report/printable.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -35,7 +36,8 @@ std::string grouped(int64_t value) {
 std::string field(const nlohmann::json& meta, const char* key) {
   if (!meta.contains(key)) return "-";
   const nlohmann::json& v = meta[key];
-  return v.is_string() ? v.get<std::string>() : v.dump();
+  // (a field's text is whatever the file holds: printed so that it cannot change the terminal)
+  return report::printable(v.is_string() ? v.get<std::string>() : v.dump());
 }
 
 std::string percent(const nlohmann::json& meta, const char* key, const char* format = "%.2f%%") {

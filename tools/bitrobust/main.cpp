@@ -1,6 +1,7 @@
 // bitrobust: measure and improve the bit error robustness of quantized neural networks.
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,12 +13,19 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
+#include "bitrobust/report/printable.h"
 #include "commands.h"
 
 namespace {
+// Every message goes through printable(): it may quote a file's field, a parameter name or an
+// argument, and a newline or terminal escape in one must not forge lines or change the terminal.
 int syntax_error(const std::string& message) {
-  std::fprintf(stderr, "bitrobust: error: %s (see --help)\n", message.c_str());
+  std::fprintf(stderr, "bitrobust: error: %s (see --help)\n", bitrobust::report::printable(message).c_str());
   return 2;
+}
+int error(const std::string& message) {
+  std::fprintf(stderr, "bitrobust: error: %s\n", bitrobust::report::printable(message).c_str());
+  return 1;
 }
 }  // namespace
 
@@ -109,25 +117,21 @@ int main(int argc, char** argv) {
       return status;
     }
   } catch (const bitrobust::Error& e) {
-    std::fprintf(stderr, "bitrobust: error: %s\n", e.what());
-    return 1;
+    return error(e.what());
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "bitrobust: error: %s\n", e.what_without_backtrace());
-    return 1;
+    // (LibTorch's messages may run over several lines: one line here, as ours are.)
+    std::string message = e.what_without_backtrace();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    return error(message);
   } catch (const std::bad_alloc&) {
     // what() says only "std::bad_alloc"; the likely causes are worth naming.
-    std::fprintf(stderr, "bitrobust: error: out of memory: this command needs more memory than the machine "
-                         "(or a limit such as `ulimit -v`) allows\n");
-    return 1;
+    return error("out of memory: this command needs more memory than the machine (or a limit such as `ulimit -v`) allows");
   } catch (const std::filesystem::filesystem_error& e) {
     // A path a command could not even inspect (a folder without search permission): named plainly.
     const std::string second = e.path2().empty() ? "" : " and " + e.path2().string();
-    std::fprintf(stderr, "bitrobust: error: cannot access %s%s: %s\n", e.path1().c_str(), second.c_str(),
-                 e.code().message().c_str());
-    return 1;
+    return error("cannot access " + e.path1().string() + second + ": " + e.code().message());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bitrobust: error: %s\n", e.what());
-    return 1;
+    return error(e.what());
   }
   return 1;
 }
