@@ -82,10 +82,15 @@ build() {
     -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DBITROBUST_BUILD_BENCHMARKS=ON "${extra[@]}" \
     >"$R/build.log" 2>&1 &&
     cmake --build build-gpu -j "$(nproc)" --target bitrobust_cli bitrobust_tests bitrobust_kernel_tests \
-      bench_end_to_end >>"$R/build.log" 2>&1
+      bench_end_to_end -- -k 0 >>"$R/build.log" 2>&1
   local rc=$?
   if ((rc != 0)); then
-    grep -B2 -A6 -E 'error|FAILED|CMake Error' "$R/build.log" | head -80
+    # (-k 0: every file that fails is compiled and reported, so that one device call shows all the
+    # fixes a Torch of another version needs, not only the first)
+    echo "distinct errors:"
+    grep -E 'error:|CMake Error|undefined reference' "$R/build.log" | sort | uniq -c | sort -rn | awk 'NR <= 60'
+    echo "first failure in context:"
+    grep -m1 -B2 -A12 -E 'error:|CMake Error|FAILED' "$R/build.log"
     return "$rc"
   fi
   rm -f "$R/build.log"  # (kept only when it explains a failure: $OUT returns at most 8 files)
