@@ -67,7 +67,9 @@ for h in "${harnesses[@]}"; do
     limit=(-max_total_time="$SECONDS_EACH")
     echo "fuzz: $h for ${SECONDS_EACH}s"
   fi
-  if ! (cd "$BUILD" && "./$h" "${limit[@]}" -rss_limit_mb=4096 -max_len="${MAX_LEN:-400000}" \
+  dict=()
+  [[ -f $ROOT/fuzz/$h.dict ]] && dict=(-dict="$ROOT/fuzz/$h.dict")  # (words the mutator splices in)
+  if ! (cd "$BUILD" && "./$h" "${limit[@]}" "${dict[@]}" -rss_limit_mb=4096 -max_len="${MAX_LEN:-400000}" \
         -print_final_stats=1 "$corpus" 2>&1 | tail -n 40); then
     status=1
   fi

@@ -76,7 +76,10 @@ export BITROBUST_DATA=${BITROBUST_DATA:-$ROOT/.stage-data}
 
 build() {
   local extra=()
-  [[ -d $D ]] && extra=(-DZLIB_INCLUDE_DIR="$D/include" -DZLIB_LIBRARY="$D/lib/x86_64-linux-gnu/libz.a")
+  # (RE2 from .stage-deps too: a newer RE2 of the machine's with a CMake package would otherwise
+  # be linked against the staged re2.h)
+  [[ -d $D ]] && extra=(-DZLIB_INCLUDE_DIR="$D/include" -DZLIB_LIBRARY="$D/lib/x86_64-linux-gnu/libz.a"
+    -DCMAKE_DISABLE_FIND_PACKAGE_re2=ON)
   # TORCH_CUDA_ARCH_LIST: Torch's CMake would otherwise add sm_90a and compile every .cu file twice.
   TORCH_CUDA_ARCH_LIST=9.0 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$D" \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DBITROBUST_BUILD_BENCHMARKS=ON "${extra[@]}" \

@@ -4,6 +4,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <set>
@@ -139,6 +140,13 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     archive.read("model", model_archive);
     archive.read("optimizer", optimizer_archive);
     io::load_module_checked(net, model_archive, "checkpoint " + path);
+    {
+      torch::serialize::InputArchive states;
+      BR_CHECK(!optimizer_archive.try_read("state", states) || optimizer_state_keys_readable(optimizer, states.keys()),
+               "checkpoint ", path, " was written by LibTorch 1.x, whose optimizer state this LibTorch (",
+               TORCH_VERSION, ") cannot map back to the parameters; resume it with the LibTorch that wrote it, or "
+               "remove it to start over");
+    }
     optimizer.load(optimizer_archive);
     at::Tensor epochs, steps;
     archive.read("epochs_done", epochs);

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "bitrobust/common/error.h"
 #include "archive_util.h"
@@ -173,4 +174,39 @@ TEST(Checkpoint, OptimizerStateKeysFollowTheOptimizersKeyType) {
   std::ostringstream text;
   text << p.unsafeGetTensorImpl();
   EXPECT_EQ(train::optimizer_state_key(by_text, p), text.str());
+}
+
+// LibTorch 1.13 writes a parameter's state key as hex text, 2.2 and later as decimal text that it
+// reads back with std::stoull: a 1.13 checkpoint is refused there by name, not as a damaged file.
+TEST(Checkpoint, HexStateKeysOfLibTorch1AreUnreadableOnlyWherePointersAreKeys) {
+  struct PointerKeyed {
+    std::unordered_map<void*, int> map;
+    const std::unordered_map<void*, int>& state() const { return map; }
+  } by_pointer;
+  struct TextKeyed {
+    std::unordered_map<std::string, int> map;
+    const std::unordered_map<std::string, int>& state() const { return map; }
+  } by_text;
+  const std::vector<std::string> hex = {"0x55d1c8a0b2c0", "0x55d1c8a0b3f0"}, decimal = {"94363092513472", "94363092513776"};
+  EXPECT_FALSE(train::optimizer_state_keys_readable(by_pointer, hex));
+  EXPECT_FALSE(train::optimizer_state_keys_readable(by_pointer, {decimal[0], hex[1]}));
+  EXPECT_TRUE(train::optimizer_state_keys_readable(by_pointer, decimal));
+  EXPECT_TRUE(train::optimizer_state_keys_readable(by_pointer, {}));
+  EXPECT_TRUE(train::optimizer_state_keys_readable(by_text, hex));
+  EXPECT_TRUE(train::optimizer_state_keys_readable(by_text, decimal));
+  // This LibTorch's own optimizer, with the keys it writes: readable.
+  torch::nn::Linear linear(2, 1);
+  torch::optim::SGD sgd(linear->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  linear(torch::ones({1, 2})).sum().backward();
+  sgd.step();
+  torch::serialize::OutputArchive out;
+  sgd.save(out);
+  std::ostringstream bytes;
+  out.save_to(bytes);
+  torch::serialize::InputArchive in, states;
+  std::istringstream read(bytes.str());
+  in.load_from(read);
+  ASSERT_TRUE(in.try_read("state", states));
+  EXPECT_EQ(states.keys().size(), 2u);
+  EXPECT_TRUE(train::optimizer_state_keys_readable(sgd, states.keys()));
 }

@@ -10,11 +10,13 @@
 // reads back is checked against the run that resumes it before training goes on.
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -48,6 +50,22 @@ auto optimizer_state_key(const Optimizer& optimizer, const at::Tensor& param) {
     return text.str();
   } else {
     return static_cast<Key>(param.unsafeGetTensorImpl());
+  }
+}
+
+/// Whether an optimizer keyed like `optimizer` maps the state keys a checkpoint stores (`saved_keys`)
+/// back to its parameters. LibTorch since 2.2 parses them as decimal pointers (std::stoull); the
+/// hex text 1.13 writes ("0x55d1c8...") would all parse as 0, every state landing on one key and
+/// the check of the momentum buffers then calling a sound file damaged. 1.13 takes any text as an
+/// opaque key, so a checkpoint of a 2.x run resumes there.
+template <typename Optimizer>
+bool optimizer_state_keys_readable(const Optimizer& optimizer, const std::vector<std::string>& saved_keys) {
+  using Key = std::decay_t<decltype(optimizer.state().begin()->first)>;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return true;
+  } else {
+    return std::none_of(saved_keys.begin(), saved_keys.end(),
+                        [](const std::string& key) { return key.rfind("0x", 0) == 0; });
   }
 }
 

@@ -1,0 +1,142 @@
+#include "command_line.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/config.h"
+#include "bitrobust/report/printable.h"
+
+namespace bitrobust::cli {
+
+namespace {
+// Every message goes through printable(): it may quote a file's field, a parameter name or an
+// argument, and a newline or terminal escape in one must not forge lines or change the terminal.
+int syntax_error(const std::string& message) {
+  std::fprintf(stderr, "bitrobust: error: %s (see --help)\n", report::printable(message).c_str());
+  return 2;
+}
+int error(const std::string& message) {
+  std::fprintf(stderr, "bitrobust: error: %s\n", report::printable(message).c_str());
+  return 1;
+}
+}  // namespace
+
+CommandLine::CommandLine()
+    : app_{"bitrobust " BITROBUST_VERSION ": how well do quantized neural networks survive bit errors in their weights?"} {
+  app_.require_subcommand(1);
+  app_.set_version_flag("--version", BITROBUST_VERSION);
+  for (Runner (*reg)(CLI::App&) : {register_train, register_test, register_quantize, register_export, register_eval,
+                                   register_compare, register_pattern, register_info}) {
+    const size_t before = app_.get_subcommands({}).size();
+    Runner runner = reg(app_);
+    runners_[app_.get_subcommands({})[before]] = std::move(runner);
+  }
+}
+
+std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
+  try {
+    app_.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end parsing with "errors" of status 0; everything else is a syntax error
+    // of the command line: one line in the project's format and status 2, whatever CLI11's code.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+      const int status = app_.exit(e);
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // (as after a command: see below)
+        std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
+        return 1;
+      }
+      return status;
+    }
+    std::string message = e.what();
+    std::string commands;
+    bool known = false;
+    for (const auto& [cmd, run] : runners_) {
+      commands += (commands.empty() ? "" : ", ") + cmd->get_name();
+      known = known || (argc >= 2 && cmd->get_name() == argv[1]);
+    }
+    if (argc < 2) {
+      message = "no command given (commands: " + commands + ")";
+    } else if (!known && argv[1][0] != '-') {
+      message = "unknown command '" + std::string(argv[1]) + "' (commands: " + commands + ")";
+    } else if (!known) {
+      message = "unknown option '" + std::string(argv[1]) + "': a command comes first (commands: " + commands + ")";
+    }
+    // CLI11 (2.3) lists unexpected arguments in reverse ("not expected: bf16 --precision"): from the
+    // parser's own list, in the order they were typed.
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+      const std::vector<std::string> rest = app_.remaining(/*recurse=*/true);
+      std::string words;
+      for (const std::string& word : rest) words += (words.empty() ? "" : " ") + word;
+      if (!rest.empty()) {
+        message = std::string(rest.size() > 1 ? "The following arguments were not expected: "
+                                              : "The following argument was not expected: ") + words;
+      }
+    }
+    // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
+    const std::string twice = ": At Most 1 required but received ";
+    if (const size_t at = message.find(twice); at != std::string::npos) {
+      message = message.substr(0, at) + " given more than once (" + message.substr(at + twice.size()) +
+                " times); give it once";
+    }
+    return syntax_error(message);
+  }
+  for (auto& [cmd, run] : runners_) {
+    if (!cmd->parsed()) continue;
+    // An option given an empty value ("--json ''", often an unset shell variable) would silently
+    // mean "not given".
+    for (const CLI::Option* option : cmd->get_options()) {
+      if (option->count() == 0 || option->get_type_size() == 0) continue;  // not given, or a flag
+      if (option->get_name() == "--title") continue;                       // an empty title is a choice
+      for (const std::string& value : option->results()) {
+        if (value.find_first_not_of(" \t") == std::string::npos) return syntax_error(option->get_name() + ": empty value");
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+int CommandLine::run() {
+  try {
+    for (auto& [cmd, run] : runners_) {
+      if (!cmd->parsed()) continue;
+      const int status = run();
+      // Tables and figures go to standard output through stdio's buffer: a full disk or a closed
+      // descriptor shows only when it is flushed, and would otherwise end the run with status 0
+      // and nothing written (`bitrobust test ... > /dev/full`).
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+        std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
+        return 1;
+      }
+      return status;
+    }
+  } catch (const bitrobust::Error& e) {
+    return error(e.what());
+  } catch (const c10::Error& e) {
+    // (LibTorch's messages may run over several lines: one line here, as ours are.)
+    std::string message = e.what_without_backtrace();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    return error(message);
+  } catch (const std::bad_alloc&) {
+    // what() says only "std::bad_alloc"; the likely causes are worth naming.
+    return error("out of memory: this command needs more memory than the machine (or a limit such as `ulimit -v`) allows");
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path a command could not even inspect (a folder without search permission): named plainly.
+    const std::string second = e.path2().empty() ? "" : " and " + e.path2().string();
+    return error("cannot access " + e.path1().string() + second + ": " + e.code().message());
+  } catch (const std::exception& e) {
+    return error(e.what());
+  }
+  return 1;
+}
+
+}  // namespace bitrobust::cli
