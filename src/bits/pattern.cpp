@@ -348,7 +348,11 @@ BitPattern load_pattern(const std::string& path, const std::vector<ParamSpec>& e
   try {
     check_pattern_fits(pattern, expected);
   } catch (const Error& e) {
-    throw Error("load_pattern: '" + path + "' does not fit: " + e.what());
+    // (check_pattern_fits speaks of "bit pattern: ..."; here the file is named instead)
+    std::string reason = e.what();
+    const std::string prefix = "bit pattern: ";
+    if (reason.rfind(prefix, 0) == 0) reason.erase(0, prefix.size());
+    throw Error("pattern file '" + path + "' does not fit the model: " + reason);
   }
   return pattern;
 }

@@ -94,7 +94,8 @@ std::string find_file(const std::string& dataset, const std::string& split, cons
            " is one");
   throw Error(detail::concat("data set '", dataset, "' (", split, " split): none of ", join(tried, ", "),
                              " exists (folder from ", location.how,
-                             "); set BITROBUST_DATA or pass a data root holding the files",
+                             "); pass a data root (--data-root) that holds the files or a '", dataset,
+                             "' folder with them, or set BITROBUST_DATA to a folder with a '", dataset, "' folder",
                              dataset == "mnist" ? " (scripts/setup.sh fetches MNIST)" : ""));
 }
 

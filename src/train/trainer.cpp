@@ -95,6 +95,11 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
              " holds; resume with --max-steps ", state.steps, " or more (or without it)");
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
+  } else if (options.resume && !options.checkpoint.empty()) {
+    // (not an error: a script that always passes --resume starts the first time; but said, as a
+    // run stopped inside its first epoch leaves no checkpoint and starts again from step 0)
+    std::fprintf(stderr, "note: --resume: no checkpoint %s yet (one is written at the end of each epoch): "
+                         "training from the start\n", options.checkpoint.c_str());
   }
 
   TrainResult result;
@@ -163,8 +168,12 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     result.final_loss = epoch_images ? loss_sum.item<double>() / epoch_images : 0;
     check_finite(result.final_loss, epoch, -1);
     result.final_train_error = epoch_images ? static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images : 0;
+    // (an epoch that --max-steps ended early shows the steps it ran, and why it stopped)
+    const int64_t steps_in_epoch = (epoch_images + options.batch_size - 1) / options.batch_size;
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9),
-                          hooks));
+                          hooks),
+               steps_in_epoch,
+               steps_in_epoch < steps_per_epoch ? "(stopped: --max-steps " + std::to_string(options.max_steps) + ")" : "");
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
       // The epoch's last step may have left NaN weights behind a finite loss: keep the last good

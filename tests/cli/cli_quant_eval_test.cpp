@@ -410,7 +410,7 @@ TEST_F(CliQuantEval, PatternCompareAndDeviceRefuseWhatTheyCannotUse) {
     EXPECT_EQ(r.status, 2) << r.output;
     EXPECT_EQ(r.output, "bitrobust: error: --bits: must be an integer in 2..16, got '" + bits + "' (see --help)\n");
   }
-  if (!torch::cuda::is_available()) expect_failure("test --model " + q + " --device cuda", "--device cuda: no CUDA device available");
+  if (!torch::cuda::is_available()) expect_failure("test --model " + q + " --device cuda", "--device cuda: this build has");
 }
 
 TEST_F(CliQuantEval, TrainRejectsBadRobustTrainingOptions) {
@@ -622,6 +622,18 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   EXPECT_LT(saved, json);
   EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["steps"], 5);
   // 1 + 2 + 3 + 4 + 5 = 15 training images: 2 steps per epoch; --max-steps 5 stops in epoch 3.
+  // Its progress line shows the one step it ran and why (it had shown 2/2); --resume with no
+  // checkpoint yet says that it trains from the start.
+  const test_util::CliResult progress = test_util::run_cli(
+      "train --dataset cifar10 --cifar-protocol official --model mlp --epochs 3 --max-steps 5 --batch 8 --no-augment "
+      "--resume --data-root " + root + " --out " + dir.file("p.pt"));
+  ASSERT_EQ(progress.status, 0) << progress.output;
+  EXPECT_TRUE(test_util::contains(progress.output, "note: --resume: no checkpoint " + dir.file("p.pt") + ".ckpt yet"))
+      << progress.output;
+  EXPECT_TRUE(test_util::contains(progress.output, "epoch 2/3 2/2  ")) << progress.output;
+  EXPECT_TRUE(test_util::contains(progress.output, "epoch 3/3 1/2  ")) << progress.output;
+  EXPECT_TRUE(test_util::contains(progress.output, "  (stopped: --max-steps 5)\n")) << progress.output;
+  EXPECT_FALSE(test_util::contains(progress.output, "epoch 2/3 2/2  (stopped")) << progress.output;
   const io::ModelFile file = io::load_model_file(model);
   EXPECT_EQ(file.meta["epochs"], 3);
   EXPECT_EQ(file.meta["steps"], 5);

@@ -68,13 +68,14 @@ Runner register_eval(CLI::App& app) {
       ->transform(integer_in(0))
       ->capture_default_str();
   sub->add_option("--error-model", cmd->sweep.error_model,
-                  "random | msb | lsb<k> | stuck_at_0 | stuck_at_1 (all but stuck_at may add ,0to1=P,1to0=P)")
+                  "random | msb | lsb<k> | stuck_at_0 | stuck_at_1; all but stuck_at may add one of ,0to1=P or "
+                  ",1to0=P (that direction's rate fixed at P, the other's each --rates value)")
       ->capture_default_str();
   sub->add_option("--layers", cmd->sweep.layers, "regular expression: inject only into matching parameters");
-  sub->add_option("--limit", cmd->limit, "use only the first N test examples (reference: 9000 on CIFAR-10)")
+  sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all; the reference: 9000 on CIFAR-10)")
       ->transform(integer_in(0));
   sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->transform(integer_in(1))->capture_default_str();
-  sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}));
+  sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
   sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
   sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");
@@ -86,7 +87,8 @@ Runner register_eval(CLI::App& app) {
     // A replayed pattern fixes the rate, seed, error model and layers: other values would be ignored.
     if (!cmd->replay.empty()) {
       for (const char* option : {"--rates", "--patterns", "--seed", "--error-model", "--layers"}) {
-        BR_CHECK(sub->count(option) == 0, option, " cannot be combined with --replay (the pattern file fixes it)");
+        BR_CHECK(sub->count(option) == 0, option, " cannot be combined with --replay: a replay evaluates the one pattern of the file, with the rate, "
+                 "seed, error model and layers it was drawn with");
       }
       for (const char* option : {"--csv", "--plot", "--name"}) {
         BR_CHECK(sub->count(option) == 0, option,
@@ -177,8 +179,9 @@ Runner register_eval(CLI::App& app) {
       std::printf("%lld images, no pattern changed a bit (rate 0 is the clean model): nothing to time\n",
                   static_cast<long long>(sweep.examples));
     } else {
-      std::printf("%lld images x %lld patterns in %.1f s: %.0f images x patterns / s\n",
-                  static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns), sweep.seconds,
+      std::printf("%lld images x %lld pattern%s in %.1f s: %.0f images x patterns / s\n",
+                  static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns),
+                  cmd->sweep.patterns == 1 ? "" : "s", sweep.seconds,
                   sweep.images_patterns_per_second);
     }
     // All of them or none: a failing output does not leave the others half a result set.

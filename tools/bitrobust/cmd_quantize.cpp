@@ -42,7 +42,7 @@ Runner register_quantize(CLI::App& app) {
   sub->get_option("--scheme")->description(sub->get_option("--scheme")->get_description() + "; default rquant, 8 bits");
   sub->add_option("--model", cmd->model, "float model file")->required();
   sub->add_option("--out", cmd->out, "quantized model file to write")->required();
-  sub->add_option("--batch", cmd->batch, "evaluation batch size")->transform(integer_in(1))->capture_default_str();
+  sub->add_option("--batch", cmd->batch, "batch size")->transform(integer_in(1))->capture_default_str();
   return [cmd]() {
     const at::Device device = setup_runtime(cmd->common);
     report::check_output_path(cmd->out, "model file (--out)", report::OutputKind::File);

@@ -57,10 +57,11 @@ Runner register_train(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("train", "train a network and save it as one model file");
   add_common_options(*sub, cmd->common);
   add_data_options(*sub, cmd->data, true);
-  sub->add_option("--model", cmd->spec.arch, "mlp, lenet, simplenet, wrn or resnet20")
+  sub->add_option("--model", cmd->spec.arch, "network architecture: mlp, lenet, simplenet, wrn or resnet20")
       ->check(CLI::IsMember(models::architecture_names()))
       ->capture_default_str();
-  sub->add_option("--norm", cmd->spec.norm, "none, bn, gn, rebn or regn (re-parameterized)")
+  sub->add_option("--norm", cmd->spec.norm, "normalization: none, bn (BatchNorm), gn (GroupNorm), or rebn / regn, their re-parameterized forms, "
+                  "whose scale weight clipping can bound (README: train)")
       ->check(CLI::IsMember(models::normalization_names()))
       ->capture_default_str();
   // (the ranges ModelSpec::validate accepts)
@@ -70,7 +71,7 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--epochs", cmd->options.epochs, "training epochs")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--batch", cmd->options.batch_size, "batch size")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->check(decimal_in(0, 1e30, true, false))->capture_default_str();
-  sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum")->check(decimal_in(0, 1, false, true))->capture_default_str();
+  sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum (0: plain SGD)")->check(decimal_in(0, 1, false, true))->capture_default_str();
   sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->check(decimal_in(0, 1e30, false, false))->capture_default_str();
   sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")
       ->transform(integer_in(0))
@@ -82,7 +83,7 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--out", cmd->out, "model file to write")->required();
   sub->add_option("--checkpoint", cmd->checkpoint, "checkpoint file (default: OUT.ckpt)");
   sub->add_flag("--resume", cmd->options.resume, "continue from the checkpoint if it exists");
-  sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation");
+  sub->add_flag("--no-augment", cmd->no_augment, "no data augmentation (MNIST and Fashion-MNIST are never augmented)");
   sub->add_flag("--no-autoaugment", cmd->no_autoaugment,
                 "CIFAR-10: crop, flip and Cutout without AutoAugment (the reference uses AutoAugment)");
   sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (0 = all; for tests and timing)")->transform(integer_in(0));
@@ -93,7 +94,8 @@ Runner register_train(CLI::App& app) {
                   "the curriculum's threshold on the clean loss (see --randbet-curriculum)")
       ->check(decimal_in(0, 1e30, true, false))
       ->capture_default_str();
-  sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average | alternate")
+  sub->add_option("--randbet-mode", cmd->randbet_options.mode, "average: each step averages the clean and the perturbed gradient; alternate: clean and perturbed steps "
+                  "take turns")
       ->check(CLI::IsMember({"average", "alternate"}))
       ->capture_default_str();
   sub->add_option("--randbet-curriculum", cmd->randbet_options.curriculum,

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <new>
 #include <string>
 #include <utility>
@@ -29,10 +30,30 @@ int error(const std::string& message) {
   std::fprintf(stderr, "bitrobust: error: %s\n", report::printable(message).c_str());
   return 1;
 }
+// --help with each default at the end of its option's description ("training epochs (default 3)"),
+// where CLI11 glues it to the type and range ("INT:an integer >= 1=3").
+class HelpFormatter : public CLI::Formatter {
+ public:
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    std::string text = CLI::Formatter::make_option_opts(opt);
+    const std::string& value = opt->get_default_str();
+    if (value.empty() || !opt->get_option_text().empty() || opt->get_type_size() == 0) return text;
+    const size_t at = opt->get_type_name().empty() ? 0 : 1 + get_label(opt->get_type_name()).size();
+    if (text.compare(at, value.size() + 1, "=" + value) == 0) text.erase(at, value.size() + 1);
+    return text;
+  }
+  std::string make_option_desc(const CLI::Option* opt) const override {
+    std::string text = CLI::Formatter::make_option_desc(opt);
+    const std::string& value = opt->get_default_str();
+    if (value.empty() || !opt->get_option_text().empty() || opt->get_type_size() == 0) return text;
+    return text + " (default " + value + ")";
+  }
+};
 }  // namespace
 
 CommandLine::CommandLine()
     : app_{"bitrobust " BITROBUST_VERSION ": how well do quantized neural networks survive bit errors in their weights?"} {
+  app_.formatter(std::make_shared<HelpFormatter>());  // (before the subcommands, which copy it)
   app_.require_subcommand(1);
   app_.set_version_flag("--version", BITROBUST_VERSION);
   for (Runner (*reg)(CLI::App&) : {register_train, register_test, register_quantize, register_export, register_eval,
@@ -82,6 +103,8 @@ std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
                                               : "The following argument was not expected: ") + words;
       }
     }
+    // (compare's one positional argument, in CLI11's words "results is required")
+    if (message == "results is required") message = "compare needs result files: the --json files of eval runs";
     // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
     const std::string twice = ": At Most 1 required but received ";
     if (const size_t at = message.find(twice); at != std::string::npos) {

@@ -42,7 +42,8 @@ struct DataOptions {
   std::string root;
   std::string protocol;  ///< CIFAR-10 protocol; "" = not given: the model file's, else holdout
 };
-void add_data_options(CLI::App& cmd, DataOptions& data, bool required);
+/// `for_training`: --dataset is required, and --cifar-protocol has no model file to default to.
+void add_data_options(CLI::App& cmd, DataOptions& data, bool for_training);
 /// Throws bitrobust::Error if --cifar-protocol was given for a data set other than CIFAR-10.
 void check_cifar_protocol_applies(const DataOptions& options);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);

@@ -15,7 +15,9 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/runtime.h"
+#include "bitrobust/config.h"
 #include "bitrobust/report/output.h"
+#include "bitrobust/report/printable.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -67,7 +69,7 @@ CLI::Validator decimal_in(double min, double max, bool open_min, bool open_max) 
 }
 
 void add_common_options(CLI::App& cmd, CommonOptions& common) {
-  cmd.add_option("--device", common.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd.add_option("--device", common.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   // A count beyond the machine's is a bad command line (status 2), as any value out of its range is.
   const CLI::Validator at_most_4_per_core(
       [](std::string& text) -> std::string {
@@ -77,7 +79,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
                std::to_string(max_cpu_threads()) + ")";
       },
       "");
-  cmd.add_option("--threads", common.threads, "CPU threads (default: all cores)")
+  cmd.add_option("--threads", common.threads, "CPU threads, at most 4 per core (default 0: one per core)")
       ->transform(integer_in(0, 1 << 20))
       ->check(at_most_4_per_core);
   cmd.add_option("--json", common.json, "write the run's figures to this JSON file");
@@ -88,20 +90,27 @@ at::Device setup_runtime(const CommonOptions& common) {
   configure_cpu_runtime(common.threads);
   if (!common.json.empty()) report::check_output_path(common.json, "--json file");
   if (common.device == "cuda") {
-    BR_CHECK(torch::cuda::is_available(), "--device cuda: no CUDA device available (or this build has no CUDA)");
+#ifdef BITROBUST_WITH_CUDA
+    BR_CHECK(torch::cuda::is_available(), "--device cuda: this build has CUDA, but no CUDA device is available");
+#else
+    BR_CHECK(torch::cuda::is_available(), "--device cuda: this build has no CUDA (README: Building against a CUDA LibTorch)");
+#endif
     return at::Device(at::kCUDA);
   }
   return at::Device(at::kCPU);
 }
 
-void add_data_options(CLI::App& cmd, DataOptions& data, bool required) {
+void add_data_options(CLI::App& cmd, DataOptions& data, bool for_training) {
   auto* opt = cmd.add_option("--dataset", data.dataset, "mnist, fashion-mnist or cifar10")
                   ->check(CLI::IsMember(data::dataset_names()));
-  if (required) opt->required();
-  cmd.add_option("--data-root", data.root, "folder holding the data set's files (default: where set-up puts it)");
+  if (for_training) opt->required();
+  cmd.add_option("--data-root", data.root,
+                 "folder holding the data set's files, or a folder of one folder per data set (default: "
+                 "$BITROBUST_DATA, else where set-up puts them)");
   cmd.add_option("--cifar-protocol", data.protocol,
-                 "CIFAR-10 split protocol: holdout (train 1-4, test 5), jpeg (JPEG test copy), official "
-                 "(default: the model file's, else holdout)")
+                 std::string("CIFAR-10 split protocol: holdout (train 1-4, test 5), jpeg (JPEG test copy), official "
+                             "(train 1-5, test the test batch) (default: ") +
+                     (for_training ? "holdout)" : "the model file's, else holdout)"))
       ->check(CLI::IsMember({"holdout", "jpeg", "official"}));
 }
 
@@ -134,6 +143,12 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
     const std::vector<std::string> known = data::dataset_names();
     BR_CHECK(std::find(known.begin(), known.end(), options.dataset) != known.end(), "model file ", model_path,
              " names an unknown data set '", options.dataset, "': pass --dataset");
+  } else if (const std::string trained_on = file.meta.value("dataset", std::string());
+             !trained_on.empty() && trained_on != options.dataset) {
+    // Allowed (MNIST and Fashion-MNIST share a shape, and a transfer is a fair question), but said:
+    // an error rate near chance would otherwise read as a broken model.
+    std::fprintf(stderr, "note: model file %s was trained on %s; evaluating on %s (--dataset)\n", model_path.c_str(),
+                 report::printable(trained_on).c_str(), options.dataset.c_str());
   }
   check_cifar_protocol_applies(options);
   if (options.protocol.empty() && options.dataset == "cifar10") {
@@ -204,8 +219,10 @@ void add_quant_options(CLI::App& cmd, QuantOptions& q) {
   // Bounds lie in [1e-30, 1e30] (kMinQuantBound, kMaxQuantMagnitude in quant/quantize_math.h).
   cmd.add_option("--clip", q.clip, "weight clipping bound w_max > 0: weights and quantization range in [-w_max, w_max]")
       ->check(decimal_in(1e-30, 1e30, false, false));
-  cmd.add_option("--quant-include", q.include, "quantize only parameters matching these globs (e.g. 'conv*')");
-  cmd.add_option("--quant-exclude", q.exclude, "do not quantize parameters matching these globs");
+  cmd.add_option("--quant-include", q.include,
+                 "quantize only parameters matching these globs (e.g. 'conv*'), or regular expressions written "
+                 "re:... (e.g. 're:conv[0-9]+\\.weight')");
+  cmd.add_option("--quant-exclude", q.exclude, "do not quantize parameters matching these globs (or re:...)");
 }
 
 quant::QuantScheme QuantOptions::build_scheme() const {

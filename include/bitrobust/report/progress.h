@@ -2,6 +2,7 @@
 // A one-line progress bar on stderr: done/total, caller's statistics, elapsed time and ETA.
 // Redrawn in place on a terminal; elsewhere (logs, CI) only the final line is printed.
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace bitrobust::report {
@@ -12,7 +13,8 @@ class ProgressBar {
   /// True when a redraw is due (at most ~5 per second, and always at the end).
   bool due(int64_t done) const;
   void update(int64_t done, const std::string& stats);
-  void finish(const std::string& stats);
+  /// The final line: `done` of the total (-1: all of it, the usual end), then `note` (why it ended early).
+  void finish(const std::string& stats, int64_t done = -1, const std::string& note = "");
   double elapsed() const;
 
  private:
