@@ -121,7 +121,7 @@ void check_finite(const at::Tensor& t, const std::string& file, const std::strin
 void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   BR_CHECK(meta.is_object(), file, ": metadata is not a JSON object");
   BR_CHECK(meta.contains("spec") && meta["spec"].is_object(), file, ": metadata has no model description");
-  for (const char* key : {"dataset", "cifar_protocol", "augment"}) {
+  for (const char* key : {"dataset", "cifar_protocol", "augment", "quantized_by"}) {
     BR_CHECK(!meta.contains(key) || meta[key].is_string(), file, ": metadata field '", key, "' must be a string, got ",
              meta[key].dump());
   }
@@ -131,6 +131,8 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   BR_CHECK(!meta.contains("cifar_protocol") ||
                std::find(protocols.begin(), protocols.end(), meta["cifar_protocol"].get<std::string>()) != protocols.end(),
            file, ": metadata field 'cifar_protocol' must be holdout, jpeg or official, got ", meta["cifar_protocol"].dump());
+  BR_CHECK(!meta.contains("quantized_by") || meta["quantized_by"] == "training" || meta["quantized_by"] == "quantize",
+           file, ": metadata field 'quantized_by' must be training or quantize, got ", meta["quantized_by"].dump());
   // Values shown or compared later: an error rate outside [0, 1] or a negative step count would be
   // printed as if it were a result.
   const auto check_number = [&](const nlohmann::json& object, const char* key, const std::string& label, double lo,

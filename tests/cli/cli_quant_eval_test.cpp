@@ -190,7 +190,8 @@ TEST_F(CliQuantEval, InfoDescribesTheModelFile) {
   ASSERT_EQ(test_util::run_cli("quantize --model " + model + " --scheme u6-sym-channel-round --out " + q).status, 0);
   const test_util::CliResult r = test_util::run_cli("info --model " + q + " --json " + dir.file("info.json"));
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("quantized   u6-sym-channel-round"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("quantized   u6-sym-channel-round (after training, by bitrobust quantize): "), std::string::npos)
+      << r.output;
   const auto info = read_json(dir.file("info.json"));
   io::ModelFile file = io::load_model_file(q);
   EXPECT_EQ(info["meta"], file.meta);
@@ -495,6 +496,7 @@ TEST(CliTrain, RandBetCurriculumIsRecordedAndPartOfTheRunsSettings) {
   r = test_util::run_cli("info --model " + dir.file("m.pt"));
   EXPECT_NE(r.output.find("mode average, the reference's curriculum, threshold 100.0 (2 perturbed steps)"), std::string::npos)
       << r.output;
+  EXPECT_TRUE(test_util::contains(r.output, " (quantization-aware training): ")) << r.output;
   std::filesystem::remove(dir.file("m.pt"));
   std::filesystem::remove(dir.file("m.pt.ckpt"));
   ASSERT_EQ(test_util::run_cli(common + "--epochs 2 --max-steps 3").status, 0);  // "once", stopped after epoch 1

@@ -103,7 +103,12 @@ Runner register_info(CLI::App& app) {
     if (!q) {
       std::printf("  float model: not quantized (bitrobust quantize makes a quantized copy)\n");
     } else {
-      std::printf("  quantized   %s: %zu of %zu parameter tensors, %s weights, %s bits\n", q->scheme.to_string().c_str(),
+      // (files written before 2026-12-05 do not say how they were quantized)
+      const std::string by = meta.value("quantized_by", std::string());
+      std::printf("  quantized   %s%s: %zu of %zu parameter tensors, %s weights, %s bits\n", q->scheme.to_string().c_str(),
+                  by == "training"   ? " (quantization-aware training)"
+                  : by == "quantize" ? " (after training, by bitrobust quantize)"
+                                     : "",
                   q->tensors.size(), file.net->parameters().size(), grouped(q->total_weights()).c_str(),
                   grouped(q->total_bits()).c_str());
       std::printf("  %-28s %-14s %4s %8s  %s\n", "parameter", "shape", "bits", "ranges", "range (lowest lo, highest hi)");

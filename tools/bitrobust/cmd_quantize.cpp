@@ -62,6 +62,7 @@ Runner register_quantize(CLI::App& app) {
     floats.restore();
     file.meta["float_test_error"] = before;
     file.meta["test_error"] = after;
+    file.meta["quantized_by"] = "quantize";  // (after training, whatever the float model's metadata says)
     const nlohmann::json summary = {{"model", cmd->model},         {"out", cmd->out},
                                     {"scheme", scheme.to_string()}, {"float_test_error", before},
                                     {"test_error", after},          {"versions", io::version_info()}};

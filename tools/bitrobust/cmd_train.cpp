@@ -265,7 +265,10 @@ Runner register_train(CLI::App& app) {
         file.meta[key] = nullptr;
       }
     }
-    if (q) quant::store_in_model_file(*q, file);
+    if (q) {
+      quant::store_in_model_file(*q, file);
+      file.meta["quantized_by"] = "training";  // (`info` tells quantization-aware training from `quantize`)
+    }
     if (rbet) {
       file.meta["randbet"] = {{"rate", cmd->randbet_options.rate},
                               {"start_loss", cmd->randbet_options.start_loss},
