@@ -71,6 +71,20 @@ std::string xml_escape(const std::string& raw) {
 std::string shown_name(const nlohmann::json& result) {
   return printable(result.value("model_name", std::string("model")));
 }
+// The names of results shown side by side: a name two results share (one model evaluated twice,
+// with other --layers or --limit) gets the result's position, as --paired-with counts, so that
+// no two columns or legend entries read alike.
+std::vector<std::string> shown_names(const std::vector<nlohmann::json>& results, bool for_svg = false) {
+  std::map<std::string, int> count;
+  for (const auto& j : results) ++count[shown_name(j)];
+  std::vector<std::string> names;
+  for (size_t i = 0; i < results.size(); ++i) {
+    std::string name = for_svg ? results[i].value("model_name", std::string("model")) : shown_name(results[i]);
+    if (count[shown_name(results[i])] > 1) name += " #" + std::to_string(i + 1);
+    names.push_back(name);
+  }
+  return names;
+}
 }  // namespace
 
 std::string layout_of(const std::vector<std::vector<int64_t>>& shapes, const std::vector<int>& bits) {
@@ -273,8 +287,9 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
   for (const auto& j : results)
     for (const auto& r : j["results"]) rates.insert(r["rate"].get<double>());
   // A column is as wide as its model's name (at least 22 characters), so no name is cut.
+  const std::vector<std::string> names = shown_names(results);
   std::vector<size_t> widths;
-  for (const auto& j : results) widths.push_back(std::max<size_t>(22, display_width(shown_name(j))));
+  for (const std::string& name : names) widths.push_back(std::max<size_t>(22, display_width(name)));
   const auto right = [](const std::string& text, size_t width) {
     const size_t shown = display_width(text);
     return "  " + std::string(width > shown ? width - shown : 0, ' ') + text;
@@ -284,7 +299,7 @@ std::string compare_table(const std::vector<nlohmann::json>& results) {
   out << "mean RErr in % (clean error in the first row)\n";
   std::snprintf(cell, sizeof cell, "%-10s", "rate");
   out << cell;
-  for (size_t i = 0; i < results.size(); ++i) out << right(shown_name(results[i]), widths[i]);
+  for (size_t i = 0; i < results.size(); ++i) out << right(names[i], widths[i]);
   out << '\n';
   std::snprintf(cell, sizeof cell, "%-10s", "clean");
   out << cell;
@@ -365,12 +380,13 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
   const nlohmann::json& base = results[base_index];
   std::ostringstream out;
   char line[200];
-  out << "paired with " << shown_name(base)
+  const std::vector<std::string> names = shown_names(results);
+  out << "paired with " << names[base_index]
       << " (same patterns, same images): RErr difference in points, mean [95% interval], patterns lower / higher\n";
   for (size_t i = 0; i < results.size(); ++i) {
     if (i == base_index) continue;
     const nlohmann::json& j = results[i];
-    const std::string name = shown_name(j);
+    const std::string& name = names[i];
     const std::string reason = unpaired_reason(base, j);
     if (!reason.empty()) {
       out << "  " << name << ": not paired (" << reason << ")\n";
@@ -411,6 +427,7 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
 std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std::string& title) {
   const double W = 800, H = 440, left = 70, right = 310, top = 40, bottom = 60;
   const double pw = W - left - right, ph = H - top - bottom;
+  const std::vector<std::string> legend_names = shown_names(results, /*for_svg=*/true);
   // Rate 0 has no place on a log axis. It is the clean model (shown in the legend) unless the error
   // model has errors there ("random,0to1=0.02"): then it gets a column of its own left of the axis.
   bool zero_column = false;
@@ -500,7 +517,7 @@ std::string rerr_plot_svg(const std::vector<nlohmann::json>& results, const std:
     const double ly = top + 14 + 36 * i;
     s << "<rect x=\"" << left + pw + 14 << "\" y=\"" << ly - 9 << "\" width=\"12\" height=\"12\" "
       << (i / 8 % 2 == 1 ? std::string("fill=\"none\" stroke=\"") : std::string("fill=\"")) << color << "\"/>\n";
-    s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 1 << "\">" << xml_escape(j.value("model_name", std::string("model")))
+    s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 1 << "\">" << xml_escape(legend_names[i])
       << "</text>\n";
     s << "<text x=\"" << left + pw + 32 << "\" y=\"" << ly + 16 << "\" font-size=\"10\" fill=\"#555\">"
       << xml_escape(j["scheme"].get<std::string>()) << ", clean " << pct(j["clean_error"]) << "%</text>\n";

@@ -643,9 +643,10 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
     std::string flags;
     std::string expected;
   };
-  for (const Case& c : {Case{"", "of 7 cifar10 test images"},
-                        Case{"--cifar-protocol official", "of 7 cifar10 test images"},
-                        Case{"--cifar-protocol holdout --split train", "of 10 cifar10 train images"}}) {
+  for (const Case& c : {Case{"", "of 7 cifar10 test images misclassified; official protocol)"},
+                        Case{"--cifar-protocol official", "of 7 cifar10 test images misclassified; official protocol)"},
+                        Case{"--cifar-protocol holdout --split train",
+                             "of 10 cifar10 train images misclassified; holdout protocol: training batches 1-4)"}}) {
     const test_util::CliResult r = test_util::run_cli("test --model " + model + data + " " + c.flags);
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.flags << ": " << r.output;

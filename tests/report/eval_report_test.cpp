@@ -181,6 +181,33 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
 }  // namespace
 
 // A name holding a newline or a terminal escape keeps the tables' lines and the terminal's state.
+// One model evaluated twice (other --layers or --limit) shows up under one name: each of its
+// columns, paired rows and legend entries gets the result's position, as --paired-with counts.
+TEST(CompareTable, ResultsSharingANameAreToldApartByTheirPosition) {
+  auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
+  a["patterns"] = 2;
+  a["seed"] = 100;
+  for (auto& r : a["results"]) {
+    r["per_pattern"] = {r["rerr_min"], r["rerr_max"]};
+    r["rerr_std"] = 0.01 * std::sqrt(2.0);
+  }
+  auto other = a;
+  other["model_name"] = "other";
+  const std::string table = report::compare_table({a, other, a});
+  EXPECT_NE(table.find("net #1"), std::string::npos) << table;
+  EXPECT_NE(table.find("net #3"), std::string::npos) << table;
+  EXPECT_EQ(table.find("other #"), std::string::npos) << table;
+  const std::string paired = report::paired_table({a, other, a}, 2);
+  EXPECT_EQ(paired.rfind("paired with net #3 ", 0), 0u) << paired;
+  EXPECT_NE(paired.find("  net #1"), std::string::npos) << paired;
+  const std::string svg = report::rerr_plot_svg({a, other, a}, "t");
+  EXPECT_NE(svg.find(">net #1</text>"), std::string::npos) << svg;
+  EXPECT_NE(svg.find(">net #3</text>"), std::string::npos) << svg;
+  EXPECT_NE(svg.find(">other</text>"), std::string::npos) << svg;
+  // Distinct names are left as they are.
+  EXPECT_EQ(report::compare_table({a, other}).find('#'), std::string::npos);
+}
+
 TEST(CompareTable, NamesWithControlCharactersArePrintedReplaced) {
   auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
   a["patterns"] = 2;

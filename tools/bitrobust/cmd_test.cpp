@@ -44,9 +44,10 @@ Runner register_test(CLI::App& app) {
       scheme = q.scheme.to_string();
     }
     const eval::EvalResult result = eval::evaluate(*file.net, data, cmd->batch);
-    std::printf("test error %.2f%% (%s; %lld of %lld %s %s images misclassified)\n", 100 * result.error, scheme.c_str(),
-                static_cast<long long>(std::llround(result.error * result.examples)),
-                static_cast<long long>(result.examples), data.name.c_str(), data.split.c_str());
+    std::printf("test error %.2f%% (%s; %lld of %lld %s %s images misclassified%s)\n", 100 * result.error,
+                scheme.c_str(), static_cast<long long>(std::llround(result.error * result.examples)),
+                static_cast<long long>(result.examples), data.name.c_str(), data.split.c_str(),
+                protocol_note(data, cmd->data).c_str());
     if (!cmd->common.json.empty()) {
       report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
                                                    {"dataset", data.name},

@@ -298,9 +298,9 @@ Runner register_train(CLI::App& app) {
                       static_cast<long long>(cmd->options.max_steps), static_cast<long long>(result.epochs_done),
                       static_cast<long long>(cmd->options.epochs));
       }
-      std::printf("test error %.2f%% on %s %s (%lld images); %s; saved %s\n", 100 * test.error,
-                  test_set.name.c_str(), test_set.split.c_str(), static_cast<long long>(test.examples), training,
-                  cmd->out.c_str());
+      std::printf("test error %.2f%% on %s %s (%lld images%s); %s; saved %s\n", 100 * test.error,
+                  test_set.name.c_str(), test_set.split.c_str(), static_cast<long long>(test.examples),
+                  protocol_note(test_set, cmd->data).c_str(), training, cmd->out.c_str());
     });
     return 0;
   };

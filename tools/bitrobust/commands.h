@@ -47,6 +47,9 @@ void add_data_options(CLI::App& cmd, DataOptions& data, bool for_training);
 /// Throws bitrobust::Error if --cifar-protocol was given for a data set other than CIFAR-10.
 void check_cifar_protocol_applies(const DataOptions& options);
 data::Dataset load_data(const DataOptions& options, const std::string& split, at::Device device);
+/// "" for MNIST and Fashion-MNIST; for CIFAR-10 "; <protocol> protocol", and for holdout which
+/// training batches the split is (its "test" set is training batch 5: said wherever an error is).
+std::string protocol_note(const data::Dataset& data, const DataOptions& options);
 /// Throws bitrobust::Error if an output is one of the files a data set was read from.
 void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, const data::Dataset& data);
 /// The data a saved model is evaluated on: the data set (and CIFAR-10 protocol) named in the model

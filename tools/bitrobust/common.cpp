@@ -114,6 +114,13 @@ void add_data_options(CLI::App& cmd, DataOptions& data, bool for_training) {
       ->check(CLI::IsMember({"holdout", "jpeg", "official"}));
 }
 
+std::string protocol_note(const data::Dataset& data, const DataOptions& options) {
+  if (data.name != "cifar10" || options.protocol.empty()) return "";
+  std::string note = "; " + options.protocol + " protocol";
+  if (options.protocol == "holdout") note += data.split == "test" ? ": training batch 5" : ": training batches 1-4";
+  return note;
+}
+
 void check_cifar_protocol_applies(const DataOptions& options) {
   BR_CHECK(options.protocol.empty() || options.dataset == "cifar10", "--cifar-protocol ", options.protocol,
            ": only CIFAR-10 has split protocols, and the data set is ", options.dataset);
