@@ -262,8 +262,13 @@ std::string sweep_table(const nlohmann::json& j) {
   // (a stream, not the fixed line: model names and error models have no length limit)
   out << shown_name(j) << "  scheme " << printable(j["scheme"].get<std::string>()) << "  errors "
       << printable(j["error_model"].get<std::string>()) << "  " << j["patterns"].get<int64_t>()
-      << (j["patterns"].get<int64_t>() == 1 ? " pattern" : " patterns") << " from seed " << j["seed"].get<uint64_t>()
-      << '\n';
+      << (j["patterns"].get<int64_t>() == 1 ? " pattern" : " patterns") << " from seed " << j["seed"].get<uint64_t>();
+  // (what makes the sweep other than a whole-model one at full precision; absent in older results)
+  if (j.contains("layers") && j["layers"].is_string() && !j["layers"].get<std::string>().empty())
+    out << "  layers '" << printable(j["layers"].get<std::string>()) << "'";
+  if (j.contains("precision") && j["precision"].is_string() && j["precision"] != "fp32")
+    out << "  precision " << printable(j["precision"].get<std::string>());
+  out << '\n';
   out << "  rate        RErr mean   std     min     max    (%)\n";
   // The clean error is the p = 0 row, unless rate 0 had errors in one direction: then it has a row of its own.
   const bool zero_has_errors = zero_rate_has_errors(j);

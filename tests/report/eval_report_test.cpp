@@ -208,6 +208,27 @@ TEST(CompareTable, ResultsSharingANameAreToldApartByTheirPosition) {
   EXPECT_EQ(report::compare_table({a, other}).find('#'), std::string::npos);
 }
 
+// A sweep restricted to some layers, or run at another precision, says so in its table's header:
+// it would otherwise read as a whole-model sweep at full precision.
+TEST(SweepTable, HeaderNamesLayersAndPrecisionWhereTheyAreNotTheDefault) {
+  auto j = sweep("random", {{1e-3, 0.10}});
+  j["patterns"] = 1;
+  j["seed"] = 100;
+  j["results"][0]["rerr_std"] = 0.0;
+  const auto header = [](const nlohmann::json& result) {
+    const std::string table = report::sweep_table(result);
+    return table.substr(0, table.find('\n'));
+  };
+  EXPECT_EQ(header(j), "net  scheme u8-asym-tensor-round  errors random  1 pattern from seed 100");
+  j["layers"] = "";
+  j["precision"] = "fp32";
+  EXPECT_EQ(header(j), "net  scheme u8-asym-tensor-round  errors random  1 pattern from seed 100");
+  j["layers"] = "conv1\\.weight";
+  j["precision"] = "bf16";
+  EXPECT_EQ(header(j), "net  scheme u8-asym-tensor-round  errors random  1 pattern from seed 100  layers "
+                       "'conv1\\.weight'  precision bf16");
+}
+
 TEST(CompareTable, NamesWithControlCharactersArePrintedReplaced) {
   auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
   a["patterns"] = 2;
