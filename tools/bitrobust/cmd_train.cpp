@@ -65,7 +65,7 @@ Runner register_train(CLI::App& app) {
       ->check(CLI::IsMember(models::normalization_names()))
       ->capture_default_str();
   // (the ranges ModelSpec::validate accepts)
-  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default)")->transform(integer_in(0, 4096));
+  sub->add_option("--width", cmd->spec.channels, "base channels (0 = the model's default: lenet 32, simplenet 64, wrn and resnet20 16)")->transform(integer_in(0, 4096));
   sub->add_option("--depth", cmd->spec.depth, "WRN depth (default 28)")->transform(integer_in(0, 1000));
   sub->add_option("--widen", cmd->spec.widen, "WRN widen factor (default 10)")->transform(integer_in(0, 64));
   sub->add_option("--epochs", cmd->options.epochs, "training epochs")->transform(integer_in(1))->capture_default_str();
@@ -88,6 +88,8 @@ Runner register_train(CLI::App& app) {
                 "CIFAR-10: crop, flip and Cutout without AutoAugment (the reference uses AutoAugment)");
   sub->add_option("--max-steps", cmd->options.max_steps, "stop after this many steps (0 = all; for tests and timing)")->transform(integer_in(0));
   add_quant_options(*sub, cmd->quant);
+  sub->get_option("--scheme")->description(sub->get_option("--scheme")->get_description() +
+                                          "; without --scheme, --bits or --clip: a float network");
   sub->add_option("--randbet", cmd->randbet,
                   "random bit error training at this rate (0.01 or 1%); needs quantization-aware training");
   sub->add_option("--randbet-start", cmd->randbet_options.start_loss,
