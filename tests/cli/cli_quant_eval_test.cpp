@@ -312,6 +312,10 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   ASSERT_EQ(test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("p.txt") + " --json " + dir.file("r.json")).status, 0);
   const auto replay = read_json(dir.file("r.json"));
   EXPECT_EQ(replay["rerr"].get<double>(), j["results"][2]["per_pattern"][1].get<double>());
+  // ... on the images the sweep used, which both results name alike.
+  for (const char* key : {"dataset", "split", "cifar_protocol", "limit", "examples", "data"}) {
+    EXPECT_EQ(replay[key], j[key]) << key;
+  }
   EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
   // In bf16 the same sweep runs on a bfloat16 network and says so.
   ASSERT_EQ(test_util::run_cli("eval --model " + q + " --rates 0,5% --patterns 2 --seed 7 --limit 300 --precision bf16 --quiet --json " +

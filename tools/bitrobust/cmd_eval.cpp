@@ -147,6 +147,14 @@ Runner register_eval(CLI::App& app) {
                                                      {"rerr", r.rerr},
                                                      {"bits_changed", r.bits_changed},
                                                      {"precision", eval::precision_name(precision)},
+                                                     // the images, as a sweep records them: a replay
+                                                     // is checked against its sweep on these
+                                                     {"dataset", data.name},
+                                                     {"split", data.split},
+                                                     {"cifar_protocol", data.name == "cifar10" ? cmd->data.protocol : ""},
+                                                     {"limit", cmd->limit},
+                                                     {"examples", data.size()},
+                                                     {"data", data.fingerprint()},
                                                      {"versions", io::version_info()}});
       }
       return 0;
