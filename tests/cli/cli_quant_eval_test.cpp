@@ -193,6 +193,7 @@ TEST_F(CliQuantEval, InfoDescribesTheModelFile) {
   EXPECT_NE(r.output.find("quantized   u6-sym-channel-round (after training, by bitrobust quantize): "), std::string::npos)
       << r.output;
   const auto info = read_json(dir.file("info.json"));
+  EXPECT_EQ(info["format"], "bitrobust-info-1");
   io::ModelFile file = io::load_model_file(q);
   EXPECT_EQ(info["meta"], file.meta);
   const auto qm = quant::load_from_model_file(file);
@@ -384,6 +385,12 @@ TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
   EXPECT_NE(quantized["test_error"].get<double>(), quantized["float_test_error"].get<double>()) << "2 bits change predictions";
   EXPECT_EQ(tested["test_error"].get<double>(), quantized["test_error"].get<double>());
   EXPECT_EQ(swept["clean_error"].get<double>(), quantized["test_error"].get<double>());
+  // Each command's JSON names its kind, and compare refuses all but eval's by it.
+  EXPECT_EQ(quantized["format"], "bitrobust-quantize-1");
+  EXPECT_EQ(tested["format"], "bitrobust-test-1");
+  EXPECT_EQ(swept["format"], "bitrobust-eval-1");
+  expect_failure("compare " + dir.file("e.json") + " " + dir.file("t.json"),
+                 "not a bitrobust eval result of format bitrobust-eval-1 (format: \"bitrobust-test-1\")");
 }
 
 // --layers: errors land only in the parameters it matches. At rate 1 every bit in use flips, so the
@@ -627,6 +634,7 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   ASSERT_NE(json, std::string::npos) << trained.output;
   EXPECT_LT(saved, json);
   EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["steps"], 5);
+  EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["format"], "bitrobust-train-1");
   // 1 + 2 + 3 + 4 + 5 = 15 training images: 2 steps per epoch; --max-steps 5 stops in epoch 3.
   // Its progress line shows the one step it ran and why (it had shown 2/2); --resume with no
   // checkpoint yet says that it trains from the start.

@@ -124,7 +124,8 @@ Runner register_info(CLI::App& app) {
       }
     }
     if (!cmd->json.empty()) {
-      report::write_json_atomic(cmd->json, {{"model", cmd->model},
+      report::write_json_atomic(cmd->json, {{"format", "bitrobust-info-1"},
+                                            {"model", cmd->model},
                                             {"file_bytes", std::filesystem::file_size(cmd->model)},
                                             {"parameters", parameters},
                                             {"meta", meta},

@@ -63,7 +63,8 @@ Runner register_quantize(CLI::App& app) {
     file.meta["float_test_error"] = before;
     file.meta["test_error"] = after;
     file.meta["quantized_by"] = "quantize";  // (after training, whatever the float model's metadata says)
-    const nlohmann::json summary = {{"model", cmd->model},         {"out", cmd->out},
+    const nlohmann::json summary = {{"format", "bitrobust-quantize-1"},
+                                    {"model", cmd->model},         {"out", cmd->out},
                                     {"scheme", scheme.to_string()}, {"float_test_error", before},
                                     {"test_error", after},          {"versions", io::version_info()}};
     save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {

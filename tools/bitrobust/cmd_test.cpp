@@ -49,7 +49,8 @@ Runner register_test(CLI::App& app) {
                 static_cast<long long>(result.examples), data.name.c_str(), data.split.c_str(),
                 protocol_note(data, cmd->data).c_str());
     if (!cmd->common.json.empty()) {
-      report::write_json_atomic(cmd->common.json, {{"model", cmd->model},
+      report::write_json_atomic(cmd->common.json, {{"format", "bitrobust-test-1"},
+                                                   {"model", cmd->model},
                                                    {"dataset", data.name},
                                                    {"split", data.split},
                                                    {"examples", result.examples},

@@ -281,6 +281,7 @@ Runner register_train(CLI::App& app) {
     }
     io::check_finite_module(*net, "trained model");  // e.g. resumed at its last epoch: never save NaN
     nlohmann::json summary = file.meta;
+    summary["format"] = "bitrobust-train-1";  // (each command's JSON names its kind: compare refuses the others by it)
     summary["model"] = cmd->out;
     summary["spec"] = cmd->spec.to_json();
     summary["final_train_loss"] = std::isfinite(result.final_loss) ? nlohmann::json(result.final_loss) : nlohmann::json();
