@@ -90,6 +90,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!status) {
     if (!printed.err.empty() || !printed.out.empty())
       fuzz::property_failed("an accepted command line printed '" + printed.err + printed.out + "' for" + shown(args));
+    if (command_line.parsed_commands() != 1)
+      fuzz::property_failed(std::to_string(command_line.parsed_commands()) + " commands accepted in" + shown(args));
     return 0;
   }
   if (*status == 0) {

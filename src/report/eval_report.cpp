@@ -394,7 +394,7 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
     const std::string& name = names[i];
     const std::string reason = unpaired_reason(base, j);
     if (!reason.empty()) {
-      out << "  " << name << ": not paired (" << reason << ")\n";
+      out << "  " << name << ": not paired (" << printable(reason) << ")\n";
       continue;
     }
     std::ostringstream rows;

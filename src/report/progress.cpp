@@ -50,9 +50,10 @@ void ProgressBar::update(int64_t done, const std::string& stats) {
 
 void ProgressBar::finish(const std::string& stats, int64_t done, const std::string& note) {
   if (!enabled_) return;
-  std::fprintf(stderr, "%s%s %lld/%lld  %s  %s%s%s\n", interactive_ ? "\r" : "", label_.c_str(),
+  // (on a terminal the line is cleared after the text: the last redraw, with its bar and ETA, was longer)
+  std::fprintf(stderr, "%s%s %lld/%lld  %s  %s%s%s%s\n", interactive_ ? "\r" : "", label_.c_str(),
                static_cast<long long>(done < 0 ? total_ : done), static_cast<long long>(total_), stats.c_str(),
-               format_duration(elapsed()).c_str(), note.empty() ? "" : "  ", note.c_str());
+               format_duration(elapsed()).c_str(), note.empty() ? "" : "  ", note.c_str(), interactive_ ? "\033[K" : "");
   std::fflush(stderr);
 }
 

@@ -95,7 +95,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
              " holds; resume with --max-steps ", state.steps, " or more (or without it)");
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
-  } else if (options.resume && !options.checkpoint.empty()) {
+  } else if (options.resume && !options.checkpoint.empty() && options.progress) {
     // (not an error: a script that always passes --resume starts the first time; but said, as a
     // run stopped inside its first epoch leaves no checkpoint and starts again from step 0)
     std::fprintf(stderr, "note: --resume: no checkpoint %s yet (one is written at the end of each epoch): "
@@ -173,7 +173,11 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9),
                           hooks),
                steps_in_epoch,
-               steps_in_epoch < steps_per_epoch ? "(stopped: --max-steps " + std::to_string(options.max_steps) + ")" : "");
+               // (also when the limit falls on this epoch's end with epochs left to run)
+               steps_in_epoch < steps_per_epoch ||
+                       (options.max_steps > 0 && result.steps >= options.max_steps && epoch + 1 < options.epochs)
+                   ? "(stopped: --max-steps " + std::to_string(options.max_steps) + ")"
+                   : "");
     result.epochs_done = epoch + 1;
     if (!options.checkpoint.empty() && epoch_images == n) {
       // The epoch's last step may have left NaN weights behind a finite loss: keep the last good

@@ -368,6 +368,29 @@ TEST_F(CliQuantEval, TextFromFilesIsPrintedWithoutControlCharacters) {
   EXPECT_EQ(info.output.find('\x1b'), std::string::npos) << info.output;
 }
 
+// Another data set than the model's is evaluated with a note; quantize refuses it, as the error it
+// measures is stored as the file's own test error.
+TEST_F(CliQuantEval, AnotherDataSetThanTheModelsIsNotedAndQuantizeRefusesIt) {
+  const std::string model = write_float_model(dir);  // fashion-mnist
+  const std::string mnist = dir.file("mnist");
+  std::filesystem::create_directories(mnist);
+  bitrobust::testing::write_file(mnist + "/t10k-images-idx3-ubyte",
+                                 bitrobust::testing::idx_images(5, 28, 28, bitrobust::testing::pattern_pixels(5, 28 * 28)));
+  bitrobust::testing::write_file(mnist + "/t10k-labels-idx1-ubyte", bitrobust::testing::idx_labels({1, 2, 3, 4, 5}));
+  const test_util::CliResult other = test_util::run_cli("test --model " + model + " --dataset mnist --data-root " + mnist);
+  ASSERT_EQ(other.status, 0) << other.output;
+  EXPECT_TRUE(test_util::contains(other.output, "note: model file " + model +
+                                                    " was trained on fashion-mnist; evaluating on mnist (--dataset)\n"))
+      << other.output;
+  const test_util::CliResult own = test_util::run_cli("test --model " + model + " --dataset fashion-mnist --limit 20");
+  ASSERT_EQ(own.status, 0) << own.output;
+  EXPECT_FALSE(test_util::contains(own.output, "note:")) << own.output;
+  expect_failure("quantize --model " + model + " --dataset mnist --data-root " + mnist + " --out " + dir.file("q.pt"),
+                 "--dataset mnist: quantize records the test error in the model file, on the data set model file " +
+                     model + " was trained on (fashion-mnist)");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q.pt")));
+}
+
 // `quantize`, `test` and `eval` at rate 0 report one error for a quantized model: that of its stored
 // codes, not of the float weights the file was made from.
 TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
@@ -648,6 +671,18 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   EXPECT_TRUE(test_util::contains(progress.output, "epoch 3/3 1/2  ")) << progress.output;
   EXPECT_TRUE(test_util::contains(progress.output, "  (stopped: --max-steps 5)\n")) << progress.output;
   EXPECT_FALSE(test_util::contains(progress.output, "epoch 2/3 2/2  (stopped")) << progress.output;
+  // A limit that falls on an epoch's end, with epochs left, says so too (4 steps: epochs 1 and 2).
+  const test_util::CliResult at_end = test_util::run_cli(
+      "train --dataset cifar10 --cifar-protocol official --model mlp --epochs 3 --max-steps 4 --batch 8 --no-augment "
+      "--data-root " + root + " --out " + dir.file("e.pt"));
+  ASSERT_EQ(at_end.status, 0) << at_end.output;
+  const size_t epoch2 = at_end.output.find("epoch 2/3 2/2  ");
+  ASSERT_NE(epoch2, std::string::npos) << at_end.output;
+  const std::string line2 = at_end.output.substr(epoch2, at_end.output.find('\n', epoch2) - epoch2);
+  EXPECT_TRUE(line2.size() > 24 && line2.substr(line2.size() - 24) == "(stopped: --max-steps 4)") << line2;
+  EXPECT_EQ(at_end.output.find("(stopped"), at_end.output.find("(stopped", epoch2)) << "only epoch 2's line\n"
+                                                                                     << at_end.output;
+  EXPECT_FALSE(test_util::contains(at_end.output, "epoch 3/3")) << at_end.output;
   const io::ModelFile file = io::load_model_file(model);
   EXPECT_EQ(file.meta["epochs"], 3);
   EXPECT_EQ(file.meta["steps"], 5);

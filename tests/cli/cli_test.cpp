@@ -33,8 +33,24 @@ TEST(Cli, HelpListsSubcommandsAndExitsZero) {
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.output.find("train"), std::string::npos);
   EXPECT_NE(r.output.find("test"), std::string::npos);
-  EXPECT_EQ(test_util::run_cli("train --help").status, 0);
+  // An example and the environment variables close the top-level help.
+  EXPECT_TRUE(test_util::contains(r.output, "\nExample (Fashion-MNIST")) << r.output;
+  EXPECT_TRUE(test_util::contains(r.output, "Environment: BITROBUST_DATA")) << r.output;
+  const test_util::CliResult train = test_util::run_cli("train --help");
+  EXPECT_EQ(train.status, 0);
+  // Defaults close their options' descriptions (CLI11 would glue them to the range: ">= 1=3").
+  EXPECT_TRUE(test_util::contains(train.output, "training epochs (default 3)\n")) << train.output;
+  EXPECT_TRUE(test_util::contains(train.output, "--epochs INT:an integer >= 1\n")) << train.output;
+  EXPECT_TRUE(test_util::contains(train.output, "--device TEXT:{cpu,cuda}    cpu or cuda (default cpu)\n")) << train.output;
+  EXPECT_FALSE(test_util::contains(train.output, "=3")) << train.output;
+  EXPECT_FALSE(test_util::contains(train.output, "(default )")) << train.output;
+  // Options without a default, flags and lists get none.
+  EXPECT_TRUE(test_util::contains(train.output, "--out TEXT REQUIRED         model file to write\n")) << train.output;
+  EXPECT_TRUE(test_util::contains(train.output, "--resume                    continue from the checkpoint if it exists\n"))
+      << train.output;
   EXPECT_EQ(test_util::run_cli("test --help").status, 0);
+  const test_util::CliResult compare = test_util::run_cli("compare --help");
+  EXPECT_TRUE(test_util::contains(compare.output, "results TEXT ... REQUIRED")) << compare.output;
 }
 
 TEST(Cli, UnknownFlagsAndBadValuesFailCleanly) {

@@ -180,7 +180,22 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
 
 }  // namespace
 
-// A name holding a newline or a terminal escape keeps the tables' lines and the terminal's state.
+// Why two results are not paired quotes their fields, which may hold anything a file held.
+TEST(PairedTable, UnpairedReasonsArePrintedWithoutControlCharacters) {
+  auto a = sweep("random", {{1e-3, 0.10}});
+  a["patterns"] = 2;
+  a["seed"] = 100;
+  a["layers"] = "";
+  a["results"][0]["per_pattern"] = {0.09, 0.11};
+  auto b = a;
+  b["model_name"] = "evil";
+  b["layers"] = "fc\xC2\x9B" "2J\xE2\x80\xAE" "evil";
+  const std::string paired = report::paired_table({a, b});
+  EXPECT_TRUE(paired.find("evil: not paired (") != std::string::npos) << paired;
+  EXPECT_EQ(paired.find("\xC2\x9B"), std::string::npos) << paired;
+  EXPECT_EQ(paired.find("\xE2\x80\xAE"), std::string::npos) << paired;
+}
+
 // One model evaluated twice (other --layers or --limit) shows up under one name: each of its
 // columns, paired rows and legend entries gets the result's position, as --paired-with counts.
 TEST(CompareTable, ResultsSharingANameAreToldApartByTheirPosition) {
@@ -229,6 +244,7 @@ TEST(SweepTable, HeaderNamesLayersAndPrecisionWhereTheyAreNotTheDefault) {
                        "'conv1\\.weight'  precision bf16");
 }
 
+// A name holding a newline or a terminal escape keeps the tables' lines and the terminal's state.
 TEST(CompareTable, NamesWithControlCharactersArePrintedReplaced) {
   auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
   a["patterns"] = 2;

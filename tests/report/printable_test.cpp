@@ -6,6 +6,7 @@
 
 #include "bitrobust/report/printable.h"
 
+namespace report = bitrobust::report;
 using bitrobust::report::printable;
 using bitrobust::report::valid_utf8;
 
@@ -34,6 +35,23 @@ TEST(Printable, ReplacesEachControlCharacterWithOneReplacementCharacter) {
                            "\xE2\x81\xA7", "\xE2\x81\xA8", "\xE2\x81\xA9"}) {
     EXPECT_EQ(printable(std::string("a") + bidi + "b"), "a" + kReplacement + "b");
   }
+}
+
+// Error messages: one line whatever LibTorch's text held, and a path of bytes that are not UTF-8
+// still names its bytes.
+TEST(PrintableMessage, IsOneLineAndWritesBytesThatAreNotUtf8AsHex) {
+  EXPECT_EQ(report::printable_message("checkpoint x: \nObjectAttributeError:\n\tno attribute"),
+            "checkpoint x:  ObjectAttributeError:  no attribute");
+  EXPECT_EQ(report::printable_message("model file caf\xE9.pt does not exist"), "model file caf\\xE9.pt does not exist");
+  EXPECT_EQ(report::printable_message("Gr\xC3\xB6\xC3\x9F" "e \xE9\x87\x8D"), "Gr\xC3\xB6\xC3\x9F" "e \xE9\x87\x8D");
+  // Overlong forms, surrogates, code points above U+10FFFF and truncated sequences are not UTF-8.
+  EXPECT_EQ(report::printable_message("\xC0\xAF"), "\\xC0\\xAF");
+  EXPECT_EQ(report::printable_message("\xED\xA0\x80"), "\\xED\\xA0\\x80");
+  EXPECT_EQ(report::printable_message("\xF4\x90\x80\x80"), "\\xF4\\x90\\x80\\x80");
+  EXPECT_EQ(report::printable_message("x\xE2\x82"), "x\\xE2\\x82");
+  EXPECT_EQ(report::printable_message("\xF0\x9F\x98\x80"), "\xF0\x9F\x98\x80");
+  // What is left is printable(): terminal escapes and bidi overrides still become U+FFFD.
+  EXPECT_EQ(report::printable_message("a\x1b[2Jb\xE2\x80\xAE"), "a" + kReplacement + "[2Jb" + kReplacement);
 }
 
 TEST(Printable, ReplacesBytesThatAreNotUtf8) {

@@ -51,6 +51,13 @@ Runner register_quantize(CLI::App& app) {
     const quant::QuantScheme scheme = cmd->quant.build_scheme();
     io::ModelFile file = io::load_model_file(cmd->model);
     quant::check_finite_parameters(*file.net, "model " + cmd->model);
+    // The errors quantize measures are stored as the file's test errors, which belong to the data
+    // set the file names (found by a review: an MNIST error was stored under fashion-mnist).
+    const std::string own = file.meta.value("dataset", std::string());
+    BR_CHECK(cmd->data.dataset.empty() || own.empty() || cmd->data.dataset == own, "--dataset ", cmd->data.dataset,
+             ": quantize records the test error in the model file, on the data set model file ", cmd->model,
+             " was trained on (", own, "); leave --dataset out, and use `bitrobust test --dataset ",
+             cmd->data.dataset, "` for the error on another");
     const data::Dataset test = load_data_for_model(file, cmd->model, cmd->data, "test", 0, device);
     check_outputs_spare_data({{cmd->out, "model file (--out)"}, {cmd->common.json, "--json file"}}, test);
     const double before = eval::evaluate(*file.net, test, cmd->batch).error;

@@ -2,7 +2,6 @@
 
 #include <c10/util/Exception.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -23,11 +22,11 @@ namespace {
 // Every message goes through printable(): it may quote a file's field, a parameter name or an
 // argument, and a newline or terminal escape in one must not forge lines or change the terminal.
 int syntax_error(const std::string& message) {
-  std::fprintf(stderr, "bitrobust: error: %s (see --help)\n", report::printable(message).c_str());
+  std::fprintf(stderr, "bitrobust: error: %s (see --help)\n", report::printable_message(message).c_str());
   return 2;
 }
 int error(const std::string& message) {
-  std::fprintf(stderr, "bitrobust: error: %s\n", report::printable(message).c_str());
+  std::fprintf(stderr, "bitrobust: error: %s\n", report::printable_message(message).c_str());
   return 1;
 }
 // --help with each default at the end of its option's description ("training epochs (default 3)"),
@@ -134,6 +133,12 @@ std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
   return std::nullopt;
 }
 
+size_t CommandLine::parsed_commands() const {
+  size_t n = 0;
+  for (const auto& [cmd, run] : runners_) n += cmd->parsed() ? 1 : 0;
+  return n;
+}
+
 int CommandLine::run() {
   try {
     for (auto& [cmd, run] : runners_) {
@@ -151,13 +156,14 @@ int CommandLine::run() {
   } catch (const bitrobust::Error& e) {
     return error(e.what());
   } catch (const c10::Error& e) {
-    // (LibTorch's messages may run over several lines: one line here, as ours are.)
-    std::string message = e.what_without_backtrace();
-    std::replace(message.begin(), message.end(), '\n', ' ');
-    return error(message);
+    return error(e.what_without_backtrace());  // (several lines of LibTorch's become one: error())
   } catch (const std::bad_alloc&) {
-    // what() says only "std::bad_alloc"; the likely causes are worth naming.
-    return error("out of memory: this command needs more memory than the machine (or a limit such as `ulimit -v`) allows");
+    // what() says only "std::bad_alloc"; the likely causes are worth naming. (A constant, printed
+    // as it is: making a string now could fail again, out of the handler.)
+    std::fputs("bitrobust: error: out of memory: this command needs more memory than the machine (or a limit such as "
+               "`ulimit -v`) allows\n",
+               stderr);
+    return 1;
   } catch (const std::filesystem::filesystem_error& e) {
     // A path a command could not even inspect (a folder without search permission): named plainly.
     const std::string second = e.path2().empty() ? "" : " and " + e.path2().string();

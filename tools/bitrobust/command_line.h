@@ -3,6 +3,7 @@
 // run in another, so that a fuzzer can parse without running (fuzz/fuzz_command_line.cpp).
 #include <CLI/CLI.hpp>
 
+#include <cstddef>
 #include <map>
 #include <optional>
 
@@ -22,6 +23,8 @@ class CommandLine {
   std::optional<int> parse(int argc, const char* const* argv);
   /// Runs the parsed command: its status, or 1 with one message on stderr for whatever it threw.
   int run();
+  /// How many commands the last parse selected (1 when run() follows).
+  size_t parsed_commands() const;
 
  private:
   CLI::App app_;

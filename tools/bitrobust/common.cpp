@@ -150,12 +150,6 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
     const std::vector<std::string> known = data::dataset_names();
     BR_CHECK(std::find(known.begin(), known.end(), options.dataset) != known.end(), "model file ", model_path,
              " names an unknown data set '", options.dataset, "': pass --dataset");
-  } else if (const std::string trained_on = file.meta.value("dataset", std::string());
-             !trained_on.empty() && trained_on != options.dataset) {
-    // Allowed (MNIST and Fashion-MNIST share a shape, and a transfer is a fair question), but said:
-    // an error rate near chance would otherwise read as a broken model.
-    std::fprintf(stderr, "note: model file %s was trained on %s; evaluating on %s (--dataset)\n", model_path.c_str(),
-                 report::printable(trained_on).c_str(), options.dataset.c_str());
   }
   check_cifar_protocol_applies(options);
   if (options.protocol.empty() && options.dataset == "cifar10") {
@@ -176,6 +170,13 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
                file.spec.width == data.width(),
            "model ", model_path, " takes ", file.spec.in_channels, "x", file.spec.height, "x", file.spec.width,
            " images but data set ", data.name, " has ", data.channels(), "x", data.height(), "x", data.width());
+  // Another data set than the model's is allowed (MNIST and Fashion-MNIST share a shape, and a
+  // transfer is a fair question) but said: an error near chance would otherwise read as a broken model.
+  if (const std::string trained_on = file.meta.value("dataset", std::string());
+      !trained_on.empty() && trained_on != data.name) {
+    std::fprintf(stderr, "note: model file %s was trained on %s; evaluating on %s (--dataset)\n",
+                 report::printable(model_path).c_str(), report::printable(trained_on).c_str(), data.name.c_str());
+  }
   return data;
 }
 

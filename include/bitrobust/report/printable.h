@@ -15,4 +15,9 @@ std::string valid_utf8(const std::string& raw);
 /// its state, whatever a file held.
 std::string printable(const std::string& raw);
 
+/// An error message as printed: one line (newlines, carriage returns and tabs, which LibTorch's
+/// wrapped messages hold, become spaces), bytes that are not UTF-8 written as \xHH so that a
+/// path of such bytes can still be told from others, then printable().
+std::string printable_message(const std::string& raw);
+
 }  // namespace bitrobust::report
