@@ -37,6 +37,19 @@ nlohmann::json sweep(const std::string& error_model, const std::vector<std::pair
           {"clean_error", 0.05}, {"results", results}};
 }
 
+/// sweep() at 0.1% and 1% with two patterns each (their RErr the min and the max), as tables and
+/// pairing read it.
+nlohmann::json two_pattern_sweep() {
+  auto j = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
+  j["patterns"] = 2;
+  j["seed"] = 100;
+  for (auto& r : j["results"]) {
+    r["per_pattern"] = {r["rerr_min"], r["rerr_max"]};
+    r["rerr_std"] = 0.01 * std::sqrt(2.0);
+  }
+  return j;
+}
+
 TEST(RerrPlot, RatesLieOnALogAxisAndRateZeroIsTheCleanModelInTheLegend) {
   // Listed out of order: the line still runs from the lowest rate to the highest.
   const auto j = sweep("random", {{0.01, 0.30}, {0.0, 0.05}, {1e-4, 0.06}, {1e-3, 0.10}});
@@ -199,13 +212,7 @@ TEST(PairedTable, UnpairedReasonsArePrintedWithoutControlCharacters) {
 // One model evaluated twice (other --layers or --limit) shows up under one name: each of its
 // columns, paired rows and legend entries gets the result's position, as --paired-with counts.
 TEST(CompareTable, ResultsSharingANameAreToldApartByTheirPosition) {
-  auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
-  a["patterns"] = 2;
-  a["seed"] = 100;
-  for (auto& r : a["results"]) {
-    r["per_pattern"] = {r["rerr_min"], r["rerr_max"]};
-    r["rerr_std"] = 0.01 * std::sqrt(2.0);
-  }
+  auto a = two_pattern_sweep();
   auto other = a;
   other["model_name"] = "other";
   const std::string table = report::compare_table({a, other, a});
@@ -246,13 +253,7 @@ TEST(SweepTable, HeaderNamesLayersAndPrecisionWhereTheyAreNotTheDefault) {
 
 // A name holding a newline or a terminal escape keeps the tables' lines and the terminal's state.
 TEST(CompareTable, NamesWithControlCharactersArePrintedReplaced) {
-  auto a = sweep("random", {{1e-3, 0.10}, {1e-2, 0.30}});
-  a["patterns"] = 2;
-  a["seed"] = 100;
-  for (auto& r : a["results"]) {
-    r["per_pattern"] = {r["rerr_min"], r["rerr_max"]};
-    r["rerr_std"] = 0.01 * std::sqrt(2.0);
-  }
+  auto a = two_pattern_sweep();
   auto b = a;
   a["model_name"] = std::string("evil\n\x1b[2Jname\xff\xC2\x9B" "1m\xE2\x80\xAEtxt");
   b["model_name"] = "plain";
