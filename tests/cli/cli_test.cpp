@@ -41,7 +41,7 @@ TEST(Cli, HelpListsSubcommandsAndExitsZero) {
   // Defaults close their options' descriptions (CLI11 would glue them to the range: ">= 1=3").
   EXPECT_TRUE(test_util::contains(train.output, "training epochs (default 3)\n")) << train.output;
   EXPECT_TRUE(test_util::contains(train.output, "--epochs INT:an integer >= 1\n")) << train.output;
-  EXPECT_TRUE(test_util::contains(train.output, "--device TEXT:{cpu,cuda}    cpu or cuda (default cpu)\n")) << train.output;
+  EXPECT_TRUE(test_util::contains(train.output, "--device TEXT:{cpu,cuda}    where to compute (cuda: a GPU, with a CUDA build) (default cpu)\n")) << train.output;
   EXPECT_FALSE(test_util::contains(train.output, "=3")) << train.output;
   EXPECT_FALSE(test_util::contains(train.output, "(default )")) << train.output;
   // Options without a default, flags and lists get none.

@@ -75,7 +75,7 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all; the reference: 9000 on CIFAR-10)")
       ->transform(integer_in(0));
   sub->add_option("--batch", cmd->sweep.batch_size, "batch size")->transform(integer_in(1))->capture_default_str();
-  sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  sub->add_option("--split", cmd->split, "the split to evaluate")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
   sub->add_option("--csv", cmd->csv, "per-pattern values as CSV");
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
   sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");

@@ -27,7 +27,7 @@ Runner register_test(CLI::App& app) {
   add_common_options(*sub, cmd->common);
   add_data_options(*sub, cmd->data, false);
   sub->add_option("--model", cmd->model, "model file")->required();
-  sub->add_option("--split", cmd->split, "train or test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  sub->add_option("--split", cmd->split, "the split to evaluate")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
   sub->add_option("--batch", cmd->batch, "batch size")->transform(integer_in(1))->capture_default_str();
   sub->add_option("--limit", cmd->limit, "evaluate only the first N examples (0 = all)")->transform(integer_in(0));
   return [cmd]() {

@@ -57,7 +57,7 @@ Runner register_train(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("train", "train a network and save it as one model file");
   add_common_options(*sub, cmd->common);
   add_data_options(*sub, cmd->data, true);
-  sub->add_option("--model", cmd->spec.arch, "network architecture: mlp, lenet, simplenet, wrn or resnet20")
+  sub->add_option("--model", cmd->spec.arch, "network architecture")
       ->check(CLI::IsMember(models::architecture_names()))
       ->capture_default_str();
   sub->add_option("--norm", cmd->spec.norm, "normalization: none, bn (BatchNorm), gn (GroupNorm), or rebn / regn, their re-parameterized forms, "

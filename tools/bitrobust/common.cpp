@@ -69,7 +69,7 @@ CLI::Validator decimal_in(double min, double max, bool open_min, bool open_max) 
 }
 
 void add_common_options(CLI::App& cmd, CommonOptions& common) {
-  cmd.add_option("--device", common.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  cmd.add_option("--device", common.device, "where to compute (cuda: a GPU, with a CUDA build)")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   // A count beyond the machine's is a bad command line (status 2), as any value out of its range is.
   const CLI::Validator at_most_4_per_core(
       [](std::string& text) -> std::string {
@@ -80,7 +80,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
       },
       "");
   cmd.add_option("--threads", common.threads, "CPU threads, at most 4 per core (default 0: one per core)")
-      ->transform(integer_in(0, 1 << 20))
+      ->transform(integer_in(0))  // (bounded by the check below, before it reaches an int)
       ->check(at_most_4_per_core);
   cmd.add_option("--json", common.json, "write the run's figures to this JSON file");
   cmd.add_flag("--quiet", common.quiet, "no progress bar");
@@ -101,7 +101,8 @@ at::Device setup_runtime(const CommonOptions& common) {
 }
 
 void add_data_options(CLI::App& cmd, DataOptions& data, bool for_training) {
-  auto* opt = cmd.add_option("--dataset", data.dataset, "mnist, fashion-mnist or cifar10")
+  auto* opt = cmd.add_option("--dataset", data.dataset,
+                             for_training ? "the data set to train on" : "the data set (default: the model file's)")
                   ->check(CLI::IsMember(data::dataset_names()));
   if (for_training) opt->required();
   cmd.add_option("--data-root", data.root,
