@@ -2,13 +2,46 @@
 
 #include <cstdio>
 
-#include <nlohmann/json.hpp>
-
 namespace bitrobust::report {
 
+namespace {
+// The UTF-8 sequence s[i] leads (RFC 3629: no overlong forms, no surrogates, nothing above
+// U+10FFFF): the bytes it needs (0 for a byte that leads none) and how many of them are there and
+// fit. Where they fall short, those bytes are Unicode's "maximal subpart": one U+FFFD stands for
+// them, so a truncated character is one replacement and a stray byte another.
+struct Sequence {
+  size_t needed, present;
+  bool valid() const { return needed > 0 && present == needed; }
+};
+Sequence sequence_at(const std::string& s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) return {1, 1};
+  const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (n == 0) return {0, 1};
+  // (the second byte's range is narrower after E0, ED, F0 and F4)
+  const unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+  size_t k = 1;
+  for (; k < n && i + k < s.size(); ++k) {
+    const auto next = static_cast<unsigned char>(s[i + k]);
+    if (next < (k == 1 ? lo : 0x80) || next > (k == 1 ? hi : 0xBF)) break;
+  }
+  return {n, k};
+}
+}  // namespace
+
 std::string valid_utf8(const std::string& raw) {
-  return nlohmann::json::parse(nlohmann::json(raw).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
-      .get<std::string>();
+  std::string out;
+  out.reserve(raw.size());
+  for (size_t i = 0; i < raw.size();) {
+    const Sequence seq = sequence_at(raw, i);
+    if (seq.valid()) {
+      out.append(raw, i, seq.present);
+    } else {
+      out += "\xEF\xBF\xBD";
+    }
+    i += seq.present;
+  }
+  return out;
 }
 
 std::string printable(const std::string& raw) {
@@ -35,29 +68,6 @@ std::string printable(const std::string& raw) {
   return out;
 }
 
-namespace {
-// The length of the valid UTF-8 sequence at s[i] (RFC 3629: no overlong forms, no surrogates,
-// nothing above U+10FFFF), or 0 if none starts there.
-size_t utf8_sequence(const std::string& s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c == 0xE0) n = 3, lo = 0xA0;
-  else if (c == 0xED) n = 3, hi = 0x9F;
-  else if (c >= 0xE1 && c <= 0xEF) n = 3;
-  else if (c == 0xF0) n = 4, lo = 0x90;
-  else if (c == 0xF4) n = 4, hi = 0x8F;
-  else if (c >= 0xF1 && c <= 0xF3) n = 4;
-  else return 0;
-  if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; ++k)
-    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
-  return n;
-}
-}  // namespace
 
 std::string printable_message(const std::string& raw) {
   std::string text;
@@ -67,9 +77,9 @@ std::string printable_message(const std::string& raw) {
     if (c == '\n' || c == '\r' || c == '\t') {
       text += ' ';
       ++i;
-    } else if (const size_t n = utf8_sequence(raw, i); n > 0) {
-      text.append(raw, i, n);
-      i += n;
+    } else if (const Sequence seq = sequence_at(raw, i); seq.valid()) {
+      text.append(raw, i, seq.present);
+      i += seq.present;
     } else {
       char hex[5];
       std::snprintf(hex, sizeof hex, "\\x%02X", static_cast<unsigned char>(c));

@@ -54,6 +54,24 @@ TEST(PrintableMessage, IsOneLineAndWritesBytesThatAreNotUtf8AsHex) {
   EXPECT_EQ(report::printable_message("a\x1b[2Jb\xE2\x80\xAE"), "a" + kReplacement + "[2Jb" + kReplacement);
 }
 
+// One U+FFFD per maximal subpart, as Unicode recommends and Python's decoder does (the counts
+// below are Python's `bytes.decode("utf-8", "replace")`).
+TEST(Printable, OneReplacementPerMaximalSubpart) {
+  const auto replacements = [](const std::string& raw) {
+    const std::string s = valid_utf8(raw);
+    size_t n = 0;
+    for (size_t at = s.find(kReplacement); at != std::string::npos; at = s.find(kReplacement, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(replacements("\xE2\x80"), 1u);                 // truncated
+  EXPECT_EQ(replacements("\xF0\x9F\x98x"), 1u);           // truncated before an ASCII byte
+  EXPECT_EQ(replacements("\xED\xA0\x80"), 3u);            // a surrogate: no subpart fits
+  EXPECT_EQ(replacements("\xC0\xAF"), 2u);                 // overlong
+  EXPECT_EQ(replacements("\xF4\x90\x80\x80"), 4u);       // above U+10FFFF
+  EXPECT_EQ(replacements("a\xFF\xFE" "b"), 2u);
+  EXPECT_EQ(valid_utf8("\xE2\x80\xE2\x82\xAC"), kReplacement + "\xE2\x82\xAC");  // then a whole euro sign
+}
+
 TEST(Printable, ReplacesBytesThatAreNotUtf8) {
   EXPECT_EQ(valid_utf8("caf\xE9"), "caf" + kReplacement);                 // Latin-1
   EXPECT_EQ(printable("\xC2"), kReplacement);                              // a lead byte at the end
