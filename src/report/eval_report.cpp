@@ -75,13 +75,13 @@ std::string shown_name(const nlohmann::json& result) {
 // with other --layers or --limit) gets the result's position, as --paired-with counts, so that
 // no two columns or legend entries read alike.
 std::vector<std::string> shown_names(const std::vector<nlohmann::json>& results, bool for_svg = false) {
-  std::map<std::string, int> count;
-  for (const auto& j : results) ++count[shown_name(j)];
   std::vector<std::string> names;
+  std::map<std::string, int> count;
+  for (const auto& j : results) ++count[names.emplace_back(shown_name(j))];
   for (size_t i = 0; i < results.size(); ++i) {
-    std::string name = for_svg ? results[i].value("model_name", std::string("model")) : shown_name(results[i]);
-    if (count[shown_name(results[i])] > 1) name += " #" + std::to_string(i + 1);
-    names.push_back(name);
+    const bool shared = count[names[i]] > 1;
+    if (for_svg) names[i] = results[i].value("model_name", std::string("model"));  // (xml_escape'd there)
+    if (shared) names[i] += " #" + std::to_string(i + 1);
   }
   return names;
 }

@@ -29,23 +29,35 @@ int error(const std::string& message) {
   std::fprintf(stderr, "bitrobust: error: %s\n", report::printable_message(message).c_str());
   return 1;
 }
+// What was printed goes through stdio's buffer: a full disk or a closed descriptor shows only when
+// it is flushed, and would otherwise end the run with `status` and nothing written
+// (`bitrobust test ... > /dev/full`).
+int flushed(int status) {
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
+  std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
+  return 1;
+}
 // --help with each default at the end of its option's description ("training epochs (default 3)"),
 // where CLI11 glues it to the type and range ("INT:an integer >= 1=3").
 class HelpFormatter : public CLI::Formatter {
  public:
   std::string make_option_opts(const CLI::Option* opt) const override {
     std::string text = CLI::Formatter::make_option_opts(opt);
+    if (!moved(opt)) return text;
     const std::string& value = opt->get_default_str();
-    if (value.empty() || !opt->get_option_text().empty() || opt->get_type_size() == 0) return text;
     const size_t at = opt->get_type_name().empty() ? 0 : 1 + get_label(opt->get_type_name()).size();
     if (text.compare(at, value.size() + 1, "=" + value) == 0) text.erase(at, value.size() + 1);
     return text;
   }
   std::string make_option_desc(const CLI::Option* opt) const override {
-    std::string text = CLI::Formatter::make_option_desc(opt);
-    const std::string& value = opt->get_default_str();
-    if (value.empty() || !opt->get_option_text().empty() || opt->get_type_size() == 0) return text;
-    return text + " (default " + value + ")";
+    const std::string text = CLI::Formatter::make_option_desc(opt);
+    return moved(opt) ? text + " (default " + opt->get_default_str() + ")" : text;
+  }
+
+ private:
+  // Options whose default CLI11 would show (not flags, not options with their own option text).
+  static bool moved(const CLI::Option* opt) {
+    return !opt->get_default_str().empty() && opt->get_option_text().empty() && opt->get_type_size() != 0;
   }
 };
 }  // namespace
@@ -76,12 +88,7 @@ std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
     // --help and --version end parsing with "errors" of status 0; everything else is a syntax error
     // of the command line: one line in the project's format and status 2, whatever CLI11's code.
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
-      const int status = app_.exit(e);
-      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // (as after a command: see below)
-        std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
-        return 1;
-      }
-      return status;
+      return flushed(app_.exit(e));
     }
     std::string message = e.what();
     std::string commands;
@@ -143,15 +150,7 @@ int CommandLine::run() {
   try {
     for (auto& [cmd, run] : runners_) {
       if (!cmd->parsed()) continue;
-      const int status = run();
-      // Tables and figures go to standard output through stdio's buffer: a full disk or a closed
-      // descriptor shows only when it is flushed, and would otherwise end the run with status 0
-      // and nothing written (`bitrobust test ... > /dev/full`).
-      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-        std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
-        return 1;
-      }
-      return status;
+      return flushed(run());
     }
   } catch (const bitrobust::Error& e) {
     return error(e.what());
