@@ -73,17 +73,29 @@ std::string shown_name(const nlohmann::json& result) {
 }
 // The names of results shown side by side: a name two results share (one model evaluated twice,
 // with other --layers or --limit) gets the result's position, as --paired-with counts, so that
-// no two columns or legend entries read alike.
+// no two columns or legend entries read alike. A name given as "m #2" can meet the suffixed
+// "m" of another result; such names take their position again until all differ.
 std::vector<std::string> shown_names(const std::vector<nlohmann::json>& results, bool for_svg = false) {
-  std::vector<std::string> names;
-  std::map<std::string, int> count;
-  for (const auto& j : results) ++count[names.emplace_back(shown_name(j))];
-  for (size_t i = 0; i < results.size(); ++i) {
-    const bool shared = count[names[i]] > 1;
-    if (for_svg) names[i] = results[i].value("model_name", std::string("model"));  // (xml_escape'd there)
-    if (shared) names[i] += " #" + std::to_string(i + 1);
+  std::vector<std::string> names, raw;  // printable (decides what reads alike), and as the SVG escapes it
+  for (const auto& j : results) {
+    names.push_back(shown_name(j));
+    raw.push_back(j.value("model_name", std::string("model")));
   }
-  return names;
+  // Each round suffixes a distinct position to every name still shared, so at most one round per
+  // result is needed.
+  for (size_t round = 0; round <= results.size(); ++round) {
+    std::map<std::string, int> count;
+    for (const std::string& name : names) ++count[name];
+    bool shared_any = false;
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (count[names[i]] < 2) continue;
+      shared_any = true;
+      names[i] += " #" + std::to_string(i + 1);
+      raw[i] += " #" + std::to_string(i + 1);
+    }
+    if (!shared_any) break;
+  }
+  return for_svg ? raw : names;
 }
 }  // namespace
 
@@ -215,6 +227,28 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
                                      {"rerr_max", summary.rerr_max}}) {
       if (std::abs(r[key].get<double>() - value) > 1e-6) {
         fail(std::string(key) + " " + r[key].dump() + " is not that of per_pattern at rate " + r["rate"].dump());
+      }
+    }
+    // RErr counts the images the clean OR the perturbed model gets wrong, so no pattern's RErr is
+    // below the clean error or its own perturbed error (compare would otherwise show a model
+    // "improved" by bit errors). (Slack: clean and perturbed errors are counts over one set.)
+    const double clean_error = j["clean_error"].get<double>();
+    for (const auto& v : r["per_pattern"]) {
+      if (v.get<double>() < clean_error - 1e-9) {
+        fail("an RErr " + v.dump() + " at rate " + r["rate"].dump() + " is below the clean error " +
+             j["clean_error"].dump() + " (RErr counts the clean model's errors too)");
+      }
+    }
+    if (r.contains("perturbed_per_pattern")) {  // (absent in results written before it was kept)
+      const auto& pert = r["perturbed_per_pattern"];
+      if (!pert.is_array() || pert.size() != r["per_pattern"].size())
+        fail("perturbed_per_pattern must hold one value per pattern at rate " + r["rate"].dump());
+      for (size_t i = 0; i < pert.size(); ++i) {
+        fraction(pert[i], "perturbed_per_pattern value");
+        if (r["per_pattern"][i].get<double>() < pert[i].get<double>() - 1e-9) {
+          fail("pattern " + std::to_string(i) + "'s RErr " + r["per_pattern"][i].dump() + " at rate " +
+               r["rate"].dump() + " is below its perturbed error " + pert[i].dump());
+        }
       }
     }
     if (r.contains("bits_changed")) {

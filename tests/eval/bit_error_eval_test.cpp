@@ -188,6 +188,17 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken = j;
   broken["results"][1]["rate"] = broken["results"][0]["rate"];
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "appears twice");
+  // RErr counts the clean model's errors and the perturbed model's: it is below neither.
+  broken = j;
+  broken["clean_error"] = broken["results"][1]["rerr_min"].get<double>() + 0.01;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "is below the clean error");
+  broken = j;
+  broken["results"][1]["perturbed_per_pattern"][2] = broken["results"][1]["per_pattern"][2].get<double>() + 0.01;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "pattern 2's RErr");
+  broken["results"][1]["perturbed_per_pattern"] = {0.1};
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "perturbed_per_pattern must hold one value per pattern");
+  broken["results"][1].erase("perturbed_per_pattern");  // (results written before it was kept)
+  EXPECT_NO_THROW(report::validate_sweep_json(broken, "r.json"));
   const std::string svg = report::rerr_plot_svg({j, j}, "t");
   EXPECT_NE(svg.find("<svg"), std::string::npos);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);

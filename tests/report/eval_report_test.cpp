@@ -230,6 +230,19 @@ TEST(CompareTable, ResultsSharingANameAreToldApartByTheirPosition) {
   EXPECT_EQ(report::compare_table({a, other}).find('#'), std::string::npos);
 }
 
+// A name that reads like a suffixed one ("net #2") must not meet the suffix another result gets.
+TEST(CompareTable, ANameLikeASuffixedOneStillGetsAColumnOfItsOwn) {
+  auto a = two_pattern_sweep();
+  auto b = a;
+  b["model_name"] = "net #2";
+  const std::string svg = report::rerr_plot_svg({a, a, b}, "t");
+  for (const char* name : {">net #1</text>", ">net #2 #2</text>", ">net #2 #3</text>"}) {
+    EXPECT_NE(svg.find(name), std::string::npos) << name << "\n" << svg;
+  }
+  const std::string table = report::compare_table({a, a, b});
+  for (const char* name : {"net #1", "net #2 #2", "net #2 #3"}) EXPECT_NE(table.find(name), std::string::npos) << table;
+}
+
 // A sweep restricted to some layers, or run at another precision, says so in its table's header:
 // it would otherwise read as a whole-model sweep at full precision.
 TEST(SweepTable, HeaderNamesLayersAndPrecisionWhereTheyAreNotTheDefault) {
