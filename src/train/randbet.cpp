@@ -113,7 +113,14 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
     if (perturbed_step) {
       ++perturbed_steps_;
       const at::Tensor l = perturbed_pass(step, x, y);
-      if (reference) perturbed_loss = l.item<double>();
+      // A NaN perturbed loss passes the gradient clamp (NaN compares false) into the update, so it
+      // stops the run here, where the step is known; on a GPU only where the curriculum reads it anyway.
+      if (reference || l.is_cpu()) {
+        perturbed_loss = l.item<double>();
+        if (!std::isfinite(perturbed_loss)) {
+          throw Diverged("the loss on the weights with bit errors is " + std::to_string(perturbed_loss));
+        }
+      }
     }
   }
   // Written as the reference writes it ("errors unless the mean is above T"): a NaN mean keeps them on.

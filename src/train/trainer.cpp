@@ -36,14 +36,28 @@ namespace {
 
 /// `batch` is the step whose own loss this is; for a mean over the epoch's steps so far (how a GPU run
 /// finds it, without a host synchronisation per step) it is the last of them, or -1 at the epoch's end.
+[[noreturn]] void diverged(const std::string& what, const std::string& where) {
+  throw Error("training diverged: " + what + " " + where + " (try a lower --lr); no model was saved");
+}
+
+std::string at_step(int64_t epoch, int64_t batch) {
+  return "at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(batch + 1);
+}
+
 void check_finite(double loss, int64_t epoch, int64_t batch, bool mean = false) {
   if (!std::isfinite(loss)) {
     const std::string where = batch < 0 ? "during epoch " + std::to_string(epoch + 1)
                               : mean    ? "at epoch " + std::to_string(epoch + 1) + ", by step " + std::to_string(batch + 1)
-                                        : "at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(batch + 1);
-    throw Error("training diverged: the loss is " + std::to_string(loss) + " " + where +
-                " (try a lower --lr); no model was saved");
+                                        : at_step(epoch, batch);
+    diverged("the loss is " + std::to_string(loss), where);
   }
+}
+
+bool parameters_finite(models::Classifier& net) {
+  for (const at::Tensor& p : net.parameters()) {
+    if (!at::isfinite(p).all().item<bool>()) return false;
+  }
+  return true;
 }
 
 std::string stats_text(double loss, double error, double images_per_second, const StepHooks& hooks) {
@@ -109,7 +123,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
   result.final_train_error = state.final_train_error;
   const auto start = std::chrono::steady_clock::now();
   int64_t images_seen = 0;
-  constexpr int64_t kWarmupSteps = 10;
+  constexpr int64_t kWarmupSteps = 10, kGpuCheckSteps = 50;
   int64_t steps_this_call = 0, images_after_warmup = 0;
   auto warm_time = start;
   for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
@@ -134,14 +148,32 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
         static_cast<torch::optim::SGDOptions&>(group.options()).lr(multistep_lr(options.lr, result.steps, total_steps));
       }
       optimizer.zero_grad();
-      if (hooks.before_forward) hooks.before_forward();
+      if (hooks.before_forward) {
+        try {
+          hooks.before_forward();
+        } catch (const Error&) {
+          // Quantization refuses NaN weights: the last update made them while its loss was still
+          // finite (a huge --lr or --weight-decay), which is a divergence at that step, not bad input.
+          // (Before this call's first step the weights are the caller's or a checkpoint's: not ours to name.)
+          if ((b == 0 && epoch == state.epochs_done) || parameters_finite(net)) throw;
+          diverged("the weights hold NaN or infinite values",
+                   b > 0 ? "after epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(b)
+                         : "after the last step of epoch " + std::to_string(epoch));
+        }
+      }
       const at::Tensor logits = net.forward(x);
       const at::Tensor loss = at::cross_entropy_loss(logits, y);
       loss.backward();
       // On the CPU reading the loss costs nothing, so every step is checked; on a GPU that would
       // synchronise each step, so the check runs with the progress updates (see below).
       if (device.is_cpu()) check_finite(loss.item<double>(), epoch, b);
-      if (hooks.after_backward) hooks.after_backward(loss, x, y);
+      if (hooks.after_backward) {
+        try {
+          hooks.after_backward(loss, x, y);
+        } catch (const Diverged& e) {
+          diverged(e.what(), at_step(epoch, b));
+        }
+      }
       if (hooks.before_step) hooks.before_step();
       optimizer.step();
       if (hooks.after_step) hooks.after_step();
@@ -157,11 +189,17 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
         warm_time = std::chrono::steady_clock::now();
       }
       if (steps_this_call > kWarmupSteps) images_after_warmup += end - begin;
-      if (bar.due(b + 1)) {
+      // The loss on a GPU is checked with the progress updates, and every kGpuCheckSteps steps
+      // where none are shown (--quiet, a log file): a diverged run stops within those steps, not
+      // at the epoch's end, for one host synchronisation per check.
+      const bool show = bar.due(b + 1);
+      if (show || (!device.is_cpu() && (b + 1) % kGpuCheckSteps == 0)) {
         const double mean_loss = loss_sum.item<double>() / epoch_images;
         check_finite(mean_loss, epoch, b, /*mean=*/true);
-        bar.update(b + 1, stats_text(mean_loss, static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images,
-                                     epoch_images / std::max(bar.elapsed(), 1e-9), hooks));
+        if (show) {
+          bar.update(b + 1, stats_text(mean_loss, static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images,
+                                       epoch_images / std::max(bar.elapsed(), 1e-9), hooks));
+        }
       }
     }
     images_seen += epoch_images;

@@ -266,6 +266,44 @@ TEST(RandBET, AlternateModePerturbsEverySecondStep) {
   EXPECT_EQ(rbet.perturbed_steps(), 3);
 }
 
+// A NaN perturbed loss would pass the gradient clamp into the update: the step stops instead.
+TEST(RandBET, NonFinitePerturbedLossIsADivergence) {
+  RandBetRig rig;
+  train::RandBETOptions o;
+  o.start_loss = 100;
+  o.rate = 0.01;
+  train::RandomBitErrorTraining rbet(*rig.net, rig.qat, o);
+  rig.x = at::full_like(rig.x, std::numeric_limits<float>::quiet_NaN());
+  try {
+    rig.step(rbet, 0.5);
+    ADD_FAILURE() << "expected train::Diverged";
+  } catch (const train::Diverged& e) {
+    EXPECT_EQ(std::string(e.what()), "the loss on the weights with bit errors is nan");
+  }
+}
+
+// Updates that overflow the weights while the loss is still finite (found by a review with
+// --lr 1e20 --weight-decay 1e20) stop as a divergence naming the step, not as a quantization error.
+TEST(WeightClipping, OverflowingWeightsStopTheRunAsADivergence) {
+  const auto data = test_util::synthetic_dataset(64);
+  torch::manual_seed(8);
+  auto net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  train::TrainOptions o;
+  o.epochs = 2;
+  o.batch_size = 32;
+  o.lr = 1e20;
+  o.weight_decay = 1e20;
+  o.progress = false;
+  try {
+    train::train(*net, data, o, train::robust_training_hooks(qat));
+    ADD_FAILURE() << "expected a divergence";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("training diverged: ", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find(" step "), std::string::npos) << e.what();
+  }
+}
+
 TEST(RandBET, TrainingSeedsNeverMeetEvaluationSeeds) {
   auto net = models::build_model(tiny_spec());
   quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));

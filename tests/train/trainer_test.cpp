@@ -291,6 +291,54 @@ TEST(Train, DivergenceStopsWithEpochAndStep) {
   }
 }
 
+// A hook that finds its step's numbers non-finite (RandBET's perturbed loss) throws Diverged; the
+// trainer names the epoch and step, as for the clean loss.
+TEST(Train, DivergenceFoundByAHookNamesTheEpochAndStep) {
+  const auto data = test_util::synthetic_dataset(64);  // 2 steps per epoch
+  auto net = models::build_model(mlp_spec());
+  train::StepHooks hooks;
+  int calls = 0;
+  hooks.after_backward = [&](const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+    if (++calls == 3) throw train::Diverged("the loss on the weights with bit errors is nan");
+  };
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, quick_options(2), hooks),
+                        "training diverged: the loss on the weights with bit errors is nan at epoch 2, step 1 "
+                        "(try a lower --lr); no model was saved");
+}
+
+// Quantization refuses NaN weights; when the last update made them (while its loss was finite),
+// that is a divergence at that step, not a message about a tensor that cannot be quantized.
+TEST(Train, NanWeightsFoundByTheNextStepsQuantizationAreADivergenceAtTheStepThatMadeThem) {
+  const auto data = test_util::synthetic_dataset(64);  // 2 steps per epoch
+  auto net = models::build_model(mlp_spec());
+  int steps = 0;
+  train::StepHooks hooks;
+  hooks.before_forward = [&]() {
+    for (const auto& p : net->parameters()) {
+      BR_CHECK(at::isfinite(p).all().item<bool>(), "cannot quantize tensor: it holds NaN or infinite values");
+    }
+  };
+  hooks.after_step = [&]() {
+    torch::NoGradGuard no_grad;
+    if (++steps == 3) net->parameters()[0].view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  };
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, quick_options(3), hooks),
+                        "training diverged: the weights hold NaN or infinite values after epoch 2, step 1 ");
+  steps = 0;  // made by an epoch's last step, found by the next epoch's first
+  hooks.after_step = [&]() {
+    torch::NoGradGuard no_grad;
+    if (++steps == 2) net->parameters()[0].view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  };
+  auto fresh = models::build_model(mlp_spec());
+  net = fresh;
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, quick_options(3), hooks),
+                        "the weights hold NaN or infinite values after the last step of epoch 1 ");
+  // Weights that were NaN before the first step are not the run's doing: the hook's own message.
+  torch::NoGradGuard no_grad;
+  net->parameters()[0].view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, quick_options(1), hooks), "cannot quantize tensor: it holds NaN");
+}
+
 TEST(Train, BadOptionsAreErrors) {
   const auto data = test_util::synthetic_dataset(16);
   auto net = models::build_model(mlp_spec());

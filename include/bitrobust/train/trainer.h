@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "bitrobust/common/error.h"
 #include "bitrobust/data/dataset.h"
 #include "bitrobust/models/models.h"
 
@@ -38,6 +39,14 @@ struct TrainOptions {
 /// The augmentation a run with these options trains with on `dataset_name` (none when
 /// options.augment is false; the data set's default, less AutoAugment if options.autoaugment is false).
 data::AugmentOptions training_augmentation(const std::string& dataset_name, const TrainOptions& options);
+
+/// Thrown by a step hook that finds the step's numbers non-finite (RandBET's loss on the perturbed
+/// weights); what() says what was found, and train() rethrows it as a divergence naming the epoch
+/// and step.
+class Diverged : public Error {
+ public:
+  using Error::Error;
+};
 
 /// Per-step hooks used by quantization-aware and robust training (all optional).
 struct StepHooks {
