@@ -148,6 +148,34 @@ void check_inject(int64_t numel, int eb, int bits, const BitErrorParams& params,
          label + " (cpu changed " + std::to_string(cpu_count) + ", gpu " + std::to_string(gpu_count) + ")");
 }
 
+// A 2-byte code at an odd address straddles two 32-bit words, which the kernel changes bits through:
+// refused on the host, before a launch.
+void check_misaligned_codes_are_refused() {
+  DeviceBuffer d(64);
+  InjectTask task;
+  task.numel = 8;
+  task.elem_bytes = 2;
+  task.params = make_bit_error_params(0, 16, 0.5, 0.5);
+  task.clean = d.c();
+  task.out = d.c() + 1;
+  const auto refused = [](auto&& call) {
+    try {
+      call();
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  expect(refused([&] { inject_bit_errors_cuda(&task, 1, 5, nullptr, nullptr); }), "inject refuses misaligned out codes");
+  task.out = d.c();
+  task.clean = d.c() + 3;
+  expect(refused([&] { inject_bit_errors_cuda(&task, 1, 5, nullptr, nullptr); }), "inject refuses misaligned clean codes");
+  task.clean = nullptr;
+  expect(refused([&] { inject_bit_errors_cuda(&task, 1, 5, nullptr, nullptr); }), "inject refuses null clean codes");
+  expect(refused([&] { apply_selected_bits_cuda(d.c() + 1, 2, nullptr, 1, nullptr, nullptr); }),
+         "apply_selected_bits refuses misaligned codes");
+}
+
 void check_injection_identity() {
   struct Model {
     const char* name;
@@ -751,6 +779,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", prop.name);
   check_det_log();
   check_injection_identity();
+  check_misaligned_codes_are_refused();
   check_multi_task();
   check_apply();
   check_bitops();

@@ -216,6 +216,10 @@ __global__ void apply_selected_kernel(char* codes, int32_t elem_bytes, const Sel
   if (changed_count != nullptr && changed) atomicAdd(changed_count, 1ull);
 }
 
+bool elements_aligned(const void* p, int32_t elem_bytes) {
+  return p != nullptr && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(elem_bytes) == 0;
+}
+
 void check_inject_task(const char* what, const InjectTask& task) {
   if (task.elem_bytes != 1 && task.elem_bytes != 2 && task.elem_bytes != 4) {
     throw std::invalid_argument(std::string(what) + ": elem_bytes must be 1, 2 or 4");
@@ -223,6 +227,11 @@ void check_inject_task(const char* what, const InjectTask& task) {
   if (task.params.bit_count > 0 &&
       (task.params.bit_lo < 0 || task.params.bit_lo + task.params.bit_count > 8 * task.elem_bytes)) {
     throw std::invalid_argument(std::string(what) + ": bit range outside the element");
+  }
+  // apply_bit changes an element through the aligned 32-bit word that holds it: an element that
+  // straddles two words (a 2-byte code at an odd address) would get a shift of 32 or more.
+  if (task.numel > 0 && (!elements_aligned(task.out, task.elem_bytes) || !elements_aligned(task.clean, task.elem_bytes))) {
+    throw std::invalid_argument(std::string(what) + ": codes must be non-null and aligned to their element size");
   }
 }
 
@@ -287,6 +296,9 @@ void apply_selected_bits_cuda(void* codes, int32_t elem_bytes, const SelectedBit
     throw std::invalid_argument("apply_selected_bits_cuda: elem_bytes must be 1, 2 or 4");
   }
   if (count == 0) return;
+  if (!elements_aligned(codes, elem_bytes)) {
+    throw std::invalid_argument("apply_selected_bits_cuda: codes must be non-null and aligned to their element size");
+  }
   constexpr int kThreads = 256;
   const int64_t blocks = (count + kThreads - 1) / kThreads;
   BR_LAUNCH(apply_selected_kernel, static_cast<unsigned int>(blocks), kThreads, 0, static_cast<cudaStream_t>(stream))(
