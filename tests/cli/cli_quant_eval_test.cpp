@@ -391,6 +391,26 @@ TEST_F(CliQuantEval, AnotherDataSetThanTheModelsIsNotedAndQuantizeRefusesIt) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("q.pt")));
 }
 
+// Only CIFAR-10 has split protocols: a model of another data set records none (it had recorded
+// "holdout"), and train's JSON says "" as eval's does.
+TEST_F(CliQuantEval, ModelsOfOtherDataSetsRecordNoCifarProtocol) {
+  const std::string mnist = dir.file("mnist");
+  std::filesystem::create_directories(mnist);
+  for (const char* prefix : {"/train", "/t10k"}) {
+    bitrobust::testing::write_file(mnist + prefix + "-images-idx3-ubyte",
+                                   bitrobust::testing::idx_images(8, 28, 28, bitrobust::testing::pattern_pixels(8, 28 * 28)));
+    bitrobust::testing::write_file(mnist + prefix + "-labels-idx1-ubyte", bitrobust::testing::idx_labels({0, 1, 2, 3, 4, 5, 6, 7}));
+  }
+  const std::string model = dir.file("mnist.pt"), json = dir.file("mnist.json");
+  const test_util::CliResult trained = test_util::run_cli("train --dataset mnist --data-root " + mnist +
+                                                          " --model mlp --epochs 1 --batch 4 --quiet --out " + model +
+                                                          " --json " + json);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  EXPECT_FALSE(io::load_model_file(model).meta.contains("cifar_protocol"));
+  std::ifstream in(json);
+  EXPECT_EQ(nlohmann::json::parse(in)["cifar_protocol"], "");
+}
+
 // `quantize`, `test` and `eval` at rate 0 report one error for a quantized model: that of its stored
 // codes, not of the float weights the file was made from.
 TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
@@ -658,6 +678,7 @@ TEST(CliTest, ExplicitCifarProtocolOverridesTheModelFiles) {
   EXPECT_LT(saved, json);
   EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["steps"], 5);
   EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["format"], "bitrobust-train-1");
+  EXPECT_EQ(nlohmann::json::parse(trained.output.substr(json + 1))["cifar_protocol"], "official");
   // 1 + 2 + 3 + 4 + 5 = 15 training images: 2 steps per epoch; --max-steps 5 stops in epoch 3.
   // Its progress line shows the one step it ran and why (it had shown 2/2); --resume with no
   // checkpoint yet says that it trains from the start.
