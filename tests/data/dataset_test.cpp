@@ -95,6 +95,28 @@ TEST(LoadDataset, CifarProtocolsSelectTheirFiles) {
   EXPECT_EQ(train.source.find("data_batch_3.bin.gz"), std::string::npos) << train.source;
 }
 
+// The JPEG test copy is sorted by class: loaded as is, its first 9000 images (--limit 9000, the
+// reference's protocol) held no image of class 9. Classes take turns instead, each in its file order.
+TEST(LoadDataset, JpegTestCopySortedByClassIsLoadedWithClassesTakingTurns) {
+  const TempDir root;
+  write_fake_cifar(root / "cifar10");
+  Bytes labels;  // 3 classes of 4, 2 and 3 images, sorted as the real file is
+  for (uint8_t c : {0, 0, 0, 0, 1, 1, 2, 2, 2}) labels.push_back(c);
+  write_file(root / "cifar10/test_batch_jpeg.bin.gz", testing::cifar_records(labels));
+  const Dataset data = load_dataset({"cifar10", "test", root.path(), "jpeg"});
+  const std::vector<int64_t> expected_labels = {0, 1, 2, 0, 1, 2, 0, 2, 0};
+  const std::vector<int64_t> file_positions = {0, 4, 6, 1, 5, 7, 2, 8, 3};
+  ASSERT_EQ(data.size(), 9);
+  for (int64_t i = 0; i < 9; ++i) {
+    EXPECT_EQ(data.labels[i].item<int64_t>(), expected_labels[i]) << i;
+    // the pixels travel with their labels (record r's pixels are pattern_pixel(r, .))
+    EXPECT_EQ(data.images[i].flatten()[5].item<uint8_t>(), testing::pattern_pixel(file_positions[i], 5)) << i;
+  }
+  // The other test sets keep their file order.
+  write_file(root / "cifar10/test_batch.bin", testing::cifar_records(labels));
+  EXPECT_EQ(load_dataset({"cifar10", "test", root.path(), "official"}).labels[1].item<int64_t>(), 0);
+}
+
 TEST(LoadDataset, ExplicitRootMayHoldTheFilesDirectly) {
   const TempDir root;
   write_fake_cifar(root.path());
