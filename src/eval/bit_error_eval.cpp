@@ -173,7 +173,13 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
     }
   }
   injector.load_clean();
-  for (auto& r : sweep.results) summarize(r);
+  for (auto& r : sweep.results) {
+    summarize(r);
+    // No pattern's RErr is below the clean error (RErr counts the clean model's errors too), so
+    // neither is their mean: the interval is kept above it, as above 0 (within the mean, which
+    // may sit a rounding step below the clean error computed as 1 - accuracy).
+    if (!r.rerr.empty()) r.rerr_ci95_low = std::max(r.rerr_ci95_low, std::min(sweep.clean_error, r.rerr_mean));
+  }
   sweep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   sweep.perturbed_passes = evaluations;
   sweep.images_patterns_per_second = static_cast<double>(evaluations) * clean.examples / std::max(sweep.seconds, 1e-9);

@@ -432,8 +432,9 @@ std::string paired_table(const std::vector<nlohmann::json>& results, size_t base
       continue;
     }
     std::ostringstream rows;
-    // (a difference of -1e-17 printed "-0.00")
-    const auto points = [](double x) { return std::abs(100 * x) < 0.005 ? 0.0 : 100 * x; };
+    // Rounding noise (a mean of -1e-17 printed "-0.00") is 0; a true value below 0.005 points keeps
+    // its sign ("-0.00"): an interval [-0.003, +0.5] printed "[+0.00, +0.50]" read as not crossing 0.
+    const auto points = [](double x) { return std::abs(100 * x) < 1e-9 ? 0.0 : 100 * x; };
     for (const auto& r : j["results"]) {
       const double rate = r["rate"].get<double>();
       if (rate == 0 && !zero_rate_has_errors(j)) continue;  // the clean models: no patterns

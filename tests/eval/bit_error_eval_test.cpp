@@ -40,6 +40,8 @@ TEST(BitErrorEval, RErrNeverBelowCleanAndMeanGrowsWithRate) {
     EXPECT_GE(rate.rerr_max, rate.rerr_mean);
     EXPECT_LE(rate.rerr_ci95_low, rate.rerr_mean);
     EXPECT_GE(rate.rerr_ci95_high, rate.rerr_mean);
+    // (nor is the interval of their mean: kept above the clean error, as above 0)
+    EXPECT_GE(rate.rerr_ci95_low, std::min(r.clean_error, rate.rerr_mean)) << "rate " << rate.rate;
     previous = rate.rerr_mean;
   }
   EXPECT_GT(r.results.back().rerr_mean, r.clean_error + 0.05);

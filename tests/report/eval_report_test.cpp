@@ -183,6 +183,11 @@ TEST(PairedTable, DifferencesArePerPatternWithAStudentInterval) {
   const std::string same = report::paired_table({tiny, with({0.3, 0.3}, {5, 6}, "lower by 5e-17")});
   EXPECT_EQ(same.find("-0.00"), std::string::npos) << same;
   EXPECT_NE(same.find("+0.00"), std::string::npos) << same;
+  // An interval that crosses 0 by less than 0.005 points keeps its sign (it had printed
+  // "[+0.00, +0.01]", which reads as a difference that does not cross 0).
+  const auto flat = with({0.1, 0.1, 0.1, 0.1}, {5, 6, 7, 8}, "flat");
+  const std::string near_zero = report::paired_table({flat, with({0.10011, 0.10001, 0.10006, 0.10004}, {5, 6, 7, 8}, "up")});
+  EXPECT_NE(near_zero.find("+0.01  [-0.00, +0.01]  0 / 4 of 4"), std::string::npos) << near_zero;
   // Results of rate 0 alone have no pattern to pair: said in words, not an empty block.
   auto clean_a = with({0.10}, {5}, "a"), clean_b = with({0.10}, {5}, "b");
   for (auto* j : {&clean_a, &clean_b}) j->at("results").erase(1);
