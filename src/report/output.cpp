@@ -327,12 +327,26 @@ void discard_temp_file(const std::string& tmp) {
   unregister_live_temp(tmp);
 }
 
+namespace {
+// A rename is atomic for readers, but after a crash or power loss the new name can point at data
+// that never reached the disk (an empty result file in place of the old one): the data goes
+// first. A file system that cannot sync (EINVAL) is taken as it is; a failed write-back is an error.
+void sync_to_disk(const std::string& tmp, const std::string& path, const std::string& what) {
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;  // (the rename below names what is wrong)
+  const int error = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  BR_CHECK(error == 0 || error == EINVAL || error == EROFS, "cannot write ", what, " ", path, ": ", std::strerror(error));
+}
+}  // namespace
+
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
   std::string target;
   try {  // (the link may have changed since the temporary file was made)
     target = output_file_behind(path, what);
     BR_CHECK(target_of(target) == Target::File, "cannot write ", what, " ", path,
              ": it has become a device, pipe or socket, which a rename would replace");
+    sync_to_disk(tmp, path, what);
   } catch (...) {
     discard_temp_file(tmp);
     throw;

@@ -192,7 +192,9 @@ Runner register_eval(CLI::App& app) {
                   cmd->sweep.patterns == 1 ? "" : "s", sweep.seconds,
                   sweep.images_patterns_per_second);
     }
-    // All of them or none: a failing output does not leave the others half a result set.
+    // All written before any is renamed into place: a failing output (a full disk) leaves none of
+    // them changed. (A rename failing after another succeeded, which the checks before the sweep
+    // make unlikely, leaves the earlier ones replaced.)
     report::write_texts_atomic({{cmd->common.json, cmd->common.json.empty() ? "" : report::json_text(j)},
                                 {cmd->csv, cmd->csv.empty() ? "" : report::sweep_csv(j)},
                                 {cmd->plot, cmd->plot.empty() ? "" : report::rerr_plot_svg({j}, "Bit error robustness")}});
