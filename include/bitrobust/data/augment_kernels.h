@@ -22,7 +22,8 @@
 //      its two operations applies with its probability (autoaugment_kernels.h);
 //   4. normalize: (x / 255 - mean[c]) / std[c];
 //   5. cutout: a square of side `cutout` centred at a uniform pixel (cy, cx) of the output,
-//      rows [cy - cutout/2, cy + cutout/2) and likewise columns, clipped at the borders, is set to 0
+//      rows [cy - cutout/2, cy - cutout/2 + cutout) and likewise columns (the reference's
+//      y +- length//2 for even sides; an odd side keeps its width), clipped at the borders, is set to 0
 //      (0 in normalized space: the mean, as the reference's Cutout fills before its whitening).
 #include <cstdint>
 
