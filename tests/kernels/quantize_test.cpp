@@ -313,6 +313,23 @@ TEST(QuantizeKernels, SubnormalAndNaNWeightsQuantizeAsZeroWithOrWithoutFlushing)
 #endif
     }
   }
+  // A normal weight whose quotient by a step above 1 is subnormal (2-bit symmetric with q = 1: step
+  // 1.001) quantizes as 0 too, flushed or not; it had truncated to the code below 0 unflushed.
+  for (const QuantFormat& f : formats_for(2)) {
+    if (f.asymmetric) continue;
+    const std::vector<QuantRange> r = {QuantRange{-1.0f, 1.0f}};
+    const std::vector<float> tiny = {-1.1760e-38f, 1.1760e-38f};
+    ASSERT_LT(std::abs(tiny[0]) / make_quant_params(r[0], f).step, std::numeric_limits<float>::min());
+    const Codes plain = quantize(tiny, r, f), zero = quantize({0.0f}, r, f);
+    for (size_t i = 0; i < tiny.size(); ++i) ASSERT_EQ(plain[i], zero[0]) << describe(f) << " w=" << tiny[i];
+#if defined(__x86_64__)
+    const unsigned saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u);
+    const Codes flushed = quantize(tiny, r, f);
+    _mm_setcsr(saved);
+    for (size_t i = 0; i < tiny.size(); ++i) ASSERT_EQ(flushed[i], plain[i]) << describe(f) << " w=" << tiny[i];
+#endif
+  }
   // A range taken from subnormal extremes is the range of zeros.
   RangeRule asym;
   asym.kind = RangeRule::kAsymmetric;

@@ -163,7 +163,12 @@ BR_HOST_DEVICE float code_units(float w, const QuantParams& p) {
     t = t * 2.0f - p.unit;
     t = clamp_float(t, -p.unit, p.unit);
   }
-  return t / p.step;
+  // With a step above 1 (2-bit symmetric ranges, large global bounds) a normal t can give a
+  // subnormal quotient, whose floor is 0 or -1 depending on whether the thread flushes subnormals
+  // (found by a review: a file quantized by one command was refused by another). Flushed here, as
+  // the weight is above; NaN (a NaN range) stays NaN.
+  const float units = t / p.step;
+  return fabsf(units) < 1.17549435e-38f ? 0.0f : units;
 }
 
 /// The integer code of t: signed value in [-L, L], or unsigned code in [0, 2^m - 1].
