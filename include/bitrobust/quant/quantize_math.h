@@ -14,7 +14,10 @@
 //                   bits only; symmetric ŵ = clamp(v Δ, -q, q); asymmetric
 //                   ŵ = clamp((clamp(v Δ, -1, 1) + 1) / 2 * (hi - lo) + lo, lo, hi).
 // rint is round-half-to-even (torch.round, std::nearbyint). This is the reference's arithmetic in
-// the reference's order, float32 throughout, with two deliberate differences:
+// the reference's order, float32 throughout (where the reference computes a global or asymmetric
+// Δ = (q + ε) / L from Python numbers in double precision and rounds it once, ours can be one
+// float step away, a relative 6e-8: at q = 1 and 3, 5, 6, 7 bits, for one), with two deliberate
+// differences:
 //  - Unsigned codes add H as an integer after rounding (floor(t) + H, rint(t) + H); the reference
 //    adds H in float first, which rounds t + H to the float grid near H (2^-8 apart at m = 16), so
 //    t within that distance of a rounding boundary moved across it. In exact arithmetic both are
