@@ -16,8 +16,8 @@
 // rint is round-half-to-even (torch.round, std::nearbyint). This is the reference's arithmetic in
 // the reference's order, float32 throughout (where the reference computes a global or asymmetric
 // Δ = (q + ε) / L from Python numbers in double precision and rounds it once, ours can be one
-// float step away, a relative 6e-8: at q = 1 and 3, 5, 6, 7 bits, for one), with two deliberate
-// differences:
+// float step away, relative 0.9e-7 to 1.2e-7: at q = 1 with 3, 5, 6 or 7 bits, not 8), with two
+// deliberate differences:
 //  - Unsigned codes add H as an integer after rounding (floor(t) + H, rint(t) + H); the reference
 //    adds H in float first, which rounds t + H to the float grid near H (2^-8 apart at m = 16), so
 //    t within that distance of a rounding boundary moved across it. In exact arithmetic both are
