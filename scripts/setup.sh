@@ -3,7 +3,7 @@
 # Idempotent: a second run checks, finds everything in place, and only rebuilds what changed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_DIR=${BITROBUST_BUILD_DIR:-$ROOT/build}
+BUILD_DIR=$(realpath -m "${BITROBUST_BUILD_DIR:-$ROOT/build}")
 
 PACKAGES=(build-essential cmake ninja-build ccache git ca-certificates
   libtorch-dev libopenblas0-openmp libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libre2-dev
@@ -46,8 +46,9 @@ if ! mnist_ok 2>/dev/null; then
 fi
 
 # CIFAR-10: the read-only copy beside the checkout, if present, is linked into data/.
+# (-sfn: a link left dangling by a moved checkout is replaced, not an error)
 if [[ ! -e $ROOT/data/cifar10 && -d $ROOT/../shared/datasets/cifar10 ]]; then
-  ln -s "$(cd "$ROOT/../shared/datasets/cifar10" && pwd)" "$ROOT/data/cifar10"
+  ln -sfn "$(cd "$ROOT/../shared/datasets/cifar10" && pwd)" "$ROOT/data/cifar10"
 fi
 
 if [[ ${BITROBUST_SKIP_BUILD:-0} != 1 ]]; then
