@@ -70,6 +70,11 @@ at::Tensor clear_bits(const at::Tensor& codes, const at::Tensor& mask) {
 at::Tensor most_significant_difference(const at::Tensor& a, const at::Tensor& b) {
   return binary("most_significant_difference", BitBinaryOp::MsbDiff, a, b);
 }
+at::Tensor msb_projection(const at::Tensor& original, const at::Tensor& perturbed) {
+  // (the inputs are checked, and named, by the first call)
+  const at::Tensor highest = binary("msb_projection", BitBinaryOp::MsbDiff, original, perturbed);
+  return binary("msb_projection", BitBinaryOp::Xor, original, highest);
+}
 
 at::Tensor bit_not(const at::Tensor& a) {
   const int eb = detail::check_bit_tensor("bit_not", "a", a);

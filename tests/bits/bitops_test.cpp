@@ -75,7 +75,21 @@ TEST(Bitops, CountsAndProjectionMatchScalarReference) {
     }
     EXPECT_EQ(hamming_distance_total(a, b), total) << dtype;
     EXPECT_EQ(hamming_distance_total(a, a), 0);
+    // The projection (the reference's int_msb_projection): a with its highest bit differing from b
+    // set as in b; one bit from a at most, none where a == b, and never further from b than a.
+    const at::Tensor projected = msb_projection(a, b);
+    EXPECT_EQ(projected.scalar_type(), dtype);
+    EXPECT_TRUE(at::equal(projected, at::bitwise_xor(a, msb))) << dtype;
+    const at::Tensor from_a = hamming_distance(a, projected).to(at::kLong);
+    EXPECT_LE(from_a.max().item<int64_t>(), 1) << dtype;
+    EXPECT_TRUE(at::equal(from_a, b.ne(a).to(at::kLong))) << dtype;
+    EXPECT_TRUE(at::equal(projected.slice(0, 0, 100), a.slice(0, 0, 100))) << dtype;
+    EXPECT_TRUE((hamming_distance(projected, b).to(at::kLong) + from_a).equal(hd.to(at::kLong))) << dtype;
   }
+  // Signed containers: a differing sign bit is the highest (-1 = 0xFF against 1 = 0x01 in int8).
+  const at::Tensor minus_one = at::full({1}, -1, at::kChar), one = at::full({1}, 1, at::kChar);
+  EXPECT_EQ(msb_projection(minus_one, one).item<int8_t>(), 127);
+  EXPECT_ERROR_CONTAINS(msb_projection(minus_one, at::full({1}, 1, at::kShort)), "msb_projection: dtypes differ");
 }
 
 TEST(Bitops, ExtractBitsIsLsbFirstAndReconstructs) {
@@ -125,6 +139,7 @@ TEST(BitopsCuda, IdenticalToCpu) {
     EXPECT_TRUE(at::equal(bit_not(ga).cpu(), bit_not(a)));
     EXPECT_TRUE(at::equal(clear_bits(ga, gb).cpu(), clear_bits(a, b)));
     EXPECT_TRUE(at::equal(most_significant_difference(ga, gb).cpu(), most_significant_difference(a, b)));
+    EXPECT_TRUE(at::equal(msb_projection(ga, gb).cpu(), msb_projection(a, b)));
     EXPECT_TRUE(at::equal(popcount(ga).cpu(), popcount(a)));
     EXPECT_TRUE(at::equal(hamming_distance(ga, gb).cpu(), hamming_distance(a, b)));
     EXPECT_EQ(hamming_distance_total(ga, gb), hamming_distance_total(a, b));

@@ -39,8 +39,15 @@ at::Tensor hamming_distance(const at::Tensor& a, const at::Tensor& b);
 /// Total number of differing bits over all elements.
 int64_t hamming_distance_total(const at::Tensor& a, const at::Tensor& b);
 
-/// Projection onto the most significant differing bit: per element, the mask with only the highest
-/// bit in which a and b differ (0 where they are equal); same dtype and shape as a.
+/// Per element, the mask with only the highest bit in which a and b differ (0 where they are
+/// equal); same dtype and shape as a.
 at::Tensor most_significant_difference(const at::Tensor& a, const at::Tensor& b);
+
+/// Projection onto the most significant differing bit, as the reference's int_msb_projection (its
+/// adversarial bit error attack keeps a perturbation within one bit per weight this way): per
+/// element, `original` with only its highest bit that differs from `perturbed` changed to
+/// perturbed's, so the result differs from original in at most one bit (the sign bit of a signed
+/// container counts as its highest), and is original where the two are equal.
+at::Tensor msb_projection(const at::Tensor& original, const at::Tensor& perturbed);
 
 }  // namespace bitrobust::bits
