@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <type_traits>
 
@@ -22,7 +23,7 @@ namespace bitrobust::bits {
 namespace {
 
 constexpr const char* kMagic = "bitrobust-bit-pattern";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;  // 2: the layers line
 
 char kind_letter(FlipKind kind) {
   switch (kind) {
@@ -88,6 +89,7 @@ BitPattern draw_pattern(const std::vector<ParamSpec>& params, const ErrorModel& 
   pattern.seed = seed;
   pattern.model = model;
   pattern.params = params;
+  pattern.layers = selector.pattern();
   for (size_t i = 0; i < params.size(); ++i) {
     for (int64_t d : params[i].shape) BR_CHECK(d >= 0, "draw_pattern: negative dimension in ", params[i].to_string());
     if (!selector.selects(params[i].name)) continue;
@@ -102,12 +104,15 @@ void save_pattern(const std::string& path, const BitPattern& pattern) {
     BR_CHECK(p.name.find_first_of(" \t\r\n") == std::string::npos, "save_pattern: parameter name '", p.name,
              "' contains whitespace");
   }
+  BR_CHECK(pattern.layers.find_first_of("\r\n") == std::string::npos,
+           "save_pattern: the layers expression holds a line break");
   // Built in memory and written atomically (temporary file, then rename).
   std::ostringstream out;
   out << kMagic << " " << kVersion << "\n";
   out << "seed " << pattern.seed << "\n";
   out << "model " << pattern.model.name() << "\n";
   out << "rate " << rate_text(pattern.model.rate) << "\n";
+  out << "layers" << (pattern.layers.empty() ? "" : " " + pattern.layers) << "\n";
   out << "chunk_elements " << kChunkElements << "\n";
   out << "params " << pattern.params.size() << "\n";
   for (size_t i = 0; i < pattern.params.size(); ++i) {
@@ -206,6 +211,8 @@ std::vector<int64_t> parse_shape(const std::string& text, const LineReader& read
   std::stringstream stream(text);
   std::string dim;
   int64_t numel = 1;
+  // (getline drops an empty last field: "10x" would read as 10)
+  if (!text.empty() && text.back() == 'x') reader.fail("bad shape '", text, "'");
   while (std::getline(stream, dim, 'x')) {
     char* end = nullptr;
     errno = 0;
@@ -224,12 +231,19 @@ std::vector<int64_t> parse_shape(const std::string& text, const LineReader& read
 BitPattern load_pattern(const std::string& path) {
   LineReader reader(path);
   BitPattern pattern;
+  int file_version = 0;
   {
     std::istringstream line = reader.next("the header");
     std::string magic;
     int version = 0;
     if (!(line >> magic >> version) || magic != kMagic) reader.fail("not a bitrobust bit pattern file");
-    if (version != kVersion) reader.fail("unsupported version ", version, " (this build reads ", kVersion, ")");
+    // (1: before the layers line; read as drawn for every parameter)
+    if (version != kVersion && version != 1) {
+      reader.fail("unsupported version ", version, " (this build reads 1 and ", kVersion, ")");
+    }
+    file_version = version;
+    std::string extra;
+    if (line >> extra) reader.fail("unexpected '", extra, "' after the version");
   }
   pattern.seed = reader.keyed<uint64_t>("seed");
   const std::string model_name = reader.keyed<std::string>("model");
@@ -238,6 +252,18 @@ BitPattern load_pattern(const std::string& path) {
     pattern.model = ErrorModel::parse(model_name, rate);
   } catch (const Error& e) {
     reader.fail(e.what());
+  }
+  std::optional<ParamSelector> layers;
+  if (file_version >= 2) {
+    std::string line = reader.next("'layers'").str();
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // (CRLF files are read too)
+    if (line != "layers" && line.rfind("layers ", 0) != 0) reader.fail("expected 'layers' or 'layers <regex>'");
+    pattern.layers = line.size() > 7 ? line.substr(7) : "";
+    try {
+      layers.emplace(pattern.layers);
+    } catch (const Error& e) {
+      reader.fail(e.what());
+    }
   }
   // Informational (replay does not depend on it), but a generator's chunk is never empty.
   if (reader.keyed<int64_t>("chunk_elements") <= 0) reader.fail("chunk_elements must be positive");
@@ -298,6 +324,10 @@ BitPattern load_pattern(const std::string& path) {
     if (line >> extra) reader.fail("unexpected '", extra, "' after the flip kind");
     if (flip.param < 0 || flip.param >= num_params) reader.fail("parameter index ", flip.param, " out of range");
     const ParamSpec& p = pattern.params[flip.param];
+    if (layers && !layers->selects(p.name)) {
+      reader.fail("a flip in parameter ", flip.param, " (", p.to_string(), "), which the header's layers '",
+                  pattern.layers, "' do not select");
+    }
     if (flip.element < 0 || flip.element >= numels[flip.param]) {
       reader.fail("element ", flip.element, " outside parameter ", flip.param, " (", p.to_string(), ")");
     }

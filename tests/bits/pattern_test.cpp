@@ -128,7 +128,18 @@ TEST(BitPattern, SaveLoadRoundTripAndModelReplay) {
   std::ifstream in(path);
   std::string first;
   std::getline(in, first);
-  EXPECT_EQ(first, "bitrobust-bit-pattern 1");
+  EXPECT_EQ(first, "bitrobust-bit-pattern 2");
+  // The --layers expression is recorded, and flips outside what it selects are refused.
+  EXPECT_EQ(loaded.layers, "weight|^$");
+  std::string layers_line;
+  for (int i = 0; i < 4; ++i) std::getline(in, layers_line);
+  EXPECT_EQ(layers_line, "layers weight|^$");
+  BitPattern widened = pattern;
+  widened.flips.push_back({1, 0, 0, FlipKind::Flip});  // conv1.bias, which "weight|^$" does not select
+  save_pattern(dir.file("widened.txt"), widened);
+  EXPECT_ERROR_CONTAINS(load_pattern(dir.file("widened.txt")),
+                        "a flip in parameter 1 (conv1.bias [16] 8 bits), which the header's layers 'weight|^$' do not select");
+  EXPECT_EQ(draw_pattern(specs, model, 1234).layers, "");
 }
 
 TEST(BitPattern, FileThatDoesNotFitTheModelIsAnError) {
@@ -163,13 +174,13 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
     return dir.file(name);
   };
   const std::string header =
-      "bitrobust-bit-pattern 1\nseed 5\nmodel random\nrate 0.01\nchunk_elements 256\nparams 1\n0 w 4x4 8\n";
+      "bitrobust-bit-pattern 2\nseed 5\nmodel random\nrate 0.01\nlayers\nchunk_elements 256\nparams 1\n0 w 4x4 8\n";
   EXPECT_ERROR_CONTAINS(load_pattern(dir.file("missing.txt")), "cannot open");
   EXPECT_ERROR_CONTAINS(load_pattern(write("a", "hello\n")), "not a bitrobust bit pattern file");
-  EXPECT_ERROR_CONTAINS(load_pattern(write("b", header + "flips 2\n0 3 1 f\n")), "ends early (line 10)");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("b", header + "flips 2\n0 3 1 f\n")), "ends early (line 11)");
   EXPECT_ERROR_CONTAINS(load_pattern(write("c", header + "flips 1\n0 16 1 f\nend\n")),
-                        "line 9: element 16 outside parameter 0");
-  EXPECT_ERROR_CONTAINS(load_pattern(write("d", header + "flips 1\n0 3 8 f\nend\n")), "line 9: bit 8 outside the 8 bits");
+                        "line 10: element 16 outside parameter 0");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("d", header + "flips 1\n0 3 8 f\nend\n")), "line 10: bit 8 outside the 8 bits");
   EXPECT_ERROR_CONTAINS(load_pattern(write("e", header + "flips 1\n0 3 1 x\nend\n")), "unknown flip kind 'x'");
   EXPECT_ERROR_CONTAINS(load_pattern(write("x1", header + "flips 1\n0 3 1 f 9\nend\n")), "unexpected '9' after the flip kind");
   EXPECT_ERROR_CONTAINS(load_pattern(write("x2", header + "flips 1\n0 3 1 f\nend\nflips 2\n")), "text after 'end'");
@@ -180,20 +191,35 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   EXPECT_ERROR_CONTAINS(load_pattern(write("h", header + "flips 0\n")), "ends early");
   EXPECT_ERROR_CONTAINS(
       load_pattern(write("i", "bitrobust-bit-pattern 1\nseed 5\nmodel weird\nrate 0.01\n")), "unknown error model");
-  EXPECT_ERROR_CONTAINS(load_pattern(write("j", "bitrobust-bit-pattern 2\n")), "unsupported version 2");
-  const std::string before_params = "bitrobust-bit-pattern 1\nseed 5\nmodel random\nrate 0.01\nchunk_elements 256\nparams 1\n";
+  EXPECT_ERROR_CONTAINS(load_pattern(write("j", "bitrobust-bit-pattern 3\n")), "unsupported version 3 (this build reads 1 and 2)");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("j2", "bitrobust-bit-pattern 1.9\n")), "line 1: unexpected '.9' after the version");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("j3", "bitrobust-bit-pattern 2 x\n")), "line 1: unexpected 'x' after the version");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("j4", "bitrobust-bit-pattern 2\nseed 5\nmodel random\nrate 0.01\nlayer fc\n")),
+                        "line 5: expected 'layers' or 'layers <regex>'");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("j5", "bitrobust-bit-pattern 2\nseed 5\nmodel random\nrate 0.01\nlayers (\n")),
+                        "line 5: ");
+  // Version 1 (no layers line): read as drawn for every parameter.
+  const BitPattern v1 = load_pattern(write("v1", "bitrobust-bit-pattern 1\nseed 5\nmodel random\nrate 0.01\n"
+                                                 "chunk_elements 256\nparams 1\n0 w 4x4 8\nflips 1\n0 3 1 f\nend\n"));
+  EXPECT_EQ(v1.layers, "");
+  EXPECT_EQ(v1.flips.size(), 1u);
+  // A CRLF file's layers line reads as the LF one's.
+  EXPECT_EQ(load_pattern(write("crlf", "bitrobust-bit-pattern 2\r\nseed 5\r\nmodel random\r\nrate 0.01\r\nlayers w\r\n"
+                                       "chunk_elements 256\r\nparams 1\r\n0 w 4x4 8\r\nflips 0\r\nend\r\n")).layers, "w");
+  const std::string before_params = "bitrobust-bit-pattern 2\nseed 5\nmodel random\nrate 0.01\nlayers\nchunk_elements 256\nparams 1\n";
   EXPECT_ERROR_CONTAINS(load_pattern(write("p1", before_params + "0 w 4x4 8 extra\nflips 0\nend\n")),
-                        "line 7: unexpected 'extra' after the bit width");
+                        "line 8: unexpected 'extra' after the bit width");
   EXPECT_ERROR_CONTAINS(load_pattern(write("p2", before_params + "0 w 99999999999x99999999999x5x5 8\nflips 0\nend\n")),
-                        "line 7: shape '99999999999x99999999999x5x5' holds more than 2^62 elements");
+                        "line 8: shape '99999999999x99999999999x5x5' holds more than 2^62 elements");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("p2x", before_params + "0 w 16x 8\nflips 0\nend\n")), "line 8: bad shape '16x'");
   std::string zero_chunks = header;
   zero_chunks.replace(zero_chunks.find("chunk_elements 256"), 18, "chunk_elements 0");
-  EXPECT_ERROR_CONTAINS(load_pattern(write("p3", zero_chunks + "flips 0\nend\n")), "line 5: chunk_elements must be positive");
+  EXPECT_ERROR_CONTAINS(load_pattern(write("p3", zero_chunks + "flips 0\nend\n")), "line 6: chunk_elements must be positive");
   // A flip the header's model cannot make (msb: only bit 7 of 8-bit codes).
   std::string msb = header;
   msb.replace(msb.find("model random"), 12, "model msb");
   EXPECT_ERROR_CONTAINS(load_pattern(write("p4", msb + "flips 1\n0 3 1 f\nend\n")),
-                        "line 9: bit 1 of parameter 0 is not one the header's error model msb reaches in 8-bit codes");
+                        "line 10: bit 1 of parameter 0 is not one the header's error model msb reaches in 8-bit codes");
   EXPECT_EQ(load_pattern(write("p5", msb + "flips 1\n0 3 7 f\nend\n")).flips.size(), 1u);
   // An istream reads "-5" into the unsigned seed as 2^64 - 5.
   EXPECT_ERROR_CONTAINS(load_pattern(write("n", "bitrobust-bit-pattern 1\nseed -5\nmodel random\nrate 0.01\n")),
@@ -201,7 +227,7 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   // /dev/zero has no line end: read up to a bound, not into memory without end.
   EXPECT_ERROR_CONTAINS(load_pattern("/dev/zero"), "line 1: a NUL byte (not a bitrobust bit pattern file)");
   EXPECT_ERROR_CONTAINS(load_pattern(write("long", header + "flips 1\n0 3 1 f" + std::string(5000, ' ') + "\nend\n")),
-                        "line 9: longer than 4096 bytes (not a bitrobust bit pattern file)");
+                        "line 10: longer than 4096 bytes (not a bitrobust bit pattern file)");
   EXPECT_ERROR_CONTAINS(load_pattern(write("y", std::string(5000, 'y'))), "line 1: longer than 4096 bytes");
   const std::string folder = dir.file("folder");  // (removed with the files: std::remove takes empty folders)
   ASSERT_EQ(mkdir(folder.c_str(), 0700), 0);
@@ -210,7 +236,7 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   // asymmetric model flips or sets in the direction of its higher rate (found by a review: a set
   // to 0 in a "random" file was replayed and recorded as random errors).
   EXPECT_ERROR_CONTAINS(load_pattern(write("q1", header + "flips 1\n0 3 1 0\nend\n")),
-                        "line 9: flip kind '0' is not one the header's error model random makes at rate 0.01");
+                        "line 10: flip kind '0' is not one the header's error model random makes at rate 0.01");
   std::string stuck = header;
   stuck.replace(stuck.find("model random"), 12, "model stuck_at_1");
   EXPECT_ERROR_CONTAINS(load_pattern(write("q2", stuck + "flips 1\n0 3 1 f\nend\n")),

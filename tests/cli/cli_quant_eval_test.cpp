@@ -314,10 +314,18 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   const auto replay = read_json(dir.file("r.json"));
   EXPECT_EQ(replay["rerr"].get<double>(), j["results"][2]["per_pattern"][1].get<double>());
   // ... on the images the sweep used, which both results name alike.
-  for (const char* key : {"dataset", "split", "cifar_protocol", "limit", "examples", "data"}) {
+  for (const char* key : {"dataset", "split", "cifar_protocol", "limit", "examples", "data", "layers"}) {
     EXPECT_EQ(replay[key], j[key]) << key;
   }
   EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
+  // A pattern of some layers says so: in the file, in the replay's line and in its JSON.
+  ASSERT_EQ(test_util::run_cli("pattern --model " + q + " --rate 5% --seed 8 --layers bias --out " + dir.file("pfc.txt")).status, 0);
+  const test_util::CliResult fc = test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("pfc.txt") +
+                                                     " --json " + dir.file("rfc.json"));
+  ASSERT_EQ(fc.status, 0) << fc.output;
+  EXPECT_TRUE(test_util::contains(fc.output, ", layers 'bias', seed 8,")) << fc.output;
+  EXPECT_EQ(read_json(dir.file("rfc.json"))["layers"], "bias");
+  EXPECT_LT(read_json(dir.file("rfc.json"))["bits_changed"].get<int64_t>(), replay["bits_changed"].get<int64_t>());
   // In bf16 the same sweep runs on a bfloat16 network and says so.
   ASSERT_EQ(test_util::run_cli("eval --model " + q + " --rates 0,5% --patterns 2 --seed 7 --limit 300 --precision bf16 --quiet --json " +
                                dir.file("b.json")).status, 0);

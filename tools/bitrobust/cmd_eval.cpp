@@ -12,6 +12,7 @@
 #include "bitrobust/quant/model_quantization.h"
 #include "bitrobust/report/eval_report.h"
 #include "bitrobust/report/output.h"
+#include "bitrobust/report/printable.h"
 #include "commands.h"
 
 namespace bitrobust::cli {
@@ -130,9 +131,11 @@ Runner register_eval(CLI::App& app) {
     if (!cmd->replay.empty()) {
       const bits::BitPattern pattern = bits::load_pattern(cmd->replay, eval::param_specs(qd));
       const eval::PatternResult r = eval::evaluate_pattern(*file.net, qd, data, pattern, cmd->sweep.batch_size);
-      std::printf("pattern %s (%s, seed %llu, %zu selected bits, %lld changed): clean error %.2f%%, perturbed error "
+      const std::string layers = pattern.layers.empty() ? "" : ", layers '" + report::printable(pattern.layers) + "'";
+      std::printf("pattern %s (%s%s, seed %llu, %zu selected bits, %lld changed): clean error %.2f%%, perturbed error "
                   "%.2f%%, RErr %.2f%%\n",
-                  cmd->replay.c_str(), pattern.model.to_string().c_str(), static_cast<unsigned long long>(pattern.seed),
+                  cmd->replay.c_str(), pattern.model.to_string().c_str(), layers.c_str(),
+                  static_cast<unsigned long long>(pattern.seed),
                   pattern.flips.size(), static_cast<long long>(r.bits_changed), 100 * r.clean_error,
                   100 * r.perturbed_error, 100 * r.rerr);
       if (!cmd->common.json.empty()) {
@@ -141,6 +144,7 @@ Runner register_eval(CLI::App& app) {
                                                      {"pattern", cmd->replay},
                                                      {"seed", pattern.seed},
                                                      {"error_model", pattern.model.name()},
+                                                     {"layers", pattern.layers},
                                                      {"rate", pattern.model.rate},
                                                      {"clean_error", r.clean_error},
                                                      {"perturbed_error", r.perturbed_error},

@@ -41,6 +41,9 @@ struct BitPattern {
   ErrorModel model;
   std::vector<ParamSpec> params;  ///< parameter i has param index i
   std::vector<BitFlip> flips;     ///< sorted by (param, element, bit); no duplicates
+  /// The --layers regular expression the pattern was drawn with ("" = every parameter): flips lie
+  /// only in parameters it selects.
+  std::string layers;
 };
 
 /// The bits that inject_bit_errors(codes, bits, model, seed, param_index, out) selects for a tensor
