@@ -325,6 +325,22 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   ASSERT_EQ(fc.status, 0) << fc.output;
   EXPECT_TRUE(test_util::contains(fc.output, ", layers 'bias', seed 8,")) << fc.output;
   EXPECT_EQ(read_json(dir.file("rfc.json"))["layers"], "bias");
+  EXPECT_EQ(replay["drawn"], true);
+  EXPECT_EQ(read_json(dir.file("rfc.json"))["drawn"], true);
+  EXPECT_FALSE(test_util::contains(fc.output, "note:")) << fc.output;
+  // An edited seed is replayed, but the result says the header does not describe the flips.
+  std::ifstream original(dir.file("pfc.txt"));
+  std::string text((std::istreambuf_iterator<char>(original)), std::istreambuf_iterator<char>());
+  text.replace(text.find("seed 8\n"), 7, "seed 9\n");
+  std::ofstream(dir.file("edited.txt")) << text;
+  const test_util::CliResult edited = test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("edited.txt") +
+                                                         " --json " + dir.file("redited.json"));
+  ASSERT_EQ(edited.status, 0) << edited.output;
+  EXPECT_TRUE(test_util::contains(edited.output, "note: pattern file " + dir.file("edited.txt") +
+                                                     " holds other flips than seed 9 draws at random(p=0.05) in these layers"))
+      << edited.output;
+  EXPECT_EQ(read_json(dir.file("redited.json"))["drawn"], false);
+  EXPECT_EQ(read_json(dir.file("redited.json"))["rerr"], read_json(dir.file("rfc.json"))["rerr"]);
   EXPECT_LT(read_json(dir.file("rfc.json"))["bits_changed"].get<int64_t>(), replay["bits_changed"].get<int64_t>());
   // In bf16 the same sweep runs on a bfloat16 network and says so.
   ASSERT_EQ(test_util::run_cli("eval --model " + q + " --rates 0,5% --patterns 2 --seed 7 --limit 300 --precision bf16 --quiet --json " +

@@ -131,6 +131,17 @@ Runner register_eval(CLI::App& app) {
     if (!cmd->replay.empty()) {
       const bits::BitPattern pattern = bits::load_pattern(cmd->replay, eval::param_specs(qd));
       const eval::PatternResult r = eval::evaluate_pattern(*file.net, qd, data, pattern, cmd->sweep.batch_size);
+      // The header's seed, rate and error model label the result; whether they drew these flips is
+      // checked by drawing again (O(selected bits)): an edited or hand-made file is replayed too, but
+      // said to be one (found by a review: an edited seed was recorded as if it had drawn the flips).
+      const bool drawn = bits::draw_pattern(pattern.params, pattern.model, pattern.seed,
+                                            bits::ParamSelector(pattern.layers)).flips == pattern.flips;
+      if (!drawn) {
+        std::fprintf(stderr, "note: pattern file %s holds other flips than seed %llu draws at %s%s: it was edited or "
+                             "made elsewhere, and its header's seed and rate do not describe it\n",
+                     report::printable(cmd->replay).c_str(), static_cast<unsigned long long>(pattern.seed),
+                     pattern.model.to_string().c_str(), pattern.layers.empty() ? "" : " in these layers");
+      }
       const std::string layers = pattern.layers.empty() ? "" : ", layers '" + report::printable(pattern.layers) + "'";
       std::printf("pattern %s (%s%s, seed %llu, %zu selected bits, %lld changed): clean error %.2f%%, perturbed error "
                   "%.2f%%, RErr %.2f%%\n",
@@ -145,6 +156,8 @@ Runner register_eval(CLI::App& app) {
                                                      {"seed", pattern.seed},
                                                      {"error_model", pattern.model.name()},
                                                      {"layers", pattern.layers},
+                                                     // whether (seed, error_model, rate, layers) draw these flips
+                                                     {"drawn", drawn},
                                                      {"rate", pattern.model.rate},
                                                      {"clean_error", r.clean_error},
                                                      {"perturbed_error", r.perturbed_error},
