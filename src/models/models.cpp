@@ -355,22 +355,62 @@ void ModelSpec::validate() const {
   BR_CHECK(num_classes <= 1000000, "model has more than 1000000 classes: ", num_classes);
   BR_CHECK(units.size() <= 64, "mlp has more than 64 hidden layers: ", units.size());
   for (int64_t u : units) BR_CHECK(u <= (int64_t{1} << 20), "mlp hidden layer of ", u, " units (at most 2^20)");
-  // The input-sized weight matrices (MLP layers, LeNet's first linear layer), in doubles: no overflow.
-  // (Convolution sizes follow the base width, bounded above, not the input.)
-  double largest = 0;
+  // The weight tensors the description gives, counted in doubles (no overflow) as the constructors
+  // below lay them out: the largest, and all of them. The width bounds above alone let a
+  // convolutional network through that needs terabytes (wrn at width 4096, widen 64; found by a
+  // review), which would be an out-of-memory kill rather than an error.
+  double largest = 0, total = 0;
+  const auto weight = [&](double elements) {
+    largest = std::max(largest, elements);
+    total += elements;
+  };
   if (arch == "mlp") {
     double in = static_cast<double>(in_channels) * height * width;
     for (int64_t u : units.empty() ? std::vector<int64_t>{1024, 1024} : units) {
-      largest = std::max(largest, in * u);
+      weight(in * u);
       in = static_cast<double>(u);
     }
-    largest = std::max(largest, in * num_classes);
+    weight(in * num_classes);
   } else if (arch == "lenet") {
     const double c = channels > 0 ? channels : 32;
-    largest = 2 * c * (height / 4) * (width / 4) * 256;
+    weight(25.0 * in_channels * c);
+    weight(25.0 * c * 2 * c);
+    weight(2 * c * (height / 4) * (width / 4) * 256);
+    weight(256.0 * num_classes);
+  } else if (arch == "simplenet") {
+    const double c = channels > 0 ? channels : 64;
+    // (the 32x32 layer table of SimpleNet below: widths in units of c, kernel sizes)
+    const double widths[] = {1, 2, 2, 2, 2, 2, 4, 4, 4, 8, 32, 4, 4};
+    const double kernels[] = {3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 3};
+    double in = static_cast<double>(in_channels);
+    for (size_t i = 0; i < 13; ++i) {
+      weight(kernels[i] * kernels[i] * in * widths[i] * c);
+      in = widths[i] * c;
+    }
+    weight(in * num_classes);
+  } else {  // wrn, resnet20 (build_model's widths)
+    const double base = channels > 0 ? channels : 16;
+    const double k = arch == "wrn" ? (widen > 0 ? widen : 10) : 1;
+    const int64_t blocks = arch == "wrn" ? ((depth > 0 ? depth : 28) - 4) / 6 : 3;
+    const double widths[] = {base, base * k, 2 * base * k, 4 * base * k};
+    weight(9.0 * in_channels * widths[0]);
+    double in = widths[0];
+    for (size_t g = 1; g < 4; ++g) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        weight(9 * in * widths[g]);
+        weight(9 * widths[g] * widths[g]);
+        if (in != widths[g] || (g > 1 && b == 0)) weight(in * widths[g]);
+        in = widths[g];
+      }
+    }
+    weight(in * num_classes);
   }
-  BR_CHECK(largest <= 2147483648.0, "model description gives a weight matrix of ", largest,
-           " elements (more than 2^31): input ", in_channels, "x", height, "x", width);
+  BR_CHECK(largest <= 2147483648.0, "model description gives a weight tensor of ", largest,
+           " elements (more than 2^31): input ", in_channels, "x", height, "x", width, ", width ", channels);
+  BR_CHECK(total <= 1073741824.0, "model description gives ", total,
+           " weights (more than 2^30, 4 GiB as float32, before gradients and momentum): ", arch, " of width ",
+           channels, depth > 0 ? ", depth " + std::to_string(depth) : "", widen > 0 ? ", widen " + std::to_string(widen) : "",
+           ", input ", in_channels, "x", height, "x", width);
 }
 
 std::shared_ptr<Classifier> build_model(const ModelSpec& spec) {

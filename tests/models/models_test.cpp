@@ -150,7 +150,27 @@ TEST(Models, BadSpecsAreClearErrors) {
   lenet_units.units = {5};
   EXPECT_ERROR_CONTAINS(build_model(lenet_units), "hidden units (units) are an mlp setting, and the model is a lenet");
   ModelSpec wide_mlp = spec("mlp", "none", 3, 4096);
-  EXPECT_ERROR_CONTAINS(build_model(wide_mlp), "weight matrix of");  // 3*4096*4096 inputs x 1024 units
+  EXPECT_ERROR_CONTAINS(build_model(wide_mlp), "weight tensor of");  // 3*4096*4096 inputs x 1024 units
+  // Convolutional networks within the width bounds that would need terabytes (found by a review:
+  // wrn at width 4096 and widen 64 failed only when allocating 38 GB for its first block).
+  ModelSpec huge_wrn = spec("wrn", "gn", 3, 32);
+  huge_wrn.channels = 4096;
+  huge_wrn.widen = 64;
+  EXPECT_ERROR_CONTAINS(huge_wrn.validate(), "weight tensor of");
+  huge_wrn.channels = 64;  // widths 1280, 2560, 5120: each tensor within 2^31, all of them not
+  huge_wrn.widen = 20;
+  EXPECT_ERROR_CONTAINS(huge_wrn.validate(), "weights (more than 2^30, 4 GiB as float32");
+  ModelSpec wide_simplenet = spec("simplenet", "gn", 3, 32);
+  wide_simplenet.channels = 1024;  // about 1.4e9 weights, the largest tensor 3e8
+  EXPECT_ERROR_CONTAINS(wide_simplenet.validate(), "weights (more than 2^30");
+  ModelSpec deep_resnet = spec("wrn", "gn", 3, 32);
+  deep_resnet.depth = 994;
+  EXPECT_ERROR_CONTAINS(deep_resnet.validate(), "depth 994");
+  // The networks people train stay well inside: WRN-28-10 (36.5 M), SimpleNet at width 256.
+  EXPECT_NO_THROW(spec("wrn", "gn", 3, 32).validate());
+  ModelSpec simplenet256 = spec("simplenet", "gn", 3, 32);
+  simplenet256.channels = 256;
+  EXPECT_NO_THROW(simplenet256.validate());
   try {
     build_model(spec("vgg", "gn", 3, 32));
   } catch (const bitrobust::Error& e) {

@@ -1,6 +1,7 @@
 #pragma once
-// Classifier architectures of the reference (MLP, LeNet, SimpleNet, WRN, ResNet-20), each with a
-// choice of normalization. See NOTE [Re-parameterized normalization] in models.cpp.
+// Classifier architectures (MLP, LeNet, SimpleNet, WRN, ResNet-20), each with a choice of
+// normalization: SimpleNet as in the reference's layer table; WRN and ResNet-20 with the common
+// pre-activation block; MLP and LeNet this project's own small networks. See NOTE [Re-parameterized normalization] in models.cpp.
 #include <torch/nn/module.h>
 
 #include <nlohmann/json.hpp>
