@@ -45,6 +45,16 @@ void check_momentum_buffers(models::Classifier& net, const torch::optim::SGD& op
   }
 }
 
+/// The parameters' names in the order the optimizer holds their momentum buffers: LibTorch's
+/// SGD::load gives buffers back by position, so a network whose parameters were registered in
+/// another order (another version of bitrobust) would get its buffers swapped among parameters of
+/// one shape (a convolution's bias and its normalization's weight and bias) without any error.
+std::string parameter_order(models::Classifier& net) {
+  std::string names;
+  for (const auto& item : net.named_parameters()) names += item.key() + "\n";
+  return names;
+}
+
 }  // namespace
 
 nlohmann::json run_settings(const TrainOptions& options, const std::string& augmentation) {
@@ -80,6 +90,7 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("final_train_error", at::scalar_tensor(state.final_train_error, at::kDouble));
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
   archive.write("settings", c10::IValue(run_settings(options, augmentation).dump()));
+  archive.write("parameter_order", c10::IValue(parameter_order(net)));
   if (hooks.save_state) archive.write("hook_state", c10::IValue(hooks.save_state()));
   io::save_archive_atomic(archive, path, "checkpoint");
 }
@@ -126,7 +137,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
       for (const auto& item : keys.items()) {
         const std::string& key = item.key();
         // Settings recorded since 2026-12-05: checkpoints written before resume without them.
-        static const std::set<std::string> kRecordedLater = {"data", "threads"};
+        static const std::set<std::string> kRecordedLater = {"data", "threads", "device"};
         if (kRecordedLater.count(key) > 0 && !(before.is_object() && before.contains(key))) continue;
         const nlohmann::json old_value = before.is_object() && before.contains(key) ? before[key] : nlohmann::json();
         const nlohmann::json new_value = now.contains(key) ? now[key] : nlohmann::json();
@@ -140,6 +151,12 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     archive.read("model", model_archive);
     archive.read("optimizer", optimizer_archive);
     io::load_module_checked(net, model_archive, "checkpoint " + path);
+    c10::IValue order;  // (checkpoints written before 2026-12-05 have none)
+    if (archive.try_read("parameter_order", order)) {
+      BR_CHECK(order.isString() && order.toStringRef() == parameter_order(net), "checkpoint ", path,
+               " holds its momentum buffers in another parameter order than this network's (written by another "
+               "version of bitrobust?): resuming would give them to the wrong parameters; remove it to start over");
+    }
     {
       torch::serialize::InputArchive states;
       BR_CHECK(!optimizer_archive.try_read("state", states) || optimizer_state_keys_readable(optimizer, states.keys()),

@@ -131,6 +131,33 @@ TEST(Checkpoint, MomentumBuffersUnlikeTheirParametersAreAnErrorNamingTheParamete
   EXPECT_EQ(edited("ok.ckpt", [](const at::Tensor& b) { return b; }), "");
 }
 
+// LibTorch gives momentum buffers back by position: a checkpoint whose parameters were in another
+// order (another version's network) would hand a bias's buffer to a normalization weight of the
+// same shape. The order is recorded, and another one is refused.
+TEST(Checkpoint, MomentumBuffersOfAnotherParameterOrderAreRefused) {
+  TinyRun run;
+  test_util::TempDir dir;
+  auto net = run.first_epoch(dir.file("run.ckpt"));
+  const auto params = net->named_parameters();
+  ASSERT_GE(params.size(), 2u);
+  const std::string first = params.keys()[0] + "\n", second = params.keys()[1] + "\n";
+  size_t swapped = 0;
+  test_util::copy_with_record_edited(dir.file("run.ckpt"), dir.file("swapped.ckpt"), "data.pkl", [&](std::string text) {
+    const size_t at = text.find(first + second);
+    if (at != std::string::npos) {
+      text.replace(at, first.size() + second.size(), second + first);  // (same length: the pickle's stays valid)
+      ++swapped;
+    }
+    return text;
+  });
+  ASSERT_EQ(swapped, 1u);
+  auto resumed = run.options;
+  resumed.checkpoint = dir.file("swapped.ckpt");
+  EXPECT_ERROR_CONTAINS(train::train(*net, run.data, resumed),
+                        "checkpoint " + dir.file("swapped.ckpt") + " holds its momentum buffers in another parameter order");
+  EXPECT_EQ(train::train(*net, run.data, run.options).epochs_done, 2);  // the original resumes
+}
+
 // Found by fuzz/fuzz_checkpoint.cpp: a parameter group's "params/size" counter larger than the names
 // stored makes LibTorch's SGD::load read a name the archive lacks, and TorchScript throws its own
 // ObjectAttributeError (no c10::Error), which named neither the file nor the problem.

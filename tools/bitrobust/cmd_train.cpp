@@ -191,6 +191,9 @@ Runner register_train(CLI::App& app) {
     // On the CPU the float sums of a step depend on how many threads share them: a run resumed
     // with another count would not end with the weights of the uninterrupted run.
     if (device.is_cpu()) settings["threads"] = at::get_num_threads();
+    // (nor on another device: a GPU's sums differ from the CPU's, and a checkpoint of one said so
+    // only through a missing thread count)
+    settings["device"] = device.is_cpu() ? "cpu" : "cuda";
     if (randbet) {
       settings["randbet"] = {{"rate", cmd->randbet_options.rate}, {"mode", cmd->randbet_options.mode},
                              {"start", cmd->randbet_options.start_loss},
