@@ -53,6 +53,10 @@ Runner register_test(CLI::App& app) {
                                                    {"model", cmd->model},
                                                    {"dataset", data.name},
                                                    {"split", data.split},
+                                                   // the images, as eval's JSON names them
+                                                   {"cifar_protocol", data.name == "cifar10" ? cmd->data.protocol : ""},
+                                                   {"limit", cmd->limit},
+                                                   {"data", data.fingerprint()},
                                                    {"examples", result.examples},
                                                    {"test_error", result.error},
                                                    {"scheme", scheme},
