@@ -329,7 +329,8 @@ TEST(RealData, FashionMnistLoadsFastWithTheDocumentedSizes) {
   const Dataset train = load_dataset({"fashion-mnist", "train", dir});
   const Dataset test = load_dataset({"fashion-mnist", "test", dir});
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(seconds, 1.0) << "loading took " << seconds << " s";
+  // (about 0.25 s here; the bound leaves room for a CI machine running two tests per core)
+  EXPECT_LT(seconds, 3.0) << "loading took " << seconds << " s";
   std::cout << "[ info ] Fashion-MNIST train + test loaded in " << seconds << " s\n";
   EXPECT_EQ(train.images.sizes(), (std::vector<int64_t>{60000, 1, 28, 28}));
   EXPECT_EQ(test.images.sizes(), (std::vector<int64_t>{10000, 1, 28, 28}));
