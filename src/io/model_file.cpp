@@ -220,7 +220,16 @@ void load_archive_checked(torch::serialize::InputArchive& archive, const std::st
 
 void check_finite_module(const torch::nn::Module& net, const std::string& file) {
   for (const auto& p : net.named_parameters()) check_finite(p.value(), file, "parameter " + p.key());
-  for (const auto& b : net.named_buffers()) check_finite(b.value(), file, "buffer " + b.key());
+  for (const auto& b : net.named_buffers()) {
+    check_finite(b.value(), file, "buffer " + b.key());
+    // A variance below 0, which no training writes, gives NaN at evaluation (found by a review).
+    const std::string suffix = "running_var";
+    const std::string& key = b.key();
+    if (key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        b.value().numel() > 0) {
+      BR_CHECK(b.value().min().item<double>() >= 0, file, ": buffer ", key, " holds a negative variance (damaged or edited file)");
+    }
+  }
 }
 
 // NOTE [Shapes after load]: Module::load reads each tensor with InputArchive::read, which set_()s

@@ -177,6 +177,24 @@ TEST(ModelFile, NanInfiniteOrHugeWeightsAreAnError) {
   }
 }
 
+// A BatchNorm variance below 0, which no training writes, would give NaN at evaluation.
+TEST(ModelFile, ANegativeRunningVarianceIsAnError) {
+  test_util::TempDir dir;
+  io::ModelFile f;
+  f.spec = test_util::tiny_mlp_spec(8, "bn");
+  f.net = models::build_model(f.spec);
+  std::string var_name;
+  for (const auto& b : f.net->named_buffers()) {
+    if (b.key().size() > 11 && b.key().substr(b.key().size() - 11) == "running_var") var_name = b.key();
+  }
+  ASSERT_FALSE(var_name.empty());
+  io::save_model_file(dir.file("ok.pt"), f);
+  EXPECT_NO_THROW(io::load_model_file(dir.file("ok.pt")));
+  f.net->named_buffers()[var_name][0] = -0.5f;
+  io::save_model_file(dir.file("bad.pt"), f);
+  expect_load_error(dir.file("bad.pt"), "buffer " + var_name + " holds a negative variance");
+}
+
 // NOTE [Shapes after load]: LibTorch's Module::load takes each tensor's shape from the file.
 TEST(ModelFile, WeightsOfAnotherShapeThanTheDescriptionAreAnError) {
   test_util::TempDir dir;
