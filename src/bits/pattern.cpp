@@ -254,6 +254,7 @@ BitPattern load_pattern(const std::string& path) {
     reader.fail(e.what());
   }
   std::optional<ParamSelector> layers;
+  pattern.layers_recorded = file_version >= 2;
   if (file_version >= 2) {
     std::string line = reader.next("'layers'").str();
     if (!line.empty() && line.back() == '\r') line.pop_back();  // (CRLF files are read too)
@@ -358,6 +359,25 @@ BitPattern load_pattern(const std::string& path) {
              "' lists bit ", a.bit, " of element ", a.element, " of parameter ", a.param, " twice");
   }
   return pattern;
+}
+
+bool drawn_by_its_header(const BitPattern& pattern) {
+  if (pattern.layers_recorded) {
+    return draw_pattern(pattern.params, pattern.model, pattern.seed, ParamSelector(pattern.layers)).flips == pattern.flips;
+  }
+  // (flips are sorted by parameter: each parameter's are one run)
+  auto begin = pattern.flips.begin();
+  for (size_t i = 0; i < pattern.params.size(); ++i) {
+    auto end = begin;
+    while (end != pattern.flips.end() && end->param == static_cast<int64_t>(i)) ++end;
+    if (begin != end) {
+      const std::vector<BitFlip> drawn = draw_pattern(pattern.params[i].numel(), pattern.params[i].bits, pattern.model,
+                                                      pattern.seed, static_cast<int64_t>(i));
+      if (!std::equal(begin, end, drawn.begin(), drawn.end())) return false;
+    }
+    begin = end;
+  }
+  return begin == pattern.flips.end();
 }
 
 void check_pattern_fits(const BitPattern& pattern, const std::vector<ParamSpec>& expected) {

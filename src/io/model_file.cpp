@@ -326,6 +326,7 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
     });
     out.close();
     BR_CHECK(out, "cannot write ", what, " ", path, ": writing ", tmp, " failed (disk full?)");
+    report::sync_temp_file(tmp, path, what);
     staged.emplace(texts);
   } catch (const c10::Error& e) {
     report::discard_temp_file(tmp);

@@ -327,18 +327,18 @@ void discard_temp_file(const std::string& tmp) {
   unregister_live_temp(tmp);
 }
 
-namespace {
 // A rename is atomic for readers, but after a crash or power loss the new name can point at data
-// that never reached the disk (an empty result file in place of the old one): the data goes
-// first. A file system that cannot sync (EINVAL) is taken as it is; a failed write-back is an error.
-void sync_to_disk(const std::string& tmp, const std::string& path, const std::string& what) {
+// that never reached the disk (an empty result file in place of the old one): the data goes first,
+// when the temporary file is written, so that a failed write-back (EIO, or a full disk reported
+// only now) comes before any of a command's outputs is renamed into place. A file system that
+// cannot sync (EINVAL) is taken as it is.
+void sync_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
   const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;  // (the rename below names what is wrong)
+  BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
   const int error = ::fsync(fd) == 0 ? 0 : errno;
   ::close(fd);
   BR_CHECK(error == 0 || error == EINVAL || error == EROFS, "cannot write ", what, " ", path, ": ", std::strerror(error));
 }
-}  // namespace
 
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what) {
   std::string target;
@@ -346,7 +346,6 @@ void commit_temp_file(const std::string& tmp, const std::string& path, const std
     target = output_file_behind(path, what);
     BR_CHECK(target_of(target) == Target::File, "cannot write ", what, " ", path,
              ": it has become a device, pipe or socket, which a rename would replace");
-    sync_to_disk(tmp, path, what);
   } catch (...) {
     discard_temp_file(tmp);
     throw;
@@ -374,6 +373,12 @@ std::string write_temp_text(const std::string& path, const std::string& text) {
   if (!ok || !closed) {
     discard_temp_file(tmp);
     throw Error("cannot write " + path + ": write failed (disk full?)");
+  }
+  try {
+    sync_temp_file(tmp, path, "file");
+  } catch (...) {
+    discard_temp_file(tmp);
+    throw;
   }
   return tmp;
 }

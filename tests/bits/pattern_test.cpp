@@ -140,6 +140,33 @@ TEST(BitPattern, SaveLoadRoundTripAndModelReplay) {
   EXPECT_ERROR_CONTAINS(load_pattern(dir.file("widened.txt")),
                         "a flip in parameter 1 (conv1.bias [16] 8 bits), which the header's layers 'weight|^$' do not select");
   EXPECT_EQ(draw_pattern(specs, model, 1234).layers, "");
+  // Whether a file's flips are those its header draws: yes as saved, no once edited.
+  EXPECT_TRUE(loaded.layers_recorded);
+  EXPECT_TRUE(drawn_by_its_header(loaded));
+  BitPattern reseeded = loaded;
+  reseeded.seed = 1235;
+  EXPECT_FALSE(drawn_by_its_header(reseeded));
+  BitPattern fewer = loaded;
+  fewer.flips.pop_back();
+  EXPECT_FALSE(drawn_by_its_header(fewer));
+  // A version 1 file (as the previous version wrote it: no layers line) of a pattern drawn with
+  // --layers: the layers are unknown, and each parameter's flips are all of its draw or none.
+  std::ifstream v2(path);
+  std::string text((std::istreambuf_iterator<char>(v2)), std::istreambuf_iterator<char>());
+  text.replace(0, std::string("bitrobust-bit-pattern 2").size(), "bitrobust-bit-pattern 1");
+  const size_t layers_at = text.find("layers weight|^$\n");
+  ASSERT_NE(layers_at, std::string::npos);
+  text.erase(layers_at, std::string("layers weight|^$\n").size());
+  std::ofstream(dir.file("v1.txt")) << text;
+  const BitPattern v1 = load_pattern(dir.file("v1.txt"), specs);
+  EXPECT_FALSE(v1.layers_recorded);
+  EXPECT_TRUE(v1.flips == pattern.flips);
+  EXPECT_TRUE(drawn_by_its_header(v1));
+  BitPattern v1_fewer = v1;
+  ASSERT_GT(v1_fewer.flips.size(), 1u);
+  ASSERT_EQ(v1_fewer.flips[1].param, v1_fewer.flips[0].param);
+  v1_fewer.flips.erase(v1_fewer.flips.begin());  // (the first parameter's draw, cut short)
+  EXPECT_FALSE(drawn_by_its_header(v1_fewer));
 }
 
 TEST(BitPattern, FileThatDoesNotFitTheModelIsAnError) {

@@ -134,8 +134,7 @@ Runner register_eval(CLI::App& app) {
       // The header's seed, rate and error model label the result; whether they drew these flips is
       // checked by drawing again (O(selected bits)): an edited or hand-made file is replayed too, but
       // said to be one (found by a review: an edited seed was recorded as if it had drawn the flips).
-      const bool drawn = bits::draw_pattern(pattern.params, pattern.model, pattern.seed,
-                                            bits::ParamSelector(pattern.layers)).flips == pattern.flips;
+      const bool drawn = bits::drawn_by_its_header(pattern);
       if (!drawn) {
         std::fprintf(stderr, "note: pattern file %s holds other flips than seed %llu draws at %s%s: it was edited or "
                              "made elsewhere, and its header's seed and rate do not describe it\n",
@@ -155,7 +154,9 @@ Runner register_eval(CLI::App& app) {
                                                      {"pattern", cmd->replay},
                                                      {"seed", pattern.seed},
                                                      {"error_model", pattern.model.name()},
-                                                     {"layers", pattern.layers},
+                                                     // (null: a version 1 file, which did not record them)
+                                                     {"layers", pattern.layers_recorded ? nlohmann::json(pattern.layers)
+                                                                                        : nlohmann::json()},
                                                      // whether (seed, error_model, rate, layers) draw these flips
                                                      {"drawn", drawn},
                                                      {"rate", pattern.model.rate},

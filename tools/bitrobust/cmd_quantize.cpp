@@ -120,6 +120,7 @@ Runner register_export(CLI::App& app) {
         // The stream buffers: a full disk or a file size limit may only show when it is flushed.
         f.close();
         BR_CHECK(!f.fail(), "cannot write ", (tmp / file_name).string(), " (disk full or a file size limit?)");
+        report::sync_temp_file((tmp / file_name).string(), (out / file_name).string(), "export file");
         // As zip and gzip compute it (Python: zlib.crc32), for tools loading the codes elsewhere.
         const uint32_t crc = static_cast<uint32_t>(crc32_z(0L, bytes, size));
         nlohmann::json r = nlohmann::json::array(), steps = nlohmann::json::array();

@@ -44,7 +44,14 @@ struct BitPattern {
   /// The --layers regular expression the pattern was drawn with ("" = every parameter): flips lie
   /// only in parameters it selects.
   std::string layers;
+  /// False for a version 1 file, which did not record the layers (`layers` is then "", unknown).
+  bool layers_recorded = true;
 };
+
+/// Whether the pattern's flips are those its seed and error model draw: in the parameters its
+/// layers select (or, where the file did not record them, in each parameter all or none of them).
+/// False for an edited or hand-made file. Costs one draw, O(selected bits).
+bool drawn_by_its_header(const BitPattern& pattern);
 
 /// The bits that inject_bit_errors(codes, bits, model, seed, param_index, out) selects for a tensor
 /// of numel elements, sorted by (element, bit). Applying them with apply_pattern gives exactly the

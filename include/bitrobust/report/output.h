@@ -74,6 +74,9 @@ std::string output_file_behind(const std::string& path, const std::string& what)
 std::string create_temp_file_for(const std::string& path, const std::string& what);
 /// Renames `tmp` over `path`; on failure removes `tmp` and throws bitrobust::Error naming `path`.
 void commit_temp_file(const std::string& tmp, const std::string& path, const std::string& what);
+/// Writes the temporary file's data to the disk (fsync) before it is committed; Error naming `what`
+/// and `path` if that fails.
+void sync_temp_file(const std::string& tmp, const std::string& path, const std::string& what);
 /// Removes a temporary file after a failed write (no error if it is gone).
 void discard_temp_file(const std::string& tmp);
 /// A new, empty folder next to `path` with a unique name (mkdtemp: never a folder that already
