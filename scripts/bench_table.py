@@ -102,15 +102,22 @@ def main(paths):
     host, no_pattern = us("BM_InjectTasksHost"), us("BM_InjectDequantize/p_e4:0")
     table.append(("host task table of a pattern, ms", host and host / 1e3, "inject + dequantize, no pattern",
                   no_pattern and no_pattern / 1e3, "lower (the host's share)"))
+    # (the path the injector took: a CUDA run that fell back to the two kernels says so)
+    paths = {0: "incremental", 1: "fused", 2: "dense"}
+    def path_of(name):
+        path = get(name, "path")
+        return "" if path is None else f" ({paths.get(int(path), path)})"
     for rate_e4, label in ((1, "0.01%"), (10, "0.1%"), (100, "1%"), (1000, "10%")):
         injector = us(f"BM_WeightInjector/p_e4:{rate_e4}")
         separate = us(f"BM_InjectDequantize/p_e4:{rate_e4}")
-        table.append((f"the sweep's injector {label}, ms/pattern", injector and injector / 1e3,
+        table.append((f"the sweep's injector {label}{path_of(f'BM_WeightInjector/p_e4:{rate_e4}')}, ms/pattern",
+                      injector and injector / 1e3,
                       "inject, then dequantize", separate and separate / 1e3,
                       "lower (CPU: incremental; CUDA: fused)"))
     # Issue 4's goal counts what the sweep does per pattern: the injector where it was run.
     inject1 = us("BM_WeightInjector/p_e4:100") or us("BM_InjectDequantize/p_e4:100")
-    table.append(("inject + dequantize 1%, ms/pattern", inject1 and inject1 / 1e3, "goal (issue 4, GPU)", 0.1,
+    table.append((f"inject + dequantize 1%{path_of('BM_WeightInjector/p_e4:100')}, ms/pattern", inject1 and inject1 / 1e3,
+                  "goal (issue 4, GPU)", 0.1,
                   "lower (goal <= 1)"))
     flt = get("BM_TrainStep/0", "train_images_per_second")
     qat = get("BM_TrainStep/1", "train_images_per_second")
@@ -130,8 +137,9 @@ def main(paths):
           f"{ctx.get('bitrobust_precision', '?')})")
     print(f"{'measure':52s} {'bitrobust':>12s}   {'baseline':26s} {'value':>12s} {'ratio':>7s}  better")
     for name, value, base_name, base, better in table:
-        if value is None or base is None:
-            print(f"{name:52s} {'-':>12s}   {base_name:26s} {'-' if base is None else f'{base:12.4g}':>12s}")
+        if value is None or base is None:  # (a figure whose baseline is missing is still shown)
+            shown = '-' if value is None else f'{value:12.4g}'
+            print(f"{name:52s} {shown:>12s}   {base_name:26s} {'-' if base is None else f'{base:12.4g}':>12s}")
             continue
         print(f"{name:52s} {value:12.4g}   {base_name:26s} {base:12.4g} {value / base:7.3f}  {better}")
 

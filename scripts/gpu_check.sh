@@ -131,7 +131,7 @@ stage cuda-tests "${LIMIT_CUDA_TESTS:-180}" bash -c cuda_tests
 # limit must not take the table's figures with it. (BM_WeightInjector, the fused kernel, runs at the
 # rates of issue 4's table only.)
 stage bench "${LIMIT_BENCH:-240}" build-gpu/bench_end_to_end \
-  '--benchmark_filter=-BM_ReferenceSuite|BM_WeightInjector/p_e4:(2|5|20)/' \
+  '--benchmark_filter=-BM_ReferenceSuite|BM_WeightInjector/p_e4:(2|5|20)/|BM_InjectDequantize/p_e4:(2|5|20)/' \
   --benchmark_out="$R/bench.json" --benchmark_out_format=json
 [[ -s $R/bench.json ]] && python3 scripts/bench_table.py "$R/bench.json"
 stage suite "${LIMIT_SUITE:-150}" env BITROBUST_BENCH_FULL_SUITE=1 build-gpu/bench_end_to_end \
