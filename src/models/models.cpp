@@ -168,22 +168,31 @@ class LeNet : public Classifier {
   NormRelu act1_{nullptr}, act2_{nullptr}, act3_{nullptr};
 };
 
-// SimpleNet (Hasanpour et al.) as in the reference; see ../shared/REFERENCE.md (beside the checkout) for the layer table.
+// SimpleNet (Hasanpour et al.) as in the reference; see ../shared/REFERENCE.md (beside the checkout)
+// for the layer table. (Also what ModelSpec::validate sizes the network by.)
+struct SimpleNetLayer {
+  int64_t out;
+  int64_t kernel;
+  bool pool;
+};
+std::vector<SimpleNetLayer> simplenet_layers(const ModelSpec& s) {
+  const int64_t c = s.channels > 0 ? s.channels : 64;
+  std::vector<SimpleNetLayer> layers = {{c, 3, false},     {2 * c, 3, false}, {2 * c, 3, false},
+                                        {2 * c, 3, true},  {2 * c, 3, false}, {2 * c, 3, false},
+                                        {4 * c, 3, true},  {4 * c, 3, false}, {4 * c, 3, true},
+                                        {8 * c, 3, true},  {32 * c, 1, false}, {4 * c, 1, true},
+                                        {4 * c, 3, false}};
+  if (s.height <= 28) {  // 28x28 variant: conv 8 widens to 8c, convs 9-10 dropped
+    layers[7].out = 8 * c;
+    layers.erase(layers.begin() + 8, layers.begin() + 10);
+  }
+  return layers;
+}
+
 class SimpleNet : public Classifier {
  public:
   explicit SimpleNet(const ModelSpec& s) {
-    const int64_t c = s.channels > 0 ? s.channels : 64;
-    const bool small = s.height <= 28;  // 28x28 variant: conv 8 widens to 8c, convs 9-10 dropped
-    struct Layer { int64_t out; int64_t kernel; bool pool; };
-    std::vector<Layer> layers = {{c, 3, false},     {2 * c, 3, false}, {2 * c, 3, false},
-                                 {2 * c, 3, true},  {2 * c, 3, false}, {2 * c, 3, false},
-                                 {4 * c, 3, true},  {4 * c, 3, false}, {4 * c, 3, true},
-                                 {8 * c, 3, true},  {32 * c, 1, false}, {4 * c, 1, true},
-                                 {4 * c, 3, false}};
-    if (small) {
-      layers[7].out = 8 * c;
-      layers.erase(layers.begin() + 8, layers.begin() + 10);
-    }
+    const std::vector<SimpleNetLayer> layers = simplenet_layers(s);
     int64_t in = s.in_channels;
     for (size_t i = 0; i < layers.size(); ++i) {
       const std::string id = std::to_string(i + 1);
@@ -232,13 +241,29 @@ class PreActBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PreActBlock);
 
+/// WRN's and ResNet-20's stem width, the widths of their three groups, and blocks per group.
+struct ResidualLayout {
+  std::vector<int64_t> widths;
+  int64_t blocks_per_group;
+};
+ResidualLayout residual_layout(const ModelSpec& s) {
+  const int64_t base = s.channels > 0 ? s.channels : 16;
+  if (s.arch == "wrn") {
+    const int64_t depth = s.depth > 0 ? s.depth : 28, k = s.widen > 0 ? s.widen : 10;
+    return {{base, base * k, 2 * base * k, 4 * base * k}, (depth - 4) / 6};
+  }
+  return {{base, base, 2 * base, 4 * base}, 3};  // resnet20
+}
+
 class ResidualNet : public Classifier {
  public:
-  ResidualNet(const ModelSpec& s, std::vector<int64_t> widths, int64_t blocks_per_group) {
+  explicit ResidualNet(const ModelSpec& s) {
+    const ResidualLayout layout = residual_layout(s);
+    const std::vector<int64_t>& widths = layout.widths;
     stem_ = register_module("conv1", conv(s.in_channels, widths[0], 3));
     int64_t in = widths[0];
     for (size_t g = 1; g < widths.size(); ++g) {
-      for (int64_t b = 0; b < blocks_per_group; ++b) {
+      for (int64_t b = 0; b < layout.blocks_per_group; ++b) {
         const int64_t stride = (g > 1 && b == 0) ? 2 : 1;
         blocks_.push_back(register_module(
             "block" + std::to_string(g) + "_" + std::to_string(b + 1), PreActBlock(s.norm, in, widths[g], stride)));
@@ -378,28 +403,22 @@ void ModelSpec::validate() const {
     weight(2 * c * (height / 4) * (width / 4) * 256);
     weight(256.0 * num_classes);
   } else if (arch == "simplenet") {
-    const double c = channels > 0 ? channels : 64;
-    // (the 32x32 layer table of SimpleNet below: widths in units of c, kernel sizes)
-    const double widths[] = {1, 2, 2, 2, 2, 2, 4, 4, 4, 8, 32, 4, 4};
-    const double kernels[] = {3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 3};
     double in = static_cast<double>(in_channels);
-    for (size_t i = 0; i < 13; ++i) {
-      weight(kernels[i] * kernels[i] * in * widths[i] * c);
-      in = widths[i] * c;
+    for (const SimpleNetLayer& layer : simplenet_layers(*this)) {
+      weight(static_cast<double>(layer.kernel * layer.kernel) * in * static_cast<double>(layer.out));
+      in = static_cast<double>(layer.out);
     }
     weight(in * num_classes);
-  } else {  // wrn, resnet20 (build_model's widths)
-    const double base = channels > 0 ? channels : 16;
-    const double k = arch == "wrn" ? (widen > 0 ? widen : 10) : 1;
-    const int64_t blocks = arch == "wrn" ? ((depth > 0 ? depth : 28) - 4) / 6 : 3;
-    const double widths[] = {base, base * k, 2 * base * k, 4 * base * k};
+  } else {  // wrn, resnet20
+    const ResidualLayout layout = residual_layout(*this);
+    std::vector<double> widths(layout.widths.begin(), layout.widths.end());
     weight(9.0 * in_channels * widths[0]);
     double in = widths[0];
-    for (size_t g = 1; g < 4; ++g) {
-      for (int64_t b = 0; b < blocks; ++b) {
+    for (size_t g = 1; g < widths.size(); ++g) {
+      for (int64_t b = 0; b < layout.blocks_per_group; ++b) {
         weight(9 * in * widths[g]);
         weight(9 * widths[g] * widths[g]);
-        if (in != widths[g] || (g > 1 && b == 0)) weight(in * widths[g]);
+        if (in != widths[g] || (g > 1 && b == 0)) weight(in * widths[g]);  // the 1x1 shortcut
         in = widths[g];
       }
     }
@@ -422,14 +441,8 @@ std::shared_ptr<Classifier> build_model(const ModelSpec& spec) {
     net = std::make_shared<LeNet>(spec);
   } else if (spec.arch == "simplenet") {
     net = std::make_shared<SimpleNet>(spec);
-  } else if (spec.arch == "wrn") {
-    const int64_t depth = spec.depth > 0 ? spec.depth : 28, k = spec.widen > 0 ? spec.widen : 10;
-    const int64_t base = spec.channels > 0 ? spec.channels : 16;
-    net = std::make_shared<ResidualNet>(spec, std::vector<int64_t>{base, base * k, 2 * base * k, 4 * base * k},
-                                        (depth - 4) / 6);
-  } else {  // resnet20
-    const int64_t base = spec.channels > 0 ? spec.channels : 16;
-    net = std::make_shared<ResidualNet>(spec, std::vector<int64_t>{base, base, 2 * base, 4 * base}, 3);
+  } else {  // wrn, resnet20
+    net = std::make_shared<ResidualNet>(spec);
   }
   return net;
 }

@@ -34,8 +34,6 @@ double multistep_lr(double base, int64_t step, int64_t total_steps) {
 
 namespace {
 
-/// `batch` is the step whose own loss this is; for a mean over the epoch's steps so far (how a GPU run
-/// finds it, without a host synchronisation per step) it is the last of them, or -1 at the epoch's end.
 [[noreturn]] void diverged(const std::string& what, const std::string& where) {
   throw Error("training diverged: " + what + " " + where + " (try a lower --lr); no model was saved");
 }
@@ -44,6 +42,8 @@ std::string at_step(int64_t epoch, int64_t batch) {
   return "at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(batch + 1);
 }
 
+/// `batch` is the step whose own loss this is; for a mean over the epoch's steps so far (how a GPU run
+/// finds it, without a host synchronisation per step) it is the last of them, or -1 at the epoch's end.
 void check_finite(double loss, int64_t epoch, int64_t batch, bool mean = false) {
   if (!std::isfinite(loss)) {
     const std::string where = batch < 0 ? "during epoch " + std::to_string(epoch + 1)

@@ -169,7 +169,7 @@ Runner register_eval(CLI::App& app) {
                                                      // is checked against its sweep on these
                                                      {"dataset", data.name},
                                                      {"split", data.split},
-                                                     {"cifar_protocol", data.name == "cifar10" ? cmd->data.protocol : ""},
+                                                     {"cifar_protocol", recorded_protocol(data, cmd->data)},
                                                      {"limit", cmd->limit},
                                                      {"examples", data.size()},
                                                      {"data", data.fingerprint()},
@@ -186,7 +186,7 @@ Runner register_eval(CLI::App& app) {
     ctx.layers = cmd->sweep.layers;
     ctx.dataset = data.name;
     ctx.split = data.split;
-    ctx.cifar_protocol = data.name == "cifar10" ? cmd->data.protocol : "";
+    ctx.cifar_protocol = recorded_protocol(data, cmd->data);
     ctx.device = device.str();
     ctx.precision = eval::precision_name(precision);
     ctx.limit = cmd->limit;

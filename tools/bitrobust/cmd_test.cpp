@@ -54,7 +54,7 @@ Runner register_test(CLI::App& app) {
                                                    {"dataset", data.name},
                                                    {"split", data.split},
                                                    // the images, as eval's JSON names them
-                                                   {"cifar_protocol", data.name == "cifar10" ? cmd->data.protocol : ""},
+                                                   {"cifar_protocol", recorded_protocol(data, cmd->data)},
                                                    {"limit", cmd->limit},
                                                    {"data", data.fingerprint()},
                                                    {"examples", result.examples},

@@ -261,11 +261,11 @@ Runner register_train(CLI::App& app) {
                  {"train_seconds", result.seconds},
                  {"train_images_per_second", result.images_per_second},
                  {"train_steady_images_per_second", result.steady_images_per_second}};
-    // A resume that found the whole run in its checkpoint trained nothing: no time or speed to report
-    // (not 0), and the last epoch's loss comes from the checkpoint (unknown for an older one).
     // (only CIFAR-10 has split protocols; the checkpoint's settings keep "holdout" for every data
     // set, as checkpoints written before this resume with it)
     if (train_set.name == "cifar10") file.meta["cifar_protocol"] = cmd->data.protocol;
+    // A resume that found the whole run in its checkpoint trained nothing: no time or speed to report
+    // (not 0), and the last epoch's loss comes from the checkpoint (unknown for an older one).
     const bool trained_now = result.steps_run > 0;
     if (!trained_now) {
       for (const char* key : {"train_seconds", "train_images_per_second", "train_steady_images_per_second"}) {
@@ -293,7 +293,7 @@ Runner register_train(CLI::App& app) {
     summary["device"] = device.str();
     summary["versions"] = io::version_info();
     summary["scheme"] = quantized ? scheme.to_string() : "float";
-    summary["cifar_protocol"] = file.meta.value("cifar_protocol", std::string());  // ("" elsewhere, as eval's JSON)
+    summary["cifar_protocol"] = recorded_protocol(train_set, cmd->data);  // ("" elsewhere, as eval's JSON)
     save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {
       char training[96];
       if (trained_now) {

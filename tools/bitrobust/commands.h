@@ -50,6 +50,8 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
 /// "" for MNIST and Fashion-MNIST; for CIFAR-10 "; <protocol> protocol", and for holdout which
 /// training batches the split is (its "test" set is training batch 5: said wherever an error is).
 std::string protocol_note(const data::Dataset& data, const DataOptions& options);
+/// The CIFAR-10 protocol results record for these images ("" for other data sets, which have none).
+std::string recorded_protocol(const data::Dataset& data, const DataOptions& options);
 /// Throws bitrobust::Error if an output is one of the files a data set was read from.
 void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, const data::Dataset& data);
 /// The data a saved model is evaluated on: the data set (and CIFAR-10 protocol) named in the model

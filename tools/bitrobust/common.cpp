@@ -122,6 +122,10 @@ std::string protocol_note(const data::Dataset& data, const DataOptions& options)
   return note;
 }
 
+std::string recorded_protocol(const data::Dataset& data, const DataOptions& options) {
+  return data.name == "cifar10" ? options.protocol : "";
+}
+
 void check_cifar_protocol_applies(const DataOptions& options) {
   BR_CHECK(options.protocol.empty() || options.dataset == "cifar10", "--cifar-protocol ", options.protocol,
            ": only CIFAR-10 has split protocols, and the data set is ", options.dataset);

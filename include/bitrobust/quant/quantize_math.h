@@ -58,7 +58,8 @@ constexpr float kMinQuantBound = 1e-30f;
 /// A weight below the smallest normal float in magnitude, or NaN, counts as +0. The CLI's CPU threads
 /// read subnormals as 0 (flush_denormals.h) and CUDA does not, and NaN converts to a different
 /// integer on each: without this the same weights could get other codes on the two devices.
-BR_HOST_DEVICE float flush_to_zero(float w) { return fabsf(w) >= 1.17549435e-38f ? w : 0.0f; }
+constexpr float kSmallestNormalFloat = 1.17549435e-38f;  ///< FLT_MIN, spelled for host and device alike
+BR_HOST_DEVICE float flush_to_zero(float w) { return fabsf(w) >= kSmallestNormalFloat ? w : 0.0f; }
 
 /// The range of one channel from the minimum and maximum of its (finite) weights; see NOTE [Range
 /// rows] in src/quant/quantizer.cpp and NOTE [Where epsilon goes]. Only min/max and one IEEE double
@@ -171,7 +172,7 @@ BR_HOST_DEVICE float code_units(float w, const QuantParams& p) {
   // (found by a review: a file quantized by one command was refused by another). Flushed here, as
   // the weight is above; NaN (a NaN range) stays NaN.
   const float units = t / p.step;
-  return fabsf(units) < 1.17549435e-38f ? 0.0f : units;
+  return fabsf(units) < kSmallestNormalFloat ? 0.0f : units;
 }
 
 /// The integer code of t: signed value in [-L, L], or unsigned code in [0, 2^m - 1].
