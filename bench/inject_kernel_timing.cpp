@@ -1,6 +1,7 @@
 // Torch-free timing of inject_bit_errors_cpu on SimpleNet's 5,498,378 uint8 codes, so that the
 // kernel file of two revisions can be built and compared in one run
-// (scripts/bench_sampler_revisions.sh). Usage: inject_kernel_timing [threads]
+// (scripts/bench_sampler_revisions.sh). Usage: inject_kernel_timing [threads [rate ...]]
+// (rates default to 1e-4 1e-3 1e-2 1e-1)
 #include <omp.h>
 
 #include <chrono>
@@ -18,7 +19,10 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> clean(n), out(n);
   std::mt19937_64 rng(1);
   for (auto& c : clean) c = static_cast<uint8_t>(rng());
-  for (double p : {1e-4, 1e-3, 1e-2, 1e-1}) {
+  std::vector<double> rates = {1e-4, 1e-3, 1e-2, 1e-1};
+  if (argc > 2) rates.clear();
+  for (int i = 2; i < argc; ++i) rates.push_back(std::atof(argv[i]));
+  for (double p : rates) {
     InjectTask task;
     task.clean = clean.data();
     task.out = out.data();

@@ -3,6 +3,7 @@
 # calls since the incremental injection, and the headers they use) of two
 # git revisions in one run, alternating, with bench/inject_kernel_timing.cpp; no Torch needed.
 # Usage: scripts/bench_sampler_revisions.sh OLD_REV [NEW_REV (default: the working tree)] [ROUNDS]
+# RATES="0.001 0.005" times those rates instead of 1e-4, 1e-3, 1e-2 and 1e-1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OLD=${1:?usage: bench_sampler_revisions.sh OLD_REV [NEW_REV] [ROUNDS]}
@@ -27,6 +28,6 @@ build() {  # build NAME REV|""
 build old "$OLD"
 build new "$NEW"
 for round in $(seq "$ROUNDS"); do
-  echo "== round $round: $OLD"; "$WORK/old.bin" 1
-  echo "== round $round: ${NEW:-working tree}"; "$WORK/new.bin" 1
+  echo "== round $round: $OLD"; "$WORK/old.bin" 1 ${RATES:-}
+  echo "== round $round: ${NEW:-working tree}"; "$WORK/new.bin" 1 ${RATES:-}
 done

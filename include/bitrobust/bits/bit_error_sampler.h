@@ -250,6 +250,85 @@ BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t
   }
 }
 
+// NOTE [Chunks side by side]
+// for_each_selected_bit over several chunks at once (the CPU's work item), in rounds over the order
+// statistic j: round j computes spacing j of every chunk still running, kLanes chunks to a vector,
+// then continues each chunk's sum and chooses its position. One chunk at a time, the vector lanes
+// hold order statistics j .. j + kLanes - 1 of one chunk, and at low rates most of them are wasted:
+// at p = 0.1% an 8-bit chunk selects about 2 bits, yet a vector of 8 spacings is computed for it.
+// Side by side a chunk costs about as many spacings as it selects bits, plus one. Each chunk's
+// spacings, attempts and sum are those of for_each_selected_bit, in the same order, so each chunk
+// selects the same bits with the same sums (test BitErrorKernel.ChunksSideBySideSelectTheSameBits);
+// only the order of the visits across chunks differs, which never matters to an injection, since
+// the selected bits are distinct.
+
+/// Calls visit(k, element_in_chunk, bit_position, s) for each selected bit of chunks k < num_chunks
+/// (Philox keys keys[k]), each chunk's bits in increasing order of s. first_words[w][k]: word w of
+/// the Philox block (counter 0, key keys[k]), which callers have computed for NOTE [Empty chunk
+/// shortcut]. Host only: its stack holds kChunks bitmaps.
+template <int kMaxWords, int kChunks, int kLanes, typename Visit>
+void for_each_selected_bit_side_by_side(const BitErrorParams& params, int num_chunks, const uint64_t* keys,
+                                        const uint32_t (*first_words)[kChunks], Visit&& visit) {
+  static_assert(kChunks % kLanes == 0, "rounds compute whole vectors of kLanes chunks");
+  const double t_max = params.threshold_max();
+  if (!(params.bit_count > 0 && t_max > 0.0)) return;
+  const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
+  int running[kChunks];  // chunks still selecting, in increasing k
+  int num_running = 0;
+  for (int k = 0; k < num_chunks; ++k) {
+    if (uniform_open01(first_words[0][k], first_words[1][k]) > params.empty_chunk_v_max) running[num_running++] = k;
+  }
+  if (num_running == 0) return;
+  double s[kChunks];
+  uint64_t bitmaps[kChunks][kMaxWords];
+  const int num_words = static_cast<int>(n >> 6);
+  for (int i = 0; i < num_running; ++i) {
+    s[running[i]] = 0.0;
+    for (int w = 0; w < num_words; ++w) bitmaps[running[i]][w] = 0;
+  }
+  // Per running slot i (not per chunk): spacing j and the first two position attempts.
+  double spacing[kChunks];
+  uint32_t attempt2[kChunks], attempt3[kChunks];
+  for (uint32_t j = 0; j < n && num_running > 0; ++j) {
+    const double remaining = static_cast<double>(n - j);
+    for (int g = 0; g < num_running; g += kLanes) {
+      // Lanes past the running chunks repeat the last one; their values are never read.
+      uint32_t counter[kLanes], key_lo[kLanes], key_hi[kLanes], words[4][kLanes];
+      int chunk[kLanes];
+      for (int i = 0; i < kLanes; ++i) {
+        chunk[i] = running[g + i < num_running ? g + i : num_running - 1];
+        counter[i] = j;
+        key_lo[i] = static_cast<uint32_t>(keys[chunk[i]]);
+        key_hi[i] = static_cast<uint32_t>(keys[chunk[i]] >> 32);
+      }
+      if (j == 0) {
+        for (int w = 0; w < 4; ++w) {
+          for (int i = 0; i < kLanes; ++i) words[w][i] = first_words[w][chunk[i]];
+        }
+      } else {
+        philox4x32_lanes<kLanes>(kLanes, counter, key_lo, key_hi, words);
+      }
+      for (int i = 0; i < kLanes; ++i) {
+        spacing[g + i] = det_log_normal(uniform_open01(words[0][i], words[1][i])) / remaining;
+        attempt2[g + i] = words[2][i];
+        attempt3[g + i] = words[3][i];
+      }
+    }
+    int kept = 0;
+    for (int i = 0; i < num_running; ++i) {
+      const int k = running[i];
+      s[k] -= spacing[i];
+      if (!(s[k] < t_max)) continue;
+      BitmapView chosen{bitmaps[k]};
+      const uint32_t b = choose_position(attempt2[i], attempt3[i], j, n, keys[k], chosen);
+      visit(k, static_cast<int32_t>(b & (kChunkElements - 1)), params.bit_lo + static_cast<int32_t>(b >> kChunkShift),
+            s[k]);
+      running[kept++] = k;
+    }
+    num_running = kept;
+  }
+}
+
 // NOTE [Group sampler]
 // for_each_selected_bit in rounds of kGroup order statistics for a group of threads (a CUDA warp):
 // each lane computes one spacing and its first two position attempts (group_draw, the costly part:

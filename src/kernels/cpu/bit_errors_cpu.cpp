@@ -42,8 +42,16 @@ namespace {
 // in L2 between the copy and the flips and to balance two threads on small tensors.
 constexpr int64_t kChunksPerItem = 32;
 static_assert(kChunksPerItem * kChunkElements <= 65536, "incremental injection notes element offsets in 16 bits");
-// Spacings computed ahead per chunk (NOTE [Bit error sampling]): one 512-bit vector of doubles.
+// Order statistics computed at once, of one chunk (draw_chunks) or of chunks side by side (the
+// injections; NOTE [Chunks side by side]): one 512-bit vector of doubles.
 constexpr int kCpuLanes = 8;
+// Chunks expected to select fewer bits than this (n * T, NOTE [Bit error sampling]) are drawn side by
+// side (NOTE [Chunks side by side]), others one after the other, kCpuLanes order statistics at a
+// time. Side by side took, against one after the other, on SimpleNet's 5.5 M 8-bit codes, one
+// thread (2026-12-05, docs/bit_errors.md): 0.65x the time at p = 0.01%, 0.48-0.52x at 0.05-0.1%
+// (n * T = 1-2), 0.86x at 0.5%, 0.92x at 0.7% (n * T = 14.4), but 1.04x at 1% (20.6) and 1.15x
+// at 10%.
+constexpr double kSideBySideBelow = 16.0;
 
 struct WorkItem {
   int64_t task;
@@ -69,15 +77,14 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
   }
   const BitErrorParams& params = task.params;
   if (!params.active()) return 0;
-  // First uniform of every chunk in one pass of independent work (no branches between chunks), so
-  // the Philox rounds of neighbouring chunks overlap; most chunks end here at low rates.
-  // All kChunksPerItem lanes are computed (lanes past the item's chunks are ignored), so the loops
-  // have constant trip counts and run in SIMD registers.
+  // The first Philox block of every chunk in one pass of independent work (no branches between
+  // chunks), so that the rounds of neighbouring chunks overlap; at low rates most chunks end at its
+  // first uniform (NOTE [Empty chunk shortcut]). All kChunksPerItem lanes are computed (lanes past
+  // the item's chunks are ignored), so the loops have constant trip counts and run in SIMD registers.
   const uint64_t prefix = param_key_prefix(seed, task.param_index);
   uint64_t keys[kChunksPerItem];
   uint32_t counter0[kChunksPerItem], key_lo[kChunksPerItem], key_hi[kChunksPerItem];
   uint32_t words[4][kChunksPerItem];
-  double first_v[kChunksPerItem];
   for (int64_t k = 0; k < kChunksPerItem; ++k) {
     keys[k] = chunk_key(prefix, item.first_chunk + k);
     counter0[k] = 0;
@@ -85,38 +92,41 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
     key_hi[k] = static_cast<uint32_t>(keys[k] >> 32);
   }
   philox4x32_lanes<kChunksPerItem>(kChunksPerItem, counter0, key_lo, key_hi, words);
-  for (int64_t k = 0; k < kChunksPerItem; ++k) first_v[k] = uniform_open01(words[0][k], words[1][k]);
   int64_t changed = 0;
   const bool symmetric = params.threshold_0to1 == params.threshold_1to0;
   thread_local std::vector<uint32_t> pending;  // kRecord: the selected bits, noted (kept from call to call)
   if constexpr (kRecord) pending.clear();
-  for (int64_t k = 0; k < item.num_chunks; ++k) {
-    if (first_v[k] <= params.empty_chunk_v_max) continue;  // NOTE [Empty chunk shortcut]
-    const int64_t c = item.first_chunk + k;
-    T* chunk = out + c * kChunkElements;
-    const T* clean_chunk = clean + c * kChunkElements;
-    const uint32_t chunk_offset = static_cast<uint32_t>(k * kChunkElements);
-    const int64_t valid = std::min<int64_t>(kChunkElements, task.numel - c * kChunkElements);
-    for_each_selected_bit<chunk_bitmap_words(8 * sizeof(T)), 0, kCpuLanes, true>(
-        params, keys[k], [&](int32_t element, int32_t bit, double s) {
-          if (element >= valid) return;
-          if constexpr (kRecord) {
-            // The codes were not just copied, so they are rarely in cache: the bit is noted and
-            // its cache lines fetched now, and the change made once the item's pattern is drawn.
-            __builtin_prefetch(chunk + element, 1);
-            __builtin_prefetch(clean_chunk + element);
-            pending.push_back(chunk_offset + static_cast<uint32_t>(element) | static_cast<uint32_t>(bit) << 16 |
-                              static_cast<uint32_t>(params.kind_of(s)) << 24);
-            return;
-          }
-          const T mask = static_cast<T>(T{1} << bit);
-          // With equal thresholds every selected bit flips, whatever its value: no branch waits
-          // for the code's load.
-          if (symmetric || ((chunk[element] & mask) != 0 ? s < params.threshold_1to0 : s < params.threshold_0to1)) {
-            chunk[element] = static_cast<T>(chunk[element] ^ mask);
-            ++changed;
-          }
-        });
+  const int64_t item_end = task.numel - begin;  // elements of the item at or past it are padding
+  const auto apply = [&](int k, int32_t element, int32_t bit, double s) {
+    const uint32_t offset = static_cast<uint32_t>(k * kChunkElements + element);  // from the item's first element
+    if (offset >= item_end) return;
+    if constexpr (kRecord) {
+      // The codes were not just copied, so they are rarely in cache: the bit is noted and its
+      // cache lines fetched now, and the change made once the item's pattern is drawn.
+      __builtin_prefetch(out + begin + offset, 1);
+      __builtin_prefetch(clean + begin + offset);
+      pending.push_back(offset | static_cast<uint32_t>(bit) << 16 | static_cast<uint32_t>(params.kind_of(s)) << 24);
+      return;
+    }
+    T& code = out[begin + offset];
+    const T mask = static_cast<T>(T{1} << bit);
+    // With equal thresholds every selected bit flips, whatever its value: no branch waits for
+    // the code's load.
+    if (symmetric || ((code & mask) != 0 ? s < params.threshold_1to0 : s < params.threshold_0to1)) {
+      code = static_cast<T>(code ^ mask);
+      ++changed;
+    }
+  };
+  constexpr int kMaxWords = chunk_bitmap_words(8 * sizeof(T));
+  if (static_cast<double>(kChunkElements) * params.bit_count * params.threshold_max() < kSideBySideBelow) {
+    for_each_selected_bit_side_by_side<kMaxWords, kChunksPerItem, kCpuLanes>(params, static_cast<int>(item.num_chunks),
+                                                                            keys, words, apply);
+  } else {
+    for (int k = 0; k < static_cast<int>(item.num_chunks); ++k) {
+      if (uniform_open01(words[0][k], words[1][k]) <= params.empty_chunk_v_max) continue;  // NOTE [Empty chunk shortcut]
+      for_each_selected_bit<kMaxWords, 0, kCpuLanes, true>(
+          params, keys[k], [&](int32_t element, int32_t bit, double s) { apply(k, element, bit, s); });
+    }
   }
   if constexpr (kRecord) {
     // A selected bit changes when it flips whatever its value, or when it is set to the value it
