@@ -1,12 +1,14 @@
 #include "bitrobust/eval/bit_error_eval.h"
 
 #include <gtest/gtest.h>
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
 #include <torch/torch.h>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/eval/evaluate.h"
 #include "bitrobust/report/eval_report.h"
 #include "bitrobust/train/trainer.h"
 #include "test_util.h"
@@ -27,6 +29,64 @@ TEST(BitErrorEval, ZeroRateGivesExactlyTheCleanError) {
   for (double v : r.results[0].rerr) EXPECT_EQ(v, r.clean_error);
   EXPECT_EQ(r.results[0].rerr_mean, r.clean_error);
   EXPECT_EQ(r.results[0].rerr_std, 0.0);
+}
+
+TEST(BitErrorEval, CleanErrorCountsEveryExampleOnceWhateverTheBatch) {
+  // The clean error computed here example by example, against the sweep's and evaluate's batches
+  // (400 examples: batches of 128 end with a partial one of 16; batches of 7 with one of 1). An
+  // untrained network, so that there are errors to count (the trained one makes none).
+  struct Untrained {
+    data::Dataset data = test_util::synthetic_dataset(400, 4, 8, 11);
+    std::shared_ptr<models::Classifier> net;
+    quant::QuantizedModel q;
+  } t;
+  torch::manual_seed(3);
+  t.net = models::build_model(test_util::tiny_mlp_spec(32));
+  t.q = quant::quantize_model(*t.net, quant::QuantScheme::preset("rquant", 8));
+  t.q.load_clean_weights();
+  t.net->eval();
+  torch::NoGradGuard no_grad;
+  const data::Normalization norm = data::normalization_for(t.data.name);
+  int64_t wrong = 0;
+  std::vector<bool> correct;
+  for (int64_t i = 0; i < t.data.size(); ++i) {
+    const at::Tensor x = data::make_batch(t.data, torch::full({1}, i, torch::kLong), norm, nullptr, 0, 0);
+    const bool right = t.net->forward(x).argmax(1).item<int64_t>() == t.data.labels[i].item<int64_t>();
+    correct.push_back(right);
+    wrong += right ? 0 : 1;
+  }
+  const double expected = static_cast<double>(wrong) / static_cast<double>(t.data.size());
+  ASSERT_GT(wrong, 40);  // (a network that is never wrong would not tell a miscounted batch)
+  ASSERT_LT(wrong, 360);
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, options({0.0}, 1));
+  EXPECT_EQ(r.examples, 400);
+  EXPECT_DOUBLE_EQ(r.clean_error, expected);
+  for (int64_t batch : {7, 128, 400, 1000}) {
+    const eval::EvalResult e = eval::evaluate(*t.net, t.data, batch);
+    EXPECT_EQ(e.examples, 400) << "batch " << batch;
+    EXPECT_DOUBLE_EQ(e.error, expected) << "batch " << batch;
+    ASSERT_EQ(e.correct.numel(), 400);
+    for (int64_t i = 0; i < 400; ++i) ASSERT_EQ(e.correct[i].item<bool>(), correct[i]) << "example " << i << ", batch " << batch;
+  }
+}
+
+TEST(BitErrorEval, PatternsChangeBinomiallyManyBitsAndRErrBoundsEachPattern) {
+  // Symmetric random errors flip every selected bit, so a pattern changes Binomial(total bits, p)
+  // bits; each pattern's RErr (wrong clean OR wrong perturbed) lies between its perturbed error and
+  // the clean error plus it.
+  auto& t = trained();
+  const double total_bits = static_cast<double>(t.q.total_bits());
+  ASSERT_GT(total_bits, 10000.0);
+  const auto r = eval::run_sweep(*t.net, t.q, t.data, options({0.001, 0.01, 0.2}, 8));
+  for (const auto& rate : r.results) {
+    const double mean = total_bits * rate.rate, sd = std::sqrt(total_bits * rate.rate * (1 - rate.rate));
+    ASSERT_EQ(rate.bits_changed.size(), 8u);
+    for (size_t i = 0; i < rate.rerr.size(); ++i) {
+      EXPECT_NEAR(static_cast<double>(rate.bits_changed[i]), mean, 5 * sd) << "rate " << rate.rate << ", pattern " << i;
+      EXPECT_GE(rate.rerr[i], rate.perturbed_error[i] - 1e-12) << "rate " << rate.rate << ", pattern " << i;
+      EXPECT_LE(rate.rerr[i], r.clean_error + rate.perturbed_error[i] + 1e-12) << "rate " << rate.rate;
+    }
+  }
 }
 
 TEST(BitErrorEval, RErrNeverBelowCleanAndMeanGrowsWithRate) {
@@ -102,12 +162,14 @@ TEST(BitErrorEval, RatesParseAsFractionsOrPercentages) {
 TEST(BitErrorEval, BadOptionsAreErrors) {
   auto& t = trained();
   auto o = options({0.01}, 0);
-  EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
+  EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o), "--patterns must be at least 1, got 0");
   o = options({0.01});
   o.error_model = "cosmic";
-  EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
+  EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o), "cosmic");
   o = options({1.5});
-  EXPECT_THROW(eval::run_sweep(*t.net, t.q, t.data, o), Error);
+  EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o), "bit error rate 1.5 is outside [0, 1]");
+  o = options({});
+  EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o), "no bit error rates given");
 }
 
 namespace {

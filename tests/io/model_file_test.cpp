@@ -29,6 +29,12 @@ TEST(ModelFile, RoundTripKeepsSpecWeightsMetaAndCodes) {
   {
     torch::NoGradGuard g;
     for (auto& p : f.net->parameters()) p.uniform_(-1, 1);
+    // BatchNorm statistics unlike a fresh network's (mean 0, variance 1), each buffer its own, so
+    // that a buffer left unsaved or loaded into another layer shows.
+    for (auto& item : f.net->named_buffers()) {
+      if (item.key().find("running_mean") != std::string::npos) item.value().normal_();
+      if (item.key().find("running_var") != std::string::npos) item.value().uniform_(0.5, 2.0);
+    }
   }
   f.meta = {{"dataset", "fashion-mnist"}, {"seed", 3}, {"test_error", 0.125}};
   f.meta["quantization"] = {{"scheme", "x"}, {"params", {{{"name", "conv1.weight"}}}}};
@@ -48,7 +54,16 @@ TEST(ModelFile, RoundTripKeepsSpecWeightsMetaAndCodes) {
   auto a = f.net->named_parameters();
   for (const auto& item : g.net->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), a[item.key()]));
   auto ab = f.net->named_buffers();
-  for (const auto& item : g.net->named_buffers()) EXPECT_TRUE(torch::equal(item.value(), ab[item.key()]));
+  int statistics = 0;
+  for (const auto& item : g.net->named_buffers()) {
+    EXPECT_TRUE(torch::equal(item.value(), ab[item.key()])) << item.key();
+    statistics += item.key().find("running_") != std::string::npos;
+  }
+  EXPECT_GE(statistics, 4);  // (rebn LeNet: mean and variance of at least two norms)
+  nlohmann::json written = g.meta;
+  written.erase("versions");
+  written.erase("spec");  // (compared above)
+  EXPECT_EQ(written, f.meta);
   ASSERT_EQ(g.quant_codes.size(), 1u);
   EXPECT_TRUE(torch::equal(g.quant_codes[0], f.quant_codes[0]));
   EXPECT_TRUE(torch::equal(g.quant_ranges[0], f.quant_ranges[0]));

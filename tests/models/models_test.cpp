@@ -129,6 +129,49 @@ TEST(Models, ReparameterizedNormsStartAtZeroAndActAsIdentityScale) {
   EXPECT_TRUE(torch::allclose(re->forward(x), plain->forward(x), 1e-5, 1e-6));
 }
 
+TEST(Models, ReparameterizedNormsScaleByOnePlusTheirWeight) {
+  // Away from 0, in training and in eval mode: a regn/rebn layer with weight w and bias b computes
+  // what the plain gn/bn layer computes with weight 1 + w and the same bias (and, for rebn, the
+  // same running statistics after the same training-mode batches).
+  for (const auto& [re_norm, plain_norm] : {std::pair<std::string, std::string>{"regn", "gn"}, {"rebn", "bn"}}) {
+    torch::manual_seed(4);
+    auto re = build_model(spec("lenet", re_norm, 1, 28));
+    auto plain = build_model(spec("lenet", plain_norm, 1, 28));
+    torch::NoGradGuard g;
+    auto rp = re->named_parameters();
+    int norm_weights = 0;
+    for (auto& item : re->named_parameters()) {
+      if (item.key().find("norm") != std::string::npos) item.value().uniform_(-0.1, 0.1);
+    }
+    for (auto& item : plain->named_parameters()) {
+      const at::Tensor source = rp[item.key()];
+      const bool scale = item.key().find("norm") != std::string::npos && item.key().find("weight") != std::string::npos;
+      item.value().copy_(scale ? source + 1 : source);
+      norm_weights += scale;
+    }
+    ASSERT_GE(norm_weights, 2) << re_norm;
+    const auto x = torch::randn({4, 1, 28, 28});
+    re->train();
+    plain->train();
+    EXPECT_TRUE(torch::allclose(re->forward(x), plain->forward(x), 1e-4, 1e-5)) << re_norm << ", training mode";
+    re->eval();
+    plain->eval();
+    EXPECT_TRUE(torch::allclose(re->forward(x), plain->forward(x), 1e-4, 1e-5)) << re_norm << ", eval mode";
+    // (the scale is not 1: the outputs differ from the network with the norm weights at 0)
+    auto zero = build_model(spec("lenet", re_norm, 1, 28));
+    auto zp = zero->named_parameters();
+    for (auto& item : re->named_parameters()) {
+      zp[item.key()].copy_(item.key().find("norm") != std::string::npos && item.key().find("weight") != std::string::npos
+                               ? torch::zeros_like(item.value())
+                               : item.value());
+    }
+    auto zb = zero->named_buffers();
+    for (auto& item : re->named_buffers()) zb[item.key()].copy_(item.value());
+    zero->eval();
+    EXPECT_FALSE(torch::allclose(re->forward(x), zero->forward(x), 1e-4, 1e-5)) << re_norm;
+  }
+}
+
 TEST(Models, BadSpecsAreClearErrors) {
   EXPECT_THROW(build_model(spec("vgg", "gn", 3, 32)), bitrobust::Error);
   EXPECT_THROW(build_model(spec("lenet", "ln", 3, 32)), bitrobust::Error);

@@ -390,9 +390,23 @@ TEST(Quantizer, QuantizeWithGivenRanges) {
   const at::Tensor w = randn({3, 10}, 8);
   const QuantScheme s = QuantScheme::parse("u8-asym-channel-round");
   const QuantizedTensor q = quantize(w, s, "w");
+  // The ranges quantize computed give back its codes.
+  EXPECT_TRUE(at::equal(quantize_with_ranges(w, q.ranges, s, "w").codes, q.codes));
   const QuantizedTensor again = quantize_with_ranges(w * 0.5, q.ranges, s, "w");
   EXPECT_TRUE(at::equal(again.ranges, q.ranges));
   EXPECT_FALSE(at::equal(again.codes, q.codes));
+  // Row c is quantized with range row c (not another row's, nor lo and hi swapped): each row alone,
+  // with its own range, gives the same codes; and halved weights inside the range keep their order.
+  for (int64_t c = 0; c < 3; ++c) {
+    const QuantizedTensor row =
+        quantize_with_ranges(w.slice(0, c, c + 1) * 0.5, q.ranges.slice(0, c, c + 1).contiguous(), s, "w");
+    EXPECT_TRUE(at::equal(row.codes[0], again.codes[c])) << "row " << c;
+    const float lo = q.ranges[c][0].item<float>(), hi = q.ranges[c][1].item<float>();
+    ASSERT_LT(lo, hi);
+    const at::Tensor order = (w[c] * 0.5).argsort();
+    const at::Tensor codes = again.codes[c].to(at::kLong).index_select(0, order);
+    EXPECT_TRUE(at::all(codes.slice(0, 1).ge(codes.slice(0, 0, -1))).item<bool>()) << "row " << c;
+  }
   EXPECT_TRUE(contains(error_of([&] { quantize_with_ranges(w, at::zeros({2, 2}), s, "layer.w"); }),
                        "quantize: ranges for tensor 'layer.w' must be float32 [3, 2]"));
 }

@@ -315,16 +315,19 @@ TEST(RandBET, TrainingSeedsNeverMeetEvaluationSeeds) {
 TEST(RandBET, BadOptionsAreErrors) {
   train::RandBETOptions o;
   o.rate = 1.5;
-  EXPECT_THROW(o.validate(), Error);
+  EXPECT_ERROR_CONTAINS(o.validate(), "--randbet: bit error rate 1.5 is outside [0, 1]");
   o = {};
   o.rate = -0.1;
-  EXPECT_THROW(o.validate(), Error);
+  EXPECT_ERROR_CONTAINS(o.validate(), "--randbet: bit error rate -0.1 is outside [0, 1]");
   o = {};
   o.mode = "sometimes";
-  EXPECT_THROW(o.validate(), Error);
+  EXPECT_ERROR_CONTAINS(o.validate(), "--randbet-mode must be average or alternate, got 'sometimes'");
+  o = {};
+  o.start_loss = 0;
+  EXPECT_ERROR_CONTAINS(o.validate(), "--randbet-start must be a loss > 0, got 0");
   o = {};
   o.error_model = "cosmic";
-  EXPECT_THROW(o.validate(), Error);
+  EXPECT_ERROR_CONTAINS(o.validate(), "cosmic");
   // An error model the codes cannot carry fails when training is set up, not when the curriculum
   // first injects errors.
   auto net = models::build_model(tiny_spec());
@@ -459,10 +462,16 @@ TEST(WeightClipping, EveryQuantizedParameterStaysWithinTheBoundAfterEveryStep) {
   torch::manual_seed(8);
   auto net = models::build_model(tiny_spec());
   quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8, 0.05f));
+  float largest = 0.0f;  // (the bound must bind: some initial weight lies outside it)
+  for (const auto& p : qat.params()) largest = std::max(largest, p.abs().max().item<float>());
+  ASSERT_GT(largest, 0.05f);
+  // The hooks' own after_step (which must clip), with the check after it.
   train::StepHooks hooks = train::robust_training_hooks(qat);
+  ASSERT_TRUE(hooks.after_step);
+  const std::function<void()> clipping = hooks.after_step;
   int checks = 0;
   hooks.after_step = [&]() {
-    qat.clip_weights();
+    clipping();
     for (const auto& p : qat.params()) EXPECT_LE(p.abs().max().item<float>(), 0.05f);
     ++checks;
   };
