@@ -159,7 +159,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
       }
       const int64_t changed = injector.inject(model, seed, selector);
       const EvalResult pert = evaluate(net, test, options.batch_size);
-      const double rerr = clean_wrong.logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();
+      const double rerr = error_fraction(clean_wrong.logical_or(pert.correct.logical_not()));
       r.rerr.push_back(rerr);
       r.perturbed_error.push_back(pert.error);
       r.bits_changed.push_back(changed);
@@ -177,7 +177,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
     summarize(r);
     // No pattern's RErr is below the clean error (RErr counts the clean model's errors too), so
     // neither is their mean: the interval is kept above it, as above 0 (within the mean, which
-    // may sit a rounding step below the clean error computed as 1 - accuracy).
+    // the summation of the patterns' RErrs may put a rounding step below the clean error).
     if (!r.rerr.empty()) r.rerr_ci95_low = std::max(r.rerr_ci95_low, std::min(sweep.clean_error, r.rerr_mean));
   }
   sweep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -212,7 +212,7 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
   q.load_weights(with_perturbed_codes(q, codes));
   const EvalResult pert = evaluate(net, test, batch_size);
   r.perturbed_error = pert.error;
-  r.rerr = clean.correct.logical_not().logical_or(pert.correct.logical_not()).to(at::kDouble).mean().item<double>();
+  r.rerr = error_fraction(clean.correct.logical_not().logical_or(pert.correct.logical_not()));
   q.load_clean_weights();
   return r;
 }

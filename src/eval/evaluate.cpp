@@ -36,9 +36,14 @@ EvalResult evaluate(models::Classifier& net, const data::Dataset& data, int64_t 
              data.name, " has ", data.num_classes);
     result.correct.slice(0, begin, end).copy_(logits.argmax(1).eq(data.labels.slice(0, begin, end)));
   }
-  result.error = 1.0 - result.correct.to(at::kDouble).mean().item<double>();
+  result.error = error_fraction(result.correct.logical_not());
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
+}
+
+double error_fraction(const at::Tensor& wrong) {
+  BR_CHECK(wrong.numel() > 0, "error_fraction: no examples");
+  return static_cast<double>(wrong.sum().item<int64_t>()) / static_cast<double>(wrong.numel());
 }
 
 }  // namespace bitrobust::eval

@@ -328,6 +328,7 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
     BR_CHECK(out, "cannot write ", what, " ", path, ": writing ", tmp, " failed (disk full?)");
     report::sync_temp_file(tmp, path, what);
     staged.emplace(texts);
+    staged->write_special_outputs(true);  // before any file is replaced (StagedTexts::commit)
   } catch (const c10::Error& e) {
     report::discard_temp_file(tmp);
     throw Error("cannot write " + what + " " + path + ": " + e.what_without_backtrace());
@@ -337,6 +338,19 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
   }
   report::commit_temp_file(tmp, path, what);  // on failure `staged` removes the texts' temporaries
   staged->commit();
+}
+
+bool is_model_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;
+  try {
+    torch::serialize::InputArchive archive;
+    load_archive_checked(archive, path, "file", at::Device(at::kCPU));
+    at::Tensor version;
+    return archive.try_read("bitrobust_format", version);
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 ModelFile load_model_file(const std::string& path) {

@@ -316,8 +316,11 @@ std::string create_temp_file_in(const fs::path& parent, const fs::path& target, 
     BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
     register_live_temp(name.data());
   }
-  // mkstemp makes the file private (0600); give the result the permissions of any new file.
-  ::fchmod(fd, 0666 & ~process_umask());
+  // mkstemp makes the file private (0600). A file replaced keeps its permissions (a results file
+  // made private stays private; found by a review); a new one gets those of any new file.
+  struct stat replaced {};
+  const bool exists = ::stat(target.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode);
+  ::fchmod(fd, exists ? (replaced.st_mode & 0777) : (0666 & ~process_umask()));
   ::close(fd);
   return std::string(name.data());
 }
@@ -435,7 +438,24 @@ StagedTexts::~StagedTexts() {
   for (const auto& item : staged_) discard_temp_file(item.first);
 }
 
+void StagedTexts::write_special_outputs(bool other_files) {
+  const auto special = std::move(special_);
+  special_.clear();
+  for (const auto& file : special) {
+    try {
+      write_in_place(file.first, file.second);
+    } catch (const Error& e) {
+      if (staged_.empty() && !other_files) throw;
+      throw Error(std::string(e.what()) + " (no output file was replaced)");
+    }
+  }
+}
+
 void StagedTexts::commit() {
+  // Outputs written in place go first: they fail more often than a rename (a full device, a reader
+  // gone), and while they fail no file has been replaced yet (the destructor discards the staged
+  // ones). (Found by a review: --csv /dev/full failed after --json and --plot were replaced.)
+  write_special_outputs(false);
   // Moved out first: whatever happens below, the destructor has nothing left to discard twice.
   const auto staged = std::move(staged_);
   staged_.clear();
@@ -447,9 +467,6 @@ void StagedTexts::commit() {
       throw;
     }
   }
-  const auto special = std::move(special_);
-  special_.clear();
-  for (const auto& file : special) write_in_place(file.first, file.second);
 }
 
 std::string json_text(const nlohmann::json& value) {

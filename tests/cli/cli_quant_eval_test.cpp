@@ -448,6 +448,16 @@ TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
   // No pass with errors ran: no speed of 0 images x patterns / s is reported.
   EXPECT_TRUE(test_util::contains(clean_only.output, "no pattern changed a bit (rate 0 is the clean model): nothing to time"))
       << clean_only.output;
+  // The speed line counts every pattern at every rate with errors (2 x 2 here; rate 0 is no pass),
+  // and a rate of 50% or more written as a fraction is pointed out (found by a review).
+  const test_util::CliResult two_rates =
+      test_util::run_cli("eval --model " + q + " --rates 0,0.6,1% --patterns 2 --limit 20 --quiet");
+  ASSERT_EQ(two_rates.status, 0) << two_rates.output;
+  EXPECT_TRUE(test_util::contains(two_rates.output, "20 images x 4 patterns (2 at each of 2 rates) in ")) << two_rates.output;
+  EXPECT_TRUE(test_util::contains(
+      two_rates.output, "note: --rates: '0.6' is a fraction of the bits, 60%; a percentage is written with % (0.6%)"))
+      << two_rates.output;
+  EXPECT_FALSE(test_util::contains(two_rates.output, "'1%' is a fraction")) << two_rates.output;
   const auto quantized = read_json(dir.file("q.json")), tested = read_json(dir.file("t.json")), swept = read_json(dir.file("e.json"));
   EXPECT_NE(quantized["test_error"].get<double>(), quantized["float_test_error"].get<double>()) << "2 bits change predictions";
   EXPECT_EQ(tested["test_error"].get<double>(), quantized["test_error"].get<double>());

@@ -117,6 +117,12 @@ TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
   }
   EXPECT_EQ(test_util::run_cli("train --dataset fashion-mnist --out x.pt --epochs 1 --epochs 2").output,
             "bitrobust: error: --epochs given more than once (2 times); give it once (see --help)\n");
+  // A mistyped required option is named as the typo, not only as the option missing (found by a
+  // review: CLI11 reports the missing one first).
+  EXPECT_EQ(test_util::run_cli("eval --modle m.pt --limit 5").output,
+            "bitrobust: error: The following arguments were not expected: --modle m.pt (and --model is required) "
+            "(see --help)\n");
+  EXPECT_EQ(test_util::run_cli("eval --limit 5").output, "bitrobust: error: --model is required (see --help)\n");
 }
 
 // A decimal out of its range is a command-line error like an integer out of its range (status 2),
@@ -211,6 +217,27 @@ TEST(Cli, AnOutputThatIsAnInputIsRefusedAndTheInputKept) {
   std::string text;
   std::getline(in, text);
   EXPECT_EQ(text, "a model");
+}
+
+// A checkpoint replaces whatever has its name, but not a model file (found by a review: train
+// --checkpoint naming another run's quantized model destroyed it). Found before any data are read.
+TEST(Cli, ACheckpointNeverReplacesAModelFile) {
+  bitrobust::test_util::TempDir dir;
+  bitrobust::io::save_model_file(dir.file("q.pt"), bitrobust::test_util::quantized_model_file(8));
+  const auto size = std::filesystem::file_size(dir.file("q.pt"));
+  for (const std::string resume : {"", " --resume"}) {
+    expect_clean_failure("train --dataset mnist --data-root " + dir.file("nowhere") + " --out " + dir.file("t.pt") +
+                             " --checkpoint " + dir.file("q.pt") + resume,
+                         "cannot write checkpoint " + dir.file("q.pt") +
+                             ": it is a bitrobust model file, which the checkpoint would replace");
+  }
+  EXPECT_EQ(std::filesystem::file_size(dir.file("q.pt")), size);
+  EXPECT_TRUE(bitrobust::io::is_model_file(dir.file("q.pt")));
+  // Anything else is not a model file: an earlier run's checkpoint is replaced as before.
+  { std::ofstream(dir.file("text.pt")) << "a model"; }
+  EXPECT_FALSE(bitrobust::io::is_model_file(dir.file("text.pt")));
+  EXPECT_FALSE(bitrobust::io::is_model_file(dir.file("missing.pt")));
+  EXPECT_FALSE(bitrobust::io::is_model_file(dir.path()));
 }
 
 TEST(Cli, EmptyOptionValuesAreErrorsNotDefaults) {

@@ -181,6 +181,28 @@ TEST(LoadDataset, MnistRawAndFashionMnistGzip) {
   EXPECT_EQ(load_dataset({"fashion-mnist", "train", flat.path()}).size(), 7);
 }
 
+// A data root holding the other MNIST-like set's files is an error, not results labelled with the
+// wrong data set (found by a review). Needs the real files: MNIST from scripts/setup.sh,
+// Fashion-MNIST from Debian's package.
+TEST(LoadDataset, TheOtherMnistLikeSetsFilesAreRefused) {
+  const std::string mnist = std::string(BITROBUST_SOURCE_DIR) + "/data/mnist";
+  const std::string fashion = "/usr/share/datasets/fashion-mnist";
+  int checked = 0;
+  if (std::filesystem::is_regular_file(mnist + "/t10k-images-idx3-ubyte")) {
+    EXPECT_EQ(load_dataset({"mnist", "test", mnist}).size(), 10000);
+    EXPECT_ERROR_MENTIONS(load_dataset({"fashion-mnist", "test", mnist}), mnist + "/t10k-images-idx3-ubyte",
+                          "holds MNIST's test images, not fashion-mnist's", "--data-root");
+    EXPECT_ERROR_MENTIONS(load_dataset({"fashion-mnist", "train", mnist}), "holds MNIST's training images");
+    ++checked;
+  }
+  if (std::filesystem::is_regular_file(fashion + "/t10k-images-idx3-ubyte.gz")) {
+    EXPECT_EQ(load_dataset({"fashion-mnist", "test", fashion}).size(), 10000);
+    EXPECT_ERROR_MENTIONS(load_dataset({"mnist", "test", fashion}), "holds Fashion-MNIST's test images, not mnist's");
+    ++checked;
+  }
+  if (checked == 0) GTEST_SKIP() << "neither MNIST (" << mnist << ") nor Fashion-MNIST (" << fashion << ") is here";
+}
+
 TEST(LoadDataset, MnistLikeImagesMustBe28x28) {
   const TempDir root;
   write_fake_mnist(root / "mnist", "", 27);

@@ -45,6 +45,25 @@ TEST(Output, TextIsWrittenWholeAndNothingElseStays) {
   EXPECT_EQ(regular_files_in(dir.path()), 1);
 }
 
+TEST(Output, AReplacedFileKeepsItsPermissionsANewOneGetsTheUmasks) {
+  test_util::TempDir dir;
+  const auto mode_of = [](const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  const mode_t mask = ::umask(022);
+  ::umask(022);
+  report::write_text_atomic(dir.file("new.json"), "1\n");
+  EXPECT_EQ(mode_of(dir.file("new.json")), 0644u);
+  for (const mode_t mode : {0600u, 0640u, 0444u}) {
+    ::chmod(dir.file("new.json").c_str(), mode);
+    report::write_text_atomic(dir.file("new.json"), "2\n");
+    EXPECT_EQ(mode_of(dir.file("new.json")), mode) << std::oct << mode;
+  }
+  ::umask(mask);
+}
+
 TEST(Output, ATerminatingSignalRemovesTheTemporaryFileBeingWritten) {
   test_util::TempDir dir;
   const std::string target = dir.file("result.json");
@@ -193,6 +212,22 @@ TEST(Output, TextGoesIntoDevicesAndPipesWhichAreNeverReplaced) {
     // not what an earlier, successful call left in errno (fopen's terminal check: ENOTTY).
     EXPECT_ERROR_CONTAINS(report::write_text_atomic("/dev/full", "{}\n"),
                           "cannot write /dev/full: " + std::string(std::strerror(ENOSPC)));
+    // With files among the outputs, the device is written first: its failure leaves every file as
+    // it was, and no temporary file behind (found by a review: eval --csv /dev/full replaced
+    // --json and --plot, then failed).
+    test_util::TempDir kept_dir;
+    { std::ofstream(kept_dir.file("kept.json")) << "old\n"; }
+    EXPECT_ERROR_CONTAINS(report::write_texts_atomic({{kept_dir.file("kept.json"), "new\n"},
+                                                      {"/dev/full", "x\n"},
+                                                      {kept_dir.file("fresh.csv"), "new\n"}}),
+                          "cannot write /dev/full: " + std::string(std::strerror(ENOSPC)) +
+                              " (no output file was replaced)");
+    std::ifstream kept(kept_dir.file("kept.json"));
+    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(kept)), std::istreambuf_iterator<char>()), "old\n");
+    EXPECT_FALSE(fs::exists(kept_dir.file("fresh.csv")));
+    for (const auto& entry : fs::directory_iterator(kept_dir.path())) {
+      EXPECT_FALSE(test_util::contains(entry.path().filename().string(), ".tmp.")) << entry.path();
+    }
   }
   EXPECT_FALSE(report::is_special_output(dir.file("new.json")));
 

@@ -102,7 +102,7 @@ Runner register_eval(CLI::App& app) {
     report::check_distinct_paths(
         {{cmd->common.json, "--json file"}, {cmd->csv, "--csv file"}, {cmd->plot, "--plot file"}},
         {{cmd->model, "model file (--model)"}, {cmd->replay, "pattern file (--replay)"}});
-    cmd->sweep.rates = eval::parse_rates(cmd->rates);
+    cmd->sweep.rates = parse_rates_option(cmd->rates, "--rates");
     const eval::Precision precision =
         cmd->precision.empty() ? eval::default_precision(device) : eval::parse_precision(cmd->precision);
     BR_CHECK(cmd->sweep.patterns >= 1, "--patterns must be at least 1, got ", cmd->sweep.patterns);
@@ -205,10 +205,13 @@ Runner register_eval(CLI::App& app) {
       std::printf("%lld images, no pattern changed a bit (rate 0 is the clean model): nothing to time\n",
                   static_cast<long long>(sweep.examples));
     } else {
-      std::printf("%lld images x %lld pattern%s in %.1f s: %.0f images x patterns / s\n",
-                  static_cast<long long>(sweep.examples), static_cast<long long>(cmd->sweep.patterns),
-                  cmd->sweep.patterns == 1 ? "" : "s", sweep.seconds,
-                  sweep.images_patterns_per_second);
+      // Every pattern at every rate with errors is a pass over the images (found by a review: the
+      // line gave the patterns per rate, and a rate of its figure per second).
+      const long long passes = static_cast<long long>(sweep.perturbed_passes);
+      const long long per_rate = static_cast<long long>(cmd->sweep.patterns);
+      std::printf("%lld images x %lld pattern%s (%lld at each of %lld rate%s) in %.1f s: %.0f images x patterns / s\n",
+                  static_cast<long long>(sweep.examples), passes, passes == 1 ? "" : "s", per_rate, passes / per_rate,
+                  passes / per_rate == 1 ? "" : "s", sweep.seconds, sweep.images_patterns_per_second);
     }
     // All written before any is renamed into place: a failing output (a full disk) leaves none of
     // them changed. (A rename failing after another succeeded, which the checks before the sweep
@@ -230,7 +233,7 @@ Runner register_pattern(CLI::App& app) {
   sub->add_option("--layers", cmd->layers, "regular expression: only matching parameters");
   sub->add_option("--out", cmd->out, "pattern file to write (format: docs/bit_errors.md)")->required();
   return [cmd]() {
-    const std::vector<double> rate = eval::parse_rates(cmd->rate, "--rate");
+    const std::vector<double> rate = parse_rates_option(cmd->rate, "--rate");
     BR_CHECK(rate.size() == 1, "--rate takes one rate, got '", cmd->rate, "'");
     report::check_output_path(cmd->out, "pattern file (--out)");
     report::check_distinct_paths({{cmd->out, "pattern file (--out)"}}, {{cmd->model, "model file (--model)"}});

@@ -112,6 +112,11 @@ Runner register_train(CLI::App& app) {
     report::check_output_path(cmd->out, "model file (--out)", report::OutputKind::File);
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
     report::check_output_path(cmd->options.checkpoint, "checkpoint", report::OutputKind::File);
+    // A run writes its checkpoint over whatever has the name (an earlier run's checkpoint, or with
+    // --resume the one it continues), but not over a model file (found by a review: --checkpoint
+    // naming the quantized model of another run replaced it).
+    BR_CHECK(!io::is_model_file(cmd->options.checkpoint), "cannot write checkpoint ", cmd->options.checkpoint,
+             ": it is a bitrobust model file, which the checkpoint would replace; give --checkpoint another name");
     report::check_distinct_paths({{cmd->out, "model file (--out)"},
                                   {cmd->options.checkpoint, "checkpoint"},
                                   {cmd->common.json, "--json file"}},
@@ -134,7 +139,7 @@ Runner register_train(CLI::App& app) {
     }
     if (randbet) {
       BR_CHECK(quantized, "--randbet needs quantization-aware training: add --scheme/--bits (e.g. --scheme rquant --bits 8)");
-      const std::vector<double> rate = eval::parse_rates(cmd->randbet, "--randbet");
+      const std::vector<double> rate = parse_rates_option(cmd->randbet, "--randbet");
       BR_CHECK(rate.size() == 1, "--randbet takes one rate, got '", cmd->randbet, "'");
       cmd->randbet_options.rate = rate[0];
       cmd->randbet_options.error_model =

@@ -106,17 +106,21 @@ std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
     }
     // CLI11 (2.3) lists unexpected arguments in reverse ("not expected: bf16 --precision"): from the
     // parser's own list, in the order they were typed.
-    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+    // (compare's one positional argument, in CLI11's words "results is required")
+    if (message == "results is required") message = "compare needs result files: the --json files of eval runs";
+    // CLI11 checks required options before unexpected ones, so a mistyped required option read
+    // "--model is required" (found by a review: `eval --modle m.pt`): the typo is named first.
+    const bool required = dynamic_cast<const CLI::RequiredError*>(&e) != nullptr;
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr || required) {
       const std::vector<std::string> rest = app_.remaining(/*recurse=*/true);
       std::string words;
       for (const std::string& word : rest) words += (words.empty() ? "" : " ") + word;
       if (!rest.empty()) {
         message = std::string(rest.size() > 1 ? "The following arguments were not expected: "
-                                              : "The following argument was not expected: ") + words;
+                                              : "The following argument was not expected: ") + words +
+                  (required ? " (and " + message + ")" : "");
       }
     }
-    // (compare's one positional argument, in CLI11's words "results is required")
-    if (message == "results is required") message = "compare needs result files: the --json files of eval runs";
     // CLI11's words for an option given twice ("--batch: At Most 1 required but received 2").
     const std::string twice = ": At Most 1 required but received ";
     if (const size_t at = message.find(twice); at != std::string::npos) {

@@ -62,6 +62,9 @@ data::Dataset load_data_for_model(const io::ModelFile& file, const std::string& 
 
 /// The error model `name` at `rate` (ErrorModel::parse); an error names `option`, the option it came from.
 bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option);
+/// eval::parse_rates, with a note on stderr for each rate of 50% or more written as a fraction
+/// ("--randbet 1" is 100%: every bit flips; "1%" was likely meant).
+std::vector<double> parse_rates_option(const std::string& text, const std::string& option);
 /// Throws bitrobust::Error "<option> <model>: ..." if the error model needs more bits than codes of
 /// one of these widths have (lsb9 on 8-bit codes): the option's fault, not the model file's.
 void check_error_model_fits(const bits::ErrorModel& model, const std::vector<int>& code_bits, const char* option);

@@ -16,6 +16,7 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/runtime.h"
 #include "bitrobust/config.h"
+#include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/report/output.h"
 #include "bitrobust/report/printable.h"
 #include "commands.h"
@@ -191,6 +192,25 @@ void check_error_model_fits(const bits::ErrorModel& model, const std::vector<int
   } catch (const Error& e) {
     throw Error(std::string(option) + " " + model.name() + ": " + e.what());
   }
+}
+
+std::vector<double> parse_rates_option(const std::string& text, const std::string& option) {
+  const std::vector<double> rates = eval::parse_rates(text, option);
+  // Entries in the order parse_rates read them (it refuses empty ones).
+  size_t begin = 0;
+  for (const double rate : rates) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    std::string entry = text.substr(begin, end - begin);
+    begin = end + 1;
+    entry.erase(0, entry.find_first_not_of(" \t"));
+    entry.erase(entry.find_last_not_of(" \t") + 1);
+    if (rate >= 0.5 && entry.find('%') == std::string::npos) {
+      std::fprintf(stderr, "note: %s: '%s' is a fraction of the bits, %g%%; a percentage is written with %% (%s%%)\n",
+                   option.c_str(), report::printable_message(entry).c_str(), 100 * rate,
+                   report::printable_message(entry).c_str());
+    }
+  }
+  return rates;
 }
 
 bits::ErrorModel parse_error_model_option(const std::string& name, double rate, const char* option) {

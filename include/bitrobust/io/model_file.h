@@ -44,6 +44,11 @@ void save_model_file(const std::string& path, const ModelFile& file,
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
                          const std::vector<std::pair<std::string, std::string>>& texts = {});
 
+/// Whether `path` is a bitrobust model file (an archive that loads and has a bitrobust_format
+/// record); false for anything else, readable or not. For writers about to replace the file with
+/// something else (a checkpoint).
+bool is_model_file(const std::string& path);
+
 /// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, a
 /// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).
 ModelFile load_model_file(const std::string& path);

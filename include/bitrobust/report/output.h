@@ -19,12 +19,12 @@ std::string json_text(const nlohmann::json& value);
 /// Writes several files as one: each (path, text) goes to its own temporary file first, and only
 /// when all are written are they renamed into place; a failure leaves none of them (and no
 /// temporary file) behind. Paths that are "" are skipped; special outputs (is_special_output) are
-/// written last, in place, once the files are in place: a failure there leaves the files.
+/// written in place first, before any file is renamed: a failure there leaves every file as it was.
 void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
 /// write_texts_atomic in two steps, for outputs written together with a file another writer makes
 /// (a Torch archive, io::save_model_file): the constructor writes every text to its temporary file
-/// (a failure leaves none), commit() renames them into place and then writes the special outputs.
+/// (a failure leaves none), commit() writes the special outputs and then renames the files into place.
 /// Destroyed uncommitted (the other file failed), it removes its temporary files.
 class StagedTexts {
  public:
@@ -32,7 +32,12 @@ class StagedTexts {
   ~StagedTexts();
   StagedTexts(const StagedTexts&) = delete;
   StagedTexts& operator=(const StagedTexts&) = delete;
+  /// Writes the outputs that are written in place (devices, pipes: NOTE [Special outputs]), then
+  /// renames the others into place.
   void commit();
+  /// Only the first half of commit(), for a caller with a file of its own to rename between the two
+  /// (a model file); `other_files`: such a file is waiting, for the message of a failure.
+  void write_special_outputs(bool other_files);
 
  private:
   std::vector<std::pair<std::string, std::string>> staged_;   // (temporary, final path)
