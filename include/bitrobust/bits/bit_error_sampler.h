@@ -273,10 +273,17 @@ void for_each_selected_bit_side_by_side(const BitErrorParams& params, int num_ch
   const double t_max = params.threshold_max();
   if (!(params.bit_count > 0 && t_max > 0.0)) return;
   const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
+  // Which chunks select anything (NOTE [Empty chunk shortcut]), over all kChunks lanes at once (a
+  // constant trip count, in vector registers), then listed.
+  bool selecting[kChunks];
+  for (int k = 0; k < kChunks; ++k) {
+    selecting[k] = uniform_open01(first_words[0][k], first_words[1][k]) > params.empty_chunk_v_max;
+  }
   int running[kChunks];  // chunks still selecting, in increasing k
   int num_running = 0;
   for (int k = 0; k < num_chunks; ++k) {
-    if (uniform_open01(first_words[0][k], first_words[1][k]) > params.empty_chunk_v_max) running[num_running++] = k;
+    running[num_running] = k;
+    num_running += selecting[k];
   }
   if (num_running == 0) return;
   double s[kChunks];
