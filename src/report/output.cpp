@@ -316,11 +316,10 @@ std::string create_temp_file_in(const fs::path& parent, const fs::path& target, 
     BR_CHECK(fd >= 0, "cannot write ", what, " ", path, ": ", std::strerror(errno));
     register_live_temp(name.data());
   }
-  // mkstemp makes the file private (0600). A file replaced keeps its permissions (a results file
-  // made private stays private; found by a review); a new one gets those of any new file.
-  struct stat replaced {};
-  const bool exists = ::stat(target.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode);
-  ::fchmod(fd, exists ? (replaced.st_mode & 0777) : (0666 & ~process_umask()));
+  // mkstemp makes the file private (0600); give the result the permissions of any new file (a file
+  // replaced gets its own back in commit_temp_file, once written: a read-only mode here would keep
+  // the writer out).
+  ::fchmod(fd, 0666 & ~process_umask());
   ::close(fd);
   return std::string(name.data());
 }
@@ -353,6 +352,10 @@ void commit_temp_file(const std::string& tmp, const std::string& path, const std
     discard_temp_file(tmp);
     throw;
   }
+  // A file replaced keeps its permissions (a results file made private stays private; found by a
+  // review).
+  struct stat replaced {};
+  if (::stat(target.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode)) ::chmod(tmp.c_str(), replaced.st_mode & 0777);
   std::error_code ec;
   fs::rename(tmp, target, ec);
   if (ec) {

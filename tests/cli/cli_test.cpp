@@ -123,6 +123,12 @@ TEST(Cli, CommandLineSyntaxErrorsUseTheProjectFormatAndStatusTwo) {
             "bitrobust: error: The following arguments were not expected: --modle m.pt (and --model is required) "
             "(see --help)\n");
   EXPECT_EQ(test_util::run_cli("eval --limit 5").output, "bitrobust: error: --model is required (see --help)\n");
+  // (A missing or unknown command, also a "required" error to CLI11, keeps its own message.)
+  EXPECT_EQ(test_util::run_cli("frobnicate").output.rfind("bitrobust: error: unknown command 'frobnicate' (commands: ", 0),
+            0u);
+  EXPECT_EQ(test_util::run_cli("--threads 2 eval").output.rfind("bitrobust: error: unknown option '--threads': a command "
+                                                                "comes first", 0),
+            0u);
 }
 
 // A decimal out of its range is a command-line error like an integer out of its range (status 2),

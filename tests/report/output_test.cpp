@@ -56,11 +56,18 @@ TEST(Output, AReplacedFileKeepsItsPermissionsANewOneGetsTheUmasks) {
   ::umask(022);
   report::write_text_atomic(dir.file("new.json"), "1\n");
   EXPECT_EQ(mode_of(dir.file("new.json")), 0644u);
+  // (0444: the mode is the replaced file's after the temporary file is written, so that a writer
+  // other than root is not kept out of it; found by a review.)
   for (const mode_t mode : {0600u, 0640u, 0444u}) {
     ::chmod(dir.file("new.json").c_str(), mode);
     report::write_text_atomic(dir.file("new.json"), "2\n");
     EXPECT_EQ(mode_of(dir.file("new.json")), mode) << std::oct << mode;
   }
+  // The temporary file is writable by its owner while it is written, whatever the old file's mode.
+  ::chmod(dir.file("new.json").c_str(), 0444);
+  const std::string tmp = report::create_temp_file_for(dir.file("new.json"), "--json file");
+  EXPECT_EQ(mode_of(tmp) & 0200, 0200u);
+  report::discard_temp_file(tmp);
   ::umask(mask);
 }
 

@@ -110,7 +110,8 @@ std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
     if (message == "results is required") message = "compare needs result files: the --json files of eval runs";
     // CLI11 checks required options before unexpected ones, so a mistyped required option read
     // "--model is required" (found by a review: `eval --modle m.pt`): the typo is named first.
-    const bool required = dynamic_cast<const CLI::RequiredError*>(&e) != nullptr;
+    // (Not for a missing or unknown command, which CLI11 also reports as a RequiredError.)
+    const bool required = known && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr;
     if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr || required) {
       const std::vector<std::string> rest = app_.remaining(/*recurse=*/true);
       std::string words;
