@@ -1,11 +1,14 @@
 #include "bitrobust/eval/bit_error_eval.h"
 
+#include <zlib.h>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "bitrobust/common/error.h"
@@ -185,6 +188,25 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   sweep.images_patterns_per_second = static_cast<double>(evaluations) * clean.examples / std::max(sweep.seconds, 1e-9);
   bar.finish(std::to_string(evaluations) + " patterns evaluated");
   return sweep;
+}
+
+std::string model_fingerprint(const torch::nn::Module& net, const quant::QuantizedModel& q) {
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  const auto add = [&crc](const at::Tensor& t) {
+    const at::Tensor bytes = t.detach().cpu().contiguous();
+    crc = crc32_z(crc, static_cast<const Bytef*>(bytes.data_ptr()), static_cast<size_t>(bytes.nbytes()));
+  };
+  for (const quant::QuantizedTensor& t : q.tensors) {
+    add(t.codes);
+    add(t.ranges);
+  }
+  for (const auto& item : net.named_parameters()) {
+    if (std::find(q.names.begin(), q.names.end(), item.key()) == q.names.end()) add(item.value());
+  }
+  for (const auto& item : net.named_buffers()) add(item.value());
+  char text[16];
+  std::snprintf(text, sizeof text, "%08lx", static_cast<unsigned long>(crc));
+  return std::string("crc32 ") + text;
 }
 
 std::vector<bits::ParamSpec> param_specs(const quant::QuantizedModel& q) {

@@ -121,7 +121,7 @@ void check_finite(const at::Tensor& t, const std::string& file, const std::strin
 void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   BR_CHECK(meta.is_object(), file, ": metadata is not a JSON object");
   BR_CHECK(meta.contains("spec") && meta["spec"].is_object(), file, ": metadata has no model description");
-  for (const char* key : {"dataset", "cifar_protocol", "augment", "quantized_by"}) {
+  for (const char* key : {"dataset", "cifar_protocol", "augment", "quantized_by", "device"}) {
     BR_CHECK(!meta.contains(key) || meta[key].is_string(), file, ": metadata field '", key, "' must be a string, got ",
              meta[key].dump());
   }
@@ -151,6 +151,8 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   check_number(meta, "batch", "batch", 1, kMany, true);
   check_number(meta, "seed", "seed", 0, 1.9e19, true);
   check_number(meta, "lr", "lr", 0, 1e30, false);
+  check_number(meta, "momentum", "momentum", 0, 1, false);
+  check_number(meta, "weight_decay", "weight_decay", 0, 1e30, false);
   check_number(meta, "train_seconds", "train_seconds", 0, 1e30, false);
   if (meta.contains("randbet")) {
     const nlohmann::json& r = meta["randbet"];
@@ -340,17 +342,20 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
   staged->commit();
 }
 
-bool is_model_file(const std::string& path) {
+ArchiveKind archive_kind(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return false;
+  if (!std::filesystem::exists(path, ec)) return ArchiveKind::Missing;
+  if (!std::filesystem::is_regular_file(path, ec)) return ArchiveKind::Other;
   try {
     torch::serialize::InputArchive archive;
     load_archive_checked(archive, path, "file", at::Device(at::kCPU));
-    at::Tensor version;
-    return archive.try_read("bitrobust_format", version);
+    const std::vector<std::string> keys = archive.keys();
+    const auto has = [&keys](const char* key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };
+    if (has("bitrobust_format")) return ArchiveKind::ModelFile;
+    if (has("optimizer") && has("epochs_done")) return ArchiveKind::Checkpoint;
   } catch (const std::exception&) {
-    return false;
   }
+  return ArchiveKind::Other;
 }
 
 ModelFile load_model_file(const std::string& path) {

@@ -139,6 +139,8 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
   return {{"format", "bitrobust-eval-1"},
           {"model", ctx.model},
           {"model_name", ctx.model_name},
+          {"model_fingerprint", ctx.model_fingerprint.empty() ? nlohmann::json() : nlohmann::json(ctx.model_fingerprint)},
+          {"model_seed", ctx.model_seed},
           {"scheme", ctx.scheme},
           {"error_model", ctx.error_model},
           {"layers", ctx.layers},
@@ -193,6 +195,13 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   if (j.contains("model_name") && !j["model_name"].is_string()) fail("model_name must be a string");
   // (compare pairs results by it: two files edited to the same non-text value would pair)
   if (j.contains("layout") && !j["layout"].is_null() && !j["layout"].is_string()) fail("layout must be a string");
+  // (absent from results written before they were recorded)
+  if (j.contains("model_fingerprint") && !j["model_fingerprint"].is_null() && !j["model_fingerprint"].is_string()) {
+    fail("model_fingerprint must be a string");
+  }
+  if (j.contains("model_seed") && !j["model_seed"].is_null() && !j["model_seed"].is_number_unsigned()) {
+    fail("model_seed must be a non-negative integer");
+  }
   if (j.contains("data") && !j["data"].is_null() && !j["data"].is_string()) fail("data must be a string");
   if (!j["results"].is_array() || j["results"].empty()) fail("results must be a non-empty list");
   for (const auto& r : j["results"]) {

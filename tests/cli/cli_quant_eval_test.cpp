@@ -318,6 +318,35 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
     EXPECT_EQ(replay[key], j[key]) << key;
   }
   EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
+  // Both name the weights they evaluated, whatever the file is called (found by a review: a retrained
+  // file under the same name gave results that nothing told apart), and where they ran.
+  for (const char* key : {"model_fingerprint", "model_seed", "device", "batch", "precision"}) {
+    EXPECT_EQ(replay[key], j[key]) << key;
+  }
+  ASSERT_TRUE(j["model_fingerprint"].is_string());
+  EXPECT_EQ(j["model_fingerprint"].get<std::string>().rfind("crc32 ", 0), 0u);
+  EXPECT_TRUE(j["model_seed"].is_null());  // (the float model's file records no training seed)
+  std::filesystem::copy_file(q, dir.file("renamed.pt"));
+  ASSERT_EQ(test_util::run_cli("eval --model " + dir.file("renamed.pt") + " --rates 1% --patterns 1 --limit 30 --quiet "
+                               "--precision bf16 --json " + dir.file("renamed.json")).status, 0);
+  EXPECT_EQ(read_json(dir.file("renamed.json"))["model_fingerprint"], j["model_fingerprint"]);  // (not of the arithmetic)
+  // Another model of the same layout: one float weight moved, quantized alike (a file's codes must
+  // be those of its weights).
+  io::ModelFile retrained = io::load_model_file(write_float_model(dir));
+  {
+    torch::NoGradGuard no_grad;
+    retrained.net->named_parameters()["fc1.weight"][0][0] += 0.25;
+  }
+  quant::store_in_model_file(
+      quant::quantize_model(*retrained.net, quant::QuantScheme::parse("u4-asym-tensor-round")), retrained);
+  retrained.meta["seed"] = 5;
+  io::save_model_file(dir.file("edited.pt"), retrained);
+  const test_util::CliResult edited_eval = test_util::run_cli("eval --model " + dir.file("edited.pt") +
+                                                              " --rates 1% --patterns 1 --limit 30 --quiet --json " +
+                                                              dir.file("edited.json"));
+  ASSERT_EQ(edited_eval.status, 0) << edited_eval.output;
+  EXPECT_NE(read_json(dir.file("edited.json"))["model_fingerprint"], j["model_fingerprint"]);
+  EXPECT_EQ(read_json(dir.file("edited.json"))["model_seed"], 5);
   // A pattern of some layers says so: in the file, in the replay's line and in its JSON.
   ASSERT_EQ(test_util::run_cli("pattern --model " + q + " --rate 5% --seed 8 --layers bias --out " + dir.file("pfc.txt")).status, 0);
   const test_util::CliResult fc = test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("pfc.txt") +
@@ -387,7 +416,7 @@ TEST_F(CliQuantEval, TextFromFilesIsPrintedWithoutControlCharacters) {
   io::save_model_file(dir.file("m.pt"), file);
   const test_util::CliResult info = test_util::run_cli("info --model " + dir.file("m.pt"));
   ASSERT_EQ(info.status, 0) << info.output;
-  EXPECT_TRUE(test_util::contains(info.output, "crop\xEF\xBF\xBD" "forged line \xEF\xBF\xBD]0;title\xEF\xBF\xBD\n"))
+  EXPECT_TRUE(test_util::contains(info.output, "crop\xEF\xBF\xBD" "forged line \xEF\xBF\xBD]0;title\xEF\xBF\xBD, on "))
       << info.output;
   EXPECT_EQ(info.output.find('\x1b'), std::string::npos) << info.output;
 }
@@ -428,11 +457,23 @@ TEST_F(CliQuantEval, ModelsOfOtherDataSetsRecordNoCifarProtocol) {
   const std::string model = dir.file("mnist.pt"), json = dir.file("mnist.json");
   const test_util::CliResult trained = test_util::run_cli("train --dataset mnist --data-root " + mnist +
                                                           " --model mlp --epochs 1 --batch 4 --quiet --out " + model +
-                                                          " --json " + json);
+                                                          " --momentum 0.5 --weight-decay 0 --json " + json);
   ASSERT_EQ(trained.status, 0) << trained.output;
-  EXPECT_FALSE(io::load_model_file(model).meta.contains("cifar_protocol"));
+  const io::ModelFile file = io::load_model_file(model);
+  EXPECT_FALSE(file.meta.contains("cifar_protocol"));
   std::ifstream in(json);
-  EXPECT_EQ(nlohmann::json::parse(in)["cifar_protocol"], "");
+  const nlohmann::json summary = nlohmann::json::parse(in);
+  EXPECT_EQ(summary["cifar_protocol"], "");
+  // Every setting that changes the weights is recorded (found by a review: momentum and weight
+  // decay were only in the checkpoint), and `info` shows them.
+  for (const nlohmann::json* record : {&file.meta, &summary}) {
+    EXPECT_EQ((*record)["momentum"], 0.5);
+    EXPECT_EQ((*record)["weight_decay"], 0.0);
+    EXPECT_EQ((*record)["device"], "cpu");
+  }
+  const test_util::CliResult info = test_util::run_cli("info --model " + model);
+  EXPECT_TRUE(test_util::contains(info.output, "lr 0.05, momentum 0.5, weight decay 0.0, seed ")) << info.output;
+  EXPECT_TRUE(test_util::contains(info.output, ", on cpu\n")) << info.output;
 }
 
 // `quantize`, `test` and `eval` at rate 0 report one error for a quantized model: that of its stored
@@ -459,6 +500,10 @@ TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
       << two_rates.output;
   EXPECT_FALSE(test_util::contains(two_rates.output, "'1%' is a fraction")) << two_rates.output;
   const auto quantized = read_json(dir.file("q.json")), tested = read_json(dir.file("t.json")), swept = read_json(dir.file("e.json"));
+  // quantize's errors are of the images test records (found by a review: it did not say which).
+  for (const char* key : {"dataset", "split", "cifar_protocol", "examples", "data", "device"}) {
+    EXPECT_EQ(quantized[key], tested[key]) << key;
+  }
   EXPECT_NE(quantized["test_error"].get<double>(), quantized["float_test_error"].get<double>()) << "2 bits change predictions";
   EXPECT_EQ(tested["test_error"].get<double>(), quantized["test_error"].get<double>());
   EXPECT_EQ(swept["clean_error"].get<double>(), quantized["test_error"].get<double>());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "archive_util.h"
+#include "data/data_files.h"
 #include "model_fixtures.h"
 #include "test_util.h"
 
@@ -238,12 +239,29 @@ TEST(Cli, ACheckpointNeverReplacesAModelFile) {
                              ": it is a bitrobust model file, which the checkpoint would replace");
   }
   EXPECT_EQ(std::filesystem::file_size(dir.file("q.pt")), size);
-  EXPECT_TRUE(bitrobust::io::is_model_file(dir.file("q.pt")));
-  // Anything else is not a model file: an earlier run's checkpoint is replaced as before.
-  { std::ofstream(dir.file("text.pt")) << "a model"; }
-  EXPECT_FALSE(bitrobust::io::is_model_file(dir.file("text.pt")));
-  EXPECT_FALSE(bitrobust::io::is_model_file(dir.file("missing.pt")));
-  EXPECT_FALSE(bitrobust::io::is_model_file(dir.path()));
+  // Nor any other file that is not a checkpoint (a damaged one included), found once the data
+  // are read (a data file given as the checkpoint is named as one).
+  { std::ofstream(dir.file("notes.txt")) << "my notes"; }
+  const std::string mnist = dir.file("mnist");
+  std::filesystem::create_directories(mnist);
+  for (const char* prefix : {"/train", "/t10k"}) {
+    bitrobust::testing::write_file(mnist + prefix + "-images-idx3-ubyte",
+                                   bitrobust::testing::idx_images(4, 28, 28, bitrobust::testing::pattern_pixels(4, 28 * 28)));
+    bitrobust::testing::write_file(mnist + prefix + "-labels-idx1-ubyte", bitrobust::testing::idx_labels({0, 1, 2, 3}));
+  }
+  expect_clean_failure("train --dataset mnist --data-root " + mnist + " --out " + dir.file("t.pt") +
+                           " --checkpoint " + dir.file("notes.txt"),
+                       "cannot write checkpoint " + dir.file("notes.txt") +
+                           ": it exists and is not a bitrobust training checkpoint");
+  std::ifstream notes(dir.file("notes.txt"));
+  std::string kept;
+  std::getline(notes, kept);
+  EXPECT_EQ(kept, "my notes");
+  using bitrobust::io::ArchiveKind;
+  EXPECT_EQ(bitrobust::io::archive_kind(dir.file("q.pt")), ArchiveKind::ModelFile);
+  EXPECT_EQ(bitrobust::io::archive_kind(dir.file("notes.txt")), ArchiveKind::Other);
+  EXPECT_EQ(bitrobust::io::archive_kind(dir.file("missing.pt")), ArchiveKind::Missing);
+  EXPECT_EQ(bitrobust::io::archive_kind(dir.path()), ArchiveKind::Other);
 }
 
 TEST(Cli, EmptyOptionValuesAreErrorsNotDefaults) {

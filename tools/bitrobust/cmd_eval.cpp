@@ -113,6 +113,11 @@ Runner register_eval(CLI::App& app) {
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
+    // Which weights the results are of, whatever the file is called, and the training seed (found
+    // by a review: a retrained file under the same name gave results nothing told apart).
+    const std::string model_fingerprint = eval::model_fingerprint(*file.net, q);
+    const nlohmann::json model_seed =
+        file.meta.contains("seed") && file.meta["seed"].is_number_unsigned() ? file.meta["seed"] : nlohmann::json();
     check_layers_select_something(q, cmd->sweep.layers);
     check_error_model_fits(bits::ErrorModel::parse(cmd->sweep.error_model, 0.0), code_bits(q), "--error-model");
     const data::Dataset data = load_data_for_model(file, cmd->model, cmd->data, cmd->split, cmd->limit, device);
@@ -151,6 +156,8 @@ Runner register_eval(CLI::App& app) {
       if (!cmd->common.json.empty()) {
         report::write_json_atomic(cmd->common.json, {{"format", "bitrobust-replay-1"},
                                                      {"model", cmd->model},
+                                                     {"model_fingerprint", model_fingerprint},
+                                                     {"model_seed", model_seed},
                                                      {"pattern", cmd->replay},
                                                      {"seed", pattern.seed},
                                                      {"error_model", pattern.model.name()},
@@ -165,6 +172,8 @@ Runner register_eval(CLI::App& app) {
                                                      {"rerr", r.rerr},
                                                      {"bits_changed", r.bits_changed},
                                                      {"precision", eval::precision_name(precision)},
+                                                     {"device", device.str()},
+                                                     {"batch", cmd->sweep.batch_size},
                                                      // the images, as a sweep records them: a replay
                                                      // is checked against its sweep on these
                                                      {"dataset", data.name},
@@ -192,6 +201,8 @@ Runner register_eval(CLI::App& app) {
     ctx.limit = cmd->limit;
     ctx.batch = cmd->sweep.batch_size;
     ctx.data = data.fingerprint();
+    ctx.model_fingerprint = model_fingerprint;
+    ctx.model_seed = model_seed;
     std::vector<std::vector<int64_t>> shapes;
     std::vector<int> widths;
     for (const auto& t : q.tensors) {
@@ -240,6 +251,11 @@ Runner register_pattern(CLI::App& app) {
     const bits::ErrorModel model = parse_error_model_option(cmd->error_model, rate[0], "--error-model");
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
+    // Which weights the results are of, whatever the file is called, and the training seed (found
+    // by a review: a retrained file under the same name gave results nothing told apart).
+    const std::string model_fingerprint = eval::model_fingerprint(*file.net, q);
+    const nlohmann::json model_seed =
+        file.meta.contains("seed") && file.meta["seed"].is_number_unsigned() ? file.meta["seed"] : nlohmann::json();
     check_layers_select_something(q, cmd->layers);
     check_error_model_fits(model, code_bits(q), "--error-model");
     const bits::ParamSelector layers(cmd->layers);

@@ -76,11 +76,13 @@ Runner register_info(CLI::App& app) {
       std::string data = field(meta, "dataset");
       if (data == "cifar10") data += " (" + field(meta, "cifar_protocol") + " protocol)";
       const std::string epochs = field(meta, "epochs"), steps = field(meta, "steps");
-      std::printf("  training    %s, %s epoch%s (%s step%s), batch %s, lr %s, seed %s, init %s, augmentation %s\n",
+      // (momentum, weight decay and device: files written before they were recorded show "-")
+      std::printf("  training    %s, %s epoch%s (%s step%s), batch %s, lr %s, momentum %s, weight decay %s, seed %s, "
+                  "init %s, augmentation %s, on %s\n",
                   data.c_str(), epochs.c_str(), epochs == "1" ? "" : "s", steps.c_str(), steps == "1" ? "" : "s",
-                  field(meta, "batch").c_str(),
-                  field(meta, "lr").c_str(), field(meta, "seed").c_str(), field(meta, "init").c_str(),
-                  field(meta, "augment").c_str());
+                  field(meta, "batch").c_str(), field(meta, "lr").c_str(), field(meta, "momentum").c_str(),
+                  field(meta, "weight_decay").c_str(), field(meta, "seed").c_str(), field(meta, "init").c_str(),
+                  field(meta, "augment").c_str(), field(meta, "device").c_str());
     } else {
       std::printf("  data set    %s\n", field(meta, "dataset").c_str());
     }

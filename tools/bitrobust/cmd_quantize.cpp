@@ -70,10 +70,22 @@ Runner register_quantize(CLI::App& app) {
     file.meta["float_test_error"] = before;
     file.meta["test_error"] = after;
     file.meta["quantized_by"] = "quantize";  // (after training, whatever the float model's metadata says)
+    // The images the errors are of, as test records them (found by a review: --data-root and
+    // --device change the errors, and the JSON did not say which).
     const nlohmann::json summary = {{"format", "bitrobust-quantize-1"},
-                                    {"model", cmd->model},         {"out", cmd->out},
-                                    {"scheme", scheme.to_string()}, {"float_test_error", before},
-                                    {"test_error", after},          {"versions", io::version_info()}};
+                                    {"model", cmd->model},
+                                    {"out", cmd->out},
+                                    {"scheme", scheme.to_string()},
+                                    {"float_test_error", before},
+                                    {"test_error", after},
+                                    {"dataset", test.name},
+                                    {"split", test.split},
+                                    {"cifar_protocol", recorded_protocol(test, cmd->data)},
+                                    {"examples", test.size()},
+                                    {"data", test.fingerprint()},
+                                    {"batch", cmd->batch},
+                                    {"device", device.str()},
+                                    {"versions", io::version_info()}};
     save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {
       std::printf("scheme %s: test error %.2f%% float -> %.2f%% quantized (%+.2f points); %lld weights in %zu "
                   "tensors; saved %s\n",

@@ -112,10 +112,11 @@ Runner register_train(CLI::App& app) {
     report::check_output_path(cmd->out, "model file (--out)", report::OutputKind::File);
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
     report::check_output_path(cmd->options.checkpoint, "checkpoint", report::OutputKind::File);
-    // A run writes its checkpoint over whatever has the name (an earlier run's checkpoint, or with
-    // --resume the one it continues), but not over a model file (found by a review: --checkpoint
-    // naming the quantized model of another run replaced it).
-    BR_CHECK(!io::is_model_file(cmd->options.checkpoint), "cannot write checkpoint ", cmd->options.checkpoint,
+    // A run writes its checkpoint over an earlier run's (or, with --resume, the one it continues),
+    // but over nothing else (found by a review: --checkpoint naming the quantized model of another
+    // run replaced it).
+    const io::ArchiveKind existing = io::archive_kind(cmd->options.checkpoint);
+    BR_CHECK(existing != io::ArchiveKind::ModelFile, "cannot write checkpoint ", cmd->options.checkpoint,
              ": it is a bitrobust model file, which the checkpoint would replace; give --checkpoint another name");
     report::check_distinct_paths({{cmd->out, "model file (--out)"},
                                   {cmd->options.checkpoint, "checkpoint"},
@@ -165,6 +166,10 @@ Runner register_train(CLI::App& app) {
                                 {cmd->common.json, "--json file"}},
                                *set);
     }
+    // (after the data files, which the message names as such)
+    BR_CHECK(existing != io::ArchiveKind::Other, "cannot write checkpoint ", cmd->options.checkpoint,
+             ": it exists and is not a bitrobust training checkpoint (nor a readable one), and the checkpoint would "
+             "replace it; give --checkpoint another name, or remove the file");
     cmd->spec.in_channels = train_set.channels();
     cmd->spec.height = train_set.height();
     cmd->spec.width = train_set.width();
@@ -256,10 +261,14 @@ Runner register_train(CLI::App& app) {
                  {"steps", result.steps},  // all of "epochs" unless --max-steps stopped the run
                  {"batch", cmd->options.batch_size},
                  {"lr", cmd->options.lr},
+                 // (found by a review: both change the weights, and only the checkpoint had them)
+                 {"momentum", cmd->options.momentum},
+                 {"weight_decay", cmd->options.weight_decay},
                  {"seed", cmd->options.seed},
                  {"init", cmd->init},
                  {"train_data", settings["data"]},
                  {"threads", device.is_cpu() ? nlohmann::json(at::get_num_threads()) : nlohmann::json()},
+                 {"device", device.str()},  // (CPU and GPU train different weights)
                  {"augment", augmentation},
                  {"test_error", test.error},
                  {"float_test_error", float_error},
@@ -295,7 +304,6 @@ Runner register_train(CLI::App& app) {
     summary["model"] = cmd->out;
     summary["spec"] = cmd->spec.to_json();
     summary["final_train_loss"] = std::isfinite(result.final_loss) ? nlohmann::json(result.final_loss) : nlohmann::json();
-    summary["device"] = device.str();
     summary["versions"] = io::version_info();
     summary["scheme"] = quantized ? scheme.to_string() : "float";
     summary["cifar_protocol"] = recorded_protocol(train_set, cmd->data);  // ("" elsewhere, as eval's JSON)

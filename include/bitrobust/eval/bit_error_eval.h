@@ -50,6 +50,12 @@ struct SweepResult {
 SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
                       const SweepOptions& options);
 
+/// "crc32 <8 hex digits>" of what a sweep evaluates, whatever the file is called: every quantized
+/// tensor's codes and ranges (in q's order), then the network's other parameters and all its
+/// buffers (in registration order), each as its bytes on the CPU. The float weights q's codes
+/// replace are left out: they are not evaluated. Read before the network is moved or cast.
+std::string model_fingerprint(const torch::nn::Module& net, const quant::QuantizedModel& q);
+
 /// q's clean codes, each with a preallocated output for its perturbed copy (param_index = position in q).
 std::vector<bits::CodeTensor> perturbable_codes(const quant::QuantizedModel& q);
 /// q's tensors (formats, ranges) with the codes replaced by the perturbed outputs of `codes`

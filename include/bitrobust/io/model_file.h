@@ -44,10 +44,12 @@ void save_model_file(const std::string& path, const ModelFile& file,
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
                          const std::vector<std::pair<std::string, std::string>>& texts = {});
 
-/// Whether `path` is a bitrobust model file (an archive that loads and has a bitrobust_format
-/// record); false for anything else, readable or not. For writers about to replace the file with
-/// something else (a checkpoint).
-bool is_model_file(const std::string& path);
+/// What is at `path`, for writers about to replace it with something else (a checkpoint): nothing,
+/// a bitrobust model file (an archive that loads, with a bitrobust_format record), a training
+/// checkpoint (one with optimizer and epochs_done records), or anything else (any other file, a
+/// damaged archive, a folder).
+enum class ArchiveKind { Missing, ModelFile, Checkpoint, Other };
+ArchiveKind archive_kind(const std::string& path);
 
 /// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, a
 /// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).

@@ -17,6 +17,10 @@ struct SweepContext {
   std::string layout;
   /// Which images: data::Dataset::fingerprint() of the examples evaluated.
   std::string data;
+  /// Which weights: eval::model_fingerprint of the model evaluated, and the seed it was trained
+  /// with (from the model file's metadata; null when it records none).
+  std::string model_fingerprint;
+  nlohmann::json model_seed;
 };
 /// A short fingerprint of the quantized parameters' shapes and bit widths, in order: "<count>
 /// tensors, <bits> bits, crc32 <hex>". Two sweeps with the same seeds met the same bits only if
