@@ -125,6 +125,67 @@ TEST(RandBET, UpdateIsTheMeanOfCleanAndClampedPerturbedGradients) {
   EXPECT_TRUE(any_clamped) << "the test should exercise the clamp";
 }
 
+// Inside train::train: the first step's update is SGD with Nesterov momentum on the mean of the clean
+// and the clamped perturbed gradient of that step's batch and pattern (found by a review: the hook
+// was tested alone, not that its gradient reaches the optimizer).
+TEST(RandBET, TheTrainersFirstStepUsesTheAveragedGradient) {
+  const data::Dataset data = test_util::synthetic_dataset(64);
+  train::TrainOptions o;
+  o.epochs = 1;
+  o.batch_size = 16;  // 4 steps in the epoch: its first learning rate drop comes after step 0
+  o.lr = 0.05;
+  o.momentum = 0.9;
+  o.weight_decay = 0.0;
+  o.seed = 6;
+  o.max_steps = 1;
+  o.augment = false;
+  o.progress = false;
+  train::RandBETOptions r;
+  r.rate = 0.05;
+  r.start_loss = 100;  // from the first step
+  r.gradient_clamp = 0.01;
+  r.seed = o.seed;
+
+  // The expectation, from the same initial weights, with the library's parts.
+  torch::manual_seed(4);
+  auto reference = models::build_model(tiny_spec());
+  quant::QuantAwareTraining reference_qat(*reference, quant::QuantScheme::preset("rquant", 8));
+  train::RandomBitErrorTraining reference_rbet(*reference, reference_qat, r);
+  std::vector<at::Tensor> w0;
+  for (const auto& p : reference->parameters()) w0.push_back(p.detach().clone());
+  const std::vector<int64_t> order = data::shuffled_indices(64, o.seed, 0);
+  const at::Tensor idx = at::from_blob(const_cast<int64_t*>(order.data()), {64}, at::kLong).slice(0, 0, 16).clone();
+  const at::Tensor x = data::make_batch(data, idx, data::normalization_for(data.name), nullptr, o.seed, 0);
+  const at::Tensor y = data::batch_labels(data, idx);
+  const auto perturbed = perturbed_gradients(*reference, reference_qat, r.rate, reference_rbet.pattern_seed(0), x, y);
+  reference_qat.use_quantized_weights();
+  reference->zero_grad();
+  at::cross_entropy_loss(reference->forward(x), y).backward();
+  const auto clean = grads(*reference);
+  reference_qat.restore_float_weights();
+
+  torch::manual_seed(4);
+  auto net = models::build_model(tiny_spec());
+  quant::QuantAwareTraining qat(*net, quant::QuantScheme::preset("rquant", 8));
+  train::RandomBitErrorTraining rbet(*net, qat, r);
+  ASSERT_EQ(train::train(*net, data, o, train::robust_training_hooks(qat, &rbet)).steps, 1);
+  EXPECT_EQ(rbet.perturbed_steps(), 1);
+  const auto trained = net->parameters();
+  bool any_clamped = false, any_differs_from_clean_step = false;
+  for (size_t i = 0; i < w0.size(); ++i) {
+    const at::Tensor g = (clean[i] + perturbed[i].clamp(-0.01, 0.01)) / 2;
+    // Nesterov's first step: the buffer is g, the update g + momentum * g.
+    const at::Tensor expected = w0[i] - o.lr * (1 + o.momentum) * g;
+    EXPECT_TRUE(torch::allclose(trained[i], expected, 1e-5, 1e-7))
+        << i << ": off by " << (trained[i] - expected).abs().max().item<float>();
+    any_clamped = any_clamped || perturbed[i].abs().max().item<float>() > 0.01f;
+    const at::Tensor clean_step = w0[i] - o.lr * (1 + o.momentum) * clean[i];
+    any_differs_from_clean_step = any_differs_from_clean_step || !torch::allclose(trained[i], clean_step, 1e-5, 1e-7);
+  }
+  EXPECT_TRUE(any_clamped) << "the test should exercise the clamp";
+  EXPECT_TRUE(any_differs_from_clean_step) << "a clean step would pass for a RandBET step";
+}
+
 // Alternate mode: a clean step keeps the clean gradient; the next step's update is the clamped
 // gradient of its own pattern alone (seeded by its step), not a mean with the clean one.
 TEST(RandBET, AlternateStepsUseTheCleanThenTheClampedPerturbedGradient) {
