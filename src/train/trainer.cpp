@@ -27,7 +27,10 @@ data::AugmentOptions training_augmentation(const std::string& dataset_name, cons
 double multistep_lr(double base, int64_t step, int64_t total_steps) {
   double lr = base;
   for (int k = 2; k <= 4; ++k) {
-    if (step >= total_steps * k / 5) lr *= 0.1;
+    // A milestone that rounds down to step 0 (runs of one or two steps) is no drop: such a run
+    // trained at a tenth or a thousandth of --lr from its first step.
+    const int64_t milestone = total_steps * k / 5;
+    if (milestone > 0 && step >= milestone) lr *= 0.1;
   }
   return lr;
 }

@@ -36,6 +36,14 @@ TEST(Train, MultistepScheduleDropsAtTwoThreeFourFifths) {
   EXPECT_NEAR(train::multistep_lr(0.05, 60, 100), 0.0005, 1e-12);
   EXPECT_NEAR(train::multistep_lr(0.05, 80, 100), 0.00005, 1e-12);
   EXPECT_NEAR(train::multistep_lr(0.05, 99, 100), 0.00005, 1e-12);
+  // Runs too short for a milestone past step 0 start at --lr: one step, two steps (the second
+  // after the milestones at 2 * 3/5 and 2 * 4/5 = step 1), three steps (drops at 1, 1 and 2).
+  EXPECT_DOUBLE_EQ(train::multistep_lr(0.05, 0, 1), 0.05);
+  EXPECT_DOUBLE_EQ(train::multistep_lr(0.05, 0, 2), 0.05);
+  EXPECT_NEAR(train::multistep_lr(0.05, 1, 2), 0.0005, 1e-12);
+  EXPECT_DOUBLE_EQ(train::multistep_lr(0.05, 0, 3), 0.05);
+  EXPECT_NEAR(train::multistep_lr(0.05, 1, 3), 0.0005, 1e-12);
+  EXPECT_NEAR(train::multistep_lr(0.05, 2, 3), 0.00005, 1e-12);
 }
 
 // Quantization-aware training with clipping, step by step against the formulas: the gradient is
