@@ -2,6 +2,10 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
+#include <pthread.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <thread>
@@ -26,6 +30,21 @@ void configure_cpu_runtime(int threads) {
   keep_freed_memory_in_process();
   at::globalContext().setFlushDenormal(true);
   kernels::flush_denormals_on_all_threads();
+  block_termination_signals_on_worker_threads();
+}
+
+void block_termination_signals_on_worker_threads() {
+  // The output code holds SIGINT, SIGTERM and SIGHUP back on the main thread while it makes and
+  // registers a temporary file (src/report/output.cpp); the kernel hands a signal the main thread
+  // holds back to any thread that does not, so the OpenMP workers must hold them back always: they
+  // are then handled on the main thread, once it lets them through (found by a review).
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() != 0) ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
 }
 
 }  // namespace bitrobust

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <sstream>
 
 #include "bitrobust/common/error.h"
@@ -124,11 +125,35 @@ std::vector<double> parse_rates(const std::string& text, const std::string& opti
   return rates;
 }
 
+namespace {
+/// Runs `restore` when the scope is left by an exception (not on a normal exit).
+template <typename Restore>
+struct OnUnwind {
+  Restore restore;
+  int unwinding_before = std::uncaught_exceptions();
+  ~OnUnwind() {
+    if (std::uncaught_exceptions() <= unwinding_before) return;
+    try {
+      restore();
+    } catch (...) {  // (already unwinding: the first error is the one reported)
+    }
+  }
+};
+template <typename Restore>
+OnUnwind(Restore) -> OnUnwind<Restore>;
+}  // namespace
+
 SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, const data::Dataset& test,
                       const SweepOptions& options) {
   BR_CHECK(options.patterns > 0, "--patterns must be at least 1, got ", options.patterns);
   BR_CHECK(!options.rates.empty(), "no bit error rates given");
   for (double p : options.rates) BR_CHECK(p >= 0 && p <= 1, "bit error rate ", p, " is outside [0, 1]");
+  // Every pattern at every rate keeps three numbers, and the result files list them all: bounded
+  // before the sweep rather than found short of memory at its end (found by a review).
+  constexpr int64_t kMostEvaluations = 10000000;
+  BR_CHECK(options.patterns <= kMostEvaluations / static_cast<int64_t>(options.rates.size()), "--patterns ",
+           options.patterns, " at ", options.rates.size(), " rates is more than the ", kMostEvaluations,
+           " pattern evaluations a result holds");
   // Validates the model name once, before any work.
   bits::ErrorModel::parse(options.error_model, 0.0).validate();
   const bits::ParamSelector selector(options.layers);
@@ -137,6 +162,9 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   torch::NoGradGuard no_grad;
   net.eval();
   WeightInjector injector(q);  // loads the clean weights
+  // A sweep that throws (an evaluation, an interrupted allocation) leaves the network with its clean
+  // weights too, for library callers that go on using it (found by a review).
+  const OnUnwind clean_on_unwind{[&injector] { injector.load_clean(); }};
   const EvalResult clean = evaluate(net, test, options.batch_size);
   const at::Tensor clean_wrong = clean.correct.logical_not();
 
@@ -231,6 +259,7 @@ PatternResult evaluate_pattern(models::Classifier& net, const quant::QuantizedMo
   PatternResult r;
   r.clean_error = clean.error;
   r.bits_changed = bits::apply_pattern(pattern, codes);
+  const OnUnwind clean_on_unwind{[&q] { q.load_clean_weights(); }};
   q.load_weights(with_perturbed_codes(q, codes));
   const EvalResult pert = evaluate(net, test, batch_size);
   r.perturbed_error = pert.error;

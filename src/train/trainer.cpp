@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -96,6 +97,11 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
                                                     .weight_decay(options.weight_decay));
   const int64_t n = train_set.size();
   const int64_t steps_per_epoch = (n + options.batch_size - 1) / options.batch_size;
+  // The schedule multiplies the step count by up to 4 (multistep_lr): a count near int64's range
+  // wrapped around and moved its learning rate drops (found by a review: --epochs 9164373921480438223).
+  constexpr int64_t kMaxSteps = std::numeric_limits<int64_t>::max() / 8;
+  BR_CHECK(options.epochs <= kMaxSteps / steps_per_epoch, "--epochs ", options.epochs, " of ", steps_per_epoch,
+           " steps each is more steps than a run can count (at most ", kMaxSteps, ")");
   const int64_t total_steps = steps_per_epoch * options.epochs;
   const data::Normalization norm = data::normalization_for(train_set.name);
   const data::AugmentOptions augment = training_augmentation(train_set.name, options);

@@ -264,6 +264,25 @@ TEST(Cli, ACheckpointNeverReplacesAModelFile) {
   EXPECT_EQ(bitrobust::io::archive_kind(dir.path()), ArchiveKind::Other);
 }
 
+// A pattern listing more flips than a file may hold is refused before any is drawn (found by a
+// review: 100% of a large model ran out of memory after minutes); a lower rate or --layers fits.
+TEST(Cli, APatternTooLargeToListIsRefusedBeforeDrawing) {
+  bitrobust::test_util::TempDir dir;
+  bitrobust::io::ModelFile f;
+  f.spec = bitrobust::test_util::tiny_mlp_spec(100000);  // 6,900,004 weights: 55.2 M bits at 8
+  f.net = bitrobust::models::build_model(f.spec);
+  bitrobust::quant::store_in_model_file(
+      bitrobust::quant::quantize_model(*f.net, bitrobust::quant::QuantScheme::preset("rquant", 8)), f);
+  bitrobust::io::save_model_file(dir.file("wide.pt"), f);
+  expect_clean_failure("pattern --model " + dir.file("wide.pt") + " --rate 100% --out " + dir.file("p.txt"),
+                       "pattern --rate 100%: about 55200032 of the 55200032 bits errors may hit would be listed, "
+                       "more than the 50000000 a pattern file may hold; use a lower rate or --layers");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("p.txt")));
+  const auto fits = bitrobust::test_util::run_cli("pattern --model " + dir.file("wide.pt") +
+                                                  " --rate 1% --layers 'fc_out.*' --out " + dir.file("p.txt"));
+  EXPECT_EQ(fits.status, 0) << fits.output;
+}
+
 TEST(Cli, EmptyOptionValuesAreErrorsNotDefaults) {
   expect_clean_failure("test --model m.pt --json ''", "--json: empty value");
   expect_clean_failure("eval --model '' --rates 1%", "--model: empty value");

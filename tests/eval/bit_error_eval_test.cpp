@@ -8,6 +8,7 @@
 #include <vector>
 #include <torch/torch.h>
 
+#include "bitrobust/bits/pattern.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/eval/evaluate.h"
 #include "bitrobust/report/eval_report.h"
@@ -145,6 +146,44 @@ TEST(BitErrorEval, RErrNeverBelowCleanAndMeanGrowsWithRate) {
   EXPECT_GT(r.results.back().rerr_mean, r.clean_error + 0.05);
 }
 
+namespace {
+/// The trained MLP's weights in a network whose forward pass throws from its `fail_at`-th call on.
+struct FailingForward : models::Classifier {
+  std::shared_ptr<models::Classifier> inner;
+  int calls = 0, fail_at;
+  FailingForward(const models::ModelSpec& spec, int fail_at_call) : fail_at(fail_at_call) {
+    inner = register_module("inner", models::build_model(spec));
+  }
+  at::Tensor forward(at::Tensor x) override {
+    BR_CHECK(++calls < fail_at, "forward pass ", calls, " fails");
+    return inner->forward(x);
+  }
+};
+}  // namespace
+
+// A sweep or a replay that throws after injecting errors leaves the network with its clean
+// quantized weights, as one that returns does (found by a review).
+TEST(BitErrorEval, AFailedSweepOrReplayLeavesTheCleanWeights) {
+  auto& t = trained();
+  for (const bool replay : {false, true}) {
+    SCOPED_TRACE(replay ? "replay" : "sweep");
+    FailingForward net(test_util::tiny_mlp_spec(32), 2);  // the clean pass (one batch of 400) succeeds
+    const quant::QuantizedModel q = quant::quantize_model(net, quant::QuantScheme::preset("rquant", 8));
+    auto o = options({0.2}, 2);
+    o.batch_size = 500;
+    if (replay) {
+      const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), bits::ErrorModel::parse("random", 0.2), 1);
+      EXPECT_ERROR_CONTAINS(eval::evaluate_pattern(net, q, t.data, pattern, 500), "forward pass 2 fails");
+    } else {
+      EXPECT_ERROR_CONTAINS(eval::run_sweep(net, q, t.data, o), "forward pass 2 fails");
+    }
+    EXPECT_EQ(net.calls, 2);
+    for (size_t i = 0; i < q.params.size(); ++i) {
+      EXPECT_TRUE(torch::equal(q.params[i], quant::dequantize(q.tensors[i]))) << q.names[i];
+    }
+  }
+}
+
 TEST(BitErrorEval, SameSeedReproducesAndWeightsAreRestored) {
   auto& t = trained();
   const auto a = eval::run_sweep(*t.net, t.q, t.data, options({0.01, 0.05}, 4));
@@ -208,6 +247,9 @@ TEST(BitErrorEval, BadOptionsAreErrors) {
   EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o), "bit error rate 1.5 is outside [0, 1]");
   o = options({});
   EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o), "no bit error rates given");
+  o = options({0.01, 0.02, 0.03}, 4000000);
+  EXPECT_ERROR_CONTAINS(eval::run_sweep(*t.net, t.q, t.data, o),
+                        "--patterns 4000000 at 3 rates is more than the 10000000 pattern evaluations a result holds");
 }
 
 namespace {

@@ -363,6 +363,10 @@ TEST(Train, BadOptionsAreErrors) {
       EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
     }
   };
+  // A step count that would overflow the schedule's arithmetic (found by a review).
+  options = quick_options(int64_t{9164373921480438223});
+  EXPECT_ERROR_CONTAINS(train::train(*net, data, options), "--epochs 9164373921480438223 of 1 steps each is more steps "
+                                                           "than a run can count");
   for (double momentum : {-0.1, 1.0, 5.0, std::nan("")}) {
     options = quick_options(1);
     options.momentum = momentum;

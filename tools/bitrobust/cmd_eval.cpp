@@ -259,6 +259,21 @@ Runner register_pattern(CLI::App& app) {
     check_layers_select_something(q, cmd->layers);
     check_error_model_fits(model, code_bits(q), "--error-model");
     const bits::ParamSelector layers(cmd->layers);
+    // A listed flip costs about 80 bytes while drawn and 12 in the file: a pattern of hundreds of
+    // millions of flips (100% of a large model) would run out of memory after minutes (found by a
+    // review). Bounded by the bits the selected tensors hold, at the larger of the two directions'
+    // rates, before anything is drawn.
+    double reachable = 0.0;  // the bits the error model may hit in the selected tensors
+    for (size_t i = 0; i < q.tensors.size(); ++i) {
+      if (!layers.selects(q.names[i])) continue;
+      reachable += static_cast<double>(q.tensors[i].codes.numel()) *
+                   model.kernel_params(q.tensors[i].format.bits).bit_count;
+    }
+    const double expected = reachable * std::min(1.0, std::max(model.effective_rate_0to1(), model.effective_rate_1to0()));
+    constexpr double kMostFlips = 5e7;
+    BR_CHECK(expected <= kMostFlips, "pattern --rate ", cmd->rate, ": about ", static_cast<long long>(expected),
+             " of the ", static_cast<long long>(reachable), " bits errors may hit would be listed, more than the ",
+             static_cast<long long>(kMostFlips), " a pattern file may hold; use a lower rate or --layers");
     const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), model, cmd->seed, layers);
     bits::save_pattern(cmd->out, pattern);
     const auto selected = std::count_if(q.names.begin(), q.names.end(), [&](const std::string& n) { return layers.selects(n); });

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 #include "bitrobust/models/group_norm_relu_kernels.h"
 
 namespace bitrobust::kernels {
@@ -112,11 +114,16 @@ void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const floa
   const int64_t group_size = shape.group_size();
   if (group_count == 0 || group_size == 0) return;
   const int64_t channels_per_group = shape.channels / shape.groups;
-#pragma omp parallel if (shape.numel() >= kParallelMin)
+  // With an input bias a group is first formed as x + input_bias (the float sums the CUDA twin forms
+  // as it reads), in a buffer of the thread's own, allocated here: an allocation failing inside the
+  // parallel region would end the process (std::terminate) instead of throwing.
+  const bool parallel = shape.numel() >= kParallelMin;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<float> buffers(input_bias != nullptr ? static_cast<size_t>(group_size) * threads : 0);
+#pragma omp parallel if (parallel)
   {
-    // With an input bias a group is first formed as x + input_bias (the float sums the CUDA twin
-    // forms as it reads), in a buffer of the thread's own.
-    std::vector<float> biased(input_bias != nullptr ? static_cast<size_t>(group_size) : 0);
+    float* biased = input_bias != nullptr ? buffers.data() + static_cast<size_t>(group_size) * omp_get_thread_num()
+                                          : nullptr;
 #pragma omp for schedule(static)
     for (int64_t ng = 0; ng < group_count; ++ng) {
       const int64_t first_channel = (ng % shape.groups) * channels_per_group;
@@ -124,9 +131,9 @@ void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const floa
       if (input_bias != nullptr) {
         for (int64_t c = 0; c < channels_per_group; ++c) {
           add_constant(xg + c * shape.spatial, shape.spatial, input_bias[first_channel + c],
-                       biased.data() + c * shape.spatial);
+                       biased + c * shape.spatial);
         }
-        xg = biased.data();
+        xg = biased;
       }
       group_norm_relu_group(xg, channels_per_group, shape.spatial, scale + first_channel,
                             bias + first_channel, eps, y + ng * group_size);
