@@ -85,7 +85,17 @@ void remove_folder_of_files(const char* path) {
 #endif
 }
 
+// While a temporary file is made and not yet in the table (SignalsHeld), a signal is only noted,
+// and raised again when the file is in the table: blocking it on the thread that makes the file is
+// not enough, since the kernel then hands it to another thread (found by a review).
+std::atomic<int> g_signals_held{0};
+std::atomic<int> g_held_signal{0};
+
 extern "C" void remove_live_temps_and_reraise(int sig) {
+  if (g_signals_held.load() > 0) {
+    g_held_signal.store(sig);
+    return;
+  }
   for (int i = 0; i < kMaxLiveTemps; ++i) {
     if (!g_live_ready[i].load()) continue;
     if (g_live_folder[i].load()) {
@@ -130,17 +140,26 @@ void register_live_temp(const std::string& path, bool folder = false) {
 
 // Holds SIGINT, SIGTERM and SIGHUP back while a temporary file is made and registered, so that no
 // signal can end the process between the two (one arriving meanwhile is delivered on release,
-// when the file is in the table).
+// when the file is in the table): blocked on this thread, and only noted by the handler on any
+// other (g_signals_held), then raised again here.
 class SignalsHeld {
  public:
   SignalsHeld() {
     install_signal_cleanup();
+    g_signals_held.fetch_add(1);
     sigset_t set;
     sigemptyset(&set);
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
     ::pthread_sigmask(SIG_BLOCK, &set, &previous_);
   }
-  ~SignalsHeld() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  ~SignalsHeld() {
+    g_signals_held.fetch_sub(1);
+    ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);  // (one blocked here is handled now)
+    if (g_signals_held.load() == 0) {
+      const int held = g_held_signal.exchange(0);
+      if (held != 0) std::raise(held);
+    }
+  }
   SignalsHeld(const SignalsHeld&) = delete;
   SignalsHeld& operator=(const SignalsHeld&) = delete;
 
