@@ -149,7 +149,7 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
   BR_CHECK(!options.rates.empty(), "no bit error rates given");
   for (double p : options.rates) BR_CHECK(p >= 0 && p <= 1, "bit error rate ", p, " is outside [0, 1]");
   // Every pattern at every rate keeps three numbers, and the result files list them all: bounded
-  // before the sweep rather than found short of memory at its end (found by a review).
+  // before the sweep starts rather than found short of memory at its end (found by a review).
   constexpr int64_t kMostEvaluations = 10000000;
   BR_CHECK(options.patterns <= kMostEvaluations / static_cast<int64_t>(options.rates.size()), "--patterns ",
            options.patterns, " at ", options.rates.size(), " rates is more than the ", kMostEvaluations,

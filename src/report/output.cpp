@@ -92,10 +92,10 @@ std::atomic<int> g_signals_held{0};
 std::atomic<int> g_held_signal{0};
 
 extern "C" void remove_live_temps_and_reraise(int sig) {
-  if (g_signals_held.load() > 0) {
-    g_held_signal.store(sig);
-    return;
-  }
+  // Noted before the count is read, so that a holder leaving meanwhile finds it (a review of the first
+  // version found a signal noted after the holder had looked, and lost).
+  g_held_signal.store(sig);
+  if (g_signals_held.load() > 0) return;  // the holder raises it again when its file is in the table
   for (int i = 0; i < kMaxLiveTemps; ++i) {
     if (!g_live_ready[i].load()) continue;
     if (g_live_folder[i].load()) {
@@ -104,6 +104,9 @@ extern "C" void remove_live_temps_and_reraise(int sig) {
       ::unlink(g_live_paths[i]);
     }
   }
+  // A holder that began while the table was emptied may be making a file this pass did not see: it
+  // raises the noted signal again once the file is in the table, and that pass removes it.
+  if (g_signals_held.load() > 0) return;
   std::signal(sig, SIG_DFL);
   std::raise(sig);
 }
@@ -156,8 +159,10 @@ class SignalsHeld {
     g_signals_held.fetch_sub(1);
     ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);  // (one blocked here is handled now)
     if (g_signals_held.load() == 0) {
+      // To the process, not this thread: a thread that holds the signals back (an OpenMP worker,
+      // in a library caller) would keep it pending for ever.
       const int held = g_held_signal.exchange(0);
-      if (held != 0) std::raise(held);
+      if (held != 0) ::kill(::getpid(), held);
     }
   }
   SignalsHeld(const SignalsHeld&) = delete;

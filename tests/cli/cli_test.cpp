@@ -276,7 +276,7 @@ TEST(Cli, APatternTooLargeToListIsRefusedBeforeDrawing) {
   bitrobust::io::save_model_file(dir.file("wide.pt"), f);
   expect_clean_failure("pattern --model " + dir.file("wide.pt") + " --rate 100% --out " + dir.file("p.txt"),
                        "pattern --rate 100%: about 55200032 of the 55200032 bits errors may hit would be listed, "
-                       "more than the 50000000 a pattern file may hold; use a lower rate or --layers");
+                       "more than the 50000000 `pattern` lists");
   EXPECT_FALSE(std::filesystem::exists(dir.file("p.txt")));
   const auto fits = bitrobust::test_util::run_cli("pattern --model " + dir.file("wide.pt") +
                                                   " --rate 1% --layers 'fc_out.*' --out " + dir.file("p.txt"));

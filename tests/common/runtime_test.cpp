@@ -15,13 +15,17 @@ using namespace bitrobust;
 TEST(Runtime, TerminationSignalsAreHeldBackOnTheWorkersAndNotOnTheMainThread) {
   configure_cpu_runtime(2);
   std::vector<int> blocked(2, -1);
+  int team = 0;
 #pragma omp parallel num_threads(2)
   {
+#pragma omp single
+    team = omp_get_num_threads();
     sigset_t current;
     ::pthread_sigmask(SIG_BLOCK, nullptr, &current);
     const int held = sigismember(&current, SIGINT) + sigismember(&current, SIGTERM) + sigismember(&current, SIGHUP);
     blocked[omp_get_thread_num()] = held;
   }
   EXPECT_EQ(blocked[0], 0) << "the main thread must take the signals";
-  if (omp_get_max_threads() > 1) EXPECT_EQ(blocked[1], 3) << "a worker must hold all three back";
+  if (team < 2) GTEST_SKIP() << "OpenMP gave a team of one thread";
+  EXPECT_EQ(blocked[1], 3) << "a worker must hold all three back";
 }

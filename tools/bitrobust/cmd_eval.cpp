@@ -273,7 +273,8 @@ Runner register_pattern(CLI::App& app) {
     constexpr double kMostFlips = 5e7;
     BR_CHECK(expected <= kMostFlips, "pattern --rate ", cmd->rate, ": about ", static_cast<long long>(expected),
              " of the ", static_cast<long long>(reachable), " bits errors may hit would be listed, more than the ",
-             static_cast<long long>(kMostFlips), " a pattern file may hold; use a lower rate or --layers");
+             static_cast<long long>(kMostFlips), " `pattern` lists (about 80 bytes each while drawn, 12 in the file); "
+             "use a lower rate or --layers");
     const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), model, cmd->seed, layers);
     bits::save_pattern(cmd->out, pattern);
     const auto selected = std::count_if(q.names.begin(), q.names.end(), [&](const std::string& n) { return layers.selects(n); });
