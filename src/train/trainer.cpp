@@ -96,7 +96,8 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
                                                     .nesterov(options.nesterov && options.momentum > 0)
                                                     .weight_decay(options.weight_decay));
   const int64_t n = train_set.size();
-  const int64_t steps_per_epoch = (n + options.batch_size - 1) / options.batch_size;
+  // (n / batch rounded up without n + batch - 1, which overflows for a batch near int64's range)
+  const int64_t steps_per_epoch = n / options.batch_size + (n % options.batch_size != 0);
   // The schedule multiplies the step count by up to 4 (multistep_lr): a count near int64's range
   // wrapped around and moved its learning rate drops (found by a review: --epochs 9164373921480438223).
   constexpr int64_t kMaxSteps = std::numeric_limits<int64_t>::max() / 8;
@@ -216,7 +217,7 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
     check_finite(result.final_loss, epoch, -1);
     result.final_train_error = epoch_images ? static_cast<double>(wrong_sum.item<int64_t>()) / epoch_images : 0;
     // (an epoch that --max-steps ended early shows the steps it ran, and why it stopped)
-    const int64_t steps_in_epoch = (epoch_images + options.batch_size - 1) / options.batch_size;
+    const int64_t steps_in_epoch = epoch_images / options.batch_size + (epoch_images % options.batch_size != 0);
     bar.finish(stats_text(result.final_loss, result.final_train_error, epoch_images / std::max(bar.elapsed(), 1e-9),
                           hooks),
                steps_in_epoch,

@@ -363,6 +363,10 @@ TEST(Train, BadOptionsAreErrors) {
       EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
     }
   };
+  // A batch near int64's range is one step of all the images (its step count once overflowed).
+  options = quick_options(1);
+  options.batch_size = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(train::train(*net, data, options).steps, 1);
   // A step count that would overflow the schedule's arithmetic (found by a review).
   options = quick_options(int64_t{9164373921480438223});
   EXPECT_ERROR_CONTAINS(train::train(*net, data, options), "--epochs 9164373921480438223 of 1 steps each is more steps "
