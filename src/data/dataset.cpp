@@ -2,7 +2,6 @@
 // and the per-epoch shuffle.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/common/fingerprint.h"
 #include "bitrobust/common/philox.h"
 #include "bitrobust/data/dataset.h"
 
@@ -159,16 +159,9 @@ Dataset Dataset::head(int64_t n) const {
 }
 
 std::string Dataset::fingerprint() const {
-  uLong crc = crc32_z(0L, Z_NULL, 0);
-  if (size() > 0) {
-    const at::Tensor pixels = images.cpu().contiguous();
-    crc = crc32_z(crc, pixels.data_ptr<uint8_t>(), static_cast<size_t>(pixels.numel()));
-    const at::Tensor classes = labels.cpu().to(at::kByte).contiguous();  // (labels are < 256)
-    crc = crc32_z(crc, classes.data_ptr<uint8_t>(), static_cast<size_t>(classes.numel()));
-  }
-  char text[16];
-  std::snprintf(text, sizeof text, "%08lx", static_cast<unsigned long>(crc));
-  return std::string("crc32 ") + text;
+  Crc32 crc;
+  if (size() > 0) crc.add(images).add(labels.to(at::kByte));  // (labels are < 256)
+  return crc.text();
 }
 
 std::vector<std::string> dataset_names() { return {"mnist", "fashion-mnist", "cifar10"}; }
@@ -204,9 +197,7 @@ void check_not_the_other_mnist(const std::string& name, const Dataset& data, con
                                  {0xf270beb5u, "fashion-mnist", "Fashion-MNIST", "training"},
                                  {0x52830860u, "fashion-mnist", "Fashion-MNIST", "test"}};
   if (data.size() == 0) return;
-  const at::Tensor first = data.images[0].contiguous();
-  const uint32_t crc = static_cast<uint32_t>(
-      crc32_z(crc32_z(0L, Z_NULL, 0), first.data_ptr<uint8_t>(), static_cast<size_t>(first.numel())));
+  const uint32_t crc = Crc32().add(data.images[0]).value();
   for (const Known& known : kKnown) {
     BR_CHECK(known.first_image_crc != crc || name == known.name, "data set '", name, "': ", images_file, " (from ",
              location.how, ") holds ", known.label, "'s ", known.split, " images, not ", name,

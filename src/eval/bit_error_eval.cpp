@@ -1,7 +1,5 @@
 #include "bitrobust/eval/bit_error_eval.h"
 
-#include <zlib.h>
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -13,6 +11,7 @@
 #include <sstream>
 
 #include "bitrobust/common/error.h"
+#include "bitrobust/common/fingerprint.h"
 #include "bitrobust/eval/evaluate.h"
 #include "bitrobust/eval/weight_injector.h"
 #include "bitrobust/report/progress.h"
@@ -106,7 +105,7 @@ MeanInterval mean_interval(const std::vector<double>& values) {
   return m;
 }
 
-std::vector<double> parse_rates(const std::string& text, const std::string& option) {
+std::vector<double> parse_rates(const std::string& text, const std::string& option, std::vector<std::string>* entries) {
   std::vector<double> rates;
   // getline drops a last empty entry: "1%," would pass for "1%".
   BR_CHECK(text.find_last_not_of(" \t") == std::string::npos || text[text.find_last_not_of(" \t")] != ',', option,
@@ -120,6 +119,7 @@ std::vector<double> parse_rates(const std::string& text, const std::string& opti
     const double value = bits::parse_rate(item, option);
     for (double earlier : rates) BR_CHECK(earlier != value, option, ": bit error rate ", item, " is given twice");
     rates.push_back(value);
+    if (entries != nullptr) entries->push_back(item);
   }
   BR_CHECK(!rates.empty(), option, ": no rate given");
   return rates;
@@ -219,22 +219,13 @@ SweepResult run_sweep(models::Classifier& net, const quant::QuantizedModel& q, c
 }
 
 std::string model_fingerprint(const torch::nn::Module& net, const quant::QuantizedModel& q) {
-  uLong crc = crc32_z(0L, Z_NULL, 0);
-  const auto add = [&crc](const at::Tensor& t) {
-    const at::Tensor bytes = t.detach().cpu().contiguous();
-    crc = crc32_z(crc, static_cast<const Bytef*>(bytes.data_ptr()), static_cast<size_t>(bytes.nbytes()));
-  };
-  for (const quant::QuantizedTensor& t : q.tensors) {
-    add(t.codes);
-    add(t.ranges);
-  }
+  Crc32 crc;
+  for (const quant::QuantizedTensor& t : q.tensors) crc.add(t.codes).add(t.ranges);
   for (const auto& item : net.named_parameters()) {
-    if (std::find(q.names.begin(), q.names.end(), item.key()) == q.names.end()) add(item.value());
+    if (std::find(q.names.begin(), q.names.end(), item.key()) == q.names.end()) crc.add(item.value());
   }
-  for (const auto& item : net.named_buffers()) add(item.value());
-  char text[16];
-  std::snprintf(text, sizeof text, "%08lx", static_cast<unsigned long>(crc));
-  return std::string("crc32 ") + text;
+  for (const auto& item : net.named_buffers()) crc.add(item.value());
+  return crc.text();
 }
 
 std::vector<bits::ParamSpec> param_specs(const quant::QuantizedModel& q) {

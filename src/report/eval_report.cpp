@@ -9,10 +9,10 @@
 #include <utility>
 #include <vector>
 
-#include <zlib.h>
 
 #include "bitrobust/bits/bit_errors.h"
 #include "bitrobust/common/error.h"
+#include "bitrobust/common/fingerprint.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/scheme.h"
 #include "bitrobust/report/printable.h"
@@ -112,10 +112,7 @@ std::string layout_of(const std::vector<std::vector<int64_t>>& shapes, const std
     text += ":" + std::to_string(bits[i]) + ";";
     total += numel * bits[i];
   }
-  const auto crc = static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(text.data()), text.size()));
-  char hex[16];
-  std::snprintf(hex, sizeof hex, "%08x", crc);
-  return detail::concat(shapes.size(), " tensors, ", total, " bits, crc32 ", hex);
+  return detail::concat(shapes.size(), " tensors, ", total, " bits, ", Crc32().add(text.data(), text.size()).text());
 }
 
 nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOptions& options, const SweepContext& ctx) {

@@ -195,15 +195,11 @@ void check_error_model_fits(const bits::ErrorModel& model, const std::vector<int
 }
 
 std::vector<double> parse_rates_option(const std::string& text, const std::string& option) {
-  const std::vector<double> rates = eval::parse_rates(text, option);
-  // Entries in the order parse_rates read them (it refuses empty ones).
-  size_t begin = 0;
-  for (const double rate : rates) {
-    const size_t end = std::min(text.find(',', begin), text.size());
-    std::string entry = text.substr(begin, end - begin);
-    begin = end + 1;
-    entry.erase(0, entry.find_first_not_of(" \t"));
-    entry.erase(entry.find_last_not_of(" \t") + 1);
+  std::vector<std::string> entries;
+  const std::vector<double> rates = eval::parse_rates(text, option, &entries);
+  for (size_t i = 0; i < rates.size(); ++i) {
+    const double rate = rates[i];
+    const std::string& entry = entries[i];
     if (rate >= 0.5 && entry.find('%') == std::string::npos) {
       std::fprintf(stderr, "note: %s: '%s' is a fraction of the bits, %g%%; a percentage is written with %% (%s%%)\n",
                    option.c_str(), report::printable_message(entry).c_str(), 100 * rate,

@@ -86,7 +86,8 @@ struct MeanInterval {
 MeanInterval mean_interval(const std::vector<double>& values);
 
 /// Parses "0.01%,0.1%,1%" or "0.0001,0.001" (fractions, or percentages with '%'); each in [0, 1].
-/// `option` names the input in errors.
-std::vector<double> parse_rates(const std::string& text, const std::string& option = "--rates");
+/// `option` names the input in errors; `entries`, if given, receives each rate as written (trimmed).
+std::vector<double> parse_rates(const std::string& text, const std::string& option = "--rates",
+                                std::vector<std::string>* entries = nullptr);
 
 }  // namespace bitrobust::eval
