@@ -3,7 +3,9 @@
 # calls since the incremental injection, and the headers they use) of two
 # git revisions in one run, alternating, with bench/inject_kernel_timing.cpp; no Torch needed.
 # Usage: scripts/bench_sampler_revisions.sh OLD_REV [NEW_REV (default: the working tree)] [ROUNDS]
-# RATES="0.001 0.005" times those rates instead of 1e-4, 1e-3, 1e-2 and 1e-1.
+# RATES="0.001 0.005" times those rates instead of 1e-4, 1e-3, 1e-2 and 1e-1; INCREMENTAL=1 times
+# the incremental injection into float weights (what a CPU sweep runs) instead of the dense kernel;
+# THREADS (default 1) sets the OpenMP threads.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OLD=${1:?usage: bench_sampler_revisions.sh OLD_REV [NEW_REV] [ROUNDS]}
@@ -28,6 +30,6 @@ build() {  # build NAME REV|""
 build old "$OLD"
 build new "$NEW"
 for round in $(seq "$ROUNDS"); do
-  echo "== round $round: $OLD"; "$WORK/old.bin" 1 ${RATES:-}
-  echo "== round $round: ${NEW:-working tree}"; "$WORK/new.bin" 1 ${RATES:-}
+  echo "== round $round: $OLD"; "$WORK/old.bin" "${THREADS:-1}" ${RATES:-}
+  echo "== round $round: ${NEW:-working tree}"; "$WORK/new.bin" "${THREADS:-1}" ${RATES:-}
 done

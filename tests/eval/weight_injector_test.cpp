@@ -40,7 +40,7 @@ struct Step {
 };
 
 // Rates up and down, other error models and a selector: each step must undo the previous one.
-// Below about 0.125% for 8-bit codes (1 in 100 of the model's elements changed) patterns are
+// Below about 0.25% for 8-bit codes (1 in 50 of the model's elements changed) patterns are
 // listed, above applied densely (NOTE [Incremental injection]): both, and every change between them.
 const Step kSteps[] = {
     {"random", 0.0001, 1, ""},  {"random", 0.0002, 1, ""},  {"random", 0.01, 1, ""},

@@ -40,7 +40,7 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
 // writes only what changes: it restores the elements the previous pattern changed, applies the new
 // pattern in place, and dequantizes the elements either pattern changed. Each element listed costs
 // cache lines fetched at random where the dense path streams through memory, so a pattern expected
-// to change 1 in 100 elements or more (8-bit codes from p = 0.125%) is applied densely, as before,
+// to change 1 in 50 elements or more (8-bit codes from p = 0.25%) is applied densely, as before,
 // and the next sparse one starts from a full copy. The result is bit for bit the dense path's
 // (inject_bit_errors_cpu into a copy, then dequantize_many_cpu): the same sampler, and the same
 // per-element formulas.
@@ -62,7 +62,9 @@ struct InjectDequantizeTask {
 /// clean dequantized value.
 struct IncrementalInjectState {
   std::vector<int64_t> numel;                  ///< the tasks' sizes the lists belong to
-  std::vector<std::vector<uint32_t>> touched;  ///< per work item: element offsets from its start
+  /// Per work item: the elements listed, each as its offset from the item's first element in the
+  /// low 16 bits and its clean code in the high 16 (so restoring it reads no clean code).
+  std::vector<std::vector<uint32_t>> touched;
   bool dense = false;                          ///< the last pattern was applied densely, not listed
   void clear() {
     numel.clear();

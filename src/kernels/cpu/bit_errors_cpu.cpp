@@ -59,33 +59,48 @@ struct WorkItem {
   int64_t num_chunks;
 };
 
+// A listed element (IncrementalInjectState::touched): its offset from its work item's first element
+// in the low 16 bits, its clean code in the high 16. Restoring it then loads no clean code: of the
+// three arrays an element is read or written in at a random place (clean codes, out codes,
+// weights), one is left out.
+constexpr uint32_t listed_entry(uint32_t offset, uint32_t clean_code) { return offset | clean_code << 16; }
+constexpr uint32_t listed_offset(uint32_t entry) { return entry & 0xFFFFu; }
+constexpr uint32_t listed_clean_code(uint32_t entry) { return entry >> 16; }
+
 // Incremental injection (NOTE [Incremental injection]): with `restore`, out already holds clean
-// except at the item's elements listed there (offsets from the item's first element), and only
-// those are restored instead of copying the item. kRecord: the elements this pattern changes are
-// appended to *record (which may be `restore`), each once.
+// except at the item's elements listed there (listed_entry), and only those are restored instead
+// of copying the item. kRecord: the elements this pattern changes are appended to *record (which
+// may be `restore`), each once. `weights`: where the elements' weights are, fetched ahead of their
+// dequantization.
 template <typename T, bool kRecord = false>
 int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
-                    const std::vector<uint32_t>* restore = nullptr, std::vector<uint32_t>* record = nullptr) {
+                    const std::vector<uint32_t>* restore = nullptr, std::vector<uint32_t>* record = nullptr,
+                    const float* weights = nullptr) {
+  static_assert(sizeof(T) <= 2 || !kRecord, "listed entries hold 16-bit codes");
   const int64_t begin = item.first_chunk * kChunkElements;
   const int64_t end = std::min(task.numel, (item.first_chunk + item.num_chunks) * kChunkElements);
   const T* clean = static_cast<const T*>(task.clean);
   T* out = static_cast<T*>(task.out);
+  // The elements to restore lie at random places in the item and are rarely in cache: their lines
+  // are requested now and restored once the pattern is drawn, the sampler's arithmetic having hidden
+  // the wait.
+  const auto restore_listed = [&] {
+    if (restore == nullptr) return;
+    for (const uint32_t entry : *restore) out[begin + listed_offset(entry)] = static_cast<T>(listed_clean_code(entry));
+  };
   if (restore != nullptr) {
-    // At random places in the item, rarely in cache: fetched a few entries ahead.
-    const uint32_t* offsets = restore->data();
-    const size_t count = restore->size();
-    for (size_t j = 0; j < count; ++j) {
-      if (j + 8 < count) {
-        __builtin_prefetch(clean + begin + offsets[j + 8]);
-        __builtin_prefetch(out + begin + offsets[j + 8], 1);
-      }
-      out[begin + offsets[j]] = clean[begin + offsets[j]];
+    for (const uint32_t entry : *restore) {
+      __builtin_prefetch(out + begin + listed_offset(entry), 1);
+      if (weights != nullptr) __builtin_prefetch(weights + begin + listed_offset(entry), 1);
     }
   } else if (clean != out) {
     std::memcpy(out + begin, clean + begin, static_cast<size_t>(end - begin) * sizeof(T));
   }
   const BitErrorParams& params = task.params;
-  if (!params.active()) return 0;
+  if (!params.active()) {
+    restore_listed();
+    return 0;
+  }
   // The first Philox block of every chunk in one pass of independent work (no branches between
   // chunks), so that the rounds of neighbouring chunks overlap; at low rates most chunks end at its
   // first uniform (NOTE [Empty chunk shortcut]). All kChunksPerItem lanes are computed (lanes past
@@ -113,8 +128,8 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
       // The codes were not just copied, so they are rarely in cache: the bit is noted and its
       // cache lines fetched now, and the change made once the item's pattern is drawn.
       __builtin_prefetch(out + begin + offset, 1);
-      __builtin_prefetch(clean + begin + offset);
-      pending.push_back(offset | static_cast<uint32_t>(bit) << 16 | static_cast<uint32_t>(params.kind_of(s)) << 24);
+      if (weights != nullptr) __builtin_prefetch(weights + begin + offset, 1);
+      pending.push_back(offset << 16 | static_cast<uint32_t>(bit) << 8 | static_cast<uint32_t>(params.kind_of(s)));
       return;
     }
     T& code = out[begin + offset];
@@ -137,23 +152,32 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
           params, keys[k], [&](int32_t element, int32_t bit, double s) { apply(k, element, bit, s); });
     }
   }
+  restore_listed();
   if constexpr (kRecord) {
     // A selected bit changes when it flips whatever its value, or when it is set to the value it
-    // does not hold (FlipKind; NOTE [Bit error sampling]). Selected bits are distinct, so an
-    // element differs from clean after its first change and stays different: each is listed once.
+    // does not hold (FlipKind; NOTE [Bit error sampling]). Every code of the item is clean now, so
+    // an element's first change lists it with the code it changes, the clean one; `seen` (all
+    // zero between calls) tells a later change of the same element.
+    thread_local uint64_t seen[kChunksPerItem * kChunkElements / 64] = {};
     T* item_out = out + begin;
-    const T* item_clean = clean + begin;
+    const size_t first_listed = record->size();
+    record->reserve(first_listed + pending.size());  // (no allocation failure once `seen` is in use)
     for (const uint32_t note : pending) {
-      const uint32_t offset = note & 0xFFFFu;
-      const T mask = static_cast<T>(T{1} << ((note >> 16) & 0xFFu));
-      const auto kind = static_cast<FlipKind>(note >> 24);
+      const uint32_t offset = note >> 16;
+      const T mask = static_cast<T>(T{1} << ((note >> 8) & 0xFFu));
+      const auto kind = static_cast<FlipKind>(note & 0xFFu);
       const T code = item_out[offset];
       if (kind == FlipKind::Flip || (kind == FlipKind::Set1) == ((code & mask) == 0)) {
-        if (code == item_clean[offset]) record->push_back(offset);
+        const uint64_t bit = uint64_t{1} << (offset & 63);
+        if ((seen[offset >> 6] & bit) == 0) {
+          seen[offset >> 6] |= bit;
+          record->push_back(listed_entry(offset, code));
+        }
         item_out[offset] = static_cast<T>(code ^ mask);
         ++changed;
       }
     }
+    for (size_t j = first_listed; j < record->size(); ++j) seen[listed_offset((*record)[j]) >> 6] = 0;
   }
   return changed;
 }
@@ -170,8 +194,8 @@ void dequantize_listed(const InjectDequantizeTask& task, int64_t begin, const st
   kernels::QuantParams p{};
   const size_t count = listed.size();
   for (size_t j = 0; j < count; ++j) {
-    if (j + 8 < count) __builtin_prefetch(task.weights + begin + listed[j + 8], 1);
-    const int64_t e = begin + listed[j];
+    if (j + 8 < count) __builtin_prefetch(task.weights + begin + listed_offset(listed[j + 8]), 1);
+    const int64_t e = begin + listed_offset(listed[j]);
     if (e < channel_begin || e >= channel_end) {
       const int64_t channel = e / per_channel;
       channel_begin = channel * per_channel;
@@ -223,7 +247,7 @@ struct SamplerIsa {
   bool (*supported)();
   int64_t (*inject_item[3])(const InjectTask&, const WorkItem&, uint64_t);  // 1, 2, 4 bytes
   int64_t (*incremental_item[2])(const InjectTask&, const WorkItem&, uint64_t, const std::vector<uint32_t>*,
-                                 std::vector<uint32_t>*);  // 1, 2 bytes
+                                 std::vector<uint32_t>*, const float*);  // 1, 2 bytes
   void (*draw)(int64_t, const BitErrorParams&, uint64_t, int64_t, std::vector<SelectedBit>&);
 };
 
@@ -239,13 +263,13 @@ struct SamplerIsa {
   }                                                                                                   \
   attributes int64_t incremental_item_8##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed,     \
                                                 const std::vector<uint32_t>* restore,                  \
-                                                std::vector<uint32_t>* record) {                       \
-    return inject_item<uint8_t, true>(t, w, seed, restore, record);                                   \
+                                                std::vector<uint32_t>* record, const float* weights) { \
+    return inject_item<uint8_t, true>(t, w, seed, restore, record, weights);                          \
   }                                                                                                   \
   attributes int64_t incremental_item_16##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed,    \
                                                  const std::vector<uint32_t>* restore,                 \
-                                                 std::vector<uint32_t>* record) {                      \
-    return inject_item<uint16_t, true>(t, w, seed, restore, record);                                  \
+                                                 std::vector<uint32_t>* record, const float* weights) {\
+    return inject_item<uint16_t, true>(t, w, seed, restore, record, weights);                         \
   }                                                                                                   \
   attributes void draw_chunks##suffix(int64_t numel, const BitErrorParams& params, uint64_t seed,     \
                                       int64_t param_index, std::vector<SelectedBit>& selected) {      \
@@ -356,6 +380,16 @@ double sampling_cost_ns(const InjectTask& task) {
 // bench_end_to_end, 2026-11-28.)
 constexpr double kParallelCostNs = 5e4;
 
+// Work items a thread claims at once. Claimed one at a time, two threads take turns on neighbouring
+// items and share cache lines between them: the scheduler's counter, the codes at item boundaries
+// and, incremental, the neighbouring items' list headers. Claiming 16 at a time made a pattern of
+// 5.5 M 8-bit codes 1.11x faster at p = 0.01%, dense, and 1.33x, incremental (1.17x at 0.02%; two
+// threads, bench/inject_kernel_timing.cpp, 2026-12-05; docs/bit_errors.md, "Fewer waits"). At least
+// 8 claims a thread remain, for balance.
+int64_t items_per_claim(int64_t num_items) {
+  return std::clamp<int64_t>(num_items / (8 * static_cast<int64_t>(omp_get_max_threads())), 1, 16);
+}
+
 }  // namespace
 
 int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64_t seed) {
@@ -367,8 +401,9 @@ int64_t inject_bit_errors_cpu(const InjectTask* tasks, int64_t num_tasks, uint64
     cost_ns += 0.025 * static_cast<double>(tasks[t].numel * tasks[t].elem_bytes) + sampling_cost_ns(tasks[t]);
   }
   const SamplerIsa& isa = sampler_isa();
+  const int64_t claim = items_per_claim(num_items);
   int64_t changed = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
+#pragma omp parallel for schedule(dynamic, claim) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
   for (int64_t i = 0; i < num_items; ++i) {
     const InjectTask& task = tasks[items[i].task];
     switch (task.elem_bytes) {
@@ -387,8 +422,11 @@ namespace {
 // one by one at random places in memory, where the dense path streams through all of it: measured
 // on SimpleNet (5.5 M 8-bit codes, bench_end_to_end, every pattern listed, 2026-11-28), listing took
 // 0.66x the time of the dense path at p = 0.05% (0.4% of the codes change), 0.88x at 0.1% and 1.09x
-// at 0.2%: break-even near 1.2% of the elements.
-constexpr double kListedFraction = 100.0;
+// at 0.2%: break-even near 1.2% of the elements. Since the listed elements are fetched ahead and
+// their clean codes listed with them (2026-12-05), listing takes 0.92x at 0.2% (1.6% of the
+// elements), about 1.0x at 0.3% and 1.1x at 0.5% (5.5 M 8-bit codes in one tensor,
+// bench/inject_kernel_timing.cpp, 2 threads): break-even near 2.4%.
+constexpr double kListedFraction = 50.0;
 
 // Every task's codes copied from clean with the pattern applied, and every weight dequantized.
 int64_t inject_dequantize_dense(const InjectDequantizeTask* tasks, int64_t num_tasks, uint64_t seed) {
@@ -449,11 +487,12 @@ int64_t inject_dequantize_incremental_cpu(const InjectDequantizeTask* tasks, int
   }
   for (const auto& touched : state.touched) cost_ns += 5.0 * static_cast<double>(touched.size());
   const SamplerIsa& isa = sampler_isa();
+  const int64_t claim = items_per_claim(num_items);
   int64_t changed = 0;
   // The lists grow as patterns are drawn, so an item may fail to allocate: the exception must not
   // leave the parallel region (std::terminate), so it is kept and thrown after it.
   std::exception_ptr failure;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
+#pragma omp parallel for schedule(dynamic, claim) reduction(+ : changed) if (num_items > 1 && cost_ns > kParallelCostNs)
   for (int64_t i = 0; i < num_items; ++i) {
     try {
       const WorkItem& item = items[i];
@@ -464,10 +503,10 @@ int64_t inject_dequantize_incremental_cpu(const InjectDequantizeTask* tasks, int
       // both: the first get their clean weights back (or the new pattern's, if it changes them too).
       const size_t previous = touched.size();
       if (task.inject.elem_bytes == 1) {
-        changed += isa.incremental_item[0](task.inject, item, seed, &touched, &touched);
+        changed += isa.incremental_item[0](task.inject, item, seed, &touched, &touched, task.weights);
         dequantize_listed<uint8_t>(task, begin, touched);
       } else {
-        changed += isa.incremental_item[1](task.inject, item, seed, &touched, &touched);
+        changed += isa.incremental_item[1](task.inject, item, seed, &touched, &touched, task.weights);
         dequantize_listed<uint16_t>(task, begin, touched);
       }
       touched.erase(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(previous));
