@@ -22,7 +22,6 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> clean(n), out(n);
   std::mt19937_64 rng(1);
   for (auto& c : clean) c = static_cast<uint8_t>(rng());
-  out = clean;  // as the incremental injection requires of its first call
   std::vector<double> rates = {1e-4, 1e-3, 1e-2, 1e-1};
   if (argc > 2) rates.clear();
   for (int i = 2; i < argc; ++i) rates.push_back(std::atof(argv[i]));
@@ -31,7 +30,11 @@ int main(int argc, char** argv) {
   std::vector<float> weights(n, 0.0f);
   const bitrobust::kernels::QuantRange range{-0.1f, 0.1f};
   bitrobust::kernels::QuantFormat format;  // 8 bits, offset binary, symmetric
+  const bitrobust::kernels::DequantizeTask clean_weights{clean.data(), n, 1, &range, format, weights.data()};
   for (double p : rates) {
+    // What an empty incremental state stands for: out == clean, and the weights clean's.
+    out = clean;
+    bitrobust::kernels::dequantize_many_cpu(&clean_weights, 1);
     InjectTask task;
     task.clean = clean.data();
     task.out = out.data();
@@ -55,7 +58,6 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r) flips += one_pattern(seed++);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / reps;
-    out = clean;  // the next rate's state starts empty
     std::printf("p=%-7g %8.3f ms/pattern %7.3f GB/s  flips/pattern %lld\n", p, ms, n / ms / 1e6, flips / reps);
   }
   return 0;

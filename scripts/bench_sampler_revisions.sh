@@ -4,8 +4,9 @@
 # git revisions in one run, alternating, with bench/inject_kernel_timing.cpp; no Torch needed.
 # Usage: scripts/bench_sampler_revisions.sh OLD_REV [NEW_REV (default: the working tree)] [ROUNDS]
 # RATES="0.001 0.005" times those rates instead of 1e-4, 1e-3, 1e-2 and 1e-1; INCREMENTAL=1 times
-# the incremental injection into float weights (what a CPU sweep runs) instead of the dense kernel;
-# THREADS (default 1) sets the OpenMP threads.
+# the incremental injection into float weights (what a CPU sweep runs) instead of the dense kernel
+# (revisions since 2026-11-28, which have it); THREADS (default 1) sets the OpenMP threads. The timing
+# program is the working tree's, built against each revision's kernel.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OLD=${1:?usage: bench_sampler_revisions.sh OLD_REV [NEW_REV] [ROUNDS]}

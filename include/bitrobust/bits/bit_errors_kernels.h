@@ -63,7 +63,8 @@ struct InjectDequantizeTask {
 struct IncrementalInjectState {
   std::vector<int64_t> numel;                  ///< the tasks' sizes the lists belong to
   /// Per work item: the elements listed, each as its offset from the item's first element in the
-  /// low 16 bits and its clean code in the high 16 (so restoring it reads no clean code).
+  /// low 16 bits and its clean code in the high 16 (so restoring it reads no clean code). A state
+  /// thus describes one set of clean codes: after they change, clear() it.
   std::vector<std::vector<uint32_t>> touched;
   bool dense = false;                          ///< the last pattern was applied densely, not listed
   void clear() {

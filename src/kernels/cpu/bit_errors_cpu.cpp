@@ -81,24 +81,27 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
   const int64_t end = std::min(task.numel, (item.first_chunk + item.num_chunks) * kChunkElements);
   const T* clean = static_cast<const T*>(task.clean);
   T* out = static_cast<T*>(task.out);
-  // The elements to restore lie at random places in the item and are rarely in cache: their lines
-  // are requested now and restored once the pattern is drawn, the sampler's arithmetic having hidden
-  // the wait.
+  // The elements to restore lie at random places in the item and are rarely in cache: with
+  // kRecord, where drawing only notes the bits, their lines are requested now and they are restored
+  // once the pattern is drawn, the sampler's arithmetic having hidden the wait. (Without it the
+  // bits are applied as they are drawn, so the item is restored first.)
   const auto restore_listed = [&] {
     if (restore == nullptr) return;
     for (const uint32_t entry : *restore) out[begin + listed_offset(entry)] = static_cast<T>(listed_clean_code(entry));
   };
-  if (restore != nullptr) {
+  if (restore != nullptr && kRecord) {
     for (const uint32_t entry : *restore) {
       __builtin_prefetch(out + begin + listed_offset(entry), 1);
       if (weights != nullptr) __builtin_prefetch(weights + begin + listed_offset(entry), 1);
     }
+  } else if (restore != nullptr) {
+    restore_listed();
   } else if (clean != out) {
     std::memcpy(out + begin, clean + begin, static_cast<size_t>(end - begin) * sizeof(T));
   }
   const BitErrorParams& params = task.params;
   if (!params.active()) {
-    restore_listed();
+    if constexpr (kRecord) restore_listed();
     return 0;
   }
   // The first Philox block of every chunk in one pass of independent work (no branches between
@@ -152,8 +155,8 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
           params, keys[k], [&](int32_t element, int32_t bit, double s) { apply(k, element, bit, s); });
     }
   }
-  restore_listed();
   if constexpr (kRecord) {
+    restore_listed();
     // A selected bit changes when it flips whatever its value, or when it is set to the value it
     // does not hold (FlipKind; NOTE [Bit error sampling]). Every code of the item is clean now, so
     // an element's first change lists it with the code it changes, the clean one; `seen` (all
@@ -380,12 +383,13 @@ double sampling_cost_ns(const InjectTask& task) {
 // bench_end_to_end, 2026-11-28.)
 constexpr double kParallelCostNs = 5e4;
 
-// Work items a thread claims at once. Claimed one at a time, two threads take turns on neighbouring
-// items and share cache lines between them: the scheduler's counter, the codes at item boundaries
-// and, incremental, the neighbouring items' list headers. Claiming 16 at a time made a pattern of
-// 5.5 M 8-bit codes 1.11x faster at p = 0.01%, dense, and 1.33x, incremental (1.17x at 0.02%; two
-// threads, bench/inject_kernel_timing.cpp, 2026-12-05; docs/bit_errors.md, "Fewer waits"). At least
-// 8 claims a thread remain, for balance.
+// Work items a thread claims at once, up to 16, leaving at least 8 claims a thread for balance
+// (small models get fewer items a claim, down to one). Claimed one at a time, two threads take
+// turns on neighbouring items and share cache lines between them: the scheduler's counter, the
+// codes at item boundaries and, incremental, the neighbouring items' list headers. Claiming 16
+// instead of one, and nothing else changed, made a pattern of 5.5 M 8-bit codes 1.11x faster at
+// p = 0.01%, dense, and 1.33x, incremental (1.17x at 0.02%; two threads,
+// bench/inject_kernel_timing.cpp, 2026-12-05; docs/bit_errors.md, "Fewer waits").
 int64_t items_per_claim(int64_t num_items) {
   return std::clamp<int64_t>(num_items / (8 * static_cast<int64_t>(omp_get_max_threads())), 1, 16);
 }
