@@ -627,7 +627,7 @@ struct IncrementalTensor {
   // Listed elements of a task that starts at work item `first_item`: each element that differs,
   // once, with its clean code (offset in the low 16 bits, clean code in the high 16).
   void expect_listed(const IncrementalInjectState& state, size_t first_item, const std::string& what) const {
-    const int64_t item_elements = int64_t{32} * kChunkElements, n = task.inject.numel;
+    const int64_t item_elements = kCpuItemChunks * kChunkElements, n = task.inject.numel;
     for (int64_t item = 0; item * item_elements < n; ++item) {
       std::vector<uint32_t> differing;
       for (int64_t i = item * item_elements; i < std::min(n, (item + 1) * item_elements); ++i) {
@@ -669,8 +669,9 @@ TEST(BitErrorKernel, IncrementalInjectionEqualsDenseInjectionThenDequantization)
   const int threads = omp_get_max_threads();
   IncrementalInjectState state;  // one for all: each instruction set starts from the last one's pattern
   int64_t a_changed_twice = 0, b_changed_twice = 0;
-  const size_t a_items = (3000000 + 32 * kChunkElements - 1) / (32 * kChunkElements);
-  const size_t b_items = (400001 + 32 * kChunkElements - 1) / (32 * kChunkElements);
+  const int64_t item_elements = kCpuItemChunks * kChunkElements;
+  const size_t a_items = static_cast<size_t>((3000000 + item_elements - 1) / item_elements);
+  const size_t b_items = static_cast<size_t>((400001 + item_elements - 1) / item_elements);
   for (const std::string& isa : cpu_sampler_isas()) {
     set_cpu_sampler_isa(isa);
     int step = 0;

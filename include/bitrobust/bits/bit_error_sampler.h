@@ -265,7 +265,8 @@ BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t
 /// Calls visit(k, element_in_chunk, bit_position, s) for each selected bit of chunks k < num_chunks
 /// (Philox keys keys[k]), each chunk's bits in increasing order of s. first_words[w][k]: word w of
 /// the Philox block (counter 0, key keys[k]), which callers have computed for NOTE [Empty chunk
-/// shortcut]. Host only: its stack holds kChunks bitmaps.
+/// shortcut], for k below num_chunks rounded up to a multiple of kLanes (the values past
+/// num_chunks are never used). Host only: its stack holds kChunks bitmaps.
 template <int kMaxWords, int kChunks, int kLanes, typename Visit>
 void for_each_selected_bit_side_by_side(const BitErrorParams& params, int num_chunks, const uint64_t* keys,
                                         const uint32_t (*first_words)[kChunks], Visit&& visit) {
@@ -273,10 +274,10 @@ void for_each_selected_bit_side_by_side(const BitErrorParams& params, int num_ch
   const double t_max = params.threshold_max();
   if (!(params.bit_count > 0 && t_max > 0.0)) return;
   const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);
-  // Which chunks select anything (NOTE [Empty chunk shortcut]), over all kChunks lanes at once (a
-  // constant trip count, in vector registers), then listed.
+  // Which chunks select anything (NOTE [Empty chunk shortcut]), whole vectors of kLanes at once,
+  // then listed.
   bool selecting[kChunks];
-  for (int k = 0; k < kChunks; ++k) {
+  for (int k = 0; k < (num_chunks + kLanes - 1) / kLanes * kLanes; ++k) {
     selecting[k] = uniform_open01(first_words[0][k], first_words[1][k]) > params.empty_chunk_v_max;
   }
   int running[kChunks];  // chunks still selecting, in increasing k

@@ -38,9 +38,8 @@ BitErrorParams make_bit_error_params(int bit_lo, int bit_count, double rate_0to1
 
 namespace {
 
-// Chunks per OpenMP work item: large enough that the copy is one long memcpy, small enough to stay
-// in L2 between the copy and the flips and to balance two threads on small tensors.
-constexpr int64_t kChunksPerItem = 32;
+// Chunks per OpenMP work item (kCpuItemChunks, bit_errors_kernels.h).
+constexpr int64_t kChunksPerItem = kCpuItemChunks;
 static_assert(kChunksPerItem * kChunkElements <= 65536, "incremental injection notes element offsets in 16 bits");
 // Order statistics computed at once, of one chunk (draw_chunks) or of chunks side by side (the
 // injections; NOTE [Chunks side by side]): one 512-bit vector of doubles.
@@ -106,19 +105,21 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
   }
   // The first Philox block of every chunk in one pass of independent work (no branches between
   // chunks), so that the rounds of neighbouring chunks overlap; at low rates most chunks end at its
-  // first uniform (NOTE [Empty chunk shortcut]). All kChunksPerItem lanes are computed (lanes past
-  // the item's chunks are ignored), so the loops have constant trip counts and run in SIMD registers.
+  // first uniform (NOTE [Empty chunk shortcut]). Lanes are computed in whole vectors of kCpuLanes
+  // (lanes past the item's chunks are ignored), so the loops run in SIMD registers without a scalar
+  // remainder, and a small tensor's item pays for a vector, not for kChunksPerItem lanes.
   const uint64_t prefix = param_key_prefix(seed, task.param_index);
+  const int lanes = static_cast<int>((item.num_chunks + kCpuLanes - 1) / kCpuLanes * kCpuLanes);
   uint64_t keys[kChunksPerItem];
   uint32_t counter0[kChunksPerItem], key_lo[kChunksPerItem], key_hi[kChunksPerItem];
   uint32_t words[4][kChunksPerItem];
-  for (int64_t k = 0; k < kChunksPerItem; ++k) {
+  for (int k = 0; k < lanes; ++k) {
     keys[k] = chunk_key(prefix, item.first_chunk + k);
     counter0[k] = 0;
     key_lo[k] = static_cast<uint32_t>(keys[k]);
     key_hi[k] = static_cast<uint32_t>(keys[k] >> 32);
   }
-  philox4x32_lanes<kChunksPerItem>(kChunksPerItem, counter0, key_lo, key_hi, words);
+  philox4x32_lanes<kChunksPerItem>(lanes, counter0, key_lo, key_hi, words);
   int64_t changed = 0;
   const bool symmetric = params.threshold_0to1 == params.threshold_1to0;
   thread_local std::vector<uint32_t> pending;  // kRecord: the selected bits, noted (kept from call to call)
@@ -383,15 +384,17 @@ double sampling_cost_ns(const InjectTask& task) {
 // bench_end_to_end, 2026-11-28.)
 constexpr double kParallelCostNs = 5e4;
 
-// Work items a thread claims at once, up to 16, leaving at least 8 claims a thread for balance
+// Work items a thread claims at once, up to 4, leaving at least 8 claims a thread for balance
 // (small models get fewer items a claim, down to one). Claimed one at a time, two threads take
 // turns on neighbouring items and share cache lines between them: the scheduler's counter, the
-// codes at item boundaries and, incremental, the neighbouring items' list headers. Claiming 16
-// instead of one, and nothing else changed, made a pattern of 5.5 M 8-bit codes 1.11x faster at
-// p = 0.01%, dense, and 1.33x, incremental (1.17x at 0.02%; two threads,
-// bench/inject_kernel_timing.cpp, 2026-12-05; docs/bit_errors.md, "Fewer waits").
+// codes at item boundaries and, incremental, the neighbouring items' list headers. With items of
+// 32 chunks, claiming 16 instead of one, and nothing else changed, made a pattern of 5.5 M 8-bit
+// codes 1.11x faster at p = 0.01%, dense, and 1.33x, incremental (1.17x at 0.02%; two threads,
+// bench/inject_kernel_timing.cpp, 2026-12-05; docs/bit_errors.md, "Fewer waits"). With items of 128
+// chunks, 4 a claim did as well as 16 at low rates and better at p = 1% (0.97x the time, dense),
+// where larger claims leave one thread with the last one.
 int64_t items_per_claim(int64_t num_items) {
-  return std::clamp<int64_t>(num_items / (8 * static_cast<int64_t>(omp_get_max_threads())), 1, 16);
+  return std::clamp<int64_t>(num_items / (8 * static_cast<int64_t>(omp_get_max_threads())), 1, 4);
 }
 
 }  // namespace
