@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "bitrobust/bits/bit_errors_kernels.h"
 #include "bitrobust/config.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/eval/evaluate.h"
@@ -25,11 +26,12 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
          std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<size_t>(x.numel()) * x.element_size()) == 0;
 }
 
-// An MLP with a 64 x 200 weight (12,800 codes: several work items of the kernel, and chunks cut
-// at the end) and small tensors, untrained: only the codes' bits matter here.
+// An MLP with a 64 x 1030 weight (65,920 codes: three work items of the CPU kernel, the last one
+// ending in a cut chunk) and small tensors, untrained: only the codes' bits matter here.
 std::shared_ptr<models::Classifier> mlp() {
+  static_assert(64 * 1030 > 2 * bits::kCpuItemChunks * bits::kChunkElements, "three work items");
   torch::manual_seed(5);
-  return models::build_model(test_util::tiny_mlp_spec(200));
+  return models::build_model(test_util::tiny_mlp_spec(1030));
 }
 
 struct Step {

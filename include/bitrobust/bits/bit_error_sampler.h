@@ -266,11 +266,14 @@ BR_HOST_DEVICE void for_each_selected_bit(const BitErrorParams& params, uint64_t
 /// (Philox keys keys[k]), each chunk's bits in increasing order of s. first_words[w][k]: word w of
 /// the Philox block (counter 0, key keys[k]), which callers have computed for NOTE [Empty chunk
 /// shortcut], for k below num_chunks rounded up to a multiple of kLanes (the values past
-/// num_chunks are never used). Host only: its stack holds kChunks bitmaps.
+/// num_chunks are never used). Host only: its stack holds kChunks bitmaps, 128 KiB for the CPU's
+/// 128 chunks of 32-bit codes (its caller's frame is about 140 KiB then; OpenMP's threads get the
+/// process's default thread stack, megabytes under glibc, unless OMP_STACKSIZE sets less).
 template <int kMaxWords, int kChunks, int kLanes, typename Visit>
 void for_each_selected_bit_side_by_side(const BitErrorParams& params, int num_chunks, const uint64_t* keys,
                                         const uint32_t (*first_words)[kChunks], Visit&& visit) {
   static_assert(kChunks % kLanes == 0, "rounds compute whole vectors of kLanes chunks");
+  static_assert(sizeof(uint64_t) * kChunks * kMaxWords <= (128 << 10), "bitmaps beyond 128 KiB of stack");
   const double t_max = params.threshold_max();
   if (!(params.bit_count > 0 && t_max > 0.0)) return;
   const uint32_t n = static_cast<uint32_t>(kChunkElements) * static_cast<uint32_t>(params.bit_count);

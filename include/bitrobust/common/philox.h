@@ -45,9 +45,10 @@ BR_HOST_DEVICE Philox4x32 philox4x32(uint64_t counter_lo, uint64_t counter_hi, u
 /// philox4x32(c0[i], 0, key_i) with key_i = k1[i] << 32 | k0[i].
 ///
 /// On the host every 32-bit word is held in a 64-bit integer and the loop over lanes has a
-/// straight-line body, so that with lanes == kLanes the compiler runs the lanes in SIMD registers: x86 has a 32 x 32
-/// -> 64-bit vector multiply (low halves of 64-bit lanes) but no vector "high half of a 32-bit
-/// product", which is what the 32-bit formulation asks for. A CUDA thread has no SIMD lanes, so
+/// straight-line body, so that the compiler runs the lanes in SIMD registers (lanes a multiple of
+/// the vector's width leave its remainder loop unused): x86 has a 32 x 32 -> 64-bit vector multiply
+/// (low halves of 64-bit lanes) but no vector "high half of a 32-bit product", which is what the
+/// 32-bit formulation asks for. A CUDA thread has no SIMD lanes, so
 /// there each block is philox4x32 itself. Both give the same words (tests: StreamIsFrozen, and the
 /// CPU/CUDA identity check).
 template <int kLanes>

@@ -105,9 +105,9 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
   }
   // The first Philox block of every chunk in one pass of independent work (no branches between
   // chunks), so that the rounds of neighbouring chunks overlap; at low rates most chunks end at its
-  // first uniform (NOTE [Empty chunk shortcut]). Lanes are computed in whole vectors of kCpuLanes
-  // (lanes past the item's chunks are ignored), so the loops run in SIMD registers without a scalar
-  // remainder, and a small tensor's item pays for a vector, not for kChunksPerItem lanes.
+  // first uniform (NOTE [Empty chunk shortcut]). The loops run in SIMD registers over whole vectors
+  // of kCpuLanes (lanes past the item's chunks are computed and ignored, and the compiler's remainder
+  // loop never runs), so a small tensor's item pays for a vector, not for kChunksPerItem lanes.
   const uint64_t prefix = param_key_prefix(seed, task.param_index);
   const int lanes = static_cast<int>((item.num_chunks + kCpuLanes - 1) / kCpuLanes * kCpuLanes);
   uint64_t keys[kChunksPerItem];
