@@ -251,11 +251,6 @@ Runner register_pattern(CLI::App& app) {
     const bits::ErrorModel model = parse_error_model_option(cmd->error_model, rate[0], "--error-model");
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
-    // Which weights the results are of, whatever the file is called, and the training seed (found
-    // by a review: a retrained file under the same name gave results nothing told apart).
-    const std::string model_fingerprint = eval::model_fingerprint(*file.net, q);
-    const nlohmann::json model_seed =
-        file.meta.contains("seed") && file.meta["seed"].is_number_unsigned() ? file.meta["seed"] : nlohmann::json();
     check_layers_select_something(q, cmd->layers);
     check_error_model_fits(model, code_bits(q), "--error-model");
     const bits::ParamSelector layers(cmd->layers);

@@ -66,35 +66,30 @@ constexpr uint32_t listed_entry(uint32_t offset, uint32_t clean_code) { return o
 constexpr uint32_t listed_offset(uint32_t entry) { return entry & 0xFFFFu; }
 constexpr uint32_t listed_clean_code(uint32_t entry) { return entry >> 16; }
 
-// Incremental injection (NOTE [Incremental injection]): with `restore`, out already holds clean
-// except at the item's elements listed there (listed_entry), and only those are restored instead
-// of copying the item. kRecord: the elements this pattern changes are appended to *record (which
-// may be `restore`), each once. `weights`: where the elements' weights are, fetched ahead of their
-// dequantization.
+// kRecord, incremental injection (NOTE [Incremental injection]): out already holds clean except at
+// the item's elements in *listed (listed_entry), and only those are restored instead of copying the
+// item; the elements this pattern changes are appended to *listed, each once, after the previous
+// pattern's (which the caller removes once their weights are restored). `weights`: where the
+// elements' weights are, fetched ahead of their dequantization.
 template <typename T, bool kRecord = false>
-int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
-                    const std::vector<uint32_t>* restore = nullptr, std::vector<uint32_t>* record = nullptr,
+int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed, std::vector<uint32_t>* listed = nullptr,
                     const float* weights = nullptr) {
   static_assert(sizeof(T) <= 2 || !kRecord, "listed entries hold 16-bit codes");
   const int64_t begin = item.first_chunk * kChunkElements;
   const int64_t end = std::min(task.numel, (item.first_chunk + item.num_chunks) * kChunkElements);
   const T* clean = static_cast<const T*>(task.clean);
   T* out = static_cast<T*>(task.out);
-  // The elements to restore lie at random places in the item and are rarely in cache: with
-  // kRecord, where drawing only notes the bits, their lines are requested now and they are restored
-  // once the pattern is drawn, the sampler's arithmetic having hidden the wait. (Without it the
-  // bits are applied as they are drawn, so the item is restored first.)
+  // The elements to restore lie at random places in the item and are rarely in cache: their lines
+  // are requested now and they are restored once the pattern is drawn (drawing only notes the
+  // bits), the sampler's arithmetic having hidden the wait.
   const auto restore_listed = [&] {
-    if (restore == nullptr) return;
-    for (const uint32_t entry : *restore) out[begin + listed_offset(entry)] = static_cast<T>(listed_clean_code(entry));
+    for (const uint32_t entry : *listed) out[begin + listed_offset(entry)] = static_cast<T>(listed_clean_code(entry));
   };
-  if (restore != nullptr && kRecord) {
-    for (const uint32_t entry : *restore) {
+  if constexpr (kRecord) {
+    for (const uint32_t entry : *listed) {
       __builtin_prefetch(out + begin + listed_offset(entry), 1);
       if (weights != nullptr) __builtin_prefetch(weights + begin + listed_offset(entry), 1);
     }
-  } else if (restore != nullptr) {
-    restore_listed();
   } else if (clean != out) {
     std::memcpy(out + begin, clean + begin, static_cast<size_t>(end - begin) * sizeof(T));
   }
@@ -164,8 +159,8 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
     // zero between calls) tells a later change of the same element.
     thread_local uint64_t seen[kChunksPerItem * kChunkElements / 64] = {};
     T* item_out = out + begin;
-    const size_t first_listed = record->size();
-    record->reserve(first_listed + pending.size());  // (no allocation failure once `seen` is in use)
+    const size_t first_listed = listed->size();
+    listed->reserve(first_listed + pending.size());  // (no allocation failure once `seen` is in use)
     for (const uint32_t note : pending) {
       const uint32_t offset = note >> 16;
       const T mask = static_cast<T>(T{1} << ((note >> 8) & 0xFFu));
@@ -175,13 +170,13 @@ int64_t inject_item(const InjectTask& task, const WorkItem& item, uint64_t seed,
         const uint64_t bit = uint64_t{1} << (offset & 63);
         if ((seen[offset >> 6] & bit) == 0) {
           seen[offset >> 6] |= bit;
-          record->push_back(listed_entry(offset, code));
+          listed->push_back(listed_entry(offset, code));
         }
         item_out[offset] = static_cast<T>(code ^ mask);
         ++changed;
       }
     }
-    for (size_t j = first_listed; j < record->size(); ++j) seen[listed_offset((*record)[j]) >> 6] = 0;
+    for (size_t j = first_listed; j < listed->size(); ++j) seen[listed_offset((*listed)[j]) >> 6] = 0;
   }
   return changed;
 }
@@ -250,8 +245,8 @@ struct SamplerIsa {
   const char* name;
   bool (*supported)();
   int64_t (*inject_item[3])(const InjectTask&, const WorkItem&, uint64_t);  // 1, 2, 4 bytes
-  int64_t (*incremental_item[2])(const InjectTask&, const WorkItem&, uint64_t, const std::vector<uint32_t>*,
-                                 std::vector<uint32_t>*, const float*);  // 1, 2 bytes
+  int64_t (*incremental_item[2])(const InjectTask&, const WorkItem&, uint64_t, std::vector<uint32_t>*,
+                                 const float*);  // 1, 2 bytes
   void (*draw)(int64_t, const BitErrorParams&, uint64_t, int64_t, std::vector<SelectedBit>&);
 };
 
@@ -266,14 +261,12 @@ struct SamplerIsa {
     return inject_item<uint32_t>(t, w, seed);                                                         \
   }                                                                                                   \
   attributes int64_t incremental_item_8##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed,     \
-                                                const std::vector<uint32_t>* restore,                  \
-                                                std::vector<uint32_t>* record, const float* weights) { \
-    return inject_item<uint8_t, true>(t, w, seed, restore, record, weights);                          \
+                                                std::vector<uint32_t>* listed, const float* weights) { \
+    return inject_item<uint8_t, true>(t, w, seed, listed, weights);                                   \
   }                                                                                                   \
   attributes int64_t incremental_item_16##suffix(const InjectTask& t, const WorkItem& w, uint64_t seed,    \
-                                                 const std::vector<uint32_t>* restore,                 \
-                                                 std::vector<uint32_t>* record, const float* weights) {\
-    return inject_item<uint16_t, true>(t, w, seed, restore, record, weights);                         \
+                                                 std::vector<uint32_t>* listed, const float* weights) {\
+    return inject_item<uint16_t, true>(t, w, seed, listed, weights);                                  \
   }                                                                                                   \
   attributes void draw_chunks##suffix(int64_t numel, const BitErrorParams& params, uint64_t seed,     \
                                       int64_t param_index, std::vector<SelectedBit>& selected) {      \
@@ -510,10 +503,10 @@ int64_t inject_dequantize_incremental_cpu(const InjectDequantizeTask* tasks, int
       // both: the first get their clean weights back (or the new pattern's, if it changes them too).
       const size_t previous = touched.size();
       if (task.inject.elem_bytes == 1) {
-        changed += isa.incremental_item[0](task.inject, item, seed, &touched, &touched, task.weights);
+        changed += isa.incremental_item[0](task.inject, item, seed, &touched, task.weights);
         dequantize_listed<uint8_t>(task, begin, touched);
       } else {
-        changed += isa.incremental_item[1](task.inject, item, seed, &touched, &touched, task.weights);
+        changed += isa.incremental_item[1](task.inject, item, seed, &touched, task.weights);
         dequantize_listed<uint16_t>(task, begin, touched);
       }
       touched.erase(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(previous));
