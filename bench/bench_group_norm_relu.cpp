@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "bitrobust/common/malloc_tuning.h"
 #include "bitrobust/models/group_norm_relu.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
 #include "bitrobust/models/models.h"
+#include "cpu_bench_main.h"
 
 namespace {
 
@@ -139,14 +139,4 @@ BENCHMARK(BM_LeNetInference)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMi
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Two threads unless OMP_NUM_THREADS says otherwise: the project's 2-core machine.
-  const char* threads = std::getenv("OMP_NUM_THREADS");
-  at::set_num_threads(threads ? std::max(1, std::atoi(threads)) : 2);
-  bitrobust::keep_freed_memory_in_process();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+BITROBUST_CPU_BENCHMARK_MAIN()

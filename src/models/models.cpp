@@ -15,6 +15,7 @@
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/models/group_norm_relu.h"
+#include "bitrobust/models/max_pool.h"
 
 namespace bitrobust::models {
 
@@ -156,8 +157,8 @@ class LeNet : public Classifier {
     fc2_ = register_module("fc2", torch::nn::Linear(256, s.num_classes));
   }
   at::Tensor forward(at::Tensor x) override {
-    x = at::max_pool2d(act1_->forward_after(conv1_, x), {2, 2});
-    x = at::max_pool2d(act2_->forward_after(conv2_, x), {2, 2});
+    x = max_pool2x2(act1_->forward_after(conv1_, x));
+    x = max_pool2x2(act2_->forward_after(conv2_, x));
     x = act3_->forward(fc1_->forward(x.flatten(1)));
     return fc2_->forward(x);
   }
@@ -206,7 +207,7 @@ class SimpleNet : public Classifier {
   at::Tensor forward(at::Tensor x) override {
     for (size_t i = 0; i < convs_.size(); ++i) {
       x = acts_[i]->forward_after(convs_[i], x);
-      if (pools_[i]) x = at::max_pool2d(x, {2, 2});
+      if (pools_[i]) x = max_pool2x2(x);
     }
     x = at::amax(x, {2, 3});
     return fc_->forward(x);

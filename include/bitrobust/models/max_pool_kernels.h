@@ -1,0 +1,26 @@
+#pragma once
+// 2x2 max pooling with stride 2 for inference, over raw pointers: plain C++ (no Torch). The CPU
+// kernel is src/kernels/cpu/max_pool_cpu.cpp; the torch-facing op is bitrobust/models/max_pool.h.
+//
+// NOTE [2x2 max pooling]: for x of shape [P, H, W] (P = N*C planes, contiguous, row-major),
+//   y[p, i, j] = max of x[p, 2i, 2j], x[p, 2i, 2j+1], x[p, 2i+1, 2j], x[p, 2i+1, 2j+1],
+// for i < H/2 and j < W/2 (floor: an odd last row or column is dropped). The four are taken in
+// that order, each replacing the maximum so far when it is greater or NaN: ATen's CPU max pooling
+// does the same (`val > maxval || isnan(val)`), so the outputs are its bit for bit, including which
+// of +0 and -0 wins a tie (the first) and NaN propagating (a bit error sweep must still see a broken
+// activation).
+//
+// Why our own: ATen 1.13's CPU max_pool2d always computes the argmax indices too, one element at a
+// time; on LeNet's shapes at batch 500 it took 6-13x this kernel's time, and a third of
+// `bitrobust test`'s on LeNet (docs/measurements.md).
+#include <cstdint>
+
+namespace bitrobust::kernels {
+
+/// y = 2x2 max pooling of x, NOTE [2x2 max pooling]. x: planes * height * width contiguous floats;
+/// y: planes * (height / 2) * (width / 2) floats, not overlapping x. OpenMP over the planes (one
+/// thread per plane, so the result does not depend on the number of threads). Throws
+/// bitrobust::Error for negative sizes; nothing to do when an output dimension is 0.
+void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y);
+
+}  // namespace bitrobust::kernels

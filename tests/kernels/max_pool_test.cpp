@@ -1,0 +1,120 @@
+// Torch-free tests of the 2x2 max pooling CPU kernel against the formula of NOTE [2x2 max pooling]
+// (bitrobust/models/max_pool_kernels.h), including its rules for NaN and signed zeros.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bitrobust/common/error.h"
+#include "bitrobust/common/philox.h"
+#include "bitrobust/models/max_pool_kernels.h"
+
+namespace bitrobust::kernels {
+namespace {
+
+/// Seeded floats in [-4, 4), with about 1 in 64 replaced by NaN, +-inf, +0 or -0.
+std::vector<float> mixed(int64_t n, uint64_t seed) {
+  PhiloxStream rng(seed, 9);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 0.0f, -0.0f};
+  std::vector<float> v(n);
+  for (float& value : v) {
+    value = -4.0f + 8.0f * rng.uniform();
+    if (rng.below(64) == 0) value = specials[rng.below(5)];
+  }
+  return v;
+}
+
+/// The formula, one output at a time: the window's elements in row-major order, each replacing the
+/// maximum when greater or NaN.
+std::vector<float> reference(const std::vector<float>& x, int64_t planes, int64_t h, int64_t w) {
+  std::vector<float> y;
+  for (int64_t p = 0; p < planes; ++p) {
+    for (int64_t i = 0; i < h / 2; ++i) {
+      for (int64_t j = 0; j < w / 2; ++j) {
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t di = 0; di < 2; ++di) {
+          for (int64_t dj = 0; dj < 2; ++dj) {
+            const float v = x[(p * h + 2 * i + di) * w + 2 * j + dj];
+            if (v > m || std::isnan(v)) m = v;
+          }
+        }
+        y.push_back(m);
+      }
+    }
+  }
+  return y;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<float> pool(const std::vector<float>& x, int64_t planes, int64_t h, int64_t w) {
+  std::vector<float> y(static_cast<size_t>(planes * (h / 2) * (w / 2)), 123.0f);
+  max_pool2x2_cpu(x.data(), planes, h, w, y.data());
+  return y;
+}
+
+TEST(MaxPool2x2Kernel, EqualsTheFormulaBitForBitOnEvenOddAndTinyShapes) {
+  struct Shape {
+    int64_t planes, h, w;
+  };
+  // Odd heights and widths drop their last row or column; widths past a vector's lanes and short
+  // of them; planes enough to fork (>= 2^16 elements) and not.
+  for (const Shape s : {Shape{3, 4, 4}, Shape{5, 7, 9}, Shape{2, 2, 2}, Shape{1, 3, 2}, Shape{4, 28, 28},
+                        Shape{64, 14, 14}, Shape{100, 29, 31}, Shape{7, 2, 67}}) {
+    const std::string name = std::to_string(s.planes) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
+    const std::vector<float> x = mixed(s.planes * s.h * s.w, static_cast<uint64_t>(s.planes * 1000 + s.h * 10 + s.w));
+    EXPECT_TRUE(same_bits(pool(x, s.planes, s.h, s.w), reference(x, s.planes, s.h, s.w))) << name;
+  }
+}
+
+TEST(MaxPool2x2Kernel, NanPropagatesAndTheFirstOfEqualZerosWins) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // Five planes of 2 x 2: NaN first, NaN last, -0 before +0, +0 before -0, all -inf.
+  const std::vector<float> x = {nan, 1, 2, 3, 1, 2, 3, nan, -0.0f, 0.0f, -1, -2, 0.0f, -0.0f, -1, -2, -inf, -inf, -inf, -inf};
+  const std::vector<float> y = pool(x, 5, 2, 2);
+  ASSERT_EQ(y.size(), 5u);
+  EXPECT_TRUE(std::isnan(y[0]));
+  EXPECT_TRUE(std::isnan(y[1]));
+  EXPECT_EQ(y[2], 0.0f);
+  EXPECT_TRUE(std::signbit(y[2])) << "-0 came first";
+  EXPECT_FALSE(std::signbit(y[3])) << "+0 came first";
+  EXPECT_EQ(y[4], -inf);
+}
+
+TEST(MaxPool2x2Kernel, ResultDoesNotDependOnThreads) {
+  const int64_t planes = 300, h = 16, w = 18;  // 86,400 elements: forks
+  const std::vector<float> x = mixed(planes * h * w, 77);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const std::vector<float> one = pool(x, planes, h, w);
+  omp_set_num_threads(3);
+  const std::vector<float> three = pool(x, planes, h, w);
+  omp_set_num_threads(saved);
+  EXPECT_TRUE(same_bits(one, three));
+}
+
+TEST(MaxPool2x2Kernel, EmptyOutputsWriteNothingAndNegativeSizesAreErrors) {
+  const std::vector<float> x = {1, 2, 3};
+  float y = 5.0f;
+  max_pool2x2_cpu(x.data(), 1, 1, 3, &y);  // one row: no output row
+  max_pool2x2_cpu(x.data(), 3, 3, 1, &y);  // one column
+  max_pool2x2_cpu(nullptr, 0, 4, 4, nullptr);
+  EXPECT_EQ(y, 5.0f);
+  try {
+    max_pool2x2_cpu(x.data(), 1, -2, 2, &y);
+    FAIL() << "negative height accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sizes must be >= 0"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace bitrobust::kernels

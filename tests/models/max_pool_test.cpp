@@ -1,0 +1,115 @@
+// The networks' 2x2 max pooling (bitrobust/models/max_pool.h): equal to at::max_pool2d bit for bit
+// where our kernel runs, ATen's own wherever a gradient is recorded or the input is not ours to take.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bitrobust/models/max_pool.h"
+#include "bitrobust/models/models.h"
+
+namespace bitrobust::models {
+namespace {
+
+/// Restores the fused-inference switch when a test ends, whatever it set.
+struct FusedInferenceGuard {
+  bool saved = fused_inference_enabled();
+  ~FusedInferenceGuard() { set_fused_inference(saved); }
+};
+
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  return std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.numel() * ac.element_size()) == 0;
+}
+
+/// Seeded normal values with NaN, +-inf and both zeros sprinkled in (about 1 in 50 each).
+at::Tensor mixed(at::IntArrayRef shape, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  at::Tensor x = at::randn(shape, gen);
+  const at::Tensor pick = at::rand(shape, gen);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  x.masked_fill_(pick < 0.02, nan);
+  x.masked_fill_((pick >= 0.02) & (pick < 0.04), inf);
+  x.masked_fill_((pick >= 0.04) & (pick < 0.06), -inf);
+  x.masked_fill_((pick >= 0.06) & (pick < 0.08), 0.0);
+  x.masked_fill_((pick >= 0.08) & (pick < 0.10), -0.0);
+  return x;
+}
+
+TEST(MaxPool2x2, EqualsAtenBitForBitInInference) {
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  torch::NoGradGuard no_grad;
+  for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{
+           {2, 3, 8, 8}, {4, 32, 28, 28}, {3, 5, 7, 9}, {1, 1, 2, 2}, {6, 14, 15}, {2, 64, 3, 2}}) {
+    const at::Tensor x = mixed(shape, static_cast<uint64_t>(shape[1] * 100 + shape.back()));
+    const at::Tensor ours = max_pool2x2(x);
+    EXPECT_TRUE(same_bits(ours, at::max_pool2d(x, {2, 2}))) << x.sizes();
+    EXPECT_TRUE(ours.is_contiguous());
+  }
+}
+
+TEST(MaxPool2x2, RecordsTheGradientAsAtenDoes) {
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  const at::Tensor data = at::randn({2, 3, 6, 6}, at::detail::createCPUGenerator(5));
+  const at::Tensor ours_in = data.clone().requires_grad_(), aten_in = data.clone().requires_grad_();
+  const at::Tensor weights = at::randn({2, 3, 3, 3}, at::detail::createCPUGenerator(6));
+  (max_pool2x2(ours_in) * weights).sum().backward();
+  (at::max_pool2d(aten_in, {2, 2}) * weights).sum().backward();
+  ASSERT_TRUE(ours_in.grad().defined());
+  EXPECT_TRUE(same_bits(ours_in.grad(), aten_in.grad()));
+}
+
+TEST(MaxPool2x2, InputsOurKernelDoesNotTakeGiveAtensResultOrError) {
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = mixed({2, 4, 6, 6}, 11);
+  const at::Tensor expected = at::max_pool2d(x, {2, 2});
+  // Channels-last, a strided view, double: ATen's kernels, same values.
+  EXPECT_TRUE(at::equal(max_pool2x2(x.contiguous(at::MemoryFormat::ChannelsLast)).contiguous().nan_to_num(),
+                        expected.nan_to_num()));
+  const at::Tensor strided = mixed({2, 4, 6, 12}, 12).slice(3, 0, 12, 2);
+  EXPECT_TRUE(same_bits(max_pool2x2(strided).contiguous(), at::max_pool2d(strided.contiguous(), {2, 2})));
+  const at::Tensor as_double = x.to(at::kDouble);
+  EXPECT_TRUE(same_bits(max_pool2x2(as_double), at::max_pool2d(as_double, {2, 2})));
+  // Switched off: ATen's.
+  set_fused_inference(false);
+  EXPECT_TRUE(same_bits(max_pool2x2(x), expected));
+  set_fused_inference(true);
+  // A plane too small for a window is ATen's error, not an empty result.
+  EXPECT_THROW(max_pool2x2(at::randn({1, 2, 1, 5})), c10::Error);
+  EXPECT_THROW(max_pool2x2(at::randn({4, 4})), c10::Error);
+}
+
+TEST(MaxPool2x2, NetworksInEvalPoolWithOurKernelAndGiveAtensLogits) {
+  const FusedInferenceGuard guard;
+  torch::NoGradGuard no_grad;
+  for (const char* arch : {"lenet", "simplenet"}) {
+    ModelSpec s;
+    s.arch = arch;
+    s.norm = "bn";  // not GroupNorm: the pooling is the only op the switch changes
+    s.in_channels = std::string(arch) == "lenet" ? 1 : 3;
+    s.height = s.width = std::string(arch) == "lenet" ? 28 : 32;
+    s.channels = 8;
+    s.num_classes = 10;
+    torch::manual_seed(2);
+    auto net = build_model(s);
+    net->eval();
+    const at::Tensor x = torch::randn({3, s.in_channels, s.height, s.width});
+    set_fused_inference(true);
+    const at::Tensor ours = net->forward(x);
+    set_fused_inference(false);
+    EXPECT_TRUE(same_bits(ours, net->forward(x))) << arch;
+  }
+}
+
+}  // namespace
+}  // namespace bitrobust::models
