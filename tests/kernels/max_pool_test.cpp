@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bitrobust/common/error.h"
@@ -31,24 +32,32 @@ std::vector<float> mixed(int64_t n, uint64_t seed) {
 }
 
 /// The formula, one output at a time: the window's elements in row-major order, each replacing the
-/// maximum when greater or NaN.
-std::vector<float> reference(const std::vector<float>& x, int64_t planes, int64_t h, int64_t w) {
+/// maximum when greater or NaN; and the position in the window of the one taken, which ATen's argmax
+/// index names (the first of the greatest, or the last NaN).
+struct Pooled {
   std::vector<float> y;
+  std::vector<uint8_t> positions;
+};
+Pooled reference(const std::vector<float>& x, int64_t planes, int64_t h, int64_t w) {
+  Pooled out;
   for (int64_t p = 0; p < planes; ++p) {
     for (int64_t i = 0; i < h / 2; ++i) {
       for (int64_t j = 0; j < w / 2; ++j) {
         float m = -std::numeric_limits<float>::infinity();
-        for (int64_t di = 0; di < 2; ++di) {
-          for (int64_t dj = 0; dj < 2; ++dj) {
-            const float v = x[(p * h + 2 * i + di) * w + 2 * j + dj];
-            if (v > m || std::isnan(v)) m = v;
+        uint8_t where = 0;
+        for (uint8_t k = 0; k < 4; ++k) {
+          const float v = x[(p * h + 2 * i + k / 2) * w + 2 * j + k % 2];
+          if (v > m || std::isnan(v)) {
+            m = v;
+            where = k;
           }
         }
-        y.push_back(m);
+        out.y.push_back(m);
+        out.positions.push_back(where);
       }
     }
   }
-  return y;
+  return out;
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -71,7 +80,45 @@ TEST(MaxPool2x2Kernel, EqualsTheFormulaBitForBitOnEvenOddAndTinyShapes) {
                         Shape{64, 14, 14}, Shape{100, 29, 31}, Shape{7, 2, 67}}) {
     const std::string name = std::to_string(s.planes) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
     const std::vector<float> x = mixed(s.planes * s.h * s.w, static_cast<uint64_t>(s.planes * 1000 + s.h * 10 + s.w));
-    EXPECT_TRUE(same_bits(pool(x, s.planes, s.h, s.w), reference(x, s.planes, s.h, s.w))) << name;
+    EXPECT_TRUE(same_bits(pool(x, s.planes, s.h, s.w), reference(x, s.planes, s.h, s.w).y)) << name;
+  }
+}
+
+TEST(MaxPool2x2Kernel, PositionsNameAtensArgmaxAndTheOutputsAreUnchanged) {
+  for (const auto& [planes, h, w] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {3, 4, 4}, {5, 7, 9}, {100, 29, 31}, {64, 14, 14}, {7, 2, 67}}) {
+    const std::string name = std::to_string(planes) + "x" + std::to_string(h) + "x" + std::to_string(w);
+    std::vector<float> x = mixed(planes * h * w, static_cast<uint64_t>(planes + h + w));
+    // Ties between finite values too, not only between zeros.
+    for (size_t e = 0; e < x.size(); e += 7) x[e] = std::round(x[e]);
+    std::vector<float> y(static_cast<size_t>(planes * (h / 2) * (w / 2)));
+    std::vector<uint8_t> positions(y.size(), 9);
+    max_pool2x2_with_positions_cpu(x.data(), planes, h, w, y.data(), positions.data());
+    EXPECT_TRUE(same_bits(y, pool(x, planes, h, w))) << name;
+    EXPECT_EQ(positions, reference(x, planes, h, w).positions) << name;
+  }
+}
+
+TEST(MaxPool2x2Kernel, BackwardPutsZeroPlusTheGradientAtEachPositionAndZerosElsewhere) {
+  for (const auto& [planes, h, w] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {3, 4, 4}, {5, 7, 9}, {100, 29, 31}, {64, 14, 14}, {2, 3, 1}}) {
+    const std::string name = std::to_string(planes) + "x" + std::to_string(h) + "x" + std::to_string(w);
+    const int64_t outputs = planes * (h / 2) * (w / 2);
+    const std::vector<float> grad_y = mixed(outputs, static_cast<uint64_t>(7 * planes + h));  // NaN, -0 among them
+    PhiloxStream rng(static_cast<uint64_t>(h * w), 3);
+    std::vector<uint8_t> positions(static_cast<size_t>(outputs));
+    for (uint8_t& where : positions) where = static_cast<uint8_t>(rng.below(4));
+    std::vector<float> grad_x(static_cast<size_t>(planes * h * w), 123.0f);
+    max_pool2x2_backward_cpu(grad_y.data(), positions.data(), planes, h, w, grad_x.data());
+    std::vector<float> expected(grad_x.size(), 0.0f);
+    for (int64_t k = 0; k < outputs; ++k) {
+      const int64_t p = k / ((h / 2) * (w / 2)), i = k / (w / 2) % (h / 2), j = k % (w / 2);
+      expected[(p * h + 2 * i + positions[k] / 2) * w + 2 * j + positions[k] % 2] = 0.0f + grad_y[k];
+    }
+    EXPECT_TRUE(same_bits(grad_x, expected)) << name;
+    for (size_t e = 0; e < grad_x.size(); ++e) {
+      if (grad_x[e] == 0.0f) ASSERT_FALSE(std::signbit(grad_x[e])) << name << ": -0 at " << e;
+    }
   }
 }
 

@@ -55,16 +55,39 @@ TEST(MaxPool2x2, EqualsAtenBitForBitInInference) {
   }
 }
 
-TEST(MaxPool2x2, RecordsTheGradientAsAtenDoes) {
+TEST(MaxPool2x2, RecordsAtensGradientBitForBit) {
   const FusedInferenceGuard guard;
   set_fused_inference(true);
-  const at::Tensor data = at::randn({2, 3, 6, 6}, at::detail::createCPUGenerator(5));
-  const at::Tensor ours_in = data.clone().requires_grad_(), aten_in = data.clone().requires_grad_();
-  const at::Tensor weights = at::randn({2, 3, 3, 3}, at::detail::createCPUGenerator(6));
-  (max_pool2x2(ours_in) * weights).sum().backward();
-  (at::max_pool2d(aten_in, {2, 2}) * weights).sum().backward();
-  ASSERT_TRUE(ours_in.grad().defined());
-  EXPECT_TRUE(same_bits(ours_in.grad(), aten_in.grad()));
+  for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{2, 3, 6, 6}, {3, 5, 7, 9}, {4, 9, 5}}) {
+    at::Tensor data = mixed(shape, static_cast<uint64_t>(shape[1] + shape.back()));
+    data = at::where(at::rand(shape, at::detail::createCPUGenerator(4)) < 0.2, data.round(), data);  // ties
+    const at::Tensor ours_in = data.clone().requires_grad_(), aten_in = data.clone().requires_grad_();
+    const at::Tensor ours = max_pool2x2(ours_in), aten = at::max_pool2d(aten_in, {2, 2});
+    EXPECT_TRUE(same_bits(ours, aten)) << data.sizes();
+    ASSERT_TRUE(ours.grad_fn() != nullptr);
+    EXPECT_NE(ours.grad_fn()->name(), aten.grad_fn()->name()) << "our kernel recorded the gradient";
+    const at::Tensor grad_y = mixed(aten.sizes(), 99);  // NaN, -0 and +-inf among the gradients
+    ours.backward(grad_y);
+    aten.backward(grad_y);
+    ASSERT_TRUE(ours_in.grad().defined());
+    EXPECT_TRUE(same_bits(ours_in.grad(), aten_in.grad())) << data.sizes();
+  }
+}
+
+TEST(MaxPool2x2, SecondDerivativesAreRefusedWithAClearMessage) {
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  const at::Tensor x = at::randn({1, 2, 4, 4}).requires_grad_();
+  const at::Tensor y = max_pool2x2(x).pow(2).sum();
+  try {
+    torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+    FAIL() << "a gradient graph was built through max_pool2x2";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("second derivatives are not supported"), std::string::npos) << e.what();
+  }
+  // Without create_graph the same gradient is fine.
+  const at::Tensor g = torch::autograd::grad({y}, {x})[0];
+  EXPECT_TRUE(at::equal(g, torch::autograd::grad({at::max_pool2d(x, {2, 2}).pow(2).sum()}, {x})[0]));
 }
 
 TEST(MaxPool2x2, InputsOurKernelDoesNotTakeGiveAtensResultOrError) {
@@ -89,17 +112,48 @@ TEST(MaxPool2x2, InputsOurKernelDoesNotTakeGiveAtensResultOrError) {
   EXPECT_THROW(max_pool2x2(at::randn({4, 4})), c10::Error);
 }
 
+ModelSpec small_spec(const char* arch) {
+  ModelSpec s;
+  s.arch = arch;
+  s.norm = "bn";  // not GroupNorm: the pooling is the only op the switch changes
+  s.in_channels = std::string(arch) == "lenet" ? 1 : 3;
+  s.height = s.width = std::string(arch) == "lenet" ? 28 : 32;
+  s.channels = 8;
+  s.num_classes = 10;
+  return s;
+}
+
+TEST(MaxPool2x2, TrainingStepsGiveAtensWeightsBitForBit) {
+  const FusedInferenceGuard guard;
+  for (const char* arch : {"lenet", "simplenet"}) {
+    const ModelSpec s = small_spec(arch);
+    std::vector<at::Tensor> finals[2];
+    for (const bool ours : {true, false}) {
+      set_fused_inference(ours);
+      torch::manual_seed(5);
+      auto net = build_model(s);
+      net->train();
+      torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+      auto gen = at::detail::createCPUGenerator(6);
+      for (int step = 0; step < 3; ++step) {
+        const at::Tensor x = at::randn({4, s.in_channels, s.height, s.width}, gen);
+        const at::Tensor labels = at::randint(10, {4}, gen);
+        sgd.zero_grad();
+        at::cross_entropy_loss(net->forward(x), labels).backward();
+        sgd.step();
+      }
+      for (const auto& p : net->parameters()) finals[ours ? 0 : 1].push_back(p.detach().clone());
+    }
+    ASSERT_EQ(finals[0].size(), finals[1].size());
+    for (size_t i = 0; i < finals[0].size(); ++i) EXPECT_TRUE(same_bits(finals[0][i], finals[1][i])) << arch << " " << i;
+  }
+}
+
 TEST(MaxPool2x2, NetworksInEvalPoolWithOurKernelAndGiveAtensLogits) {
   const FusedInferenceGuard guard;
   torch::NoGradGuard no_grad;
   for (const char* arch : {"lenet", "simplenet"}) {
-    ModelSpec s;
-    s.arch = arch;
-    s.norm = "bn";  // not GroupNorm: the pooling is the only op the switch changes
-    s.in_channels = std::string(arch) == "lenet" ? 1 : 3;
-    s.height = s.width = std::string(arch) == "lenet" ? 28 : 32;
-    s.channels = 8;
-    s.num_classes = 10;
+    const ModelSpec s = small_spec(arch);
     torch::manual_seed(2);
     auto net = build_model(s);
     net->eval();

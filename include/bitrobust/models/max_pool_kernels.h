@@ -1,5 +1,5 @@
 #pragma once
-// 2x2 max pooling with stride 2 for inference, over raw pointers: plain C++ (no Torch). The CPU
+// 2x2 max pooling with stride 2 and its gradient, over raw pointers: plain C++ (no Torch). The CPU
 // kernel is src/kernels/cpu/max_pool_cpu.cpp; the torch-facing op is bitrobust/models/max_pool.h.
 //
 // NOTE [2x2 max pooling]: for x of shape [P, H, W] (P = N*C planes, contiguous, row-major),
@@ -22,5 +22,19 @@ namespace bitrobust::kernels {
 /// thread per plane, so the result does not depend on the number of threads). Throws
 /// bitrobust::Error for negative sizes; nothing to do when an output dimension is 0.
 void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y);
+
+/// For training: max_pool2x2_cpu, and where each maximum came from: positions[k] is the place in
+/// its window of the element output k took (0, 1: the top row's left and right, 2, 3: the bottom
+/// row's), the element ATen's argmax index names (the first of the greatest, or the last NaN).
+/// positions: as many bytes as y has floats.
+void max_pool2x2_with_positions_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y,
+                                    uint8_t* positions);
+
+/// The gradient with respect to x of a loss whose gradient with respect to y is grad_y, as ATen's
+/// max_pool2d backward computes it: 0 + grad_y[k] at output k's position (0 + -0 is +0), +0
+/// elsewhere, including an odd last row or column. grad_x: planes * height * width floats, every
+/// one written; sizes and positions as max_pool2x2_with_positions_cpu's.
+void max_pool2x2_backward_cpu(const float* grad_y, const uint8_t* positions, int64_t planes, int64_t height,
+                              int64_t width, float* grad_x);
 
 }  // namespace bitrobust::kernels

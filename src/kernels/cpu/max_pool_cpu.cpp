@@ -41,33 +41,121 @@ void pool_rows(const float* __restrict__ top, const float* __restrict__ bottom, 
   for (int64_t j = 0; j < count; ++j) y[j] = take(top[j], bottom[j]);
 }
 
+// The same, noting which of the two each result is (1: the second).
+void pool_pairs(const float* __restrict__ x, int64_t count, float* __restrict__ pairs, uint8_t* __restrict__ second) {
+#pragma omp simd
+  for (int64_t t = 0; t < count; ++t) {
+    const float a = x[2 * t], b = x[2 * t + 1];
+    const bool later = b > a || b != b;
+    pairs[t] = later ? b : a;
+    second[t] = later;
+  }
+}
+
+// The same, and each result's position in its window from the pairs' (second_top, second_bottom).
+void pool_rows(const float* __restrict__ top, const float* __restrict__ bottom, const uint8_t* __restrict__ second_top,
+               const uint8_t* __restrict__ second_bottom, int64_t count, float* __restrict__ y,
+               uint8_t* __restrict__ positions) {
+#pragma omp simd
+  for (int64_t j = 0; j < count; ++j) {
+    const bool lower = bottom[j] > top[j] || bottom[j] != bottom[j];
+    y[j] = lower ? bottom[j] : top[j];
+    positions[j] = static_cast<uint8_t>(lower ? 2 + second_bottom[j] : second_top[j]);
+  }
+}
+
+// Calls pool_plane(p, pairs, second) for every plane p, in parallel for large inputs, with
+// buffers of the thread's own for a plane's pairs (pairs_per_plane floats and bytes).
+template <typename PoolPlane>
+void for_each_plane(int64_t planes, int64_t plane_size, int64_t pairs_per_plane, PoolPlane pool_plane) {
+  // Allocated here: an allocation failing inside the parallel region would end the process
+  // (std::terminate) instead of throwing.
+  const bool parallel = planes * plane_size >= kParallelMin;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<float> pair_buffers(static_cast<size_t>(pairs_per_plane) * threads);
+  std::vector<uint8_t> second_buffers(static_cast<size_t>(pairs_per_plane) * threads);
+#pragma omp parallel if (parallel)
+  {
+    const size_t mine = static_cast<size_t>(pairs_per_plane) * omp_get_thread_num();
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) pool_plane(p, pair_buffers.data() + mine, second_buffers.data() + mine);
+  }
+}
+
+void check_sizes(const char* what, int64_t planes, int64_t height, int64_t width) {
+  BR_CHECK(planes >= 0 && height >= 0 && width >= 0, what, ": sizes must be >= 0, got ", planes, " planes of ",
+           height, " x ", width);
+}
+
 }  // namespace
 
 void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y) {
-  BR_CHECK(planes >= 0 && height >= 0 && width >= 0, "max_pool2x2_cpu: sizes must be >= 0, got ", planes,
-           " planes of ", height, " x ", width);
+  check_sizes("max_pool2x2_cpu", planes, height, width);
   const int64_t out_height = height / 2, out_width = width / 2;
   if (planes == 0 || out_height == 0 || out_width == 0) return;
   const int64_t pairs_per_plane = 2 * out_height * out_width;  // the rows pooled (an odd last one is not)
-  // Each thread's buffer of pairs, allocated here: an allocation failing inside the parallel region
-  // would end the process (std::terminate) instead of throwing.
-  const bool parallel = planes * height * width >= kParallelMin;
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  std::vector<float> buffers(static_cast<size_t>(pairs_per_plane) * threads);
-#pragma omp parallel if (parallel)
-  {
-    float* pairs = buffers.data() + static_cast<size_t>(pairs_per_plane) * omp_get_thread_num();
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
-      const float* plane = x + p * height * width;
-      if (width % 2 == 0) {
-        pool_pairs(plane, pairs_per_plane, pairs);  // the rows follow each other without a gap
-      } else {
-        for (int64_t r = 0; r < 2 * out_height; ++r) pool_pairs(plane + r * width, out_width, pairs + r * out_width);
+  for_each_plane(planes, height * width, pairs_per_plane, [&](int64_t p, float* pairs, uint8_t*) {
+    const float* plane = x + p * height * width;
+    if (width % 2 == 0) {
+      pool_pairs(plane, pairs_per_plane, pairs);  // the rows follow each other without a gap
+    } else {
+      for (int64_t r = 0; r < 2 * out_height; ++r) pool_pairs(plane + r * width, out_width, pairs + r * out_width);
+    }
+    float* out = y + p * out_height * out_width;
+    for (int64_t i = 0; i < out_height; ++i) {
+      pool_rows(pairs + 2 * i * out_width, pairs + (2 * i + 1) * out_width, out_width, out + i * out_width);
+    }
+  });
+}
+
+void max_pool2x2_with_positions_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y,
+                                    uint8_t* positions) {
+  check_sizes("max_pool2x2_with_positions_cpu", planes, height, width);
+  const int64_t out_height = height / 2, out_width = width / 2;
+  if (planes == 0 || out_height == 0 || out_width == 0) return;
+  const int64_t pairs_per_plane = 2 * out_height * out_width;
+  for_each_plane(planes, height * width, pairs_per_plane, [&](int64_t p, float* pairs, uint8_t* second) {
+    const float* plane = x + p * height * width;
+    if (width % 2 == 0) {
+      pool_pairs(plane, pairs_per_plane, pairs, second);
+    } else {
+      for (int64_t r = 0; r < 2 * out_height; ++r) {
+        pool_pairs(plane + r * width, out_width, pairs + r * out_width, second + r * out_width);
       }
-      float* out = y + p * out_height * out_width;
-      for (int64_t i = 0; i < out_height; ++i) {
-        pool_rows(pairs + 2 * i * out_width, pairs + (2 * i + 1) * out_width, out_width, out + i * out_width);
+    }
+    const int64_t first_out = p * out_height * out_width;
+    for (int64_t i = 0; i < out_height; ++i) {
+      const int64_t top = 2 * i * out_width, bottom = (2 * i + 1) * out_width;
+      pool_rows(pairs + top, pairs + bottom, second + top, second + bottom, out_width,
+                y + first_out + i * out_width, positions + first_out + i * out_width);
+    }
+  });
+}
+
+void max_pool2x2_backward_cpu(const float* grad_y, const uint8_t* positions, int64_t planes, int64_t height,
+                              int64_t width, float* grad_x) {
+  check_sizes("max_pool2x2_backward_cpu", planes, height, width);
+  const int64_t out_height = height / 2, out_width = width / 2;
+  const int64_t plane_size = height * width;
+#pragma omp parallel for schedule(static) if (planes * plane_size >= kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    float* plane = grad_x + p * plane_size;
+    if (height % 2 != 0 || width % 2 != 0) {
+      for (int64_t e = 0; e < plane_size; ++e) plane[e] = 0.0f;  // what no window covers
+    }
+    for (int64_t i = 0; i < out_height; ++i) {
+      const float* g = grad_y + (p * out_height + i) * out_width;
+      const uint8_t* where = positions + (p * out_height + i) * out_width;
+      float* top = plane + 2 * i * width;
+      float* bottom = top + width;
+#pragma omp simd
+      for (int64_t j = 0; j < out_width; ++j) {
+        // ATen adds the gradient to a zeroed input gradient: 0 + g, so -0 becomes +0.
+        const float v = 0.0f + g[j];
+        top[2 * j] = where[j] == 0 ? v : 0.0f;
+        top[2 * j + 1] = where[j] == 1 ? v : 0.0f;
+        bottom[2 * j] = where[j] == 2 ? v : 0.0f;
+        bottom[2 * j + 1] = where[j] == 3 ? v : 0.0f;
       }
     }
   }
