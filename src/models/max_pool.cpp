@@ -8,7 +8,6 @@
 
 #include <vector>
 
-#include "bitrobust/common/error.h"
 #include "bitrobust/models/max_pool_kernels.h"
 #include "bitrobust/models/models.h"
 
@@ -25,7 +24,7 @@ std::vector<int64_t> pooled_shape(const at::Tensor& x) {
 int64_t planes_of(const at::Tensor& x) { return x.numel() / (x.size(-2) * x.size(-1)); }
 
 // Saves the positions of the maxima (one byte per output) where ATen saves the input and int64
-// argmax indices (twelve bytes per output and the input's four per element).
+// argmax indices (eight bytes per output and the input's four per element).
 class MaxPool2x2Function : public torch::autograd::Function<MaxPool2x2Function> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
@@ -40,27 +39,52 @@ class MaxPool2x2Function : public torch::autograd::Function<MaxPool2x2Function> 
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    // The gradient below is computed by our kernel, which records no graph of its own.
-    BR_CHECK(!at::GradMode::is_enabled(), "max_pool2x2: second derivatives are not supported (a backward pass ",
-             "with create_graph); use at::max_pool2d");
     const at::Tensor positions = ctx->get_saved_variables()[0];
     const std::vector<int64_t> input_shape = ctx->saved_data["input_shape"].toIntVector();
+    const int64_t height = input_shape[input_shape.size() - 2], width = input_shape[input_shape.size() - 1];
+    const int64_t planes = positions.numel() / ((height / 2) * (width / 2));
+    // Grad mode is on in a backward pass exactly when it builds a graph (create_graph): the gradient
+    // is then formed from ATen ops, which record how it depends on grad_y, with the same float
+    // operations as the kernel (0 + grad_y at each position).
+    if (at::GradMode::is_enabled()) return {gradient_from_aten_ops(grad_outputs[0], positions, input_shape)};
     const at::Tensor grad_y = grad_outputs[0].contiguous();
     at::Tensor grad_x = at::empty(input_shape, grad_y.options());
-    const int64_t height = input_shape[input_shape.size() - 2], width = input_shape[input_shape.size() - 1];
-    kernels::max_pool2x2_backward_cpu(grad_y.data_ptr<float>(), positions.data_ptr<uint8_t>(),
-                                      grad_x.numel() / (height * width), height, width, grad_x.data_ptr<float>());
+    kernels::max_pool2x2_backward_cpu(grad_y.data_ptr<float>(), positions.data_ptr<uint8_t>(), planes, height, width,
+                                      grad_x.data_ptr<float>());
     return {grad_x};
+  }
+
+ private:
+  static at::Tensor gradient_from_aten_ops(const at::Tensor& grad_y, const at::Tensor& positions,
+                                           const std::vector<int64_t>& input_shape) {
+    const int64_t height = input_shape[input_shape.size() - 2], width = input_shape[input_shape.size() - 1];
+    const int64_t out_height = height / 2, out_width = width / 2, outputs = out_height * out_width;
+    const int64_t planes = positions.numel() / outputs;
+    const auto index_options = positions.options().dtype(at::kLong);
+    // Flat index in its plane of each window's top-left element, then of the position taken.
+    const at::Tensor window = (at::arange(out_height, index_options).view({out_height, 1}) * (2 * width) +
+                               at::arange(out_width, index_options).view({1, out_width}) * 2)
+                                  .view({1, outputs});
+    const at::Tensor position = positions.reshape({planes, outputs}).to(at::kLong);
+    const at::Tensor lower = position.ge(2).to(at::kLong);
+    const at::Tensor index = window + lower * width + (position - lower * 2);
+    return at::zeros({planes, height * width}, grad_y.options())
+        .scatter_add(1, index, grad_y.reshape({planes, outputs}))
+        .view(input_shape);
   }
 };
 
 }  // namespace
 
+bool max_pool2x2_uses_own_kernels(const at::Tensor& x) {
+  // (is_contiguous throws for opaque layouts such as MKLDNN's, which ATen's pooling takes.)
+  return fused_inference_enabled() && x.defined() && x.is_cpu() && x.layout() == at::kStrided &&
+         x.scalar_type() == at::kFloat && (x.dim() == 3 || x.dim() == 4) && x.size(-2) >= 2 && x.size(-1) >= 2 &&
+         x.numel() > 0 && x.is_contiguous();
+}
+
 at::Tensor max_pool2x2(const at::Tensor& x) {
-  const bool ours = fused_inference_enabled() && x.defined() && x.is_cpu() && x.scalar_type() == at::kFloat &&
-                    (x.dim() == 3 || x.dim() == 4) && x.size(-2) >= 2 && x.size(-1) >= 2 && x.numel() > 0 &&
-                    x.is_contiguous();
-  if (!ours) return at::max_pool2d(x, {2, 2});
+  if (!max_pool2x2_uses_own_kernels(x)) return at::max_pool2d(x, {2, 2});
   if (at::GradMode::is_enabled() && x.requires_grad()) return MaxPool2x2Function::apply(x);
   at::Tensor y = at::empty(pooled_shape(x), x.options());
   kernels::max_pool2x2_cpu(x.data_ptr<float>(), planes_of(x), x.size(-2), x.size(-1), y.data_ptr<float>());

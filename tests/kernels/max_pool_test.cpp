@@ -136,16 +136,32 @@ TEST(MaxPool2x2Kernel, NanPropagatesAndTheFirstOfEqualZerosWins) {
   EXPECT_EQ(y[4], -inf);
 }
 
-TEST(MaxPool2x2Kernel, ResultDoesNotDependOnThreads) {
+TEST(MaxPool2x2Kernel, ResultsDoNotDependOnThreads) {
   const int64_t planes = 300, h = 16, w = 18;  // 86,400 elements: forks
-  const std::vector<float> x = mixed(planes * h * w, 77);
+  const int64_t outputs = planes * (h / 2) * (w / 2);
+  const std::vector<float> x = mixed(planes * h * w, 77), grad_y = mixed(outputs, 78);
+  struct Results {
+    std::vector<float> y, y_positioned, grad_x;
+    std::vector<uint8_t> positions;
+  };
+  const auto run = [&](int threads) {
+    omp_set_num_threads(threads);
+    Results r;
+    r.y = pool(x, planes, h, w);
+    r.y_positioned.resize(static_cast<size_t>(outputs));
+    r.positions.resize(static_cast<size_t>(outputs));
+    max_pool2x2_with_positions_cpu(x.data(), planes, h, w, r.y_positioned.data(), r.positions.data());
+    r.grad_x.resize(x.size());
+    max_pool2x2_backward_cpu(grad_y.data(), r.positions.data(), planes, h, w, r.grad_x.data());
+    return r;
+  };
   const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const std::vector<float> one = pool(x, planes, h, w);
-  omp_set_num_threads(3);
-  const std::vector<float> three = pool(x, planes, h, w);
+  const Results one = run(1), three = run(3);
   omp_set_num_threads(saved);
-  EXPECT_TRUE(same_bits(one, three));
+  EXPECT_TRUE(same_bits(one.y, three.y));
+  EXPECT_TRUE(same_bits(one.y_positioned, three.y_positioned));
+  EXPECT_EQ(one.positions, three.positions);
+  EXPECT_TRUE(same_bits(one.grad_x, three.grad_x));
 }
 
 TEST(MaxPool2x2Kernel, EmptyOutputsWriteNothingAndNegativeSizesAreErrors) {

@@ -1,5 +1,5 @@
 // The networks' 2x2 max pooling (bitrobust/models/max_pool.h): equal to at::max_pool2d bit for bit
-// where our kernel runs, ATen's own wherever a gradient is recorded or the input is not ours to take.
+// where our kernels run, with or without a gradient, and ATen's own where the input is not ours.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bitrobust/models/max_pool.h"
@@ -66,7 +67,11 @@ TEST(MaxPool2x2, RecordsAtensGradientBitForBit) {
     EXPECT_TRUE(same_bits(ours, aten)) << data.sizes();
     ASSERT_TRUE(ours.grad_fn() != nullptr);
     EXPECT_NE(ours.grad_fn()->name(), aten.grad_fn()->name()) << "our kernel recorded the gradient";
-    const at::Tensor grad_y = mixed(aten.sizes(), 99);  // NaN, -0 and +-inf among the gradients
+    // NaN, -0 and +-inf among the gradients, which arrive strided (a transposed tensor).
+    std::vector<int64_t> transposed = aten.sizes().vec();
+    std::swap(transposed[transposed.size() - 1], transposed[transposed.size() - 2]);
+    const at::Tensor grad_y = mixed(transposed, 99).transpose(-1, -2);
+    ASSERT_FALSE(grad_y.is_contiguous());
     ours.backward(grad_y);
     aten.backward(grad_y);
     ASSERT_TRUE(ours_in.grad().defined());
@@ -74,20 +79,24 @@ TEST(MaxPool2x2, RecordsAtensGradientBitForBit) {
   }
 }
 
-TEST(MaxPool2x2, SecondDerivativesAreRefusedWithAClearMessage) {
+TEST(MaxPool2x2, SecondDerivativesAreAtens) {
   const FusedInferenceGuard guard;
   set_fused_inference(true);
-  const at::Tensor x = at::randn({1, 2, 4, 4}).requires_grad_();
-  const at::Tensor y = max_pool2x2(x).pow(2).sum();
-  try {
-    torch::autograd::grad({y}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true);
-    FAIL() << "a gradient graph was built through max_pool2x2";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("second derivatives are not supported"), std::string::npos) << e.what();
+  const at::Tensor data = mixed({2, 3, 6, 7}, 21);
+  const at::Tensor v = at::randn({2, 3, 6, 7}, at::detail::createCPUGenerator(22));
+  at::Tensor grad_x[2], grad_grad_y[2];
+  for (const int ours : {0, 1}) {
+    const at::Tensor x = data.clone().requires_grad_();
+    const at::Tensor y = ours ? max_pool2x2(x) : at::max_pool2d(x, {2, 2});
+    const at::Tensor grad_y = mixed(y.sizes(), 23).requires_grad_();
+    grad_x[ours] = torch::autograd::grad({y}, {x}, {grad_y}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+    ASSERT_TRUE(grad_x[ours].requires_grad()) << "a graph was built";
+    (grad_x[ours] * v).sum().backward();
+    grad_grad_y[ours] = grad_y.grad();
   }
-  // Without create_graph the same gradient is fine.
-  const at::Tensor g = torch::autograd::grad({y}, {x})[0];
-  EXPECT_TRUE(at::equal(g, torch::autograd::grad({at::max_pool2d(x, {2, 2}).pow(2).sum()}, {x})[0]));
+  EXPECT_TRUE(same_bits(grad_x[1], grad_x[0]));
+  ASSERT_TRUE(grad_grad_y[1].defined());
+  EXPECT_TRUE(same_bits(grad_grad_y[1], grad_grad_y[0]));
 }
 
 TEST(MaxPool2x2, InputsOurKernelDoesNotTakeGiveAtensResultOrError) {
@@ -103,8 +112,15 @@ TEST(MaxPool2x2, InputsOurKernelDoesNotTakeGiveAtensResultOrError) {
   EXPECT_TRUE(same_bits(max_pool2x2(strided).contiguous(), at::max_pool2d(strided.contiguous(), {2, 2})));
   const at::Tensor as_double = x.to(at::kDouble);
   EXPECT_TRUE(same_bits(max_pool2x2(as_double), at::max_pool2d(as_double, {2, 2})));
+  if (at::hasMKLDNN()) {  // an opaque layout: ATen's oneDNN pooling
+    EXPECT_FALSE(max_pool2x2_uses_own_kernels(x.to_mkldnn()));
+    const at::Tensor finite = x.nan_to_num();
+    EXPECT_TRUE(at::equal(max_pool2x2(finite.to_mkldnn()).to_dense(), at::max_pool2d(finite, {2, 2})));
+  }
+  EXPECT_TRUE(max_pool2x2_uses_own_kernels(x));
   // Switched off: ATen's.
   set_fused_inference(false);
+  EXPECT_FALSE(max_pool2x2_uses_own_kernels(x));
   EXPECT_TRUE(same_bits(max_pool2x2(x), expected));
   set_fused_inference(true);
   // A plane too small for a window is ATen's error, not an empty result.
@@ -133,6 +149,11 @@ TEST(MaxPool2x2, TrainingStepsGiveAtensWeightsBitForBit) {
       torch::manual_seed(5);
       auto net = build_model(s);
       net->train();
+      // The first pooling's input is the first convolution's output: ours to take when switched on.
+      const at::Tensor conv1_out = net->named_modules()["conv1"]->as<torch::nn::Conv2d>()
+                                       ->forward(at::randn({4, s.in_channels, s.height, s.width}));
+      EXPECT_TRUE(conv1_out.requires_grad());
+      EXPECT_EQ(max_pool2x2_uses_own_kernels(conv1_out), ours) << arch;
       torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
       auto gen = at::detail::createCPUGenerator(6);
       for (int step = 0; step < 3; ++step) {
@@ -159,6 +180,8 @@ TEST(MaxPool2x2, NetworksInEvalPoolWithOurKernelAndGiveAtensLogits) {
     net->eval();
     const at::Tensor x = torch::randn({3, s.in_channels, s.height, s.width});
     set_fused_inference(true);
+    EXPECT_TRUE(max_pool2x2_uses_own_kernels(net->named_modules()["conv1"]->as<torch::nn::Conv2d>()->forward(x)))
+        << arch;
     const at::Tensor ours = net->forward(x);
     set_fused_inference(false);
     EXPECT_TRUE(same_bits(ours, net->forward(x))) << arch;

@@ -5,13 +5,16 @@
 
 namespace bitrobust::models {
 
-/// The value of at::max_pool2d(x, {2, 2}), bit for bit. Runs our CPU kernels when x is a float32
-/// CPU tensor of shape [N, C, H, W] or [C, H, W], contiguous (not channels-last), with H, W >= 2,
-/// while fused_inference_enabled() (bitrobust/models/models.h). When a gradient is recorded (grad
-/// mode on and x requiring one) it records its own, which gives ATen's input gradient bit for bit
-/// but cannot be differentiated again (a backward pass with create_graph throws bitrobust::Error).
-/// Otherwise, including CUDA tensors (cuDNN's pooling), it calls at::max_pool2d, which then records
-/// the gradient and reports invalid input.
+/// The value of at::max_pool2d(x, {2, 2}), bit for bit. Runs our CPU kernels where
+/// max_pool2x2_uses_own_kernels(x). When a gradient is recorded (grad mode on and x requiring one)
+/// it records its own, whose input gradient is ATen's bit for bit (and, in a backward pass with
+/// create_graph, can be differentiated again as ATen's can). Otherwise, including CUDA tensors, it
+/// calls at::max_pool2d, which then records the gradient and reports invalid input.
 at::Tensor max_pool2x2(const at::Tensor& x);
+
+/// Whether max_pool2x2 runs our kernels for x: a float32 CPU tensor of shape [N, C, H, W] or
+/// [C, H, W], strided and contiguous (not channels-last), with H, W >= 2 and elements, while
+/// fused_inference_enabled() (bitrobust/models/models.h).
+bool max_pool2x2_uses_own_kernels(const at::Tensor& x);
 
 }  // namespace bitrobust::models

@@ -12,6 +12,7 @@
 // shuffles), so no copies for wider vectors are made.
 #include <omp.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "bitrobust/common/error.h"
@@ -71,10 +72,10 @@ void for_each_plane(int64_t planes, int64_t plane_size, int64_t pairs_per_plane,
   // Allocated here: an allocation failing inside the parallel region would end the process
   // (std::terminate) instead of throwing.
   const bool parallel = planes * plane_size >= kParallelMin;
-  const int threads = parallel ? omp_get_max_threads() : 1;
+  const int threads = parallel ? static_cast<int>(std::min<int64_t>(omp_get_max_threads(), planes)) : 1;
   std::vector<float> pair_buffers(static_cast<size_t>(pairs_per_plane) * threads);
   std::vector<uint8_t> second_buffers(static_cast<size_t>(pairs_per_plane) * threads);
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (parallel) num_threads(threads)
   {
     const size_t mine = static_cast<size_t>(pairs_per_plane) * omp_get_thread_num();
 #pragma omp for schedule(static)
