@@ -1,9 +1,9 @@
 // Fused GroupNorm + ReLU (bitrobust/models/group_norm_relu.h) against eager LibTorch on the CPU, on
-// the GroupNorm inputs of LeNet and SimpleNet at batch 500, and LeNet inference with the fused
-// path on and off. Like the CLI, it keeps freed memory in the process (malloc_tuning.h: no block
-// comes from a fresh, page-faulted mmap since the change of 2026-12-04; the tables in
-// docs/measurements.md before it include those faults for outputs above 32 MiB, as inference then
-// paid them). BM_FusedKernel writes into a preallocated buffer: the kernel alone.
+// the GroupNorm inputs of LeNet and SimpleNet at batch 500, with 2x2 max pooling after it or in the
+// same pass, and LeNet inference with the fused path on and off. Like the CLI, it keeps freed
+// memory in the process (malloc_tuning.h: no block comes from a fresh, page-faulted mmap since the
+// change of 2026-12-04; the tables in docs/measurements.md before it include those faults for
+// outputs above 32 MiB, as inference then paid them). BM_FusedKernel writes into a preallocated buffer: the kernel alone.
 //   ./build/bench_group_norm_relu [--benchmark_repetitions=3]   (threads: OMP_NUM_THREADS, else 2)
 // bytes_per_second counts 8 bytes per element (one read of x, one write of y: the least traffic
 // the op needs), whatever the variant moves; items_per_second counts elements (images for the
@@ -21,6 +21,7 @@
 
 #include "bitrobust/models/group_norm_relu.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
+#include "bitrobust/models/max_pool.h"
 #include "bitrobust/models/models.h"
 #include "cpu_bench_main.h"
 
@@ -92,6 +93,21 @@ void BM_FusedGroupNormRelu(benchmark::State& state) {
   });
 }
 
+/// What the networks ran before GroupNorm + ReLU + pooling became one pass: the fused op, then our
+/// 2x2 max pooling (4-D shapes only).
+void BM_FusedGroupNormReluThenPool(benchmark::State& state) {
+  time_group_norm_relu(state, [](const Inputs& in, const Shape& s) {
+    return bitrobust::models::max_pool2x2(bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps));
+  });
+}
+
+/// The same in one pass (group_norm_relu's pool2x2), as LeNet and SimpleNet run it before a pooling.
+void BM_FusedGroupNormReluPooled(benchmark::State& state) {
+  time_group_norm_relu(state, [](const Inputs& in, const Shape& s) {
+    return bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps, {}, /*pool2x2=*/true);
+  });
+}
+
 /// The CPU kernel alone, into a preallocated output (no allocation, no page faults).
 void BM_FusedKernel(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
@@ -135,6 +151,8 @@ BENCHMARK(BM_EagerGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmar
 BENCHMARK(BM_EagerGroupNormReluInPlace)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedKernel)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedGroupNormReluThenPool)->Arg(0)->Arg(1)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedGroupNormReluPooled)->Arg(0)->Arg(1)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LeNetInference)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

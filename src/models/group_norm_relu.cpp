@@ -32,7 +32,7 @@ void check_parameter(const at::Tensor& p, const char* name, const at::Tensor& x)
 }  // namespace
 
 at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor& scale,
-                           const at::Tensor& bias, double eps, const at::Tensor& input_bias) {
+                           const at::Tensor& bias, double eps, const at::Tensor& input_bias, bool pool2x2) {
   BR_CHECK(x.defined(), kOp, ": x is an undefined tensor");
   BR_CHECK(x.scalar_type() == at::kFloat, kOp, ": x has dtype ", x.scalar_type(),
            "; expected float32");
@@ -48,6 +48,9 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
            kOp, ": inference only, records no gradient; an input requires grad while grad mode is "
            "on (use at::relu(at::group_norm(...)) for training)");
 
+  BR_CHECK(!pool2x2 || (x.dim() == 4 && x.size(2) >= 2 && x.size(3) >= 2), kOp,
+           ": 2x2 pooling needs x of shape [N, C, H, W] with H, W >= 2, got ", x.sizes());
+
   kernels::GroupNormShape shape;
   shape.batch = x.size(0);
   shape.channels = x.size(1);
@@ -61,8 +64,16 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
   const at::Tensor bias_c = bias.contiguous();
   const at::Tensor input_bias_c = input_bias.defined() ? input_bias.contiguous() : at::Tensor();
   const float* input_bias_ptr = input_bias_c.defined() ? input_bias_c.data_ptr<float>() : nullptr;
+  if (pool2x2 && x.is_cpu()) {
+    at::Tensor y = at::empty({x.size(0), x.size(1), x.size(2) / 2, x.size(3) / 2}, input.options());
+    if (y.numel() == 0) return y;
+    kernels::group_norm_relu_max_pool2x2_cpu(input.data_ptr<float>(), shape, x.size(2), x.size(3),
+                                             scale_c.data_ptr<float>(), bias_c.data_ptr<float>(), input_bias_ptr,
+                                             eps, y.data_ptr<float>());
+    return y;
+  }
   at::Tensor y = at::empty_like(input, at::MemoryFormat::Contiguous);
-  if (y.numel() == 0) return y;
+  if (y.numel() == 0) return pool2x2 ? at::max_pool2d(y, {2, 2}) : y;
   if (x.is_cpu()) {
     kernels::group_norm_relu_cpu(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
                                  bias_c.data_ptr<float>(), input_bias_ptr, eps, y.data_ptr<float>());
@@ -73,7 +84,7 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
   kernels::group_norm_relu_cuda(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
                                 bias_c.data_ptr<float>(), input_bias_ptr, eps, y.data_ptr<float>(),
                                 at::cuda::getCurrentCUDAStream(x.device().index()).stream());
-  return y;
+  return pool2x2 ? at::max_pool2d(y, {2, 2}) : y;
 #else
   throw Error(detail::concat(kOp, ": x is on ", x.device(),
                              " but bitrobust was built without CUDA kernels"));

@@ -63,10 +63,14 @@ class NormImpl : public torch::nn::Module {
     return at::group_norm(x, groups_, scale, bias_, kNormEps, at::globalContext().userEnabledCuDNN());
   }
 
-  /// relu(forward(x)), fused into one op for GroupNorm at inference (uses_fused_group_norm_relu).
-  at::Tensor forward_relu(const at::Tensor& x) {
-    if (batch_ || !uses_fused_group_norm_relu(x, is_training())) return at::relu(forward(x));
-    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps);
+  /// relu(forward(x)), fused into one op for GroupNorm at inference (uses_fused_group_norm_relu);
+  /// pool2x2: then pooled by max_pool2x2, in the same pass when fused.
+  at::Tensor forward_relu(const at::Tensor& x, bool pool2x2) {
+    if (batch_ || !uses_fused_group_norm_relu(x, is_training())) {
+      at::Tensor y = at::relu(forward(x));
+      return pool2x2 ? max_pool2x2(y) : y;
+    }
+    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps, {}, pool2x2);
   }
 
   /// Whether forward_relu_with_input_bias serves an input like x (see ConvBiasFusion).
@@ -75,9 +79,10 @@ class NormImpl : public torch::nn::Module {
     if (batch_ || mode == ConvBiasFusion::Never || (mode == ConvBiasFusion::Cuda && !x.is_cuda())) return false;
     return uses_fused_group_norm_relu(x, is_training());
   }
-  /// relu(forward(x + input_bias)), input_bias per channel; only where takes_input_bias(x).
-  at::Tensor forward_relu_with_input_bias(const at::Tensor& x, const at::Tensor& input_bias) {
-    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps, input_bias);
+  /// relu(forward(x + input_bias)), input_bias per channel, pooled as forward_relu pools; only
+  /// where takes_input_bias(x).
+  at::Tensor forward_relu_with_input_bias(const at::Tensor& x, const at::Tensor& input_bias, bool pool2x2) {
+    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps, input_bias, pool2x2);
   }
 
  private:
@@ -95,17 +100,24 @@ class NormReluImpl : public torch::nn::Module {
   NormReluImpl(const std::string& kind, int64_t channels) {
     if (kind != "none") norm_ = register_module("norm", Norm(kind, channels));
   }
-  at::Tensor forward(const at::Tensor& x) { return norm_ ? norm_->forward_relu(x) : at::relu(x); }
+  /// pool2x2: max_pool2x2 of the result (bitrobust/models/max_pool.h), in the same pass where the
+  /// GroupNorm is fused.
+  at::Tensor forward(const at::Tensor& x, bool pool2x2 = false) {
+    if (norm_) return norm_->forward_relu(x, pool2x2);
+    return pool2x2 ? max_pool2x2(at::relu(x)) : at::relu(x);
+  }
 
-  /// forward(conv(x)). Where the fused GroupNorm takes the convolution's bias (ConvBiasFusion),
-  /// the convolution runs without it: the same cuDNN call, minus ATen's separate bias pass.
-  at::Tensor forward_after(torch::nn::Conv2d& conv, const at::Tensor& x) {
-    if (!norm_ || !conv->bias.defined() || !norm_->takes_input_bias(x)) return forward(conv->forward(x));
+  /// forward(conv(x), pool2x2). Where the fused GroupNorm takes the convolution's bias
+  /// (ConvBiasFusion), the convolution runs without it: the same cuDNN call, minus ATen's separate
+  /// bias pass.
+  at::Tensor forward_after(torch::nn::Conv2d& conv, const at::Tensor& x, bool pool2x2 = false) {
+    if (!norm_ || !conv->bias.defined() || !norm_->takes_input_bias(x)) return forward(conv->forward(x), pool2x2);
     // The arguments torch::nn::Conv2d passes; padding as conv() below builds it (kernel / 2, zeros).
     const auto& o = conv->options;
     const int64_t stride = (*o.stride())[0], dilation = (*o.dilation())[0], pad = conv->weight.size(2) / 2;
     return norm_->forward_relu_with_input_bias(
-        at::conv2d(x, conv->weight, {}, {stride, stride}, {pad, pad}, {dilation, dilation}, o.groups()), conv->bias);
+        at::conv2d(x, conv->weight, {}, {stride, stride}, {pad, pad}, {dilation, dilation}, o.groups()), conv->bias,
+        pool2x2);
   }
 
  private:
@@ -157,8 +169,8 @@ class LeNet : public Classifier {
     fc2_ = register_module("fc2", torch::nn::Linear(256, s.num_classes));
   }
   at::Tensor forward(at::Tensor x) override {
-    x = max_pool2x2(act1_->forward_after(conv1_, x));
-    x = max_pool2x2(act2_->forward_after(conv2_, x));
+    x = act1_->forward_after(conv1_, x, /*pool2x2=*/true);
+    x = act2_->forward_after(conv2_, x, /*pool2x2=*/true);
     x = act3_->forward(fc1_->forward(x.flatten(1)));
     return fc2_->forward(x);
   }
@@ -206,8 +218,7 @@ class SimpleNet : public Classifier {
   }
   at::Tensor forward(at::Tensor x) override {
     for (size_t i = 0; i < convs_.size(); ++i) {
-      x = acts_[i]->forward_after(convs_[i], x);
-      if (pools_[i]) x = max_pool2x2(x);
+      x = acts_[i]->forward_after(convs_[i], x, pools_[i]);
     }
     x = at::amax(x, {2, 3});
     return fc_->forward(x);

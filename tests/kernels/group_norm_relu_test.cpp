@@ -8,13 +8,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
+#include "bitrobust/models/max_pool_kernels.h"
 
 namespace bitrobust::kernels {
 namespace {
@@ -192,6 +195,63 @@ TEST(GroupNormReluCpu, ResultDoesNotDependOnThreadCount) {
   const std::vector<float> two = run(c);
   omp_set_num_threads(threads);
   EXPECT_EQ(one, two);
+}
+
+/// group_norm_relu_max_pool2x2_cpu on c (x of [batch, channels, height, width]), with and without
+/// an input bias, against group_norm_relu_cpu then max_pool2x2_cpu: the same bits.
+void expect_pooled_equals_norm_then_pool(const Case& c, int64_t height, int64_t width) {
+  const int64_t planes = c.shape.batch * c.shape.channels;
+  const std::vector<float> input_bias = uniform(c.shape.channels, -2.0f, 2.0f, 99);
+  for (const float* bias_in : {static_cast<const float*>(nullptr), input_bias.data()}) {
+    std::vector<float> full(c.x.size()), expected(static_cast<size_t>(planes * (height / 2) * (width / 2)));
+    group_norm_relu_cpu(c.x.data(), c.shape, c.scale.data(), c.bias.data(), bias_in, kEps, full.data());
+    max_pool2x2_cpu(full.data(), planes, height, width, expected.data());
+    std::vector<float> pooled(expected.size(), -7.0f);
+    group_norm_relu_max_pool2x2_cpu(c.x.data(), c.shape, height, width, c.scale.data(), c.bias.data(), bias_in, kEps,
+                                    pooled.data());
+    EXPECT_EQ(std::memcmp(pooled.data(), expected.data(), expected.size() * sizeof(float)), 0)
+        << describe(c.shape) << " as " << height << " x " << width << (bias_in ? ", input bias" : "");
+  }
+}
+
+TEST(GroupNormReluCpu, PooledEqualsNormalizingThenPoolingBitForBit) {
+  expect_pooled_equals_norm_then_pool(random_case({4, 32, 28 * 28, 16}, 41), 28, 28);  // LeNet's first
+  expect_pooled_equals_norm_then_pool(random_case({3, 64, 14 * 14, 32}, 42), 14, 14);
+  expect_pooled_equals_norm_then_pool(random_case({2, 8, 7 * 9, 4}, 43), 7, 9);        // odd: last row, column out
+  expect_pooled_equals_norm_then_pool(random_case({1, 2, 2 * 3, 1}, 44), 2, 3);
+  expect_pooled_equals_norm_then_pool(random_case({5, 4, 4, 2}, 45, 1000.0f, 0.01f), 2, 2);
+  // NaN in one group: its outputs NaN, as pooling NaN gives.
+  Case nan_case = random_case({2, 4, 16, 2}, 46);
+  nan_case.x[3] = std::numeric_limits<float>::quiet_NaN();
+  expect_pooled_equals_norm_then_pool(nan_case, 4, 4);
+  // And across threads (the parallel path).
+  const Case big = random_case({8, 64, 256, 32}, 47);
+  const int threads = omp_get_max_threads();
+  std::vector<float> one(8 * 64 * 64), two(one.size());
+  omp_set_num_threads(1);
+  group_norm_relu_max_pool2x2_cpu(big.x.data(), big.shape, 16, 16, big.scale.data(), big.bias.data(), nullptr, kEps,
+                                  one.data());
+  omp_set_num_threads(2);
+  group_norm_relu_max_pool2x2_cpu(big.x.data(), big.shape, 16, 16, big.scale.data(), big.bias.data(), nullptr, kEps,
+                                  two.data());
+  omp_set_num_threads(threads);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
+}
+
+TEST(GroupNormReluCpu, PooledRejectsPlanesThatDoNotFitTheShape) {
+  const Case c = random_case({1, 2, 12, 1}, 48);
+  std::vector<float> y(12);
+  for (const auto& [height, width] : std::vector<std::pair<int64_t, int64_t>>{{3, 3}, {1, 12}, {12, 1}}) {
+    try {
+      group_norm_relu_max_pool2x2_cpu(c.x.data(), c.shape, height, width, c.scale.data(), c.bias.data(), nullptr,
+                                      kEps, y.data());
+      ADD_FAILURE() << height << " x " << width << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("must be at least 2 x 2 and hold the 12 values a channel has"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(GroupNormReluCpu, EmptyInputWritesNothing) {

@@ -5,12 +5,14 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "bitrobust/config.h"
 #include "bitrobust/eval/precision.h"
 #include "bitrobust/models/group_norm_relu.h"
+#include "bitrobust/models/max_pool.h"
 #include "bitrobust/models/models.h"
 #include "test_util.h"
 
@@ -117,6 +119,26 @@ at::Tensor per_channel(const at::Tensor& b, const at::Tensor& x) {
   std::vector<int64_t> shape(x.dim(), 1);
   shape[1] = b.size(0);
   return b.view(shape);
+}
+
+TEST(GroupNormRelu, PooledIsTheMaxPoolingOfTheResultBitForBit) {
+  uint64_t seed = 80;
+  for (const ShapeCase& c : {ShapeCase{{3, 32, 28, 28}, 16}, ShapeCase{{2, 8, 7, 9}, 4}, ShapeCase{{1, 4, 2, 2}, 2}}) {
+    const Inputs in = random_inputs(c.shape, seed++);
+    const at::Tensor input_bias = at::rand({c.shape[1]}, at::detail::createCPUGenerator(seed++));
+    for (const at::Tensor& bias_in : {at::Tensor(), input_bias}) {
+      const at::Tensor pooled = group_norm_relu(in.x, c.groups, in.scale, in.bias, kEps, bias_in, /*pool2x2=*/true);
+      const at::Tensor expected = max_pool2x2(group_norm_relu(in.x, c.groups, in.scale, in.bias, kEps, bias_in));
+      ASSERT_EQ(pooled.sizes(), expected.sizes()) << describe(c);
+      EXPECT_EQ(std::memcmp(pooled.data_ptr(), expected.data_ptr(), expected.numel() * sizeof(float)), 0)
+          << describe(c) << (bias_in.defined() ? ", input bias" : "");
+    }
+  }
+  const Inputs in = random_inputs({2, 4, 3, 3}, 9);
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x.flatten(2), 2, in.scale, in.bias, kEps, {}, true),
+                        "2x2 pooling needs x of shape [N, C, H, W] with H, W >= 2, got [2, 4, 9]");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x.slice(3, 0, 1), 2, in.scale, in.bias, kEps, {}, true),
+                        "with H, W >= 2, got [2, 4, 3, 1]");
 }
 
 TEST(GroupNormRelu, InputBiasIsAddedBeforeNormalizing) {

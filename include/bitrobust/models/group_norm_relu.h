@@ -20,7 +20,12 @@ namespace bitrobust::models {
 /// instead, the bias added per channel as x is read. A convolution followed by GroupNorm + ReLU
 /// then runs without its bias, which on CUDA saves the separate pass over the output that adds it
 /// (the values are the same float sums, so the result is too).
+/// pool2x2: return the 2x2 max pooling of the result instead (x of shape [N, C, H, W] with
+/// H, W >= 2), the value of max_pool2x2 (bitrobust/models/max_pool.h) of the unpooled result, bit
+/// for bit. On the CPU the two run in one pass (the unpooled result never reaches memory); on CUDA
+/// the fused op is followed by ATen's pooling.
 at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor& scale,
-                           const at::Tensor& bias, double eps, const at::Tensor& input_bias = {});
+                           const at::Tensor& bias, double eps, const at::Tensor& input_bias = {},
+                           bool pool2x2 = false);
 
 }  // namespace bitrobust::models

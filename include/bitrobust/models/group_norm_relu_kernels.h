@@ -64,6 +64,17 @@ inline void check_group_norm_shape(const char* what, const GroupNormShape& shape
 void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
                          const float* bias, const float* input_bias, double eps, float* y);
 
+/// group_norm_relu_cpu followed by 2x2 max pooling (NOTE [2x2 max pooling] in
+/// bitrobust/models/max_pool_kernels.h), in one pass: y is max_pool2x2_cpu of group_norm_relu_cpu's
+/// output, bit for bit, for x of shape [batch, channels, height, width] (shape.spatial must be
+/// height * width, and height, width >= 2); y: batch * channels * (height / 2) * (width / 2) floats.
+/// Each channel is normalized into a buffer of the thread's own, still in cache when it is pooled,
+/// so the full-size output is never written to memory nor read back. Throws bitrobust::Error for
+/// invalid sizes.
+void group_norm_relu_max_pool2x2_cpu(const float* x, const GroupNormShape& shape, int64_t height, int64_t width,
+                                     const float* scale, const float* bias, const float* input_bias, double eps,
+                                     float* y);
+
 /// The CUDA twin (defined only when the CUDA kernels are built): same arguments, all pointers are
 /// device memory; `stream` is a cudaStream_t, the launch is asynchronous on it (no host
 /// synchronisation). Throws bitrobust::Error for invalid sizes or a failed launch.

@@ -23,6 +23,11 @@ namespace bitrobust::kernels {
 /// bitrobust::Error for negative sizes; nothing to do when an output dimension is 0.
 void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y);
 
+/// One plane of max_pool2x2_cpu, for kernels that pool what they have just computed (the fused
+/// GroupNorm + ReLU): y gets (height / 2) * (width / 2) floats; pairs is a buffer of the caller's of
+/// 2 * (height / 2) * (width / 2) floats. Sizes as max_pool2x2_cpu's, unchecked.
+void max_pool2x2_plane(const float* x, int64_t height, int64_t width, float* pairs, float* y);
+
 /// For training: max_pool2x2_cpu, and where each maximum came from: positions[k] is the place in
 /// its window of the element output k took (0, 1: the top row's left and right, 2, 3: the bottom
 /// row's), the element ATen's argmax index names (the first of the greatest, or the last NaN).

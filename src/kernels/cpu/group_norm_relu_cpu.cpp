@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include "bitrobust/models/group_norm_relu_kernels.h"
+#include "bitrobust/models/max_pool_kernels.h"
 
 namespace bitrobust::kernels {
 namespace {
@@ -78,10 +79,18 @@ BR_VECTOR_CLONES void add_constant(const float* __restrict__ x, int64_t count, f
   for (int64_t i = 0; i < count; ++i) y[i] = x[i] + b;
 }
 
+/// Where a group's channels go when they are pooled (group_norm_relu_max_pool2x2_cpu): each
+/// channel, normalized into `normalized` (spatial floats), is pooled into its quarter of y.
+struct PoolAfter {
+  int64_t height, width;
+  float* normalized;
+  float* pairs;  ///< max_pool2x2_plane's buffer
+};
+
 /// One group (n, g): `channels` consecutive channels of `spatial` values each; scale and bias point
-/// at the group's first channel.
+/// at the group's first channel. pool: nullptr, or how to pool each channel into y instead.
 void group_norm_relu_group(const float* x, int64_t channels, int64_t spatial, const float* scale,
-                           const float* bias, double eps, float* y) {
+                           const float* bias, double eps, float* y, const PoolAfter* pool) {
   const int64_t count = channels * spatial;
   const double first_mean = sum_of(x, count) / static_cast<double>(count);
   // Corrected two-pass: the deviations' sum is the rounding error left in the first mean; taking it
@@ -100,30 +109,44 @@ void group_norm_relu_group(const float* x, int64_t channels, int64_t spatial, co
     return;
   }
   for (int64_t c = 0; c < channels; ++c) {
-    normalize_relu_run(x + c * spatial, spatial, mean_hi, mean_lo, rstd * scale[c], bias[c],
-                       y + c * spatial);
+    float* out = pool != nullptr ? pool->normalized : y + c * spatial;
+    normalize_relu_run(x + c * spatial, spatial, mean_hi, mean_lo, rstd * scale[c], bias[c], out);
+    if (pool != nullptr) {
+      const int64_t pooled = (pool->height / 2) * (pool->width / 2);
+      max_pool2x2_plane(out, pool->height, pool->width, pool->pairs, y + c * pooled);
+    }
   }
 }
 
-}  // namespace
+// group_norm_relu_cpu, or with pool_height > 0 group_norm_relu_max_pool2x2_cpu (the group's output
+// a quarter of its input then).
+void run_groups(const float* x, const GroupNormShape& shape, const float* scale, const float* bias,
+                const float* input_bias, double eps, float* y, int64_t pool_height, int64_t pool_width) {
 
-void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
-                         const float* bias, const float* input_bias, double eps, float* y) {
-  check_group_norm_shape("group_norm_relu_cpu", shape, eps);
   const int64_t group_count = shape.batch * shape.groups;
   const int64_t group_size = shape.group_size();
   if (group_count == 0 || group_size == 0) return;
   const int64_t channels_per_group = shape.channels / shape.groups;
+  const bool pooled = pool_height > 0;
+  const int64_t out_group_size = pooled ? channels_per_group * (pool_height / 2) * (pool_width / 2) : group_size;
   // With an input bias a group is first formed as x + input_bias (the float sums the CUDA twin forms
-  // as it reads), in a buffer of the thread's own, allocated here: an allocation failing inside the
-  // parallel region would end the process (std::terminate) instead of throwing.
+  // as it reads), and a pooled channel is normalized before it is pooled, in buffers of the thread's
+  // own, allocated here: an allocation failing inside the parallel region would end the process
+  // (std::terminate) instead of throwing.
   const bool parallel = shape.numel() >= kParallelMin;
   const int threads = parallel ? omp_get_max_threads() : 1;
-  std::vector<float> buffers(input_bias != nullptr ? static_cast<size_t>(group_size) * threads : 0);
+  const size_t per_thread = (input_bias != nullptr ? static_cast<size_t>(group_size) : 0) +
+                            (pooled ? static_cast<size_t>(shape.spatial) * 2 : 0);
+  std::vector<float> buffers(per_thread * threads);
 #pragma omp parallel if (parallel)
   {
-    float* biased = input_bias != nullptr ? buffers.data() + static_cast<size_t>(group_size) * omp_get_thread_num()
-                                          : nullptr;
+    float* mine = buffers.data() + per_thread * omp_get_thread_num();
+    float* biased = input_bias != nullptr ? mine : nullptr;
+    PoolAfter pool{pool_height, pool_width, nullptr, nullptr};
+    if (pooled) {
+      pool.normalized = mine + (input_bias != nullptr ? group_size : 0);
+      pool.pairs = pool.normalized + shape.spatial;  // 2 * (H/2) * (W/2) <= spatial floats
+    }
 #pragma omp for schedule(static)
     for (int64_t ng = 0; ng < group_count; ++ng) {
       const int64_t first_channel = (ng % shape.groups) * channels_per_group;
@@ -136,9 +159,27 @@ void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const floa
         xg = biased;
       }
       group_norm_relu_group(xg, channels_per_group, shape.spatial, scale + first_channel,
-                            bias + first_channel, eps, y + ng * group_size);
+                            bias + first_channel, eps, y + ng * out_group_size, pooled ? &pool : nullptr);
     }
   }
+}
+
+}  // namespace
+
+void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
+                         const float* bias, const float* input_bias, double eps, float* y) {
+  check_group_norm_shape("group_norm_relu_cpu", shape, eps);
+  run_groups(x, shape, scale, bias, input_bias, eps, y, 0, 0);
+}
+
+void group_norm_relu_max_pool2x2_cpu(const float* x, const GroupNormShape& shape, int64_t height, int64_t width,
+                                     const float* scale, const float* bias, const float* input_bias, double eps,
+                                     float* y) {
+  check_group_norm_shape("group_norm_relu_max_pool2x2_cpu", shape, eps);
+  BR_CHECK(height >= 2 && width >= 2 && shape.spatial == height * width,
+           "group_norm_relu_max_pool2x2_cpu: planes of ", height, " x ", width, " must be at least 2 x 2 and hold the ",
+           shape.spatial, " values a channel has");
+  run_groups(x, shape, scale, bias, input_bias, eps, y, height, width);
 }
 
 }  // namespace bitrobust::kernels

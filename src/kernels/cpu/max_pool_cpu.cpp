@@ -90,22 +90,25 @@ void check_sizes(const char* what, int64_t planes, int64_t height, int64_t width
 
 }  // namespace
 
+void max_pool2x2_plane(const float* x, int64_t height, int64_t width, float* pairs, float* y) {
+  const int64_t out_height = height / 2, out_width = width / 2;
+  if (width % 2 == 0) {
+    pool_pairs(x, 2 * out_height * out_width, pairs);  // the rows follow each other without a gap
+  } else {
+    for (int64_t r = 0; r < 2 * out_height; ++r) pool_pairs(x + r * width, out_width, pairs + r * out_width);
+  }
+  for (int64_t i = 0; i < out_height; ++i) {
+    pool_rows(pairs + 2 * i * out_width, pairs + (2 * i + 1) * out_width, out_width, y + i * out_width);
+  }
+}
+
 void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y) {
   check_sizes("max_pool2x2_cpu", planes, height, width);
   const int64_t out_height = height / 2, out_width = width / 2;
   if (planes == 0 || out_height == 0 || out_width == 0) return;
   const int64_t pairs_per_plane = 2 * out_height * out_width;  // the rows pooled (an odd last one is not)
   for_each_plane(planes, height * width, pairs_per_plane, [&](int64_t p, float* pairs, uint8_t*) {
-    const float* plane = x + p * height * width;
-    if (width % 2 == 0) {
-      pool_pairs(plane, pairs_per_plane, pairs);  // the rows follow each other without a gap
-    } else {
-      for (int64_t r = 0; r < 2 * out_height; ++r) pool_pairs(plane + r * width, out_width, pairs + r * out_width);
-    }
-    float* out = y + p * out_height * out_width;
-    for (int64_t i = 0; i < out_height; ++i) {
-      pool_rows(pairs + 2 * i * out_width, pairs + (2 * i + 1) * out_width, out_width, out + i * out_width);
-    }
+    max_pool2x2_plane(x + p * height * width, height, width, pairs, y + p * out_height * out_width);
   });
 }
 
