@@ -73,7 +73,7 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
     return y;
   }
   at::Tensor y = at::empty_like(input, at::MemoryFormat::Contiguous);
-  if (y.numel() == 0) return pool2x2 ? at::max_pool2d(y, {2, 2}) : y;
+  if (y.numel() == 0) return pool2x2 ? at::max_pool2d(y, {2, 2}) : y;  // (pooled: CUDA only here)
   if (x.is_cpu()) {
     kernels::group_norm_relu_cpu(input.data_ptr<float>(), shape, scale_c.data_ptr<float>(),
                                  bias_c.data_ptr<float>(), input_bias_ptr, eps, y.data_ptr<float>());

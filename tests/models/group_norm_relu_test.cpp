@@ -134,12 +134,23 @@ TEST(GroupNormRelu, PooledIsTheMaxPoolingOfTheResultBitForBit) {
           << describe(c) << (bias_in.defined() ? ", input bias" : "");
     }
   }
+  // Strided and channels-last inputs, and an empty batch.
+  const Inputs odd = random_inputs({2, 8, 12, 10}, seed++);
+  for (const at::Tensor& x : {odd.x.transpose(2, 3), odd.x.contiguous(at::MemoryFormat::ChannelsLast)}) {
+    const at::Tensor expected = max_pool2x2(group_norm_relu(x.contiguous(), 4, odd.scale, odd.bias, kEps));
+    EXPECT_TRUE(at::equal(group_norm_relu(x, 4, odd.scale, odd.bias, kEps, {}, true), expected)) << x.strides();
+  }
+  const at::Tensor empty = group_norm_relu(at::empty({0, 8, 6, 6}), 4, odd.scale, odd.bias, kEps, {}, true);
+  EXPECT_EQ(empty.sizes(), (std::vector<int64_t>{0, 8, 3, 3}));
   const Inputs in = random_inputs({2, 4, 3, 3}, 9);
   EXPECT_ERROR_CONTAINS(group_norm_relu(in.x.flatten(2), 2, in.scale, in.bias, kEps, {}, true),
                         "2x2 pooling needs x of shape [N, C, H, W] with H, W >= 2, got [2, 4, 9]");
   EXPECT_ERROR_CONTAINS(group_norm_relu(in.x.slice(3, 0, 1), 2, in.scale, in.bias, kEps, {}, true),
                         "with H, W >= 2, got [2, 4, 3, 1]");
+  EXPECT_ERROR_CONTAINS(group_norm_relu(in.x.slice(2, 0, 1), 2, in.scale, in.bias, kEps, {}, true),
+                        "with H, W >= 2, got [2, 4, 1, 3]");
 }
+
 
 TEST(GroupNormRelu, InputBiasIsAddedBeforeNormalizing) {
   uint64_t seed = 60;
@@ -186,6 +197,36 @@ struct FusedInferenceGuard {
   bool saved = fused_inference_enabled();
   ~FusedInferenceGuard() { set_fused_inference(saved); }
 };
+
+TEST(GroupNormRelu, LeNetInEvalIsItsLayersComposedByHandBitForBit) {
+  // The network's fused path (GroupNorm + ReLU + pooling in one pass where it pools) against the
+  // same layers composed from the public ops, pooling after the fused op: the same bits.
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  torch::NoGradGuard no_grad;
+  for (const char* norm : {"gn", "regn"}) {
+    torch::manual_seed(12);
+    auto net = build_model(spec("lenet", norm, 1, 28));
+    perturb_norms(*net);
+    net->eval();
+    auto params = net->named_parameters();
+    const bool reparam = std::string(norm) == "regn";
+    const auto act = [&](const at::Tensor& x, const std::string& name, int64_t groups, bool pool) {
+      const at::Tensor scale = reparam ? params[name + ".norm.weight"] + 1 : params[name + ".norm.weight"];
+      const at::Tensor y = group_norm_relu(x, groups, scale, params[name + ".norm.bias"], kEps);
+      return pool ? max_pool2x2(y) : y;
+    };
+    const at::Tensor x = torch::randn({5, 1, 28, 28});
+    at::Tensor h = at::conv2d(x, params["conv1.weight"], params["conv1.bias"], 1, 2);
+    h = act(h, "act1", 16, true);
+    h = act(at::conv2d(h, params["conv2.weight"], params["conv2.bias"], 1, 2), "act2", 32, true);
+    h = act(at::linear(h.flatten(1), params["fc1.weight"], params["fc1.bias"]), "act3", 32, false);
+    const at::Tensor by_hand = at::linear(h, params["fc2.weight"], params["fc2.bias"]);
+    const at::Tensor logits = net->forward(x);
+    ASSERT_EQ(logits.sizes(), by_hand.sizes());
+    EXPECT_EQ(std::memcmp(logits.data_ptr(), by_hand.data_ptr(), by_hand.numel() * sizeof(float)), 0) << norm;
+  }
+}
 
 TEST(GroupNormRelu, NetworksInEvalWithoutGradAgreeFusedAndEager) {
   const FusedInferenceGuard guard;

@@ -56,8 +56,9 @@ int64_t parameter_count(const torch::nn::Module& module);
 /// Turns the fused inference path on or off for every network in the process (default on).
 /// When on, a GroupNorm layer ("gn", "regn") and its ReLU run as one fused op
 /// (bitrobust/models/group_norm_relu.h) in eval mode without gradients, wherever the fused op is
-/// the faster one (see uses_fused_group_norm_relu), and 2x2 max pooling on the CPU runs our kernels,
-/// in training too (bitrobust/models/max_pool.h). Off: eager at::relu(at::group_norm(...)) and
+/// the faster one (see uses_fused_group_norm_relu), on the CPU in the same pass as the 2x2 max
+/// pooling after it where the network pools, and 2x2 max pooling on the CPU runs our kernels, in
+/// training too (bitrobust/models/max_pool.h). Off: eager at::relu(at::group_norm(...)) and
 /// at::max_pool2d everywhere, for comparisons. Results agree to rounding (about 1e-6 relative; the
 /// pooling's, and its gradients, are equal bit for bit).
 void set_fused_inference(bool enabled);
