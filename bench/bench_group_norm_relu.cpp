@@ -3,7 +3,8 @@
 // same pass, and LeNet inference with the fused path on and off. Like the CLI, it keeps freed
 // memory in the process (malloc_tuning.h: no block comes from a fresh, page-faulted mmap since the
 // change of 2026-12-04; the tables in docs/measurements.md before it include those faults for
-// outputs above 32 MiB, as inference then paid them). BM_FusedKernel writes into a preallocated buffer: the kernel alone.
+// outputs above 32 MiB, as inference then paid them). BM_FusedKernel writes into a preallocated
+// buffer: the kernel alone.
 //   ./build/bench_group_norm_relu [--benchmark_repetitions=3]   (threads: OMP_NUM_THREADS, else 2)
 // bytes_per_second counts 8 bytes per element (one read of x, one write of y: the least traffic
 // the op needs), whatever the variant moves; items_per_second counts elements (images for the

@@ -46,7 +46,9 @@ class MaxPool2x2Function : public torch::autograd::Function<MaxPool2x2Function> 
     // Grad mode is on in a backward pass exactly when it builds a graph (create_graph): the gradient
     // is then formed from ATen ops, which record how it depends on grad_y, with the same float
     // operations as the kernel (0 + grad_y at each position).
-    if (at::GradMode::is_enabled()) return {gradient_from_aten_ops(grad_outputs[0], positions, input_shape)};
+    if (at::GradMode::is_enabled()) {
+      return {gradient_from_aten_ops(grad_outputs[0], positions, input_shape, planes, height, width)};
+    }
     const at::Tensor grad_y = grad_outputs[0].contiguous();
     at::Tensor grad_x = at::empty(input_shape, grad_y.options());
     kernels::max_pool2x2_backward_cpu(grad_y.data_ptr<float>(), positions.data_ptr<uint8_t>(), planes, height, width,
@@ -56,10 +58,9 @@ class MaxPool2x2Function : public torch::autograd::Function<MaxPool2x2Function> 
 
  private:
   static at::Tensor gradient_from_aten_ops(const at::Tensor& grad_y, const at::Tensor& positions,
-                                           const std::vector<int64_t>& input_shape) {
-    const int64_t height = input_shape[input_shape.size() - 2], width = input_shape[input_shape.size() - 1];
+                                           const std::vector<int64_t>& input_shape, int64_t planes, int64_t height,
+                                           int64_t width) {
     const int64_t out_height = height / 2, out_width = width / 2, outputs = out_height * out_width;
-    const int64_t planes = positions.numel() / outputs;
     const auto index_options = positions.options().dtype(at::kLong);
     // Flat index in its plane of each window's top-left element, then of the position taken.
     const at::Tensor window = (at::arange(out_height, index_options).view({out_height, 1}) * (2 * width) +
