@@ -70,7 +70,7 @@ class NormImpl : public torch::nn::Module {
       at::Tensor y = at::relu(forward(x));
       return pool2x2 ? max_pool2x2(y) : y;
     }
-    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps, {}, pool2x2);
+    return group_norm_relu(x, groups_, fused_scale(), bias_, kNormEps, {}, pool2x2);
   }
 
   /// Whether forward_relu_with_input_bias serves an input like x (see ConvBiasFusion).
@@ -82,10 +82,16 @@ class NormImpl : public torch::nn::Module {
   /// relu(forward(x + input_bias)), input_bias per channel, pooled as forward_relu pools; only
   /// where takes_input_bias(x).
   at::Tensor forward_relu_with_input_bias(const at::Tensor& x, const at::Tensor& input_bias, bool pool2x2) {
-    return group_norm_relu(x, groups_, reparam_ ? weight_ + 1 : weight_, bias_, kNormEps, input_bias, pool2x2);
+    return group_norm_relu(x, groups_, fused_scale(), bias_, kNormEps, input_bias, pool2x2);
   }
 
  private:
+  /// The scale the fused op takes: float32 (a bf16 network's 1 + weight formed in float, unrounded).
+  at::Tensor fused_scale() const {
+    const at::Tensor weight = weight_.to(at::kFloat);
+    return reparam_ ? weight + 1 : weight;
+  }
+
   std::string kind_;
   int64_t channels_;
   bool reparam_ = false, batch_ = false;
@@ -488,6 +494,9 @@ bool fused_inference_enabled() { return fused_inference.load(); }
 
 bool uses_fused_group_norm_relu(const at::Tensor& x, bool training) {
   if (!fused_inference_enabled() || training || at::GradMode::is_enabled()) return false;
+  // bf16 on the CPU: eager bf16 GroupNorm took 3x its float time, more than the convolutions
+  // (docs/measurements.md, "bf16 inference on the CPU").
+  if (x.scalar_type() == at::kBFloat16) return x.is_cpu();
   if (x.scalar_type() != at::kFloat) return false;
   return x.is_cuda() || (x.is_cpu() && kFusedFasterOnCpu);
 }

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "bitrobust/common/bfloat16.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
@@ -258,6 +259,86 @@ TEST(GroupNormReluCpu, EmptyInputWritesNothing) {
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
   group_norm_relu_cpu(nullptr, {2, 4, 0, 2}, c.scale.data(), c.bias.data(), nullptr, kEps, y.data());
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
+}
+
+std::vector<uint16_t> narrowed(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16(v[i]);
+  return out;
+}
+
+std::vector<float> widened(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to_float(v[i]);
+  return out;
+}
+
+/// The bf16 kernels on c's x rounded to bf16, against the float kernels on the same values widened,
+/// their outputs rounded: the same bits, unpooled and pooled, with and without an input bias.
+void expect_bf16_is_float_of_widened_then_rounded(const Case& c, int64_t height, int64_t width) {
+  const std::vector<uint16_t> x = narrowed(c.x);
+  const std::vector<float> x_wide = widened(x);
+  const std::vector<float> input_bias = uniform(c.shape.channels, -2.0f, 2.0f, 98);
+  const int64_t pooled_size = c.shape.batch * c.shape.channels * (height / 2) * (width / 2);
+  for (const float* bias_in : {static_cast<const float*>(nullptr), input_bias.data()}) {
+    const std::string what = describe(c.shape) + (bias_in ? ", input bias" : "");
+    std::vector<float> full(x.size());
+    group_norm_relu_cpu(x_wide.data(), c.shape, c.scale.data(), c.bias.data(), bias_in, kEps, full.data());
+    std::vector<uint16_t> y(x.size(), 0x1234);
+    group_norm_relu_bf16_cpu(x.data(), c.shape, c.scale.data(), c.bias.data(), bias_in, kEps, y.data());
+    EXPECT_EQ(y, narrowed(full)) << what;
+    if (height == 0) continue;
+    std::vector<float> pooled(static_cast<size_t>(pooled_size));
+    group_norm_relu_max_pool2x2_cpu(x_wide.data(), c.shape, height, width, c.scale.data(), c.bias.data(), bias_in,
+                                    kEps, pooled.data());
+    std::vector<uint16_t> pooled_bf16(pooled.size(), 0x1234);
+    group_norm_relu_max_pool2x2_bf16_cpu(x.data(), c.shape, height, width, c.scale.data(), c.bias.data(), bias_in,
+                                         kEps, pooled_bf16.data());
+    EXPECT_EQ(pooled_bf16, narrowed(pooled)) << what << " pooled";
+    // Rounding keeps order, so pooling the rounded outputs gives the same bits.
+    std::vector<uint16_t> pooled_after(pooled.size());
+    max_pool2x2_bf16_cpu(y.data(), c.shape.batch * c.shape.channels, height, width, pooled_after.data());
+    EXPECT_EQ(pooled_bf16, pooled_after) << what << " pooled after rounding";
+  }
+}
+
+TEST(GroupNormReluCpu, Bf16IsTheFloatKernelOnWidenedValuesRoundedOnce) {
+  expect_bf16_is_float_of_widened_then_rounded(random_case({4, 32, 28 * 28, 16}, 51), 28, 28);
+  expect_bf16_is_float_of_widened_then_rounded(random_case({2, 8, 7 * 9, 4}, 52), 7, 9);
+  expect_bf16_is_float_of_widened_then_rounded(random_case({5, 4, 4, 2}, 53, 1000.0f, 8.0f), 2, 2);
+  expect_bf16_is_float_of_widened_then_rounded(random_case({6, 256, 1, 128}, 54), 0, 0);  // [N, C]: linear layers
+  Case nan_case = random_case({2, 4, 16, 2}, 55);
+  nan_case.x[5] = std::numeric_limits<float>::quiet_NaN();
+  expect_bf16_is_float_of_widened_then_rounded(nan_case, 4, 4);
+  // The parallel path on one and two threads.
+  const Case big = random_case({8, 64, 256, 32}, 56);
+  const int threads = omp_get_max_threads();
+  for (const int n : {1, 2}) {
+    omp_set_num_threads(n);
+    expect_bf16_is_float_of_widened_then_rounded(big, 16, 16);
+  }
+  omp_set_num_threads(threads);
+}
+
+TEST(GroupNormReluCpu, Bf16FormsRejectWhatTheFloatOnesReject) {
+  const std::vector<uint16_t> x(64, 0x3F80);
+  const std::vector<float> p(8, 1.0f);
+  std::vector<uint16_t> y(64);
+  try {
+    group_norm_relu_bf16_cpu(x.data(), {2, 6, 4, 4}, p.data(), p.data(), nullptr, kEps, y.data());
+    ADD_FAILURE() << "6 channels in 4 groups accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("group_norm_relu_bf16_cpu: 6 channels do not split into 4 groups"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    group_norm_relu_max_pool2x2_bf16_cpu(x.data(), {1, 2, 12, 1}, 3, 3, p.data(), p.data(), nullptr, kEps, y.data());
+    ADD_FAILURE() << "3 x 3 planes for 12 values accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("group_norm_relu_max_pool2x2_bf16_cpu: planes of 3 x 3"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(GroupNormReluCpu, RejectsInvalidSizes) {

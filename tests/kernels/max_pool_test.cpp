@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bitrobust/common/bfloat16.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/philox.h"
 #include "bitrobust/models/max_pool_kernels.h"
@@ -162,6 +163,38 @@ TEST(MaxPool2x2Kernel, ResultsDoNotDependOnThreads) {
   EXPECT_TRUE(same_bits(one.y_positioned, three.y_positioned));
   EXPECT_EQ(one.positions, three.positions);
   EXPECT_TRUE(same_bits(one.grad_x, three.grad_x));
+}
+
+TEST(MaxPool2x2Kernel, Bf16KeepsTheElementTheFloatRuleKeeps) {
+  // bf16 values with NaN of both signs and payloads, infinities and signed zeros among them; each
+  // output must be the bits of the window element the float rule picks from the widened values.
+  for (const auto& [planes, h, w] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {3, 4, 4}, {2, 5, 7}, {1, 2, 3}, {300, 16, 18}}) {
+    const std::vector<float> values = mixed(planes * h * w, 81 + planes);
+    std::vector<uint16_t> x(values.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float_to_bf16(values[i]);
+    for (size_t i = 0; i < x.size(); i += 97) {
+      if (std::isnan(values[i])) x[i] = static_cast<uint16_t>(0xFF81 + i % 8);  // negative NaN, other payloads
+    }
+    std::vector<float> wide(x.size());
+    for (size_t i = 0; i < x.size(); ++i) wide[i] = bf16_to_float(x[i]);
+    const Pooled expected = reference(wide, planes, h, w);
+    std::vector<uint16_t> y(expected.y.size(), 0x1234);
+    const int saved = omp_get_max_threads();
+    for (const int threads : {1, 3}) {
+      omp_set_num_threads(threads);
+      max_pool2x2_bf16_cpu(x.data(), planes, h, w, y.data());
+      for (size_t k = 0; k < y.size(); ++k) {
+        const int64_t p = static_cast<int64_t>(k) / ((h / 2) * (w / 2));
+        const int64_t i = (static_cast<int64_t>(k) / (w / 2)) % (h / 2), j = static_cast<int64_t>(k) % (w / 2);
+        const uint8_t where = expected.positions[k];
+        const uint16_t taken = x[static_cast<size_t>((p * h + 2 * i + where / 2) * w + 2 * j + where % 2)];
+        ASSERT_EQ(y[k], taken) << planes << " x " << h << " x " << w << ", output " << k << ", " << threads
+                               << " threads";
+      }
+    }
+    omp_set_num_threads(saved);
+  }
 }
 
 TEST(MaxPool2x2Kernel, EmptyOutputsWriteNothingAndNegativeSizesAreErrors) {

@@ -56,6 +56,28 @@ TEST(MaxPool2x2, EqualsAtenBitForBitInInference) {
   }
 }
 
+TEST(MaxPool2x2, Bf16InInferenceIsAtensWithNanForNan) {
+  // A network run in bf16 (eval --precision bf16) pools with our kernel: ATen's values bit for bit,
+  // except that a NaN may keep its own sign and payload where ATen's goes through float.
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{
+           {2, 3, 8, 8}, {4, 32, 28, 28}, {3, 5, 7, 9}, {1, 1, 2, 2}, {6, 14, 15}}) {
+    const at::Tensor x = mixed(shape, static_cast<uint64_t>(shape[1] * 10 + shape.back())).to(at::kBFloat16);
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(max_pool2x2_uses_own_kernels(x)) << x.sizes();
+    const at::Tensor ours = max_pool2x2(x), aten = at::max_pool2d(x, {2, 2});
+    ASSERT_EQ(ours.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(ours.isnan(), aten.isnan())) << x.sizes();
+    EXPECT_TRUE(same_bits(ours.masked_fill(ours.isnan(), 0), aten.masked_fill(aten.isnan(), 0))) << x.sizes();
+  }
+  // With a gradient recorded, ATen's (our recorded gradient is float's).
+  const at::Tensor x = at::randn({2, 3, 4, 4}).to(at::kBFloat16).requires_grad_();
+  EXPECT_FALSE(max_pool2x2_uses_own_kernels(x));
+  max_pool2x2(x).sum().backward();
+  EXPECT_TRUE(x.grad().defined());
+}
+
 TEST(MaxPool2x2, RecordsAtensGradientBitForBit) {
   const FusedInferenceGuard guard;
   set_fused_inference(true);

@@ -13,7 +13,9 @@ namespace bitrobust::models {
 /// at::relu(at::group_norm(x, groups, scale, bias, eps)) to about 1e-6 relative.
 /// x: float32 of shape [N, C, *] (any strides; dims >= 2), on the CPU or a CUDA device; scale and
 /// bias: float32 with C elements on x's device; C % groups == 0; eps >= 0. Returns a new contiguous
-/// tensor of x's shape. CUDA: runs on the current stream of x's device, without synchronising.
+/// tensor of x's shape and dtype. On the CPU x may also be bfloat16 (scale, bias and input_bias
+/// then float32 or bfloat16): computed in float from the widened values, each output rounded to
+/// bf16 once, so it is the float op's output for x.to(float), rounded (the pooled one too). CUDA: runs on the current stream of x's device, without synchronising.
 /// Inference only: no autograd graph is recorded, so it throws bitrobust::Error when gradient
 /// mode is on and an input requires a gradient, and for every invalid argument.
 /// input_bias (optional, C values like scale): the op computes relu(group_norm(x + input_bias))

@@ -75,6 +75,17 @@ void group_norm_relu_max_pool2x2_cpu(const float* x, const GroupNormShape& shape
                                      const float* scale, const float* bias, const float* input_bias, double eps,
                                      float* y);
 
+/// The bf16 forms of group_norm_relu_cpu and group_norm_relu_max_pool2x2_cpu, for networks run in
+/// bfloat16 (`eval --precision bf16`): x and y hold bf16 values (bitrobust/common/bfloat16.h),
+/// scale, bias and input_bias stay float. Each group is widened to floats (exactly), computed as
+/// the float kernels compute it, and each output narrowed once (round to nearest even): y is the
+/// float kernel's output for the widened x, narrowed, bit for bit. Same sizes, threads and errors.
+void group_norm_relu_bf16_cpu(const uint16_t* x, const GroupNormShape& shape, const float* scale,
+                              const float* bias, const float* input_bias, double eps, uint16_t* y);
+void group_norm_relu_max_pool2x2_bf16_cpu(const uint16_t* x, const GroupNormShape& shape, int64_t height,
+                                          int64_t width, const float* scale, const float* bias,
+                                          const float* input_bias, double eps, uint16_t* y);
+
 /// The CUDA twin (defined only when the CUDA kernels are built): same arguments, all pointers are
 /// device memory; `stream` is a cudaStream_t, the launch is asynchronous on it (no host
 /// synchronisation). Throws bitrobust::Error for invalid sizes or a failed launch.

@@ -23,6 +23,10 @@ namespace bitrobust::kernels {
 /// bitrobust::Error for negative sizes; nothing to do when an output dimension is 0.
 void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y);
 
+/// max_pool2x2_cpu on bf16 values (bitrobust/common/bfloat16.h), compared as the floats they widen
+/// to: each output is one of its window's elements, the one the float rule picks, bit for bit.
+void max_pool2x2_bf16_cpu(const uint16_t* x, int64_t planes, int64_t height, int64_t width, uint16_t* y);
+
 /// One plane of max_pool2x2_cpu, for kernels that pool what they have just computed (the fused
 /// GroupNorm + ReLU): y gets (height / 2) * (width / 2) floats; pairs is a buffer of the caller's of
 /// 2 * (height / 2) * (width / 2) floats. Sizes as max_pool2x2_cpu's, unchecked.

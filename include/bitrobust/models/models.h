@@ -65,8 +65,10 @@ void set_fused_inference(bool enabled);
 bool fused_inference_enabled();
 
 /// Whether a GroupNorm + ReLU layer takes the fused path for input x: the switch is on, the module
-/// is not training (`training`), grad mode is off, x is float32, and x is on a CUDA device or
-/// (where measured faster, see docs/measurements.md) on the CPU.
+/// is not training (`training`), grad mode is off, and x is float32 on a CUDA device or (where
+/// measured faster, see docs/measurements.md) on the CPU, or bfloat16 on the CPU (a network run in
+/// bf16, `eval --precision bf16`: computed in float from the bf16 values, the scale 1 + weight of
+/// the re-parameterized norm included, and rounded once; eager bf16 rounds 1 + weight to bf16 first).
 bool uses_fused_group_norm_relu(const at::Tensor& x, bool training);
 
 /// Where a convolution followed by a fused GroupNorm + ReLU leaves its bias to the fused op

@@ -5,10 +5,12 @@
 // extra read and write of the whole tensor.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
 
+#include "bitrobust/common/bfloat16.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
 #include "bitrobust/models/max_pool_kernels.h"
 
@@ -118,50 +120,97 @@ void group_norm_relu_group(const float* x, int64_t channels, int64_t spatial, co
   }
 }
 
-// group_norm_relu_cpu, or with pool_height > 0 group_norm_relu_max_pool2x2_cpu (the group's output
-// a quarter of its input then).
-void run_groups(const float* x, const GroupNormShape& shape, const float* scale, const float* bias,
-                const float* input_bias, double eps, float* y, int64_t pool_height, int64_t pool_width) {
+// bf16 in and out: a channel's values widened to floats (exactly), plus the input bias if any (the
+// float sums the float kernel forms), and the float results narrowed once.
+BR_VECTOR_CLONES void widen_run(const uint16_t* __restrict__ x, int64_t count, float* __restrict__ y) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) y[i] = bf16_to_float(x[i]);
+}
 
+BR_VECTOR_CLONES void widen_add_run(const uint16_t* __restrict__ x, int64_t count, float b, float* __restrict__ y) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) y[i] = bf16_to_float(x[i]) + b;
+}
+
+BR_VECTOR_CLONES void narrow_run(const float* __restrict__ x, int64_t count, uint16_t* __restrict__ y) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) y[i] = float_to_bf16(x[i]);
+}
+
+// group_norm_relu_cpu, or with pool_height > 0 group_norm_relu_max_pool2x2_cpu (the group's output
+// a quarter of its input then); T = uint16_t: their bf16 forms, each group widened into a buffer,
+// computed as the float kernel computes it, and narrowed.
+template <typename T>
+void run_groups(const T* x, const GroupNormShape& shape, const float* scale, const float* bias,
+                const float* input_bias, double eps, T* y, int64_t pool_height, int64_t pool_width) {
+  constexpr bool bf16 = std::is_same_v<T, uint16_t>;
   const int64_t group_count = shape.batch * shape.groups;
   const int64_t group_size = shape.group_size();
   if (group_count == 0 || group_size == 0) return;
   const int64_t channels_per_group = shape.channels / shape.groups;
   const bool pooled = pool_height > 0;
   const int64_t out_group_size = pooled ? channels_per_group * (pool_height / 2) * (pool_width / 2) : group_size;
-  // With an input bias a group is first formed as x + input_bias (the float sums the CUDA twin forms
-  // as it reads), and a pooled channel is normalized before it is pooled, in buffers of the thread's
-  // own, allocated here: an allocation failing inside the parallel region would end the process
+  // With an input bias (or bf16 input) a group is first formed as x + input_bias (the float sums
+  // the CUDA twin forms as it reads), a pooled channel is normalized before it is pooled, and a
+  // bf16 group's float output is formed before it is narrowed, in buffers of the thread's own,
+  // allocated here: an allocation failing inside the parallel region would end the process
   // (std::terminate) instead of throwing.
   const bool parallel = shape.numel() >= kParallelMin;
   const int threads = parallel ? omp_get_max_threads() : 1;
-  const size_t per_thread = (input_bias != nullptr ? static_cast<size_t>(group_size) : 0) +
-                            (pooled ? static_cast<size_t>(shape.spatial) * 2 : 0);
+  const size_t staged = input_bias != nullptr || bf16 ? static_cast<size_t>(group_size) : 0;
+  const size_t pool_buffers = pooled ? static_cast<size_t>(shape.spatial) * 2 : 0;
+  const size_t out_buffer = bf16 ? static_cast<size_t>(out_group_size) : 0;
+  const size_t per_thread = staged + pool_buffers + out_buffer;
   std::vector<float> buffers(per_thread * threads);
 #pragma omp parallel if (parallel)
   {
     float* mine = buffers.data() + per_thread * omp_get_thread_num();
-    float* biased = input_bias != nullptr ? mine : nullptr;
+    float* biased = staged > 0 ? mine : nullptr;
     PoolAfter pool{pool_height, pool_width, nullptr, nullptr};
     if (pooled) {
-      pool.normalized = mine + (input_bias != nullptr ? group_size : 0);
+      pool.normalized = mine + staged;
       pool.pairs = pool.normalized + shape.spatial;  // 2 * (H/2) * (W/2) <= spatial floats
     }
+    float* narrowed_from = mine + staged + pool_buffers;
 #pragma omp for schedule(static)
     for (int64_t ng = 0; ng < group_count; ++ng) {
       const int64_t first_channel = (ng % shape.groups) * channels_per_group;
-      const float* xg = x + ng * group_size;
-      if (input_bias != nullptr) {
+      const T* xg = x + ng * group_size;
+      const float* group = nullptr;
+      if constexpr (bf16) {
+        for (int64_t c = 0; c < channels_per_group; ++c) {
+          if (input_bias != nullptr) {
+            widen_add_run(xg + c * shape.spatial, shape.spatial, input_bias[first_channel + c], biased + c * shape.spatial);
+          } else {
+            widen_run(xg + c * shape.spatial, shape.spatial, biased + c * shape.spatial);
+          }
+        }
+        group = biased;
+      } else if (input_bias != nullptr) {
         for (int64_t c = 0; c < channels_per_group; ++c) {
           add_constant(xg + c * shape.spatial, shape.spatial, input_bias[first_channel + c],
                        biased + c * shape.spatial);
         }
-        xg = biased;
+        group = biased;
+      } else {
+        group = xg;
       }
-      group_norm_relu_group(xg, channels_per_group, shape.spatial, scale + first_channel,
-                            bias + first_channel, eps, y + ng * out_group_size, pooled ? &pool : nullptr);
+      float* out = nullptr;
+      if constexpr (bf16) {
+        out = narrowed_from;
+      } else {
+        out = y + ng * out_group_size;
+      }
+      group_norm_relu_group(group, channels_per_group, shape.spatial, scale + first_channel, bias + first_channel,
+                            eps, out, pooled ? &pool : nullptr);
+      if constexpr (bf16) narrow_run(out, out_group_size, y + ng * out_group_size);
     }
   }
+}
+
+void check_pool_planes(const char* what, const GroupNormShape& shape, int64_t height, int64_t width) {
+  BR_CHECK(height >= 2 && width >= 2 && shape.spatial == height * width, what, ": planes of ", height, " x ", width,
+           " must be at least 2 x 2 and hold the ", shape.spatial, " values a channel has");
 }
 
 }  // namespace
@@ -176,9 +225,21 @@ void group_norm_relu_max_pool2x2_cpu(const float* x, const GroupNormShape& shape
                                      const float* scale, const float* bias, const float* input_bias, double eps,
                                      float* y) {
   check_group_norm_shape("group_norm_relu_max_pool2x2_cpu", shape, eps);
-  BR_CHECK(height >= 2 && width >= 2 && shape.spatial == height * width,
-           "group_norm_relu_max_pool2x2_cpu: planes of ", height, " x ", width, " must be at least 2 x 2 and hold the ",
-           shape.spatial, " values a channel has");
+  check_pool_planes("group_norm_relu_max_pool2x2_cpu", shape, height, width);
+  run_groups(x, shape, scale, bias, input_bias, eps, y, height, width);
+}
+
+void group_norm_relu_bf16_cpu(const uint16_t* x, const GroupNormShape& shape, const float* scale,
+                              const float* bias, const float* input_bias, double eps, uint16_t* y) {
+  check_group_norm_shape("group_norm_relu_bf16_cpu", shape, eps);
+  run_groups(x, shape, scale, bias, input_bias, eps, y, 0, 0);
+}
+
+void group_norm_relu_max_pool2x2_bf16_cpu(const uint16_t* x, const GroupNormShape& shape, int64_t height,
+                                          int64_t width, const float* scale, const float* bias,
+                                          const float* input_bias, double eps, uint16_t* y) {
+  check_group_norm_shape("group_norm_relu_max_pool2x2_bf16_cpu", shape, eps);
+  check_pool_planes("group_norm_relu_max_pool2x2_bf16_cpu", shape, height, width);
   run_groups(x, shape, scale, bias, input_bias, eps, y, height, width);
 }
 

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "bitrobust/common/bfloat16.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/models/max_pool_kernels.h"
 
@@ -25,21 +26,44 @@ namespace {
 // fork/join costs when the cores are shared (as for group_norm_relu_cpu).
 constexpr int64_t kParallelMin = int64_t{1} << 16;
 
+// Elements are compared as floats: bf16 ones (uint16_t) widened, exactly, so the element kept is
+// the one the float rule keeps, and it is kept as it is.
+inline float value_of(float v) { return v; }
+inline float value_of(uint16_t v) { return bf16_to_float(v); }
+
 // ATen's rule: a later element replaces the maximum when greater, or when it is NaN.
-inline float take(float max_so_far, float value) {
-  return (value > max_so_far || value != value) ? value : max_so_far;
+template <typename T>
+inline T take(T max_so_far, T value) {
+  const float v = value_of(value);
+  return (v > value_of(max_so_far) || v != v) ? value : max_so_far;
 }
 
 // pairs[t] = take(x[2t], x[2t + 1]) for t < count.
-void pool_pairs(const float* __restrict__ x, int64_t count, float* __restrict__ pairs) {
+template <typename T>
+void pool_pairs(const T* __restrict__ x, int64_t count, T* __restrict__ pairs) {
 #pragma omp simd
   for (int64_t t = 0; t < count; ++t) pairs[t] = take(x[2 * t], x[2 * t + 1]);
 }
 
 // y[j] = take(top[j], bottom[j]) for j < count.
-void pool_rows(const float* __restrict__ top, const float* __restrict__ bottom, int64_t count, float* __restrict__ y) {
+template <typename T>
+void pool_rows(const T* __restrict__ top, const T* __restrict__ bottom, int64_t count, T* __restrict__ y) {
 #pragma omp simd
   for (int64_t j = 0; j < count; ++j) y[j] = take(top[j], bottom[j]);
+}
+
+// One plane (see max_pool2x2_plane).
+template <typename T>
+void pool_plane(const T* x, int64_t height, int64_t width, T* pairs, T* y) {
+  const int64_t out_height = height / 2, out_width = width / 2;
+  if (width % 2 == 0) {
+    pool_pairs(x, 2 * out_height * out_width, pairs);  // the rows follow each other without a gap
+  } else {
+    for (int64_t r = 0; r < 2 * out_height; ++r) pool_pairs(x + r * width, out_width, pairs + r * out_width);
+  }
+  for (int64_t i = 0; i < out_height; ++i) {
+    pool_rows(pairs + 2 * i * out_width, pairs + (2 * i + 1) * out_width, out_width, y + i * out_width);
+  }
 }
 
 // The same, noting which of the two each result is (1: the second).
@@ -66,14 +90,14 @@ void pool_rows(const float* __restrict__ top, const float* __restrict__ bottom, 
 }
 
 // Calls pool_plane(p, pairs, second) for every plane p, in parallel for large inputs, with
-// buffers of the thread's own for a plane's pairs (pairs_per_plane floats and bytes).
-template <typename PoolPlane>
+// buffers of the thread's own for a plane's pairs (pairs_per_plane elements and bytes).
+template <typename T = float, typename PoolPlane>
 void for_each_plane(int64_t planes, int64_t plane_size, int64_t pairs_per_plane, PoolPlane pool_plane) {
   // Allocated here: an allocation failing inside the parallel region would end the process
   // (std::terminate) instead of throwing.
   const bool parallel = planes * plane_size >= kParallelMin;
   const int threads = parallel ? static_cast<int>(std::min<int64_t>(omp_get_max_threads(), planes)) : 1;
-  std::vector<float> pair_buffers(static_cast<size_t>(pairs_per_plane) * threads);
+  std::vector<T> pair_buffers(static_cast<size_t>(pairs_per_plane) * threads);
   std::vector<uint8_t> second_buffers(static_cast<size_t>(pairs_per_plane) * threads);
 #pragma omp parallel if (parallel) num_threads(threads)
   {
@@ -91,25 +115,30 @@ void check_sizes(const char* what, int64_t planes, int64_t height, int64_t width
 }  // namespace
 
 void max_pool2x2_plane(const float* x, int64_t height, int64_t width, float* pairs, float* y) {
-  const int64_t out_height = height / 2, out_width = width / 2;
-  if (width % 2 == 0) {
-    pool_pairs(x, 2 * out_height * out_width, pairs);  // the rows follow each other without a gap
-  } else {
-    for (int64_t r = 0; r < 2 * out_height; ++r) pool_pairs(x + r * width, out_width, pairs + r * out_width);
-  }
-  for (int64_t i = 0; i < out_height; ++i) {
-    pool_rows(pairs + 2 * i * out_width, pairs + (2 * i + 1) * out_width, out_width, y + i * out_width);
-  }
+  pool_plane(x, height, width, pairs, y);
 }
 
-void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y) {
-  check_sizes("max_pool2x2_cpu", planes, height, width);
+namespace {
+
+template <typename T>
+void pool_planes(const char* what, const T* x, int64_t planes, int64_t height, int64_t width, T* y) {
+  check_sizes(what, planes, height, width);
   const int64_t out_height = height / 2, out_width = width / 2;
   if (planes == 0 || out_height == 0 || out_width == 0) return;
   const int64_t pairs_per_plane = 2 * out_height * out_width;  // the rows pooled (an odd last one is not)
-  for_each_plane(planes, height * width, pairs_per_plane, [&](int64_t p, float* pairs, uint8_t*) {
-    max_pool2x2_plane(x + p * height * width, height, width, pairs, y + p * out_height * out_width);
+  for_each_plane<T>(planes, height * width, pairs_per_plane, [&](int64_t p, T* pairs, uint8_t*) {
+    pool_plane(x + p * height * width, height, width, pairs, y + p * out_height * out_width);
   });
+}
+
+}  // namespace
+
+void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y) {
+  pool_planes("max_pool2x2_cpu", x, planes, height, width, y);
+}
+
+void max_pool2x2_bf16_cpu(const uint16_t* x, int64_t planes, int64_t height, int64_t width, uint16_t* y) {
+  pool_planes("max_pool2x2_bf16_cpu", x, planes, height, width, y);
 }
 
 void max_pool2x2_with_positions_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y,
