@@ -8,7 +8,7 @@
 //   ./build/bench_group_norm_relu [--benchmark_repetitions=3]   (threads: OMP_NUM_THREADS, else 2)
 // bytes_per_second counts 8 bytes per element (one read of x, one write of y: the least traffic
 // the op needs), whatever the variant moves; items_per_second counts elements (images for the
-// network benchmark).
+// network benchmark); the bf16 variants count the same 8 bytes per element, twice what they move.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -60,11 +60,13 @@ void report(benchmark::State& state, const Shape& s, const at::Tensor& x) {
   state.SetLabel(s.name);
 }
 
-// Times `op(inputs, shape)` (returning the output tensor) on the shape of state.range(0).
+// Times `op(inputs, shape)` (returning the output tensor) on the shape of state.range(0), with
+// the inputs (x and the affine parameters) in dtype.
 template <typename Op>
-void time_group_norm_relu(benchmark::State& state, Op op) {
+void time_group_norm_relu(benchmark::State& state, Op op, at::ScalarType dtype = at::kFloat) {
   const Shape& s = kShapes[state.range(0)];
-  const Inputs in = inputs_for(s);
+  Inputs in = inputs_for(s);
+  in = {in.x.to(dtype), in.scale.to(dtype), in.bias.to(dtype)};
   torch::NoGradGuard no_grad;
   for (auto _ : state) {
     at::Tensor y = op(in, s);
@@ -107,6 +109,30 @@ void BM_FusedGroupNormReluPooled(benchmark::State& state) {
   time_group_norm_relu(state, [](const Inputs& in, const Shape& s) {
     return bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps, {}, /*pool2x2=*/true);
   });
+}
+
+/// bf16 (eval --precision bf16 on the CPU), argument: the shape. Eager is what a bf16 network ran
+/// before our kernels took bf16: ATen's bf16 GroupNorm (parameters in bf16, as the network holds
+/// them), ReLU, and for 4-D shapes ATen's 2x2 max pooling.
+void BM_EagerBf16GroupNormReluPool(benchmark::State& state) {
+  time_group_norm_relu(
+      state,
+      [](const Inputs& in, const Shape& s) {
+        at::Tensor y = at::relu(at::group_norm(in.x, s.groups, in.scale, in.bias, kEps));
+        return s.sizes.size() == 4 ? at::max_pool2d(y, {2, 2}) : y;
+      },
+      at::kBFloat16);
+}
+
+/// The same through group_norm_relu on bf16 (pooled in the same pass for 4-D shapes).
+void BM_FusedBf16GroupNormReluPool(benchmark::State& state) {
+  time_group_norm_relu(
+      state,
+      [](const Inputs& in, const Shape& s) {
+        return bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps, {},
+                                                  /*pool2x2=*/s.sizes.size() == 4);
+      },
+      at::kBFloat16);
 }
 
 /// The CPU kernel alone, into a preallocated output (no allocation, no page faults).
@@ -154,6 +180,8 @@ BENCHMARK(BM_FusedGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmar
 BENCHMARK(BM_FusedKernel)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedGroupNormReluThenPool)->Arg(0)->Arg(1)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedGroupNormReluPooled)->Arg(0)->Arg(1)->Arg(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EagerBf16GroupNormReluPool)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedBf16GroupNormReluPool)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LeNetInference)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

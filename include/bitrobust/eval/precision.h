@@ -8,7 +8,10 @@
 //       on CUDA. The CPU has no TF32: asking for it there is an error, not a silent fp32 run.
 // bf16: the network is converted to bfloat16 (weights and activations). Quantized weights are
 //       dequantized in float32 and rounded to bf16 (QuantizedModel::load_weights); parameters that
-//       are not quantized are rounded once. Whether a precision is safe for a model is measured,
+//       are not quantized are rounded once. On the CPU, convolutions and linear layers run in
+//       oneDNN's bf16 kernels (AMX or AVX-512 where the CPU has them), and each GroupNorm + ReLU
+//       (+ 2x2 pooling) is computed in float from the bf16 values and rounded once (our kernels,
+//       bitrobust/models/group_norm_relu.h). Whether a precision is safe for a model is measured,
 //       not assumed: its RErr must stay inside the fp32 run's 95% confidence interval
 //       (docs/measurements.md).
 #include <ATen/core/Tensor.h>

@@ -18,6 +18,7 @@
 #include "bitrobust/common/bfloat16.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/models/max_pool_kernels.h"
+#include "kernels/cpu/thread_buffers.h"
 
 namespace bitrobust::kernels {
 namespace {
@@ -97,13 +98,17 @@ void for_each_plane(int64_t planes, int64_t plane_size, int64_t pairs_per_plane,
   // (std::terminate) instead of throwing.
   const bool parallel = planes * plane_size >= kParallelMin;
   const int threads = parallel ? static_cast<int>(std::min<int64_t>(omp_get_max_threads(), planes)) : 1;
-  std::vector<T> pair_buffers(static_cast<size_t>(pairs_per_plane) * threads);
-  std::vector<uint8_t> second_buffers(static_cast<size_t>(pairs_per_plane) * threads);
+  const size_t pair_stride = thread_buffer_stride<T>(static_cast<size_t>(pairs_per_plane));
+  const size_t second_stride = thread_buffer_stride<uint8_t>(static_cast<size_t>(pairs_per_plane));
+  std::vector<T> pair_buffers(pair_stride * threads);
+  std::vector<uint8_t> second_buffers(second_stride * threads);
 #pragma omp parallel if (parallel) num_threads(threads)
   {
-    const size_t mine = static_cast<size_t>(pairs_per_plane) * omp_get_thread_num();
+    const size_t thread = static_cast<size_t>(omp_get_thread_num());
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) pool_plane(p, pair_buffers.data() + mine, second_buffers.data() + mine);
+    for (int64_t p = 0; p < planes; ++p) {
+      pool_plane(p, pair_buffers.data() + pair_stride * thread, second_buffers.data() + second_stride * thread);
+    }
   }
 }
 
