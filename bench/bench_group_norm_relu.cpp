@@ -8,7 +8,8 @@
 //   ./build/bench_group_norm_relu [--benchmark_repetitions=3]   (threads: OMP_NUM_THREADS, else 2)
 // bytes_per_second counts 8 bytes per element (one read of x, one write of y: the least traffic
 // the op needs), whatever the variant moves; items_per_second counts elements (images for the
-// network benchmark); the bf16 variants count the same 8 bytes per element, twice what they move.
+// network benchmark); the bf16 variants count the same 8 bytes per element, more than they move
+// (2 read and 2 written, or 0.5 when pooled).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>

@@ -146,6 +146,19 @@ TEST(GroupNormRelu, Bf16OnTheCpuIsTheFloatOpOnWidenedValuesRoundedOnce) {
       }
     }
   }
+  // An input bias (the convolution's, bf16 as a bf16 network holds it), and a channels-last input.
+  const Inputs in = random_inputs({3, 8, 5, 6}, 77);
+  const at::Tensor x = in.x.to(at::kBFloat16), input_bias = at::rand({8}).to(at::kBFloat16);
+  for (const bool pool : {false, true}) {
+    const at::Tensor with_bias = group_norm_relu(x, 4, in.scale, in.bias, kEps, input_bias, pool);
+    const at::Tensor expected =
+        group_norm_relu(x.to(at::kFloat), 4, in.scale, in.bias, kEps, input_bias.to(at::kFloat), pool).to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(with_bias, expected)) << (pool ? "pooled" : "unpooled");
+    const at::Tensor channels_last = x.contiguous(at::MemoryFormat::ChannelsLast);
+    EXPECT_TRUE(at::equal(group_norm_relu(channels_last, 4, in.scale, in.bias, kEps, {}, pool),
+                          group_norm_relu(x, 4, in.scale, in.bias, kEps, {}, pool)))
+        << "channels-last, " << (pool ? "pooled" : "unpooled");
+  }
 }
 
 /// b of shape [C] as [1, C, 1, ...], to add to x of shape [N, C, *].
@@ -355,8 +368,8 @@ TEST(GroupNormRelu, FusedPathOnlyInEvalWithoutGradForFloat) {
 
 TEST(GroupNormRelu, NetworksInBf16TakeTheFusedPathAndStayNearTheirFloatLogits) {
   // eval --precision bf16 converts the network; its GroupNorm + ReLU (+ pooling) layers then run
-  // the bf16 kernels. Against the float network, the fused bf16 logits must be at least as close as
-  // the eager bf16 ones.
+  // the bf16 kernels. Against the float network, the fused bf16 logits must be about as close as
+  // the eager bf16 ones, or closer.
   const FusedInferenceGuard guard;
   struct NetCase {
     ModelSpec spec;
@@ -385,7 +398,8 @@ TEST(GroupNormRelu, NetworksInBf16TakeTheFusedPathAndStayNearTheirFloatLogits) {
     const double plain_error = (plain - reference).abs().max().item<double>();
     // Rounded once from float, where eager bf16 rounds inside the GroupNorm too (and rounds the
     // re-parameterized scale 1 + weight): about half eager's error on these networks (2026-12-06).
-    EXPECT_LE(fused_error, plain_error) << name << ": fused " << fused_error << ", eager " << plain_error;
+    // (Not guaranteed, so with a bf16 unit of the logits' scale to spare: about half on this CPU.)
+    EXPECT_LE(fused_error, plain_error + scale / 256) << name << ": fused " << fused_error << ", eager " << plain_error;
     EXPECT_LE(fused_error, scale / 50) << name << ": logits up to " << scale;
     EXPECT_FALSE(at::equal(fused, plain)) << name << ": the switch did not switch";
   }
@@ -399,6 +413,8 @@ TEST(GroupNormRelu, Bf16TakesTheFusedPathOnlyOnTheCpuInEvalWithoutGrad) {
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(uses_fused_group_norm_relu(x, false));
   EXPECT_FALSE(uses_fused_group_norm_relu(x, true)) << "training";
+  EXPECT_FALSE(uses_fused_group_norm_relu(at::empty({2, 4, 3}, at::device(at::kMeta).dtype(at::kBFloat16)), false))
+      << "not on the CPU";
   set_fused_inference(false);
   EXPECT_FALSE(uses_fused_group_norm_relu(x, false)) << "switched off";
 }

@@ -59,8 +59,9 @@ int64_t parameter_count(const torch::nn::Module& module);
 /// the faster one (see uses_fused_group_norm_relu), on the CPU in the same pass as the 2x2 max
 /// pooling after it where the network pools, and 2x2 max pooling on the CPU runs our kernels, in
 /// training too (bitrobust/models/max_pool.h). Off: eager at::relu(at::group_norm(...)) and
-/// at::max_pool2d everywhere, for comparisons. Results agree to rounding (about 1e-6 relative; the
-/// pooling's, and its gradients, are equal bit for bit).
+/// at::max_pool2d everywhere, for comparisons. Results agree to rounding (float32: about 1e-6
+/// relative; a bf16 network: bf16's rounding, about 4e-3 relative, see uses_fused_group_norm_relu).
+/// The pooling's, and its gradients, are equal bit for bit (bf16: NaN's bits aside).
 void set_fused_inference(bool enabled);
 bool fused_inference_enabled();
 
@@ -75,7 +76,9 @@ bool uses_fused_group_norm_relu(const at::Tensor& x, bool training);
 /// (group_norm_relu's input_bias). On CUDA, ATen adds a convolution's bias in a pass of its own
 /// over the whole output after cuDNN; the fused op adds it as it reads, with the same float
 /// additions, so outputs are unchanged and one read and one write of every activation are saved.
-/// On the CPU oneDNN adds the bias inside the convolution, so there is nothing to save.
+/// On the CPU oneDNN adds the bias inside the convolution, so there is nothing to save. (A bf16
+/// network under Always adds the bias to the bf16-rounded convolution output: close to, not equal
+/// to, the convolution's own bias.)
 enum class ConvBiasFusion {
   Cuda,    ///< on CUDA only (default)
   Always,  ///< also on the CPU (for tests of the plumbing)

@@ -6,10 +6,10 @@ namespace bitrobust::kernels {
 
 /// Elements of T from one thread's buffer to the next's, for buffers of `count` elements: rounded
 /// up to whole 64-byte cache lines, plus one line, so that no two threads' buffers share a line
-/// whatever the allocation's alignment. Buffers of a few elements (GroupNorm's groups of 8 values
-/// in LeNet's linear layer, pooling 4 x 4 planes) would otherwise share lines, and the threads'
-/// stores take each line from the other core at every group: 1.7 ms where 0.5 ms, by alignment
-/// (bench_group_norm_relu, [500, 256] in bf16, 2026-12-06).
+/// whatever the allocation's alignment. Buffers of a few elements (a 4 x 4 plane's pairs when
+/// pooling) would otherwise share lines, and the threads' stores would take each line from the
+/// other core at every plane: pooling [128000, 4, 4] took 1.39-1.52x the time before the padding
+/// (docs/measurements.md, "bf16 inference on the CPU", 2026-12-06).
 template <typename T>
 constexpr size_t thread_buffer_stride(size_t count) {
   constexpr size_t line = 64 / sizeof(T) > 0 ? 64 / sizeof(T) : 1;
