@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -239,6 +240,24 @@ void perturb_norms(Classifier& net) {
   }
 }
 
+/// Calls body(name, net, x) for LeNet and SimpleNet with GroupNorm ("gn") and its re-parameterized
+/// form ("regn"): each built after torch::manual_seed(seed), its norms perturbed, in eval mode, with
+/// a normal input of `lenet_batch` or `simplenet_batch` images; grad mode off.
+void for_each_group_norm_network(uint64_t seed, int64_t lenet_batch, int64_t simplenet_batch,
+                                 const std::function<void(const std::string&, Classifier&, const at::Tensor&)>& body) {
+  const std::vector<std::pair<ModelSpec, int64_t>> nets = {
+      {spec("lenet", "gn", 1, 28), lenet_batch}, {spec("lenet", "regn", 1, 28), lenet_batch},
+      {spec("simplenet", "gn", 3, 32), simplenet_batch}, {spec("simplenet", "regn", 3, 32), simplenet_batch}};
+  for (const auto& [s, batch] : nets) {
+    torch::manual_seed(seed);
+    auto net = build_model(s);
+    perturb_norms(*net);
+    net->eval();
+    torch::NoGradGuard no_grad;
+    body(s.arch + "/" + s.norm, *net, torch::randn({batch, s.in_channels, s.height, s.width}));
+  }
+}
+
 /// Restores the fused-inference switch when a test ends, whatever it set.
 struct FusedInferenceGuard {
   bool saved = fused_inference_enabled();
@@ -277,30 +296,17 @@ TEST(GroupNormRelu, LeNetInEvalIsItsLayersComposedByHandBitForBit) {
 
 TEST(GroupNormRelu, NetworksInEvalWithoutGradAgreeFusedAndEager) {
   const FusedInferenceGuard guard;
-  struct NetCase {
-    ModelSpec spec;
-    int64_t batch;
-  };
-  const std::vector<NetCase> nets = {{spec("lenet", "gn", 1, 28), 4}, {spec("lenet", "regn", 1, 28), 4},
-                                     {spec("simplenet", "gn", 3, 32), 2}, {spec("simplenet", "regn", 3, 32), 2}};
-  for (const auto& n : nets) {
-    const std::string name = n.spec.arch + "/" + n.spec.norm;
-    torch::manual_seed(3);
-    auto net = build_model(n.spec);
-    perturb_norms(*net);
-    net->eval();
-    torch::NoGradGuard no_grad;
-    const at::Tensor x = torch::randn({n.batch, n.spec.in_channels, n.spec.height, n.spec.width});
+  for_each_group_norm_network(3, 4, 2, [](const std::string& name, Classifier& net, const at::Tensor& x) {
     set_fused_inference(true);
-    const at::Tensor fused = net->forward(x);
+    const at::Tensor fused = net.forward(x);
     const bool fused_used = uses_fused_group_norm_relu(x, false);
     set_fused_inference(false);
-    const at::Tensor plain = net->forward(x);
+    const at::Tensor plain = net.forward(x);
     EXPECT_TRUE(at::allclose(fused, plain, kTol, kTol))
         << name << ": largest difference " << (fused - plain).abs().max().item<float>();
     // Different roundings somewhere in the network: the switch did switch.
     if (fused_used) EXPECT_FALSE(at::equal(fused, plain)) << name;
-  }
+  });
 }
 
 /// Restores the convolution-bias fusion mode when a test ends, whatever it set.
@@ -371,38 +377,25 @@ TEST(GroupNormRelu, NetworksInBf16TakeTheFusedPathAndStayNearTheirFloatLogits) {
   // the bf16 kernels. Against the float network, the fused bf16 logits must be about as close as
   // the eager bf16 ones, or closer.
   const FusedInferenceGuard guard;
-  struct NetCase {
-    ModelSpec spec;
-    int64_t batch;
-  };
-  const std::vector<NetCase> nets = {{spec("lenet", "gn", 1, 28), 8}, {spec("lenet", "regn", 1, 28), 8},
-                                     {spec("simplenet", "gn", 3, 32), 4}, {spec("simplenet", "regn", 3, 32), 4}};
-  for (const auto& n : nets) {
-    const std::string name = n.spec.arch + "/" + n.spec.norm;
-    torch::manual_seed(5);
-    auto net = build_model(n.spec);
-    perturb_norms(*net);
-    net->eval();
-    torch::NoGradGuard no_grad;
-    const at::Tensor x = torch::randn({n.batch, n.spec.in_channels, n.spec.height, n.spec.width});
+  for_each_group_norm_network(5, 8, 4, [](const std::string& name, Classifier& net, const at::Tensor& x) {
     set_fused_inference(true);
-    const at::Tensor reference = net->forward(x);
-    net->to(at::kBFloat16);
+    const at::Tensor reference = net.forward(x);
+    net.to(at::kBFloat16);
     const at::Tensor xb = x.to(at::kBFloat16);
     EXPECT_TRUE(uses_fused_group_norm_relu(xb, false)) << name;
-    const at::Tensor fused = net->forward(xb).to(at::kFloat);
+    const at::Tensor fused = net.forward(xb).to(at::kFloat);
     set_fused_inference(false);
-    const at::Tensor plain = net->forward(xb).to(at::kFloat);
+    const at::Tensor plain = net.forward(xb).to(at::kFloat);
     const double scale = reference.abs().max().item<double>();
     const double fused_error = (fused - reference).abs().max().item<double>();
     const double plain_error = (plain - reference).abs().max().item<double>();
     // Rounded once from float, where eager bf16 rounds inside the GroupNorm too (and rounds the
-    // re-parameterized scale 1 + weight): about half eager's error on these networks (2026-12-06).
-    // (Not guaranteed, so with a bf16 unit of the logits' scale to spare: about half on this CPU.)
+    // re-parameterized scale 1 + weight): about half eager's error on these networks on this CPU
+    // (2026-12-06). Not guaranteed elsewhere, so with a bf16 unit of the logits' scale to spare.
     EXPECT_LE(fused_error, plain_error + scale / 256) << name << ": fused " << fused_error << ", eager " << plain_error;
     EXPECT_LE(fused_error, scale / 50) << name << ": logits up to " << scale;
     EXPECT_FALSE(at::equal(fused, plain)) << name << ": the switch did not switch";
-  }
+  });
 }
 
 TEST(GroupNormRelu, Bf16TakesTheFusedPathOnlyOnTheCpuInEvalWithoutGrad) {
