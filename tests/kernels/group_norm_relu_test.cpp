@@ -99,6 +99,28 @@ double expect_close_to_reference(const Case& c, const std::string& what) {
   return worst;
 }
 
+/// Runs f() with OpenMP on one thread, then on two, and puts the thread count back.
+template <typename F>
+void on_one_and_two_threads(F f) {
+  const int saved = omp_get_max_threads();
+  for (const int n : {1, 2}) {
+    omp_set_num_threads(n);
+    f();
+  }
+  omp_set_num_threads(saved);
+}
+
+/// The message of the bitrobust::Error that f() throws, or "" when it throws none.
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(GroupNormReluCpu, MatchesDoubleReferenceOnShapesOfEveryKind) {
   const std::vector<GroupNormShape> shapes = {
       {2, 4, 5, 2},     // small
@@ -228,27 +250,19 @@ TEST(GroupNormReluCpu, PooledEqualsNormalizingThenPoolingBitForBit) {
   // The parallel path (131,072 elements), with and without an input bias, on one and two threads:
   // every thread's buffers, checked against the reference each time.
   const Case big = random_case({8, 64, 256, 32}, 47);
-  const int threads = omp_get_max_threads();
-  for (const int n : {1, 2}) {
-    omp_set_num_threads(n);
-    expect_pooled_equals_norm_then_pool(big, 16, 16);
-  }
-  omp_set_num_threads(threads);
+  on_one_and_two_threads([&] { expect_pooled_equals_norm_then_pool(big, 16, 16); });
 }
 
 TEST(GroupNormReluCpu, PooledRejectsPlanesThatDoNotFitTheShape) {
   const Case c = random_case({1, 2, 12, 1}, 48);
   std::vector<float> y(12);
   for (const auto& [height, width] : std::vector<std::pair<int64_t, int64_t>>{{3, 3}, {1, 12}, {12, 1}}) {
-    try {
+    const std::string message = error_of([&] {
       group_norm_relu_max_pool2x2_cpu(c.x.data(), c.shape, height, width, c.scale.data(), c.bias.data(), nullptr,
                                       kEps, y.data());
-      ADD_FAILURE() << height << " x " << width << " accepted";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("must be at least 2 x 2 and hold the 12 values a channel has"),
-                std::string::npos)
-          << e.what();
-    }
+    });
+    EXPECT_NE(message.find("must be at least 2 x 2 and hold the 12 values a channel has"), std::string::npos)
+        << height << " x " << width << ": '" << message << "'";
   }
 }
 
@@ -312,45 +326,28 @@ TEST(GroupNormReluCpu, Bf16IsTheFloatKernelOnWidenedValuesRoundedOnce) {
   expect_bf16_is_float_of_widened_then_rounded(nan_case, 4, 4);
   // The parallel path on one and two threads.
   const Case big = random_case({8, 64, 256, 32}, 56);
-  const int threads = omp_get_max_threads();
-  for (const int n : {1, 2}) {
-    omp_set_num_threads(n);
-    expect_bf16_is_float_of_widened_then_rounded(big, 16, 16);
-  }
-  omp_set_num_threads(threads);
+  on_one_and_two_threads([&] { expect_bf16_is_float_of_widened_then_rounded(big, 16, 16); });
 }
 
 TEST(GroupNormReluCpu, Bf16FormsRejectWhatTheFloatOnesReject) {
   const std::vector<uint16_t> x(64, 0x3F80);
   const std::vector<float> p(8, 1.0f);
   std::vector<uint16_t> y(64);
-  try {
-    group_norm_relu_bf16_cpu(x.data(), {2, 6, 4, 4}, p.data(), p.data(), nullptr, kEps, y.data());
-    ADD_FAILURE() << "6 channels in 4 groups accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("group_norm_relu_bf16_cpu: 6 channels do not split into 4 groups"),
-              std::string::npos)
-        << e.what();
-  }
-  try {
-    group_norm_relu_max_pool2x2_bf16_cpu(x.data(), {1, 2, 12, 1}, 3, 3, p.data(), p.data(), nullptr, kEps, y.data());
-    ADD_FAILURE() << "3 x 3 planes for 12 values accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("group_norm_relu_max_pool2x2_bf16_cpu: planes of 3 x 3"), std::string::npos)
-        << e.what();
-  }
+  EXPECT_NE(error_of([&] { group_norm_relu_bf16_cpu(x.data(), {2, 6, 4, 4}, p.data(), p.data(), nullptr, kEps, y.data()); })
+                .find("group_norm_relu_bf16_cpu: 6 channels do not split into 4 groups"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              group_norm_relu_max_pool2x2_bf16_cpu(x.data(), {1, 2, 12, 1}, 3, 3, p.data(), p.data(), nullptr, kEps,
+                                                   y.data());
+            }).find("group_norm_relu_max_pool2x2_bf16_cpu: planes of 3 x 3"),
+            std::string::npos);
 }
 
 TEST(GroupNormReluCpu, RejectsInvalidSizes) {
   const std::vector<float> x(64, 1.0f), p(8, 1.0f);
   std::vector<float> y(64);
-  auto message = [&](GroupNormShape s, double eps) -> std::string {
-    try {
-      group_norm_relu_cpu(x.data(), s, p.data(), p.data(), nullptr, eps, y.data());
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
+  auto message = [&](GroupNormShape s, double eps) {
+    return error_of([&] { group_norm_relu_cpu(x.data(), s, p.data(), p.data(), nullptr, eps, y.data()); });
   };
   EXPECT_NE(message({2, 6, 4, 4}, kEps).find("group_norm_relu_cpu: 6 channels do not split into 4 groups"),
             std::string::npos);
