@@ -8,6 +8,7 @@
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
 #include "bitrobust/models/group_norm_relu_kernels.h"
+#include "bitrobust/models/models.h"
 
 #ifdef BITROBUST_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -63,16 +64,20 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
   shape.spatial = 1;
   for (int64_t d = 2; d < x.dim(); ++d) shape.spatial *= x.size(d);
   shape.groups = groups;
+  // Channels-last input on the CPU is read as it lies, and the output keeps its layout (NOTE
+  // [Channels-last GroupNorm]); anything else is made contiguous.
+  shape.channels_last = x.is_cpu() && is_channels_last(x);
   kernels::check_group_norm_shape(kOp, shape, eps);
+  const at::MemoryFormat layout = shape.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 
-  const at::Tensor input = x.contiguous();
+  const at::Tensor input = shape.channels_last ? x : x.contiguous();
   const float* input_bias_ptr = input_bias_c.defined() ? input_bias_c.data_ptr<float>() : nullptr;
   const float* scale_ptr = scale_c.data_ptr<float>();
   const float* bias_ptr = bias_c.data_ptr<float>();
   // (A bf16 tensor's elements are c10::BFloat16, the layout the kernels read as uint16_t.)
   const auto bf16_data = [](const at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); };
   if (pool2x2 && x.is_cpu()) {
-    at::Tensor y = at::empty({x.size(0), x.size(1), x.size(2) / 2, x.size(3) / 2}, input.options());
+    at::Tensor y = at::empty({x.size(0), x.size(1), x.size(2) / 2, x.size(3) / 2}, input.options().memory_format(layout));
     if (y.numel() == 0) return y;
     if (bf16) {
       kernels::group_norm_relu_max_pool2x2_bf16_cpu(bf16_data(input), shape, x.size(2), x.size(3), scale_ptr,
@@ -83,7 +88,7 @@ at::Tensor group_norm_relu(const at::Tensor& x, int64_t groups, const at::Tensor
     }
     return y;
   }
-  at::Tensor y = at::empty_like(input, at::MemoryFormat::Contiguous);
+  at::Tensor y = at::empty_like(input, layout);
   if (y.numel() == 0) return pool2x2 ? at::max_pool2d(y, {2, 2}) : y;  // (pooled: CUDA only here)
   if (x.is_cpu()) {
     if (bf16) {

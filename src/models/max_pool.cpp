@@ -81,14 +81,28 @@ bool max_pool2x2_uses_own_kernels(const at::Tensor& x) {
   // (is_contiguous throws for opaque layouts such as MKLDNN's, which ATen's pooling takes.)
   if (!(fused_inference_enabled() && x.defined() && x.is_cpu() && x.layout() == at::kStrided)) return false;
   // bf16 only where no gradient is recorded: MaxPool2x2Function's kernels are float's.
-  const bool bf16_inference = x.scalar_type() == at::kBFloat16 && !(at::GradMode::is_enabled() && x.requires_grad());
+  const bool inference = !(at::GradMode::is_enabled() && x.requires_grad());
+  const bool bf16_inference = x.scalar_type() == at::kBFloat16 && inference;
+  // Channels last likewise only where no gradient is recorded: MaxPool2x2Function's are NCHW.
   return (x.scalar_type() == at::kFloat || bf16_inference) && (x.dim() == 3 || x.dim() == 4) && x.size(-2) >= 2 &&
-         x.size(-1) >= 2 && x.numel() > 0 && x.is_contiguous();
+         x.size(-1) >= 2 && x.numel() > 0 && (x.is_contiguous() || (inference && is_channels_last(x)));
 }
 
 at::Tensor max_pool2x2(const at::Tensor& x) {
   if (!max_pool2x2_uses_own_kernels(x)) return at::max_pool2d(x, {2, 2});
   if (at::GradMode::is_enabled() && x.requires_grad()) return MaxPool2x2Function::apply(x);
+  if (is_channels_last(x)) {  // as ATen's pooling does, the output keeps the input's layout
+    at::Tensor y = at::empty(pooled_shape(x), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    if (x.scalar_type() == at::kBFloat16) {
+      kernels::max_pool2x2_channels_last_bf16_cpu(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()),
+                                                  x.size(0), x.size(1), x.size(2), x.size(3),
+                                                  reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>()));
+    } else {
+      kernels::max_pool2x2_channels_last_cpu(x.data_ptr<float>(), x.size(0), x.size(1), x.size(2), x.size(3),
+                                             y.data_ptr<float>());
+    }
+    return y;
+  }
   at::Tensor y = at::empty(pooled_shape(x), x.options());
   if (x.scalar_type() == at::kBFloat16) {
     // (c10::BFloat16 elements, the layout the kernel reads as uint16_t.)

@@ -22,6 +22,7 @@ namespace bitrobust::models {
 namespace {
 
 std::atomic<bool> fused_inference{true};
+std::atomic<bool> channels_last_inference{true};
 std::atomic<ConvBiasFusion> conv_bias_fusion_mode{ConvBiasFusion::Cuda};
 
 // Whether the fused GroupNorm + ReLU beats eager at::relu(at::group_norm(...)) on the CPU. Measured
@@ -223,6 +224,7 @@ class SimpleNet : public Classifier {
     fc_ = register_module("fc", torch::nn::Linear(in, s.num_classes));
   }
   at::Tensor forward(at::Tensor x) override {
+    if (runs_channels_last(x, is_training())) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     for (size_t i = 0; i < convs_.size(); ++i) {
       x = acts_[i]->forward_after(convs_[i], x, pools_[i]);
     }
@@ -491,6 +493,19 @@ void set_fused_inference(bool enabled) { fused_inference.store(enabled); }
 void set_conv_bias_fusion(ConvBiasFusion mode) { conv_bias_fusion_mode.store(mode); }
 ConvBiasFusion conv_bias_fusion() { return conv_bias_fusion_mode.load(); }
 bool fused_inference_enabled() { return fused_inference.load(); }
+void set_channels_last_inference(bool enabled) { channels_last_inference.store(enabled); }
+bool channels_last_inference_enabled() { return channels_last_inference.load(); }
+
+bool is_channels_last(const at::Tensor& x) {
+  return x.defined() && x.layout() == at::kStrided && x.dim() == 4 && !x.is_contiguous() &&
+         x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+bool runs_channels_last(const at::Tensor& x, bool training) {
+  if (!channels_last_inference_enabled() || training || at::GradMode::is_enabled()) return false;
+  return x.defined() && x.is_cpu() && x.layout() == at::kStrided && x.dim() == 4 &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
+}
 
 bool uses_fused_group_norm_relu(const at::Tensor& x, bool training) {
   if (!fused_inference_enabled() || training || at::GradMode::is_enabled()) return false;

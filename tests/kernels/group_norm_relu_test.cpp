@@ -343,6 +343,138 @@ TEST(GroupNormReluCpu, Bf16FormsRejectWhatTheFloatOnesReject) {
             std::string::npos);
 }
 
+// ---- Channels last (NOTE [Channels-last GroupNorm]) ----
+
+/// [N, C, S] (channels first) to [N, S, C] (channels last), or back with `back`.
+template <typename T>
+std::vector<T> transposed(const std::vector<T>& v, int64_t batch, int64_t channels, int64_t spatial, bool back = false) {
+  std::vector<T> out(v.size());
+  for (int64_t n = 0; n < batch; ++n) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t s = 0; s < spatial; ++s) {
+        const int64_t first = (n * channels + c) * spatial + s, last = (n * spatial + s) * channels + c;
+        if (back) {
+          out[first] = v[last];
+        } else {
+          out[last] = v[first];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+GroupNormShape channels_last(GroupNormShape s) {
+  s.channels_last = true;
+  return s;
+}
+
+/// The channels-last kernels on c's x laid out channels last, against the channels-first kernels
+/// on x: every output within 1e-6 of it relative (the statistics are summed in another order, and
+/// the float mean pair or rstd may round the other way), NaN where it is NaN; most outputs are its
+/// bits. Unpooled and pooled (height > 0), with and without an input bias. Returns the share of
+/// outputs equal bit for bit.
+double expect_channels_last_is_channels_first(const Case& c, int64_t height, int64_t width) {
+  const GroupNormShape& s = c.shape;
+  const std::vector<float> x_last = transposed(c.x, s.batch, s.channels, s.spatial);
+  const std::vector<float> input_bias = uniform(s.channels, -2.0f, 2.0f, 97);
+  int64_t equal = 0, total = 0;
+  const auto compare = [&](const std::vector<float>& first, const std::vector<float>& last_back, const std::string& what) {
+    for (size_t i = 0; i < first.size(); ++i) {
+      const bool both_nan = std::isnan(first[i]) && std::isnan(last_back[i]);
+      if (!both_nan && !(std::fabs(first[i] - last_back[i]) <= 1e-6 * (1.0 + std::fabs(first[i])))) {
+        ADD_FAILURE() << what << ": element " << i << " is " << last_back[i] << " channels last, " << first[i]
+                      << " channels first";
+        return;
+      }
+      equal += std::memcmp(&first[i], &last_back[i], sizeof(float)) == 0;
+      ++total;
+    }
+  };
+  for (const float* bias_in : {static_cast<const float*>(nullptr), input_bias.data()}) {
+    const std::string what = describe(s) + (bias_in ? ", input bias" : "");
+    std::vector<float> first(c.x.size()), last(c.x.size(), -7.0f);
+    group_norm_relu_cpu(c.x.data(), s, c.scale.data(), c.bias.data(), bias_in, kEps, first.data());
+    group_norm_relu_cpu(x_last.data(), channels_last(s), c.scale.data(), c.bias.data(), bias_in, kEps, last.data());
+    compare(first, transposed(last, s.batch, s.channels, s.spatial, true), what);
+    if (height == 0) continue;
+    const int64_t pooled_spatial = (height / 2) * (width / 2);
+    std::vector<float> pooled_first(static_cast<size_t>(s.batch * s.channels * pooled_spatial));
+    std::vector<float> pooled_last(pooled_first.size(), -7.0f), last_then_pooled(pooled_first.size(), -7.0f);
+    group_norm_relu_max_pool2x2_cpu(c.x.data(), s, height, width, c.scale.data(), c.bias.data(), bias_in, kEps,
+                                    pooled_first.data());
+    group_norm_relu_max_pool2x2_cpu(x_last.data(), channels_last(s), height, width, c.scale.data(), c.bias.data(),
+                                    bias_in, kEps, pooled_last.data());
+    compare(pooled_first, transposed(pooled_last, s.batch, s.channels, pooled_spatial, true), what + " pooled");
+    // Pooled in the same pass, or normalized and then pooled channels last: the same bits.
+    max_pool2x2_channels_last_cpu(last.data(), s.batch, s.channels, height, width, last_then_pooled.data());
+    EXPECT_EQ(std::memcmp(pooled_last.data(), last_then_pooled.data(), pooled_last.size() * sizeof(float)), 0)
+        << what << " pooled in one pass";
+  }
+  return total > 0 ? static_cast<double>(equal) / static_cast<double>(total) : 1.0;
+}
+
+TEST(GroupNormReluCpu, ChannelsLastIsTheChannelsFirstKernelOnTransposedInput) {
+  EXPECT_GT(expect_channels_last_is_channels_first(random_case({4, 64, 8 * 8, 32}, 61), 8, 8), 0.99);  // SimpleNet's
+  EXPECT_GT(expect_channels_last_is_channels_first(random_case({3, 32, 16 * 16, 16}, 62), 16, 16), 0.99);
+  expect_channels_last_is_channels_first(random_case({2, 8, 7 * 9, 4}, 63), 7, 9);  // odd: last row, column out
+  expect_channels_last_is_channels_first(random_case({2, 4, 3 * 3, 4}, 64), 3, 3);  // one channel per group
+  expect_channels_last_is_channels_first(random_case({2, 6, 5 * 2, 1}, 65), 5, 2);  // one group
+  expect_channels_last_is_channels_first(random_case({3, 8, 4, 2}, 66, 1000.0f, 0.01f), 2, 2);  // large mean
+  expect_channels_last_is_channels_first(random_case({2, 2048, 2 * 2, 32}, 67), 2, 2);  // more channels than a run
+  expect_channels_last_is_channels_first(random_case({1, 4, 300 * 30, 2}, 68), 300, 30);  // several runs a sample
+  Case nan_case = random_case({2, 8, 16, 4}, 69);
+  nan_case.x[17] = std::numeric_limits<float>::quiet_NaN();  // sample 0, channel 1: group 0 of sample 0
+  expect_channels_last_is_channels_first(nan_case, 4, 4);
+  // The parallel path, on one and two threads.
+  const Case big = random_case({8, 64, 256, 32}, 70);
+  on_one_and_two_threads([&] { expect_channels_last_is_channels_first(big, 16, 16); });
+}
+
+TEST(GroupNormReluCpu, ChannelsLastResultDoesNotDependOnThreadCount) {
+  const Case c = random_case({8, 64, 256, 32}, 71);
+  const std::vector<float> x = transposed(c.x, 8, 64, 256);
+  std::vector<std::vector<float>> outputs;
+  on_one_and_two_threads([&] {
+    std::vector<float> y(x.size()), pooled(x.size() / 4);
+    group_norm_relu_cpu(x.data(), channels_last(c.shape), c.scale.data(), c.bias.data(), nullptr, kEps, y.data());
+    group_norm_relu_max_pool2x2_cpu(x.data(), channels_last(c.shape), 16, 16, c.scale.data(), c.bias.data(), nullptr,
+                                    kEps, pooled.data());
+    outputs.push_back(y);
+    outputs.push_back(pooled);
+  });
+  EXPECT_EQ(outputs[0], outputs[2]);
+  EXPECT_EQ(outputs[1], outputs[3]);
+}
+
+TEST(GroupNormReluCpu, ChannelsLastBf16IsTheFloatKernelOnWidenedValuesRoundedOnce) {
+  for (const auto& [c, height] : std::vector<std::pair<Case, int64_t>>{{random_case({4, 32, 8 * 8, 16}, 72), 8},
+                                                                      {random_case({2, 8, 6 * 6, 4}, 73), 6},
+                                                                      {random_case({8, 64, 256, 32}, 74), 16}}) {
+    const GroupNormShape s = channels_last(c.shape);
+    const std::vector<uint16_t> x = narrowed(transposed(c.x, s.batch, s.channels, s.spatial));
+    const std::vector<float> x_wide = widened(x);
+    const std::vector<float> input_bias = uniform(s.channels, -2.0f, 2.0f, 96);
+    for (const float* bias_in : {static_cast<const float*>(nullptr), input_bias.data()}) {
+      const std::string what = describe(s) + (bias_in ? ", input bias" : "");
+      std::vector<float> full(x.size());
+      group_norm_relu_cpu(x_wide.data(), s, c.scale.data(), c.bias.data(), bias_in, kEps, full.data());
+      std::vector<uint16_t> y(x.size(), 0x1234);
+      group_norm_relu_bf16_cpu(x.data(), s, c.scale.data(), c.bias.data(), bias_in, kEps, y.data());
+      EXPECT_EQ(y, narrowed(full)) << what;
+      std::vector<float> pooled(x.size() / 4);
+      group_norm_relu_max_pool2x2_cpu(x_wide.data(), s, height, height, c.scale.data(), c.bias.data(), bias_in, kEps,
+                                      pooled.data());
+      std::vector<uint16_t> pooled_bf16(pooled.size(), 0x1234), pooled_after(pooled.size(), 0x1234);
+      group_norm_relu_max_pool2x2_bf16_cpu(x.data(), s, height, height, c.scale.data(), c.bias.data(), bias_in, kEps,
+                                           pooled_bf16.data());
+      EXPECT_EQ(pooled_bf16, narrowed(pooled)) << what << " pooled";
+      max_pool2x2_channels_last_bf16_cpu(y.data(), s.batch, s.channels, height, height, pooled_after.data());
+      EXPECT_EQ(pooled_bf16, pooled_after) << what << " pooled after rounding";
+    }
+  }
+}
+
 TEST(GroupNormReluCpu, RejectsInvalidSizes) {
   const std::vector<float> x(64, 1.0f), p(8, 1.0f);
   std::vector<float> y(64);

@@ -197,6 +197,62 @@ TEST(MaxPool2x2Kernel, Bf16KeepsTheElementTheFloatRuleKeeps) {
   }
 }
 
+/// [N, C, H, W] laid out as [N, H, W, C] (channels last), or back with `back`.
+template <typename T>
+std::vector<T> channels_last(const std::vector<T>& v, int64_t batch, int64_t channels, int64_t h, int64_t w,
+                             bool back = false) {
+  std::vector<T> out(v.size());
+  for (int64_t n = 0; n < batch; ++n) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t p = 0; p < h * w; ++p) {
+        const int64_t first = (n * channels + c) * h * w + p, last = (n * h * w + p) * channels + c;
+        out[back ? first : last] = v[back ? last : first];
+      }
+    }
+  }
+  return out;
+}
+
+TEST(MaxPool2x2Kernel, ChannelsLastIsTheChannelsFirstKernelBitForBit) {
+  // Every output the one the planes' kernel gives, NaN, infinities and signed zeros included, in
+  // float and bf16, on one and three threads.
+  for (const auto& [batch, channels, h, w] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+           {2, 3, 4, 4}, {1, 5, 5, 7}, {2, 1, 2, 3}, {3, 64, 16, 18}, {1, 2048, 2, 2}}) {
+    const std::string what = std::to_string(batch) + " x " + std::to_string(channels) + " x " + std::to_string(h) +
+                             " x " + std::to_string(w);
+    const std::vector<float> x = mixed(batch * channels * h * w, 91 + channels);
+    const std::vector<float> expected = pool(x, batch * channels, h, w);
+    const std::vector<float> x_last = channels_last(x, batch, channels, h, w);
+    std::vector<uint16_t> x_bf16(x.size());
+    for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = float_to_bf16(x[i]);
+    std::vector<uint16_t> expected_bf16(expected.size());
+    max_pool2x2_bf16_cpu(x_bf16.data(), batch * channels, h, w, expected_bf16.data());
+    const std::vector<uint16_t> x_bf16_last = channels_last(x_bf16, batch, channels, h, w);
+    const int saved = omp_get_max_threads();
+    for (const int threads : {1, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> y(expected.size(), 123.0f);
+      max_pool2x2_channels_last_cpu(x_last.data(), batch, channels, h, w, y.data());
+      EXPECT_TRUE(same_bits(channels_last(y, batch, channels, h / 2, w / 2, true), expected)) << what;
+      std::vector<uint16_t> y_bf16(expected.size(), 0x1234);
+      max_pool2x2_channels_last_bf16_cpu(x_bf16_last.data(), batch, channels, h, w, y_bf16.data());
+      EXPECT_EQ(channels_last(y_bf16, batch, channels, h / 2, w / 2, true), expected_bf16) << what << " bf16";
+    }
+    omp_set_num_threads(saved);
+  }
+  float y = 5.0f;
+  max_pool2x2_channels_last_cpu(nullptr, 0, 4, 4, 4, nullptr);
+  max_pool2x2_channels_last_cpu(nullptr, 2, 4, 1, 4, &y);  // one row: no output row
+  EXPECT_EQ(y, 5.0f);
+  try {
+    max_pool2x2_channels_last_cpu(&y, 1, -1, 2, 2, &y);
+    FAIL() << "negative channels accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_pool2x2_channels_last_cpu: sizes must be >= 0"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(MaxPool2x2Kernel, EmptyOutputsWriteNothingAndNegativeSizesAreErrors) {
   const std::vector<float> x = {1, 2, 3};
   float y = 5.0f;

@@ -222,6 +222,37 @@ TEST(GroupNormRelu, InputBiasIsAddedBeforeNormalizing) {
                         "inference only");
 }
 
+TEST(GroupNormRelu, ChannelsLastInputOnTheCpuGivesChannelsLastOutputOfTheSameValues) {
+  // NOTE [Channels-last GroupNorm]: read and written as they lie, the contiguous input's values to
+  // the rounding of a statistic summed in another order (bf16: to one bf16 unit, where that
+  // rounding carries through).
+  torch::NoGradGuard no_grad;
+  uint64_t seed = 90;
+  for (const ShapeCase& c : {ShapeCase{{3, 64, 8, 8}, 32}, ShapeCase{{2, 8, 7, 9}, 4}, ShapeCase{{4, 32, 28, 28}, 16}}) {
+    const Inputs in = random_inputs(c.shape, seed++);
+    const at::Tensor input_bias = at::rand({c.shape[1]}, at::detail::createCPUGenerator(seed++));
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      const at::Tensor x = in.x.to(dtype);
+      const at::Tensor x_last = x.contiguous(at::MemoryFormat::ChannelsLast);
+      ASSERT_TRUE(is_channels_last(x_last));
+      const double tol = dtype == at::kFloat ? 1e-6 : 1.0 / 128;
+      for (const at::Tensor& bias_in : {at::Tensor(), input_bias}) {
+        for (const bool pool : {false, true}) {
+          const std::string what = describe(c) + (dtype == at::kFloat ? " float" : " bf16") +
+                                   (bias_in.defined() ? ", input bias" : "") + (pool ? ", pooled" : "");
+          const at::Tensor y = group_norm_relu(x_last, c.groups, in.scale, in.bias, kEps, bias_in, pool);
+          const at::Tensor expected = group_norm_relu(x, c.groups, in.scale, in.bias, kEps, bias_in, pool);
+          EXPECT_TRUE(is_channels_last(y)) << what << ": strides " << y.strides();
+          EXPECT_EQ(y.scalar_type(), dtype) << what;
+          EXPECT_TRUE(at::allclose(y.to(at::kFloat), expected.to(at::kFloat), tol, tol))
+              << what << ": largest difference " << (y.to(at::kFloat) - expected.to(at::kFloat)).abs().max().item<float>();
+          if (pool) EXPECT_TRUE(at::equal(y, max_pool2x2(group_norm_relu(x_last, c.groups, in.scale, in.bias, kEps, bias_in)))) << what;
+        }
+      }
+    }
+  }
+}
+
 ModelSpec spec(const std::string& arch, const std::string& norm, int64_t in_channels, int64_t hw) {
   ModelSpec s;
   s.arch = arch;
@@ -307,6 +338,62 @@ TEST(GroupNormRelu, NetworksInEvalWithoutGradAgreeFusedAndEager) {
     // Different roundings somewhere in the network: the switch did switch.
     if (fused_used) EXPECT_FALSE(at::equal(fused, plain)) << name;
   });
+}
+
+/// Restores the channels-last switch when a test ends, whatever it set.
+struct ChannelsLastGuard {
+  bool saved = channels_last_inference_enabled();
+  ~ChannelsLastGuard() { set_channels_last_inference(saved); }
+};
+
+TEST(GroupNormRelu, SimpleNetInfersChannelsLastOnTheCpuAndAgreesWithNchw) {
+  const ChannelsLastGuard guard;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for_each_group_norm_network(5, 4, 3, [&](const std::string& name, Classifier& net, const at::Tensor& input) {
+      net.to(dtype);
+      const at::Tensor x = input.to(dtype);
+      set_channels_last_inference(true);
+      const at::Tensor last = net.forward(x).to(at::kFloat);
+      set_channels_last_inference(false);
+      const at::Tensor first = net.forward(x).to(at::kFloat);
+      const std::string what = name + (dtype == at::kFloat ? " float" : " bf16");
+      // Float: the convolutions' sums in another order, through 13 layers; bf16: a bf16 unit here and there.
+      const double tol = dtype == at::kFloat ? 1e-4 : 5e-2;
+      EXPECT_TRUE(at::allclose(last, first, tol, tol))
+          << what << ": largest difference " << (last - first).abs().max().item<float>();
+      if (name.rfind("simplenet", 0) == 0) {
+        EXPECT_FALSE(at::equal(last, first)) << what << ": the switch did not switch";
+      } else {
+        EXPECT_TRUE(at::equal(last, first)) << what << ": LeNet stays NCHW";
+      }
+    });
+  }
+}
+
+TEST(GroupNormRelu, ChannelsLastOnlyForFloatOrBf16CpuInferenceWithoutGrad) {
+  const ChannelsLastGuard guard;
+  set_channels_last_inference(true);
+  const at::Tensor x = at::rand({2, 3, 4, 4});
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(runs_channels_last(x, false));
+    EXPECT_TRUE(runs_channels_last(x.to(at::kBFloat16), false));
+    EXPECT_FALSE(runs_channels_last(x, true)) << "training";
+    EXPECT_FALSE(runs_channels_last(x.to(at::kDouble), false));
+    EXPECT_FALSE(runs_channels_last(x.flatten(2), false)) << "3 dimensions";
+    EXPECT_FALSE(runs_channels_last(at::empty({2, 3, 4, 4}, at::device(at::kMeta)), false));
+    EXPECT_FALSE(runs_channels_last(at::Tensor(), false));
+    set_channels_last_inference(false);
+    EXPECT_FALSE(runs_channels_last(x, false)) << "switched off";
+    set_channels_last_inference(true);
+  }
+  EXPECT_FALSE(runs_channels_last(x, false)) << "grad mode on";
+  // What counts as channels-last: 4-D, that layout, and not also contiguous.
+  EXPECT_TRUE(is_channels_last(x.contiguous(at::MemoryFormat::ChannelsLast)));
+  EXPECT_FALSE(is_channels_last(x));
+  EXPECT_FALSE(is_channels_last(at::rand({2, 1, 4, 4}).contiguous(at::MemoryFormat::ChannelsLast))) << "one channel";
+  EXPECT_FALSE(is_channels_last(x.transpose(2, 3)));
+  EXPECT_FALSE(is_channels_last(at::Tensor()));
 }
 
 /// Restores the convolution-bias fusion mode when a test ends, whatever it set.

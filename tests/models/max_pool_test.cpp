@@ -56,6 +56,31 @@ TEST(MaxPool2x2, EqualsAtenBitForBitInInference) {
   }
 }
 
+TEST(MaxPool2x2, ChannelsLastInInferenceIsAtensBitForBitAndStaysChannelsLast) {
+  const FusedInferenceGuard guard;
+  set_fused_inference(true);
+  for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{
+           {2, 3, 8, 8}, {4, 32, 16, 16}, {3, 5, 7, 9}, {2, 64, 3, 2}}) {
+    const at::Tensor x = mixed(shape, static_cast<uint64_t>(shape[1] * 10 + shape.back())).contiguous(
+        at::MemoryFormat::ChannelsLast);
+    {
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(max_pool2x2_uses_own_kernels(x)) << x.sizes();
+      const at::Tensor ours = max_pool2x2(x);
+      EXPECT_TRUE(same_bits(ours, at::max_pool2d(x.contiguous(), {2, 2}))) << x.sizes();
+      EXPECT_TRUE(ours.is_contiguous(at::MemoryFormat::ChannelsLast)) << x.sizes();
+      const at::Tensor bf16 = x.to(at::kBFloat16);
+      EXPECT_TRUE(max_pool2x2_uses_own_kernels(bf16));
+      const at::Tensor ours_bf16 = max_pool2x2(bf16);
+      EXPECT_TRUE(ours_bf16.is_contiguous(at::MemoryFormat::ChannelsLast));
+      EXPECT_TRUE(same_bits(ours_bf16, max_pool2x2(bf16.contiguous()))) << x.sizes() << " bf16";
+    }
+    // Recording a gradient: ATen's pooling (our gradient's kernels are NCHW).
+    const at::Tensor leaf = x.clone().requires_grad_();
+    EXPECT_FALSE(max_pool2x2_uses_own_kernels(leaf));
+  }
+}
+
 TEST(MaxPool2x2, Bf16InInferenceIsAtensWithNanForNan) {
   // A network run in bf16 (eval --precision bf16) pools with our kernel: ATen's values bit for bit,
   // except that a NaN may keep its own sign and payload where ATen's goes through float.

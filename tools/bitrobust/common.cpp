@@ -17,6 +17,7 @@
 #include "bitrobust/common/runtime.h"
 #include "bitrobust/config.h"
 #include "bitrobust/eval/bit_error_eval.h"
+#include "bitrobust/models/models.h"
 #include "bitrobust/report/output.h"
 #include "bitrobust/report/printable.h"
 #include "commands.h"
@@ -89,6 +90,13 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
 
 at::Device setup_runtime(const CommonOptions& common) {
   configure_cpu_runtime(common.threads);
+  // BITROBUST_CHANNELS_LAST=0 keeps SimpleNet's CPU inference NCHW (models.h,
+  // set_channels_last_inference): for comparisons, or a CPU whose oneDNN is slower channels-last.
+  if (const char* layout = std::getenv("BITROBUST_CHANNELS_LAST"); layout != nullptr && *layout != '\0') {
+    const std::string value = layout;
+    BR_CHECK(value == "0" || value == "1", "BITROBUST_CHANNELS_LAST must be 0 or 1 (or unset), got '", value, "'");
+    models::set_channels_last_inference(value == "1");
+  }
   if (!common.json.empty()) report::check_output_path(common.json, "--json file");
   if (common.device == "cuda") {
 #ifdef BITROBUST_WITH_CUDA

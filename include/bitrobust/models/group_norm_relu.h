@@ -13,7 +13,10 @@ namespace bitrobust::models {
 /// at::relu(at::group_norm(x, groups, scale, bias, eps)) to about 1e-6 relative.
 /// x: float32 of shape [N, C, *] (any strides; dims >= 2), on the CPU or a CUDA device; scale and
 /// bias: float32 with C elements on x's device; C % groups == 0; eps >= 0. Returns a new contiguous
-/// tensor of x's shape and dtype. On the CPU x may also be bfloat16 (scale, bias and input_bias
+/// tensor of x's shape and dtype, or on the CPU for a channels-last x (is_channels_last in
+/// bitrobust/models/models.h) a channels-last one, read and written as they lie (NOTE
+/// [Channels-last GroupNorm]: the contiguous input's outputs, but for the rare 1-ulp difference
+/// of a statistic summed in another order). On the CPU x may also be bfloat16 (scale, bias and input_bias
 /// then float32 or bfloat16): computed in float from the widened values, each output rounded to
 /// bf16 once, so it is the float op's output for x.to(float), rounded (the pooled one too). CUDA: runs on the current stream of x's device, without synchronising.
 /// Inference only: no autograd graph is recorded, so it throws bitrobust::Error when gradient

@@ -24,6 +24,17 @@
 //
 // ReLU keeps NaN: a group holding a NaN or an infinity gives NaN outputs, as at::group_norm
 // followed by at::relu does, so a bit error sweep still sees a broken activation.
+//
+// NOTE [Channels-last GroupNorm]: with shape.channels_last the CPU kernels read x as [N, S, C]
+// (pixel after pixel, a pixel's C values side by side) and write y the same way (pooled: [N, H/2,
+// W/2, C]), so that a network can run channels-last throughout: oneDNN's convolutions on this
+// machine's CPU took 0.71-0.79x their NCHW time on SimpleNet's layers in float32 (0.53x at width 16),
+// where NCHW input and output are reordered (docs/measurements.md, "Channels-last SimpleNet on the
+// CPU"). A group is then S runs of C/G values, C apart, so the statistics are kept per channel, with
+// the channels in vector lanes, and added up per group: the same sums in another order, so the
+// statistics agree with the channels-first kernel's to double rounding, and the outputs (formed by
+// the same float operations from the float mean and rstd) are its outputs, except where the float
+// mean pair or rstd lands on the other side of a rounding boundary (1 ulp of the statistic).
 #include <cmath>
 #include <cstdint>
 
@@ -37,6 +48,9 @@ struct GroupNormShape {
   int64_t channels = 0;  ///< C >= 1
   int64_t spatial = 1;   ///< S = H*W (1 for [N, C] input), >= 0
   int64_t groups = 1;    ///< G >= 1, C % G == 0
+  /// x and y hold [batch, spatial, channels] instead: the memory of a channels-last
+  /// [N, C, H, W] tensor (NOTE [Channels-last GroupNorm]). CPU kernels only.
+  bool channels_last = false;
 
   int64_t group_size() const { return channels / groups * spatial; }  ///< D, elements per group
   int64_t numel() const { return batch * channels * spatial; }
@@ -86,8 +100,8 @@ void group_norm_relu_max_pool2x2_bf16_cpu(const uint16_t* x, const GroupNormShap
                                           int64_t width, const float* scale, const float* bias,
                                           const float* input_bias, double eps, uint16_t* y);
 
-/// The CUDA twin (defined only when the CUDA kernels are built): same arguments, all pointers are
-/// device memory; `stream` is a cudaStream_t, the launch is asynchronous on it (no host
+/// The CUDA twin (defined only when the CUDA kernels are built): same arguments (channels first
+/// only), all pointers are device memory; `stream` is a cudaStream_t, the launch is asynchronous on it (no host
 /// synchronisation). Throws bitrobust::Error for invalid sizes or a failed launch.
 void group_norm_relu_cuda(const float* x, const GroupNormShape& shape, const float* scale,
                           const float* bias, const float* input_bias, double eps, float* y,

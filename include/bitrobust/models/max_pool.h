@@ -13,9 +13,10 @@ namespace bitrobust::models {
 at::Tensor max_pool2x2(const at::Tensor& x);
 
 /// Whether max_pool2x2 runs our kernels for x: a float32 CPU tensor of shape [N, C, H, W] or
-/// [C, H, W], strided and contiguous (not channels-last), with H, W >= 2 and elements, while
-/// fused_inference_enabled() (bitrobust/models/models.h); or such a bfloat16 tensor when no
-/// gradient is recorded for it (a network run in bf16, `eval --precision bf16`). For bf16 the
+/// [C, H, W], strided and contiguous, with H, W >= 2 and elements, while fused_inference_enabled()
+/// (bitrobust/models/models.h); or such a bfloat16 tensor, or a channels-last [N, C, H, W] one
+/// (is_channels_last, the output channels-last too), when no gradient is recorded for it (a
+/// network run in bf16, `eval --precision bf16`, or channels-last, models.h). For bf16 the
 /// output equals ATen's bit for bit except for NaN's sign and payload (ATen's goes through float and
 /// back; ours keeps the element).
 bool max_pool2x2_uses_own_kernels(const at::Tensor& x);

@@ -27,6 +27,22 @@ void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t wid
 /// to: each output is one of its window's elements, the one the float rule picks, bit for bit.
 void max_pool2x2_bf16_cpu(const uint16_t* x, int64_t planes, int64_t height, int64_t width, uint16_t* y);
 
+/// max_pool2x2_cpu for channels-last input: x holds [batch, height, width, channels] (a
+/// channels-last [N, C, H, W] tensor's memory), y [batch, height / 2, width / 2, channels]; each
+/// output is the one max_pool2x2_cpu gives for its channel's plane, bit for bit (the same four
+/// elements in the same order). OpenMP over the output rows. Throws bitrobust::Error for negative
+/// sizes; nothing to do when an output dimension is 0. The bf16 form as max_pool2x2_bf16_cpu.
+void max_pool2x2_channels_last_cpu(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                                   float* y);
+void max_pool2x2_channels_last_bf16_cpu(const uint16_t* x, int64_t batch, int64_t channels, int64_t height,
+                                        int64_t width, uint16_t* y);
+
+/// The rule of NOTE [2x2 max pooling] for one element: `value` replaces the maximum so far when it
+/// is greater or NaN. A window (a, b, c, d) pools to pool_take(pool_take(a, b), pool_take(c, d)).
+inline float pool_take(float max_so_far, float value) {
+  return (value > max_so_far || value != value) ? value : max_so_far;
+}
+
 /// One plane of max_pool2x2_cpu, for kernels that pool what they have just computed (the fused
 /// GroupNorm + ReLU): y gets (height / 2) * (width / 2) floats; pairs is a buffer of the caller's of
 /// 2 * (height / 2) * (width / 2) floats. Sizes as max_pool2x2_cpu's, unchecked.

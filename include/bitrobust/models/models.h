@@ -72,6 +72,26 @@ bool fused_inference_enabled();
 /// the re-parameterized norm included, and rounded once; eager bf16 rounds 1 + weight to bf16 first).
 bool uses_fused_group_norm_relu(const at::Tensor& x, bool training);
 
+/// Whether x is a 4-D tensor laid out channels-last ([N, H, W, C] in memory) and not also
+/// contiguous: the layout channels-last inference runs in (with one channel, or 1 x 1 planes, the
+/// two layouts are the same memory and x counts as contiguous).
+bool is_channels_last(const at::Tensor& x);
+
+/// Turns channels-last inference on the CPU on or off for every network in the process (default
+/// on). When on, SimpleNet converts its input to channels-last in eval mode without gradients on
+/// the CPU (float32 or bf16; see runs_channels_last), so that every layer after it runs in that
+/// layout: oneDNN's convolutions skip the reorders to and from NCHW (SimpleNet's float32 inference
+/// 1.2-1.3x faster, docs/measurements.md "Channels-last SimpleNet on the CPU"), and the fused
+/// GroupNorm + ReLU and 2x2 pooling read and write it as it lies. Results agree with NCHW to
+/// rounding (the convolutions' sums are ordered differently), not bit for bit. Off: NCHW, for
+/// comparisons. Training, CUDA (where cuDNN's channels-last was slower, issue 7), LeNet (its
+/// convolutions gained nothing) and the residual networks stay NCHW.
+void set_channels_last_inference(bool enabled);
+bool channels_last_inference_enabled();
+/// Whether a network that prefers channels-last runs input x so: the switch is on, the module is
+/// not training, grad mode is off, and x is a float32 or bfloat16 CPU tensor of 4 dimensions.
+bool runs_channels_last(const at::Tensor& x, bool training);
+
 /// Where a convolution followed by a fused GroupNorm + ReLU leaves its bias to the fused op
 /// (group_norm_relu's input_bias). On CUDA, ATen adds a convolution's bias in a pass of its own
 /// over the whole output after cuDNN; the fused op adds it as it reads, with the same float

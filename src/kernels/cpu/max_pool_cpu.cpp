@@ -136,7 +136,48 @@ void pool_planes(const char* what, const T* x, int64_t planes, int64_t height, i
   });
 }
 
+// One output pixel's channels, channels last: the windows' four pixels a, b (top row), c, d.
+template <typename T>
+void pool_pixels(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ c, const T* __restrict__ d,
+                 int64_t channels, T* __restrict__ y) {
+#pragma omp simd
+  for (int64_t k = 0; k < channels; ++k) y[k] = take(take(a[k], b[k]), take(c[k], d[k]));
+}
+
+// Channels last, a pixel's channels side by side: the vector lanes run over the channels, so the
+// short rows that pool_plane works around do not arise.
+template <typename T>
+void pool_channels_last(const char* what, const T* x, int64_t batch, int64_t channels, int64_t height,
+                        int64_t width, T* y) {
+  BR_CHECK(batch >= 0 && channels >= 0 && height >= 0 && width >= 0, what, ": sizes must be >= 0, got batch ",
+           batch, ", ", channels, " channels of ", height, " x ", width);
+  const int64_t out_height = height / 2, out_width = width / 2;
+  if (batch == 0 || channels == 0 || out_height == 0 || out_width == 0) return;
+  const int64_t rows = batch * out_height;
+#pragma omp parallel for schedule(static) if (batch * channels * height * width >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = r / out_height, i = r % out_height;
+    const T* top = x + (n * height + 2 * i) * width * channels;
+    const T* bottom = top + width * channels;
+    T* out = y + r * out_width * channels;
+    for (int64_t j = 0; j < out_width; ++j) {
+      const int64_t left = 2 * j * channels, right = left + channels;
+      pool_pixels(top + left, top + right, bottom + left, bottom + right, channels, out + j * channels);
+    }
+  }
+}
+
 }  // namespace
+
+void max_pool2x2_channels_last_cpu(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                                   float* y) {
+  pool_channels_last("max_pool2x2_channels_last_cpu", x, batch, channels, height, width, y);
+}
+
+void max_pool2x2_channels_last_bf16_cpu(const uint16_t* x, int64_t batch, int64_t channels, int64_t height,
+                                        int64_t width, uint16_t* y) {
+  pool_channels_last("max_pool2x2_channels_last_bf16_cpu", x, batch, channels, height, width, y);
+}
 
 void max_pool2x2_cpu(const float* x, int64_t planes, int64_t height, int64_t width, float* y) {
   pool_planes("max_pool2x2_cpu", x, planes, height, width, y);

@@ -169,6 +169,8 @@ void group_norm_relu_cuda(const float* x, const GroupNormShape& shape, const flo
                           const float* bias, const float* input_bias, double eps, float* y,
                           void* stream) {
   check_group_norm_shape("group_norm_relu_cuda", shape, eps);
+  BR_CHECK(!shape.channels_last || shape.spatial <= 1,
+           "group_norm_relu_cuda: channels-last input is not supported on CUDA (the CPU kernels' form)");
   const int64_t group_size = shape.group_size();
   if (shape.batch == 0 || group_size == 0) return;
   // 32-bit indices within a group (and FastDivider's range).
