@@ -224,6 +224,8 @@ class SimpleNet : public Classifier {
     fc_ = register_module("fc", torch::nn::Linear(in, s.num_classes));
   }
   at::Tensor forward(at::Tensor x) override {
+    // (An input of one channel, MNIST's, is NCHW and channels-last alike, so the network stays
+    // NCHW: converting at the second layer instead gained nothing measurable on Fashion-MNIST.)
     if (runs_channels_last(x, is_training())) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     for (size_t i = 0; i < convs_.size(); ++i) {
       x = acts_[i]->forward_after(convs_[i], x, pools_[i]);
@@ -294,6 +296,7 @@ class ResidualNet : public Classifier {
     fc_ = register_module("fc", torch::nn::Linear(in, s.num_classes));
   }
   at::Tensor forward(at::Tensor x) override {
+    if (runs_channels_last(x, is_training())) x = x.contiguous(at::MemoryFormat::ChannelsLast);  // (see SimpleNet)
     x = stem_->forward(x);
     for (auto& block : blocks_) x = block->forward(x);
     x = act_->forward(x).mean({2, 3});

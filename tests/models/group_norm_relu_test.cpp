@@ -368,6 +368,23 @@ TEST(GroupNormRelu, SimpleNetInfersChannelsLastOnTheCpuAndAgreesWithNchw) {
       }
     });
   }
+  // The residual networks likewise; and an input of one channel (MNIST's), NCHW and channels-last
+  // alike, leaves a network NCHW: the same bits.
+  torch::NoGradGuard no_grad;
+  for (const auto& [s, same] : std::vector<std::pair<ModelSpec, bool>>{{spec("resnet20", "gn", 3, 32), false},
+                                                                       {spec("simplenet", "regn", 1, 28), true}}) {
+    torch::manual_seed(6);
+    auto net = build_model(s);
+    perturb_norms(*net);
+    net->eval();
+    const at::Tensor x = torch::randn({3, s.in_channels, s.height, s.width});
+    set_channels_last_inference(true);
+    const at::Tensor last = net->forward(x);
+    set_channels_last_inference(false);
+    const at::Tensor first = net->forward(x);
+    EXPECT_TRUE(at::allclose(last, first, 1e-4, 1e-4)) << s.arch;
+    EXPECT_EQ(at::equal(last, first), same) << s.arch << " " << s.in_channels << " input channel(s)";
+  }
 }
 
 TEST(GroupNormRelu, ChannelsLastOnlyForFloatOrBf16CpuInferenceWithoutGrad) {

@@ -78,14 +78,16 @@ bool uses_fused_group_norm_relu(const at::Tensor& x, bool training);
 bool is_channels_last(const at::Tensor& x);
 
 /// Turns channels-last inference on the CPU on or off for every network in the process (default
-/// on). When on, SimpleNet converts its input to channels-last in eval mode without gradients on
-/// the CPU (float32 or bf16; see runs_channels_last), so that every layer after it runs in that
-/// layout: oneDNN's convolutions skip the reorders to and from NCHW (SimpleNet's float32 inference
-/// 1.2-1.3x faster, docs/measurements.md "Channels-last SimpleNet on the CPU"), and the fused
-/// GroupNorm + ReLU and 2x2 pooling read and write it as it lies. Results agree with NCHW to
+/// on). When on, SimpleNet, WRN and ResNet-20 convert their input to channels-last in eval mode
+/// without gradients on the CPU (float32 or bf16; see runs_channels_last), so that every layer
+/// after it runs in that layout: oneDNN's convolutions skip the reorders to and from NCHW
+/// (docs/measurements.md, "Channels-last inference on the CPU"), and the fused GroupNorm + ReLU,
+/// the 2x2 pooling and ATen's BatchNorm read and write it as it lies. Results agree with NCHW to
 /// rounding (the convolutions' sums are ordered differently), not bit for bit. Off: NCHW, for
-/// comparisons. Training, CUDA (where cuDNN's channels-last was slower, issue 7), LeNet (its
-/// convolutions gained nothing) and the residual networks stay NCHW.
+/// comparisons (BITROBUST_CHANNELS_LAST=0 for the command-line tool). Training (a channels-last
+/// SimpleNet with GroupNorm trained at 0.75-0.79x its NCHW speed, ATen's GroupNorm backward being
+/// slow in that layout), CUDA (where channels-last was slower, issue 7) and LeNet (its convolutions gained nothing) stay NCHW, and so does a network
+/// whose input has one channel (MNIST's: NCHW and channels-last alike).
 void set_channels_last_inference(bool enabled);
 bool channels_last_inference_enabled();
 /// Whether a network that prefers channels-last runs input x so: the switch is on, the module is
