@@ -64,10 +64,11 @@ void report(benchmark::State& state, const Shape& s, const at::Tensor& x) {
 // Times `op(inputs, shape)` (returning the output tensor) on the shape of state.range(0), with
 // the inputs (x and the affine parameters) in dtype.
 template <typename Op>
-void time_group_norm_relu(benchmark::State& state, Op op, at::ScalarType dtype = at::kFloat) {
+void time_group_norm_relu(benchmark::State& state, Op op, at::ScalarType dtype = at::kFloat,
+                          at::MemoryFormat layout = at::MemoryFormat::Contiguous) {
   const Shape& s = kShapes[state.range(0)];
   Inputs in = inputs_for(s);
-  in = {in.x.to(dtype), in.scale.to(dtype), in.bias.to(dtype)};
+  in = {in.x.to(dtype).contiguous(layout), in.scale.to(dtype), in.bias.to(dtype)};
   torch::NoGradGuard no_grad;
   for (auto _ : state) {
     at::Tensor y = op(in, s);
@@ -136,6 +137,18 @@ void BM_FusedBf16GroupNormReluPool(benchmark::State& state) {
       at::kBFloat16);
 }
 
+/// The pooled op on a channels-last input (NOTE [Channels-last GroupNorm]), as SimpleNet runs it
+/// in inference on the CPU; arguments: the shape (4-D), and 1 for bf16. Beside
+/// BM_FusedGroupNormReluPooled and BM_FusedBf16GroupNormReluPool, the same op on NCHW input.
+void BM_FusedGroupNormReluPooledChannelsLast(benchmark::State& state) {
+  time_group_norm_relu(
+      state,
+      [](const Inputs& in, const Shape& s) {
+        return bitrobust::models::group_norm_relu(in.x, s.groups, in.scale, in.bias, kEps, {}, /*pool2x2=*/true);
+      },
+      state.range(1) != 0 ? at::kBFloat16 : at::kFloat, at::MemoryFormat::ChannelsLast);
+}
+
 /// The CPU kernel alone, into a preallocated output (no allocation, no page faults).
 void BM_FusedKernel(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
@@ -175,6 +188,32 @@ void BM_LeNetInference(benchmark::State& state) {
   bitrobust::models::set_fused_inference(saved);
 }
 
+/// SimpleNet (re-parameterized GroupNorm, CIFAR-10 sized input) forward in eval mode without
+/// gradients, batch 100; arguments: the width, and channels-last inference on (1) or off (0).
+/// items_per_second = images/s.
+void BM_SimpleNetInference(benchmark::State& state) {
+  const bool saved = bitrobust::models::channels_last_inference_enabled();
+  bitrobust::models::set_channels_last_inference(state.range(1) != 0);
+  bitrobust::models::ModelSpec spec;
+  spec.arch = "simplenet";
+  spec.norm = "regn";
+  spec.in_channels = 3;
+  spec.height = spec.width = 32;
+  spec.channels = state.range(0);
+  torch::manual_seed(0);
+  auto net = bitrobust::models::build_model(spec);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor images = torch::randn({100, 3, 32, 32});
+  for (auto _ : state) {
+    at::Tensor logits = net->forward(images);
+    benchmark::DoNotOptimize(logits.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * 100);
+  state.SetLabel(state.range(1) != 0 ? "channels last" : "NCHW");
+  bitrobust::models::set_channels_last_inference(saved);
+}
+
 BENCHMARK(BM_EagerGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EagerGroupNormReluInPlace)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedGroupNormRelu)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -184,6 +223,11 @@ BENCHMARK(BM_FusedGroupNormReluPooled)->Arg(0)->Arg(1)->Arg(3)->UseRealTime()->U
 BENCHMARK(BM_EagerBf16GroupNormReluPool)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FusedBf16GroupNormReluPool)->DenseRange(0, 3)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LeNetInference)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FusedGroupNormReluPooledChannelsLast)
+    ->ArgsProduct({{0, 1, 3}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SimpleNetInference)->ArgsProduct({{16, 64}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -9,7 +9,7 @@
 // bf16: the network is converted to bfloat16 (weights and activations). Quantized weights are
 //       dequantized in float32 and rounded to bf16 (QuantizedModel::load_weights); parameters that
 //       are not quantized are rounded once. On the CPU, convolutions and linear layers run in
-//       oneDNN's bf16 kernels (AMX or AVX-512 where the CPU has them), and each GroupNorm + ReLU
+//       oneDNN's bf16 kernels (AVX512_BF16 here; AMX with a newer oneDNN), and each GroupNorm + ReLU
 //       (+ 2x2 pooling) is computed in float from the bf16 values and rounded once (our kernels,
 //       bitrobust/models/group_norm_relu.h). Whether a precision is safe for a model is measured,
 //       not assumed: its RErr must stay inside the fp32 run's 95% confidence interval

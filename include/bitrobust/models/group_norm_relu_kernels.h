@@ -28,9 +28,9 @@
 // NOTE [Channels-last GroupNorm]: with shape.channels_last the CPU kernels read x as [N, S, C]
 // (pixel after pixel, a pixel's C values side by side) and write y the same way (pooled: [N, H/2,
 // W/2, C]), so that a network can run channels-last throughout: oneDNN's convolutions on this
-// machine's CPU took 0.71-0.79x their NCHW time on SimpleNet's layers in float32 (0.53x at width 16),
-// where NCHW input and output are reordered (docs/measurements.md, "Channels-last SimpleNet on the
-// CPU"). A group is then S runs of C/G values, C apart, so the statistics are kept per channel, with
+// machine's CPU took 0.71-0.80x their NCHW time on SimpleNet's layers in float32 (0.53x at width
+// 16), where NCHW input and output are reordered (docs/measurements.md, "Channels-last inference on
+// the CPU"). A group is then S runs of C/G values, C apart, so the statistics are kept per channel, with
 // the channels in vector lanes, and added up per group: the same sums in another order, so the
 // statistics agree with the channels-first kernel's to double rounding, and the outputs (formed by
 // the same float operations from the float mean and rstd) are its outputs, except where the float
