@@ -154,6 +154,7 @@ nlohmann::json sweep_to_json(const eval::SweepResult& sweep, const eval::SweepOp
           {"batch", ctx.batch},
           {"device", ctx.device},
           {"precision", ctx.precision},
+          {"activations", ctx.activations},
           {"versions", io::version_info()},
           {"clean_error", sweep.clean_error},
           // (null, not 0, when no pattern changed a bit: nothing was timed, as train's figures)
@@ -192,6 +193,11 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
   if (j.contains("model_name") && !j["model_name"].is_string()) fail("model_name must be a string");
   // (compare pairs results by it: two files edited to the same non-text value would pair)
   if (j.contains("layout") && !j["layout"].is_null() && !j["layout"].is_string()) fail("layout must be a string");
+  // (absent from results written before 2026-12-06, all NCHW)
+  if (j.contains("activations") && (!j["activations"].is_string() || (j["activations"] != "nchw" &&
+                                                                       j["activations"] != "channels_last"))) {
+    fail("activations must be \"nchw\" or \"channels_last\"");
+  }
   // (absent from results written before they were recorded)
   if (j.contains("model_fingerprint") && !j["model_fingerprint"].is_null() && !j["model_fingerprint"].is_string()) {
     fail("model_fingerprint must be a string");

@@ -291,6 +291,7 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   EXPECT_EQ(j["scheme"], "u4-asym-tensor-round");
   EXPECT_EQ(j["seed"], 7);
   EXPECT_EQ(j["precision"], "fp32");  // the CPU's default
+  EXPECT_EQ(j["activations"], "nchw");  // an MLP: no channels-last inference
   EXPECT_EQ(j["results"][0]["rerr_mean"].get<double>(), j["clean_error"].get<double>());
   // One point per rate above 0 and result: 2 in the sweep's plot, 4 in the comparison of two.
   const auto circles = [](const std::string& path) {
@@ -320,9 +321,14 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   EXPECT_EQ(replay["bits_changed"].get<int64_t>(), j["results"][2]["bits_changed"][1].get<int64_t>());
   // Both name the weights they evaluated, whatever the file is called (found by a review: a retrained
   // file under the same name gave results that nothing told apart), and where they ran.
-  for (const char* key : {"model_fingerprint", "model_seed", "device", "batch", "precision"}) {
+  for (const char* key : {"model_fingerprint", "model_seed", "device", "batch", "precision", "activations"}) {
     EXPECT_EQ(replay[key], j[key]) << key;
   }
+  // The layout switch takes 0 or 1 only.
+  ::setenv("BITROBUST_CHANNELS_LAST", "2", 1);
+  expect_failure("eval --model " + q + " --rates 1% --patterns 1 --limit 30 --quiet",
+                 "BITROBUST_CHANNELS_LAST must be 0 or 1 (or unset), got '2'");
+  ::unsetenv("BITROBUST_CHANNELS_LAST");
   ASSERT_TRUE(j["model_fingerprint"].is_string());
   EXPECT_EQ(j["model_fingerprint"].get<std::string>().rfind("crc32 ", 0), 0u);
   EXPECT_TRUE(j["model_seed"].is_null());  // (the float model's file records no training seed)

@@ -296,6 +296,14 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "not a bitrobust eval result");
   broken["format"] = "bitrobust-replay-1";  // what `eval --replay --json` writes
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "one replayed pattern (eval --replay)");
+  EXPECT_EQ(j["activations"], "nchw");
+  broken = j;
+  broken["activations"] = "nhwc";
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "activations must be \"nchw\" or \"channels_last\"");
+  broken["activations"] = "channels_last";
+  EXPECT_NO_THROW(report::validate_sweep_json(broken, "r.json"));
+  broken.erase("activations");  // results written before it was recorded
+  EXPECT_NO_THROW(report::validate_sweep_json(broken, "r.json"));
   broken = j;
   broken["results"][1]["rerr_std"] = -1;
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "rerr_std must be a number in [0, 1]");

@@ -421,7 +421,8 @@ TEST(GroupNormReluCpu, ChannelsLastIsTheChannelsFirstKernelOnTransposedInput) {
   expect_channels_last_is_channels_first(random_case({2, 4, 3 * 3, 4}, 64), 3, 3);  // one channel per group
   expect_channels_last_is_channels_first(random_case({2, 6, 5 * 2, 1}, 65), 5, 2);  // one group
   expect_channels_last_is_channels_first(random_case({3, 8, 4, 2}, 66, 1000.0f, 0.01f), 2, 2);  // large mean
-  expect_channels_last_is_channels_first(random_case({2, 2048, 2 * 2, 32}, 67), 2, 2);  // more channels than a run
+  expect_channels_last_is_channels_first(random_case({2, 2048, 2 * 2, 32}, 67), 2, 2);  // a run of 2 pixels
+  expect_channels_last_is_channels_first(random_case({2, 4352, 2 * 2, 32}, 75), 2, 2);  // more channels than a run
   expect_channels_last_is_channels_first(random_case({1, 4, 300 * 30, 2}, 68), 300, 30);  // several runs a sample
   Case nan_case = random_case({2, 8, 16, 4}, 69);
   nan_case.x[17] = std::numeric_limits<float>::quiet_NaN();  // sample 0, channel 1: group 0 of sample 0

@@ -363,6 +363,11 @@ TEST(GroupNormRelu, SimpleNetInfersChannelsLastOnTheCpuAndAgreesWithNchw) {
           << what << ": largest difference " << (last - first).abs().max().item<float>();
       if (name.rfind("simplenet", 0) == 0) {
         EXPECT_FALSE(at::equal(last, first)) << what << ": the switch did not switch";
+        // What the switch does is convert the input: a channels-last input, switch off, gives the
+        // same bits, every layer keeping the layout (the first convolution's output is channels-last).
+        const at::Tensor x_last = x.contiguous(at::MemoryFormat::ChannelsLast);
+        EXPECT_TRUE(at::equal(net.forward(x_last).to(at::kFloat), last)) << what;
+        EXPECT_TRUE(is_channels_last(net.named_modules()["conv1"]->as<torch::nn::Conv2d>()->forward(x_last))) << what;
       } else {
         EXPECT_TRUE(at::equal(last, first)) << what << ": LeNet stays NCHW";
       }
@@ -405,6 +410,20 @@ TEST(GroupNormRelu, ChannelsLastOnlyForFloatOrBf16CpuInferenceWithoutGrad) {
     set_channels_last_inference(true);
   }
   EXPECT_FALSE(runs_channels_last(x, false)) << "grad mode on";
+  // Which networks infer channels-last, and on which inputs (what eval records as `activations`).
+  torch::manual_seed(7);
+  const auto simplenet = build_model(spec("simplenet", "regn", 3, 32));
+  const auto resnet = build_model(spec("resnet20", "gn", 3, 32));
+  const auto lenet = build_model(spec("lenet", "gn", 1, 28));
+  EXPECT_TRUE(infers_channels_last(*simplenet, x));
+  EXPECT_TRUE(infers_channels_last(*resnet, x.to(at::kBFloat16)));
+  EXPECT_FALSE(infers_channels_last(*lenet, x)) << "LeNet";
+  EXPECT_FALSE(infers_channels_last(*simplenet, at::rand({2, 1, 28, 28}))) << "one channel";
+  EXPECT_FALSE(infers_channels_last(*simplenet, at::rand({2, 3, 1, 1}))) << "one value a channel";
+  EXPECT_FALSE(infers_channels_last(*simplenet, at::empty({2, 3, 4, 4}, at::device(at::kMeta)))) << "not the CPU";
+  set_channels_last_inference(false);
+  EXPECT_FALSE(infers_channels_last(*simplenet, x)) << "switched off";
+  set_channels_last_inference(true);
   // What counts as channels-last: 4-D, that layout, and not also contiguous.
   EXPECT_TRUE(is_channels_last(x.contiguous(at::MemoryFormat::ChannelsLast)));
   EXPECT_FALSE(is_channels_last(x));

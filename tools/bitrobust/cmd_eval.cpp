@@ -81,7 +81,7 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
   sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");
   sub->add_option("--precision", cmd->precision,
-                  "inference precision of the network; tf32: convolutions and matrix products; bf16: the whole network, much faster on CPUs with AMX (compare RErr with fp32 first, README) (default: tf32 on CUDA, fp32 on the CPU, as PyTorch's convolutions)")
+                  "inference precision of the network; tf32: convolutions and matrix products; bf16: the whole network, much faster on CPUs with AVX512_BF16 or AMX (compare RErr with fp32 first, README) (default: tf32 on CUDA, fp32 on the CPU, as PyTorch's convolutions)")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   sub->add_option("--replay", cmd->replay, "evaluate exactly this saved pattern file (see `bitrobust pattern`)");
   return [cmd, sub]() {
@@ -130,6 +130,10 @@ Runner register_eval(CLI::App& app) {
       t.ranges = t.ranges.to(device);
     }
     const eval::InferencePrecision precision_guard(precision, *file.net, device);
+    // The layout the activations take (results of the two agree to rounding, not bit for bit).
+    const at::Tensor input_like = at::empty({1, data.images.size(1), data.images.size(2), data.images.size(3)},
+                                            at::TensorOptions().dtype(precision == eval::Precision::Bf16 ? at::kBFloat16 : at::kFloat).device(device));
+    const std::string activations = models::infers_channels_last(*file.net, input_like) ? "channels_last" : "nchw";
     auto named = file.net->named_parameters();
     for (size_t i = 0; i < qd.names.size(); ++i) qd.params[i] = named[qd.names[i]];
 
@@ -172,6 +176,7 @@ Runner register_eval(CLI::App& app) {
                                                      {"rerr", r.rerr},
                                                      {"bits_changed", r.bits_changed},
                                                      {"precision", eval::precision_name(precision)},
+                                                     {"activations", activations},
                                                      {"device", device.str()},
                                                      {"batch", cmd->sweep.batch_size},
                                                      // the images, as a sweep records them: a replay
@@ -198,6 +203,7 @@ Runner register_eval(CLI::App& app) {
     ctx.cifar_protocol = recorded_protocol(data, cmd->data);
     ctx.device = device.str();
     ctx.precision = eval::precision_name(precision);
+    ctx.activations = activations;
     ctx.limit = cmd->limit;
     ctx.batch = cmd->sweep.batch_size;
     ctx.data = data.fingerprint();

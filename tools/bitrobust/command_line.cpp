@@ -71,7 +71,8 @@ CommandLine::CommandLine()
       "  bitrobust train --dataset fashion-mnist --norm regn --scheme rquant --bits 8 --clip 0.1 --out m.pt\n"
       "  bitrobust eval --model m.pt --rates 0.01%,0.1%,1% --json m.eval.json\n"
       "Environment: BITROBUST_DATA (a folder of one folder per data set), BITROBUST_TRUST_ARCHIVES=1,\n"
-      "BITROBUST_INJECTION=dense (README). Each command's options: bitrobust COMMAND --help.");
+      "BITROBUST_INJECTION=dense, BITROBUST_CHANNELS_LAST=0 (README). Each command's options: bitrobust\n"
+      "COMMAND --help.");
   app_.set_version_flag("--version", BITROBUST_VERSION);
   for (Runner (*reg)(CLI::App&) : {register_train, register_test, register_quantize, register_export, register_eval,
                                    register_compare, register_pattern, register_info}) {

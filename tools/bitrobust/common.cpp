@@ -90,7 +90,7 @@ void add_common_options(CLI::App& cmd, CommonOptions& common) {
 
 at::Device setup_runtime(const CommonOptions& common) {
   configure_cpu_runtime(common.threads);
-  // BITROBUST_CHANNELS_LAST=0 keeps SimpleNet's CPU inference NCHW (models.h,
+  // BITROBUST_CHANNELS_LAST=0 keeps CPU inference NCHW (SimpleNet, WRN, ResNet-20; models.h,
   // set_channels_last_inference): for comparisons, or a CPU whose oneDNN is slower channels-last.
   if (const char* layout = std::getenv("BITROBUST_CHANNELS_LAST"); layout != nullptr && *layout != '\0') {
     const std::string value = layout;

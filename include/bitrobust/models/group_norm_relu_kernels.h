@@ -35,6 +35,8 @@
 // statistics agree with the channels-first kernel's to double rounding, and the outputs (formed by
 // the same float operations from the float mean and rstd) are its outputs, except where the float
 // mean pair or rstd lands on the other side of a rounding boundary (1 ulp of the statistic).
+// OpenMP runs over the N samples instead of the N*G groups (a sample's statistics are computed
+// together), so a batch of one runs on one thread.
 #include <cmath>
 #include <cstdint>
 
@@ -73,7 +75,7 @@ inline void check_group_norm_shape(const char* what, const GroupNormShape& shape
 /// re-parameterized norm); input_bias: nullptr, or shape.channels floats added to x per channel
 /// before normalizing (the bias of the convolution before, which then skips its own pass: the
 /// same float additions, so the same result). eps is added to the variance. OpenMP over the N*G
-/// groups; each group is computed by one thread in a fixed order, so results do not depend on the
+/// groups (channels last: the N samples); each is computed by one thread in a fixed order, so results do not depend on the
 /// number of threads. Throws bitrobust::Error for invalid sizes; an empty tensor does nothing.
 void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const float* scale,
                          const float* bias, const float* input_bias, double eps, float* y);
@@ -82,9 +84,10 @@ void group_norm_relu_cpu(const float* x, const GroupNormShape& shape, const floa
 /// bitrobust/models/max_pool_kernels.h), in one pass: y is max_pool2x2_cpu of group_norm_relu_cpu's
 /// output, bit for bit, for x of shape [batch, channels, height, width] (shape.spatial must be
 /// height * width, and height, width >= 2); y: batch * channels * (height / 2) * (width / 2) floats.
-/// Each channel is normalized into a buffer of the thread's own, still in cache when it is pooled,
-/// so the full-size output is never written to memory nor read back. Throws bitrobust::Error for
-/// invalid sizes.
+/// Each channel is normalized into a buffer of the thread's own, still in cache when it is pooled
+/// (channels last: each 2x2 window's four pixels are normalized and pooled in registers,
+/// max_pool2x2_channels_last_cpu of the unpooled output), so the full-size output is never written
+/// to memory nor read back. Throws bitrobust::Error for invalid sizes.
 void group_norm_relu_max_pool2x2_cpu(const float* x, const GroupNormShape& shape, int64_t height, int64_t width,
                                      const float* scale, const float* bias, const float* input_bias, double eps,
                                      float* y);

@@ -36,6 +36,9 @@ std::vector<std::string> normalization_names();
 class Classifier : public torch::nn::Module {
  public:
   virtual at::Tensor forward(at::Tensor x) = 0;
+  /// Whether the network converts its input to channels-last for inference on the CPU (see
+  /// set_channels_last_inference): SimpleNet, WRN and ResNet-20.
+  virtual bool prefers_channels_last() const { return false; }
 };
 
 /// Builds a freshly initialised network (initialisation draws from torch's global generator:
@@ -93,6 +96,11 @@ bool channels_last_inference_enabled();
 /// Whether a network that prefers channels-last runs input x so: the switch is on, the module is
 /// not training, grad mode is off, and x is a float32 or bfloat16 CPU tensor of 4 dimensions.
 bool runs_channels_last(const at::Tensor& x, bool training);
+/// Whether `net`'s inference (eval mode, no gradients) on inputs like x runs channels-last: it
+/// prefers it, runs_channels_last would hold, and x has more than one channel and value per
+/// channel (with one, NCHW and channels-last are the same memory). Results record it
+/// (`activations` in eval's JSON): the layouts agree to rounding, not bit for bit.
+bool infers_channels_last(const Classifier& net, const at::Tensor& x);
 
 /// Where a convolution followed by a fused GroupNorm + ReLU leaves its bias to the fused op
 /// (group_norm_relu's input_bias). On CUDA, ATen adds a convolution's bias in a pass of its own

@@ -12,6 +12,9 @@ namespace bitrobust::report {
 struct SweepContext {
   std::string model, model_name, scheme, error_model, layers, dataset, split, cifar_protocol, device;
   std::string precision = "fp32";  ///< eval/precision.h
+  /// The activations' memory layout in inference: "channels_last" or "nchw"
+  /// (models::infers_channels_last); results of the two agree to rounding.
+  std::string activations = "nchw";
   int64_t limit = 0, batch = 0;
   /// Where a seed's bits fall: the quantized parameters' shapes and bit widths (layout_of).
   std::string layout;
