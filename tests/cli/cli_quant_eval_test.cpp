@@ -507,9 +507,10 @@ TEST_F(CliQuantEval, QuantizeTestAndEvalReportTheErrorOfTheStoredCodes) {
   EXPECT_FALSE(test_util::contains(two_rates.output, "'1%' is a fraction")) << two_rates.output;
   const auto quantized = read_json(dir.file("q.json")), tested = read_json(dir.file("t.json")), swept = read_json(dir.file("e.json"));
   // quantize's errors are of the images test records (found by a review: it did not say which).
-  for (const char* key : {"dataset", "split", "cifar_protocol", "examples", "data", "device"}) {
+  for (const char* key : {"dataset", "split", "cifar_protocol", "examples", "data", "device", "activations"}) {
     EXPECT_EQ(quantized[key], tested[key]) << key;
   }
+  EXPECT_EQ(tested["activations"], swept["activations"]);
   EXPECT_NE(quantized["test_error"].get<double>(), quantized["float_test_error"].get<double>()) << "2 bits change predictions";
   EXPECT_EQ(tested["test_error"].get<double>(), quantized["test_error"].get<double>());
   EXPECT_EQ(swept["clean_error"].get<double>(), quantized["test_error"].get<double>());

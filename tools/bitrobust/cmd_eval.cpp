@@ -131,9 +131,8 @@ Runner register_eval(CLI::App& app) {
     }
     const eval::InferencePrecision precision_guard(precision, *file.net, device);
     // The layout the activations take (results of the two agree to rounding, not bit for bit).
-    const at::Tensor input_like = at::empty({1, data.images.size(1), data.images.size(2), data.images.size(3)},
-                                            at::TensorOptions().dtype(precision == eval::Precision::Bf16 ? at::kBFloat16 : at::kFloat).device(device));
-    const std::string activations = models::infers_channels_last(*file.net, input_like) ? "channels_last" : "nchw";
+    const std::string activations =
+        activation_layout(*file.net, data, device, precision == eval::Precision::Bf16);
     auto named = file.net->named_parameters();
     for (size_t i = 0; i < qd.names.size(); ++i) qd.params[i] = named[qd.names[i]];
 

@@ -85,6 +85,7 @@ Runner register_quantize(CLI::App& app) {
                                     {"data", test.fingerprint()},
                                     {"batch", cmd->batch},
                                     {"device", device.str()},
+                                    {"activations", activation_layout(*file.net, test, device)},
                                     {"versions", io::version_info()}};
     save_model_and_json(cmd->out, file, cmd->common.json, summary, [&] {
       std::printf("scheme %s: test error %.2f%% float -> %.2f%% quantized (%+.2f points); %lld weights in %zu "

@@ -61,6 +61,7 @@ Runner register_test(CLI::App& app) {
                                                    {"test_error", result.error},
                                                    {"scheme", scheme},
                                                    {"device", device.str()},
+                                                   {"activations", activation_layout(*file.net, data, device)},
                                                    {"seconds", result.seconds},
                                                    {"versions", io::version_info()}});
     }

@@ -52,6 +52,10 @@ data::Dataset load_data(const DataOptions& options, const std::string& split, at
 std::string protocol_note(const data::Dataset& data, const DataOptions& options);
 /// The CIFAR-10 protocol results record for these images ("" for other data sets, which have none).
 std::string recorded_protocol(const data::Dataset& data, const DataOptions& options);
+/// The layout `net`'s activations take when it evaluates `data` on `device` (bf16: a network run
+/// in bfloat16), as results record it: "channels_last" or "nchw" (models::infers_channels_last).
+std::string activation_layout(const models::Classifier& net, const data::Dataset& data, at::Device device,
+                              bool bf16 = false);
 /// Throws bitrobust::Error if an output is one of the files a data set was read from.
 void check_outputs_spare_data(const std::vector<report::NamedPath>& outputs, const data::Dataset& data);
 /// The data a saved model is evaluated on: the data set (and CIFAR-10 protocol) named in the model

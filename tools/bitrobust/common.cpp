@@ -135,6 +135,12 @@ std::string recorded_protocol(const data::Dataset& data, const DataOptions& opti
   return data.name == "cifar10" ? options.protocol : "";
 }
 
+std::string activation_layout(const models::Classifier& net, const data::Dataset& data, at::Device device, bool bf16) {
+  const at::Tensor input_like = at::empty({1, data.images.size(1), data.images.size(2), data.images.size(3)},
+                                          at::TensorOptions().dtype(bf16 ? at::kBFloat16 : at::kFloat).device(device));
+  return models::infers_channels_last(net, input_like) ? "channels_last" : "nchw";
+}
+
 void check_cifar_protocol_applies(const DataOptions& options) {
   BR_CHECK(options.protocol.empty() || options.dataset == "cifar10", "--cifar-protocol ", options.protocol,
            ": only CIFAR-10 has split protocols, and the data set is ", options.dataset);
