@@ -70,7 +70,7 @@ std::string format_rate(double rate) {
 }
 
 void check_rate(const char* what, double rate) {
-  BR_CHECK(rate >= 0.0 && rate <= 1.0, "ErrorModel: ", what, " must be in [0, 1], got ", rate);
+  BR_CHECK(rate >= 0.0 && rate <= 1.0, "error model: ", what, " must be in [0, 1], got ", rate);
 }
 
 bool is_stuck(ErrorKind kind) { return kind == ErrorKind::StuckAt0 || kind == ErrorKind::StuckAt1; }
@@ -88,7 +88,7 @@ ErrorModel ErrorModel::parse(const std::string& name, double rate) {
     std::string part;
     while (std::getline(stream, part, ',')) parts.push_back(part);
   }
-  BR_CHECK(!parts.empty() && !parts[0].empty(), "ErrorModel: empty error model name; known: ", kKnownNames);
+  BR_CHECK(!parts.empty() && !parts[0].empty(), "error model: empty error model name; known: ", kKnownNames);
   const std::string& kind = parts[0];
   if (kind == "random") {
     model.kind = ErrorKind::Random;
@@ -103,23 +103,23 @@ ErrorModel ErrorModel::parse(const std::string& name, double rate) {
     model.kind = ErrorKind::Lsb;
     model.lsb_bits = std::stoi(kind.substr(3));
   } else {
-    throw Error("ErrorModel: unknown error model '" + name + "'; known: " + kKnownNames);
+    throw Error("error model: unknown error model '" + name + "'; known: " + kKnownNames);
   }
   // getline drops a last empty part: "random," would pass for "random".
-  BR_CHECK(name.empty() || name.back() != ',', "ErrorModel: '", name, "' ends with a comma");
+  BR_CHECK(name.empty() || name.back() != ',', "error model: '", name, "' ends with a comma");
   bool seen_0to1 = false, seen_1to0 = false;
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& option = parts[i];
     const auto eq = option.find('=');
     const std::string key = option.substr(0, eq);
-    BR_CHECK(eq != std::string::npos && (key == "0to1" || key == "1to0"), "ErrorModel: unknown option '", option,
+    BR_CHECK(eq != std::string::npos && (key == "0to1" || key == "1to0"), "error model: unknown option '", option,
              "' in '", name, "'; expected 0to1=<rate> or 1to0=<rate>");
-    const double parsed = parse_rate(option.substr(eq + 1), "ErrorModel: " + key + " in '" + name + "'");
+    const double parsed = parse_rate(option.substr(eq + 1), "error model: " + key + " in '" + name + "'");
     bool& seen = key == "0to1" ? seen_0to1 : seen_1to0;
-    BR_CHECK(!seen, "ErrorModel: ", key, " is given twice in '", name, "'");
+    BR_CHECK(!seen, "error model: ", key, " is given twice in '", name, "'");
     seen = true;
     (key == "0to1" ? model.rate_0to1 : model.rate_1to0) = parsed;
-    BR_CHECK(parsed >= 0.0, "ErrorModel: ", key, " rate must be in [0, 1], got ", parsed, " in '", name, "'");
+    BR_CHECK(parsed >= 0.0, "error model: ", key, " rate must be in [0, 1], got ", parsed, " in '", name, "'");
   }
   model.validate();
   return model;
@@ -130,9 +130,9 @@ void ErrorModel::validate() const {
   if (rate_0to1 >= 0.0 || rate_0to1 != rate_0to1) check_rate("rate_0to1", rate_0to1);
   if (rate_1to0 >= 0.0 || rate_1to0 != rate_1to0) check_rate("rate_1to0", rate_1to0);
   BR_CHECK(!(is_stuck(kind) && (rate_0to1 >= 0.0 || rate_1to0 >= 0.0)),
-           "ErrorModel: stuck-at models take a single rate, not 0to1/1to0 rates");
+           "error model: stuck-at models take a single rate, not 0to1/1to0 rates");
   if (kind == ErrorKind::Lsb) {
-    BR_CHECK(lsb_bits >= 1 && lsb_bits <= 32, "ErrorModel: lsb model needs 1 <= k <= 32 bits, got ", lsb_bits);
+    BR_CHECK(lsb_bits >= 1 && lsb_bits <= 32, "error model: lsb model needs 1 <= k <= 32 bits, got ", lsb_bits);
   }
 }
 

@@ -99,13 +99,13 @@ BitPattern draw_pattern(const std::vector<ParamSpec>& params, const ErrorModel& 
   return pattern;
 }
 
-void save_pattern(const std::string& path, const BitPattern& pattern) {
+void save_pattern(const std::string& path, const BitPattern& pattern, const std::string& what) {
   for (const ParamSpec& p : pattern.params) {
-    BR_CHECK(p.name.find_first_of(" \t\r\n") == std::string::npos, "save_pattern: parameter name '", p.name,
+    BR_CHECK(p.name.find_first_of(" \t\r\n") == std::string::npos, "pattern file: parameter name '", p.name,
              "' contains whitespace");
   }
   BR_CHECK(pattern.layers.find_first_of("\r\n") == std::string::npos,
-           "save_pattern: the layers expression holds a line break");
+           "pattern file: the layers expression holds a line break");
   // Built in memory and written atomically (temporary file, then rename).
   std::ostringstream out;
   out << kMagic << " " << kVersion << "\n";
@@ -134,7 +134,7 @@ void save_pattern(const std::string& path, const BitPattern& pattern) {
     out << line;
   }
   out << "end\n";
-  report::write_text_atomic(path, out.str());
+  report::write_text_atomic(path, out.str(), what);
 }
 
 namespace {
@@ -142,13 +142,19 @@ namespace {
 class LineReader {
  public:
   explicit LineReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
-    BR_CHECK(in_.good(), "load_pattern: cannot open '", path, "'");
+    if (!in_.good()) {
+      const int error = errno;  // left by the failed open: why a file that exists cannot be read
+      std::error_code ec;
+      throw Error("cannot read pattern file '" + path + "': " +
+                  (std::filesystem::exists(path, ec) || error == 0 ? std::string(std::strerror(error != 0 ? error : EIO))
+                                                                   : std::string("it does not exist")));
+    }
     std::error_code ec;  // (an ifstream opens a folder, and then reads nothing)
-    BR_CHECK(!std::filesystem::is_directory(path, ec), "load_pattern: '", path, "' is a folder, not a pattern file");
+    BR_CHECK(!std::filesystem::is_directory(path, ec), "pattern file '", path, "' is a folder, not a pattern file");
   }
   std::istringstream next(const char* expecting) {
     std::string line;
-    BR_CHECK(read_line(line), "load_pattern: '", path_, "' ends early (line ", line_number_ + 1, "), expected ",
+    BR_CHECK(read_line(line), "pattern file '", path_, "' ends early (line ", line_number_ + 1, "), expected ",
              expecting);
     ++line_number_;
     return std::istringstream(line);
@@ -172,9 +178,9 @@ class LineReader {
     int c = buffer->sbumpc();
     if (c == traits::eof()) return false;
     for (; c != traits::eof() && c != '\n'; c = buffer->sbumpc()) {
-      BR_CHECK(c != '\0', "load_pattern: '", path_, "' line ", line_number_ + 1,
+      BR_CHECK(c != '\0', "pattern file '", path_, "' line ", line_number_ + 1,
                ": a NUL byte (not a bitrobust bit pattern file)");
-      BR_CHECK(line.size() < kMaxLine, "load_pattern: '", path_, "' line ", line_number_ + 1, ": longer than ",
+      BR_CHECK(line.size() < kMaxLine, "pattern file '", path_, "' line ", line_number_ + 1, ": longer than ",
                kMaxLine, " bytes (not a bitrobust bit pattern file)");
       line.push_back(static_cast<char>(c));
     }
@@ -182,7 +188,7 @@ class LineReader {
   }
   template <typename... Args>
   [[noreturn]] void fail(Args&&... parts) const {
-    throw Error(::bitrobust::detail::concat("load_pattern: '", path_, "' line ", line_number_, ": ",
+    throw Error(::bitrobust::detail::concat("pattern file '", path_, "' line ", line_number_, ": ",
                                             std::forward<Args>(parts)...));
   }
   template <typename T>
@@ -355,7 +361,7 @@ BitPattern load_pattern(const std::string& path) {
   for (size_t i = 1; i < pattern.flips.size(); ++i) {
     const BitFlip& a = pattern.flips[i - 1];
     const BitFlip& b = pattern.flips[i];
-    BR_CHECK(!(a.param == b.param && a.element == b.element && a.bit == b.bit), "load_pattern: '", path,
+    BR_CHECK(!(a.param == b.param && a.element == b.element && a.bit == b.bit), "pattern file '", path,
              "' lists bit ", a.bit, " of element ", a.element, " of parameter ", a.param, " twice");
   }
   return pattern;

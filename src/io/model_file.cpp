@@ -121,7 +121,7 @@ void check_finite(const at::Tensor& t, const std::string& file, const std::strin
 void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   BR_CHECK(meta.is_object(), file, ": metadata is not a JSON object");
   BR_CHECK(meta.contains("spec") && meta["spec"].is_object(), file, ": metadata has no model description");
-  for (const char* key : {"dataset", "cifar_protocol", "augment", "quantized_by", "device"}) {
+  for (const char* key : {"dataset", "cifar_protocol", "augment", "quantized_by", "device", "train_data"}) {
     BR_CHECK(!meta.contains(key) || meta[key].is_string(), file, ": metadata field '", key, "' must be a string, got ",
              meta[key].dump());
   }
@@ -131,6 +131,19 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   BR_CHECK(!meta.contains("cifar_protocol") ||
                std::find(protocols.begin(), protocols.end(), meta["cifar_protocol"].get<std::string>()) != protocols.end(),
            file, ": metadata field 'cifar_protocol' must be holdout, jpeg or official, got ", meta["cifar_protocol"].dump());
+  // (a protocol on another data set's model would be reported by `info`, and taken by `test`, as if
+  // it had been trained on CIFAR-10)
+  BR_CHECK(!meta.contains("cifar_protocol") || meta.value("dataset", std::string()) == "cifar10", file,
+           ": metadata field 'cifar_protocol' is set, but the model's data set is ", meta.value("dataset", std::string("not named")),
+           ", not cifar10");
+  // The training images' fingerprint, compared with a checkpoint's and shown by `info`: Crc32::text().
+  if (meta.contains("train_data")) {
+    const std::string fingerprint = meta["train_data"].get<std::string>();
+    const bool crc = fingerprint.size() == 14 && fingerprint.rfind("crc32 ", 0) == 0 &&
+                     fingerprint.find_first_not_of("0123456789abcdef", 6) == std::string::npos;
+    BR_CHECK(crc, file, ": metadata field 'train_data' must be a fingerprint 'crc32 ' and 8 hex digits, got ",
+             meta["train_data"].dump());
+  }
   BR_CHECK(!meta.contains("quantized_by") || meta["quantized_by"] == "training" || meta["quantized_by"] == "quantize",
            file, ": metadata field 'quantized_by' must be training or quantize, got ", meta["quantized_by"].dump());
   // Values shown or compared later: an error rate outside [0, 1] or a negative step count would be
@@ -154,6 +167,7 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   check_number(meta, "momentum", "momentum", 0, 1, false);
   check_number(meta, "weight_decay", "weight_decay", 0, 1e30, false);
   check_number(meta, "train_seconds", "train_seconds", 0, 1e30, false);
+  check_number(meta, "threads", "threads", 1, kMany, true);
   if (meta.contains("randbet")) {
     const nlohmann::json& r = meta["randbet"];
     BR_CHECK(r.is_object(), file, ": metadata field 'randbet' must be an object, got ", r.dump());
@@ -195,11 +209,10 @@ CheckedArchive read_archive_checked(const std::string& path, const std::string& 
   // NOTE [Archive code records], NOTE [Archive pickles]. BITROBUST_TRUST_ARCHIVES=1 skips them (the
   // checksums stay): for an archive of a Torch version whose writer they do not know yet.
   const char* trust = std::getenv("BITROBUST_TRUST_ARCHIVES");
-  if (trust == nullptr || *trust == '\0') {
-    check_archive_records(checked.file, checked.records);
-  } else {
-    BR_CHECK(std::string(trust) == "1", "BITROBUST_TRUST_ARCHIVES must be '1' (or unset), got '", trust, "'");
-  }
+  const std::string trusted = trust == nullptr ? "" : trust;
+  BR_CHECK(trusted.empty() || trusted == "0" || trusted == "1", "BITROBUST_TRUST_ARCHIVES must be 1 (skip the checks) or 0 ",
+           "(check; the default), got '", trusted, "'");
+  if (trusted != "1") check_archive_records(checked.file, checked.records);
   return checked;
 }
 
@@ -284,7 +297,7 @@ nlohmann::json version_info() {
 }
 
 void save_model_file(const std::string& path, const ModelFile& file,
-                     const std::vector<std::pair<std::string, std::string>>& texts) {
+                     const std::vector<report::TextOutput>& texts) {
   BR_CHECK(file.net != nullptr, "save_model_file: no network");
   BR_CHECK(file.quant_codes.size() == file.quant_ranges.size(), "save_model_file: codes and ranges differ in count");
   nlohmann::json meta = file.meta;
@@ -312,7 +325,7 @@ void save_model_file(const std::string& path, const ModelFile& file,
 }
 
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
-                         const std::vector<std::pair<std::string, std::string>>& texts) {
+                         const std::vector<report::TextOutput>& texts) {
   const std::string tmp = report::create_temp_file_for(path, what);
   std::optional<report::StagedTexts> staged;
   try {
@@ -378,7 +391,7 @@ ModelFile load_model_file(const std::string& path) {
   try {
     file.meta = nlohmann::json::parse(meta_value.toStringRef());
   } catch (const nlohmann::json::exception& e) {
-    throw Error("model file " + path + ": corrupt metadata: " + e.what());
+    throw Error("model file " + path + ": corrupt metadata: " + json_error_text(e.what()));
   }
   check_metadata_types(file.meta, "model file " + path);
   try {

@@ -366,7 +366,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j) {
       }
     }
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("model description: ") + e.what());
+    throw Error("model description: " + json_error_text(e.what()));
   }
   s.validate();
   return s;

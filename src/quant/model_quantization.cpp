@@ -251,7 +251,7 @@ QuantizedModel load_from_model_file(io::ModelFile& file) {
   try {
     return read_quantization(file, where);
   } catch (const nlohmann::json::exception& e) {  // a field missing or of another type
-    throw Error(where + ": the quantization description is malformed (" + e.what() + ")");
+    throw Error(where + ": the quantization description is malformed (" + json_error_text(e.what()) + ")");
   }
 }
 

@@ -206,6 +206,22 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     fail("model_seed must be a non-negative integer");
   }
   if (j.contains("data") && !j["data"].is_null() && !j["data"].is_string()) fail("data must be a string");
+  // Every error is a count of misclassified images over `examples` (found by a review: a file edited
+  // to 7 examples, with errors no count of 7 gives, was compared as if it were a result).
+  int64_t examples = 0;
+  if (j.contains("examples")) {
+    if (!j["examples"].is_number_integer() || j["examples"].get<int64_t>() < 1) fail("examples must be a positive integer");
+    examples = j["examples"].get<int64_t>();
+  }
+  auto count_of_examples = [&](const nlohmann::json& v, const std::string& name) {
+    if (examples == 0) return;
+    const double count = v.get<double>() * static_cast<double>(examples);
+    if (std::abs(count - std::round(count)) > 1e-6) {
+      fail(name + " " + v.dump() + " is not a count of the " + std::to_string(examples) +
+           " examples divided by " + std::to_string(examples));
+    }
+  };
+  count_of_examples(j["clean_error"], "clean_error");
   if (!j["results"].is_array() || j["results"].empty()) fail("results must be a non-empty list");
   for (const auto& r : j["results"]) {
     for (const char* key : {"rate", "rerr_mean", "rerr_std", "rerr_min", "rerr_max", "perturbed_error_mean", "per_pattern"}) {
@@ -218,6 +234,7 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     double sum = 0;
     for (const auto& v : r["per_pattern"]) {
       fraction(v, "per_pattern value");
+      count_of_examples(v, "per_pattern value");
       sum += v.get<double>();
     }
     // The paired comparison reads per_pattern, the tables the summary: they must be one result.

@@ -193,10 +193,24 @@ namespace {
 fs::path parent_of(const fs::path& target) { return target.has_parent_path() ? target.parent_path() : fs::path("."); }
 }  // namespace
 
+namespace {
+// mkstemp's pattern for a temporary file or folder next to `target`: ".NAME.tmp.XXXXXX". A name of
+// up to 255 bytes is legal, but that pattern is 12 bytes longer: a long NAME is cut short in it,
+// not refused as too long (found by a review: 244-byte names failed with "File name too long").
+constexpr size_t kNameMax = 255;  // NAME_MAX on Linux's file systems
+
+std::string temp_name_pattern(const fs::path& parent, const fs::path& target) {
+  const std::string suffix = ".tmp.XXXXXX";
+  std::string name = target.filename().string();
+  if (1 + name.size() + suffix.size() > kNameMax) name.resize(kNameMax - 1 - suffix.size());
+  return (parent / ("." + name + suffix)).string();
+}
+}  // namespace
+
 std::string create_temp_folder_for(const std::string& path, const std::string& what) {
   const fs::path target(path);
   const fs::path parent = parent_of(target);
-  const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  const std::string pattern = temp_name_pattern(parent, target);
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
   {
@@ -270,11 +284,20 @@ std::string checked_output_file(const std::string& given, const std::string& wha
   const fs::path target(path);
   std::error_code ec;
   BR_CHECK(!fs::is_directory(target, ec), "cannot write ", what, " ", path, ": it is a folder");
+  // (The probe's temporary name is cut to fit, temp_name_pattern: the name itself is checked here.)
+  BR_CHECK(target.filename().string().size() <= kNameMax, "cannot write ", what, " ", path, ": ", std::strerror(ENAMETOOLONG));
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   BR_CHECK(fs::is_directory(parent, ec), "cannot write ", what, " ", path, ": folder ", parent.string(),
            " does not exist");
   BR_CHECK(::access(parent.c_str(), W_OK) == 0, "cannot write ", what, " ", path, ": folder ", parent.string(),
            " is not writable");
+  // The rename would replace a file its owner made read-only (or one of another user's that this
+  // user may not write) as long as the folder is writable; `cp` and the shell's `>` refuse it, and
+  // so does this (found by a review). Root may write any file, as with `cp`.
+  if (fs::is_regular_file(target, ec) && ::access(path.c_str(), W_OK) != 0) {
+    throw Error("cannot write " + what + " " + path + ": the file exists and is not writable (" +
+                std::strerror(errno) + ")");
+  }
   return path;
 }
 }  // namespace
@@ -330,7 +353,7 @@ std::string create_temp_file_for(const std::string& given, const std::string& wh
 
 std::string create_temp_file_in(const fs::path& parent, const fs::path& target, const std::string& what,
                                 const std::string& path) {
-  const std::string pattern = (parent / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  const std::string pattern = temp_name_pattern(parent, target);
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
   int fd = -1;
@@ -391,21 +414,22 @@ void commit_temp_file(const std::string& tmp, const std::string& path, const std
 
 namespace {
 // A temporary file next to `path` holding `text`; on failure nothing is left and Error is thrown.
-std::string write_temp_text(const std::string& path, const std::string& text) {
-  const std::string tmp = create_temp_file_for(path, "file");
+std::string write_temp_text(const TextOutput& output) {
+  const std::string& path = output.path;
+  const std::string tmp = create_temp_file_for(path, output.what);
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (f == nullptr) {
     discard_temp_file(tmp);
-    throw Error("cannot write " + path + ": " + std::strerror(errno));
+    throw Error("cannot write " + output.what + " " + path + ": " + std::strerror(errno));
   }
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const bool ok = std::fwrite(output.text.data(), 1, output.text.size(), f) == output.text.size();
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed) {
     discard_temp_file(tmp);
-    throw Error("cannot write " + path + ": write failed (disk full?)");
+    throw Error("cannot write " + output.what + " " + path + ": write failed (disk full?)");
   }
   try {
-    sync_temp_file(tmp, path, "file");
+    sync_temp_file(tmp, path, output.what);
   } catch (...) {
     discard_temp_file(tmp);
     throw;
@@ -415,7 +439,9 @@ std::string write_temp_text(const std::string& path, const std::string& text) {
 
 // NOTE [Special outputs]: appended in place, after what the program printed before (stdout may be
 // the same file); a reader that has gone away is an error naming the output, not a silent SIGPIPE.
-void write_in_place(const std::string& path, const std::string& text) {
+void write_in_place(const TextOutput& output) {
+  const std::string& path = output.path;
+  const std::string& text = output.text;
   std::fflush(nullptr);
   struct sigaction ignore {}, saved {};
   ignore.sa_handler = SIG_IGN;
@@ -432,27 +458,27 @@ void write_in_place(const std::string& path, const std::string& text) {
     if (std::fclose(f) != 0 && error == 0) error = errno != 0 ? errno : EIO;
   }
   ::sigaction(SIGPIPE, &saved, nullptr);
-  BR_CHECK(error == 0, "cannot write ", path, ": ", std::strerror(error));
+  BR_CHECK(error == 0, "cannot write ", output.what, " ", path, ": ", std::strerror(error));
 }
 }  // namespace
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  BR_CHECK(!path.empty(), "cannot write file: empty file name");
-  write_texts_atomic({{path, text}});
+void write_text_atomic(const std::string& path, const std::string& text, const std::string& what) {
+  BR_CHECK(!path.empty(), "cannot write ", what, ": empty file name");
+  write_texts_atomic({{path, text, what}});
 }
 
-void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+void write_texts_atomic(const std::vector<TextOutput>& files) {
   StagedTexts(files).commit();
 }
 
-StagedTexts::StagedTexts(const std::vector<std::pair<std::string, std::string>>& files) {
+StagedTexts::StagedTexts(const std::vector<TextOutput>& files) {
   try {
-    for (const auto& file : files) {
-      if (file.first.empty()) continue;
-      if (is_special_output(file.first)) {
+    for (const TextOutput& file : files) {
+      if (file.path.empty()) continue;
+      if (is_special_output(file.path)) {
         special_.push_back(file);
       } else {
-        staged_.emplace_back(write_temp_text(file.first, file.second), file.first);
+        staged_.emplace_back(write_temp_text(file), file);
       }
     }
   } catch (...) {
@@ -470,7 +496,7 @@ void StagedTexts::write_special_outputs(bool other_files) {
   special_.clear();
   for (const auto& file : special) {
     try {
-      write_in_place(file.first, file.second);
+      write_in_place(file);
     } catch (const Error& e) {
       if (staged_.empty() && !other_files) throw;
       throw Error(std::string(e.what()) + " (no output file was replaced)");
@@ -488,7 +514,7 @@ void StagedTexts::commit() {
   staged_.clear();
   for (size_t i = 0; i < staged.size(); ++i) {
     try {
-      commit_temp_file(staged[i].first, staged[i].second, "file");
+      commit_temp_file(staged[i].first, staged[i].second.path, staged[i].second.what);
     } catch (...) {  // (a rename failing after others succeeded: the rest are not left as temporaries)
       for (size_t k = i + 1; k < staged.size(); ++k) discard_temp_file(staged[k].first);
       throw;
@@ -502,8 +528,8 @@ std::string json_text(const nlohmann::json& value) {
   return value.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-void write_json_atomic(const std::string& path, const nlohmann::json& value) {
-  write_text_atomic(path, json_text(value));
+void write_json_atomic(const std::string& path, const nlohmann::json& value, const std::string& what) {
+  write_text_atomic(path, json_text(value), what);
 }
 
 }  // namespace bitrobust::report

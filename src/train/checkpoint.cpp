@@ -62,7 +62,7 @@ nlohmann::json run_settings(const TrainOptions& options, const std::string& augm
   try {
     j = nlohmann::json::parse(options.settings);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("train: settings are not JSON: ") + e.what());
+    throw Error("train: settings are not JSON: " + json_error_text(e.what()));
   }
   BR_CHECK(j.is_object(), "train: settings must be a JSON object");
   j["epochs"] = options.epochs;

@@ -118,7 +118,7 @@ void RandomBitErrorTraining::after_backward(const at::Tensor& loss, const at::Te
       if (reference || l.is_cpu()) {
         perturbed_loss = l.item<double>();
         if (!std::isfinite(perturbed_loss)) {
-          throw Diverged("the loss on the weights with bit errors is " + std::to_string(perturbed_loss));
+          throw Diverged("the loss on the weights with bit errors is " + nonfinite_text(perturbed_loss));
         }
       }
     }

@@ -53,7 +53,7 @@ void check_finite(double loss, int64_t epoch, int64_t batch, bool mean = false) 
     const std::string where = batch < 0 ? "during epoch " + std::to_string(epoch + 1)
                               : mean    ? "at epoch " + std::to_string(epoch + 1) + ", by step " + std::to_string(batch + 1)
                                         : at_step(epoch, batch);
-    diverged("the loss is " + std::to_string(loss), where);
+    diverged("the loss is " + nonfinite_text(loss), where);
   }
 }
 

@@ -202,7 +202,7 @@ TEST(BitPattern, MalformedFilesAreErrorsWithLineNumbers) {
   };
   const std::string header =
       "bitrobust-bit-pattern 2\nseed 5\nmodel random\nrate 0.01\nlayers\nchunk_elements 256\nparams 1\n0 w 4x4 8\n";
-  EXPECT_ERROR_CONTAINS(load_pattern(dir.file("missing.txt")), "cannot open");
+  EXPECT_ERROR_CONTAINS(load_pattern(dir.file("missing.txt")), "cannot read pattern file");
   EXPECT_ERROR_CONTAINS(load_pattern(write("a", "hello\n")), "not a bitrobust bit pattern file");
   EXPECT_ERROR_CONTAINS(load_pattern(write("b", header + "flips 2\n0 3 1 f\n")), "ends early (line 11)");
   EXPECT_ERROR_CONTAINS(load_pattern(write("c", header + "flips 1\n0 16 1 f\nend\n")),

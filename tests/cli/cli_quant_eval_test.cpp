@@ -77,7 +77,7 @@ TEST_F(CliQuantEval, AFailedJsonDeviceAfterTheModelSaysTheModelWasWritten) {
   const std::string q = dir.file("q.pt");
   expect_failure("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q +
                      " --json /dev/full",
-                 "cannot write /dev/full: " + std::string(std::strerror(ENOSPC)) + " (--json; the model file " + q +
+                 "cannot write --json file /dev/full: " + std::string(std::strerror(ENOSPC)) + " (the model file " + q +
                      " was written)");
   EXPECT_EQ(io::load_model_file(q).meta["quantization"]["scheme"], "u4-asym-tensor-round");
 }
@@ -207,6 +207,16 @@ TEST_F(CliQuantEval, InfoDescribesTheModelFile) {
     EXPECT_EQ(p["lo"].get<double>(), qm.tensors[i].ranges.select(1, 0).min().item<double>());
     EXPECT_EQ(p["hi"].get<double>(), qm.tensors[i].ranges.select(1, 1).max().item<double>());
   }
+  {  // A run stopped by --max-steps inside its first epoch does not read as three epochs trained.
+    io::ModelFile trained = io::load_model_file(model);
+    trained.meta["epochs"] = 3;
+    trained.meta["steps"] = 20;
+    io::save_model_file(dir.file("stopped.pt"), trained);
+    const test_util::CliResult stopped = test_util::run_cli("info --model " + dir.file("stopped.pt"));
+    ASSERT_EQ(stopped.status, 0) << stopped.output;
+    EXPECT_TRUE(test_util::contains(stopped.output, "training    fashion-mnist, 3 epochs scheduled, 20 steps run, "))
+        << stopped.output;
+  }
   expect_failure("info --model " + dir.file("missing.pt"), "does not exist");
   expect_failure("info --model " + q + " --json " + q, "model file");  // an output that is the input
   // Every check runs before the report: a file that fails one prints its error and nothing else,
@@ -244,6 +254,11 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   const std::string q = dir.file("q.pt");
   ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --out " + q).status, 0);
   expect_failure("eval --model " + q + " --rates 1.5", "outside [0, 1]");
+  for (const std::string& nothing : {" --rates=", " --rates"}) {  // (CLI11: "1 required TEXT missing")
+    const test_util::CliResult r = test_util::run_cli("eval --model " + q + nothing);
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_EQ(r.output, "bitrobust: error: --rates: no value given (see --help)\n") << nothing;
+  }
   expect_failure("eval --model " + q + " --rates -1%", "outside [0, 1]");
   // Out-of-range integers are command-line errors (status 2), not saturated or wrapped values.
   for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
@@ -263,6 +278,14 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   ASSERT_EQ(seed10.status, 0) << seed10.output;
   EXPECT_TRUE(test_util::contains(seed10.output, "pattern of seed 10 ")) << seed10.output;
   expect_failure("eval --model " + q + " --error-model cosmic", "--error-model: unknown error model 'cosmic'");
+  // Rate 0 alone draws no errors: its plot would be empty (found by a review); with a rate fixed
+  // by the error model it has errors, and a point.
+  expect_failure("eval --model " + q + " --rates 0 --plot " + dir.file("p0.svg"),
+                 "--plot: every rate in --rates is 0, so the plot of RErr against the rate would be empty");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("p0.svg")));
+  EXPECT_EQ(test_util::run_cli("eval --model " + q + " --rates 0 --error-model random,0to1=1% --patterns 1 --limit 20 "
+                               "--quiet --plot " + dir.file("p0.svg")).status, 0);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("p0.svg")));
   // Both directions fixed: every rate of --rates would give the same errors under its own label.
   expect_failure("eval --model " + q + " --error-model random,0to1=0.05%,1to0=0.05% --rates 0.01%,1%",
                  "--error-model: 'random,0to1=0.05%,1to0=0.05%' sets both the 0to1 and the 1to0 rate");
@@ -283,6 +306,13 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
 TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   const std::string q = dir.file("q.pt");
   ASSERT_EQ(test_util::run_cli("quantize --model " + write_float_model(dir) + " --scheme rquant --bits 4 --out " + q).status, 0);
+  // Failures name the option's file and say why (found by a review: "load_pattern: cannot open").
+  expect_failure("eval --model " + q + " --replay " + dir.file("none.txt"),
+                 "cannot read pattern file '" + dir.file("none.txt") + "': it does not exist");
+  if (std::filesystem::is_character_file("/dev/full")) {
+    expect_failure("pattern --model " + q + " --rate 1% --out /dev/full",
+                   "cannot write pattern file (--out) /dev/full: " + std::string(std::strerror(ENOSPC)));
+  }
   const test_util::CliResult r = test_util::run_cli("eval --model " + q + " --rates 0,0.5%,5% --patterns 3 --seed 7 --limit 300 --json " +
                           dir.file("e.json") + " --csv " + dir.file("e.csv") + " --plot " + dir.file("e.svg") + " --quiet");
   ASSERT_EQ(r.status, 0) << r.output;
@@ -309,6 +339,7 @@ TEST_F(CliQuantEval, EvalWritesSchemaAndASavedPatternReplaysExactly) {
   // The same result twice: paired, every difference 0 (NOTE [Paired comparison]).
   EXPECT_NE(compared.output.find("+0.00  [+0.00, +0.00]  0 / 0 of 3"), std::string::npos) << compared.output;
   expect_failure("compare " + dir.file("e.json") + " --paired-with 2", "--paired-with 2 names a result beyond the 1 given");
+  expect_failure("compare " + dir.file("e.json") + " --title Mine", "--title names the plot, and no --plot file is given");
   // The pattern of seed 8 (the second) at 5%, saved and replayed, gives the sweep's value exactly.
   ASSERT_EQ(test_util::run_cli("pattern --model " + q + " --rate 5% --seed 8 --out " + dir.file("p.txt")).status, 0);
   ASSERT_EQ(test_util::run_cli("eval --model " + q + " --limit 300 --replay " + dir.file("p.txt") + " --json " + dir.file("r.json")).status, 0);
@@ -618,6 +649,23 @@ TEST(CliTrain, SaysWhenClippingPlainNormalizationScales) {
               c.noted)
         << c.flags << ": " << r.output;
   }
+}
+
+// RandBET at rate 0 (a control run) trains, with a note, since it is rarely what was meant.
+TEST(CliTrain, RandBetAtRateZeroTrainsWithANote) {
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+                             " --model mlp --batch 8 --no-augment --scheme rquant --max-steps 1 --out " + dir.file("m.pt");
+  const std::string note = "note: --randbet 0 draws no bit errors: each perturbed pass runs on the clean weights";
+  test_util::CliResult r = test_util::run_cli(common + " --randbet 0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(test_util::contains(r.output, note)) << r.output;
+  r = test_util::run_cli(common + " --randbet 1%");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(test_util::contains(r.output, "--randbet 0")) << r.output;
+  r = test_util::run_cli(common + " --randbet 0 --randbet-error-model random,0to1=1%");  // errors in one direction
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(test_util::contains(r.output, note)) << r.output;
 }
 
 // The curriculum is recorded in the model file, and a checkpoint resumes only under the same one.

@@ -39,6 +39,9 @@ TEST(Cli, HelpListsSubcommandsAndExitsZero) {
   EXPECT_TRUE(test_util::contains(r.output, "Environment: BITROBUST_DATA")) << r.output;
   const test_util::CliResult train = test_util::run_cli("train --help");
   EXPECT_EQ(train.status, 0);
+  // A command's help ends with the environment variables, not the program's example again.
+  EXPECT_TRUE(test_util::contains(train.output, "Environment: BITROBUST_DATA")) << train.output;
+  EXPECT_FALSE(test_util::contains(train.output, "Example (Fashion-MNIST")) << train.output;
   // Defaults close their options' descriptions (CLI11 would glue them to the range: ">= 1=3").
   EXPECT_TRUE(test_util::contains(train.output, "training epochs (default 3)\n")) << train.output;
   EXPECT_TRUE(test_util::contains(train.output, "--epochs INT:an integer >= 1\n")) << train.output;
@@ -253,6 +256,11 @@ TEST(Cli, ACheckpointNeverReplacesAModelFile) {
                            " --checkpoint " + dir.file("notes.txt"),
                        "cannot write checkpoint " + dir.file("notes.txt") +
                            ": it exists and is not a bitrobust training checkpoint");
+  // With --resume the file was to be read: the message says so (found by a review).
+  expect_clean_failure("train --dataset mnist --data-root " + mnist + " --out " + dir.file("t.pt") +
+                           " --checkpoint " + dir.file("notes.txt") + " --resume",
+                       "cannot resume from checkpoint " + dir.file("notes.txt") +
+                           ": it is not a bitrobust training checkpoint, nor a readable one (truncated or damaged?)");
   std::ifstream notes(dir.file("notes.txt"));
   std::string kept;
   std::getline(notes, kept);

@@ -340,6 +340,38 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken = j;
   broken["results"][1]["rate"] = broken["results"][0]["rate"];
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "appears twice");
+  // Errors are counts over `examples` (a file edited to 7 examples was compared as a result).
+  const int64_t examples = j["examples"].get<int64_t>();
+  ASSERT_GT(examples, 7);
+  broken = j;
+  broken["examples"] = 0;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "examples must be a positive integer");
+  broken["examples"] = 2.5;
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "examples must be a positive integer");
+  broken["examples"] = examples * 3;  // every count of `examples` is one of 3 times as many
+  EXPECT_NO_THROW(report::validate_sweep_json(broken, "r.json"));
+  broken = j;
+  broken["clean_error"] = 1.0 / static_cast<double>(2 * examples + 1);
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"),
+                        "clean_error " + broken["clean_error"].dump() + " is not a count of the " +
+                            std::to_string(examples) + " examples divided by " + std::to_string(examples));
+  broken = j;  // a consistent summary of per-pattern values, one of which no count of 7 gives
+  broken["examples"] = 7;
+  broken["clean_error"] = 0.0;
+  eval::RateResult edited;
+  edited.rerr = {2.0 / 7, 0.3, 3.0 / 7};
+  edited.perturbed_error = edited.rerr;
+  eval::summarize(edited);
+  nlohmann::json& r1 = broken["results"][1];
+  r1["per_pattern"] = r1["perturbed_per_pattern"] = edited.rerr;
+  r1["rerr_mean"] = r1["perturbed_error_mean"] = edited.rerr_mean;
+  r1["rerr_std"] = edited.rerr_std;
+  r1["rerr_min"] = edited.rerr_min;
+  r1["rerr_max"] = edited.rerr_max;
+  r1.erase("rerr_ci95");
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "per_pattern value 0.3 is not a count of the 7 examples");
+  r1["per_pattern"][1] = r1["perturbed_per_pattern"][1] = 2.0 / 7;  // (now the summary no longer fits)
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "is not the mean of per_pattern");
   // RErr counts the clean model's errors and the perturbed model's: it is below neither.
   broken = j;
   broken["clean_error"] = broken["results"][1]["rerr_min"].get<double>() + 0.01;
@@ -393,13 +425,19 @@ TEST(BitErrorEval, AMeanOfEqualValuesStaysWithinThem) {
   EXPECT_EQ(r.rerr_min, 0.0478);
   EXPECT_EQ(r.rerr_max, 0.0478);
   EXPECT_EQ(r.rerr_mean, 0.0478);
+  // The same in a file, with a value that is a count of its examples (19 of 400: 0.0475).
   auto j = sweep_json_of_trained_mlp(3);
-  for (auto& v : j["results"][1]["per_pattern"]) v = 0.0478;
-  j["results"][1]["rerr_min"] = j["results"][1]["rerr_max"] = 0.0478;
+  ASSERT_EQ(j["examples"], 400);
+  const double value = 19.0 / 400;
+  naive = 0;
+  for (int i = 0; i < 50; ++i) naive += value;
+  ASSERT_GT(naive / 50, value) << "the case this test is about";
+  for (auto& v : j["results"][1]["per_pattern"]) v = value;
+  j["results"][1]["rerr_min"] = j["results"][1]["rerr_max"] = value;
   j["results"][1]["rerr_std"] = 0;
   j["results"][1]["rerr_mean"] = naive / 50;  // as files before the fix could hold it
   EXPECT_NO_THROW(report::validate_sweep_json(j, "older.json"));
-  j["results"][1]["rerr_mean"] = 0.0479;
+  j["results"][1]["rerr_mean"] = 0.0476;
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(j, "older.json"), "is not the mean of per_pattern");
 }
 

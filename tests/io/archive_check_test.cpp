@@ -232,8 +232,10 @@ TEST(ArchiveCheck, TheEnvironmentCanTrustAnArchiveTheChecksDoNotKnow) {
   } unset;
   ::setenv("BITROBUST_TRUST_ARCHIVES", "1", 1);
   EXPECT_NO_THROW(io::load_model_file(commented));
+  ::setenv("BITROBUST_TRUST_ARCHIVES", "0", 1);  // (0 is the default: checked)
+  EXPECT_ERROR_CONTAINS(io::load_model_file(commented), "not written by bitrobust");
   ::setenv("BITROBUST_TRUST_ARCHIVES", "yes", 1);
-  EXPECT_THROW(io::load_model_file(commented), Error);
+  EXPECT_ERROR_CONTAINS(io::load_model_file(commented), "BITROBUST_TRUST_ARCHIVES must be 1");
 }
 
 TEST(ArchiveCheck, AnArchiveWithMoreThan256MemoEntriesLoads) {

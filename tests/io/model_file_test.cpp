@@ -400,6 +400,13 @@ TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
       {[](nlohmann::json& m) { m["epochs"] = 0; }, "metadata field 'epochs' must be an integer"},
       {[](nlohmann::json& m) { m["epochs"] = 2.5; }, "metadata field 'epochs' must be an integer"},
       {[](nlohmann::json& m) { m["randbet"] = {{"rate", 2}}; }, "field 'randbet.rate' must be a number in [0, 1]"},
+      // Found by a review: these were shown by `info` as they stood.
+      {[](nlohmann::json& m) { m["threads"] = -3; }, "metadata field 'threads' must be an integer in [1, "},
+      {[](nlohmann::json& m) { m["train_data"] = "bogus"; },
+       "metadata field 'train_data' must be a fingerprint 'crc32 ' and 8 hex digits, got \"bogus\""},
+      {[](nlohmann::json& m) { m["train_data"] = "crc32 0123456G"; }, "metadata field 'train_data' must be a fingerprint"},
+      {[](nlohmann::json& m) { m["cifar_protocol"] = "jpeg"; },
+       "metadata field 'cifar_protocol' is set, but the model's data set is mnist, not cifar10"},
       // Values read as sizes or counts (the JSON library reads 4.5 as 4).
       {[](nlohmann::json& m) { m["quantization"]["params"][0]["bits"] = 4.5; }, "(and 'channels' and 'bits' integers)"},
       {[](nlohmann::json& m) { m["quantization"]["weights"] = 5; }, "the metadata counts 5 quantized weights"},

@@ -57,8 +57,10 @@ TEST(Output, AReplacedFileKeepsItsPermissionsANewOneGetsTheUmasks) {
   report::write_text_atomic(dir.file("new.json"), "1\n");
   EXPECT_EQ(mode_of(dir.file("new.json")), 0644u);
   // (0444: the mode is the replaced file's after the temporary file is written, so that a writer
-  // other than root is not kept out of it; found by a review.)
+  // other than root is not kept out of it; found by a review. Only root may replace a file of mode
+  // 0444, as with `cp`: AFileThatIsNotWritableIsRefusedNotReplaced.)
   for (const mode_t mode : {0600u, 0640u, 0444u}) {
+    if (mode == 0444u && ::geteuid() != 0) continue;
     ::chmod(dir.file("new.json").c_str(), mode);
     report::write_text_atomic(dir.file("new.json"), "2\n");
     EXPECT_EQ(mode_of(dir.file("new.json")), mode) << std::oct << mode;
@@ -69,6 +71,59 @@ TEST(Output, AReplacedFileKeepsItsPermissionsANewOneGetsTheUmasks) {
   EXPECT_EQ(mode_of(tmp) & 0200, 0200u);
   report::discard_temp_file(tmp);
   ::umask(mask);
+}
+
+// The rename would replace a read-only file as long as its folder is writable; `cp` and the shell
+// refuse, and so does this (found by a review). As root the refusal is checked as user nobody.
+TEST(Output, AFileThatIsNotWritableIsRefusedNotReplaced) {
+  test_util::TempDir dir;
+  const std::string target = dir.file("ro.json");
+  { std::ofstream(target) << "old\n"; }
+  ASSERT_EQ(::chmod(target.c_str(), 0444), 0);
+  const auto attempt = [&target]() -> int {  // 0: refused as it should be
+    try {
+      report::write_text_atomic(target, "new\n", "--json file");
+      return 1;
+    } catch (const Error& e) {
+      const std::string expected = "cannot write --json file " + target + ": the file exists and is not writable";
+      return std::string(e.what()).rfind(expected, 0) == 0 ? 0 : 2;
+    }
+  };
+  if (::geteuid() != 0) {
+    EXPECT_EQ(attempt(), 0);
+  } else {
+    ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);  // a folder nobody may write to: only the file refuses
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+      ::_exit(attempt());
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "1: replaced, 2: another message, 3: could not become nobody";
+  }
+  std::ifstream in(target);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), "old\n");
+  EXPECT_EQ(regular_files_in(dir.path()), 1) << "no temporary file is left";
+}
+
+// A name of up to 255 bytes is legal; the temporary file's name adds 12 to it and is cut short
+// instead of failing with "File name too long" (found by a review).
+TEST(Output, AFileNameOfTheLongestLegalLengthIsWritten) {
+  test_util::TempDir dir;
+  for (const size_t length : {243u, 244u, 255u}) {
+    const std::string target = dir.file(std::string(length - 5, 'k') + ".json");
+    report::write_text_atomic(target, "long\n", "--json file");
+    std::ifstream in(target);
+    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), "long\n") << length;
+    EXPECT_NO_THROW(report::check_output_path(target, "--json file"));
+    const std::string tmp = report::create_temp_file_for(target, "--json file");
+    EXPECT_EQ(std::filesystem::path(tmp).filename().string().size(), std::min<size_t>(255, length + 12)) << length;
+    report::discard_temp_file(tmp);
+  }
+  EXPECT_EQ(regular_files_in(dir.path()), 3);
 }
 
 TEST(Output, ATerminatingSignalRemovesTheTemporaryFileBeingWritten) {
@@ -135,8 +190,9 @@ TEST(Output, UnwritablePlacesAreFoundBeforeAnyWork) {
   // access(W_OK) says yes to root even here; the probe file says no.
   EXPECT_ERROR_CONTAINS(report::check_output_path("/proc/bitrobust_result.json", "--json file"),
                         "cannot write --json file /proc/bitrobust_result.json");
-  // The temporary name (".NAME.tmp.XXXXXX") must fit too.
-  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file(std::string(250, 'a') + ".pt"), "model file (--out)"),
+  // A name longer than the file system allows (255 bytes) is refused before any work; one that
+  // fits is written (AFileNameOfTheLongestLegalLengthIsWritten).
+  EXPECT_ERROR_CONTAINS(report::check_output_path(dir.file(std::string(253, 'a') + ".pt"), "model file (--out)"),
                         "File name too long");
   EXPECT_NO_THROW(report::check_output_path(dir.file("fine.pt"), "model file (--out)"));
   EXPECT_EQ(regular_files_in(dir.path()), 0) << "the probe leaves nothing behind";
@@ -217,17 +273,17 @@ TEST(Output, TextGoesIntoDevicesAndPipesWhichAreNeverReplaced) {
   if (fs::is_character_file("/dev/full")) {
     // The write fails only when the buffer is flushed at close: the cause named is that failure's,
     // not what an earlier, successful call left in errno (fopen's terminal check: ENOTTY).
-    EXPECT_ERROR_CONTAINS(report::write_text_atomic("/dev/full", "{}\n"),
-                          "cannot write /dev/full: " + std::string(std::strerror(ENOSPC)));
+    EXPECT_ERROR_CONTAINS(report::write_text_atomic("/dev/full", "{}\n", "--json file"),
+                          "cannot write --json file /dev/full: " + std::string(std::strerror(ENOSPC)));
     // With files among the outputs, the device is written first: its failure leaves every file as
     // it was, and no temporary file behind (found by a review: eval --csv /dev/full replaced
     // --json and --plot, then failed).
     test_util::TempDir kept_dir;
     { std::ofstream(kept_dir.file("kept.json")) << "old\n"; }
     EXPECT_ERROR_CONTAINS(report::write_texts_atomic({{kept_dir.file("kept.json"), "new\n"},
-                                                      {"/dev/full", "x\n"},
+                                                      {"/dev/full", "x\n", "--csv file"},
                                                       {kept_dir.file("fresh.csv"), "new\n"}}),
-                          "cannot write /dev/full: " + std::string(std::strerror(ENOSPC)) +
+                          "cannot write --csv file /dev/full: " + std::string(std::strerror(ENOSPC)) +
                               " (no output file was replaced)");
     std::ifstream kept(kept_dir.file("kept.json"));
     EXPECT_EQ(std::string((std::istreambuf_iterator<char>(kept)), std::istreambuf_iterator<char>()), "old\n");

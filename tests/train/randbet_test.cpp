@@ -339,7 +339,7 @@ TEST(RandBET, NonFinitePerturbedLossIsADivergence) {
     rig.step(rbet, 0.5);
     ADD_FAILURE() << "expected train::Diverged";
   } catch (const train::Diverged& e) {
-    EXPECT_EQ(std::string(e.what()), "the loss on the weights with bit errors is nan");
+    EXPECT_EQ(std::string(e.what()), "the loss on the weights with bit errors is NaN");
   }
 }
 

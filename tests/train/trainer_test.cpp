@@ -307,10 +307,10 @@ TEST(Train, DivergenceFoundByAHookNamesTheEpochAndStep) {
   train::StepHooks hooks;
   int calls = 0;
   hooks.after_backward = [&](const at::Tensor&, const at::Tensor&, const at::Tensor&) {
-    if (++calls == 3) throw train::Diverged("the loss on the weights with bit errors is nan");
+    if (++calls == 3) throw train::Diverged("the loss on the weights with bit errors is NaN");
   };
   EXPECT_ERROR_CONTAINS(train::train(*net, data, quick_options(2), hooks),
-                        "training diverged: the loss on the weights with bit errors is nan at epoch 2, step 1 "
+                        "training diverged: the loss on the weights with bit errors is NaN at epoch 2, step 1 "
                         "(try a lower --lr); no model was saved");
 }
 

@@ -110,6 +110,15 @@ Runner register_eval(CLI::App& app) {
              "--seed ", cmd->sweep.seed, " + --patterns ", cmd->sweep.patterns, " runs past the largest seed, 2^63 - 1");
     // Recorded in the results under its canonical name, whichever accepted spelling was typed.
     cmd->sweep.error_model = parse_error_model_option(cmd->sweep.error_model, 0.0, "--error-model").name();
+    {
+      // Rate 0 draws no errors (unless the model fixes one direction's rate) and has no place on the
+      // plot's log axis: a plot of rate 0 alone would be empty (found by a review).
+      const bits::ErrorModel model = bits::ErrorModel::parse(cmd->sweep.error_model, 0.0);
+      const bool errors = model.rate_0to1 >= 0.0 || model.rate_1to0 >= 0.0 ||
+                          std::any_of(cmd->sweep.rates.begin(), cmd->sweep.rates.end(), [](double r) { return r > 0; });
+      BR_CHECK(cmd->plot.empty() || errors, "--plot: every rate in --rates is 0, so the plot of RErr against the rate ",
+               "would be empty; add a rate above 0");
+    }
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
     const quant::QuantizedModel q = quant::load_from_model_file(file);
@@ -186,7 +195,7 @@ Runner register_eval(CLI::App& app) {
                                                      {"limit", cmd->limit},
                                                      {"examples", data.size()},
                                                      {"data", data.fingerprint()},
-                                                     {"versions", io::version_info()}});
+                                                     {"versions", io::version_info()}}, "--json file");
       }
       return 0;
     }
@@ -232,9 +241,10 @@ Runner register_eval(CLI::App& app) {
     // All written before any is renamed into place: a failing output (a full disk) leaves none of
     // them changed. (A rename failing after another succeeded, which the checks before the sweep
     // make unlikely, leaves the earlier ones replaced.)
-    report::write_texts_atomic({{cmd->common.json, cmd->common.json.empty() ? "" : report::json_text(j)},
-                                {cmd->csv, cmd->csv.empty() ? "" : report::sweep_csv(j)},
-                                {cmd->plot, cmd->plot.empty() ? "" : report::rerr_plot_svg({j}, "Bit error robustness")}});
+    report::write_texts_atomic(
+        {{cmd->common.json, cmd->common.json.empty() ? "" : report::json_text(j), "--json file"},
+         {cmd->csv, cmd->csv.empty() ? "" : report::sweep_csv(j), "--csv file"},
+         {cmd->plot, cmd->plot.empty() ? "" : report::rerr_plot_svg({j}, "Bit error robustness"), "--plot file"}});
     return 0;
   };
 }
@@ -276,7 +286,7 @@ Runner register_pattern(CLI::App& app) {
              static_cast<long long>(kMostFlips), " `pattern` lists (about 80 bytes each while drawn, 12 in the file); "
              "use a lower rate or --layers");
     const bits::BitPattern pattern = bits::draw_pattern(eval::param_specs(q), model, cmd->seed, layers);
-    bits::save_pattern(cmd->out, pattern);
+    bits::save_pattern(cmd->out, pattern, "pattern file (--out)");
     const auto selected = std::count_if(q.names.begin(), q.names.end(), [&](const std::string& n) { return layers.selects(n); });
     std::printf("pattern of seed %llu at %s: %zu bit%s selected in %lld of %zu tensors; saved %s\n",
                 static_cast<unsigned long long>(cmd->seed), pattern.model.to_string().c_str(), pattern.flips.size(),
@@ -291,12 +301,13 @@ Runner register_compare(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("compare", "compare several `bitrobust eval --json` results in one table and plot");
   sub->add_option("results", cmd->files, "result JSON files")->required();
   sub->add_option("--plot", cmd->plot, "write the comparison plot (SVG)");
-  sub->add_option("--title", cmd->title, "plot title");
+  sub->add_option("--title", cmd->title, "plot title (with --plot)");
   sub->add_option("--paired-with", cmd->paired_with,
                   "which result (1 = the first) the others are compared with pattern by pattern")
       ->transform(integer_in(1))
       ->capture_default_str();
-  return [cmd]() {
+  return [cmd, sub]() {
+    BR_CHECK(sub->count("--title") == 0 || !cmd->plot.empty(), "--title names the plot, and no --plot file is given");
     BR_CHECK(cmd->paired_with <= static_cast<int64_t>(cmd->files.size()), "--paired-with ", cmd->paired_with,
              " names a result beyond the ", cmd->files.size(), " given");
     if (!cmd->plot.empty()) {
@@ -315,7 +326,7 @@ Runner register_compare(CLI::App& app) {
       try {
         j = nlohmann::json::parse(in);
       } catch (const nlohmann::json::exception& e) {
-        throw Error("result file " + path + " is not valid JSON: " + e.what());
+        throw Error("result file " + path + " is not valid JSON: " + json_error_text(e.what()));
       }
       report::validate_sweep_json(j, path);
       results.push_back(j);
@@ -323,7 +334,7 @@ Runner register_compare(CLI::App& app) {
     std::printf("%s", report::compare_table(results).c_str());
     std::printf("%s", report::paired_table(results, static_cast<size_t>(cmd->paired_with - 1)).c_str());
     if (!cmd->plot.empty()) {
-      report::write_text_atomic(cmd->plot, report::rerr_plot_svg(results, cmd->title));
+      report::write_text_atomic(cmd->plot, report::rerr_plot_svg(results, cmd->title), "--plot file");
       std::printf("plot written to %s\n", cmd->plot.c_str());
     }
     return 0;

@@ -76,8 +76,9 @@ Runner register_info(CLI::App& app) {
       std::string data = field(meta, "dataset");
       if (data == "cifar10") data += " (" + field(meta, "cifar_protocol") + " protocol)";
       const std::string epochs = field(meta, "epochs"), steps = field(meta, "steps");
-      // (momentum, weight decay and device: files written before they were recorded show "-")
-      std::printf("  training    %s, %s epoch%s (%s step%s), batch %s, lr %s, momentum %s, weight decay %s, seed %s, "
+      // (momentum, weight decay and device: files written before they were recorded show "-"; the
+      // steps are those run, fewer than the epochs' where --max-steps stopped the run)
+      std::printf("  training    %s, %s epoch%s scheduled, %s step%s run, batch %s, lr %s, momentum %s, weight decay %s, seed %s, "
                   "init %s, augmentation %s, on %s\n",
                   data.c_str(), epochs.c_str(), epochs == "1" ? "" : "s", steps.c_str(), steps == "1" ? "" : "s",
                   field(meta, "batch").c_str(), field(meta, "lr").c_str(), field(meta, "momentum").c_str(),
@@ -132,7 +133,7 @@ Runner register_info(CLI::App& app) {
                                             {"parameters", parameters},
                                             {"meta", meta},
                                             {"quantized_parameters", params},
-                                            {"versions", io::version_info()}});
+                                            {"versions", io::version_info()}}, "--json file");
     }
     return 0;
   };

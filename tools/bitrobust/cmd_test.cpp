@@ -63,7 +63,7 @@ Runner register_test(CLI::App& app) {
                                                    {"device", device.str()},
                                                    {"activations", activation_layout(*file.net, data, device)},
                                                    {"seconds", result.seconds},
-                                                   {"versions", io::version_info()}});
+                                                   {"versions", io::version_info()}}, "--json file");
     }
     return 0;
   };

@@ -147,6 +147,11 @@ Runner register_train(CLI::App& app) {
           parse_error_model_option(cmd->randbet_options.error_model, 0.0, "--randbet-error-model").name();
       cmd->randbet_options.seed = cmd->options.seed;
       cmd->randbet_options.validate();
+      const bits::ErrorModel model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0);
+      if (rate[0] == 0.0 && model.rate_0to1 < 0.0 && model.rate_1to0 < 0.0 && !cmd->common.quiet) {
+        // Allowed (a control run: the same steps, the same cost), but said, as it is rarely meant.
+        std::fprintf(stderr, "note: --randbet 0 draws no bit errors: each perturbed pass runs on the clean weights\n");
+      }
     }
     quant::QuantScheme scheme;
     if (quantized) scheme = cmd->quant.build_scheme();
@@ -166,7 +171,11 @@ Runner register_train(CLI::App& app) {
                                 {cmd->common.json, "--json file"}},
                                *set);
     }
-    // (after the data files, which the message names as such)
+    // (after the data files, which the message names as such; with --resume the file was to be read)
+    BR_CHECK(existing != io::ArchiveKind::Other || !cmd->options.resume, "cannot resume from checkpoint ",
+             cmd->options.checkpoint, ": it is not a bitrobust training checkpoint, nor a readable one (truncated or ",
+             "damaged?), and a new checkpoint would replace it; remove the file to train from the start, or give "
+             "--checkpoint another name");
     BR_CHECK(existing != io::ArchiveKind::Other, "cannot write checkpoint ", cmd->options.checkpoint,
              ": it exists and is not a bitrobust training checkpoint (nor a readable one), and the checkpoint would "
              "replace it; give --checkpoint another name, or remove the file");

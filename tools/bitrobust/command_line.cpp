@@ -66,19 +66,23 @@ CommandLine::CommandLine()
     : app_{"bitrobust " BITROBUST_VERSION ": how well do quantized neural networks survive bit errors in their weights?"} {
   app_.formatter(std::make_shared<HelpFormatter>());  // (before the subcommands, which copy it)
   app_.require_subcommand(1);
+  const std::string environment =
+      "Environment: BITROBUST_DATA (a folder of one folder per data set), BITROBUST_TRUST_ARCHIVES=1,\n"
+      "BITROBUST_INJECTION=dense, BITROBUST_CHANNELS_LAST=0 (README).";
   app_.footer(
       "Example (Fashion-MNIST, LeNet, 8-bit, weight clipping, then the bit error benchmark):\n"
       "  bitrobust train --dataset fashion-mnist --norm regn --scheme rquant --bits 8 --clip 0.1 --out m.pt\n"
-      "  bitrobust eval --model m.pt --rates 0.01%,0.1%,1% --json m.eval.json\n"
-      "Environment: BITROBUST_DATA (a folder of one folder per data set), BITROBUST_TRUST_ARCHIVES=1,\n"
-      "BITROBUST_INJECTION=dense, BITROBUST_CHANNELS_LAST=0 (README). Each command's options: bitrobust\n"
-      "COMMAND --help.");
+      "  bitrobust eval --model m.pt --rates 0.01%,0.1%,1% --json m.eval.json\n" +
+      environment + " Each command's options: bitrobust COMMAND --help.");
   app_.set_version_flag("--version", BITROBUST_VERSION);
   for (Runner (*reg)(CLI::App&) : {register_train, register_test, register_quantize, register_export, register_eval,
                                    register_compare, register_pattern, register_info}) {
     const size_t before = app_.get_subcommands({}).size();
     Runner runner = reg(app_);
-    runners_[app_.get_subcommands({})[before]] = std::move(runner);
+    CLI::App* command = app_.get_subcommands({})[before];
+    // (A subcommand copies its parent's footer: the example of train and eval is the program's.)
+    command->footer(environment);
+    runners_[command] = std::move(runner);
   }
 }
 
@@ -128,6 +132,14 @@ std::optional<int> CommandLine::parse(int argc, const char* const* argv) {
     if (const size_t at = message.find(twice); at != std::string::npos) {
       message = message.substr(0, at) + " given more than once (" + message.substr(at + twice.size()) +
                 " times); give it once";
+    }
+    // CLI11's words for an option without its value ("--rates=", or "--rates" last: "--rates: 1
+    // required TEXT missing"), in the project's (found by a review).
+    const std::string missing = " missing";
+    const size_t at = message.find(": 1 required ");
+    if (at != std::string::npos && message.size() > missing.size() &&
+        message.compare(message.size() - missing.size(), missing.size(), missing) == 0) {
+      message = message.substr(0, at) + ": no value given";
     }
     return syntax_error(message);
   }

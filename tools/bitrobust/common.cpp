@@ -229,7 +229,7 @@ bits::ErrorModel parse_error_model_option(const std::string& name, double rate, 
     model = bits::ErrorModel::parse(name, rate);
   } catch (const Error& e) {
     std::string message = e.what();
-    const std::string prefix = "ErrorModel: ";
+    const std::string prefix = "error model: ";
     if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
     throw Error(std::string(option) + ": " + message);
   }
@@ -296,15 +296,15 @@ void save_model_and_json(const std::string& out, const io::ModelFile& file, cons
                          const nlohmann::json& summary, const std::function<void()>& announce) {
   const bool json_in_place = !json_path.empty() && report::is_special_output(json_path);
   const std::string json = json_path.empty() ? "" : report::json_text(summary);
-  io::save_model_file(out, file, {{json_in_place ? "" : json_path, json}});
+  io::save_model_file(out, file, {{json_in_place ? "" : json_path, json, "--json file"}});
   announce();
   if (!json_in_place) return;
   try {
-    report::write_text_atomic(json_path, json);
+    report::write_text_atomic(json_path, json, "--json file");
   } catch (const Error& e) {
     // A device or pipe is written after the model (see above): the model file is there, and the
     // error must not read as if the run's work were lost.
-    throw Error(std::string(e.what()) + " (--json; the model file " + out + " was written)");
+    throw Error(std::string(e.what()) + " (the model file " + out + " was written)");
   }
 }
 

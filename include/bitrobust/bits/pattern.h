@@ -64,8 +64,8 @@ BitPattern draw_pattern(const std::vector<ParamSpec>& params, const ErrorModel& 
                         const ParamSelector& selector = ParamSelector());
 
 /// Writes the pattern (format: docs/bit_errors.md). Error if the file cannot be written or a name
-/// contains whitespace.
-void save_pattern(const std::string& path, const BitPattern& pattern);
+/// contains whitespace; `what` names the file in errors ("pattern file (--out)").
+void save_pattern(const std::string& path, const BitPattern& pattern, const std::string& what = "pattern file");
 
 /// Reads a pattern; Error for a malformed file (with its line number), a flip outside its
 /// parameter's elements or bits, or duplicate flips.

@@ -22,6 +22,13 @@ std::string concat(Args&&... args) {
 }
 }  // namespace detail
 
+/// A JSON library message for users: nlohmann::json's what() without its leading tag
+/// ("[json.exception.parse_error.101] parse error at line 2, ..." becomes "parse error at line 2, ...").
+inline std::string json_error_text(const std::string& what) {
+  const size_t end = what.find("] ");
+  return what.rfind("[json.exception.", 0) == 0 && end != std::string::npos ? what.substr(end + 2) : what;
+}
+
 }  // namespace bitrobust
 
 /// Throws bitrobust::Error with the concatenated message when cond is false.

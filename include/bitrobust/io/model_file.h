@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bitrobust/io/zip_checksums.h"
+#include "bitrobust/report/output.h"
 #include "bitrobust/models/models.h"
 
 namespace bitrobust::io {
@@ -32,17 +33,17 @@ struct ModelFile {
 };
 
 /// Writes atomically: a temporary file next to `path`, renamed over it once complete. `texts`
-/// ((path, text); "" paths skipped) are written as one with it: the model file is renamed into
+/// (report::TextOutput; "" paths skipped) are written as one with it: the model file is renamed into
 /// place only once every text is in its temporary file, so a run's --json and its model file are
 /// both written or neither.
 void save_model_file(const std::string& path, const ModelFile& file,
-                     const std::vector<std::pair<std::string, std::string>>& texts = {});
+                     const std::vector<report::TextOutput>& texts = {});
 
 /// Writes a Torch archive atomically through a uniquely named temporary file next to `path`
 /// (report::create_temp_file_for); `what` names it in errors ("model file", "checkpoint"). `texts`:
 /// as in save_model_file.
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
-                         const std::vector<std::pair<std::string, std::string>>& texts = {});
+                         const std::vector<report::TextOutput>& texts = {});
 
 /// What is at `path`, for writers about to replace it with something else (a checkpoint): nothing,
 /// a bitrobust model file (an archive that loads, with a bitrobust_format record), a training

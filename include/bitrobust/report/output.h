@@ -8,19 +8,27 @@
 namespace bitrobust::report {
 
 /// Writes `text` to `path` atomically (a temporary file renamed into place; a device or pipe is
-/// appended to in place, see is_special_output); throws bitrobust::Error naming the path on failure.
-void write_text_atomic(const std::string& path, const std::string& text);
+/// appended to in place, see is_special_output); throws bitrobust::Error naming `what` (the option
+/// the user gave it with, e.g. "--json file") and the path on failure.
+void write_text_atomic(const std::string& path, const std::string& text, const std::string& what = "file");
 
-void write_json_atomic(const std::string& path, const nlohmann::json& value);
+void write_json_atomic(const std::string& path, const nlohmann::json& value, const std::string& what = "file");
 /// The text write_json_atomic writes: indented, bytes that are not UTF-8 (file names may hold
 /// any) replaced by U+FFFD.
 std::string json_text(const nlohmann::json& value);
+
+/// One text output: its path ("" for none), its contents, and what it is for error messages.
+struct TextOutput {
+  std::string path;
+  std::string text;
+  std::string what = "file";
+};
 
 /// Writes several files as one: each (path, text) goes to its own temporary file first, and only
 /// when all are written are they renamed into place; a failure leaves none of them (and no
 /// temporary file) behind. Paths that are "" are skipped; special outputs (is_special_output) are
 /// written in place first, before any file is renamed: a failure there leaves every file as it was.
-void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& files);
+void write_texts_atomic(const std::vector<TextOutput>& files);
 
 /// write_texts_atomic in two steps, for outputs written together with a file another writer makes
 /// (a Torch archive, io::save_model_file): the constructor writes every text to its temporary file
@@ -28,7 +36,7 @@ void write_texts_atomic(const std::vector<std::pair<std::string, std::string>>& 
 /// Destroyed uncommitted (the other file failed), it removes its temporary files.
 class StagedTexts {
  public:
-  explicit StagedTexts(const std::vector<std::pair<std::string, std::string>>& files);
+  explicit StagedTexts(const std::vector<TextOutput>& files);
   ~StagedTexts();
   StagedTexts(const StagedTexts&) = delete;
   StagedTexts& operator=(const StagedTexts&) = delete;
@@ -40,8 +48,8 @@ class StagedTexts {
   void write_special_outputs(bool other_files);
 
  private:
-  std::vector<std::pair<std::string, std::string>> staged_;   // (temporary, final path)
-  std::vector<std::pair<std::string, std::string>> special_;  // (path, text), written in place
+  std::vector<std::pair<std::string, TextOutput>> staged_;  // (temporary, the output)
+  std::vector<TextOutput> special_;                        // written in place
 };
 
 /// What an output may be: text (JSON, CSV, SVG, pattern files) may also go to a character device,

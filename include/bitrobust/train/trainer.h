@@ -48,6 +48,12 @@ class Diverged : public Error {
   using Error::Error;
 };
 
+/// A loss that is not finite as a message says it: "NaN", "+infinity" or "-infinity" (not
+/// std::to_string's "-nan", whose sign means nothing to a user).
+inline std::string nonfinite_text(double value) {
+  return value != value ? "NaN" : value > 0 ? "+infinity" : "-infinity";
+}
+
 /// Per-step hooks used by quantization-aware and robust training (all optional).
 struct StepHooks {
   /// Called before the forward pass: e.g. replace weights by their quantized values.
