@@ -143,11 +143,9 @@ class LineReader {
  public:
   explicit LineReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
     if (!in_.good()) {
-      const int error = errno;  // left by the failed open: why a file that exists cannot be read
-      std::error_code ec;
+      const int error = errno != 0 ? errno : EIO;  // left by the failed open: why
       throw Error("cannot read pattern file '" + path + "': " +
-                  (std::filesystem::exists(path, ec) || error == 0 ? std::string(std::strerror(error != 0 ? error : EIO))
-                                                                   : std::string("it does not exist")));
+                  (error == ENOENT ? std::string("it does not exist") : std::string(std::strerror(error))));
     }
     std::error_code ec;  // (an ifstream opens a folder, and then reads nothing)
     BR_CHECK(!std::filesystem::is_directory(path, ec), "pattern file '", path, "' is a folder, not a pattern file");

@@ -131,11 +131,12 @@ void check_metadata_types(const nlohmann::json& meta, const std::string& file) {
   BR_CHECK(!meta.contains("cifar_protocol") ||
                std::find(protocols.begin(), protocols.end(), meta["cifar_protocol"].get<std::string>()) != protocols.end(),
            file, ": metadata field 'cifar_protocol' must be holdout, jpeg or official, got ", meta["cifar_protocol"].dump());
-  // (a protocol on another data set's model would be reported by `info`, and taken by `test`, as if
-  // it had been trained on CIFAR-10)
-  BR_CHECK(!meta.contains("cifar_protocol") || meta.value("dataset", std::string()) == "cifar10", file,
-           ": metadata field 'cifar_protocol' is set, but the model's data set is ", meta.value("dataset", std::string("not named")),
-           ", not cifar10");
+  // A protocol of batches 1-5 on another data set's model says it was trained on CIFAR-10. (Models
+  // of other data sets written before commit 42f9282 record holdout, the default then: accepted.)
+  BR_CHECK(!meta.contains("cifar_protocol") || meta["cifar_protocol"] == "holdout" ||
+               meta.value("dataset", std::string()) == "cifar10",
+           file, ": metadata field 'cifar_protocol' is ", meta["cifar_protocol"].dump(), ", but the model's data set is ",
+           meta.value("dataset", std::string("not named")), ", not cifar10");
   // The training images' fingerprint, compared with a checkpoint's and shown by `info`: Crc32::text().
   if (meta.contains("train_data")) {
     const std::string fingerprint = meta["train_data"].get<std::string>();
@@ -296,8 +297,8 @@ nlohmann::json version_info() {
   };
 }
 
-void save_model_file(const std::string& path, const ModelFile& file,
-                     const std::vector<report::TextOutput>& texts) {
+void save_model_file(const std::string& path, const ModelFile& file, const std::vector<report::TextOutput>& texts,
+                     const std::string& what) {
   BR_CHECK(file.net != nullptr, "save_model_file: no network");
   BR_CHECK(file.quant_codes.size() == file.quant_ranges.size(), "save_model_file: codes and ranges differ in count");
   nlohmann::json meta = file.meta;
@@ -321,7 +322,7 @@ void save_model_file(const std::string& path, const ModelFile& file,
     archive.write("quant_codes", codes_archive);
     archive.write("quant_ranges", ranges_archive);
   }
-  save_archive_atomic(archive, path, "model file", texts);
+  save_archive_atomic(archive, path, what, texts);
 }
 
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::string& path, const std::string& what,
@@ -355,10 +356,14 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
   staged->commit();
 }
 
-ArchiveKind archive_kind(const std::string& path) {
+ArchiveKind archive_kind(const std::string& path, std::string* why) {
+  const auto other = [why](const std::string& reason) {
+    if (why != nullptr) *why = reason;
+    return ArchiveKind::Other;
+  };
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return ArchiveKind::Missing;
-  if (!std::filesystem::is_regular_file(path, ec)) return ArchiveKind::Other;
+  if (!std::filesystem::is_regular_file(path, ec)) return other("it is not a regular file");
   try {
     torch::serialize::InputArchive archive;
     load_archive_checked(archive, path, "file", at::Device(at::kCPU));
@@ -366,9 +371,10 @@ ArchiveKind archive_kind(const std::string& path) {
     const auto has = [&keys](const char* key) { return std::find(keys.begin(), keys.end(), key) != keys.end(); };
     if (has("bitrobust_format")) return ArchiveKind::ModelFile;
     if (has("optimizer") && has("epochs_done")) return ArchiveKind::Checkpoint;
-  } catch (const std::exception&) {
+    return other("it is a Torch archive without a checkpoint's records");
+  } catch (const std::exception& e) {
+    return other(e.what());
   }
-  return ArchiveKind::Other;
 }
 
 ModelFile load_model_file(const std::string& path) {

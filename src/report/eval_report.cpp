@@ -217,8 +217,8 @@ void validate_sweep_json(const nlohmann::json& j, const std::string& source) {
     if (examples == 0) return;
     const double count = v.get<double>() * static_cast<double>(examples);
     if (std::abs(count - std::round(count)) > 1e-6) {
-      fail(name + " " + v.dump() + " is not a count of the " + std::to_string(examples) +
-           " examples divided by " + std::to_string(examples));
+      const std::string n = std::to_string(examples);
+      fail(name + " " + v.dump() + " is not k/" + n + " for a whole number k (a count of the " + n + " examples)");
     }
   };
   count_of_examples(j["clean_error"], "clean_error");

@@ -197,12 +197,22 @@ namespace {
 // mkstemp's pattern for a temporary file or folder next to `target`: ".NAME.tmp.XXXXXX". A name of
 // up to 255 bytes is legal, but that pattern is 12 bytes longer: a long NAME is cut short in it,
 // not refused as too long (found by a review: 244-byte names failed with "File name too long").
-constexpr size_t kNameMax = 255;  // NAME_MAX on Linux's file systems
+// The longest name the folder's file system takes (255 bytes on most; eCryptfs 143).
+size_t name_max(const fs::path& parent) {
+  const long max = ::pathconf(parent.c_str(), _PC_NAME_MAX);
+  return max > 0 ? static_cast<size_t>(max) : 255;
+}
 
 std::string temp_name_pattern(const fs::path& parent, const fs::path& target) {
   const std::string suffix = ".tmp.XXXXXX";
   std::string name = target.filename().string();
-  if (1 + name.size() + suffix.size() > kNameMax) name.resize(kNameMax - 1 - suffix.size());
+  const size_t max = name_max(parent);
+  if (1 + name.size() + suffix.size() > max && max > 1 + suffix.size()) {
+    name.resize(max - 1 - suffix.size());
+    // Not inside a UTF-8 character: file systems that require UTF-8 names would refuse the rest.
+    while (!name.empty() && (static_cast<unsigned char>(name.back()) & 0xC0) == 0x80) name.pop_back();
+    if (!name.empty() && static_cast<unsigned char>(name.back()) >= 0xC0) name.pop_back();
+  }
   return (parent / ("." + name + suffix)).string();
 }
 }  // namespace
@@ -285,7 +295,8 @@ std::string checked_output_file(const std::string& given, const std::string& wha
   std::error_code ec;
   BR_CHECK(!fs::is_directory(target, ec), "cannot write ", what, " ", path, ": it is a folder");
   // (The probe's temporary name is cut to fit, temp_name_pattern: the name itself is checked here.)
-  BR_CHECK(target.filename().string().size() <= kNameMax, "cannot write ", what, " ", path, ": ", std::strerror(ENAMETOOLONG));
+  BR_CHECK(target.filename().string().size() <= name_max(parent_of(target)), "cannot write ", what, " ", path, ": ",
+           std::strerror(ENAMETOOLONG));
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   BR_CHECK(fs::is_directory(parent, ec), "cannot write ", what, " ", path, ": folder ", parent.string(),
            " does not exist");
@@ -294,7 +305,7 @@ std::string checked_output_file(const std::string& given, const std::string& wha
   // The rename would replace a file its owner made read-only (or one of another user's that this
   // user may not write) as long as the folder is writable; `cp` and the shell's `>` refuse it, and
   // so does this (found by a review). Root may write any file, as with `cp`.
-  if (fs::is_regular_file(target, ec) && ::access(path.c_str(), W_OK) != 0) {
+  if (fs::is_regular_file(target, ec) && ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) {
     throw Error("cannot write " + what + " " + path + ": the file exists and is not writable (" +
                 std::strerror(errno) + ")");
   }

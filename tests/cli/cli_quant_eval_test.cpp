@@ -281,7 +281,9 @@ TEST_F(CliQuantEval, EvalValidatesItsArguments) {
   // Rate 0 alone draws no errors: its plot would be empty (found by a review); with a rate fixed
   // by the error model it has errors, and a point.
   expect_failure("eval --model " + q + " --rates 0 --plot " + dir.file("p0.svg"),
-                 "--plot: every rate in --rates is 0, so the plot of RErr against the rate would be empty");
+                 "--plot: no rate in --rates draws bit errors, so the plot of RErr against the rate would be empty");
+  expect_failure("eval --model " + q + " --rates 0 --error-model random,0to1=0 --plot " + dir.file("p0.svg"),
+                 "--plot: no rate in --rates draws bit errors");
   EXPECT_FALSE(std::filesystem::exists(dir.file("p0.svg")));
   EXPECT_EQ(test_util::run_cli("eval --model " + q + " --rates 0 --error-model random,0to1=1% --patterns 1 --limit 20 "
                                "--quiet --plot " + dir.file("p0.svg")).status, 0);
@@ -666,6 +668,9 @@ TEST(CliTrain, RandBetAtRateZeroTrainsWithANote) {
   r = test_util::run_cli(common + " --randbet 0 --randbet-error-model random,0to1=1%");  // errors in one direction
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_FALSE(test_util::contains(r.output, note)) << r.output;
+  r = test_util::run_cli(common + " --randbet 0 --randbet-error-model random,0to1=0");  // zero in both
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(test_util::contains(r.output, note)) << r.output;
 }
 
 // The curriculum is recorded in the model file, and a checkpoint resumes only under the same one.

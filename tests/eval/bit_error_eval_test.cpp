@@ -353,8 +353,8 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   broken = j;
   broken["clean_error"] = 1.0 / static_cast<double>(2 * examples + 1);
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"),
-                        "clean_error " + broken["clean_error"].dump() + " is not a count of the " +
-                            std::to_string(examples) + " examples divided by " + std::to_string(examples));
+                        "clean_error " + broken["clean_error"].dump() + " is not k/" + std::to_string(examples) +
+                            " for a whole number k (a count of the " + std::to_string(examples) + " examples)");
   broken = j;  // a consistent summary of per-pattern values, one of which no count of 7 gives
   broken["examples"] = 7;
   broken["clean_error"] = 0.0;
@@ -369,7 +369,11 @@ TEST(BitErrorEval, JsonFollowsTheDocumentedSchema) {
   r1["rerr_min"] = edited.rerr_min;
   r1["rerr_max"] = edited.rerr_max;
   r1.erase("rerr_ci95");
-  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "per_pattern value 0.3 is not a count of the 7 examples");
+  for (const auto& v : broken["results"][0]["per_pattern"]) {
+    ASSERT_EQ(v, 0.0) << "the fixture makes no errors at the first rate, so its values stay counts of 7";
+  }
+  EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"),
+                        "per_pattern value 0.3 is not k/7 for a whole number k (a count of the 7 examples)");
   r1["per_pattern"][1] = r1["perturbed_per_pattern"][1] = 2.0 / 7;  // (now the summary no longer fits)
   EXPECT_ERROR_CONTAINS(report::validate_sweep_json(broken, "r.json"), "is not the mean of per_pattern");
   // RErr counts the clean model's errors and the perturbed model's: it is below neither.

@@ -406,7 +406,7 @@ TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
        "metadata field 'train_data' must be a fingerprint 'crc32 ' and 8 hex digits, got \"bogus\""},
       {[](nlohmann::json& m) { m["train_data"] = "crc32 0123456G"; }, "metadata field 'train_data' must be a fingerprint"},
       {[](nlohmann::json& m) { m["cifar_protocol"] = "jpeg"; },
-       "metadata field 'cifar_protocol' is set, but the model's data set is mnist, not cifar10"},
+       "metadata field 'cifar_protocol' is \"jpeg\", but the model's data set is mnist, not cifar10"},
       // Values read as sizes or counts (the JSON library reads 4.5 as 4).
       {[](nlohmann::json& m) { m["quantization"]["params"][0]["bits"] = 4.5; }, "(and 'channels' and 'bits' integers)"},
       {[](nlohmann::json& m) { m["quantization"]["weights"] = 5; }, "the metadata counts 5 quantized weights"},
@@ -421,6 +421,18 @@ TEST(ModelFile, MetadataOfTheWrongTypeIsAnErrorNamingTheField) {
     io::save_model_file(path, f);
     expect_load_error(path, cases[i].message, true);
   }
+  // What earlier versions wrote still loads: holdout on every data set's model (before commit
+  // 42f9282), the fields a training run records, and null threads (a GPU run).
+  io::ModelFile older = quantized_file();
+  older.meta["dataset"] = "fashion-mnist";
+  older.meta["cifar_protocol"] = "holdout";
+  older.meta["train_data"] = "crc32 0a1b2c3d";
+  older.meta["threads"] = nullptr;
+  io::save_model_file(dir.file("older.pt"), older);
+  EXPECT_NO_THROW(io::load_model_file(dir.file("older.pt")));
+  older.meta["threads"] = 2;
+  io::save_model_file(dir.file("older.pt"), older);
+  EXPECT_NO_THROW(io::load_model_file(dir.file("older.pt")));
 }
 
 TEST(ModelFile, SavingNeverTouchesOtherFilesAndFailsBeforeWriting) {

@@ -65,7 +65,7 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--patterns", cmd->sweep.patterns, "error patterns (chips) per rate")
       ->transform(integer_in(1, 1000000))
       ->capture_default_str();
-  sub->add_option("--seed", cmd->sweep.seed, "first pattern seed (patterns use seed, seed+1, ...)")
+  sub->add_option("--seed", cmd->sweep.seed, "first pattern seed, at most 2^63 - 1 (patterns use seed, seed+1, ...)")
       ->transform(integer_in(0))
       ->capture_default_str();
   sub->add_option("--error-model", cmd->sweep.error_model,
@@ -111,13 +111,13 @@ Runner register_eval(CLI::App& app) {
     // Recorded in the results under its canonical name, whichever accepted spelling was typed.
     cmd->sweep.error_model = parse_error_model_option(cmd->sweep.error_model, 0.0, "--error-model").name();
     {
-      // Rate 0 draws no errors (unless the model fixes one direction's rate) and has no place on the
-      // plot's log axis: a plot of rate 0 alone would be empty (found by a review).
-      const bits::ErrorModel model = bits::ErrorModel::parse(cmd->sweep.error_model, 0.0);
-      const bool errors = model.rate_0to1 >= 0.0 || model.rate_1to0 >= 0.0 ||
-                          std::any_of(cmd->sweep.rates.begin(), cmd->sweep.rates.end(), [](double r) { return r > 0; });
-      BR_CHECK(cmd->plot.empty() || errors, "--plot: every rate in --rates is 0, so the plot of RErr against the rate ",
-               "would be empty; add a rate above 0");
+      // Rate 0 draws no errors (unless the model fixes one direction's rate above 0), and the plot
+      // shows only rates with errors: a plot of rate 0 alone would be empty (found by a review).
+      const bool errors = std::any_of(cmd->sweep.rates.begin(), cmd->sweep.rates.end(), [&](double rate) {
+        return bits::ErrorModel::parse(cmd->sweep.error_model, rate).has_errors();
+      });
+      BR_CHECK(cmd->plot.empty() || errors, "--plot: no rate in --rates draws bit errors, so the plot of RErr against ",
+               "the rate would be empty; add a rate above 0");
     }
     cmd->sweep.progress = !cmd->common.quiet;
     io::ModelFile file = io::load_model_file(cmd->model);
@@ -254,7 +254,7 @@ Runner register_pattern(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("pattern", "save the bit error pattern of (seed, rate) for a model, for replay");
   sub->add_option("--model", cmd->model, "quantized model file")->required();
   sub->add_option("--rate", cmd->rate, "bit error rate (0.01 or 1%)")->required();
-  sub->add_option("--seed", cmd->seed, "pattern seed (as in eval)")->transform(integer_in(0))->capture_default_str();
+  sub->add_option("--seed", cmd->seed, "pattern seed, at most 2^63 - 1 (as in eval)")->transform(integer_in(0))->capture_default_str();
   sub->add_option("--error-model", cmd->error_model, "as in eval")->capture_default_str();
   sub->add_option("--layers", cmd->layers, "regular expression: only matching parameters");
   sub->add_option("--out", cmd->out, "pattern file to write (format: docs/bit_errors.md)")->required();

@@ -73,7 +73,7 @@ Runner register_train(CLI::App& app) {
   sub->add_option("--lr", cmd->options.lr, "initial learning rate (x0.1 at 2/5, 3/5, 4/5)")->check(decimal_in(0, 1e30, true, false))->capture_default_str();
   sub->add_option("--momentum", cmd->options.momentum, "Nesterov momentum (0: plain SGD)")->check(decimal_in(0, 1, false, true))->capture_default_str();
   sub->add_option("--weight-decay", cmd->options.weight_decay, "weight decay")->check(decimal_in(0, 1e30, false, false))->capture_default_str();
-  sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation")
+  sub->add_option("--seed", cmd->options.seed, "seed of initialisation, shuffling and augmentation, at most 2^63 - 1")
       ->transform(integer_in(0))
       ->capture_default_str();
   sub->add_option("--init", cmd->init,
@@ -111,11 +111,17 @@ Runner register_train(CLI::App& app) {
     const at::Device device = setup_runtime(cmd->common);
     report::check_output_path(cmd->out, "model file (--out)", report::OutputKind::File);
     cmd->options.checkpoint = cmd->checkpoint.empty() ? cmd->out + ".ckpt" : cmd->checkpoint;
-    report::check_output_path(cmd->options.checkpoint, "checkpoint", report::OutputKind::File);
+    // (a name the user did not type is said to be the default: --out of 251-255 bytes is a legal
+    // name whose default checkpoint is not)
+    report::check_output_path(cmd->options.checkpoint,
+                              cmd->checkpoint.empty() ? "checkpoint (--out + .ckpt by default; --checkpoint names it)"
+                                                      : "checkpoint",
+                              report::OutputKind::File);
     // A run writes its checkpoint over an earlier run's (or, with --resume, the one it continues),
     // but over nothing else (found by a review: --checkpoint naming the quantized model of another
     // run replaced it).
-    const io::ArchiveKind existing = io::archive_kind(cmd->options.checkpoint);
+    std::string unreadable;  // why an existing file is not a checkpoint
+    const io::ArchiveKind existing = io::archive_kind(cmd->options.checkpoint, &unreadable);
     BR_CHECK(existing != io::ArchiveKind::ModelFile, "cannot write checkpoint ", cmd->options.checkpoint,
              ": it is a bitrobust model file, which the checkpoint would replace; give --checkpoint another name");
     report::check_distinct_paths({{cmd->out, "model file (--out)"},
@@ -147,10 +153,10 @@ Runner register_train(CLI::App& app) {
           parse_error_model_option(cmd->randbet_options.error_model, 0.0, "--randbet-error-model").name();
       cmd->randbet_options.seed = cmd->options.seed;
       cmd->randbet_options.validate();
-      const bits::ErrorModel model = bits::ErrorModel::parse(cmd->randbet_options.error_model, 0.0);
-      if (rate[0] == 0.0 && model.rate_0to1 < 0.0 && model.rate_1to0 < 0.0 && !cmd->common.quiet) {
+      if (!bits::ErrorModel::parse(cmd->randbet_options.error_model, rate[0]).has_errors() && !cmd->common.quiet) {
         // Allowed (a control run: the same steps, the same cost), but said, as it is rarely meant.
-        std::fprintf(stderr, "note: --randbet 0 draws no bit errors: each perturbed pass runs on the clean weights\n");
+        std::fprintf(stderr, "note: --randbet %s draws no bit errors: each perturbed pass runs on the clean weights\n",
+                     cmd->randbet.c_str());
       }
     }
     quant::QuantScheme scheme;
@@ -172,12 +178,13 @@ Runner register_train(CLI::App& app) {
                                *set);
     }
     // (after the data files, which the message names as such; with --resume the file was to be read)
+    // (`unreadable` says why: a damaged file, or one of a Torch version the archive checks do not
+    // know, or a mistyped BITROBUST_TRUST_ARCHIVES: not always a file to remove)
     BR_CHECK(existing != io::ArchiveKind::Other || !cmd->options.resume, "cannot resume from checkpoint ",
-             cmd->options.checkpoint, ": it is not a bitrobust training checkpoint, nor a readable one (truncated or ",
-             "damaged?), and a new checkpoint would replace it; remove the file to train from the start, or give "
-             "--checkpoint another name");
+             cmd->options.checkpoint, ": it cannot be read as a bitrobust training checkpoint: ", unreadable,
+             "; if it is damaged, remove it to train from the start, or give --checkpoint another name");
     BR_CHECK(existing != io::ArchiveKind::Other, "cannot write checkpoint ", cmd->options.checkpoint,
-             ": it exists and is not a bitrobust training checkpoint (nor a readable one), and the checkpoint would "
+             ": it exists and is not a bitrobust training checkpoint (", unreadable, "), and the checkpoint would "
              "replace it; give --checkpoint another name, or remove the file");
     cmd->spec.in_channels = train_set.channels();
     cmd->spec.height = train_set.height();

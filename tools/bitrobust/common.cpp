@@ -296,7 +296,7 @@ void save_model_and_json(const std::string& out, const io::ModelFile& file, cons
                          const nlohmann::json& summary, const std::function<void()>& announce) {
   const bool json_in_place = !json_path.empty() && report::is_special_output(json_path);
   const std::string json = json_path.empty() ? "" : report::json_text(summary);
-  io::save_model_file(out, file, {{json_in_place ? "" : json_path, json, "--json file"}});
+  io::save_model_file(out, file, {{json_in_place ? "" : json_path, json, "--json file"}}, "model file (--out)");
   announce();
   if (!json_in_place) return;
   try {

@@ -35,9 +35,9 @@ struct ModelFile {
 /// Writes atomically: a temporary file next to `path`, renamed over it once complete. `texts`
 /// (report::TextOutput; "" paths skipped) are written as one with it: the model file is renamed into
 /// place only once every text is in its temporary file, so a run's --json and its model file are
-/// both written or neither.
-void save_model_file(const std::string& path, const ModelFile& file,
-                     const std::vector<report::TextOutput>& texts = {});
+/// both written or neither. `what` names the file in errors ("model file (--out)").
+void save_model_file(const std::string& path, const ModelFile& file, const std::vector<report::TextOutput>& texts = {},
+                     const std::string& what = "model file");
 
 /// Writes a Torch archive atomically through a uniquely named temporary file next to `path`
 /// (report::create_temp_file_for); `what` names it in errors ("model file", "checkpoint"). `texts`:
@@ -48,9 +48,10 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
 /// What is at `path`, for writers about to replace it with something else (a checkpoint): nothing,
 /// a bitrobust model file (an archive that loads, with a bitrobust_format record), a training
 /// checkpoint (one with optimizer and epochs_done records), or anything else (any other file, a
-/// damaged archive, a folder).
+/// damaged archive, a folder). For Other, `why` (if given) receives the reason: the load's error,
+/// or what the file is.
 enum class ArchiveKind { Missing, ModelFile, Checkpoint, Other };
-ArchiveKind archive_kind(const std::string& path);
+ArchiveKind archive_kind(const std::string& path, std::string* why = nullptr);
 
 /// Reads a model file; errors name the file and what is wrong (missing, not a bitrobust model, a
 /// tensor whose stored data is shorter than its shape, NaN or infinite weights, ...).
