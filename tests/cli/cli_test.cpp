@@ -39,6 +39,8 @@ TEST(Cli, HelpListsSubcommandsAndExitsZero) {
   EXPECT_TRUE(test_util::contains(r.output, "Environment: BITROBUST_DATA")) << r.output;
   const test_util::CliResult train = test_util::run_cli("train --help");
   EXPECT_EQ(train.status, 0);
+  // Usage names the program, not the path it was run by (found by a review).
+  EXPECT_TRUE(test_util::contains(train.output, "Usage: bitrobust train [OPTIONS]")) << train.output;
   // A command's help ends with the environment variables, not the program's example again.
   EXPECT_TRUE(test_util::contains(train.output, "Environment: BITROBUST_DATA")) << train.output;
   EXPECT_FALSE(test_util::contains(train.output, "Example (Fashion-MNIST")) << train.output;

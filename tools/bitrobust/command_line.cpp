@@ -63,7 +63,9 @@ class HelpFormatter : public CLI::Formatter {
 }  // namespace
 
 CommandLine::CommandLine()
-    : app_{"bitrobust " BITROBUST_VERSION ": how well do quantized neural networks survive bit errors in their weights?"} {
+    // (Named, so that usage lines say "bitrobust", not the path the program was started by.)
+    : app_{"bitrobust " BITROBUST_VERSION ": how well do quantized neural networks survive bit errors in their weights?",
+           "bitrobust"} {
   app_.formatter(std::make_shared<HelpFormatter>());  // (before the subcommands, which copy it)
   app_.require_subcommand(1);
   const std::string environment =
