@@ -167,23 +167,28 @@ void BM_FusedKernel(benchmark::State& state) {
   report(state, s, in.x);
 }
 
+/// Times the forward pass of `spec`'s network in eval mode without gradients on a batch of random
+/// inputs; items_per_second = images/s.
+void time_inference(benchmark::State& state, const bitrobust::models::ModelSpec& spec, int64_t batch) {
+  torch::manual_seed(0);
+  auto net = bitrobust::models::build_model(spec);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor images = torch::randn({batch, spec.in_channels, spec.height, spec.width});
+  for (auto _ : state) {
+    at::Tensor logits = net->forward(images);
+    benchmark::DoNotOptimize(logits.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+
 /// LeNet (GroupNorm) forward in eval mode without gradients, batch 500; argument: fused path on (1)
 /// or off (0). items_per_second = images/s.
 void BM_LeNetInference(benchmark::State& state) {
   const bool fused = state.range(0) != 0;
   const bool saved = bitrobust::models::fused_inference_enabled();
   bitrobust::models::set_fused_inference(fused);
-  bitrobust::models::ModelSpec spec;  // lenet, gn, 1x28x28
-  torch::manual_seed(0);
-  auto net = bitrobust::models::build_model(spec);
-  net->eval();
-  torch::NoGradGuard no_grad;
-  const at::Tensor images = torch::randn({500, 1, 28, 28});
-  for (auto _ : state) {
-    at::Tensor logits = net->forward(images);
-    benchmark::DoNotOptimize(logits.data_ptr());
-  }
-  state.SetItemsProcessed(state.iterations() * 500);
+  time_inference(state, bitrobust::models::ModelSpec(), 500);  // (lenet, gn, 1x28x28)
   state.SetLabel(fused ? "fused" : "eager");
   bitrobust::models::set_fused_inference(saved);
 }
@@ -200,16 +205,7 @@ void BM_SimpleNetInference(benchmark::State& state) {
   spec.in_channels = 3;
   spec.height = spec.width = 32;
   spec.channels = state.range(0);
-  torch::manual_seed(0);
-  auto net = bitrobust::models::build_model(spec);
-  net->eval();
-  torch::NoGradGuard no_grad;
-  const at::Tensor images = torch::randn({100, 3, 32, 32});
-  for (auto _ : state) {
-    at::Tensor logits = net->forward(images);
-    benchmark::DoNotOptimize(logits.data_ptr());
-  }
-  state.SetItemsProcessed(state.iterations() * 100);
+  time_inference(state, spec, 100);
   state.SetLabel(state.range(1) != 0 ? "channels last" : "NCHW");
   bitrobust::models::set_channels_last_inference(saved);
 }

@@ -194,15 +194,15 @@ fs::path parent_of(const fs::path& target) { return target.has_parent_path() ? t
 }  // namespace
 
 namespace {
-// mkstemp's pattern for a temporary file or folder next to `target`: ".NAME.tmp.XXXXXX". A name of
-// up to 255 bytes is legal, but that pattern is 12 bytes longer: a long NAME is cut short in it,
-// not refused as too long (found by a review: 244-byte names failed with "File name too long").
 // The longest name the folder's file system takes (255 bytes on most; eCryptfs 143).
 size_t name_max(const fs::path& parent) {
   const long max = ::pathconf(parent.c_str(), _PC_NAME_MAX);
   return max > 0 ? static_cast<size_t>(max) : 255;
 }
 
+// mkstemp's pattern for a temporary file or folder next to `target`: ".NAME.tmp.XXXXXX". A name as
+// long as the limit is legal, but that pattern is 12 bytes longer: a long NAME is cut short in it,
+// not refused as too long (found by a review: 244-byte names failed with "File name too long").
 std::string temp_name_pattern(const fs::path& parent, const fs::path& target) {
   const std::string suffix = ".tmp.XXXXXX";
   std::string name = target.filename().string();
@@ -489,7 +489,8 @@ StagedTexts::StagedTexts(const std::vector<TextOutput>& files) {
       if (is_special_output(file.path)) {
         special_.push_back(file);
       } else {
-        staged_.emplace_back(write_temp_text(file), file);
+        // (the text is in the temporary file now: only where it goes is kept)
+        staged_.emplace_back(write_temp_text(file), TextOutput{file.path, "", file.what});
       }
     }
   } catch (...) {

@@ -48,7 +48,7 @@ class StagedTexts {
   void write_special_outputs(bool other_files);
 
  private:
-  std::vector<std::pair<std::string, TextOutput>> staged_;  // (temporary, the output)
+  std::vector<std::pair<std::string, TextOutput>> staged_;  // (temporary, the output without its text)
   std::vector<TextOutput> special_;                        // written in place
 };
 
