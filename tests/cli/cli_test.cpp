@@ -176,6 +176,10 @@ TEST(Cli, ThreadCountsFarAboveTheCoresAreRefused) {
   const test_util::CliResult r = test_util::run_cli("test --model m.pt --threads 100000");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_EQ(r.output.rfind("bitrobust: error: --threads: ", 0), 0u) << r.output;
+  // Past int64 too: the limit named is the machine's, not the integer type's.
+  expect_clean_failure("test --model m.pt --threads 99999999999999999999",
+                       "--threads: 99999999999999999999 is more than 4 per core on this machine");
+  expect_clean_failure("test --model m.pt --threads -1", "--threads: must be an integer >= 0, got '-1'");
 }
 
 TEST(Cli, OutputPathsAreCheckedBeforeAnyWork) {

@@ -73,17 +73,23 @@ CLI::Validator decimal_in(double min, double max, bool open_min, bool open_max) 
 void add_common_options(CLI::App& cmd, CommonOptions& common) {
   cmd.add_option("--device", common.device, "where to compute (cuda: a GPU, with a CUDA build)")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   // A count beyond the machine's is a bad command line (status 2), as any value out of its range is.
+  // Added as a transform after integer_in, so it runs first (CLI11 puts each transform ahead of the
+  // validators already there): a count past int64 gets this message, not int64's limit.
   const CLI::Validator at_most_4_per_core(
       [](std::string& text) -> std::string {
-        if (std::stoll(text) <= max_cpu_threads()) return {};
+        const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+        if (!digits) return {};  // integer_in's message
+        int64_t value = 0;
+        const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (ec == std::errc() && value <= max_cpu_threads()) return {};
         return text + " is more than 4 per core on this machine (" +
                std::to_string(std::thread::hardware_concurrency()) + " cores; at most " +
                std::to_string(max_cpu_threads()) + ")";
       },
       "");
   cmd.add_option("--threads", common.threads, "CPU threads, at most 4 per core (default 0: one per core)")
-      ->transform(integer_in(0))  // (bounded by the check below, before it reaches an int)
-      ->check(at_most_4_per_core);
+      ->transform(integer_in(0))  // (bounded by at_most_4_per_core, before it reaches an int)
+      ->transform(at_most_4_per_core);
   cmd.add_option("--json", common.json, "write the run's figures to this JSON file");
   cmd.add_flag("--quiet", common.quiet, "no progress bar");
 }
