@@ -94,9 +94,10 @@ struct CliResult {
   std::string output;  ///< stdout and stderr together
 };
 
-/// Runs the bitrobust executable with `args` (shell syntax).
-inline CliResult run_cli(const std::string& args) {
-  const std::string command = std::string(BITROBUST_CLI_PATH) + " " + args + " 2>&1";
+/// Runs the bitrobust executable with `args` (shell syntax), after the shell commands `before`
+/// (such as "ulimit -v 2000000;") if given.
+inline CliResult run_cli(const std::string& args, const std::string& before = "") {
+  const std::string command = before + std::string(BITROBUST_CLI_PATH) + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   std::string output;
   std::array<char, 4096> buf{};

@@ -347,7 +347,7 @@ void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::st
     staged->write_special_outputs(true);  // before any file is replaced (StagedTexts::commit)
   } catch (const c10::Error& e) {
     report::discard_temp_file(tmp);
-    throw Error("cannot write " + what + " " + path + ": " + e.what_without_backtrace());
+    throw Error("cannot write " + what + " " + path + ": " + torch_error_text(e.what_without_backtrace()));
   } catch (...) {
     report::discard_temp_file(tmp);
     throw;
@@ -434,7 +434,7 @@ ModelFile load_model_file(const std::string& path) {
     }
   } catch (const c10::Error& e) {
     throw Error("model file " + path + ": weights do not match the model description (" +
-                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+                torch_error_text(e.what_without_backtrace()).substr(0, 200) + ")");
   } catch (const Error&) {
     throw;
   } catch (const std::bad_alloc&) {

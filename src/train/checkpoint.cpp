@@ -195,7 +195,7 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
     if (archive.try_read("final_train_error", figure)) state.final_train_error = figure.item<double>();
     return state;
   } catch (const c10::Error& e) {
-    throw Error("checkpoint " + path + " cannot be resumed: " + e.what_without_backtrace());
+    throw Error("checkpoint " + path + " cannot be resumed: " + torch_error_text(e.what_without_backtrace()));
   } catch (const Error&) {
     throw;
   } catch (const std::bad_alloc&) {

@@ -628,6 +628,21 @@ TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
   }
 }
 
+// A network too large for the memory (LeNet at its widest, about a billion parameters) under a
+// limit: one line saying so, with the size, not the allocator's source location; no file written.
+TEST(CliTrain, AModelBeyondTheMemoryLimitIsOneOutOfMemoryLine) {
+  test_util::TempDir dir;
+  const test_util::CliResult r = test_util::run_cli(
+      "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+          " --model lenet --width 4096 --max-steps 1 --batch 8 --no-augment --quiet --out " + dir.file("m.pt"),
+      "ulimit -v 2000000; ");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(r.output.rfind("bitrobust: error: out of memory: one block of ", 0), 0u) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_EQ(r.output.find("enforce"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("m.pt")));
+}
+
 // Clipping plain normalization scales (which start at 1) is allowed but said; the re-parameterized
 // forms, unclipped runs and runs that leave the scales unquantized say nothing.
 TEST(CliTrain, SaysWhenClippingPlainNormalizationScales) {

@@ -175,7 +175,7 @@ int CommandLine::run() {
   } catch (const bitrobust::Error& e) {
     return error(e.what());
   } catch (const c10::Error& e) {
-    return error(e.what_without_backtrace());  // (several lines of LibTorch's become one: error())
+    return error(torch_error_text(e.what_without_backtrace()));  // (several lines become one: error())
   } catch (const std::bad_alloc&) {
     // what() says only "std::bad_alloc"; the likely causes are worth naming. (A constant, printed
     // as it is: making a string now could fail again, out of the handler.)
