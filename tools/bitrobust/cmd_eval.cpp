@@ -81,7 +81,7 @@ Runner register_eval(CLI::App& app) {
   sub->add_option("--plot", cmd->plot, "RErr against rate as SVG");
   sub->add_option("--name", cmd->name, "model name in tables and plots (default: the file's stem)");
   sub->add_option("--precision", cmd->precision,
-                  "inference precision of the network; tf32: convolutions and matrix products; bf16: the whole network, much faster on CPUs with AVX512_BF16 or AMX (compare RErr with fp32 first, README) (default: tf32 on CUDA, fp32 on the CPU, as PyTorch's convolutions)")
+                  "inference precision of the network; tf32: convolutions and matrix products; bf16: the whole network, faster on some CPUs (with AMX) and slower on others: time it, and compare RErr with fp32 first (README) (default: tf32 on CUDA, fp32 on the CPU, as PyTorch's convolutions)")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   sub->add_option("--replay", cmd->replay, "evaluate exactly this saved pattern file (see `bitrobust pattern`)");
   return [cmd, sub]() {
