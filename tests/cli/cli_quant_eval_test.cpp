@@ -630,12 +630,15 @@ TEST(CliTrain, RecordsTheAugmentationItTrainedWith) {
 
 // A network too large for the memory (LeNet at its widest, about a billion parameters) under a
 // limit: one line saying so, with the size, not the allocator's source location; no file written.
+// (One thread: OpenBLAS and OpenMP reserve address space per thread, which on a many-core machine
+// could reach the limit before the program runs.)
 TEST(CliTrain, AModelBeyondTheMemoryLimitIsOneOutOfMemoryLine) {
   test_util::TempDir dir;
   const test_util::CliResult r = test_util::run_cli(
       "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
-          " --model lenet --width 4096 --max-steps 1 --batch 8 --no-augment --quiet --out " + dir.file("m.pt"),
-      "ulimit -v 2000000; ");
+          " --model lenet --width 4096 --max-steps 1 --batch 8 --no-augment --threads 1 --quiet --out " +
+          dir.file("m.pt"),
+      "ulimit -v 3000000; OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ");
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_EQ(r.output.rfind("bitrobust: error: out of memory: one block of ", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
