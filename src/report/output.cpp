@@ -191,9 +191,7 @@ void register_temp_folder(const std::string& path) { register_live_temp(path, /*
 
 namespace {
 fs::path parent_of(const fs::path& target) { return target.has_parent_path() ? target.parent_path() : fs::path("."); }
-}  // namespace
 
-namespace {
 // The longest name the folder's file system takes (255 bytes on most; eCryptfs 143).
 size_t name_max(const fs::path& parent) {
   const long max = ::pathconf(parent.c_str(), _PC_NAME_MAX);
@@ -294,10 +292,10 @@ std::string checked_output_file(const std::string& given, const std::string& wha
   const fs::path target(path);
   std::error_code ec;
   BR_CHECK(!fs::is_directory(target, ec), "cannot write ", what, " ", path, ": it is a folder");
+  const fs::path parent = parent_of(target);
   // (The probe's temporary name is cut to fit, temp_name_pattern: the name itself is checked here.)
-  BR_CHECK(target.filename().string().size() <= name_max(parent_of(target)), "cannot write ", what, " ", path, ": ",
+  BR_CHECK(target.filename().string().size() <= name_max(parent), "cannot write ", what, " ", path, ": ",
            std::strerror(ENAMETOOLONG));
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   BR_CHECK(fs::is_directory(parent, ec), "cannot write ", what, " ", path, ": folder ", parent.string(),
            " does not exist");
   BR_CHECK(::access(parent.c_str(), W_OK) == 0, "cannot write ", what, " ", path, ": folder ", parent.string(),
