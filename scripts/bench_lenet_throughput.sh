@@ -6,6 +6,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BITROBUST_BIN:-$ROOT/build/bitrobust}
 STEPS=${STEPS:-300}  # timed after 10 warm-up steps on both sides
 tmp=$(mktemp -d)
+# Python's OpenBLAS gets the kernels bitrobust runs: where OpenBLAS does not know the CPU, bitrobust
+# chooses them at start (NOTE [OpenBLAS core]) and Python does not.
+core=$("$BIN" --version | sed -n 's/.*; OpenBLAS [^,]*, \([A-Za-z0-9]*\) kernels.*/\1/p')
+if [ -n "$core" ] && [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  export OPENBLAS_CORETYPE=$core
+  echo "OpenBLAS kernels: $core, for both"
+fi
 for round in 1 2 3; do
   /usr/bin/python3 "$ROOT/scripts/bench_pytorch_lenet.py" --steps "$STEPS" --threads 2
   # The same, with glibc told to keep freed memory as bitrobust does itself (malloc_tuning.h).

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
 #include "bitrobust/data/dataset.h"
@@ -290,11 +291,11 @@ nlohmann::json version_info() {
   return {{"bitrobust", BITROBUST_VERSION},
           {"torch", TORCH_VERSION},
 #ifdef BITROBUST_WITH_CUDA
-          {"cuda_kernels", true}
+          {"cuda_kernels", true},
 #else
-          {"cuda_kernels", false}
+          {"cuda_kernels", false},
 #endif
-  };
+          {"cpu", to_json(this_cpu())}};
 }
 
 void save_model_file(const std::string& path, const ModelFile& file, const std::vector<report::TextOutput>& texts,

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 
@@ -91,6 +92,7 @@ void save_checkpoint(const std::string& path, models::Classifier& net, torch::op
   archive.write("seed", at::scalar_tensor(static_cast<int64_t>(seed), at::kLong));
   archive.write("settings", c10::IValue(run_settings(options, augmentation).dump()));
   archive.write("parameter_order", c10::IValue(parameter_order(net)));
+  archive.write("cpu", c10::IValue(to_json(this_cpu()).dump()));
   if (hooks.save_state) archive.write("hook_state", c10::IValue(hooks.save_state()));
   io::save_archive_atomic(archive, path, "checkpoint");
 }
@@ -189,10 +191,14 @@ CheckpointState load_checkpoint(const std::string& path, models::Classifier& net
         throw Error("checkpoint " + path + ": " + e.what());
       }
     }
-    CheckpointState state{epochs_done, steps_done};
+    CheckpointState state;
+    state.epochs_done = epochs_done;
+    state.steps = steps_done;
     at::Tensor figure;
     if (archive.try_read("final_loss", figure)) state.final_loss = figure.item<double>();
     if (archive.try_read("final_train_error", figure)) state.final_train_error = figure.item<double>();
+    c10::IValue cpu;
+    if (archive.try_read("cpu", cpu) && cpu.isString()) state.cpu = cpu.toStringRef();
     return state;
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " cannot be resumed: " + torch_error_text(e.what_without_backtrace()));

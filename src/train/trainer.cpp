@@ -10,8 +10,10 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/report/progress.h"
@@ -119,6 +121,18 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
              " holds; resume with --max-steps ", state.steps, " or more (or without it)");
     if (options.progress) std::fprintf(stderr, "resuming from %s after epoch %lld\n", options.checkpoint.c_str(),
                                        static_cast<long long>(state.epochs_done));
+    // Not refused, unlike another thread count: moving a run to another machine is a user's right,
+    // but the README's promise of an uninterrupted run's weights holds only on the same kernels.
+    if (options.progress && device.is_cpu() && !state.cpu.empty()) {
+      const CpuDescription before = cpu_from_json(nlohmann::json::parse(state.cpu, nullptr, false));
+      if (!same_cpu_and_kernels(before, this_cpu())) {
+        std::fprintf(stderr,
+                     "note: checkpoint %s was written on another CPU or with other kernels (%s) than this run's "
+                     "(%s): the run continues, but its float sums may round otherwise, so it need not end with "
+                     "the weights of an uninterrupted run\n",
+                     options.checkpoint.c_str(), describe(before).c_str(), describe(this_cpu()).c_str());
+      }
+    }
   } else if (options.resume && !options.checkpoint.empty() && options.progress) {
     // (not an error: a script that always passes --resume starts the first time; but said, as a
     // run stopped inside its first epoch leaves no checkpoint and starts again from step 0)
@@ -231,9 +245,12 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
       // The epoch's last step may have left NaN weights behind a finite loss: keep the last good
       // checkpoint rather than replace it with one no run can resume.
       io::check_finite_module(net, "training after epoch " + std::to_string(epoch + 1) + " (no checkpoint written)");
-      save_checkpoint(options.checkpoint, net, optimizer,
-                      {result.epochs_done, result.steps, result.final_loss, result.final_train_error}, options, augmentation,
-                      hooks);
+      CheckpointState done;  // (its cpu is this run's: save_checkpoint records this_cpu())
+      done.epochs_done = result.epochs_done;
+      done.steps = result.steps;
+      done.final_loss = result.final_loss;
+      done.final_train_error = result.final_train_error;
+      save_checkpoint(options.checkpoint, net, optimizer, done, options, augmentation, hooks);
     }
     if (options.max_steps > 0 && result.steps >= options.max_steps) break;
   }

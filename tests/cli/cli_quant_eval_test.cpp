@@ -752,6 +752,78 @@ TEST(CliTrain, ResumeNeedsTheSameThreadCountAndImages) {
   EXPECT_EQ(meta["train_data"].get<std::string>().rfind("crc32 ", 0), 0u) << meta.dump();
 }
 
+namespace {
+/// Whether two model files hold the same parameters, bit for bit.
+bool same_parameters(const std::string& a, const std::string& b) {
+  const auto pa = io::load_model_file(a).net->parameters(), pb = io::load_model_file(b).net->parameters();
+  if (pa.size() != pb.size()) return false;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    if (!torch::equal(pa[i], pb[i])) return false;
+  }
+  return true;
+}
+}  // namespace
+
+// NOTE [OpenBLAS core]: the kernels chosen at start compute, bit for bit, what they compute when
+// OpenBLAS is given them as it loads (OPENBLAS_CORETYPE); where bitrobust replaced OpenBLAS's own
+// choice, that choice trains other weights (so the comparison does tell kernels apart).
+TEST(CliTrain, OpenBlasKernelsChosenAtStartEqualThoseGivenAtLoad) {
+  const test_util::CliResult version = test_util::run_cli("--version");
+  ASSERT_EQ(version.status, 0) << version.output;
+  // "...; OpenBLAS 0.3.21, Cooperlake kernels (chosen by bitrobust, where OpenBLAS took this CPU for a Prescott)"
+  const size_t blas = version.output.find("; OpenBLAS ");
+  if (blas == std::string::npos) GTEST_SKIP() << "the BLAS here is not OpenBLAS: " << version.output;
+  const size_t comma = version.output.find(", ", blas), kernels = version.output.find(" kernels (chosen by ", blas);
+  ASSERT_NE(kernels, std::string::npos) << version.output;
+  const std::string core = version.output.substr(comma + 2, kernels - comma - 2);
+  test_util::TempDir dir;
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+                             " --model mlp --max-steps 2 --batch 8 --no-augment --quiet --out ";
+  ASSERT_EQ(test_util::run_cli(common + dir.file("start.pt")).status, 0);
+  ASSERT_EQ(test_util::run_cli(common + dir.file("load.pt"), "OPENBLAS_CORETYPE=" + core + " ").status, 0);
+  EXPECT_TRUE(same_parameters(dir.file("start.pt"), dir.file("load.pt"))) << core;
+  const std::string took = "where OpenBLAS took this CPU for a ";
+  const size_t replaced = version.output.find(took);
+  if (replaced == std::string::npos) return;  // OpenBLAS knew this CPU
+  const std::string own = version.output.substr(replaced + took.size(),
+                                                version.output.find(')', replaced) - replaced - took.size());
+  ASSERT_EQ(test_util::run_cli(common + dir.file("own.pt"), "OPENBLAS_CORETYPE=" + own + " ").status, 0);
+  EXPECT_FALSE(same_parameters(dir.file("start.pt"), dir.file("own.pt"))) << own << " against " << core;
+}
+
+// Results record the CPU and its kernels (versions.cpu); a resume on other ones is allowed but said,
+// since the README promises an uninterrupted run's weights only on the same kernels.
+TEST(CliTrain, RecordsTheCpuAndSaysWhenAResumeRunsOnOtherKernels) {
+  test_util::TempDir dir;
+  const std::string model = dir.file("m.pt");
+  const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
+                             " --model mlp --batch 8 --no-augment --epochs 2 --out " + model + " ";
+  test_util::CliResult r =
+      test_util::run_cli(common + "--max-steps 3 --quiet --json " + dir.file("m.json"), "ONEDNN_MAX_CPU_ISA=AVX2 ");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream in(dir.file("m.json"));
+  const nlohmann::json cpu = nlohmann::json::parse(in)["versions"]["cpu"];
+  EXPECT_EQ(cpu["kernel_settings"]["ONEDNN_MAX_CPU_ISA"], "AVX2") << cpu.dump();
+  EXPECT_FALSE(cpu.value("aten_kernels", std::string()).empty()) << cpu.dump();
+  EXPECT_EQ(io::load_model_file(model).meta["versions"]["cpu"], cpu);
+  const std::string note = "note: checkpoint " + model + ".ckpt was written on another CPU or with other kernels (";
+  r = test_util::run_cli(common + "--resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const size_t noted = r.output.find(note);
+  ASSERT_NE(noted, std::string::npos) << r.output;
+  // (the checkpoint's description, before this run's, names the setting)
+  EXPECT_LT(r.output.find("; ONEDNN_MAX_CPU_ISA=AVX2", noted), r.output.find(" than this run's (", noted)) << r.output;
+  // The same kernels: nothing to say.
+  ASSERT_EQ(test_util::run_cli(common + "--max-steps 3 --quiet").status, 0);
+  r = test_util::run_cli(common + "--resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("resuming from " + model + ".ckpt after epoch 1"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("note: checkpoint"), std::string::npos) << r.output;
+  r = test_util::run_cli("info --model " + model);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("\n  cpu         "), std::string::npos) << r.output;
+}
+
 // Resuming a run whose checkpoint already holds every epoch trains nothing: the model file and JSON
 // keep the last epoch's loss (from the checkpoint) and report no training time or speed, not zeros.
 // --momentum 0 trains (plain SGD: LibTorch refuses Nesterov without momentum).

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "bitrobust/bits/pattern.h"
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/model_quantization.h"
@@ -67,6 +68,8 @@ Runner register_info(CLI::App& app) {
     std::printf("%s: bitrobust model file (%s bytes), written by bitrobust %s with Torch %s\n", cmd->model.c_str(),
                 grouped(static_cast<int64_t>(std::filesystem::file_size(cmd->model))).c_str(),
                 field(versions, "bitrobust").c_str(), field(versions, "torch").c_str());
+    // (files written before 2026-12-06 did not record it)
+    if (versions.contains("cpu")) std::printf("  cpu         %s\n", describe(cpu_from_json(versions["cpu"])).c_str());
     const models::ModelSpec& s = file.spec;
     std::printf("  network     %s, normalization %s, input %lldx%lldx%lld, %lld classes; %s parameters in %zu tensors\n",
                 s.arch.c_str(), s.norm.c_str(), static_cast<long long>(s.in_channels), static_cast<long long>(s.height),

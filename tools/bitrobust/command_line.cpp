@@ -12,6 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include <torch/version.h>
+
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/config.h"
 #include "bitrobust/report/printable.h"
@@ -32,6 +35,17 @@ int error(const std::string& message) {
 // What was printed goes through stdio's buffer: a full disk or a closed descriptor shows only when
 // it is flushed, and would otherwise end the run with `status` and nothing written
 // (`bitrobust test ... > /dev/full`).
+/// --version: the program's version, then what its floats depend on (for bug reports).
+std::string version_text() {
+#ifdef BITROBUST_WITH_CUDA
+  const char* cuda = "with CUDA kernels";
+#else
+  const char* cuda = "without CUDA kernels";
+#endif
+  return std::string("bitrobust ") + BITROBUST_VERSION + "\nLibTorch " + TORCH_VERSION + ", " + cuda +
+         "\nCPU: " + describe(this_cpu());
+}
+
 int flushed(int status) {
   if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
   std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));
@@ -76,7 +90,7 @@ CommandLine::CommandLine()
       "  bitrobust train --dataset fashion-mnist --norm regn --scheme rquant --bits 8 --clip 0.1 --out m.pt\n"
       "  bitrobust eval --model m.pt --rates 0.01%,0.1%,1% --json m.eval.json\n" +
       environment + " Each command's options: bitrobust COMMAND --help.");
-  app_.set_version_flag("--version", BITROBUST_VERSION);
+  app_.set_version_flag("--version", [] { return version_text(); });
   for (Runner (*reg)(CLI::App&) : {register_train, register_test, register_quantize, register_export, register_eval,
                                    register_compare, register_pattern, register_info}) {
     const size_t before = app_.get_subcommands({}).size();

@@ -83,7 +83,8 @@ void check_finite_module(const torch::nn::Module& net, const std::string& file);
 /// so weights of another architecture would load without an error (NOTE [Shapes after load]).
 void load_module_checked(torch::nn::Module& net, torch::serialize::InputArchive& archive, const std::string& file);
 
-/// Versions of bitrobust and Torch, recorded in every result.
+/// Versions of bitrobust and Torch, and the CPU and its kernels (`cpu`: cpu_description.h), recorded
+/// in every result.
 nlohmann::json version_info();
 
 }  // namespace bitrobust::io

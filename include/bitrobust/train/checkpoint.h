@@ -36,6 +36,9 @@ struct CheckpointState {
   /// left to train still reports them (NaN: a checkpoint written before they were stored).
   double final_loss = std::numeric_limits<double>::quiet_NaN();
   double final_train_error = std::numeric_limits<double>::quiet_NaN();
+  /// The CPU and kernels of the run that wrote it (cpu_description.h, as JSON; empty in checkpoints
+  /// written before 2026-12-06).
+  std::string cpu;
 };
 
 /// The key LibTorch's optimizers keep a parameter's state under: its TensorImpl's address, as text
@@ -73,7 +76,8 @@ bool optimizer_state_keys_readable(const Optimizer& optimizer, const std::vector
 /// with (AugmentOptions::describe), as stored in checkpoints.
 nlohmann::json run_settings(const TrainOptions& options, const std::string& augmentation);
 
-/// Writes the checkpoint atomically (io::save_archive_atomic).
+/// Writes the checkpoint atomically (io::save_archive_atomic), with this process's CPU (this_cpu(); state.cpu
+/// is not read).
 void save_checkpoint(const std::string& path, models::Classifier& net, torch::optim::SGD& optimizer,
                      const CheckpointState& state, const TrainOptions& options, const std::string& augmentation,
                      const StepHooks& hooks);
