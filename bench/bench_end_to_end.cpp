@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/runtime.h"
 #include "bitrobust/eval/bit_error_eval.h"
 #include "bitrobust/eval/evaluate.h"
@@ -303,6 +304,7 @@ BENCHMARK(BM_ReferenceSuite)->Unit(benchmark::kSecond)->UseRealTime()->Iteration
 }  // namespace
 
 int main(int argc, char** argv) {
+  choose_openblas_core();  // first, as the CLI does (NOTE [OpenBLAS core])
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   // Named in the JSON's context (written before the first benchmark runs), so that a table read
@@ -313,6 +315,7 @@ int main(int argc, char** argv) {
                                                      " parameters, GroupNorm, " + std::to_string(b.spec.in_channels) +
                                                      "x" + std::to_string(b.spec.height) + "x" +
                                                      std::to_string(b.spec.width) + " input)");
+  benchmark::AddCustomContext("bitrobust_cpu", describe(this_cpu()));
   benchmark::AddCustomContext("bitrobust_precision", "LibTorch defaults (on CUDA: TF32 convolutions)");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

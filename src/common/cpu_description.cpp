@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <initializer_list>
 #include <mutex>
@@ -29,6 +30,7 @@ Fn openblas_function(const char* name) {
 }
 
 std::string blas_chosen_by = "OpenBLAS";
+std::atomic<bool> described{false};  // this_cpu() has run: choosing now would leave it stale
 
 /// Printable ASCII as it is, anything else as '?': the text goes into JSON, which takes UTF-8 only.
 std::string printable_ascii(const std::string& text) {
@@ -47,35 +49,13 @@ std::string registers_text(std::initializer_list<unsigned> words) {
 }
 #endif
 
-/// The OpenBLAS core whose kernels this CPU runs, where OpenBLAS's table may not know it: Intel
-/// only, since for other vendors OpenBLAS's own choice (Zen, ...) is the better one.
-const char* openblas_core_for_this_cpu() {
-#ifdef BITROBUST_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_is("intel") == 0) return nullptr;
-  // (__builtin_cpu_supports also checks that the OS saves the AVX and AVX-512 registers.)
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  if (avx512) return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-#endif
-  return nullptr;
-}
-
-bool core_has_avx2_kernels(const std::string& core) {
-  for (const char* known : {"Haswell", "SkylakeX", "Cooperlake", "SapphireRapids", "Zen"}) {
-    if (strcasecmp(core.c_str(), known) == 0) return true;
-  }
-  return false;
-}
-
 std::string aten_kernels() {
   const std::string config = at::show_config();
-  const std::string key = "CPU capability usage: ";
+  const std::string key = "CPU capability usage: ";  // (DEFAULT, AVX2, AVX512; VSX, ZVECTOR... elsewhere)
   const size_t where = config.find(key);
   if (where == std::string::npos) return "";
   const size_t begin = where + key.size();
-  return config.substr(begin, config.find_first_of("\r\n", begin) - begin);
+  return printable_ascii(config.substr(begin, config.find_first_of("\r\n", begin) - begin));
 }
 
 std::string openblas_text() {
@@ -92,12 +72,13 @@ CpuDescription read_this_cpu() {
   CpuDescription cpu;
 #ifdef BITROBUST_X86
   unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid(0, &a, &b, &c, &d)) cpu.vendor = registers_text({b, d, c});
+  // (what a hypervisor puts there may be any bytes)
+  if (__get_cpuid(0, &a, &b, &c, &d)) cpu.vendor = printable_ascii(registers_text({b, d, c}).c_str());
   if (__get_cpuid(1, &a, &b, &c, &d)) {
     const int base_family = static_cast<int>((a >> 8) & 0xf), base_model = static_cast<int>((a >> 4) & 0xf);
     cpu.family = base_family == 0xf ? base_family + static_cast<int>((a >> 20) & 0xff) : base_family;
-    cpu.model = base_family == 0x6 || base_family == 0xf ? base_model + (static_cast<int>((a >> 16) & 0xf) << 4)
-                                                         : base_model;
+    // (as Linux's /proc/cpuinfo: the extended model counts from family 6 on)
+    cpu.model = base_family >= 0x6 ? base_model + (static_cast<int>((a >> 16) & 0xf) << 4) : base_model;
     cpu.stepping = static_cast<int>(a & 0xf);
   }
   if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000004) {
@@ -126,28 +107,58 @@ CpuDescription read_this_cpu() {
 
 }  // namespace
 
+CpuFeatures this_cpu_features() {
+  CpuFeatures features;
+#ifdef BITROBUST_X86
+  __builtin_cpu_init();
+  // (__builtin_cpu_supports also checks that the OS saves the AVX and AVX-512 registers)
+  features.intel = __builtin_cpu_is("intel") != 0;
+  features.avx2_and_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  features.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#endif
+  return features;
+}
+
+bool openblas_core_has_avx2_kernels(const std::string& core) {
+  for (const char* known : {"Haswell", "SkylakeX", "Cooperlake", "SapphireRapids", "Zen"}) {
+    if (strcasecmp(core.c_str(), known) == 0) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> openblas_cores_to_try(const CpuFeatures& cpu, const std::string& current,
+                                               bool coretype_set) {
+  if (coretype_set || !cpu.intel || !cpu.avx2_and_fma || openblas_core_has_avx2_kernels(current)) return {};
+  if (cpu.avx512) return {"SkylakeX", "Haswell"};
+  return {"Haswell"};
+}
+
 void choose_openblas_core() {
   static std::once_flag once;
   std::call_once(once, [] {
     const auto core_name = openblas_function<CoreNameFn>("openblas_get_corename");
     const auto quit = openblas_function<InitFn>("gotoblas_dynamic_quit");
     const auto init = openblas_function<InitFn>("gotoblas_dynamic_init");
-    const char* wanted = openblas_core_for_this_cpu();
-    if (core_name == nullptr || quit == nullptr || init == nullptr || wanted == nullptr) return;
-    if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's choice
-    const std::string chosen = core_name();
-    if (core_has_avx2_kernels(chosen)) return;
-    // gotoblas_dynamic_init selects nothing while a core is set, and reads OPENBLAS_CORETYPE as at
-    // load time; the variable is taken away again, so that the description says who chose.
-    ::setenv("OPENBLAS_CORETYPE", wanted, 1);
-    quit();
-    init();
-    ::unsetenv("OPENBLAS_CORETYPE");
-    blas_chosen_by = "bitrobust, where OpenBLAS took this CPU for a " + chosen;
+    if (described || core_name == nullptr || quit == nullptr || init == nullptr) return;
+    const std::string own = core_name();
+    for (const std::string& core :
+         openblas_cores_to_try(this_cpu_features(), own, std::getenv("OPENBLAS_CORETYPE") != nullptr)) {
+      // (the variable is taken away again, so that the description can tell who chose)
+      ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+      quit();
+      init();
+      ::unsetenv("OPENBLAS_CORETYPE");
+      if (openblas_core_has_avx2_kernels(core_name())) {
+        blas_chosen_by = "bitrobust, where OpenBLAS took this CPU for a " + own;
+        return;
+      }
+    }
   });
 }
 
 const CpuDescription& this_cpu() {
+  described = true;
   static const CpuDescription cpu = read_this_cpu();
   return cpu;
 }

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <thread>
 
-#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/common/flush_denormals.h"
 #include "bitrobust/common/malloc_tuning.h"
@@ -27,7 +26,6 @@ void configure_cpu_runtime(int threads) {
   BR_CHECK(threads <= max_cpu_threads(), "--threads ", threads, " is more than 4 per core on this machine (",
            std::thread::hardware_concurrency(), " cores; at most ", max_cpu_threads(), ")");
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-  choose_openblas_core();
   at::set_num_threads(std::max(1, threads));
   keep_freed_memory_in_process();
   at::globalContext().setFlushDenormal(true);

@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace bitrobust {
 namespace {
@@ -40,7 +41,37 @@ TEST(CpuDescription, IdentityIsWhatProcCpuinfoShows) {
   EXPECT_EQ(std::to_string(cpu.family), fields.at("cpu family"));
   EXPECT_EQ(std::to_string(cpu.model), fields.at("model"));
   if (fields.count("stepping")) EXPECT_EQ(std::to_string(cpu.stepping), fields.at("stepping"));
-  if (fields.count("model name")) EXPECT_EQ(cpu.name, fields.at("model name"));
+  // (without the brand leaves, which some hypervisors leave out, Linux prints a name of its own)
+  if (fields.count("model name") && !cpu.name.empty()) EXPECT_EQ(cpu.name, fields.at("model name"));
+  // What choose_openblas_core decides by agrees with the kernel's flags (which also require the OS to
+  // save the registers).
+  const std::string flags = " " + (fields.count("flags") ? fields.at("flags") : std::string()) + " ";
+  const auto has = [&flags](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
+  const CpuFeatures features = this_cpu_features();
+  EXPECT_EQ(features.intel, cpu.vendor == "GenuineIntel");
+  EXPECT_EQ(features.avx2_and_fma, has("avx2") && has("fma"));
+  EXPECT_EQ(features.avx512, has("avx512f") && has("avx512bw") && has("avx512dq") && has("avx512vl"));
+}
+
+// NOTE [OpenBLAS core]: only an Intel CPU with AVX2 and FMA whose OpenBLAS runs kernels without AVX2
+// gets other ones, and never against the user's OPENBLAS_CORETYPE; names 0.3.21 finds, best first.
+TEST(CpuDescription, OpenBlasIsAskedForOtherKernelsOnlyWhereItsOwnLackAvx2) {
+  using Cores = std::vector<std::string>;
+  CpuFeatures avx512, avx2, amd, sse;
+  avx512.intel = avx2.intel = sse.intel = true;
+  avx512.avx2_and_fma = avx2.avx2_and_fma = amd.avx2_and_fma = true;
+  avx512.avx512 = amd.avx512 = true;
+  EXPECT_EQ(openblas_cores_to_try(avx512, "Prescott", false), (Cores{"SkylakeX", "Haswell"}));
+  EXPECT_EQ(openblas_cores_to_try(avx512, "Sandybridge", false), (Cores{"SkylakeX", "Haswell"}));
+  EXPECT_EQ(openblas_cores_to_try(avx2, "Prescott", false), (Cores{"Haswell"}));
+  for (const char* own : {"Haswell", "SkylakeX", "Cooperlake", "SAPPHIRERAPIDS", "Zen"}) {
+    EXPECT_TRUE(openblas_cores_to_try(avx512, own, false).empty()) << own;
+    EXPECT_TRUE(openblas_core_has_avx2_kernels(own)) << own;
+  }
+  EXPECT_FALSE(openblas_core_has_avx2_kernels("Prescott"));
+  EXPECT_TRUE(openblas_cores_to_try(avx512, "Prescott", true).empty());  // OPENBLAS_CORETYPE set
+  EXPECT_TRUE(openblas_cores_to_try(amd, "Prescott", false).empty());
+  EXPECT_TRUE(openblas_cores_to_try(sse, "Prescott", false).empty());
 }
 
 TEST(CpuDescription, AtenKernelsAreThoseShowConfigReports) {

@@ -48,16 +48,39 @@ std::string describe(const CpuDescription& cpu);
 bool same_cpu_and_kernels(const CpuDescription& a, const CpuDescription& b);
 
 /// NOTE [OpenBLAS core]
-/// OpenBLAS (built with DYNAMIC_ARCH, as Debian's is) picks its kernels from a table of CPU models
-/// when it is loaded. Debian 12's 0.3.21 does not know newer Intel server CPUs (family 6 model 207,
-/// say) and falls back to its Prescott kernels (SSE3): on such a machine the MLP trained at 0.37-0.53x
-/// the speed it trains at with the Cooperlake kernels (scripts/bench_openblas_core.sh,
-/// docs/measurements.md). Where OpenBLAS is the BLAS, chose kernels without AVX2 on an Intel CPU that has AVX2
-/// and FMA, and OPENBLAS_CORETYPE is not set, this re-runs OpenBLAS's core selection with the kernels
-/// the CPU supports: Cooperlake (AVX-512 with BF16), SkylakeX (AVX-512) or Haswell (AVX2), those
-/// OpenBLAS itself picks for the CPUs it knows of these kinds. GEMM results then equal those of the
-/// same process started with OPENBLAS_CORETYPE set to that core. Call it before the first BLAS call
-/// and before other threads run (configure_cpu_runtime does); later calls do nothing.
+/// OpenBLAS (built with DYNAMIC_ARCH, as Debian's is) picks its kernels by the CPU's model number when
+/// it is loaded. Debian 12's 0.3.21 takes every Intel family 6 CPU of model 0xB0 and above (this
+/// project's machine: 207, 0xCF; Raptor Lake desktops too) for a Prescott and runs its SSE3 kernels:
+/// a missing `break` in its detection (OpenBLAS issue #4267, fixed by PR #4268 in 2023). There the
+/// MLP trained at 0.40-0.45x the speed it trains at with AVX-512 kernels (scripts/bench_openblas_core.sh,
+/// docs/measurements.md). So where OpenBLAS is the BLAS and runs kernels without AVX2 on an Intel CPU
+/// that has AVX2 and FMA, and OPENBLAS_CORETYPE is not set, choose_openblas_core sets that variable
+/// and has OpenBLAS choose again (gotoblas_dynamic_quit, gotoblas_dynamic_init: the selection OpenBLAS
+/// runs at load, which reads the variable; each core's block sizes are computed by its table's init
+/// and every buffer has the build's fixed size, so nothing sized for the first core is left behind).
+/// It asks for SkylakeX where the CPU has AVX-512 F, BW, DQ and VL, else for Haswell: names 0.3.21
+/// finds (its OPENBLAS_CORETYPE lookup misses Cooperlake, OpenBLAS PR #3806). It keeps a core only if
+/// OpenBLAS then runs AVX2 kernels, and says so in this_cpu().blas_chosen_by. GEMM results equal those
+/// of a process started with the variable set to the same core. Call it first in main(), before any
+/// BLAS call, any other thread, and this_cpu(): between the two calls OpenBLAS has no kernels at all.
+/// Later calls, and a first call after this_cpu(), do nothing.
 void choose_openblas_core();
+
+/// What choose_openblas_core decides by.
+struct CpuFeatures {
+  bool intel = false;
+  bool avx2_and_fma = false;
+  bool avx512 = false;  ///< F, BW, DQ and VL, with the OS saving their registers
+};
+CpuFeatures this_cpu_features();
+
+/// The OpenBLAS cores choose_openblas_core asks for, in turn, while OpenBLAS runs `current`: none
+/// where `current` has AVX2 kernels, the user set OPENBLAS_CORETYPE, or the CPU is not an Intel
+/// one with AVX2 and FMA (for other vendors OpenBLAS's own choice is the better one).
+std::vector<std::string> openblas_cores_to_try(const CpuFeatures& cpu, const std::string& current,
+                                               bool coretype_set);
+
+/// Whether an OpenBLAS core's kernels use AVX2 (Haswell, SkylakeX, Cooperlake, SapphireRapids, Zen).
+bool openblas_core_has_avx2_kernels(const std::string& core);
 
 }  // namespace bitrobust

@@ -2,10 +2,9 @@
 // Process-wide CPU settings every entry point wants (the CLI's commands, the benchmarks).
 
 namespace bitrobust {
-/// Gives OpenBLAS the kernels this CPU supports where its table does not know the CPU
-/// (choose_openblas_core, cpu_description.h), sets LibTorch's intra-op threads (`threads` <= 0: one
-/// per core), keeps freed memory in the process (malloc_tuning.h) and flushes denormal floats on
-/// every thread (flush_denormals.h). Call it before other threads use LibTorch. Throws
+/// Sets LibTorch's intra-op threads (`threads` <= 0: one per core), keeps freed memory in the process
+/// (malloc_tuning.h) and flushes denormal floats on every thread (flush_denormals.h). (OpenBLAS's
+/// kernels are chosen earlier, first thing in main: choose_openblas_core, cpu_description.h.) Throws
 /// bitrobust::Error for more than max_cpu_threads().
 void configure_cpu_runtime(int threads);
 /// Holds SIGINT, SIGTERM and SIGHUP back on every OpenMP worker thread but the calling one, so that
