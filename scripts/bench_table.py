@@ -135,6 +135,8 @@ def main(paths):
     print(f"\nbitrobust end to end ({ctx.get('host_name', '?')}, {ctx.get('date', '?')}; "
           f"device {ctx.get('bitrobust_device', '?')}; {ctx.get('bitrobust_model', '?')}; "
           f"{ctx.get('bitrobust_precision', '?')})")
+    if 'bitrobust_cpu' in ctx:
+        print(f"CPU: {ctx['bitrobust_cpu']}")
     print(f"{'measure':52s} {'bitrobust':>12s}   {'baseline':26s} {'value':>12s} {'ratio':>7s}  better")
     for name, value, base_name, base, better in table:
         if value is None or base is None:  # (a figure whose baseline is missing is still shown)
