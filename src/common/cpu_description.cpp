@@ -29,6 +29,8 @@ Fn openblas_function(const char* name) {
   return reinterpret_cast<Fn>(::dlsym(RTLD_DEFAULT, name));
 }
 
+std::string text_of(const char* text) { return text == nullptr ? std::string() : std::string(text); }
+
 std::string blas_chosen_by = "OpenBLAS";
 std::atomic<bool> described{false};  // this_cpu() has run: choosing now would leave it stale
 
@@ -62,10 +64,10 @@ std::string openblas_text() {
   const auto config = openblas_function<CoreNameFn>("openblas_get_config");
   const auto core = openblas_function<CoreNameFn>("openblas_get_corename");
   if (config == nullptr || core == nullptr) return "";
-  std::istringstream words(config());  // "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ... Prescott MAX_THREADS=64"
+  std::istringstream words(text_of(config()));  // "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ... Prescott MAX_THREADS=64"
   std::string library, version;
   words >> library >> version;
-  return printable_ascii("OpenBLAS " + version + ", " + core() + " kernels");
+  return printable_ascii("OpenBLAS " + version + ", " + text_of(core()) + " kernels");
 }
 
 CpuDescription read_this_cpu() {
@@ -141,7 +143,7 @@ void choose_openblas_core() {
     const auto quit = openblas_function<InitFn>("gotoblas_dynamic_quit");
     const auto init = openblas_function<InitFn>("gotoblas_dynamic_init");
     if (described || core_name == nullptr || quit == nullptr || init == nullptr) return;
-    const std::string own = core_name();
+    const std::string own = text_of(core_name());
     for (const std::string& core :
          openblas_cores_to_try(this_cpu_features(), own, std::getenv("OPENBLAS_CORETYPE") != nullptr)) {
       // (the variable is taken away again, so that the description can tell who chose)
@@ -149,7 +151,7 @@ void choose_openblas_core() {
       quit();
       init();
       ::unsetenv("OPENBLAS_CORETYPE");
-      if (openblas_core_has_avx2_kernels(core_name())) {
+      if (openblas_core_has_avx2_kernels(text_of(core_name()))) {
         blas_chosen_by = "bitrobust, where OpenBLAS took this CPU for a " + own;
         return;
       }
