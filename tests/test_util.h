@@ -88,6 +88,9 @@ inline data::Dataset synthetic_dataset(int64_t n, int64_t classes = 4, int64_t h
   return d;
 }
 
+/// OpenBLAS's core before test_main's choose_openblas_core ("" where the BLAS is not OpenBLAS).
+extern std::string openblas_core_at_load;
+
 #ifdef BITROBUST_CLI_PATH
 struct CliResult {
   int status;          ///< exit status, or 128 + signal

@@ -31,7 +31,12 @@ Fn openblas_function(const char* name) {
 
 std::string text_of(const char* text) { return text == nullptr ? std::string() : std::string(text); }
 
-std::string blas_chosen_by = "OpenBLAS";
+/// Who chose OpenBLAS's kernels, as this_cpu() says it (written only by choose_openblas_core, which
+/// runs before this_cpu(): NOTE [OpenBLAS core]).
+std::string& blas_chosen_by() {
+  static std::string who = "OpenBLAS";
+  return who;
+}
 std::atomic<bool> described{false};  // this_cpu() has run: choosing now would leave it stale
 
 /// Printable ASCII as it is, anything else as '?': the text goes into JSON, which takes UTF-8 only.
@@ -97,13 +102,14 @@ CpuDescription read_this_cpu() {
   cpu.aten_kernels = aten_kernels();
   cpu.blas = openblas_text();
   if (!cpu.blas.empty()) {
-    cpu.blas_chosen_by = std::getenv("OPENBLAS_CORETYPE") != nullptr ? "OPENBLAS_CORETYPE" : blas_chosen_by;
+    cpu.blas_chosen_by = std::getenv("OPENBLAS_CORETYPE") != nullptr ? "OPENBLAS_CORETYPE" : blas_chosen_by();
   }
   for (const char* name : {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
                            "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE", "OPENBLAS_CORETYPE",
                            "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS"}) {
     if (const char* value = std::getenv(name)) cpu.kernel_settings.emplace_back(name, printable_ascii(value));
   }
+  std::sort(cpu.kernel_settings.begin(), cpu.kernel_settings.end());  // by name, as JSON objects keep them
   return cpu;
 }
 
@@ -144,17 +150,22 @@ void choose_openblas_core() {
     const auto init = openblas_function<InitFn>("gotoblas_dynamic_init");
     if (described || core_name == nullptr || quit == nullptr || init == nullptr) return;
     const std::string own = text_of(core_name());
-    for (const std::string& core :
-         openblas_cores_to_try(this_cpu_features(), own, std::getenv("OPENBLAS_CORETYPE") != nullptr)) {
+    const std::vector<std::string> cores =
+        openblas_cores_to_try(this_cpu_features(), own, std::getenv("OPENBLAS_CORETYPE") != nullptr);
+    for (const std::string& core : cores) {
       // (the variable is taken away again, so that the description can tell who chose)
       ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
       quit();
       init();
       ::unsetenv("OPENBLAS_CORETYPE");
       if (openblas_core_has_avx2_kernels(text_of(core_name()))) {
-        blas_chosen_by = "bitrobust, where OpenBLAS took this CPU for a " + own;
+        blas_chosen_by() = "bitrobust, where OpenBLAS took this CPU for a " + own;
         return;
       }
+    }
+    if (!cores.empty()) {  // none took: OpenBLAS's own choice again, which the description reports
+      quit();
+      init();
     }
   });
 }

@@ -10,10 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <string>
 
-#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/report/progress.h"
@@ -123,17 +121,9 @@ TrainResult train(models::Classifier& net, const data::Dataset& train_set, const
                                        static_cast<long long>(state.epochs_done));
     // Not refused, unlike another thread count: moving a run to another machine is a user's right,
     // but the README's promise of an uninterrupted run's weights holds only on the same kernels.
-    if (options.progress && device.is_cpu() && !state.cpu.empty()) {
-      const nlohmann::json recorded = nlohmann::json::parse(state.cpu, nullptr, false);
-      const CpuDescription before = cpu_from_json(recorded);
-      if (!same_cpu_and_kernels(before, this_cpu())) {
-        const std::string written_on = recorded.is_object() ? describe(before) : "a record that does not parse";
-        std::fprintf(stderr,
-                     "note: checkpoint %s was written on another CPU or with other kernels (%s) than this run's "
-                     "(%s): the run continues, but its float sums may round otherwise, so it need not end with "
-                     "the weights of an uninterrupted run\n",
-                     options.checkpoint.c_str(), written_on.c_str(), describe(this_cpu()).c_str());
-      }
+    if (options.progress && device.is_cpu()) {
+      const std::string note = resume_kernels_note(options.checkpoint, state.cpu);
+      if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
     }
   } else if (options.resume && !options.checkpoint.empty() && options.progress) {
     // (not an error: a script that always passes --resume starts the first time; but said, as a

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "bitrobust/io/model_file.h"
 #include "bitrobust/quant/model_quantization.h"
@@ -776,6 +777,11 @@ TEST(CliTrain, OpenBlasKernelsChosenAtStartEqualThoseGivenAtLoad) {
   const size_t comma = version.output.find(", ", blas), kernels = version.output.find(" kernels (chosen by ", blas);
   ASSERT_NE(kernels, std::string::npos) << version.output;
   const std::string core = version.output.substr(comma + 2, kernels - comma - 2);
+  // The program itself chooses (a main without the call would run OpenBLAS's own Prescott here).
+  const CpuFeatures features = this_cpu_features();
+  if (features.intel && features.avx2_and_fma && std::getenv("OPENBLAS_CORETYPE") == nullptr) {
+    EXPECT_TRUE(openblas_core_has_avx2_kernels(core)) << version.output;
+  }
   test_util::TempDir dir;
   const std::string common = "train --dataset cifar10 --data-root " + write_tiny_cifar10(dir) +
                              " --model mlp --max-steps 2 --batch 8 --no-augment --quiet --out ";

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bitrobust/common/cpu_description.h"
 #include "bitrobust/common/error.h"
 #include "archive_util.h"
 #include "model_fixtures.h"
@@ -273,4 +274,28 @@ TEST(Checkpoint, HexStateKeysOfLibTorch1AreUnreadableOnlyWherePointersAreKeys) {
   ASSERT_TRUE(in.try_read("state", states));
   EXPECT_EQ(states.keys().size(), 2u);
   EXPECT_TRUE(train::optimizer_state_keys_readable(sgd, states.keys()));
+}
+
+// A resume says when the CPU or kernels that wrote its checkpoint may differ from this run's, and
+// nothing where they are the same (the README promises an uninterrupted run's weights only then).
+TEST(Checkpoint, ResumeNoteSaysWhenTheKernelsMayDiffer) {
+  const std::string now = describe(this_cpu());
+  EXPECT_EQ(train::resume_kernels_note("c.ckpt", to_json(this_cpu()).dump()), "");
+  CpuDescription other = this_cpu();
+  other.kernel_settings.emplace_back("ONEDNN_MAX_CPU_ISA", "AVX2");
+  EXPECT_EQ(train::resume_kernels_note("c.ckpt", to_json(other).dump()),
+            "note: checkpoint c.ckpt was written on another CPU or with other kernels (" +
+                describe(cpu_from_json(to_json(other))) +
+                ") than this run's (" + now + "): the run continues, but its float sums may round otherwise, so "
+                "it need not end with the weights of an uninterrupted run");
+  const std::string none = train::resume_kernels_note("c.ckpt", "");
+  EXPECT_EQ(none.rfind("note: checkpoint c.ckpt records no CPU (written before 2026-12-06): if it was written on "
+                      "another CPU or with other kernels than this run's (" + now + "), the run continues",
+                      0),
+            0u)
+      << none;
+  for (const char* damaged : {"{\"name\": ", "[1, 2]", "\"text\""}) {
+    const std::string note = train::resume_kernels_note("c.ckpt", damaged);
+    EXPECT_EQ(note.rfind("note: checkpoint c.ckpt records its CPU in a form that does not parse: ", 0), 0u) << note;
+  }
 }

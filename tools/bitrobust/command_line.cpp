@@ -32,9 +32,6 @@ int error(const std::string& message) {
   std::fprintf(stderr, "bitrobust: error: %s\n", report::printable_message(message).c_str());
   return 1;
 }
-// What was printed goes through stdio's buffer: a full disk or a closed descriptor shows only when
-// it is flushed, and would otherwise end the run with `status` and nothing written
-// (`bitrobust test ... > /dev/full`).
 /// --version: the program's version, then what its floats depend on (for bug reports).
 std::string version_text() {
 #ifdef BITROBUST_WITH_CUDA
@@ -46,6 +43,9 @@ std::string version_text() {
          "\nCPU: " + describe(this_cpu());
 }
 
+// What was printed goes through stdio's buffer: a full disk or a closed descriptor shows only when
+// it is flushed, and would otherwise end the run with `status` and nothing written
+// (`bitrobust test ... > /dev/full`).
 int flushed(int status) {
   if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
   std::fprintf(stderr, "bitrobust: error: cannot write standard output: %s\n", std::strerror(errno));

@@ -25,7 +25,7 @@ struct CpuDescription {
   std::string blas;            ///< "OpenBLAS <version>, <core> kernels"; empty where the BLAS is not OpenBLAS
   std::string blas_chosen_by;  ///< who chose OpenBLAS's kernels: "OpenBLAS", "OPENBLAS_CORETYPE" or
                                ///< "bitrobust, where OpenBLAS took this CPU for a <core>" (NOTE [OpenBLAS core])
-  /// Environment variables set in this process that change which kernels the libraries use.
+  /// Environment variables set in this process that change which kernels the libraries use, by name.
   std::vector<std::pair<std::string, std::string>> kernel_settings;
 };
 

@@ -72,6 +72,12 @@ bool optimizer_state_keys_readable(const Optimizer& optimizer, const std::vector
   }
 }
 
+/// What a CPU run resumed from `checkpoint` says about the CPU and kernels it was written on
+/// (`recorded`: its CheckpointState::cpu), since the weights of an uninterrupted run are promised
+/// only on the same ones: a note naming both where they differ, one saying so where the checkpoint
+/// records none (written before 2026-12-06) or none that parses, and "" where they are the same.
+std::string resume_kernels_note(const std::string& checkpoint, const std::string& recorded);
+
 /// The run's settings (TrainOptions::settings) with the schedule and the augmentation it trains
 /// with (AugmentOptions::describe), as stored in checkpoints.
 nlohmann::json run_settings(const TrainOptions& options, const std::string& augmentation);
