@@ -62,14 +62,12 @@ std::string resume_kernels_note(const std::string& checkpoint, const std::string
   const std::string now = describe(this_cpu());
   const std::string consequence = "the run continues, but its float sums may round otherwise, so it need not end "
                                   "with the weights of an uninterrupted run";
-  if (recorded.empty()) {
-    return "note: checkpoint " + checkpoint + " records no CPU (written before 2026-12-06): if it was written on " +
-           "another CPU or with other kernels than this run's (" + now + "), " + consequence;
-  }
   const nlohmann::json parsed = nlohmann::json::parse(recorded, nullptr, false);
-  if (!parsed.is_object()) {
-    return "note: checkpoint " + checkpoint + " records its CPU in a form that does not parse: if it was written " +
-           "on another CPU or with other kernels than this run's (" + now + "), " + consequence;
+  if (!parsed.is_object()) {  // nothing to compare with
+    const std::string record = recorded.empty() ? "records no CPU (written before 2026-12-06)"
+                                                : "records its CPU in a form that does not parse";
+    return "note: checkpoint " + checkpoint + " " + record + ": if it was written on another CPU or with other " +
+           "kernels than this run's (" + now + "), " + consequence;
   }
   const CpuDescription before = cpu_from_json(parsed);
   if (same_cpu_and_kernels(before, this_cpu())) return "";
